@@ -1,0 +1,84 @@
+/**
+ * The seam between the sandbox manager and the isolation technologies (Firecracker, QEMU, Linux
+ * namespaces). The manager owns ids, state, locks, network slots and the envd handshake; a runtime
+ * only starts, stops, pauses and restores one guest whose network slot and files are already prepared.
+ */
+
+export type RuntimeName = "firecracker" | "qemu" | "namespace";
+
+export interface RuntimeCapabilities {
+  /** Pause writes memory and device state to disk and frees the guest's process (false: freeze in place). */
+  pauseToDisk: boolean;
+  /** The guest has a PTP clock device (/dev/ptp0) that chrony can follow after a resume. */
+  guestPhc: boolean;
+  /** Hardware virtualisation is used (KVM). */
+  kvm: boolean;
+}
+
+/** The network slot a guest is attached to, prepared by the agent's slot allocator. */
+export interface GuestNetwork {
+  /** Network namespace the guest's process (VM) or processes (namespace runtime) run in. */
+  netns: string;
+  /** TAP device inside the netns that a VM attaches to (VM runtimes). */
+  tapName: string;
+  /** Guest address inside the netns, the same in every slot: 169.254.0.21. */
+  guestIp: string;
+  /** Gateway address inside the netns (the TAP's address): 169.254.0.22. */
+  gatewayIp: string;
+  /** Prefix length of the guest link: 30. */
+  prefixLength: number;
+  /** MAC address of the guest's eth0. */
+  guestMac: string;
+}
+
+export interface GuestSpec {
+  sandboxId: string;
+  template: string;
+  vcpus: number;
+  memoryMb: number;
+  /** Per-sandbox directory (sandboxes/<id>/): disks, sockets, console log, runtime state. */
+  sandboxDir: string;
+  network: GuestNetwork;
+  /** Kernel, initramfs and template image paths, from the files layout. */
+  kernelPath: string;
+  initrdPath: string;
+  imageRootfsTree: string;
+  imageRootfsExt4: string;
+}
+
+/**
+ * What a runtime persists about a running guest so that a restarted agent can re-adopt it
+ * (kept in sandboxes/<id>/runtime.json by the manager). Runtime-specific fields go in `data`.
+ */
+export interface GuestHandle {
+  runtime: RuntimeName;
+  /** PID of the guest's root process on the host (QEMU or Firecracker process, or the namespace's init). */
+  pid: number;
+  /** Process start time (from /proc/<pid>/stat, field 22) so a recycled PID is not mistaken for the guest. */
+  pidStartTime: string;
+  data: Record<string, unknown>;
+}
+
+export interface SnapshotInfo {
+  /** Directory holding the snapshot (snapshots/<id>/). */
+  dir: string;
+  files: { name: string; sizeBytes: number }[];
+}
+
+export interface Runtime {
+  readonly name: RuntimeName;
+  capabilities(): RuntimeCapabilities;
+  /** Prepares the guest's disk and starts it, detached from the caller; resolves once the process runs. */
+  start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle>;
+  /** Stops the guest and removes what start() created under sandboxDir except logs; idempotent. */
+  stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void>;
+  /** Whether the guest's process is still alive (used by restart recovery and the reaper). */
+  isAlive(handle: GuestHandle): Promise<boolean>;
+  /** Freezes the guest in place (no disk snapshot). */
+  freeze(spec: GuestSpec, handle: GuestHandle): Promise<void>;
+  thaw(spec: GuestSpec, handle: GuestHandle): Promise<void>;
+  /** Writes a full snapshot to snapshotDir and stops the guest process. Only when pauseToDisk. */
+  snapshot?(spec: GuestSpec, handle: GuestHandle, snapshotDir: string): Promise<SnapshotInfo>;
+  /** Starts the guest from a snapshot on the (possibly different) network slot in spec. Only when pauseToDisk. */
+  restore?(spec: GuestSpec, snapshotDir: string, signal?: AbortSignal): Promise<GuestHandle>;
+}

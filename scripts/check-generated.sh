@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Regenerates the committed generated code (protobuf-es output and drizzle migrations) and fails
+# when that changes anything, so a .proto or schema edit without regeneration cannot land.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npx buf lint
+npx buf generate
+npx drizzle-kit generate >/dev/null
+npx drizzle-kit check
+if ! git diff --exit-code --stat -- proto/gen drizzle || [ -n "$(git status --porcelain --untracked-files=all -- proto/gen drizzle)" ]; then
+  echo "check:generated: generated code is out of date; run 'npm run generate' and commit the result." >&2
+  git status --porcelain -- proto/gen drizzle >&2
+  exit 1
+fi
+echo "check:generated: proto/gen and drizzle/ are up to date."
