@@ -3,9 +3,13 @@ import { join } from "node:path";
 /**
  * Every path the agent and the image builder use, derived from one root (AGENT_FILES_ROOTDIR,
  * default /var/lib/wrenn) so that a second agent on the same machine only needs another root.
+ * The agent's own state (sandboxes, snapshots, token) may live under a separate state root
+ * (AGENT_STATE_DIR), so that several agents share one set of images and kernels.
  */
 export interface FilesLayout {
   root: string;
+  /** Root of the agent's own state: sandboxes/, snapshots/ and the token file (defaults to root). */
+  stateRoot: string;
   kernelsDir: string;
   imagesDir: string;
   sandboxesDir: string;
@@ -26,18 +30,19 @@ export interface FilesLayout {
   snapshotDir(sandboxId: string): string;
 }
 
-export function filesLayout(root: string): FilesLayout {
+export function filesLayout(root: string, stateRoot: string = root): FilesLayout {
   const kernelsDir = join(root, "kernels");
   const imagesDir = join(root, "images");
-  const sandboxesDir = join(root, "sandboxes");
-  const snapshotsDir = join(root, "snapshots");
+  const sandboxesDir = join(stateRoot, "sandboxes");
+  const snapshotsDir = join(stateRoot, "snapshots");
   return {
     root,
+    stateRoot,
     kernelsDir,
     imagesDir,
     sandboxesDir,
     snapshotsDir,
-    tokenFile: join(root, "token"),
+    tokenFile: join(stateRoot, "token"),
     kernelPath: join(kernelsDir, "current", "vmlinux"),
     initrdPath: join(kernelsDir, "current", "initramfs.cpio.gz"),
     imageDir: (template) => join(imagesDir, template),

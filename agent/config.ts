@@ -1,0 +1,189 @@
+import { cpus, totalmem } from "node:os";
+import { z } from "zod";
+import { type FilesLayout, filesLayout } from "./layout.js";
+
+/**
+ * The agent's only reader of process.env: one zod schema, parsed once at start, then passed down as a value.
+ * A bad value stops the agent with a message naming the variable, instead of becoming NaN deep inside.
+ */
+
+/** Facts about the host that the capacity defaults derive from; injected so tests can pin them. */
+export interface HostFacts {
+  cpuCount: number;
+  totalMemoryMb: number;
+}
+
+export function hostFacts(): HostFacts {
+  return { cpuCount: cpus().length, totalMemoryMb: Math.floor(totalmem() / 2 ** 20) };
+}
+
+const booleanFlag = z
+  .enum(["1", "0", "true", "false", "on", "off", "yes", "no"], {
+    error: "expected one of 1, 0, true, false, on, off, yes, no",
+  })
+  .transform((v) => v === "1" || v === "true" || v === "on" || v === "yes");
+
+const positiveInt = (name: string) =>
+  z
+    .string()
+    .regex(/^[0-9]+$/, `${name} must be a whole number`)
+    .transform(Number)
+    .pipe(z.number().int().positive());
+
+const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]+):[0-9]{1,5}$/, "expected host:port, e.g. 127.0.0.1:5007")
+  .transform((v) => {
+    const colon = v.lastIndexOf(":");
+    return { host: v.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(v.slice(colon + 1)) };
+  })
+  .refine((a) => a.port <= 65_535, "port must be at most 65535");
+
+/** An IPv4 network in CIDR form, split into its base address (as a 32-bit number) and prefix length. */
+export interface Ipv4Network {
+  base: number;
+  prefixLength: number;
+}
+
+export function parseIpv4(text: string): number | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4) return undefined;
+  let value = 0;
+  for (const part of parts) {
+    if (!/^[0-9]{1,3}$/.test(part)) return undefined;
+    const octet = Number(part);
+    if (octet > 255) return undefined;
+    value = value * 256 + octet;
+  }
+  return value;
+}
+
+export function formatIpv4(value: number): string {
+  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join(".");
+}
+
+const networkCidr = z.string().transform((v, ctx): Ipv4Network => {
+  const [address = "", length = ""] = v.split("/");
+  const base = parseIpv4(address);
+  const prefixLength = Number(length);
+  if (base === undefined || !/^[0-9]{1,2}$/.test(length) || prefixLength < 8 || prefixLength > 28) {
+    ctx.addIssue({ code: "custom", message: "expected an IPv4 network such as 10.240.0.0/16 (prefix /8 to /28)" });
+    return z.NEVER;
+  }
+  const mask = prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
+  if ((base & mask) >>> 0 !== base) {
+    ctx.addIssue({
+      code: "custom",
+      message: `${v} has host bits set; use ${formatIpv4((base & mask) >>> 0)}/${length}`,
+    });
+    return z.NEVER;
+  }
+  return { base, prefixLength };
+});
+
+const envSchema = z.object({
+  AGENT_FILES_ROOTDIR: z.string().startsWith("/", "must be an absolute path").default("/var/lib/wrenn"),
+  AGENT_STATE_DIR: z.string().startsWith("/", "must be an absolute path").optional(),
+  AGENT_LISTEN_ADDRESS: listenAddress.default({ host: "127.0.0.1", port: 5007 }),
+  AGENT_RUNTIME: z.enum(["auto", "firecracker", "qemu", "namespace"]).default("auto"),
+  AGENT_MAX_SANDBOXES: positiveInt("AGENT_MAX_SANDBOXES").optional(),
+  AGENT_VCPUS: positiveInt("AGENT_VCPUS").optional(),
+  AGENT_MEMORY_MB: positiveInt("AGENT_MEMORY_MB").optional(),
+  AGENT_DEFAULT_VCPUS: positiveInt("AGENT_DEFAULT_VCPUS").default(1),
+  AGENT_DEFAULT_MEMORY_MB: positiveInt("AGENT_DEFAULT_MEMORY_MB").default(512),
+  AGENT_MAX_CONCURRENT_STARTS: positiveInt("AGENT_MAX_CONCURRENT_STARTS").default(4),
+  AGENT_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  AGENT_TLS_CERT: z.string().startsWith("/", "must be an absolute path").optional(),
+  AGENT_TLS_KEY: z.string().startsWith("/", "must be an absolute path").optional(),
+  AGENT_EGRESS: booleanFlag.default(true),
+  AGENT_NET_PREFIX: z
+    .string()
+    .regex(/^[a-z][a-z0-9]{0,5}$/, "must be 1-6 characters of [a-z0-9] starting with a letter")
+    .default("wr"),
+  AGENT_NET_CIDR: networkCidr.default({ base: (10 << 24) | (240 << 16), prefixLength: 16 }),
+  AGENT_STOPPED_RETENTION_SEC: positiveInt("AGENT_STOPPED_RETENTION_SEC").default(600),
+  AGENT_REAP_INTERVAL_MS: positiveInt("AGENT_REAP_INTERVAL_MS").default(2000),
+  AGENT_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** The agent's validated configuration. */
+export interface AgentConfig {
+  layout: FilesLayout;
+  listen: { host: string; port: number };
+  runtime: "auto" | "firecracker" | "qemu" | "namespace";
+  capacity: { maxSandboxes: number; vcpus: number; memoryMb: number };
+  defaults: { vcpus: number; memoryMb: number };
+  maxConcurrentStarts: number;
+  /** The bearer token from AGENT_TOKEN; when absent the agent uses (or creates) layout.tokenFile. */
+  token: string | undefined;
+  tls: { certFile: string; keyFile: string } | undefined;
+  /** Whether sandboxes may reach the internet at all (each sandbox may further opt out). */
+  egress: boolean;
+  network: {
+    /** Prefix of every netns, interface and firewall table this agent creates, so two agents never collide. */
+    prefix: string;
+    /** The range slot addresses come from: one /30 per slot. */
+    cidr: Ipv4Network;
+  };
+  stoppedRetentionMs: number;
+  reapIntervalMs: number;
+  logLevel: LogLevel;
+}
+
+export type ConfigResult = { ok: true; config: AgentConfig } | { ok: false; errors: string[] };
+
+/** Validates an environment; pure, so tests can feed it any map. */
+export function parseAgentConfig(env: Record<string, string | undefined>, host: HostFacts): ConfigResult {
+  // Empty strings mean "unset", as a shell `VAR=` line intends.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      errors: parsed.error.issues.map((i) => `${i.path.join(".") || "environment"}: ${i.message}`),
+    };
+  }
+  const e = parsed.data;
+  const errors: string[] = [];
+  if ((e.AGENT_TLS_CERT === undefined) !== (e.AGENT_TLS_KEY === undefined)) {
+    errors.push("AGENT_TLS_CERT and AGENT_TLS_KEY must be set together");
+  }
+  if (errors.length > 0) return { ok: false, errors };
+  const memoryMb = e.AGENT_MEMORY_MB ?? Math.max(512, Math.floor(host.totalMemoryMb * 0.9));
+  return {
+    ok: true,
+    config: {
+      layout: filesLayout(e.AGENT_FILES_ROOTDIR, e.AGENT_STATE_DIR),
+      listen: e.AGENT_LISTEN_ADDRESS,
+      runtime: e.AGENT_RUNTIME,
+      capacity: {
+        // Sandboxes are mostly idle: overcommit CPUs 4:1, and cap the count by memory at 128 MiB each.
+        maxSandboxes: e.AGENT_MAX_SANDBOXES ?? Math.max(4, Math.min(1024, Math.floor(memoryMb / 128))),
+        vcpus: e.AGENT_VCPUS ?? host.cpuCount * 4,
+        memoryMb,
+      },
+      defaults: { vcpus: e.AGENT_DEFAULT_VCPUS, memoryMb: e.AGENT_DEFAULT_MEMORY_MB },
+      maxConcurrentStarts: e.AGENT_MAX_CONCURRENT_STARTS,
+      token: e.AGENT_TOKEN,
+      tls:
+        e.AGENT_TLS_CERT !== undefined && e.AGENT_TLS_KEY !== undefined
+          ? { certFile: e.AGENT_TLS_CERT, keyFile: e.AGENT_TLS_KEY }
+          : undefined,
+      egress: e.AGENT_EGRESS,
+      network: { prefix: e.AGENT_NET_PREFIX, cidr: e.AGENT_NET_CIDR },
+      stoppedRetentionMs: e.AGENT_STOPPED_RETENTION_SEC * 1000,
+      reapIntervalMs: e.AGENT_REAP_INTERVAL_MS,
+      logLevel: e.AGENT_LOG_LEVEL,
+    },
+  };
+}
+
+/** Reads process.env once; on bad config prints every problem and exits non-zero. */
+export function loadAgentConfig(exit: (code: number) => never = process.exit): AgentConfig {
+  const result = parseAgentConfig(process.env, hostFacts());
+  if (result.ok) return result.config;
+  process.stderr.write(`wrenn-agent: invalid configuration:\n${result.errors.map((e) => `  ${e}\n`).join("")}`);
+  return exit(2);
+}

@@ -1,0 +1,226 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, openSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { HostAgentService } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+
+/**
+ * Starts the real host agent (`node --import tsx agent/main.ts`) as a child process for integration
+ * tests: random loopback port, a unique network prefix and slot range (so parallel agents never
+ * collide), egress off, images read from /var/lib/wrenn (or `rootDir`), and its own state directory
+ * for sandboxes, snapshots, token and log. `stop()` destroys every sandbox the agent holds, stops
+ * it and removes the state directory it created.
+ */
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+export interface AgentProcessOptions {
+  runtime?: "namespace" | "qemu";
+  /** Images and kernels root (AGENT_FILES_ROOTDIR); default /var/lib/wrenn. */
+  rootDir?: string;
+  /** State root (sandboxes, snapshots, token, agent.log); default a fresh temp dir removed on stop. Pass a
+   * previous agent's `stateDir` (with its `netPrefix` and `netCidr`) to restart it on the same state. */
+  stateDir?: string;
+  netPrefix?: string;
+  netCidr?: string;
+  /** Port to listen on; default a free random loopback port. */
+  port?: number;
+  token?: string;
+  /** Extra AGENT_* variables. */
+  env?: Record<string, string>;
+}
+
+export interface AgentProcess {
+  /** Base URL, e.g. http://127.0.0.1:41234 */
+  url: string;
+  token: string;
+  pid: number;
+  stateDir: string;
+  netPrefix: string;
+  netCidr: string;
+  port: number;
+  /** Options that start another agent on the same state, network prefix, port and token (restart tests). */
+  restartOptions: AgentProcessOptions;
+  /** A Connect client for HostAgentService with the bearer token set. */
+  client: Client<typeof HostAgentService>;
+  /** The agent's combined stdout/stderr so far (JSON log lines). */
+  log(): Promise<string>;
+  /** Destroys every sandbox the agent holds, stops the agent and cleans up its state directory. */
+  stop(): Promise<void>;
+  /** Sends SIGKILL to the agent only: sandboxes keep running (restart-recovery tests). */
+  kill9(): void;
+}
+
+function bearer(token: string): Interceptor {
+  return (next) => async (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+/** A HostAgentService client for an agent URL and token (HTTP/1.1, JSON-free binary Connect). */
+export function agentClient(url: string, token: string): Client<typeof HostAgentService> {
+  return createClient(
+    HostAgentService,
+    createConnectTransport({ baseUrl: url, httpVersion: "1.1", useBinaryFormat: true, interceptors: [bearer(token)] }),
+  );
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** IPv4 networks already routed on this host, from /proc/net/route (little-endian hex). */
+async function routedNetworks(): Promise<{ base: number; mask: number }[]> {
+  const text = await readFile("/proc/net/route", "utf8").catch(() => "");
+  const swap = (hex: string) => {
+    const n = Number.parseInt(hex, 16);
+    return (((n & 255) << 24) | (((n >>> 8) & 255) << 16) | (((n >>> 16) & 255) << 8) | (n >>> 24)) >>> 0;
+  };
+  return text
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f.length > 7)
+    .map((f) => ({ base: swap(f[1] ?? "0"), mask: swap(f[7] ?? "0") }))
+    .filter((r) => r.mask !== 0);
+}
+
+/** Picks a random 10.x.y.0/23 that overlaps nothing routed here (128 slots per test agent). */
+async function freeSlotRange(): Promise<string> {
+  const routes = await routedNetworks();
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const second = 128 + Math.floor(Math.random() * 120);
+    const third = Math.floor(Math.random() * 128) * 2;
+    const base = ((10 << 24) | (second << 16) | (third << 8)) >>> 0;
+    const mask = 0xfffffe00;
+    const overlaps = routes.some((r) => {
+      const common = (r.mask & mask) >>> 0;
+      return (r.base & common) >>> 0 === (base & common) >>> 0;
+    });
+    if (!overlaps) return `10.${second}.${third}.0/23`;
+  }
+  throw new Error("no free 10.x.y.0/23 range for a test agent");
+}
+
+function randomPrefix(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  const bytes = randomBytes(4);
+  return `t${Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("")}`;
+}
+
+async function waitForHealth(url: string, child: ChildProcess, logFile: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exited: number | null = null;
+  child.once("exit", (code) => {
+    exited = code ?? -1;
+  });
+  while (Date.now() < deadline) {
+    if (exited !== null) {
+      const log = await readFile(logFile, "utf8").catch(() => "");
+      throw new Error(`agent exited with ${exited} before it was healthy:\n${log.slice(-4000)}`);
+    }
+    try {
+      const res = await fetch(`${url}/health`);
+      if (res.ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const log = await readFile(logFile, "utf8").catch(() => "");
+  throw new Error(`agent at ${url} not healthy after ${timeoutMs} ms:\n${log.slice(-4000)}`);
+}
+
+export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise<AgentProcess> {
+  const ownStateDir = opts.stateDir === undefined;
+  const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), "wrenn-agent-")));
+  const port = opts.port ?? (await freePort());
+  const token = opts.token ?? randomBytes(24).toString("hex");
+  const netPrefix = opts.netPrefix ?? randomPrefix();
+  const netCidr = opts.netCidr ?? (await freeSlotRange());
+  const url = `http://127.0.0.1:${port}`;
+  const logFile = join(stateDir, "agent.log");
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    AGENT_FILES_ROOTDIR: opts.rootDir ?? "/var/lib/wrenn",
+    AGENT_STATE_DIR: stateDir,
+    AGENT_LISTEN_ADDRESS: `127.0.0.1:${port}`,
+    AGENT_RUNTIME: opts.runtime ?? "namespace",
+    AGENT_TOKEN: token,
+    AGENT_EGRESS: "off",
+    AGENT_NET_PREFIX: netPrefix,
+    AGENT_NET_CIDR: netCidr,
+    ...opts.env,
+  };
+  const logFd = openSync(logFile, "a");
+  const child = spawn(process.execPath, ["--import", "tsx", "agent/main.ts"], {
+    cwd: repoRoot,
+    env,
+    stdio: ["ignore", logFd, logFd],
+  });
+  closeSync(logFd);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("could not spawn the agent");
+  const client = agentClient(url, token);
+  const restartOptions: AgentProcessOptions = { ...opts, stateDir, netPrefix, netCidr, port, token };
+  let killed = false;
+  const exitedPromise = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+
+  try {
+    await waitForHealth(url, child, logFile, 60_000);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
+
+  const stopThis = async (): Promise<void> => {
+    const list = await client.listSandboxes({});
+    await Promise.allSettled(list.sandboxes.map((s) => client.destroySandbox({ sandboxId: s.sandboxId })));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exitedPromise;
+    clearTimeout(timer);
+  };
+
+  return {
+    url,
+    token,
+    pid,
+    stateDir,
+    netPrefix,
+    netCidr,
+    port,
+    restartOptions,
+    client,
+    log: () => readFile(logFile, "utf8").catch(() => ""),
+    async stop() {
+      if (killed) {
+        // The agent was killed: a fresh one on the same state re-adopts the sandboxes, so it can destroy them.
+        const again = await startAgentProcess({ ...restartOptions, stateDir });
+        await again.stop();
+      } else {
+        await stopThis();
+      }
+      if (ownStateDir) await rm(stateDir, { recursive: true, force: true });
+    },
+    kill9() {
+      killed = true;
+      child.kill("SIGKILL");
+    },
+  };
+}
