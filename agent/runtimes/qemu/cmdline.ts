@@ -1,0 +1,213 @@
+/**
+ * The QEMU command line for one Wrenn guest, as a pure function so that a restore can rebuild
+ * exactly the command line of the guest it resumes (QEMU's incoming migration needs the same
+ * machine, devices and memory size) and so that tests can check it without starting QEMU.
+ *
+ * The TCG form follows the recipe measured in runtime-lab §A.2: `microvm` with the PIT, PIC and
+ * RTC switched on, a PVH vmlinux, `qemu64,+arat`, virtio-rng and `tsc_early_khz` on the kernel
+ * command line. Without those, TCG boots hang in PIT calibration.
+ */
+
+/** Guest address layout shared by every network slot (DESIGN §4). */
+export const GUEST_IP = "169.254.0.21";
+export const GATEWAY_IP = "169.254.0.22";
+export const GUEST_NETMASK = "255.255.255.252";
+
+/** The TCG translation cache size that measured best on 2-core hosts (runtime-lab §C). */
+export const DEFAULT_TB_SIZE_MB = 96;
+
+export interface QemuArgsOptions {
+  /** Uncompressed kernel (ELF with a PVH entry point). */
+  kernelPath: string;
+  /** Initramfs; omitted when the kernel has its virtio drivers built in. */
+  initrdPath?: string | undefined;
+  /** The guest's writable root disk. */
+  diskPath: string;
+  /** Disk format; the runtime uses qcow2 overlays on the template's raw ext4 image. */
+  diskFormat?: "qcow2" | "raw";
+  /** TAP device inside the guest's network namespace. */
+  tapName: string;
+  /** MAC address of the guest's eth0. */
+  mac: string;
+  vcpus: number;
+  memoryMb: number;
+  /** Unix socket QEMU listens on for QMP. */
+  qmpSocketPath: string;
+  /** File the guest's serial console is appended to (appended, so a restore keeps the earlier log). */
+  serialLogPath: string;
+  /** File QEMU writes its PID to (lets a cleanup find a QEMU whose handle was never recorded). */
+  pidFilePath?: string | undefined;
+  /** Use KVM (`-accel kvm -cpu host`); otherwise the TCG recipe. */
+  kvm: boolean;
+  /** Complete kernel command line (see {@link qemuKernelCmdline}). */
+  kernelCmdline: string;
+  /** TCG translation cache in MiB; ignored with KVM. */
+  tbSizeMb?: number;
+  /** Incoming migration URI (restore from a snapshot), e.g. `exec:cat '/path/memory'`. */
+  incomingUri?: string | undefined;
+  /** Name shown in `ps` and QMP (`query-name`). */
+  name?: string | undefined;
+}
+
+const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/** Escapes a value for QEMU's comma-separated option syntax, where a literal comma is written twice. */
+function optionValue(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+function requirePositiveInteger(name: string, value: number): void {
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new RangeError(`${name} must be a positive integer, got ${value}`);
+  }
+}
+
+/**
+ * Builds the argument vector for `qemu-system-x86_64` (without the binary itself).
+ * Throws RangeError on values QEMU would reject later with a less clear message.
+ */
+export function buildQemuArgs(opts: QemuArgsOptions): string[] {
+  requirePositiveInteger("vcpus", opts.vcpus);
+  requirePositiveInteger("memoryMb", opts.memoryMb);
+  if (!MAC_PATTERN.test(opts.mac)) throw new RangeError(`mac must look like 02:fc:00:00:00:01, got "${opts.mac}"`);
+  if (opts.tapName.length === 0 || opts.tapName.length > 15 || /[\s,/]/.test(opts.tapName)) {
+    throw new RangeError(`tapName must be a Linux interface name (1-15 characters, no spaces), got "${opts.tapName}"`);
+  }
+  const tbSize = opts.tbSizeMb ?? DEFAULT_TB_SIZE_MB;
+  requirePositiveInteger("tbSizeMb", tbSize);
+
+  const args: string[] = [];
+  if (opts.name) args.push("-name", optionValue(opts.name));
+  if (opts.kvm) {
+    args.push("-accel", "kvm", "-cpu", "host");
+  } else {
+    // +arat: the guest's APIC timer keeps running in deep idle, so idle guests stop burning CPU on ticks.
+    args.push("-accel", `tcg,thread=multi,tb-size=${tbSize}`, "-cpu", "qemu64,+arat");
+  }
+  args.push(
+    "-smp",
+    String(opts.vcpus),
+    "-m",
+    String(opts.memoryMb),
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-no-reboot",
+    // PIT, PIC and RTC are off by default on microvm; TCG guests hang calibrating the TSC without them.
+    "-M",
+    "microvm,pit=on,pic=on,rtc=on",
+    "-kernel",
+    opts.kernelPath,
+  );
+  if (opts.initrdPath) args.push("-initrd", opts.initrdPath);
+  args.push(
+    "-append",
+    opts.kernelCmdline,
+    "-chardev",
+    `file,id=serial0,path=${optionValue(opts.serialLogPath)},append=on`,
+    "-serial",
+    "chardev:serial0",
+    "-drive",
+    `id=root,file=${optionValue(opts.diskPath)},format=${opts.diskFormat ?? "qcow2"},if=none,cache=writeback,discard=unmap`,
+    "-device",
+    "virtio-blk-device,drive=root",
+    "-netdev",
+    `tap,id=net0,ifname=${opts.tapName},script=no,downscript=no`,
+    "-device",
+    `virtio-net-device,netdev=net0,mac=${opts.mac.toLowerCase()}`,
+    // Without an entropy source, node in the guest blocks on getrandom for about a second at start.
+    "-object",
+    "rng-random,id=rng0,filename=/dev/urandom",
+    "-device",
+    "virtio-rng-device,rng=rng0",
+    "-qmp",
+    `unix:${optionValue(opts.qmpSocketPath)},server=on,wait=off`,
+  );
+  if (opts.pidFilePath) args.push("-pidfile", opts.pidFilePath);
+  if (opts.incomingUri) args.push("-incoming", opts.incomingUri);
+  return args;
+}
+
+export interface GuestCmdlineOptions {
+  /** Extra `key=value` words appended at the end. */
+  extra?: string[];
+}
+
+/**
+ * The base kernel command line of a Wrenn guest (DESIGN §4): serial console, static guest address
+ * on eth0, wrenn-init as init. Used when the image builder's shared builder is not available.
+ */
+export function baseGuestKernelCmdline(opts: GuestCmdlineOptions = {}): string {
+  const words = [
+    "console=ttyS0",
+    "reboot=k",
+    "panic=1",
+    "pci=off",
+    "quiet",
+    "clocksource=kvm-clock",
+    "init=/usr/local/bin/wrenn-init",
+    `ip=${GUEST_IP}::${GATEWAY_IP}:${GUEST_NETMASK}:sandbox:eth0:off`,
+    ...(opts.extra ?? []),
+  ];
+  return words.join(" ");
+}
+
+export interface QemuKernelCmdlineOptions {
+  /** The base guest command line (shared with Firecracker). */
+  base: string;
+  kvm: boolean;
+  /** Host TSC frequency in kHz; required for TCG (the guest's TSC reads the host's). */
+  tscKhz?: number | undefined;
+}
+
+/**
+ * Adds what QEMU needs on top of the shared guest command line. Under TCG the guest's PIT-based
+ * TSC calibration is unreliable (3 of 5 boots hung in runtime-lab §A.2), so the TSC frequency is
+ * given explicitly and the TSC is declared reliable.
+ */
+export function qemuKernelCmdline(opts: QemuKernelCmdlineOptions): string {
+  const words = opts.base.split(/\s+/).filter((w) => w.length > 0);
+  if (!opts.kvm) {
+    if (opts.tscKhz === undefined || !Number.isInteger(opts.tscKhz) || opts.tscKhz <= 0) {
+      throw new RangeError(`TCG guests need the host TSC frequency in kHz, got ${opts.tscKhz}`);
+    }
+    const drop = (key: string) => {
+      for (let i = words.length - 1; i >= 0; i--) {
+        if (words[i]?.split("=")[0] === key) words.splice(i, 1);
+      }
+    };
+    // kvm-clock does not exist under TCG; leaving it in only adds a kernel warning.
+    drop("clocksource");
+    drop("tsc");
+    drop("tsc_early_khz");
+    words.push("tsc=reliable", `tsc_early_khz=${opts.tscKhz}`);
+  }
+  return words.join(" ");
+}
+
+/**
+ * Parses the host TSC frequency from /proc/cpuinfo text (the first `cpu MHz` line). On the
+ * virtual machines this runs on, that is the TSC rate the guest sees under TCG.
+ */
+export function tscKhzFromCpuinfo(cpuinfo: string): number | undefined {
+  const match = /^cpu MHz\s*:\s*([0-9]+(?:\.[0-9]+)?)/m.exec(cpuinfo);
+  if (!match?.[1]) return undefined;
+  const khz = Math.round(Number.parseFloat(match[1]) * 1000);
+  return khz > 0 ? khz : undefined;
+}
+
+/** Quotes a path for the `/bin/sh -c` that QEMU's `exec:` migration URIs run. */
+export function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Migration URI that writes the guest state to a file (QEMU 7.2 has no `file:` URI). */
+export function migrateToFileUri(path: string): string {
+  return `exec:cat > ${shellQuote(path)}`;
+}
+
+/** Incoming migration URI that reads guest state from a file. */
+export function migrateFromFileUri(path: string): string {
+  return `exec:cat ${shellQuote(path)}`;
+}
