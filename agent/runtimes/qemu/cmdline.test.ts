@@ -1,13 +1,11 @@
 import { describe, expect, it } from "vitest";
 import {
-  baseGuestKernelCmdline,
   buildQemuArgs,
   migrateFromFileUri,
   migrateToFileUri,
   type QemuArgsOptions,
   qemuKernelCmdline,
   shellQuote,
-  tscKhzFromCpuinfo,
 } from "./cmdline.js";
 
 const base: QemuArgsOptions = {
@@ -91,13 +89,6 @@ describe("buildQemuArgs", () => {
 });
 
 describe("kernel command line", () => {
-  it("puts the guest on its fixed address with wrenn-init", () => {
-    const line = baseGuestKernelCmdline();
-    expect(line).toContain("ip=169.254.0.21::169.254.0.22:255.255.255.252:sandbox:eth0:off");
-    expect(line).toContain("init=/usr/local/bin/wrenn-init");
-    expect(line).toContain("console=ttyS0");
-  });
-
   it("adds the TSC flags under TCG and drops kvm-clock", () => {
     const line = qemuKernelCmdline({
       base: "console=ttyS0 clocksource=kvm-clock tsc=unstable",
@@ -115,11 +106,6 @@ describe("kernel command line", () => {
 
   it("refuses TCG without a TSC frequency", () => {
     expect(() => qemuKernelCmdline({ base: "x", kvm: false })).toThrow(/TSC/);
-  });
-
-  it("reads the TSC frequency from /proc/cpuinfo", () => {
-    expect(tscKhzFromCpuinfo("processor\t: 0\ncpu MHz\t\t: 2445.424\ncache size\t: 512 KB\n")).toBe(2445424);
-    expect(tscKhzFromCpuinfo("processor\t: 0\n")).toBeUndefined();
   });
 });
 

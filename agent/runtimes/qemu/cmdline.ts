@@ -1,3 +1,5 @@
+import { tcgTimingArgs } from "../../../rootfs/kernel-cmdline.js";
+
 /**
  * The QEMU command line for one Wrenn guest, as a pure function so that a restore can rebuild
  * exactly the command line of the guest it resumes (QEMU's incoming migration needs the same
@@ -7,11 +9,6 @@
  * RTC switched on, a PVH vmlinux, `qemu64,+arat`, virtio-rng and `tsc_early_khz` on the kernel
  * command line. Without those, TCG boots hang in PIT calibration.
  */
-
-/** Guest address layout shared by every network slot (DESIGN §4). */
-export const GUEST_IP = "169.254.0.21";
-export const GATEWAY_IP = "169.254.0.22";
-export const GUEST_NETMASK = "255.255.255.252";
 
 /** The TCG translation cache size that measured best on 2-core hosts (runtime-lab §C). */
 export const DEFAULT_TB_SIZE_MB = 96;
@@ -129,32 +126,8 @@ export function buildQemuArgs(opts: QemuArgsOptions): string[] {
   return args;
 }
 
-export interface GuestCmdlineOptions {
-  /** Extra `key=value` words appended at the end. */
-  extra?: string[];
-}
-
-/**
- * The base kernel command line of a Wrenn guest (DESIGN §4): serial console, static guest address
- * on eth0, wrenn-init as init. Used when the image builder's shared builder is not available.
- */
-export function baseGuestKernelCmdline(opts: GuestCmdlineOptions = {}): string {
-  const words = [
-    "console=ttyS0",
-    "reboot=k",
-    "panic=1",
-    "pci=off",
-    "quiet",
-    "clocksource=kvm-clock",
-    "init=/usr/local/bin/wrenn-init",
-    `ip=${GUEST_IP}::${GATEWAY_IP}:${GUEST_NETMASK}:sandbox:eth0:off`,
-    ...(opts.extra ?? []),
-  ];
-  return words.join(" ");
-}
-
 export interface QemuKernelCmdlineOptions {
-  /** The base guest command line (shared with Firecracker). */
+  /** The base guest command line shared with Firecracker (rootfs/kernel-cmdline.ts `guestKernelCmdline`). */
   base: string;
   kvm: boolean;
   /** Host TSC frequency in kHz; required for TCG (the guest's TSC reads the host's). */
@@ -181,20 +154,9 @@ export function qemuKernelCmdline(opts: QemuKernelCmdlineOptions): string {
     drop("clocksource");
     drop("tsc");
     drop("tsc_early_khz");
-    words.push("tsc=reliable", `tsc_early_khz=${opts.tscKhz}`);
+    words.push(...tcgTimingArgs(opts.tscKhz));
   }
   return words.join(" ");
-}
-
-/**
- * Parses the host TSC frequency from /proc/cpuinfo text (the first `cpu MHz` line). On the
- * virtual machines this runs on, that is the TSC rate the guest sees under TCG.
- */
-export function tscKhzFromCpuinfo(cpuinfo: string): number | undefined {
-  const match = /^cpu MHz\s*:\s*([0-9]+(?:\.[0-9]+)?)/m.exec(cpuinfo);
-  if (!match?.[1]) return undefined;
-  const khz = Math.round(Number.parseFloat(match[1]) * 1000);
-  return khz > 0 ? khz : undefined;
 }
 
 /** Quotes a path for the `/bin/sh -c` that QEMU's `exec:` migration URIs run. */
