@@ -1,0 +1,72 @@
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createExec } from "../../agent/exec.js";
+import { noopLogger } from "../../agent/logger.js";
+import { probeKvm } from "../../agent/runtimes/qemu/runtime.js";
+import { Runtime, SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { newSandboxId, qemuAgentSkipReason, sh } from "./qemu-helpers.js";
+
+/**
+ * Issue 5 acceptance for the qemu runtime: create → exec → files → destroy on a real VM (TCG on
+ * machines without KVM), through a real agent process.
+ */
+
+const run = promisify(execFile);
+const skipReason = qemuAgentSkipReason();
+
+describe.skipIf(skipReason !== undefined)(
+  `qemu runtime through the agent${skipReason ? ` (skipped: ${skipReason})` : ""}`,
+  () => {
+    let agent: AgentProcess | undefined;
+    beforeAll(async () => {
+      agent = await startAgentProcess({ runtime: "qemu" });
+    });
+    afterAll(async () => {
+      await agent?.stop();
+    });
+
+    it("reports the qemu runtime with pause to disk, and KVM only where QEMU can use it", async () => {
+      if (!agent) throw new Error("agent did not start");
+      const info = await agent.client.getHostInfo({});
+      expect(info.runtime).toBe(Runtime.QEMU);
+      expect(info.pauseToDisk).toBe(true);
+      expect(info.kvm).toBe(await probeKvm(createExec(noopLogger)));
+    });
+
+    it("creates a VM, runs commands, moves files, and destroys it leaving no QEMU behind", async () => {
+      if (!agent) throw new Error("agent did not start");
+      const { client } = agent;
+      const sandboxId = newSandboxId();
+      const created = await client.createSandbox({ sandboxId, template: "minimal", vcpus: 1, memoryMb: 256 });
+      expect(created.sandbox?.state).toBe(SandboxState.RUNNING);
+      expect(created.sandbox?.runtime).toBe(Runtime.QEMU);
+
+      try {
+        expect(await sh(client, sandboxId, "cat /etc/os-release")).toMatch(/bookworm/);
+        expect((await sh(client, sandboxId, "id -un")).trim()).toBe("user");
+        // A VM has its own kernel: the guest's differs from the host's.
+        const guestKernel = (await sh(client, sandboxId, "uname -r")).trim();
+        const hostKernel = (await run("uname", ["-r"])).stdout.trim();
+        expect(guestKernel).not.toBe(hostKernel);
+
+        const content = new TextEncoder().encode("hello from the host\n");
+        await client.writeFile({ sandboxId, path: "/home/user/hello.txt", content });
+        const read = await client.readFile({ sandboxId, path: "/home/user/hello.txt" });
+        expect(new TextDecoder().decode(read.content)).toBe("hello from the host\n");
+        const expected = createHash("sha256").update(content).digest("hex");
+        expect((await sh(client, sandboxId, "sha256sum /home/user/hello.txt")).split(" ")[0]).toBe(expected);
+        const listed = await client.listDir({ sandboxId, path: "/home/user", depth: 1 });
+        expect(listed.entries.map((e) => e.name)).toContain("hello.txt");
+      } finally {
+        await client.destroySandbox({ sandboxId });
+      }
+      const after = await client.getSandbox({ sandboxId }).catch(() => undefined);
+      if (after?.sandbox) expect(after.sandbox.state).toBe(SandboxState.STOPPED);
+      const { stdout } = await run("ps", ["-eo", "args"]);
+      expect(stdout).not.toContain(`wrenn-${sandboxId}`);
+    });
+  },
+);
