@@ -1,0 +1,169 @@
+import { access, mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+
+/**
+ * Per-sandbox cgroups for the namespace runtime, on either kind of host:
+ * - unified (cgroup v2 at /sys/fs/cgroup with the memory and cpu controllers): one directory with
+ *   memory.max, cpu.max, cgroup.freeze and cgroup.kill;
+ * - hybrid (v1 controllers under /sys/fs/cgroup/<controller>, cgroup2 at /sys/fs/cgroup/unified with
+ *   no controllers): limits in the v1 memory and cpu hierarchies, freeze and kill through the
+ *   controller-less cgroup2 mount (cgroup.freeze and cgroup.kill need no controller), or the v1
+ *   freezer when there is no cgroup2 mount at all.
+ */
+
+export interface CgroupLayout {
+  kind: "unified" | "hybrid";
+  /** Directory (under which the sandbox's cgroup is made) for the memory limit. */
+  memoryRoot: string;
+  cpuRoot: string;
+  /** cgroup2 directory that provides cgroup.freeze and cgroup.kill, if any. */
+  unifiedRoot: string | undefined;
+  /** v1 freezer root, used when there is no cgroup2 mount. */
+  freezerRoot: string | undefined;
+}
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+export async function detectCgroupLayout(base = "/sys/fs/cgroup"): Promise<CgroupLayout> {
+  const controllers = await readFile(join(base, "cgroup.controllers"), "utf8").catch(() => undefined);
+  if (controllers?.split(/\s+/).includes("memory")) {
+    return { kind: "unified", memoryRoot: base, cpuRoot: base, unifiedRoot: base, freezerRoot: undefined };
+  }
+  const unified = join(base, "unified");
+  return {
+    kind: "hybrid",
+    memoryRoot: join(base, "memory"),
+    cpuRoot: join(base, "cpu"),
+    unifiedRoot: (await exists(join(unified, "cgroup.procs"))) ? unified : undefined,
+    freezerRoot: (await exists(join(base, "freezer", "cgroup.procs"))) ? join(base, "freezer") : undefined,
+  };
+}
+
+/** The cgroup directories of one sandbox, kept in its runtime state for re-adoption. */
+export interface SandboxCgroups {
+  memory: string;
+  cpu: string;
+  /** Where cgroup.freeze / cgroup.kill live (cgroup2), if available. */
+  unified: string | undefined;
+  /** v1 freezer directory, when there is no cgroup2. */
+  freezer: string | undefined;
+}
+
+export function sandboxCgroups(layout: CgroupLayout, group: string, sandboxId: string): SandboxCgroups {
+  const rel = join(group, sandboxId);
+  if (layout.kind === "unified") {
+    const dir = join(layout.memoryRoot, rel);
+    return { memory: dir, cpu: dir, unified: dir, freezer: undefined };
+  }
+  return {
+    memory: join(layout.memoryRoot, rel),
+    cpu: join(layout.cpuRoot, rel),
+    unified: layout.unifiedRoot === undefined ? undefined : join(layout.unifiedRoot, rel),
+    freezer: layout.unifiedRoot === undefined && layout.freezerRoot ? join(layout.freezerRoot, rel) : undefined,
+  };
+}
+
+/** Every distinct directory of a sandbox's cgroups; the first process is placed in each. */
+export function cgroupDirs(groups: SandboxCgroups): string[] {
+  return [...new Set([groups.memory, groups.cpu, groups.unified, groups.freezer].filter((d) => d !== undefined))];
+}
+
+export async function createCgroups(
+  layout: CgroupLayout,
+  groups: SandboxCgroups,
+  limits: { memoryMb: number; vcpus: number },
+): Promise<void> {
+  const bytes = limits.memoryMb * 2 ** 20;
+  const period = 100_000;
+  const quota = limits.vcpus * period;
+  if (layout.kind === "unified") {
+    // Controllers must be enabled on every ancestor for memory.max / cpu.max to appear.
+    const parent = join(groups.memory, "..");
+    await writeFile(join(layout.memoryRoot, "cgroup.subtree_control"), "+memory +cpu").catch(() => {});
+    await mkdir(parent, { recursive: true });
+    await writeFile(join(parent, "cgroup.subtree_control"), "+memory +cpu");
+    await mkdir(groups.memory, { recursive: true });
+    await writeFile(join(groups.memory, "memory.max"), String(bytes));
+    await writeFile(join(groups.memory, "memory.swap.max"), "0").catch(() => {});
+    await writeFile(join(groups.cpu, "cpu.max"), `${quota} ${period}`);
+    return;
+  }
+  for (const dir of cgroupDirs(groups)) await mkdir(dir, { recursive: true });
+  await writeFile(join(groups.memory, "memory.limit_in_bytes"), String(bytes));
+  await writeFile(join(groups.cpu, "cpu.cfs_period_us"), String(period));
+  await writeFile(join(groups.cpu, "cpu.cfs_quota_us"), String(quota));
+}
+
+async function procsOf(dir: string): Promise<number[]> {
+  const text = await readFile(join(dir, "cgroup.procs"), "utf8").catch(() => "");
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map(Number);
+}
+
+export async function setFrozen(groups: SandboxCgroups, frozen: boolean): Promise<void> {
+  if (groups.unified !== undefined) {
+    await writeFile(join(groups.unified, "cgroup.freeze"), frozen ? "1" : "0");
+    const want = `frozen ${frozen ? 1 : 0}`;
+    for (let i = 0; i < 200; i++) {
+      const events = await readFile(join(groups.unified, "cgroup.events"), "utf8");
+      if (events.includes(want)) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`cgroup ${groups.unified} did not reach "${want}" within 2 s`);
+  }
+  if (groups.freezer !== undefined) {
+    const state = frozen ? "FROZEN" : "THAWED";
+    await writeFile(join(groups.freezer, "freezer.state"), state);
+    for (let i = 0; i < 200; i++) {
+      if ((await readFile(join(groups.freezer, "freezer.state"), "utf8")).trim() === state) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`freezer ${groups.freezer} did not reach ${state} within 2 s`);
+  }
+  throw new Error("this host has no cgroup freezer");
+}
+
+/** Kills every process of the sandbox and waits until the cgroups are empty, then removes them. */
+export async function killAndRemoveCgroups(groups: SandboxCgroups): Promise<void> {
+  const dirs = cgroupDirs(groups);
+  const present = [];
+  for (const dir of dirs) if (await exists(dir)) present.push(dir);
+  if (present.length === 0) return;
+  // A frozen v1 freezer holds SIGKILL until thawed; cgroup2's freezer lets fatal signals through.
+  if (groups.freezer !== undefined) await writeFile(join(groups.freezer, "freezer.state"), "THAWED").catch(() => {});
+  if (groups.unified !== undefined) await writeFile(join(groups.unified, "cgroup.freeze"), "0").catch(() => {});
+  for (let round = 0; round < 100; round++) {
+    if (groups.unified !== undefined) await writeFile(join(groups.unified, "cgroup.kill"), "1").catch(() => {});
+    const pids = new Set<number>();
+    for (const dir of present) for (const pid of await procsOf(dir)) pids.add(pid);
+    if (pids.size === 0) break;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  for (const dir of present) {
+    for (let i = 0; i < 50; i++) {
+      try {
+        await rmdir(dir);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") break;
+        // EBUSY while the last exiting task leaves the cgroup.
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    // The agent's parent group goes too once its last sandbox is gone (EBUSY otherwise: fine).
+    await rmdir(dirname(dir)).catch(() => {});
+  }
+}

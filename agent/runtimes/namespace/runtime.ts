@@ -1,0 +1,221 @@
+import { access, mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Exec } from "../../exec.js";
+import { spawnDetached } from "../../exec.js";
+import type { Logger } from "../../logger.js";
+import { isSameProcessAlive, readPidStartTime } from "../../process-identity.js";
+import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
+import {
+  type CgroupLayout,
+  cgroupDirs,
+  createCgroups,
+  detectCgroupLayout,
+  killAndRemoveCgroups,
+  type SandboxCgroups,
+  sandboxCgroups,
+  setFrozen,
+} from "./cgroups.js";
+
+/**
+ * The namespace runtime: no VM. The template's root tree is the read-only lower layer of an overlay
+ * whose upper layer lives in sandboxes/<id>/; bubblewrap starts the guest's first process in new
+ * pid, mount, uts and ipc namespaces inside the slot's netns, placed in the sandbox's cgroups first.
+ * The process is detached (own session, stdio to sandboxes/<id>/console.log) and outlives the agent.
+ * Weaker isolation than a VM (one kernel): for development, CI and trusted code.
+ */
+
+/** Capabilities removed from the sandbox's root: no firewall changes, modules, clock, reboot or raw I/O. */
+const DROPPED_CAPS = [
+  "CAP_NET_ADMIN",
+  "CAP_SYS_MODULE",
+  "CAP_SYS_TIME",
+  "CAP_SYS_BOOT",
+  "CAP_SYS_RAWIO",
+  "CAP_WAKE_ALARM",
+  "CAP_BLOCK_SUSPEND",
+  "CAP_MAC_ADMIN",
+  "CAP_MAC_OVERRIDE",
+  "CAP_AUDIT_CONTROL",
+  "CAP_SYSLOG",
+];
+
+const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+export interface NamespaceRuntimeDeps {
+  exec: Exec;
+  logger: Logger;
+  /** Parent cgroup name, unique per agent (e.g. wrenn-<net prefix>). */
+  cgroupGroup: string;
+  /** Injected for tests; detected from /sys/fs/cgroup by default. */
+  cgroupLayout?: CgroupLayout;
+}
+
+interface NamespaceHandleData {
+  merged: string;
+  cgroups: SandboxCgroups;
+}
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+function dataOf(handle: GuestHandle): NamespaceHandleData {
+  const data = handle.data as Partial<NamespaceHandleData>;
+  if (typeof data.merged !== "string" || typeof data.cgroups !== "object" || data.cgroups === null) {
+    throw new Error("namespace runtime handle is missing its overlay or cgroup paths");
+  }
+  return { merged: data.merged, cgroups: data.cgroups };
+}
+
+export class NamespaceRuntime implements Runtime {
+  readonly name = "namespace" as const;
+  readonly #deps: NamespaceRuntimeDeps;
+  #layout: CgroupLayout | undefined;
+
+  constructor(deps: NamespaceRuntimeDeps) {
+    this.#deps = deps;
+    this.#layout = deps.cgroupLayout;
+  }
+
+  capabilities(): RuntimeCapabilities {
+    return { pauseToDisk: false, guestPhc: false, kvm: false };
+  }
+
+  async #cgroupLayout(): Promise<CgroupLayout> {
+    this.#layout ??= await detectCgroupLayout();
+    return this.#layout;
+  }
+
+  #paths(spec: GuestSpec) {
+    return {
+      upper: join(spec.sandboxDir, "upper"),
+      work: join(spec.sandboxDir, "work"),
+      merged: join(spec.sandboxDir, "rootfs"),
+      console: join(spec.sandboxDir, "console.log"),
+    };
+  }
+
+  async start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle> {
+    const { exec } = this.#deps;
+    const paths = this.#paths(spec);
+    const layout = await this.#cgroupLayout();
+    const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    await Promise.all([paths.upper, paths.work, paths.merged].map((d) => mkdir(d, { recursive: true })));
+    await exec(
+      "mount",
+      [
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        `lowerdir=${spec.imageRootfsTree},upperdir=${paths.upper},workdir=${paths.work}`,
+        paths.merged,
+      ],
+      { signal },
+    );
+    await createCgroups(layout, cgroups, { memoryMb: spec.memoryMb, vcpus: spec.vcpus });
+    const init = (await exists(join(paths.merged, "usr/local/bin/wrenn-init")))
+      ? ["/usr/local/bin/wrenn-init"]
+      : ["/usr/bin/tini", "-s", "--", "/usr/local/bin/envd"];
+    const bwrap = [
+      "bwrap",
+      "--bind",
+      paths.merged,
+      "/",
+      "--proc",
+      "/proc",
+      "--dev",
+      "/dev",
+      "--ro-bind",
+      "/sys",
+      "/sys",
+      "--tmpfs",
+      "/run",
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--unshare-cgroup-try",
+      "--hostname",
+      spec.sandboxId,
+      "--new-session",
+      "--cap-add",
+      "ALL",
+      ...DROPPED_CAPS.flatMap((c) => ["--cap-drop", c]),
+      "--clearenv",
+      "--setenv",
+      "PATH",
+      GUEST_PATH,
+      "--setenv",
+      "HOME",
+      "/root",
+      "--setenv",
+      "WRENN_RUNTIME",
+      "namespace",
+      "--setenv",
+      "WRENN_SANDBOX_ID",
+      spec.sandboxId,
+      "--setenv",
+      "WRENN_GUEST_IP",
+      spec.network.guestIp,
+      "--",
+      ...init,
+    ];
+    // sh joins the sandbox's cgroups, then `ip netns exec` enters the slot's netns and execs bubblewrap,
+    // so no process of the sandbox ever runs outside its limits. (The cgroups must be joined first:
+    // `ip netns exec` mounts a fresh /sys that hides the cgroup hierarchies.)
+    const joinCgroups =
+      'while [ "$1" != "--" ]; do echo $$ > "$1/cgroup.procs" || exit 1; shift; done; shift; exec "$@"';
+    const args = [
+      "-c",
+      joinCgroups,
+      "wrenn-sandbox",
+      ...cgroupDirs(cgroups),
+      "--",
+      "ip",
+      "netns",
+      "exec",
+      spec.network.netns,
+      ...bwrap,
+    ];
+    const pid = await spawnDetached("/bin/sh", args, { logFile: paths.console, env: { PATH: GUEST_PATH } });
+    const pidStartTime = await readPidStartTime(pid);
+    if (pidStartTime === undefined) {
+      throw new Error(`sandbox process exited at once; see ${paths.console}`);
+    }
+    const data: NamespaceHandleData = { merged: paths.merged, cgroups };
+    return { runtime: "namespace", pid, pidStartTime, data: { ...data } };
+  }
+
+  async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
+    const paths = this.#paths(spec);
+    const layout = await this.#cgroupLayout();
+    const cgroups = handle ? dataOf(handle).cgroups : sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    if (handle && (await isSameProcessAlive(handle.pid, handle.pidStartTime))) {
+      try {
+        process.kill(handle.pid, "SIGKILL");
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+    await killAndRemoveCgroups(cgroups);
+    // Lazy unmount: a process that still holds the tree (briefly, while exiting) must not fail the stop.
+    await this.#deps.exec("umount", ["-l", paths.merged], { allowFailure: true });
+    await Promise.all(
+      [paths.upper, paths.work, paths.merged].map((d) => rm(d, { recursive: true, force: true }).catch(() => {})),
+    );
+  }
+
+  async isAlive(handle: GuestHandle): Promise<boolean> {
+    return isSameProcessAlive(handle.pid, handle.pidStartTime);
+  }
+
+  async freeze(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
+    await setFrozen(dataOf(handle).cgroups, true);
+  }
+
+  async thaw(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
+    await setFrozen(dataOf(handle).cgroups, false);
+  }
+}

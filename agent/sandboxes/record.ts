@@ -1,0 +1,79 @@
+import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { SlotKind } from "../network/rules.js";
+import type { GuestHandle, RuntimeName, SnapshotInfo } from "../runtimes/types.js";
+
+/**
+ * What the agent knows about one sandbox. The stable fields are persisted to sandboxes/<id>/state.json
+ * (atomically, mode 0600: it holds the envd token and env vars) so a restarted agent can re-adopt it.
+ */
+
+export type SandboxStatus =
+  | "starting"
+  | "running"
+  | "pausing"
+  | "paused"
+  | "resuming"
+  | "stopping"
+  | "stopped"
+  | "error";
+export type StopReasonName = "killed" | "timeout" | "error" | "lost";
+export type TimeoutActionName = "kill" | "pause";
+
+export interface SandboxRecord {
+  id: string;
+  template: string;
+  runtime: RuntimeName;
+  vcpus: number;
+  memoryMb: number;
+  createdAt: number;
+  /** Epoch ms when the timeout action runs; undefined without a timeout or while paused. */
+  endAt: number | undefined;
+  /** While paused: milliseconds of timeout left (restored on resume). */
+  remainingMs: number | undefined;
+  timeoutAction: TimeoutActionName;
+  metadata: Record<string, string>;
+  envVars: Record<string, string>;
+  accessToken: string;
+  internetAccess: boolean;
+  status: SandboxStatus;
+  stopReason: StopReasonName | undefined;
+  stoppedAt: number | undefined;
+  error: string | undefined;
+  envdVersion: string;
+  slot: { index: number; kind: SlotKind; egress: boolean } | undefined;
+  handle: GuestHandle | undefined;
+  snapshot: SnapshotInfo | undefined;
+}
+
+export const STATE_FILE = "state.json";
+
+export async function writeRecord(sandboxDir: string, record: SandboxRecord): Promise<void> {
+  await mkdir(sandboxDir, { recursive: true });
+  const target = join(sandboxDir, STATE_FILE);
+  const temp = `${target}.${process.pid}.tmp`;
+  await writeFile(temp, JSON.stringify(record), { mode: 0o600 });
+  await rename(temp, target);
+}
+
+/** Every state file under sandboxes/, with the directory names that have none (half-made). */
+export async function readRecords(sandboxesDir: string): Promise<{ records: SandboxRecord[]; orphans: string[] }> {
+  const names = await readdir(sandboxesDir).catch(() => [] as string[]);
+  const records: SandboxRecord[] = [];
+  const orphans: string[] = [];
+  for (const name of names) {
+    const text = await readFile(join(sandboxesDir, name, STATE_FILE), "utf8").catch(() => undefined);
+    if (text === undefined) {
+      orphans.push(name);
+      continue;
+    }
+    try {
+      const record = JSON.parse(text) as SandboxRecord;
+      if (record.id !== name) throw new Error("id mismatch");
+      records.push(record);
+    } catch {
+      orphans.push(name);
+    }
+  }
+  return { records, orphans };
+}

@@ -1,0 +1,151 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import { createServer as createNetServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { HostAgentService } from "../proto/gen/hostagent/v1/hostagent_pb.js";
+import type { AgentConfig } from "./config.js";
+import { errorInterceptor } from "./error-map.js";
+import { hostAgentHandlers } from "./handlers/host-agent.js";
+import type { HostInventory } from "./host-inventory.js";
+import type { Logger } from "./logger.js";
+import type { AgentMetrics } from "./metrics.js";
+import { PROXY_PREFIX, parseProxyUrl, proxyHttp, proxyUpgrade, sendJsonError } from "./proxy.js";
+import type { SandboxManager } from "./sandboxes/manager.js";
+
+/**
+ * One listener for everything: Connect (HostAgentService), /proxy, /health and /metrics, over HTTP/1.1
+ * and h2c on the same port (a connection that opens with the HTTP/2 preface goes to the HTTP/2
+ * server), or over TLS with ALPN choosing h2 or http/1.1 when a certificate is configured.
+ */
+
+export interface ServerDeps {
+  config: AgentConfig;
+  logger: Logger;
+  manager: SandboxManager;
+  inventory: HostInventory;
+  metrics: AgentMetrics;
+  token: string;
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** Constant-time bearer check: both sides hashed first so lengths never leak through timing. */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  const presented = header?.startsWith("Bearer ") ? header.slice(7) : "";
+  const a = createHash("sha256").update(presented).digest();
+  const b = createHash("sha256").update(token).digest();
+  return timingSafeEqual(a, b) && presented !== "";
+}
+
+export interface AgentServer {
+  /** The port actually bound (useful with port 0). */
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startServer(deps: ServerDeps): Promise<AgentServer> {
+  const { config, logger, manager, metrics, token } = deps;
+  const connect = connectNodeAdapter({
+    routes: (router: ConnectRouter) => router.service(HostAgentService, hostAgentHandlers(deps)),
+    interceptors: [errorInterceptor(logger)],
+    // Exec output and files are bounded at 16 MiB; leave room for the envelope.
+    readMaxBytes: 17 * 2 ** 20,
+    writeMaxBytes: 40 * 2 ** 20,
+  });
+
+  const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
+    const url = req.url ?? "/";
+    if (url === "/health" && req.method === "GET") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ status: "ok" }));
+      return;
+    }
+    if (!bearerMatches(req.headers.authorization, token)) {
+      sendJsonError(res, 401, "UNAUTHENTICATED", "missing or wrong bearer token");
+      return;
+    }
+    if (url === "/metrics" && req.method === "GET") {
+      const load = manager.load();
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
+      res.end(
+        metrics.render({ byStatus: manager.countsByStatus(), slotsInUse: load.slotsInUse, capacity: config.capacity }),
+      );
+      return;
+    }
+    if (url.startsWith(PROXY_PREFIX)) {
+      const target = parseProxyUrl(url);
+      if (target === undefined || !("port" in target)) {
+        sendJsonError(res, 400, target?.reason ?? "INVALID_PROXY_PATH", target?.message ?? "bad proxy path");
+        return;
+      }
+      proxyHttp(manager, logger, req, res, target);
+      return;
+    }
+    (connect as (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void)(
+      req,
+      res,
+    );
+  };
+
+  const http1 = createHttpServer(handle);
+  // Long unary calls (Exec up to its timeout, creates) must not be cut by Node's defaults.
+  http1.requestTimeout = 0;
+  http1.headersTimeout = 60_000;
+  http1.keepAliveTimeout = 65_000;
+  http1.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const target = parseProxyUrl(req.url ?? "");
+    if (!bearerMatches(req.headers.authorization, token) || target === undefined || !("port" in target)) {
+      socket.end("HTTP/1.1 401 Unauthorized\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      return;
+    }
+    proxyUpgrade(manager, req, socket, head, target);
+  });
+  const http2 = createHttp2Server({}, handle);
+
+  const dispatch = (socket: Socket) => {
+    if (socket.readableLength === 0 && (socket as TLSSocket).alpnProtocol === undefined) {
+      // Plain TCP: peek at the first bytes to tell h2c (prior knowledge) from HTTP/1.1.
+      socket.once("data", (chunk: Buffer) => {
+        socket.pause();
+        socket.unshift(chunk);
+        const h2 =
+          chunk.length >= 3 &&
+          chunk
+            .subarray(0, Math.min(chunk.length, H2_PREFACE.length))
+            .equals(H2_PREFACE.subarray(0, Math.min(chunk.length, H2_PREFACE.length)));
+        (h2 ? http2 : http1).emit("connection", socket);
+        socket.resume();
+      });
+      return;
+    }
+    ((socket as TLSSocket).alpnProtocol === "h2" ? http2 : http1).emit("connection", socket);
+  };
+
+  let listener: Server;
+  if (config.tls) {
+    const [cert, key] = await Promise.all([readFile(config.tls.certFile), readFile(config.tls.keyFile)]);
+    listener = createTlsServer({ cert, key, ALPNProtocols: ["h2", "http/1.1"] }, (socket) => dispatch(socket));
+  } else {
+    listener = createNetServer((socket) => dispatch(socket));
+  }
+  await new Promise<void>((resolve, reject) => {
+    listener.once("error", reject);
+    listener.listen(config.listen.port, config.listen.host, () => resolve());
+  });
+  const address = listener.address();
+  const port = typeof address === "object" && address !== null ? address.port : config.listen.port;
+  logger.info("agent listening", { host: config.listen.host, port, tls: config.tls !== undefined });
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        listener.close(() => resolve());
+        http1.closeAllConnections();
+        http2.close();
+      }),
+  };
+}
