@@ -209,7 +209,7 @@ export type StartRequest = Message<"process.StartRequest"> & {
   tag?: string | undefined;
 
   /**
-   * Whether stdin stays open for SendInput. When false (or, for older clients, unset) stdin is closed at once.
+   * Whether stdin stays open for SendInput and CloseStdin. False closes it at once; unset keeps it open, as older clients expect.
    *
    * @generated from field: optional bool stdin = 4;
    */

@@ -1,0 +1,234 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { networkInterfaces } from "node:os";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Filesystem } from "../../proto/gen/envd/filesystem/filesystem_pb.js";
+import { Process } from "../../proto/gen/envd/process/process_pb.js";
+import { isOpenRoute, safeEqual, UNAUTHORIZED_MESSAGE } from "./auth.js";
+import { createClockStepper } from "./clock.js";
+import type { EnvdConfig } from "./config.js";
+import { createExec, type Exec } from "./exec.js";
+import { createFilesystemService } from "./filesystem/service.js";
+import { PortForwarder } from "./forwarder.js";
+import { type EnvdRequest, type EnvdResponse, header, jsonError, jsonReply } from "./http/common.js";
+import { CpuSampler, getMetrics, postInit } from "./http/control.js";
+import { getFile, postFiles, sendFilesError } from "./http/files.js";
+import type { Logger } from "./log.js";
+import { ProcessManager } from "./process/manager.js";
+import { createProcessService } from "./process/service.js";
+import { EnvdState } from "./state.js";
+import { ENVD_VERSION } from "./version.js";
+import { createMetadataStore } from "./xattr.js";
+
+/** The HTTP/2 connection preface; a client speaking h2c without upgrade starts with it. */
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** Headers browsers may read from envd's responses (Connect's, plus what E2B's envd exposes). */
+const EXPOSED_HEADERS = [
+  "Connect-Protocol-Version",
+  "Connect-Timeout-Ms",
+  "Connect-Content-Encoding",
+  "Connect-Accept-Encoding",
+  "Grpc-Status",
+  "Grpc-Message",
+  "Grpc-Status-Details-Bin",
+  "Location",
+  "Cache-Control",
+  "X-Content-Type-Options",
+  "Content-Range",
+  "X-Envd-Version",
+].join(", ");
+
+/** A running envd. */
+export interface Envd {
+  /** The listening address (port resolved when 0 was asked for). */
+  address: net.AddressInfo;
+  state: EnvdState;
+  processes: ProcessManager;
+  forwarder: PortForwarder | undefined;
+  /** Stops listening, ends open connections and streams, kills started processes. */
+  close(): Promise<void>;
+}
+
+/** Optional overrides for tests. */
+export interface EnvdDeps {
+  logger: Logger;
+  exec?: Exec;
+}
+
+function eth0Address(): string | undefined {
+  return networkInterfaces().eth0?.find((a) => a.family === "IPv4" && !a.internal)?.address;
+}
+
+function setCors(res: EnvdResponse): void {
+  res.setHeader("access-control-allow-origin", "*");
+  res.setHeader("access-control-expose-headers", EXPOSED_HEADERS);
+}
+
+/** Builds envd's request handler: CORS, the access-token gate, HTTP routes, then Connect for the rest. */
+function createHandler(
+  config: EnvdConfig,
+  deps: Required<EnvdDeps>,
+  state: EnvdState,
+  processes: ProcessManager,
+  shutdown: AbortSignal,
+) {
+  const { logger, exec } = deps;
+  const metadata = createMetadataStore(exec, logger);
+  const clock = createClockStepper({ debug: config.debug, exec, logger });
+  const cpu = new CpuSampler();
+  const filesDeps = { state, metadata, logger };
+
+  const routes = (router: ConnectRouter) => {
+    router.service(Process, createProcessService(processes, state));
+    router.service(Filesystem, createFilesystemService({ state, metadata, logger }));
+  };
+
+  const httpRoutes = async (req: EnvdRequest, res: EnvdResponse, url: URL): Promise<void> => {
+    const route = `${req.method} ${url.pathname}`;
+    switch (route) {
+      case "GET /health":
+        res.writeHead(204, { "x-envd-version": ENVD_VERSION });
+        res.end();
+        return;
+      case "POST /init":
+        await postInit(req, res, { state, clock, logger });
+        return;
+      case "GET /envs":
+        jsonReply(res, state.envVars);
+        return;
+      case "GET /metrics":
+        await getMetrics(res, cpu);
+        return;
+      case "GET /files":
+      case "HEAD /files":
+        await getFile(req, res, url, filesDeps).catch((err) => sendFilesError(res, err, logger));
+        return;
+      case "POST /files":
+        await postFiles(req, res, url, filesDeps).catch((err) => sendFilesError(res, err, logger));
+        return;
+      default:
+        jsonError(res, 404, `no route for ${req.method} ${url.pathname}`);
+    }
+  };
+
+  const connect = connectNodeAdapter({
+    routes,
+    shutdownSignal: shutdown,
+    // Newer SDKs may send fields this envd does not know yet; ignore them rather than fail.
+    jsonOptions: { ignoreUnknownFields: true },
+    fallback: (req, nodeRes) => {
+      // The adapter narrows the type of `write`; the object is the server's own response.
+      const res = nodeRes as EnvdResponse;
+      const url = new URL(req.url ?? "/", "http://envd");
+      void httpRoutes(req, res, url).catch((err) => {
+        logger.error("request failed", { route: `${req.method} ${url.pathname}`, err });
+        jsonError(res, 500, "internal error");
+      });
+    },
+  });
+
+  return (req: EnvdRequest, res: EnvdResponse) => {
+    setCors(res);
+    if (req.method === "OPTIONS") {
+      res.writeHead(204, {
+        "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+        "access-control-allow-headers": header(req, "access-control-request-headers") ?? "*",
+        "access-control-max-age": "7200",
+      });
+      res.end();
+      return;
+    }
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (state.accessToken && !isOpenRoute(req.method ?? "", path)) {
+      const presented = header(req, "x-access-token") ?? "";
+      if (!safeEqual(presented, state.accessToken)) {
+        jsonError(res, 401, UNAUTHORIZED_MESSAGE);
+        return;
+      }
+    }
+    connect(req, res);
+  };
+}
+
+/**
+ * Starts envd: one TCP port serving HTTP/1.1 and h2c (told apart by the HTTP/2 preface), Connect
+ * services `process.Process` and `filesystem.Filesystem` in JSON and binary, and the HTTP routes.
+ */
+export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Envd> {
+  const full: Required<EnvdDeps> = { logger: deps.logger, exec: deps.exec ?? createExec() };
+  const logger = full.logger;
+  const state = new EnvdState(config);
+  const processes = new ProcessManager(logger, () => state.envVars);
+  const shutdown = new AbortController();
+  const handler = createHandler(config, full, state, processes, shutdown.signal);
+
+  // Uploads and output streams may last hours: no whole-request timeout, only a header deadline.
+  const h1 = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, handler);
+  const h2 = http2.createServer({}, handler);
+  const sockets = new Set<net.Socket>();
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let buffered = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      const n = Math.min(buffered.length, H2_PREFACE.length);
+      const isH2 = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && buffered.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(buffered);
+      if (isH2) {
+        // The HTTP/2 session takes the buffered bytes and then reads the socket's handle itself.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+  });
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen(config.port, config.host, () => {
+      tcp.off("error", reject);
+      resolve();
+    });
+  });
+  const address = tcp.address() as net.AddressInfo;
+
+  let forwarder: PortForwarder | undefined;
+  const forwardAddress = config.forwardAddress ?? (config.debug ? undefined : eth0Address());
+  if (forwardAddress) {
+    forwarder = new PortForwarder({ address: forwardAddress, excludePorts: [address.port], intervalMs: 1_000, logger });
+    forwarder.start();
+  }
+  logger.info("envd listening", {
+    address: address.address,
+    port: address.port,
+    version: ENVD_VERSION,
+    debug: config.debug,
+  });
+
+  return {
+    address,
+    state,
+    processes,
+    forwarder,
+    async close() {
+      shutdown.abort();
+      forwarder?.stop();
+      processes.killAll();
+      await new Promise<void>((resolve) => {
+        tcp.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+      h1.close();
+      h2.close();
+    },
+  };
+}
