@@ -1,0 +1,49 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import type { App, AppDeps, AppEnv } from "./context.js";
+import { ApiError } from "./errors/api-error.js";
+import { errorResponse, handleError, handleZodError } from "./errors/handle.js";
+import { requireApiKey } from "./middleware/auth.js";
+import { init } from "./middleware/init.js";
+import { apiKeysRouter } from "./routes/api-keys/index.js";
+import { docsRouter } from "./routes/docs/index.js";
+import { healthRouter } from "./routes/health/index.js";
+import { hostsRouter } from "./routes/hosts/index.js";
+import { sandboxesRouter } from "./routes/sandboxes/index.js";
+
+/** Paths whose bodies are streamed and limited by their service, not by the JSON body limit. */
+const streamedUploads = /\/files\/write$/;
+
+/**
+ * Builds the edge's Hono app from its dependencies. Node (`edge/node.ts`), Workers (`edge/worker.ts`)
+ * and tests all call this; nothing here reads the environment or holds state between requests.
+ */
+export function createApp(deps: AppDeps): App {
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: handleZodError });
+  app.openAPIRegistry.registerComponent("securitySchemes", "ApiKeyAuth", {
+    type: "apiKey",
+    in: "header",
+    name: "X-API-Key",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "BearerAuth", { type: "http", scheme: "bearer" });
+
+  app.use("*", init(deps));
+  app.onError(handleError);
+  app.notFound((c) => errorResponse(c, "NOT_FOUND", `no route for ${c.req.method} ${c.req.path}`));
+
+  const jsonLimit = bodyLimit({
+    maxSize: deps.config.maxJsonBytes,
+    onError: () => {
+      throw new ApiError("PAYLOAD_TOO_LARGE", `the request body is larger than ${deps.config.maxJsonBytes} bytes`);
+    },
+  });
+  app.use("/v1/*", requireApiKey());
+  app.use("/v1/*", async (c, next) => (streamedUploads.test(c.req.path) ? next() : jsonLimit(c, next)));
+
+  app.route("/", healthRouter(deps.version ?? "dev"));
+  app.route("/v1/sandboxes", sandboxesRouter());
+  app.route("/v1/hosts", hostsRouter());
+  app.route("/v1/api-keys", apiKeysRouter());
+  app.route("/", docsRouter(app, deps.docsAssets));
+  return app;
+}

@@ -1,0 +1,156 @@
+import { type Client, Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { HostAgentService } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import type { ErrorCode } from "../errors/codes.js";
+import { ServiceError } from "../services/errors.js";
+
+/** A generated, typed client of one host agent. */
+export type AgentClient = Client<typeof HostAgentService>;
+
+/** What the edge needs to reach a host agent. `token` is the decrypted bearer token. */
+export interface HostTarget {
+  id: string;
+  /** Base URL of the agent, e.g. `http://10.0.0.5:9000`. */
+  address: string;
+  token: string;
+}
+
+/** Per-call options of `AgentConnector.proxy`. */
+export interface ProxyRequestInit {
+  method: string;
+  headers?: Record<string, string>;
+  body?: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | string | null;
+  signal?: AbortSignal;
+  requestId: string;
+}
+
+/**
+ * Reaches host agents: a Connect client for RPCs, and the agent's `/proxy/{id}/{port}/…` route for
+ * streamed sandbox traffic (large file transfers). Tests swap in an in-memory implementation.
+ */
+export interface AgentConnector {
+  client(host: HostTarget, requestId: string): AgentClient;
+  proxy(
+    host: HostTarget,
+    sandboxId: string,
+    port: number,
+    pathAndQuery: string,
+    init: ProxyRequestInit,
+  ): Promise<Response>;
+}
+
+/** Deadlines of agent calls, in milliseconds. Creating or resuming a VM under TCG can take a while. */
+export const agentTimeouts = {
+  default: 30_000,
+  lifecycle: 180_000,
+  hostInfo: 10_000,
+} as const;
+
+/** Header that carries the edge's request id to the agent, so logs on both sides correlate. */
+export const requestIdHeader = "x-request-id";
+
+/** Adds `Authorization: Bearer <host token>` to every call. */
+export function bearerInterceptor(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+/** Forwards the edge's request id to the agent. */
+export function requestIdInterceptor(requestId: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set(requestIdHeader, requestId);
+    return next(req);
+  };
+}
+
+/**
+ * `fetch` with `redirect: "manual"` forced: connect-web asks for `redirect: "error"`, which workerd
+ * rejects; an agent never redirects, so a 3xx surfaces as an error either way.
+ */
+export function createAgentFetch(base: typeof fetch = globalThis.fetch): typeof fetch {
+  return (input, init) => base(input, { ...init, redirect: "manual" });
+}
+
+/** Builds the Connect transport to one agent, with bearer token and request id. */
+export function createAgentTransport(host: HostTarget, requestId: string, baseFetch?: typeof fetch): Transport {
+  return createConnectTransport({
+    baseUrl: host.address,
+    useBinaryFormat: true,
+    fetch: createAgentFetch(baseFetch),
+    defaultTimeoutMs: agentTimeouts.default,
+    interceptors: [bearerInterceptor(host.token), requestIdInterceptor(requestId)],
+  });
+}
+
+/** The connector used in production: connect-web over `fetch`, and `fetch` to the agent's proxy route. */
+export function createAgentConnector(options: { fetch?: typeof fetch } = {}): AgentConnector {
+  const baseFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  return {
+    client: (host, requestId) => createClient(HostAgentService, createAgentTransport(host, requestId, baseFetch)),
+    proxy: (host, sandboxId, port, pathAndQuery, init) => {
+      const url = `${host.address.replace(/\/+$/, "")}/proxy/${sandboxId}/${port}${pathAndQuery}`;
+      const headers = { ...init.headers, authorization: `Bearer ${host.token}`, [requestIdHeader]: init.requestId };
+      // `duplex: "half"` is required by Node's fetch for a streamed request body (Workers ignores it).
+      const requestInit: RequestInit & { duplex?: "half" } = {
+        method: init.method,
+        headers,
+        body: (init.body ?? null) as BodyInit | null,
+        redirect: "manual",
+        signal: init.signal ?? null,
+      };
+      if (init.body instanceof ReadableStream) requestInit.duplex = "half";
+      return baseFetch(url, requestInit);
+    },
+  };
+}
+
+/**
+ * Connect code of a failed agent call → API error code. One table, tested case by case. Codes the
+ * table leaves out are agent bugs and become `AGENT_ERROR`.
+ */
+export const AGENT_ERROR_MAP: Partial<Record<Code, ErrorCode>> = {
+  [Code.InvalidArgument]: "BAD_REQUEST",
+  [Code.OutOfRange]: "BAD_REQUEST",
+  [Code.NotFound]: "NOT_FOUND",
+  [Code.AlreadyExists]: "CONFLICT",
+  [Code.FailedPrecondition]: "CONFLICT",
+  [Code.Aborted]: "CONFLICT",
+  [Code.ResourceExhausted]: "NO_CAPACITY",
+  [Code.Unimplemented]: "NOT_IMPLEMENTED",
+  [Code.Unavailable]: "AGENT_UNAVAILABLE",
+  [Code.DeadlineExceeded]: "AGENT_UNAVAILABLE",
+  [Code.Canceled]: "AGENT_UNAVAILABLE",
+  [Code.Unauthenticated]: "AGENT_ERROR",
+  [Code.PermissionDenied]: "AGENT_ERROR",
+  [Code.Internal]: "AGENT_ERROR",
+  [Code.Unknown]: "AGENT_ERROR",
+  [Code.DataLoss]: "AGENT_ERROR",
+};
+
+/** Codes whose agent message tells the caller what to fix, so it is passed on verbatim. */
+const callerFacingCodes = new Set<ErrorCode>(["BAD_REQUEST", "NOT_FOUND", "CONFLICT", "NO_CAPACITY"]);
+
+const genericMessages: Partial<Record<ErrorCode, string>> = {
+  AGENT_UNAVAILABLE: "the host agent is unavailable; try again",
+  AGENT_ERROR: "the host agent failed; quote the requestId when reporting it",
+  NOT_IMPLEMENTED: "the host agent does not support this operation",
+};
+
+/** Turns a failure of an agent call into a ServiceError using `AGENT_ERROR_MAP`. */
+export function agentErrorToServiceError(err: unknown, what: string): ServiceError {
+  if (err instanceof ServiceError) return err;
+  const connectError = ConnectError.from(err);
+  const code = AGENT_ERROR_MAP[connectError.code] ?? "AGENT_ERROR";
+  const message = callerFacingCodes.has(code)
+    ? `${what}: ${connectError.rawMessage}`
+    : `${what}: ${genericMessages[code] ?? "the host agent failed"}`;
+  return new ServiceError(code, message, { cause: err });
+}
+
+/** Whether an agent error is a definite answer (the agent saw the call) rather than a transport failure. */
+export function isAgentAnswer(err: unknown): boolean {
+  const code = ConnectError.from(err).code;
+  return !(code === Code.Unavailable || code === Code.DeadlineExceeded || code === Code.Canceled);
+}

@@ -1,0 +1,37 @@
+import { Pool } from "@neondatabase/serverless";
+import { drizzle as drizzleNeon } from "drizzle-orm/neon-serverless";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import * as schema from "./schema/index.js";
+
+/** The schema object handed to drizzle; re-exported so drivers and tests share one instance. */
+export { schema };
+
+/**
+ * The database every service uses, whatever the driver (PGlite, node-postgres or Neon serverless).
+ * A transaction handle is assignable to it, so services can take either.
+ */
+export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+/** A database for one request (Workers) or for the process (Node); `close` releases what it holds. */
+export interface DatabaseHandle {
+  db: Database;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a database handle. On Workers it is called once per request (Neon: a Pool must be created,
+ * used and closed within one request); on Node it returns the one shared handle.
+ */
+export type DatabaseFactory = () => DatabaseHandle;
+
+/**
+ * A factory for Neon serverless (WebSocket Pool) connections, one Pool per request. Works against
+ * Neon and, through a WebSocket proxy, against vanilla PostgreSQL.
+ */
+export function neonDatabaseFactory(connectionString: string): DatabaseFactory {
+  return () => {
+    const pool = new Pool({ connectionString });
+    const db: Database = drizzleNeon({ client: pool, schema });
+    return { db, close: () => pool.end() };
+  };
+}

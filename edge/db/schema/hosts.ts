@@ -1,0 +1,39 @@
+import { boolean, integer, jsonb, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { lifecycleDates, rowVersion } from "./util.js";
+
+/** Where a host is in its life: `active` takes new sandboxes, `draining` and `unhealthy` do not. */
+export const hostStatuses = ["active", "draining", "unhealthy"] as const;
+export type HostStatus = (typeof hostStatuses)[number];
+
+/**
+ * Machines running a host agent. `tokenSealed` is the agent's bearer token, encrypted with the
+ * edge's secret key (AES-GCM). Capacity columns are what GetHostInfo last reported. Ids look like `host_…`.
+ */
+export const hosts = pgTable(
+  "hosts",
+  {
+    id: text("id").primaryKey(),
+    /** Base URL of the agent, e.g. `http://10.0.0.5:9000`. */
+    address: text("address").notNull(),
+    tokenSealed: text("token_sealed").notNull(),
+    status: text("status", { enum: hostStatuses }).notNull().default("active"),
+    runtime: text("runtime").notNull().default(""),
+    capacityVcpus: integer("capacity_vcpus").notNull().default(0),
+    capacityMemoryMb: integer("capacity_memory_mb").notNull().default(0),
+    capacityMaxSandboxes: integer("capacity_max_sandboxes").notNull().default(0),
+    /** When false, a paused sandbox keeps its memory on the host (frozen in place) and counts against capacity. */
+    pauseToDisk: boolean("pause_to_disk").notNull().default(false),
+    templates: jsonb("templates").$type<string[]>().notNull().default([]),
+    agentVersion: text("agent_version").notNull().default(""),
+    envdVersion: text("envd_version").notNull().default(""),
+    /** Reconcile sweeps in a row that could not reach the host; reset when it answers. */
+    consecutiveFailures: integer("consecutive_failures").notNull().default(0),
+    lastSeenAt: timestamp("last_seen_at", { withTimezone: true, mode: "date" }),
+    lastError: text("last_error"),
+    ...rowVersion,
+    ...lifecycleDates,
+  },
+  (t) => [uniqueIndex("hosts_address_idx").on(t.address)],
+);
+
+export type HostRow = typeof hosts.$inferSelect;

@@ -1,0 +1,7 @@
+/** The edge's database schema (DESIGN.md §5). drizzle-kit generates migrations from this module. */
+export * from "./api-keys.js";
+export * from "./hosts.js";
+export * from "./leases.js";
+export * from "./sandbox-events.js";
+export * from "./sandboxes.js";
+export * from "./teams.js";

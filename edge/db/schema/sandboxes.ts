@@ -1,0 +1,81 @@
+import { index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { hosts } from "./hosts.js";
+import { teams } from "./teams.js";
+import { lifecycleDates, rowVersion } from "./util.js";
+
+/**
+ * Sandbox states (DESIGN.md §3). `pending` is written before the agent is called, so a crash at any
+ * step leaves a row the reconcile sweep can converge; `missing` means its host is unreachable.
+ */
+export const sandboxStates = [
+  "pending",
+  "starting",
+  "running",
+  "pausing",
+  "paused",
+  "resuming",
+  "stopped",
+  "error",
+  "missing",
+] as const;
+export type SandboxStateName = (typeof sandboxStates)[number];
+
+/** States in which a sandbox still holds (or may hold) resources on its host. */
+export const activeSandboxStates = [
+  "pending",
+  "starting",
+  "running",
+  "pausing",
+  "paused",
+  "resuming",
+  "missing",
+] as const satisfies readonly SandboxStateName[];
+
+/** Why a sandbox stopped. */
+export const stopReasons = ["killed", "timeout", "error", "lost"] as const;
+export type StopReasonName = (typeof stopReasons)[number];
+
+/** What happens when a sandbox's timeout runs out. */
+export const timeoutActions = ["kill", "pause"] as const;
+export type TimeoutActionName = (typeof timeoutActions)[number];
+
+/**
+ * Sandboxes: desired and observed state. Ids are 20 characters of [a-z0-9] (as E2B's), chosen by the
+ * edge before the agent is called. `envdTokenSealed` is envd's access token, encrypted at rest.
+ */
+export const sandboxes = pgTable(
+  "sandboxes",
+  {
+    id: text("id").primaryKey(),
+    teamId: text("team_id")
+      .notNull()
+      .references(() => teams.id, { onDelete: "cascade" }),
+    hostId: text("host_id").references(() => hosts.id, { onDelete: "set null" }),
+    template: text("template").notNull(),
+    state: text("state", { enum: sandboxStates }).notNull(),
+    vcpus: integer("vcpus").notNull(),
+    memoryMb: integer("memory_mb").notNull(),
+    /** Seconds of life requested at create (or by the last timeout change); 0 means none. */
+    timeoutSec: integer("timeout_sec").notNull(),
+    onTimeout: text("on_timeout", { enum: timeoutActions }).notNull().default("kill"),
+    /** When the timeout action runs; null while paused or without a timeout. */
+    endAt: timestamp("end_at", { withTimezone: true, mode: "date" }),
+    metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),
+    envdTokenSealed: text("envd_token_sealed").notNull(),
+    envdVersion: text("envd_version").notNull().default(""),
+    stopReason: text("stop_reason", { enum: stopReasons }),
+    /** Human-readable failure for `error` (and `stopped` with reason `error`). */
+    error: text("error"),
+    startedAt: timestamp("started_at", { withTimezone: true, mode: "date" }),
+    stoppedAt: timestamp("stopped_at", { withTimezone: true, mode: "date" }),
+    ...rowVersion,
+    ...lifecycleDates,
+  },
+  (t) => [
+    index("sandboxes_team_created_idx").on(t.teamId, t.createdAt, t.id),
+    index("sandboxes_host_state_idx").on(t.hostId, t.state),
+    index("sandboxes_state_end_idx").on(t.state, t.endAt),
+  ],
+);
+
+export type SandboxRow = typeof sandboxes.$inferSelect;

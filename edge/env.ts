@@ -1,0 +1,61 @@
+import { z } from "zod";
+
+const intFromString = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+/**
+ * Every setting of the edge, parsed once from the environment (process.env on Node, bindings on
+ * Workers) and passed down as a value. Nothing else under edge/ reads the environment.
+ */
+export const zEnv = z.object({
+  /** Port of the Node server. */
+  WRENN_PORT: z.coerce.number().int().min(0).max(65_535).default(3000),
+  /** Interface the Node server listens on. */
+  WRENN_HOST: z.string().min(1).default("0.0.0.0"),
+  /** PGlite data directory on Node when DATABASE_URL is unset. */
+  WRENN_DATA_DIR: z.string().min(1).default("./.wrenn"),
+  /** PostgreSQL URL (node-postgres on Node, Neon serverless on Workers). */
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")
+    .optional(),
+  /** 64 hex characters (32 bytes): AES-GCM key for host and envd tokens at rest. */
+  WRENN_ENCRYPTION_KEY: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hex characters (32 bytes)")
+    .optional(),
+  /** An admin API key to install at start (useful for automation); otherwise one is generated on first run. */
+  WRENN_ADMIN_API_KEY: z.string().min(24, "must be at least 24 characters").optional(),
+  /** Largest accepted `files/write` upload, in bytes. */
+  WRENN_MAX_UPLOAD_BYTES: intFromString(1024 ** 3),
+  /** Largest accepted JSON request body, in bytes. */
+  WRENN_MAX_JSON_BYTES: intFromString(1024 ** 2),
+  /** Seconds between reconcile sweeps on Node. */
+  WRENN_RECONCILE_INTERVAL_SEC: intFromString(30),
+  /** Log level. */
+  WRENN_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+});
+
+/** The parsed environment. */
+export type Env = z.infer<typeof zEnv>;
+
+/** Settings the request handlers need (the subset of `Env` that is not about process start-up). */
+export interface EdgeConfig {
+  maxUploadBytes: number;
+  maxJsonBytes: number;
+}
+
+/** Parses an environment record; on failure returns the field messages instead of throwing. */
+export function parseEnv(
+  source: Record<string, unknown>,
+): { ok: true; env: Env } | { ok: false; errors: Record<string, string> } {
+  const parsed = zEnv.safeParse(source);
+  if (parsed.success) return { ok: true, env: parsed.data };
+  const errors: Record<string, string> = {};
+  for (const issue of parsed.error.issues) errors[issue.path.join(".") || "(root)"] = issue.message;
+  return { ok: false, errors };
+}
+
+/** The request-handling settings of a parsed environment. */
+export function edgeConfigFrom(env: Env): EdgeConfig {
+  return { maxUploadBytes: env.WRENN_MAX_UPLOAD_BYTES, maxJsonBytes: env.WRENN_MAX_JSON_BYTES };
+}

@@ -1,0 +1,39 @@
+import { z } from "@hono/zod-openapi";
+
+/** Every error code the API answers with. One table; the HTTP status of each is in `codeToStatus`. */
+export const ErrorCode = z.enum([
+  "BAD_REQUEST",
+  "UNAUTHORIZED",
+  "FORBIDDEN",
+  "NOT_FOUND",
+  "CONFLICT",
+  "PAYLOAD_TOO_LARGE",
+  "RATE_LIMITED",
+  "NOT_IMPLEMENTED",
+  "AGENT_ERROR",
+  "AGENT_UNAVAILABLE",
+  "NO_CAPACITY",
+  "BAD_ENVIRONMENT",
+  "INTERNAL_SERVER_ERROR",
+]);
+export type ErrorCode = z.infer<typeof ErrorCode>;
+
+/** HTTP status per error code; a `Record` so the compiler checks the table is complete. */
+export const codeToStatus = {
+  BAD_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  RATE_LIMITED: 429,
+  NOT_IMPLEMENTED: 501,
+  AGENT_ERROR: 502,
+  AGENT_UNAVAILABLE: 503,
+  NO_CAPACITY: 503,
+  BAD_ENVIRONMENT: 500,
+  INTERNAL_SERVER_ERROR: 500,
+} as const satisfies Record<ErrorCode, number>;
+
+/** The status codes of `codeToStatus`, as a type. */
+export type ErrorStatus = (typeof codeToStatus)[ErrorCode];

@@ -1,0 +1,50 @@
+import type { MiddlewareHandler } from "hono";
+import type { AppDeps, AppEnv } from "../context.js";
+import { randomString } from "../services/ids.js";
+
+/** Header carrying the request id, in both directions. */
+export const requestIdHeader = "X-Request-Id";
+
+const acceptableRequestId = /^[A-Za-z0-9._:-]{8,128}$/;
+
+/**
+ * The one `init` middleware: picks the request id (the caller's, when well-formed), opens the
+ * database handle for this request, and sets the typed variables every route uses. The handle is
+ * closed after the response (in `waitUntil` on Workers, so Neon's Pool dies with its request).
+ */
+export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
+  const now = deps.now ?? (() => new Date());
+  return async (c, next) => {
+    const incoming = c.req.header(requestIdHeader);
+    const requestId =
+      incoming && acceptableRequestId.test(incoming)
+        ? incoming
+        : `req_${randomString(20, "abcdefghijklmnopqrstuvwxyz0123456789")}`;
+    const logger = deps.logger.child({ requestId });
+    c.set("requestId", requestId);
+    c.set("logger", logger);
+    c.header(requestIdHeader, requestId);
+    const handle = deps.database();
+    c.set("services", {
+      db: handle.db,
+      agents: deps.agents,
+      secrets: deps.secrets,
+      logger,
+      requestId,
+      config: deps.config,
+      now,
+    });
+    try {
+      await next();
+    } finally {
+      const closing = handle.close().catch((err: unknown) => logger.warn("closing the database failed", { err }));
+      let executionCtx: { waitUntil(p: Promise<unknown>): void } | undefined;
+      try {
+        executionCtx = c.executionCtx;
+      } catch {
+        // Node has no execution context; the close runs on its own.
+      }
+      executionCtx?.waitUntil(closing);
+    }
+  };
+}

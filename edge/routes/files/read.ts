@@ -1,0 +1,35 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../../context.js";
+import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { readFile } from "../../services/files/read.js";
+import { apiKeySecurity } from "../router.js";
+import { SandboxIdParam } from "../sandboxes/schemas.js";
+import { PathBody } from "./schemas.js";
+
+const route = createRoute({
+  method: "post",
+  path: "/{id}/files/read",
+  tags: ["files"],
+  operationId: "readFile",
+  summary: "Download a file (streamed)",
+  security: apiKeySecurity,
+  request: { params: SandboxIdParam, body: { required: true, content: { "application/json": { schema: PathBody } } } },
+  responses: {
+    200: {
+      description: "The file's bytes",
+      content: { "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) } },
+    },
+    ...openApiErrorResponses,
+    ...openApiAgentErrorResponses,
+  },
+});
+
+/** POST /v1/sandboxes/{id}/files/read */
+export const registerReadFile = (app: App) =>
+  app.openapi(route, async (c) => {
+    const body = c.req.valid("json");
+    const file = await readFile(c.get("team"), c.req.valid("param").id, body, c.req.raw.signal);
+    const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+    if (file.size !== undefined) headers["content-length"] = String(file.size);
+    return new Response(file.body, { status: 200, headers });
+  });

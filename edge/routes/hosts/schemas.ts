@@ -1,0 +1,47 @@
+import { z } from "@hono/zod-openapi";
+import { hostStatuses } from "../../db/schema/index.js";
+
+/** Path parameter of /v1/hosts/{id}. */
+export const HostIdParam = z.object({
+  id: z
+    .string()
+    .min(1)
+    .max(64)
+    .openapi({ param: { name: "id", in: "path" }, example: "host_0123456789abcdef" }),
+});
+
+/** A host. */
+export const Host = z
+  .object({
+    id: z.string(),
+    address: z.string(),
+    status: z.enum(hostStatuses),
+    runtime: z.string(),
+    capacity: z.object({ vcpus: z.number().int(), memoryMb: z.number().int(), maxSandboxes: z.number().int() }),
+    pauseToDisk: z.boolean(),
+    templates: z.array(z.string()),
+    agentVersion: z.string(),
+    envdVersion: z.string(),
+    consecutiveFailures: z.number().int(),
+    lastSeenAt: z.string().nullable(),
+    lastError: z.string().nullable(),
+    createdAt: z.string(),
+    activeSandboxes: z.number().int().optional(),
+  })
+  .openapi("Host");
+
+/** Body of POST /v1/hosts. */
+export const RegisterHostBody = z
+  .object({
+    address: z.string().min(1).max(2048).openapi({ example: "http://10.0.0.5:9000" }),
+    token: z.string().min(16).max(4096).openapi({ description: "The agent's bearer token" }),
+  })
+  .openapi("RegisterHostRequest");
+
+/** Query of DELETE /v1/hosts/{id}. */
+export const DeleteHostQuery = z.object({
+  force: z
+    .enum(["true", "false"])
+    .optional()
+    .openapi({ description: "Delete even with sandboxes placed on it (they are marked stopped, reason lost)" }),
+});

@@ -1,0 +1,26 @@
+import type { App } from "../../context.js";
+import { registerFileRoutes } from "../files/index.js";
+import { newRouter } from "../router.js";
+import { registerCreateSandbox } from "./create.js";
+import { registerDeleteSandbox } from "./delete.js";
+import { registerExec } from "./exec.js";
+import { registerExecStream } from "./exec-stream.js";
+import { registerGetSandbox } from "./get.js";
+import { registerPauseSandbox, registerResumeSandbox, registerSetSandboxTimeout } from "./lifecycle.js";
+import { registerListSandboxes } from "./list.js";
+
+/** The /v1/sandboxes router (files included). */
+export function sandboxesRouter(): App {
+  const app = newRouter();
+  registerCreateSandbox(app);
+  registerListSandboxes(app);
+  registerGetSandbox(app);
+  registerDeleteSandbox(app);
+  registerExec(app);
+  registerExecStream(app);
+  registerPauseSandbox(app);
+  registerResumeSandbox(app);
+  registerSetSandboxTimeout(app);
+  registerFileRoutes(app);
+  return app;
+}

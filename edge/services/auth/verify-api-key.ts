@@ -1,0 +1,37 @@
+import { and, eq, isNull, lt, or } from "drizzle-orm";
+import { apiKeys } from "../../db/schema/index.js";
+import type { Principal, ServiceContext } from "../context.js";
+import { sha256Hex } from "../crypto.js";
+import { ServiceError } from "../errors.js";
+
+/** `last_used_at` is refreshed at most this often, so authentication costs one read on most requests. */
+const lastUsedResolutionMs = 60_000;
+
+/**
+ * Resolves an API key secret to its team. Unknown and revoked keys answer the same UNAUTHORIZED, so
+ * a caller cannot tell which keys once existed.
+ */
+export async function verifyApiKey(ctx: ServiceContext, secret: string): Promise<Principal> {
+  const hash = await sha256Hex(secret);
+  const [key] = await ctx.db
+    .select({
+      id: apiKeys.id,
+      teamId: apiKeys.teamId,
+      isAdmin: apiKeys.isAdmin,
+      revokedAt: apiKeys.revokedAt,
+      lastUsedAt: apiKeys.lastUsedAt,
+    })
+    .from(apiKeys)
+    .where(eq(apiKeys.hash, hash))
+    .limit(1);
+  if (!key || key.revokedAt) throw new ServiceError("UNAUTHORIZED", "the API key is not valid");
+  const now = ctx.now();
+  if (!key.lastUsedAt || now.getTime() - key.lastUsedAt.getTime() > lastUsedResolutionMs) {
+    const stale = new Date(now.getTime() - lastUsedResolutionMs);
+    await ctx.db
+      .update(apiKeys)
+      .set({ lastUsedAt: now })
+      .where(and(eq(apiKeys.id, key.id), or(isNull(apiKeys.lastUsedAt), lt(apiKeys.lastUsedAt, stale))));
+  }
+  return { teamId: key.teamId, keyId: key.id, isAdmin: key.isAdmin };
+}

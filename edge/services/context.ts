@@ -1,0 +1,32 @@
+import type { AgentConnector } from "../clients/agent.js";
+import type { Database } from "../db/client.js";
+import type { EdgeConfig } from "../env.js";
+import type { Logger } from "../logger.js";
+import type { SecretBox } from "./crypto.js";
+
+/**
+ * What every service needs, built per request by the `init` middleware (or per sweep by the
+ * reconciler). Services take it as their first argument and never reach for globals.
+ */
+export interface ServiceContext {
+  db: Database;
+  agents: AgentConnector;
+  secrets: SecretBox;
+  logger: Logger;
+  requestId: string;
+  config: EdgeConfig;
+  /** The clock; tests may pin it. */
+  now(): Date;
+}
+
+/** Who is calling: the team its API key belongs to, and whether the key is an admin key. */
+export interface Principal {
+  teamId: string;
+  keyId: string;
+  isAdmin: boolean;
+}
+
+/** A ServiceContext on behalf of an authenticated caller; every team-owned query filters by `principal.teamId`. */
+export interface TeamContext extends ServiceContext {
+  principal: Principal;
+}

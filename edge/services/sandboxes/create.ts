@@ -1,0 +1,130 @@
+import { agentErrorToServiceError, agentTimeouts, isAgentAnswer } from "../../clients/agent.js";
+import { type SandboxRow, sandboxEvents, sandboxes, type TimeoutActionName } from "../../db/schema/index.js";
+import { dateOrNull, stateFromAgent, timeoutActionToAgent } from "../agent-mapping.js";
+import type { TeamContext } from "../context.js";
+import { agentFor } from "../hosts/target.js";
+import { newEnvdAccessToken, newSandboxId } from "../ids.js";
+import { pickHost } from "../scheduler/pick-host.js";
+import { compareAndSet, reloadSandbox } from "./transition.js";
+import { type SandboxView, toSandboxView } from "./view.js";
+
+/** Input of `createSandbox`, defaults already applied by the route schema. */
+export interface CreateSandboxInput {
+  template: string;
+  vcpus: number;
+  memoryMb: number;
+  timeoutSec: number;
+  onTimeout: TimeoutActionName;
+  envVars: Record<string, string>;
+  metadata: Record<string, string>;
+  internetAccess?: boolean;
+}
+
+/** A created sandbox and the token envd expects in `X-Access-Token` (for SDKs that talk to envd). */
+export interface CreatedSandbox {
+  sandbox: SandboxView;
+  envdAccessToken: string;
+}
+
+/**
+ * Creates a sandbox: pick a host, write the row as `pending` (so a crash from here on leaves a row
+ * the reconcile sweep converges), ask the agent to start it under our id, then record `running` —
+ * or `error` with the reason. A failed start is cleaned up on the host when the agent can be reached;
+ * otherwise the sweep destroys it later, because the row says `error`.
+ */
+export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput): Promise<CreatedSandbox> {
+  const host = await pickHost(ctx, input);
+  const agent = await agentFor(ctx, host);
+  const id = newSandboxId();
+  const envdAccessToken = newEnvdAccessToken();
+  const now = ctx.now();
+  const pending = await ctx.db.transaction(async (tx) => {
+    const [row] = await tx
+      .insert(sandboxes)
+      .values({
+        id,
+        teamId: ctx.principal.teamId,
+        hostId: host.id,
+        template: input.template,
+        state: "pending",
+        vcpus: input.vcpus,
+        memoryMb: input.memoryMb,
+        timeoutSec: input.timeoutSec,
+        onTimeout: input.onTimeout,
+        metadata: input.metadata,
+        envdTokenSealed: await ctx.secrets.seal(envdAccessToken),
+        createdAt: now,
+        updatedAt: now,
+      })
+      .returning();
+    if (!row) throw new Error("insert into sandboxes returned no row");
+    await tx.insert(sandboxEvents).values({
+      sandboxId: id,
+      teamId: row.teamId,
+      type: "created",
+      toState: "pending",
+      detail: { hostId: host.id, template: input.template },
+      createdAt: now,
+    });
+    return row;
+  });
+  const log = ctx.logger.child({ sandboxId: id, hostId: host.id });
+
+  let started: Awaited<ReturnType<typeof agent.createSandbox>>;
+  try {
+    started = await agent.createSandbox(
+      {
+        sandboxId: id,
+        template: input.template,
+        vcpus: input.vcpus,
+        memoryMb: input.memoryMb,
+        timeoutSec: input.timeoutSec,
+        timeoutAction: timeoutActionToAgent(input.onTimeout),
+        envVars: input.envVars,
+        metadata: input.metadata,
+        envdAccessToken,
+        internetAccess: input.internetAccess,
+      },
+      { timeoutMs: agentTimeouts.lifecycle },
+    );
+  } catch (err) {
+    const failure = agentErrorToServiceError(err, "create sandbox");
+    log.warn("create sandbox failed", { err, code: failure.code });
+    await compareAndSet(
+      ctx.db,
+      pending,
+      { state: "error", error: failure.message, stoppedAt: ctx.now() },
+      { type: "error", detail: { code: failure.code } },
+      ctx.now(),
+    );
+    if (!isAgentAnswer(err)) {
+      // The agent may have started it before the connection failed; try to clean up, else the sweep will.
+      agent.destroySandbox({ sandboxId: id }, { timeoutMs: agentTimeouts.default }).catch(() => {});
+    }
+    throw failure;
+  }
+
+  const reported = started.sandbox;
+  const running = await compareAndSet(
+    ctx.db,
+    pending,
+    {
+      state: reported ? stateFromAgent(reported.state) : "running",
+      endAt: dateOrNull(reported?.endAt),
+      envdVersion: reported?.envdVersion ?? "",
+      startedAt: ctx.now(),
+    },
+    { type: "started" },
+    ctx.now(),
+  );
+  let result: SandboxRow | null = running;
+  if (!result) {
+    // Someone (a delete, or the sweep) changed the row while the agent was starting it.
+    result = await reloadSandbox(ctx.db, id);
+    if (result?.state === "stopped" || result?.state === "error") {
+      await agent.destroySandbox({ sandboxId: id }, { timeoutMs: agentTimeouts.default }).catch(() => {});
+    }
+  }
+  log.info("sandbox created", { state: result?.state });
+  return { sandbox: toSandboxView(result ?? pending), envdAccessToken };
+}

@@ -1,0 +1,56 @@
+import { and, eq } from "drizzle-orm";
+import type { AgentClient, HostTarget } from "../../clients/agent.js";
+import { type HostRow, hosts, type SandboxRow, sandboxes } from "../../db/schema/index.js";
+import type { TeamContext } from "../context.js";
+import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
+import { hostTarget } from "../hosts/target.js";
+import { sandboxIdPattern } from "../ids.js";
+
+/**
+ * Loads a sandbox of the caller's team. Another team's sandbox answers NOT_FOUND exactly as a
+ * missing one does, so ids of other teams cannot be probed.
+ */
+export async function loadSandbox(ctx: TeamContext, sandboxId: string): Promise<SandboxRow> {
+  if (!sandboxIdPattern.test(sandboxId)) throw new NotFoundError("sandbox", sandboxId);
+  const [row] = await ctx.db
+    .select()
+    .from(sandboxes)
+    .where(and(eq(sandboxes.id, sandboxId), eq(sandboxes.teamId, ctx.principal.teamId)))
+    .limit(1);
+  if (!row) throw new NotFoundError("sandbox", sandboxId);
+  return row;
+}
+
+/** A sandbox together with the way to reach its host. */
+export interface PlacedSandbox {
+  sandbox: SandboxRow;
+  host: HostRow;
+  target: HostTarget;
+  agent: AgentClient;
+}
+
+/** Loads a sandbox of the caller's team and its host (one query); fails when it has no host. */
+export async function loadPlacedSandbox(ctx: TeamContext, sandboxId: string): Promise<PlacedSandbox> {
+  if (!sandboxIdPattern.test(sandboxId)) throw new NotFoundError("sandbox", sandboxId);
+  const [row] = await ctx.db
+    .select({ sandbox: sandboxes, host: hosts })
+    .from(sandboxes)
+    .leftJoin(hosts, eq(hosts.id, sandboxes.hostId))
+    .where(and(eq(sandboxes.id, sandboxId), eq(sandboxes.teamId, ctx.principal.teamId)))
+    .limit(1);
+  if (!row) throw new NotFoundError("sandbox", sandboxId);
+  if (!row.host) throw new ConflictError(`sandbox ${sandboxId} is ${row.sandbox.state} and not placed on any host`);
+  const target = await hostTarget(ctx, row.host);
+  return { sandbox: row.sandbox, host: row.host, target, agent: ctx.agents.client(target, ctx.requestId) };
+}
+
+/** Loads a placed sandbox that must be `running` (exec and file operations). */
+export async function loadRunningSandbox(ctx: TeamContext, sandboxId: string): Promise<PlacedSandbox> {
+  const placed = await loadPlacedSandbox(ctx, sandboxId);
+  const state = placed.sandbox.state;
+  if (state === "running") return placed;
+  if (state === "missing") {
+    throw new ServiceError("AGENT_UNAVAILABLE", `sandbox ${sandboxId} is missing: its host is not answering`);
+  }
+  throw new ConflictError(`sandbox ${sandboxId} is ${state}; it must be running`);
+}

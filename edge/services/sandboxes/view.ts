@@ -1,0 +1,47 @@
+import type { SandboxRow } from "../../db/schema/index.js";
+
+/** A sandbox as the API shows it (never its envd token). */
+export interface SandboxView {
+  id: string;
+  teamId: string;
+  hostId: string | null;
+  template: string;
+  state: SandboxRow["state"];
+  vcpus: number;
+  memoryMb: number;
+  timeoutSec: number;
+  onTimeout: SandboxRow["onTimeout"];
+  endAt: string | null;
+  metadata: Record<string, string>;
+  envdVersion: string;
+  stopReason: SandboxRow["stopReason"];
+  error: string | null;
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+  stoppedAt: string | null;
+}
+
+/** Shapes a sandbox row for the API. */
+export function toSandboxView(row: SandboxRow): SandboxView {
+  return {
+    id: row.id,
+    teamId: row.teamId,
+    hostId: row.hostId,
+    template: row.template,
+    state: row.state,
+    vcpus: row.vcpus,
+    memoryMb: row.memoryMb,
+    timeoutSec: row.timeoutSec,
+    onTimeout: row.onTimeout,
+    endAt: row.endAt?.toISOString() ?? null,
+    metadata: row.metadata,
+    envdVersion: row.envdVersion,
+    stopReason: row.stopReason,
+    error: row.error,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+    startedAt: row.startedAt?.toISOString() ?? null,
+    stoppedAt: row.stoppedAt?.toISOString() ?? null,
+  };
+}
