@@ -10,12 +10,16 @@
  * - FAKE_FC_EXIT_ON: `METHOD /path` on which the process dies (exit 3) without answering.
  * - FAKE_FC_NO_SOCKET=1: never create the API socket (a hung start).
  * - FAKE_FC_ROOT: directory paths in requests are relative to (the jail's root under a fake jailer).
+ * - FAKE_FC_UID: the uid a jailed Firecracker would run as; files it writes must be that user's.
  */
+import { execFile } from "node:child_process";
 import { appendFileSync, existsSync } from "node:fs";
-import { access } from "node:fs/promises";
 import { createServer } from "node:http";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { FakeVmm } from "./fake-vmm.js";
+
+const execFileAsync = promisify(execFile);
 
 /** Flags Firecracker's binary accepts that take a value (from `firecracker --help`, v1.x). */
 const valueFlags = new Set([
@@ -82,14 +86,17 @@ if (env.FAKE_FC_NO_SOCKET === "1") {
 
   const vmm = new FakeVmm({
     root,
+    // Asked over netlink, which answers for the netns this process is in however it entered it
+    // (/sys shows the creator's netns unless remounted, which the jailer's setns does not do).
     tapExists: async (name) => {
       try {
-        await access(`/sys/class/net/${name}/tun_flags`);
-        return true;
+        const { stdout } = await execFileAsync("ip", ["-d", "-o", "link", "show", "dev", name]);
+        return stdout.includes("tun type tap");
       } catch {
         return false;
       }
     },
+    ...(env.FAKE_FC_UID !== undefined ? { runAsUid: Number(env.FAKE_FC_UID) } : {}),
     onGuestRunning: () => process.stdout.write("[fake guest] running\n"),
   });
 

@@ -1,5 +1,5 @@
 import { access, constants, open, readFile, stat, truncate, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { definitions, matchRoute, validate } from "./api-spec.js";
 
 /**
@@ -16,6 +16,11 @@ export interface FakeVmmOptions {
   root: string;
   /** Whether a TAP device of that name exists in this process's network namespace. */
   tapExists: (name: string) => Promise<boolean>;
+  /**
+   * The user a jailed Firecracker drops to. When set, files it writes must be owned by that user (or be
+   * world-writable), as they would have to be after the jailer's privilege drop.
+   */
+  runAsUid?: number;
   /** Called once the guest "runs", so the double can write to its console like a booting kernel. */
   onGuestRunning?: () => void;
 }
@@ -273,6 +278,10 @@ export class FakeVmm {
     }
     const snapshotPath = this.#resolve(String(fields.snapshot_path));
     const memPath = this.#resolve(String(fields.mem_file_path));
+    for (const target of [snapshotPath, memPath]) {
+      const problem = await this.#checkOwner(dirname(target), constants.W_OK, `directory of ${target}`);
+      if (problem) return fault(`Cannot create the snapshot files: ${problem}`);
+    }
     const vmstate: VmStateFile = {
       magic: vmstateMagic,
       machine: this.#machine,
@@ -351,12 +360,24 @@ export class FakeVmm {
   }
 
   async #checkPath(path: string, mode: number, what: string): Promise<string | undefined> {
+    const resolved = this.#resolve(path);
     try {
-      await access(this.#resolve(path), mode);
-      return undefined;
+      await access(resolved, mode);
     } catch (err) {
       return `${what} ${path}: ${err instanceof Error ? err.message : String(err)}`;
     }
+    return this.#checkOwner(resolved, mode, `${what} ${path}`);
+  }
+
+  /** After a privilege drop, root's access() answer is not Firecracker's: check owner and mode bits too. */
+  async #checkOwner(resolved: string, mode: number, what: string): Promise<string | undefined> {
+    const uid = this.#options.runAsUid;
+    if (uid === undefined) return undefined;
+    const st = await stat(resolved);
+    const wantsWrite = (mode & constants.W_OK) !== 0;
+    const otherBits = wantsWrite ? 0o002 : 0o004;
+    if (st.uid === uid || (st.mode & otherBits) !== 0) return undefined;
+    return `${what}: permission denied for uid ${uid} (owned by ${st.uid}, mode ${(st.mode & 0o777).toString(8)})`;
   }
 }
 

@@ -52,6 +52,54 @@ export function writeFakeFirecracker(dir: string, knobs: FakeKnobs = {}): FakeFi
   return { bin, journal };
 }
 
+/**
+ * Writes `<dir>/jailer`, a stand-in for Firecracker's jailer that follows its documented command line
+ * and effects without the chroot and privilege drop: it validates the arguments, builds
+ * `<chroot-base>/<exec name>/<id>/root`, copies the exec file into it and gives it to uid:gid, joins the
+ * netns, and execs the copy with `--id` and the arguments after `--`. The double then resolves every
+ * path against the jail root (FAKE_FC_ROOT) and checks ownership as the dropped user (FAKE_FC_UID).
+ */
+export function writeFakeJailer(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const bin = join(dir, "jailer");
+  writeFileSync(
+    bin,
+    `#!/bin/sh
+set -eu
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --id) id=$2; shift 2;;
+    --exec-file) exe=$2; shift 2;;
+    --uid) uid=$2; shift 2;;
+    --gid) gid=$2; shift 2;;
+    --chroot-base-dir) base=$2; shift 2;;
+    --netns) netns=$2; shift 2;;
+    --cgroup-version) shift 2;;
+    --) shift; break;;
+    *) echo "jailer: unexpected argument $1" >&2; exit 1;;
+  esac
+done
+: "\${id:?--id is required}" "\${exe:?--exec-file is required}" "\${uid:?--uid is required}" "\${gid:?--gid is required}"
+base=\${base:-/srv/jailer}
+case "$id" in *[!a-zA-Z0-9-]*|'') echo "jailer: invalid id $id" >&2; exit 1;; esac
+[ \${#id} -le 64 ] || { echo "jailer: id longer than 64" >&2; exit 1; }
+name=$(basename "$exe")
+case "$name" in *firecracker*) ;; *) echo "jailer: exec file name must contain firecracker" >&2; exit 1;; esac
+root="$base/$name/$id/root"
+mkdir -p "$root"
+cp "$exe" "$root/$name"
+chown "$uid:$gid" "$root"
+set -- --id="$id" --start-time-us=0 --start-time-cpu-us=0 "$@"
+if [ -n "\${netns:-}" ]; then
+  exec nsenter --net="$netns" env FAKE_FC_ROOT="$root" FAKE_FC_UID="$uid" "$root/$name" "$@"
+fi
+exec env FAKE_FC_ROOT="$root" FAKE_FC_UID="$uid" "$root/$name" "$@"
+`,
+  );
+  chmodSync(bin, 0o755);
+  return bin;
+}
+
 export interface JournalEntry {
   pid: number;
   event: "start" | "request" | "exit-on" | "sigterm" | "crash";
