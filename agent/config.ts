@@ -104,6 +104,9 @@ const envSchema = z.object({
   AGENT_STOPPED_RETENTION_SEC: positiveInt("AGENT_STOPPED_RETENTION_SEC").default(600),
   AGENT_REAP_INTERVAL_MS: positiveInt("AGENT_REAP_INTERVAL_MS").default(2000),
   AGENT_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  AGENT_ENVD_TIMEOUT_MS: positiveInt("AGENT_ENVD_TIMEOUT_MS").default(30_000),
+  AGENT_FIRECRACKER_BIN: z.string().startsWith("/", "must be an absolute path").optional(),
+  PATH: z.string().default("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
 });
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -130,6 +133,12 @@ export interface AgentConfig {
   stoppedRetentionMs: number;
   reapIntervalMs: number;
   logLevel: LogLevel;
+  /** How long a new or resumed guest's envd may take to answer /health. */
+  envdTimeoutMs: number;
+  /** Where runtimes look for their binaries (the agent's PATH). */
+  searchPath: string;
+  /** A configured firecracker binary; else looked up in searchPath. */
+  firecrackerBin: string | undefined;
 }
 
 export type ConfigResult = { ok: true; config: AgentConfig } | { ok: false; errors: string[] };
@@ -176,6 +185,9 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       stoppedRetentionMs: e.AGENT_STOPPED_RETENTION_SEC * 1000,
       reapIntervalMs: e.AGENT_REAP_INTERVAL_MS,
       logLevel: e.AGENT_LOG_LEVEL,
+      envdTimeoutMs: e.AGENT_ENVD_TIMEOUT_MS,
+      searchPath: e.PATH,
+      firecrackerBin: e.AGENT_FIRECRACKER_BIN,
     },
   };
 }

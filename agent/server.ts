@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
+import { Duplex } from "node:stream";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -39,6 +40,33 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   const a = createHash("sha256").update(presented).digest();
   const b = createHash("sha256").update(token).digest();
   return timingSafeEqual(a, b) && presented !== "";
+}
+
+/** A duplex over `socket` whose readable side starts with `first` (bytes already read from it). */
+function replaying(socket: Socket, first: Buffer): Duplex {
+  const duplex = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      socket.write(chunk, callback);
+    },
+    final(callback) {
+      socket.end(callback);
+    },
+    destroy(err, callback) {
+      socket.destroy(err ?? undefined);
+      callback(err);
+    },
+  });
+  duplex.push(first);
+  socket.on("data", (data: Buffer) => {
+    if (!duplex.push(data)) socket.pause();
+  });
+  socket.on("end", () => duplex.push(null));
+  socket.on("error", (err) => duplex.destroy(err));
+  socket.on("close", () => duplex.destroy());
+  return duplex;
 }
 
 export interface AgentServer {
@@ -107,18 +135,20 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
   const http2 = createHttp2Server({}, handle);
 
   const dispatch = (socket: Socket) => {
-    if (socket.readableLength === 0 && (socket as TLSSocket).alpnProtocol === undefined) {
+    if ((socket as TLSSocket).alpnProtocol === undefined) {
       // Plain TCP: peek at the first bytes to tell h2c (prior knowledge) from HTTP/1.1.
       socket.once("data", (chunk: Buffer) => {
         socket.pause();
-        socket.unshift(chunk);
-        const h2 =
-          chunk.length >= 3 &&
-          chunk
-            .subarray(0, Math.min(chunk.length, H2_PREFACE.length))
-            .equals(H2_PREFACE.subarray(0, Math.min(chunk.length, H2_PREFACE.length)));
-        (h2 ? http2 : http1).emit("connection", socket);
-        socket.resume();
+        const n = Math.min(chunk.length, H2_PREFACE.length);
+        if (n >= 3 && chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+          // Node's HTTP/2 session reads the socket's native handle and would miss the peeked bytes,
+          // so it gets a JS stream that replays them first.
+          http2.emit("connection", replaying(socket, chunk));
+        } else {
+          socket.unshift(chunk);
+          http1.emit("connection", socket);
+          socket.resume();
+        }
       });
       return;
     }

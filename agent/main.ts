@@ -1,0 +1,122 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { type AgentConfig, loadAgentConfig } from "./config.js";
+import { createExec, type Exec } from "./exec.js";
+import { HostInventory } from "./host-inventory.js";
+import { createLogger, type Logger } from "./logger.js";
+import { AgentMetrics } from "./metrics.js";
+import { SlotManager } from "./network/slots.js";
+import { detectFirecracker } from "./runtimes/firecracker/detect.js";
+import { FirecrackerRuntime } from "./runtimes/firecracker/runtime.js";
+import { NamespaceRuntime } from "./runtimes/namespace/runtime.js";
+import { probeKvm, QemuRuntime } from "./runtimes/qemu/runtime.js";
+import type { Runtime } from "./runtimes/types.js";
+import { SandboxManager } from "./sandboxes/manager.js";
+import { startServer } from "./server.js";
+
+/**
+ * `wrenn-agent`: the composition root. Wires config, logger, exec, slots, the runtime, the manager and
+ * the server by constructor injection. SIGTERM/SIGINT stop serving; sandboxes are left running (they
+ * outlive the agent, and a restarted agent re-adopts them). Only DestroySandbox kills a sandbox.
+ */
+
+/** Reads the host token from AGENT_TOKEN, else from the token file, creating it (0600) on first start. */
+async function loadToken(config: AgentConfig, logger: Logger): Promise<string> {
+  if (config.token !== undefined) return config.token;
+  const file = config.layout.tokenFile;
+  const existing = await readFile(file, "utf8").catch(() => undefined);
+  if (existing !== undefined && existing.trim().length >= 16) return existing.trim();
+  const token = randomBytes(32).toString("hex");
+  try {
+    await writeFile(file, `${token}\n`, { mode: 0o600, flag: "wx" });
+    logger.info("created host token", { file });
+    return token;
+  } catch (err) {
+    // Another agent on the same root won the race: use its token.
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return (await readFile(file, "utf8")).trim();
+    throw err;
+  }
+}
+
+async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): Promise<Runtime> {
+  const log = logger.child({ component: "runtime" });
+  const namespace = () => new NamespaceRuntime({ exec, logger: log, cgroupGroup: `wrenn-${config.network.prefix}` });
+  const firecracker = async () => {
+    const found = await detectFirecracker({
+      exec,
+      firecrackerBin: config.firecrackerBin,
+      searchPath: config.searchPath,
+    });
+    return found.available
+      ? new FirecrackerRuntime({ exec, logger: log, firecrackerBin: found.firecrackerBin })
+      : found.reason;
+  };
+  switch (config.runtime) {
+    case "namespace":
+      return namespace();
+    case "qemu":
+      return QemuRuntime.create({ exec, logger: log });
+    case "firecracker": {
+      const runtime = await firecracker();
+      if (typeof runtime === "string") throw new Error(`AGENT_RUNTIME=firecracker but ${runtime}`);
+      return runtime;
+    }
+    case "auto": {
+      const fc = await firecracker();
+      if (typeof fc !== "string") return fc;
+      if (await probeKvm(exec)) return QemuRuntime.create({ exec, logger: log, kvm: true });
+      return namespace();
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const config = loadAgentConfig();
+  const logger = createLogger(config.logLevel).child({ component: "agent" });
+  const exec = createExec(logger.child({ component: "exec" }));
+  await Promise.all(
+    [config.layout.sandboxesDir, config.layout.snapshotsDir].map((d) => mkdir(d, { recursive: true, mode: 0o700 })),
+  );
+  const token = await loadToken(config, logger);
+  const runtime = await createRuntime(config, exec, logger);
+  logger.info("runtime selected", { runtime: runtime.name, requested: config.runtime });
+  const slots = new SlotManager({
+    exec,
+    logger: logger.child({ component: "slots" }),
+    prefix: config.network.prefix,
+    cidr: config.network.cidr,
+    egress: config.egress,
+  });
+  const metrics = new AgentMetrics();
+  const manager = new SandboxManager({
+    config,
+    logger,
+    slots,
+    runtime,
+    observer: metrics,
+    envdTimeoutMs: config.envdTimeoutMs,
+  });
+  await manager.recover();
+  const inventory = new HostInventory(config.layout);
+  const shutdown = new AbortController();
+  const server = await startServer({ config, logger, manager, inventory, metrics, token });
+  manager.startReaper(shutdown.signal);
+
+  const stop = (signal: string) => {
+    if (shutdown.signal.aborted) return;
+    logger.info("shutting down; sandboxes keep running", { signal });
+    shutdown.abort();
+    const force = setTimeout(() => process.exit(0), 5_000);
+    force.unref();
+    void server.close().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `${JSON.stringify({ time: new Date().toISOString(), level: "error", msg: "agent failed to start", err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) })}\n`,
+  );
+  process.exit(1);
+});

@@ -1,0 +1,219 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { EntryType, HostAgentService, SandboxState, StopReason } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import {
+  IMAGES_ROOT,
+  leftovers,
+  newSandboxId,
+  readState,
+  requireImage,
+  requireRoot,
+  TEMPLATE,
+  text,
+} from "./agent-fixtures.js";
+
+/**
+ * Issue 5 acceptance for the namespace runtime, against a real agent process: create → exec → files →
+ * streamed exec → freeze/thaw → destroy, leaving nothing behind; bad input; the wire and HTTP routes.
+ */
+
+async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
+  try {
+    await p;
+    return "ok";
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
+}
+
+describe("agent: namespace sandbox lifecycle", () => {
+  let agent: AgentProcess;
+
+  beforeAll(async () => {
+    requireRoot();
+    await requireImage();
+    agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
+  });
+
+  afterEach(async () => {
+    // A failed test must not leave its sandboxes to the next one.
+    const { sandboxes } = await agent.client.listSandboxes({});
+    await Promise.allSettled(sandboxes.map((s) => agent.client.destroySandbox({ sandboxId: s.sandboxId })));
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+  });
+
+  it("creates, runs commands, moves files, streams output, freezes, thaws and destroys", async () => {
+    const c = agent.client;
+    const id = newSandboxId();
+    const created = await c.createSandbox({
+      sandboxId: id,
+      template: TEMPLATE,
+      timeoutSec: 300,
+      envVars: { WRENN_TEST_VAR: "from-create" },
+      metadata: { owner: "test" },
+    });
+    expect(created.sandbox?.state).toBe(SandboxState.RUNNING);
+    expect(created.sandbox?.metadata).toEqual({ owner: "test" });
+    expect(created.sandbox?.envdVersion).not.toBe("");
+
+    // The same id again returns the same sandbox, not a second one.
+    const again = await c.createSandbox({ sandboxId: id, template: TEMPLATE });
+    expect(again.sandbox?.createdAt).toEqual(created.sandbox?.createdAt);
+    expect((await c.listSandboxes({})).sandboxes.filter((s) => s.sandboxId === id)).toHaveLength(1);
+
+    const who = await c.exec({ sandboxId: id, cmd: "id" });
+    expect(who.exitCode).toBe(0);
+    expect(text(who.stdout)).toMatch(/uid=1000\(user\)/);
+    const root = await c.exec({ sandboxId: id, cmd: "id", args: ["-u"], user: "root" });
+    expect(text(root.stdout).trim()).toBe("0");
+
+    const os = await c.exec({ sandboxId: id, cmd: "cat", args: ["/etc/os-release"] });
+    expect(text(os.stdout)).toMatch(/bookworm/);
+
+    const env = await c.exec({ sandboxId: id, cmd: "/bin/bash", args: ["-c", "echo $WRENN_TEST_VAR; pwd; exit 3"] });
+    expect(text(env.stdout).split("\n")).toEqual(["from-create", "/home/user", ""]);
+    expect(env.exitCode).toBe(3);
+
+    const stdin = await c.exec({ sandboxId: id, cmd: "cat", stdin: new TextEncoder().encode("piped in") });
+    expect(text(stdin.stdout)).toBe("piped in");
+
+    // Files.
+    const content = new TextEncoder().encode("hello from the agent test\n");
+    const written = await c.writeFile({ sandboxId: id, path: "/home/user/dir/a.txt", content });
+    expect(written.entry?.path).toBe("/home/user/dir/a.txt");
+    expect(written.entry?.owner).toBe("user");
+    expect(text((await c.readFile({ sandboxId: id, path: "/home/user/dir/a.txt" })).content)).toBe(
+      "hello from the agent test\n",
+    );
+    const made = await c.makeDir({ sandboxId: id, path: "/home/user/dir/sub" });
+    expect(made.entry?.type).toBe(EntryType.DIRECTORY);
+    expect(await codeOf(c.makeDir({ sandboxId: id, path: "/home/user/dir/sub" }))).toBe(Code.AlreadyExists);
+    const listed = await c.listDir({ sandboxId: id, path: "/home/user/dir" });
+    expect(listed.entries.map((e) => e.name).sort()).toEqual(["a.txt", "sub"]);
+    await c.removePath({ sandboxId: id, path: "/home/user/dir/a.txt" });
+    expect(await codeOf(c.readFile({ sandboxId: id, path: "/home/user/dir/a.txt" }))).toBe(Code.NotFound);
+
+    // A larger file through the stream, in order.
+    const big = await c.exec({
+      sandboxId: id,
+      cmd: "/bin/bash",
+      args: ["-c", "head -c 1000000 /dev/urandom > big.bin && sha256sum big.bin"],
+    });
+    const chunks: Uint8Array[] = [];
+    for await (const part of c.readFileStream({ sandboxId: id, path: "/home/user/big.bin" })) chunks.push(part.chunk);
+    const joined = Buffer.concat(chunks);
+    expect(joined.length).toBe(1_000_000);
+    const { createHash } = await import("node:crypto");
+    expect(text(big.stdout).split(" ")[0]).toBe(createHash("sha256").update(joined).digest("hex"));
+
+    // ExecStream delivers each line when it is printed, not when the command ends.
+    const arrivals: { line: string; at: number }[] = [];
+    const t0 = Date.now();
+    let exitCode: number | undefined;
+    for await (const ev of c.execStream({
+      sandboxId: id,
+      cmd: "/bin/bash",
+      args: ["-c", "echo one; sleep 0.6; echo two; sleep 0.6; echo three >&2"],
+    })) {
+      if (ev.event.case === "stdout" || ev.event.case === "stderr") {
+        for (const line of text(ev.event.value).split("\n").filter(Boolean))
+          arrivals.push({ line, at: Date.now() - t0 });
+      }
+      if (ev.event.case === "exited") exitCode = ev.event.value.exitCode;
+    }
+    expect(arrivals.map((a) => a.line)).toEqual(["one", "two", "three"]);
+    expect(exitCode).toBe(0);
+    const [one, two, three] = arrivals;
+    expect((two?.at ?? 0) - (one?.at ?? 0)).toBeGreaterThan(400);
+    expect((three?.at ?? 0) - (two?.at ?? 0)).toBeGreaterThan(400);
+
+    // Freeze in place, then thaw: a counter stops while frozen and carries on after.
+    await c.exec({
+      sandboxId: id,
+      cmd: "/bin/bash",
+      args: [
+        "-c",
+        "nohup bash -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' >/dev/null 2>&1 &",
+      ],
+    });
+    await new Promise((r) => setTimeout(r, 400));
+    const paused = await c.pauseSandbox({ sandboxId: id });
+    expect(paused.sandbox?.state).toBe(SandboxState.PAUSED);
+    expect(paused.sandbox?.remainingTimeoutSec).toBeGreaterThan(250);
+    expect(paused.sandbox?.endAt).toBeUndefined();
+    expect(await codeOf(c.pauseSandbox({ sandboxId: id }))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(c.exec({ sandboxId: id, cmd: "true" }))).toBe(Code.FailedPrecondition);
+    const state = await readState(agent, id);
+    const unified = state.handle?.data.cgroups?.unified;
+    if (unified) {
+      const { readFile } = await import("node:fs/promises");
+      expect(await readFile(`${unified}/cgroup.events`, "utf8")).toMatch(/frozen 1/);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const resumed = await c.resumeSandbox({ sandboxId: id });
+    expect(resumed.sandbox?.state).toBe(SandboxState.RUNNING);
+    const first = Number(text((await c.exec({ sandboxId: id, cmd: "cat", args: ["/tmp/counter"] })).stdout));
+    await new Promise((r) => setTimeout(r, 500));
+    const second = Number(text((await c.exec({ sandboxId: id, cmd: "cat", args: ["/tmp/counter"] })).stdout));
+    expect(second).toBeGreaterThan(first);
+
+    const pid = state.handle?.pid ?? 0;
+    await c.destroySandbox({ sandboxId: id });
+    const gone = await c.getSandbox({ sandboxId: id });
+    expect(gone.sandbox?.state).toBe(SandboxState.STOPPED);
+    expect(gone.sandbox?.stopReason).toBe(StopReason.KILLED);
+    expect(await codeOf(c.destroySandbox({ sandboxId: id }))).toBe(Code.NotFound);
+    expect(await leftovers(agent, [pid])).toEqual([]);
+  });
+
+  it("rejects bad input with clear codes and leaves nothing behind", async () => {
+    const c = agent.client;
+    expect(await codeOf(c.createSandbox({ sandboxId: "NOT-valid", template: TEMPLATE }))).toBe(Code.InvalidArgument);
+    expect(await codeOf(c.createSandbox({ sandboxId: newSandboxId(), template: "no-such-template" }))).toBe(
+      Code.NotFound,
+    );
+    expect(await codeOf(c.createSandbox({ sandboxId: newSandboxId(), template: "../etc" }))).toBe(Code.InvalidArgument);
+    expect(await codeOf(c.getSandbox({ sandboxId: newSandboxId() }))).toBe(Code.NotFound);
+    expect(await codeOf(c.exec({ sandboxId: newSandboxId(), cmd: "id" }))).toBe(Code.NotFound);
+    expect(await codeOf(c.createSandbox({ sandboxId: newSandboxId(), template: TEMPLATE, memoryMb: 10_000_000 }))).toBe(
+      Code.ResourceExhausted,
+    );
+    expect(await leftovers(agent)).toEqual([]);
+  });
+
+  it("serves /health without auth, guards everything else, and speaks h2c", async () => {
+    expect((await fetch(`${agent.url}/health`)).status).toBe(200);
+    expect((await fetch(`${agent.url}/metrics`)).status).toBe(401);
+    expect((await fetch(`${agent.url}/metrics`, { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
+    const metrics = await fetch(`${agent.url}/metrics`, { headers: { authorization: `Bearer ${agent.token}` } });
+    const body = await metrics.text();
+    expect(body).toMatch(/wrenn_agent_create_seconds_count [1-9]/);
+    expect(body).toMatch(/wrenn_agent_slots_in_use [0-9]+/);
+    const anonymous = createClient(
+      HostAgentService,
+      createConnectTransport({ baseUrl: agent.url, httpVersion: "1.1" }),
+    );
+    expect(await codeOf(anonymous.listSandboxes({}))).toBe(Code.Unauthenticated);
+    const h2 = createClient(
+      HostAgentService,
+      createConnectTransport({
+        baseUrl: agent.url,
+        httpVersion: "2",
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${agent.token}`);
+            return next(req);
+          },
+        ],
+      }),
+    );
+    const info = await h2.getHostInfo({});
+    expect(info.templates).toContain(TEMPLATE);
+    expect(info.pauseToDisk).toBe(false);
+  });
+});
