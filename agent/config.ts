@@ -168,9 +168,10 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       listen: e.AGENT_LISTEN_ADDRESS,
       runtime: e.AGENT_RUNTIME,
       capacity: {
-        // Sandboxes are mostly idle: overcommit CPUs 4:1, and cap the count by memory at 128 MiB each.
+        // Sandboxes are mostly idle: overcommit CPUs 16:1 (a vCPU is a CPU quota, not a pinned core),
+        // and cap the count by memory at 128 MiB each.
         maxSandboxes: e.AGENT_MAX_SANDBOXES ?? Math.max(4, Math.min(1024, Math.floor(memoryMb / 128))),
-        vcpus: e.AGENT_VCPUS ?? host.cpuCount * 4,
+        vcpus: e.AGENT_VCPUS ?? host.cpuCount * 16,
         memoryMb,
       },
       defaults: { vcpus: e.AGENT_DEFAULT_VCPUS, memoryMb: e.AGENT_DEFAULT_MEMORY_MB },

@@ -217,6 +217,7 @@ export class SandboxManager {
       createdAt: now,
       endAt: input.timeoutSec > 0 ? now + input.timeoutSec * 1000 : undefined,
       remainingMs: undefined,
+      timeoutMs: input.timeoutSec * 1000,
       timeoutAction: input.timeoutAction,
       metadata: input.metadata,
       envVars: input.envVars,
@@ -489,8 +490,11 @@ export class SandboxManager {
         throw new AgentError("INTERNAL", "RESUME_FAILED", record.error, { cause: err });
       }
       record.status = "running";
-      const ms = timeoutSec !== undefined ? timeoutSec * 1000 : record.remainingMs;
-      record.endAt = ms === undefined || (timeoutSec === 0 && ms === 0) ? undefined : Date.now() + ms;
+      // Unset: the time that was left; none left (auto-paused at expiry): the whole timeout again.
+      let ms = timeoutSec !== undefined ? timeoutSec * 1000 : (record.remainingMs ?? 0);
+      if (timeoutSec === undefined && ms <= 0) ms = record.timeoutMs;
+      else if (timeoutSec !== undefined) record.timeoutMs = ms;
+      record.endAt = ms > 0 ? Date.now() + ms : undefined;
       record.remainingMs = undefined;
       await this.#persist(record);
       return record;
@@ -503,6 +507,7 @@ export class SandboxManager {
       const { record } = this.#liveOrThrow(id);
       if (action !== undefined) record.timeoutAction = action;
       const ms = timeoutSec > 0 ? timeoutSec * 1000 : undefined;
+      record.timeoutMs = ms ?? 0;
       if (record.status === "paused") record.remainingMs = ms;
       else record.endAt = ms === undefined ? undefined : Date.now() + ms;
       await this.#persist(record);

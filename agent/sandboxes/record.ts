@@ -29,6 +29,8 @@ export interface SandboxRecord {
   createdAt: number;
   /** Epoch ms when the timeout action runs; undefined without a timeout or while paused. */
   endAt: number | undefined;
+  /** The timeout last set (create, SetTimeout or resume), in ms; 0 for none. A resume after an auto-pause restarts it. */
+  timeoutMs: number;
   /** While paused: milliseconds of timeout left (restored on resume). */
   remainingMs: number | undefined;
   timeoutAction: TimeoutActionName;

@@ -1,0 +1,169 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { execa } from "execa";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import {
+  IMAGES_ROOT,
+  leftovers,
+  newSandboxId,
+  readState,
+  requireImage,
+  requireRoot,
+  TEMPLATE,
+  text,
+} from "./agent-fixtures.js";
+
+/**
+ * Issue 5 acceptance: 20 concurrent creates, the TTL reaper (kill and auto-pause, reported once), and
+ * restart recovery after `kill -9` of the agent (sandboxes keep running and are re-adopted; half-made
+ * ones are removed).
+ */
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe("agent: concurrency, TTL reaper, restart recovery", () => {
+  let agent: AgentProcess;
+
+  beforeAll(async () => {
+    requireRoot();
+    await requireImage();
+    agent = await startAgentProcess({
+      runtime: "namespace",
+      rootDir: IMAGES_ROOT,
+      env: { AGENT_REAP_INTERVAL_MS: "500" },
+    });
+  });
+
+  afterEach(async () => {
+    // A failed test must not leave its sandboxes to the next one.
+    const { sandboxes } = await agent.client.listSandboxes({});
+    await Promise.allSettled(sandboxes.map((s) => agent.client.destroySandbox({ sandboxId: s.sandboxId })));
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+  });
+
+  it("starts 20 sandboxes at once, all usable, and removes them all", async () => {
+    const c = agent.client;
+    const ids = Array.from({ length: 20 }, newSandboxId);
+    const results = await Promise.allSettled(
+      ids.map((sandboxId) => c.createSandbox({ sandboxId, template: TEMPLATE })),
+    );
+    const failures = results
+      .filter((r) => r.status === "rejected")
+      .map((r) => String((r as PromiseRejectedResult).reason));
+    expect(failures).toEqual([]);
+    const outputs = await Promise.all(ids.map((sandboxId) => c.exec({ sandboxId, cmd: "hostname" })));
+    expect(outputs.map((o) => text(o.stdout).trim())).toEqual(ids);
+    const listed = await c.listSandboxes({});
+    expect(listed.sandboxes.filter((s) => ids.includes(s.sandboxId) && s.state === SandboxState.RUNNING)).toHaveLength(
+      20,
+    );
+    const info = await c.getHostInfo({});
+    expect(info.load?.sandboxes).toBe(20);
+    expect(info.load?.slotsInUse).toBe(20);
+    await Promise.all(ids.map((sandboxId) => c.destroySandbox({ sandboxId })));
+    expect(await leftovers(agent)).toEqual([]);
+  });
+
+  it("reaps expired sandboxes, reports each once, and auto-pauses when asked", async () => {
+    const c = agent.client;
+    const killed = newSandboxId();
+    const paused = newSandboxId();
+    const lasting = newSandboxId();
+    await Promise.all([
+      c.createSandbox({ sandboxId: killed, template: TEMPLATE, timeoutSec: 1 }),
+      c.createSandbox({ sandboxId: paused, template: TEMPLATE, timeoutSec: 1, timeoutAction: TimeoutAction.PAUSE }),
+      c.createSandbox({ sandboxId: lasting, template: TEMPLATE, timeoutSec: 600 }),
+    ]);
+    const seen = new Map<string, SandboxState>();
+    await waitFor(
+      "both expiring sandboxes to be reaped",
+      async () => {
+        const { reaped } = await c.listSandboxes({});
+        for (const r of reaped) {
+          expect(seen.has(r.sandboxId)).toBe(false);
+          seen.set(r.sandboxId, r.state);
+        }
+        return seen.has(killed) && seen.has(paused) ? true : undefined;
+      },
+      15_000,
+    );
+    expect(seen.get(killed)).toBe(SandboxState.STOPPED);
+    expect(seen.get(paused)).toBe(SandboxState.PAUSED);
+    expect(seen.has(lasting)).toBe(false);
+    expect((await c.listSandboxes({})).reaped).toEqual([]);
+
+    const gone = (await c.getSandbox({ sandboxId: killed })).sandbox;
+    expect(gone?.state).toBe(SandboxState.STOPPED);
+    expect(gone?.stopReason).toBe(StopReason.TIMEOUT);
+    const list = await c.listSandboxes({});
+    expect(list.sandboxes.map((s) => s.sandboxId).sort()).toEqual([paused, lasting].sort());
+
+    // Paused time does not count: resuming restarts the clock and the sandbox works again.
+    const resumed = await c.resumeSandbox({ sandboxId: paused, timeoutSec: 600 });
+    expect(resumed.sandbox?.state).toBe(SandboxState.RUNNING);
+    expect(text((await c.exec({ sandboxId: paused, cmd: "echo", args: ["back"] })).stdout)).toBe("back\n");
+    await c.destroySandbox({ sandboxId: paused });
+    await c.destroySandbox({ sandboxId: lasting });
+  });
+
+  it("keeps sandboxes running through kill -9 of the agent; a restarted agent re-adopts them and removes half-made ones", async () => {
+    const first = agent;
+    const ids = [newSandboxId(), newSandboxId()];
+    await Promise.all(
+      ids.map((sandboxId) => first.client.createSandbox({ sandboxId, template: TEMPLATE, timeoutSec: 600 })),
+    );
+    await first.client.writeFile({
+      sandboxId: ids[0] ?? "",
+      path: "/home/user/kept.txt",
+      content: new TextEncoder().encode("kept"),
+    });
+    const pids = await Promise.all(ids.map(async (id) => (await readState(first, id)).handle?.pid ?? 0));
+
+    first.kill9();
+    await new Promise((r) => setTimeout(r, 300));
+    for (const pid of pids) expect(() => process.kill(pid, 0)).not.toThrow();
+
+    // Something a crashed create could leave: a state file still "starting" and its slot's netns.
+    const halfMade = newSandboxId();
+    const halfDir = join(first.stateDir, "sandboxes", halfMade);
+    await mkdir(halfDir, { recursive: true });
+    await writeFile(
+      join(halfDir, "state.json"),
+      JSON.stringify({
+        id: halfMade,
+        template: TEMPLATE,
+        status: "starting",
+        slot: { index: 100, kind: "namespace", egress: false },
+      }),
+    );
+    await execa("ip", ["netns", "add", `${first.netPrefix}-100`]);
+
+    agent = await startAgentProcess(first.restartOptions);
+    const listed = await agent.client.listSandboxes({});
+    expect(listed.sandboxes.map((s) => s.sandboxId).sort()).toEqual([...ids].sort());
+    expect(listed.sandboxes.every((s) => s.state === SandboxState.RUNNING)).toBe(true);
+    const read = await agent.client.readFile({ sandboxId: ids[0] ?? "", path: "/home/user/kept.txt" });
+    expect(text(read.content)).toBe("kept");
+    const who = await agent.client.exec({ sandboxId: ids[1] ?? "", cmd: "id", args: ["-un"] });
+    expect(text(who.stdout)).toBe("user\n");
+    const netns = (await execa("ip", ["netns", "list"])).stdout;
+    expect(netns).not.toContain(`${first.netPrefix}-100`);
+    await expect(readState(agent, halfMade)).rejects.toThrow();
+
+    await Promise.all(ids.map((sandboxId) => agent.client.destroySandbox({ sandboxId })));
+    expect(await leftovers(agent, pids)).toEqual([]);
+  });
+});
