@@ -9,8 +9,10 @@ import { basename, join } from "node:path";
 export interface VmPaths {
   /** Chroot directory on the host when jailed; undefined otherwise. */
   jailRoot: string | undefined;
-  /** Directory the jailer builds its chroots under (removed on stop); undefined when not jailed. */
+  /** Directory the jailer builds its chroots under (`--chroot-base-dir`); undefined when not jailed. */
   jailBase: string | undefined;
+  /** This sandbox's part of the jail (`<base>/<exec name>/<id>`), removed on stop; undefined when not jailed. */
+  jailDir: string | undefined;
   socket: HostAndVm;
   disk: HostAndVm;
   kernel: HostAndVm;
@@ -47,6 +49,8 @@ export interface PathsInput {
   snapshotDir?: string;
   /** Path of the firecracker binary the jailer execs; its file name names the chroot's parent. */
   jailedFirecrackerBin?: string;
+  /** The jailer's `--chroot-base-dir`; default `<sandboxDir>/jail`. */
+  chrootBaseDir?: string;
 }
 
 export function vmPaths(input: PathsInput): VmPaths {
@@ -59,6 +63,7 @@ export function vmPaths(input: PathsInput): VmPaths {
     return {
       jailRoot: undefined,
       jailBase: undefined,
+      jailDir: undefined,
       socket: same(join(sandboxDir, "fc.sock")),
       disk: same(join(sandboxDir, "rootfs.ext4")),
       kernel: same(input.kernelPath),
@@ -69,12 +74,14 @@ export function vmPaths(input: PathsInput): VmPaths {
       pidFile,
     };
   }
-  const jailBase = join(sandboxDir, "jail");
-  const jailRoot = join(jailBase, basename(input.jailedFirecrackerBin), input.sandboxId, "root");
+  const jailBase = input.chrootBaseDir ?? join(sandboxDir, "jail");
+  const jailDir = join(jailBase, basename(input.jailedFirecrackerBin), input.sandboxId);
+  const jailRoot = join(jailDir, "root");
   const inJail = (vmPath: string): HostAndVm => ({ host: join(jailRoot, vmPath), vm: vmPath });
   return {
     jailRoot,
     jailBase,
+    jailDir,
     socket: inJail("/fc.sock"),
     disk: inJail("/rootfs.ext4"),
     kernel: inJail("/vmlinux"),
@@ -95,6 +102,12 @@ export interface JailerOptions {
   gid: number;
   /** cgroup version the jailer uses for `--cgroup` settings (none are passed today). */
   cgroupVersion?: 1 | 2;
+  /**
+   * The jailer's `--chroot-base-dir` (default `<sandboxDir>/jail`). The API socket's host path runs
+   * through it twice-nested with the sandbox id and must stay under 108 bytes, so a deep
+   * AGENT_FILES_ROOTDIR needs a short base here, such as /srv/jailer.
+   */
+  chrootBaseDir?: string;
 }
 
 /**

@@ -1,5 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createExec } from "../../exec.js";
@@ -22,9 +31,11 @@ import {
 // The whole driver runs here as real processes: a stand-in `firecracker` (the spec-checking double in
 // testing/) is spawned detached inside real network namespaces holding real TAP devices, and every
 // request the driver sends is checked against Firecracker's published API. Needs root for `ip netns`;
-// we are root here and in CI, so the file does not skip.
+// we are root here and in CI, so the file does not skip. Each test spawns several Node processes, so
+// the bound per test is generous for a loaded two-core machine.
 
-const root = join("/tmp", `wfc-runtime-${randomBytes(4).toString("hex")}`);
+// Short: under the jailer the API socket path nests the sandbox id twice and must fit in 107 bytes.
+const root = join("/tmp", `wfc-${randomBytes(4).toString("hex")}`);
 const exec = createExec(noopLogger);
 const MiB = 1024 * 1024;
 const netnses: TestNetns[] = [];
@@ -111,7 +122,7 @@ function requestsOf(journal: string, pid: number) {
   return readJournal(journal).filter((e) => e.event === "request" && e.pid === pid);
 }
 
-describe("FirecrackerRuntime against the spec-checking double", () => {
+describe("FirecrackerRuntime against the spec-checking double", { timeout: 60_000 }, () => {
   it("boots, freezes, snapshots to disk, resumes on another slot, snapshots again and stops", async () => {
     const { fake, runtime, spec, snapshotDir } = setup();
     const specA = spec(netnsA);
@@ -230,7 +241,7 @@ describe("FirecrackerRuntime against the spec-checking double", () => {
   });
 });
 
-describe("FirecrackerRuntime under the jailer", () => {
+describe("FirecrackerRuntime under the jailer", { timeout: 60_000 }, () => {
   it("gives Firecracker jail-relative paths, owns its files for the jailed user, and cleans the jail", async () => {
     const jailerBin = writeFakeJailer(join(root, "jailer-bin"));
     const nobody = 65534;
@@ -289,7 +300,7 @@ describe("FirecrackerRuntime under the jailer", () => {
   });
 });
 
-describe("FirecrackerRuntime failures leave nothing behind", () => {
+describe("FirecrackerRuntime failures leave nothing behind", { timeout: 60_000 }, () => {
   async function expectCleanStart(
     knobs: FakeKnobs,
     message: RegExp,
@@ -369,11 +380,12 @@ describe("FirecrackerRuntime failures leave nothing behind", () => {
     expect(readFileSync(join(snapshotDir, "vmstate"), "utf8")).toBe("x");
   });
 
-  it("keeps the disk with the snapshot when the snapshot is corrupt", async () => {
+  it("keeps the disk with the snapshot when the snapshot is corrupt, so a repaired snapshot still resumes", async () => {
     const { fake, runtime, spec, snapshotDir } = setup();
     const s = spec(netnsA);
     const handle = await runtime.start(s);
     await runtime.snapshot(s, handle, snapshotDir);
+    const goodVmstate = readFileSync(join(snapshotDir, "vmstate"));
     writeFileSync(join(snapshotDir, "vmstate"), "garbage");
     const err = await runtime.restore(s, snapshotDir).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "FAILED_PRECONDITION", reason: "SNAPSHOT_CORRUPT" });
@@ -382,5 +394,30 @@ describe("FirecrackerRuntime failures leave nothing behind", () => {
     expect(statSync(join(snapshotDir, "rootfs.ext4")).size).toBe(32 * MiB);
     expect(existsSync(join(s.sandboxDir, "rootfs.ext4"))).toBe(false);
     expect(existsSync(join(s.sandboxDir, "fc.sock"))).toBe(false);
+
+    writeFileSync(join(snapshotDir, "vmstate"), goodVmstate);
+    const resumed = await runtime.restore(s, snapshotDir);
+    expect(await vmState(resumed)).toBe("Running");
+    await runtime.stop(s, resumed);
+  });
+
+  it("resumes with the disk already back in the sandbox directory (an earlier resume stopped half-way)", async () => {
+    const { runtime, spec, snapshotDir } = setup();
+    const s = spec(netnsA);
+    await runtime.snapshot(s, await runtime.start(s), snapshotDir);
+    renameSync(join(snapshotDir, "rootfs.ext4"), join(s.sandboxDir, "rootfs.ext4"));
+    const resumed = await runtime.restore(s, snapshotDir);
+    expect(await vmState(resumed)).toBe("Running");
+    await runtime.stop(s, resumed);
+  });
+
+  it("refuses an API socket path longer than a unix socket allows", async () => {
+    const jailerBin = writeFakeJailer(join(root, "jailer-bin"));
+    const deepBase = join(root, "x".repeat(60));
+    const { fake, runtime, spec } = setup({}, { jailer: { jailerBin, uid: 0, gid: 0, chrootBaseDir: deepBase } });
+    const s = spec(netnsA);
+    await expect(runtime.start(s)).rejects.toThrow(/longer than a unix socket allows/);
+    expect(processesMentioning(fake.bin)).toEqual([]);
+    expect(existsSync(join(deepBase, "firecracker", s.sandboxId))).toBe(false);
   });
 });

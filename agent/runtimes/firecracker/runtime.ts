@@ -115,7 +115,7 @@ export class FirecrackerRuntime implements Runtime {
     } catch (err) {
       await this.#abandon(identity, paths);
       await this.#removeDisk(paths);
-      if (paths.jailBase !== undefined) await rm(paths.jailBase, { recursive: true, force: true });
+      await this.#removeJail(paths);
       throw await this.#failure("START_FAILED", `starting Firecracker for sandbox ${spec.sandboxId}`, err, paths);
     }
   }
@@ -126,7 +126,7 @@ export class FirecrackerRuntime implements Runtime {
     if (identity !== undefined) await killProcessGroup(identity, this.#opts.stopGraceMs ?? 5_000);
     await this.#removeRunFiles(paths);
     await this.#removeDisk(paths);
-    if (paths.jailBase !== undefined) await rm(paths.jailBase, { recursive: true, force: true });
+    await this.#removeJail(paths);
   }
 
   isAlive(handle: GuestHandle): Promise<boolean> {
@@ -198,7 +198,7 @@ export class FirecrackerRuntime implements Runtime {
       const meta = { sandboxId: spec.sandboxId, vcpus: spec.vcpus, memoryMb: spec.memoryMb, createdAt: new Date() };
       await writeFile(join(snapshotDir, snapshotFiles.meta), `${JSON.stringify(meta)}\n`);
       await this.#removeRunFiles(paths);
-      if (paths.jailBase !== undefined) await rm(paths.jailBase, { recursive: true, force: true });
+      await this.#removeJail(paths);
       return await describeSnapshot(snapshotDir);
     } catch (err) {
       throw await this.#failure("SNAPSHOT_FAILED", `saving the snapshot of sandbox ${spec.sandboxId}`, err, paths);
@@ -261,7 +261,7 @@ export class FirecrackerRuntime implements Runtime {
     } catch (err) {
       await this.#abandon(identity, paths);
       if (await exists(paths.disk.host)) await moveFile(paths.disk.host, snapshotDisk);
-      if (paths.jailBase !== undefined) await rm(paths.jailBase, { recursive: true, force: true });
+      await this.#removeJail(paths);
       // Firecracker answering 400 to the load means it read the files and rejected them.
       const rejected = err instanceof FirecrackerApiError && err.path === "/snapshot/load" && err.status === 400;
       const reason = rejected ? "SNAPSHOT_CORRUPT" : "RESTORE_FAILED";
@@ -277,6 +277,7 @@ export class FirecrackerRuntime implements Runtime {
       initrdPath: spec.initrdPath,
       ...(snapshotDir !== undefined ? { snapshotDir } : {}),
       ...(this.#opts.jailer !== undefined ? { jailedFirecrackerBin: this.#opts.firecrackerBin } : {}),
+      ...(this.#opts.jailer?.chrootBaseDir !== undefined ? { chrootBaseDir: this.#opts.jailer.chrootBaseDir } : {}),
     });
   }
 
@@ -297,6 +298,12 @@ export class FirecrackerRuntime implements Runtime {
             socketVmPath: paths.socket.vm,
           })
         : ["ip", "netns", "exec", spec.network.netns, this.#opts.firecrackerBin, "--api-sock", paths.socket.host];
+    // sun_path holds 108 bytes including the terminating NUL; a longer path cannot be connected to.
+    if (Buffer.byteLength(paths.socket.host) > 107) {
+      throw new Error(
+        `the API socket path ${paths.socket.host} is longer than a unix socket allows (107 bytes); use a shorter AGENT_FILES_ROOTDIR or jailer chrootBaseDir`,
+      );
+    }
     const identity = await spawnDetached(argv, paths.consoleLog);
     await writeFile(paths.pidFile, `${JSON.stringify(identity)}\n`);
     await waitForApiSocket(paths.socket.host, {
@@ -337,6 +344,13 @@ export class FirecrackerRuntime implements Runtime {
     } catch (err) {
       this.#opts.logger.error("cleanup after a failed Firecracker start failed", { error: err });
     }
+  }
+
+  /** Removes this sandbox's jail, and the base too when it is the default one inside the sandbox directory. */
+  async #removeJail(paths: VmPaths): Promise<void> {
+    if (paths.jailDir === undefined || paths.jailBase === undefined) return;
+    await rm(paths.jailDir, { recursive: true, force: true });
+    if (this.#opts.jailer?.chrootBaseDir === undefined) await rm(paths.jailBase, { recursive: true, force: true });
   }
 
   async #removeRunFiles(paths: VmPaths): Promise<void> {

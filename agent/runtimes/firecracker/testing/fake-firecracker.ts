@@ -64,6 +64,10 @@ function fail(message: string): never {
 }
 
 const env = process.env;
+if (process.argv.includes("--version")) {
+  process.stdout.write("Firecracker v1.99.0-spec-double\n");
+  process.exit(0);
+}
 const args = parseArgs(process.argv.slice(2));
 const root = env.FAKE_FC_ROOT ?? "/";
 const socketPath = join(root, args.get("--api-sock") ?? "/run/firecracker.socket");
