@@ -36,6 +36,7 @@ const statusToCode: Record<number, ErrorCode> = {
   404: "NOT_FOUND",
   409: "CONFLICT",
   413: "PAYLOAD_TOO_LARGE",
+  415: "BAD_REQUEST",
   429: "RATE_LIMITED",
   501: "NOT_IMPLEMENTED",
   502: "AGENT_ERROR",
@@ -52,7 +53,11 @@ export function toApiError(err: unknown): ApiError {
     const code = statusToCode[err.status];
     if (code) {
       const message =
-        code === "PAYLOAD_TOO_LARGE" ? "the request body is too large" : err.message || code.toLowerCase();
+        err.status === 415
+          ? "unsupported content type; this route takes application/json"
+          : code === "PAYLOAD_TOO_LARGE"
+            ? "the request body is too large"
+            : err.message || code.toLowerCase();
       return new ApiError(code, message, { cause: err });
     }
   }

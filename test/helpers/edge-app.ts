@@ -54,7 +54,7 @@ export class FakeAgent {
   readonly calls: string[] = [];
   /** When true every call answers UNAVAILABLE, as if the agent were down. */
   down = false;
-  capacity = { vcpus: 16, memoryMb: 32_768, maxSandboxes: 50 };
+  capacity = { vcpus: 256, memoryMb: 131_072, maxSandboxes: 256 };
   templates: string[] = ["minimal"];
 
   constructor(address: string, token: string) {

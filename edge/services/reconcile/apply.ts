@@ -1,0 +1,75 @@
+import { sql } from "drizzle-orm";
+import type { Database } from "../../db/client.js";
+import type { Transition } from "./plan.js";
+
+/** A row a batched compare-and-set changed, with its new version. */
+export interface AppliedTransition {
+  id: string;
+  version: number;
+}
+
+/** The rows of a raw `execute` result, whatever the driver (pg, PGlite and Neon all return `{ rows }`). */
+export function rowsOf<T>(result: unknown): T[] {
+  if (Array.isArray(result)) return result as T[];
+  if (typeof result === "object" && result !== null && "rows" in result && Array.isArray(result.rows)) {
+    return result.rows as T[];
+  }
+  return [];
+}
+
+/**
+ * Applies many compare-and-sets in ONE statement: each transition changes its row only if the row
+ * still has the version the sweep read (so a newer API change always wins), bumps the version, and
+ * appends a `sandbox_events` row (actor `reconcile`) for every row it changed. The transitions travel
+ * as one JSON parameter, so the statement's size does not depend on how many there are.
+ * Returns the rows that changed.
+ */
+export async function applyTransitions(
+  db: Database,
+  transitions: readonly Transition[],
+  now: Date,
+): Promise<AppliedTransition[]> {
+  if (transitions.length === 0) return [];
+  const payload = JSON.stringify(
+    transitions.map((t) => ({
+      id: t.id,
+      version: t.version,
+      from_state: t.fromState,
+      to_state: t.toState,
+      stop_reason: t.stopReason,
+      end_at: t.endAt?.toISOString() ?? null,
+      keep_end_at: t.keepEndAt,
+      error: t.error,
+      detail: { rule: t.rule, cause: t.cause },
+    })),
+  );
+  const at = now.toISOString();
+  const result = await db.execute(sql`
+    with v as (
+      select * from jsonb_to_recordset(${payload}::jsonb) as x(
+        id text, version integer, from_state text, to_state text, stop_reason text,
+        end_at timestamptz, keep_end_at boolean, error text, detail jsonb)
+    ),
+    changed as (
+      update sandboxes s set
+        state = v.to_state,
+        stop_reason = v.stop_reason,
+        end_at = case when v.keep_end_at then s.end_at else v.end_at end,
+        error = coalesce(v.error, s.error),
+        stopped_at = case when v.to_state in ('stopped', 'error') then ${at}::timestamptz else s.stopped_at end,
+        updated_at = ${at}::timestamptz,
+        version = s.version + 1
+      from v
+      where s.id = v.id and s.version = v.version
+      returning s.id, s.team_id, s.version, s.state, v.from_state, v.detail
+    ),
+    logged as (
+      insert into sandbox_events (sandbox_id, team_id, type, from_state, to_state, actor, detail, created_at)
+      select id, team_id, state, from_state, state, 'reconcile', detail, ${at}::timestamptz from changed
+    )
+    select id, version from changed`);
+  return rowsOf<{ id: string; version: number | string }>(result).map((r) => ({
+    id: r.id,
+    version: Number(r.version),
+  }));
+}
