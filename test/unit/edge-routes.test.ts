@@ -345,7 +345,7 @@ describe("exec", () => {
 });
 
 describe("files", () => {
-  function form(path: string | undefined, content: Uint8Array | string): FormData {
+  function form(path: string | undefined, content: Uint8Array<ArrayBuffer> | string): FormData {
     const f = new FormData();
     if (path !== undefined) f.set("path", path);
     f.set("file", new Blob([content]), "upload.bin");
