@@ -29,8 +29,10 @@ export interface AgentProcessOptions {
   stateDir?: string;
   netPrefix?: string;
   netCidr?: string;
-  /** Port to listen on; default a free random loopback port. */
+  /** Port to listen on; default a free random port. */
   port?: number;
+  /** Listen on 0.0.0.0 instead of 127.0.0.1 (isolation tests: the agent's port must exist on the slot gateways). */
+  listenAll?: boolean;
   token?: string;
   /** Extra AGENT_* variables. */
   env?: Record<string, string>;
@@ -159,7 +161,7 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     ...(process.env as Record<string, string>),
     AGENT_FILES_ROOTDIR: opts.rootDir ?? "/var/lib/wrenn",
     AGENT_STATE_DIR: stateDir,
-    AGENT_LISTEN_ADDRESS: `127.0.0.1:${port}`,
+    AGENT_LISTEN_ADDRESS: `${opts.listenAll ? "0.0.0.0" : "127.0.0.1"}:${port}`,
     AGENT_RUNTIME: opts.runtime ?? "namespace",
     AGENT_TOKEN: token,
     AGENT_EGRESS: "off",

@@ -24,19 +24,23 @@ import {
  * Weaker isolation than a VM (one kernel): for development, CI and trusted code.
  */
 
-/** Capabilities removed from the sandbox's root: no firewall changes, modules, clock, reboot or raw I/O. */
-const DROPPED_CAPS = [
-  "CAP_NET_ADMIN",
-  "CAP_SYS_MODULE",
-  "CAP_SYS_TIME",
-  "CAP_SYS_BOOT",
-  "CAP_SYS_RAWIO",
-  "CAP_WAKE_ALARM",
-  "CAP_BLOCK_SUSPEND",
-  "CAP_MAC_ADMIN",
-  "CAP_MAC_OVERRIDE",
-  "CAP_AUDIT_CONTROL",
-  "CAP_SYSLOG",
+/**
+ * Capabilities removed from the bounding set of everything in the sandbox: no firewall or interface
+ * changes, modules, clock, reboot or raw I/O. (bubblewrap run by root ignores --cap-drop, so the agent
+ * drops them with setpriv before exec'ing bubblewrap; root inside cannot regain them.)
+ */
+export const DROPPED_CAPS = [
+  "net_admin",
+  "sys_module",
+  "sys_time",
+  "sys_boot",
+  "sys_rawio",
+  "wake_alarm",
+  "block_suspend",
+  "mac_admin",
+  "mac_override",
+  "audit_control",
+  "syslog",
 ];
 
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -140,9 +144,6 @@ export class NamespaceRuntime implements Runtime {
       "--hostname",
       spec.sandboxId,
       "--new-session",
-      "--cap-add",
-      "ALL",
-      ...DROPPED_CAPS.flatMap((c) => ["--cap-drop", c]),
       "--clearenv",
       "--setenv",
       "PATH",
@@ -172,6 +173,10 @@ export class NamespaceRuntime implements Runtime {
       joinCgroups,
       "wrenn-sandbox",
       ...cgroupDirs(cgroups),
+      "--",
+      "setpriv",
+      "--bounding-set",
+      DROPPED_CAPS.map((c) => `-${c}`).join(","),
       "--",
       "ip",
       "netns",
