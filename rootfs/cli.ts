@@ -1,0 +1,124 @@
+import { readFile, realpath } from "node:fs/promises";
+import { join } from "node:path";
+import { filesLayout } from "../agent/layout.js";
+import { buildImage } from "./build.js";
+import { loadImageBuilderConfig } from "./config.js";
+import { BuildError } from "./errors.js";
+import { readImageManifest } from "./image.js";
+import type { KernelManifest } from "./kernel.js";
+import { listTemplates } from "./templates.js";
+
+const usage = `usage: npm run image -- <command>
+
+  build [template|all] [--force] [--no-envd-build] [--root DIR]
+        build (or reuse) the guest kernel and the template's image (default: minimal)
+  list  [--root DIR]
+        show the templates and what is built under the root
+
+Environment: AGENT_FILES_ROOTDIR (default /var/lib/wrenn), WRENN_DEBIAN_MIRROR, WRENN_ENVD_DIST.`;
+
+interface Args {
+  command: string | undefined;
+  positional: string[];
+  force: boolean;
+  buildEnvd: boolean;
+  root: string | undefined;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { command: undefined, positional: [], force: false, buildEnvd: true, root: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === "--") continue;
+    if (a === "--force") args.force = true;
+    else if (a === "--no-envd-build") args.buildEnvd = false;
+    else if (a === "--root") {
+      const v = argv[++i];
+      if (!v) throw new BuildError("--root needs a directory");
+      args.root = v;
+    } else if (a.startsWith("--root=")) args.root = a.slice("--root=".length);
+    else if (a === "-h" || a === "--help") args.command = "help";
+    else if (a.startsWith("-")) throw new BuildError(`unknown option ${a}`, usage);
+    else if (args.command === undefined) args.command = a;
+    else args.positional.push(a);
+  }
+  return args;
+}
+
+async function list(rootDir: string): Promise<void> {
+  const layout = filesLayout(rootDir);
+  console.log(`root: ${rootDir}`);
+  try {
+    const kernel = JSON.parse(
+      await readFile(join(layout.kernelsDir, "current", "manifest.json"), "utf8"),
+    ) as KernelManifest;
+    console.log(
+      `kernel: ${kernel.kernelRelease} (${kernel.package} ${kernel.packageVersion}) → ${await realpath(join(layout.kernelsDir, "current"))}`,
+    );
+  } catch {
+    console.log("kernel: not built");
+  }
+  for (const name of await listTemplates()) {
+    const m = await readImageManifest(layout, name);
+    if (!m) console.log(`  ${name.padEnd(12)} not built`);
+    else {
+      const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+      console.log(
+        `  ${name.padEnd(12)} built ${m.builtAt}  tree ${mib(m.treeBytes)}  ext4 ${mib(m.ext4SizeBytes)} (sparse)  ${m.versionDir}`,
+      );
+    }
+  }
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  const config = loadImageBuilderConfig();
+  const rootDir = args.root ?? config.rootDir;
+  switch (args.command) {
+    case "build": {
+      const controller = new AbortController();
+      const onSignal = (sig: NodeJS.Signals) => {
+        process.stderr.write(`\n${sig}: stopping; nothing half-built is kept, rerun the same command to continue\n`);
+        controller.abort();
+      };
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+      const wanted = args.positional[0] ?? "minimal";
+      const templates = wanted === "all" ? await listTemplates() : [wanted];
+      for (const template of templates) {
+        await buildImage({
+          rootDir,
+          template,
+          envdDist: config.envdDist,
+          repoDir: config.repoDir,
+          buildEnvd: args.buildEnvd,
+          mirror: config.mirror,
+          force: args.force,
+          signal: controller.signal,
+        });
+      }
+      return 0;
+    }
+    case "list":
+      await list(rootDir);
+      return 0;
+    case "help":
+    case undefined:
+      console.log(usage);
+      return args.command === "help" ? 0 : 2;
+    default:
+      throw new BuildError(`unknown command "${args.command}"`, usage);
+  }
+}
+
+try {
+  process.exitCode = await main();
+} catch (err) {
+  if (err instanceof BuildError) {
+    process.stderr.write(`\nimage: ${err.message}\n`);
+    if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+  } else {
+    process.stderr.write(`\nimage: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
+  }
+  process.exitCode = 1;
+}

@@ -1,0 +1,235 @@
+import {
+  copyFile,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
+import { join } from "node:path";
+import type { FilesLayout } from "../agent/layout.js";
+import { BuildError } from "./errors.js";
+import { exists, hashFile, hashParts, hashTree, replaceSymlink, writeFileAtomic } from "./fsutil.js";
+import type { DebianMirrors } from "./host.js";
+import { type BinarySource, injectEnvd, resolveBinary } from "./inject.js";
+import type { Progress } from "./progress.js";
+import { run } from "./run.js";
+import { buildDir, DEBIAN_SUITE, SANDBOX_USER, type Stage } from "./stages.js";
+import type { TemplateSpec } from "./templates.js";
+
+/** Bump when the assembly below changes in a way its inputs do not capture. */
+const IMAGE_BUILDER_VERSION = "1";
+
+const guestDir = join(import.meta.dirname, "guest");
+
+/** images/<template>/manifest.json: written last; an image directory without it is incomplete. */
+export interface ImageManifest {
+  template: string;
+  /** Cache key of this image version (hash of every input). */
+  key: string;
+  /** The real directory of this version (images/.versions/<template>-<key>); pin this, not the symlink. */
+  versionDir: string;
+  rootfsTree: string;
+  rootfsExt4: string;
+  ext4SizeBytes: number;
+  treeBytes: number;
+  debian: { suite: string; mirror: string };
+  user: { name: string; uid: number; gid: number; home: string };
+  env: Record<string, string>;
+  startCommand: string | null;
+  envd: { path: string; distSha256: string };
+  tini: { path: string; source: BinarySource; from: string };
+  socat: { path: string; source: BinarySource; from: string };
+  init: string;
+  builtAt: string;
+  buildSeconds: number;
+}
+
+/** Where image versions live; images/<template> is a symlink to one of them. */
+export function versionsDir(layout: FilesLayout): string {
+  return join(layout.imagesDir, ".versions");
+}
+
+/** Reads an image's manifest, or undefined when the image is absent or incomplete. */
+export async function readImageManifest(layout: FilesLayout, template: string): Promise<ImageManifest | undefined> {
+  try {
+    return JSON.parse(await readFile(layout.imageManifest(template), "utf8")) as ImageManifest;
+  } catch {
+    return undefined;
+  }
+}
+
+async function treeBytes(tree: string, signal?: AbortSignal): Promise<number> {
+  const { stdout } = await run("du", ["-sb", "--apparent-size", tree], { signal });
+  return Number.parseInt(stdout, 10);
+}
+
+/** Hash of the packaged envd, which keys the quick re-injection step. */
+export async function envdDistHash(envdDist: string): Promise<string> {
+  if (!(await exists(join(envdDist, "bin", "envd")))) {
+    throw new BuildError(
+      `envd is not built: ${join(envdDist, "bin", "envd")} is missing`,
+      "run npm run build:envd (or set WRENN_ENVD_DIST)",
+    );
+  }
+  return hashTree(envdDist);
+}
+
+const hostTini = ["/usr/bin/tini-static", "/usr/bin/tini", "/sbin/tini", "/usr/local/bin/tini"];
+const hostSocat = ["/usr/bin/socat", "/usr/local/bin/socat"];
+
+/**
+ * Assembles images/<template> from a stage: copies the stage tree, injects wrenn-init, tini, socat and
+ * envd, makes the ext4 image, writes manifest.json last, then atomically points images/<template> at
+ * the new version. Reuses the current version when every input is unchanged.
+ */
+export async function assembleImage(opts: {
+  layout: FilesLayout;
+  progress: Progress;
+  spec: TemplateSpec;
+  env: Record<string, string>;
+  stage: Stage;
+  envdDist: string;
+  mirrors: DebianMirrors;
+  force?: boolean;
+  signal?: AbortSignal | undefined;
+}): Promise<{ manifest: ImageManifest; cached: boolean }> {
+  const { layout, progress, spec, stage, signal } = opts;
+  const name = spec.name;
+  const started = performance.now();
+  const envdHash = await envdDistHash(opts.envdDist);
+  const hostBinaryHashes = await Promise.all(
+    [...hostTini, ...hostSocat].map(async (p) => ((await exists(p)) ? `${p}:${await hashFile(p)}` : `${p}:-`)),
+  );
+  const key = hashParts([
+    IMAGE_BUILDER_VERSION,
+    stage.key,
+    envdHash,
+    await readFile(join(guestDir, "wrenn-init")),
+    await readFile(join(guestDir, "fstab.vm")),
+    ...hostBinaryHashes,
+  ]).slice(0, 16);
+
+  const current = await readImageManifest(layout, name);
+  if (!opts.force && current?.key === key && (await exists(layout.imageRootfsExt4(name)))) {
+    progress.skip(`image ${name}`, `up to date (${current.versionDir})`);
+    return { manifest: current, cached: true };
+  }
+
+  const versions = versionsDir(layout);
+  await mkdir(versions, { recursive: true });
+  const versionName = `${name}-${key}`;
+  const work = join(buildDir(layout), `.assemble-${versionName}-${process.pid}`);
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  const tree = join(work, "rootfs");
+  try {
+    await progress.step(`${name}: copy the stage tree`, () =>
+      run("cp", ["-a", "--reflink=auto", stage.dir, tree], { signal }),
+    );
+    const injected = await progress.step(`${name}: inject wrenn-init, tini, socat and envd`, async () => {
+      await mkdir(join(tree, "usr/local/bin"), { recursive: true });
+      await copyFile(join(guestDir, "wrenn-init"), join(tree, "usr/local/bin/wrenn-init"));
+      await run("chmod", ["0755", join(tree, "usr/local/bin/wrenn-init")], { signal });
+      await mkdir(join(tree, "etc/wrenn"), { recursive: true });
+      await copyFile(join(guestDir, "fstab.vm"), join(tree, "etc/wrenn/fstab.vm"));
+      const tini = await resolveBinary({
+        tree,
+        name: "tini",
+        target: "/sbin/tini",
+        imageCandidates: ["/sbin/tini", "/usr/bin/tini-static", "/usr/bin/tini", "/usr/local/bin/tini"],
+        hostCandidates: hostTini,
+        aptPackage: { name: "tini", installs: "/usr/bin/tini" },
+        signal,
+      });
+      const socat = await resolveBinary({
+        tree,
+        name: "socat",
+        target: "/usr/bin/socat",
+        imageCandidates: ["/usr/bin/socat", "/usr/local/bin/socat"],
+        hostCandidates: hostSocat,
+        aptPackage: { name: "socat", installs: "/usr/bin/socat" },
+        signal,
+      });
+      await injectEnvd(tree, opts.envdDist, signal);
+      await writeFile(
+        join(tree, "etc/wrenn/image.json"),
+        `${JSON.stringify({ template: name, key, builtAt: new Date().toISOString() }, null, 2)}\n`,
+      );
+      return { tini, socat };
+    });
+    const bytes = await treeBytes(tree, signal);
+    // The ext4 file is sparse: a generous apparent size costs nothing and leaves room for the sandbox's writes.
+    const ext4Size = Math.max(2 * 2 ** 30, Math.ceil((bytes * 1.5 + 512 * 2 ** 20) / 2 ** 20) * 2 ** 20);
+    const ext4 = join(work, "rootfs.ext4");
+    await progress.step(`${name}: make the ext4 image (${(ext4Size / 2 ** 30).toFixed(1)} GiB sparse)`, async () => {
+      const fh = await open(ext4, "w");
+      await fh.close();
+      await truncate(ext4, ext4Size);
+      await run("mkfs.ext4", ["-q", "-F", "-L", "wrenn-root", "-E", "root_owner=0:0", "-d", tree, ext4], {
+        signal,
+        hint: "mkfs.ext4 from e2fsprogs ≥ 1.43 is needed for -d",
+      });
+    });
+    const manifest: ImageManifest = {
+      template: name,
+      key,
+      versionDir: join(versions, versionName),
+      rootfsTree: join(versions, versionName, "rootfs"),
+      rootfsExt4: join(versions, versionName, "rootfs.ext4"),
+      ext4SizeBytes: ext4Size,
+      treeBytes: bytes,
+      debian: { suite: DEBIAN_SUITE, mirror: opts.mirrors.archive },
+      user: { ...SANDBOX_USER },
+      env: opts.env,
+      startCommand: spec.startCommand,
+      envd: { path: "/usr/local/bin/envd", distSha256: envdHash },
+      tini: { path: "/sbin/tini", ...injected.tini },
+      socat: { path: "/usr/bin/socat", ...injected.socat },
+      init: "/usr/local/bin/wrenn-init",
+      builtAt: new Date().toISOString(),
+      buildSeconds: Math.round((performance.now() - started) / 100) / 10,
+    };
+    await writeFileAtomic(join(work, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+    const versionDir = join(versions, versionName);
+    await rm(versionDir, { recursive: true, force: true });
+    await rename(work, versionDir);
+    await switchImage(layout, name, versionDir);
+    await pruneVersions(layout, name, versionName);
+    return { manifest, cached: false };
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Points images/<template> at a version; a real directory there (from an older layout) is moved aside. */
+async function switchImage(layout: FilesLayout, name: string, versionDir: string): Promise<void> {
+  const link = layout.imageDir(name);
+  const st = await stat(link).catch(() => undefined);
+  if (st?.isDirectory() && (await realpath(link)) === link) {
+    await rename(link, join(buildDir(layout), `replaced-${name}-${Date.now()}`));
+  }
+  await replaceSymlink(link, join(".versions", versionDir.slice(versionDir.lastIndexOf("/") + 1)));
+}
+
+/**
+ * Keeps the current and the previous version of a template (running sandboxes may still use the
+ * previous one through a pinned path) and removes older ones.
+ */
+async function pruneVersions(layout: FilesLayout, name: string, keep: string): Promise<void> {
+  const dir = versionsDir(layout);
+  const mine = [];
+  for (const entry of await readdir(dir)) {
+    if (entry !== keep && entry.startsWith(`${name}-`) && /^[0-9a-f]{16}$/.test(entry.slice(name.length + 1))) {
+      mine.push({ entry, mtime: (await stat(join(dir, entry))).mtimeMs });
+    }
+  }
+  mine.sort((a, b) => b.mtime - a.mtime);
+  for (const old of mine.slice(1)) await rm(join(dir, old.entry), { recursive: true, force: true });
+}
