@@ -29,8 +29,20 @@ export const zEnv = z.object({
   WRENN_MAX_UPLOAD_BYTES: intFromString(1024 ** 3),
   /** Largest accepted JSON request body, in bytes. */
   WRENN_MAX_JSON_BYTES: intFromString(1024 ** 2),
-  /** Seconds between reconcile sweeps on Node. */
-  WRENN_RECONCILE_INTERVAL_SEC: intFromString(30),
+  /** Seconds between reconcile sweeps on Node; 0 turns the Node sweep off (Workers use the cron trigger). */
+  WRENN_RECONCILE_INTERVAL_SEC: z.coerce.number().int().min(0).default(30),
+  /** Seconds a sandbox may run on a host unknown to (or stopped in) the database before the sweep destroys it. */
+  WRENN_RECONCILE_ORPHAN_GRACE_SEC: intFromString(60),
+  /** Seconds a sandbox may stay pending/starting (or pausing/resuming) before the sweep settles it. */
+  WRENN_RECONCILE_STUCK_SEC: intFromString(600),
+  /** Failed sweeps in a row after which a host is unhealthy and its sandboxes missing. */
+  WRENN_HOST_UNHEALTHY_AFTER: intFromString(3),
+  /**
+   * Workers only, for PostgreSQL without Neon's WebSocket endpoint (local development, tests): a
+   * WebSocket→TCP proxy as `host:port/path` (e.g. `127.0.0.1:5480/v2`); the Neon driver then connects
+   * through `ws://<proxy>?address=<db host>:<db port>` without TLS.
+   */
+  WRENN_NEON_WSPROXY: z.string().min(1).optional(),
   /** Log level. */
   WRENN_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
 });

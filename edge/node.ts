@@ -13,6 +13,9 @@ import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createSecretBox } from "./services/crypto.js";
+import { type ReconcileLoop, startReconcileLoop } from "./services/reconcile/loop.js";
+import { reconcileOptionsFromEnv } from "./services/reconcile/options.js";
+import { runReconcileSweep } from "./services/reconcile/sweep.js";
 
 /** A running Node edge. */
 export interface NodeEdge {
@@ -68,6 +71,21 @@ export async function startNodeEdge(
   const host = env.WRENN_HOST === "0.0.0.0" || env.WRENN_HOST === "::" ? "127.0.0.1" : env.WRENN_HOST;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   logger.info("edge listening", { url, database: env.DATABASE_URL ? "postgres" : `pglite:${env.WRENN_DATA_DIR}` });
+  // Reconcile sweep (DESIGN.md §5): every WRENN_RECONCILE_INTERVAL_SEC seconds; 0 turns it off.
+  let reconcile: ReconcileLoop | undefined;
+  if (env.WRENN_RECONCILE_INTERVAL_SEC > 0) {
+    const sweepOptions = reconcileOptionsFromEnv(env);
+    reconcile = startReconcileLoop({
+      intervalMs: env.WRENN_RECONCILE_INTERVAL_SEC * 1000,
+      logger,
+      sweep: () =>
+        runReconcileSweep(
+          { db: database.db, agents, secrets, logger, requestId: "reconcile", config, now: () => new Date() },
+          sweepOptions,
+        ),
+    });
+  }
+  // End of the reconcile wiring.
   const edge: NodeEdge = {
     app,
     database,
@@ -75,6 +93,7 @@ export async function startNodeEdge(
     port,
     close: async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await reconcile?.stop();
       await database.close();
     },
   };

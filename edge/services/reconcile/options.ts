@@ -1,3 +1,5 @@
+import type { Env } from "../../env.js";
+
 /** Tunables of the reconcile sweep. Every field has a production default; tests shorten them. */
 export interface ReconcileOptions {
   /**
@@ -42,4 +44,15 @@ export const defaultReconcileOptions: ReconcileOptions = {
 /** Defaults overlaid with what the caller set. */
 export function resolveReconcileOptions(overrides: Partial<ReconcileOptions> = {}): ReconcileOptions {
   return { ...defaultReconcileOptions, ...overrides };
+}
+
+/** The sweep's tunables from the parsed environment (the rest keep their defaults). */
+export function reconcileOptionsFromEnv(
+  env: Pick<Env, "WRENN_RECONCILE_ORPHAN_GRACE_SEC" | "WRENN_RECONCILE_STUCK_SEC" | "WRENN_HOST_UNHEALTHY_AFTER">,
+): ReconcileOptions {
+  return resolveReconcileOptions({
+    orphanGraceMs: env.WRENN_RECONCILE_ORPHAN_GRACE_SEC * 1000,
+    stuckAfterMs: env.WRENN_RECONCILE_STUCK_SEC * 1000,
+    unhealthyAfterFailures: env.WRENN_HOST_UNHEALTHY_AFTER,
+  });
 }
