@@ -5,13 +5,13 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate,
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createExec } from "../../agent/exec.js";
 import { filesLayout } from "../../agent/layout.js";
 import { noopLogger } from "../../agent/logger.js";
 import { QemuRuntimeError } from "../../agent/runtimes/qemu/errors.js";
 import { processAlive } from "../../agent/runtimes/qemu/process.js";
-import { QEMU_FILES, QemuRuntime } from "../../agent/runtimes/qemu/runtime.js";
+import { guestUid, QEMU_FILES, QemuRuntime } from "../../agent/runtimes/qemu/runtime.js";
 import type { GuestHandle, GuestSpec } from "../../agent/runtimes/types.js";
 
 /**
@@ -35,7 +35,7 @@ const netns = `wq${randomBytes(3).toString("hex")}`;
 let root: string;
 let baseImage: string;
 let initrd: string;
-const started: GuestHandle[] = [];
+const started: { spec: GuestSpec; handle: GuestHandle }[] = [];
 
 /** A busybox initramfs whose init prints a counter to the console every 200 ms, forever. */
 async function buildCounterInitramfs(dir: string): Promise<string> {
@@ -100,7 +100,7 @@ const runtime = await QemuRuntime.create({ exec: createExec(noopLogger), logger:
 
 async function startGuest(spec: GuestSpec): Promise<GuestHandle> {
   const handle = await runtime.start(spec);
-  started.push(handle);
+  started.push({ spec, handle });
   return handle;
 }
 
@@ -118,10 +118,16 @@ describe.skipIf(skipReason !== undefined)(
       await run("ip", ["-n", netns, "link", "set", "tap0", "up"]);
     });
 
-    afterAll(async () => {
-      for (const handle of started) {
-        if (await processAlive(handle.pid, handle.pidStartTime)) process.kill(handle.pid, "SIGKILL");
+    // A failed test must not leave its guest holding the netns's TAP for the next one.
+    afterEach(async () => {
+      for (const { spec, handle } of started.splice(0)) {
+        await runtime.stop(spec, handle).catch(async () => {
+          if (await processAlive(handle.pid, handle.pidStartTime)) process.kill(handle.pid, "SIGKILL");
+        });
       }
+    });
+
+    afterAll(async () => {
       await run("ip", ["netns", "del", netns]).catch(() => undefined);
       if (root) await rm(root, { recursive: true, force: true });
     });
@@ -134,6 +140,10 @@ describe.skipIf(skipReason !== undefined)(
       // QEMU itself (not `ip`) runs in the slot's network namespace.
       const [guestNs, slotNs] = await Promise.all([stat(`/proc/${handle.pid}/ns/net`), stat(`/run/netns/${netns}`)]);
       expect(guestNs.ino).toBe(slotNs.ino);
+      // ...and not as root: it dropped to the sandbox's own uid after opening its devices, under seccomp.
+      const status = await readFile(`/proc/${handle.pid}/status`, "utf8");
+      expect(status).toMatch(new RegExp(`^Uid:\\s+${guestUid(spec.sandboxId)}\\s`, "m"));
+      expect(status).toMatch(/^Seccomp:\s+2/m);
       await waitForCount(spec, 3);
 
       await runtime.freeze(spec, handle);
@@ -167,7 +177,7 @@ describe.skipIf(skipReason !== undefined)(
         await new Promise((r) => setTimeout(r, 1000));
 
         handle = await runtime.restore(spec, snapshotDir);
-        started.push(handle);
+        started.push({ spec, handle });
         const after = await waitForCount(spec, last + 3, 20_000);
         // The counter carries on from its saved value: no reboot, nothing repeated or skipped.
         const resumed = after.slice(beforePause.length);
@@ -198,7 +208,7 @@ describe.skipIf(skipReason !== undefined)(
       await truncate(memory, Math.floor(fullSize / 3));
       const corrupt = await runtime.restore(spec, snapshotDir).catch((e: unknown) => e);
       expect(corrupt).toBeInstanceOf(QemuRuntimeError);
-      expect((corrupt as QemuRuntimeError).reason).toBe("SNAPSHOT_CORRUPT");
+      expect((corrupt as QemuRuntimeError).reason, (corrupt as Error).message).toBe("SNAPSHOT_CORRUPT");
       expect((corrupt as Error).message).toMatch(/could not load the snapshot/);
       // Nothing left running, the snapshot's disk is untouched, and no half-made disk in the sandbox.
       expect(existsSync(join(snapshotDir, "disk.qcow2"))).toBe(true);

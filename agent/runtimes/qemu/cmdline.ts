@@ -22,6 +22,12 @@ export interface QemuArgsOptions {
   diskPath: string;
   /** Disk format; the runtime uses qcow2 overlays on the template's raw ext4 image. */
   diskFormat?: "qcow2" | "raw";
+  /**
+   * Hand the disk to QEMU as inherited file descriptors instead of paths (`-add-fd` + `/dev/fdset`),
+   * so a QEMU that has dropped root can reopen its disk after an incoming migration without access
+   * to the directories it lives in. The qcow2 overlay's backing file is then given explicitly too.
+   */
+  diskFds?: { readWrite: number; readOnly: number; backingReadOnly: number } | undefined;
   /** TAP device inside the guest's network namespace. */
   tapName: string;
   /** MAC address of the guest's eth0. */
@@ -40,10 +46,17 @@ export interface QemuArgsOptions {
   kernelCmdline: string;
   /** TCG translation cache in MiB; ignored with KVM. */
   tbSizeMb?: number;
-  /** Incoming migration URI (restore from a snapshot), e.g. `exec:cat '/path/memory'`. */
+  /** Incoming migration URI (restore from a snapshot), e.g. `fd:3`. */
   incomingUri?: string | undefined;
   /** Name shown in `ps` and QMP (`query-name`). */
   name?: string | undefined;
+  /**
+   * Unprivileged uid/gid QEMU switches to once it has opened its TAP, disk and sockets, so that a
+   * guest that escapes into QEMU is not root on the host.
+   */
+  runAs?: { uid: number; gid: number } | undefined;
+  /** Confine QEMU with its seccomp filter (`-sandbox`); `exec:` migrations still may spawn `cat`. */
+  seccomp?: boolean;
 }
 
 const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
@@ -105,8 +118,7 @@ export function buildQemuArgs(opts: QemuArgsOptions): string[] {
     `file,id=serial0,path=${optionValue(opts.serialLogPath)},append=on`,
     "-serial",
     "chardev:serial0",
-    "-drive",
-    `id=root,file=${optionValue(opts.diskPath)},format=${opts.diskFormat ?? "qcow2"},if=none,cache=writeback,discard=unmap`,
+    ...diskArgs(opts),
     "-device",
     "virtio-blk-device,drive=root",
     "-netdev",
@@ -122,8 +134,48 @@ export function buildQemuArgs(opts: QemuArgsOptions): string[] {
     `unix:${optionValue(opts.qmpSocketPath)},server=on,wait=off`,
   );
   if (opts.pidFilePath) args.push("-pidfile", opts.pidFilePath);
+  if (opts.runAs) {
+    requirePositiveInteger("runAs.uid", opts.runAs.uid);
+    requirePositiveInteger("runAs.gid", opts.runAs.gid);
+    args.push("-runas", `${opts.runAs.uid}:${opts.runAs.gid}`);
+  }
+  // elevateprivileges stays allowed: -runas itself calls setgid/setuid after the filter is installed,
+  // and once QEMU has dropped root it cannot regain it anyway.
+  if (opts.seccomp) args.push("-sandbox", "on,obsolete=deny,resourcecontrol=deny");
   if (opts.incomingUri) args.push("-incoming", opts.incomingUri);
   return args;
+}
+
+function diskArgs(opts: QemuArgsOptions): string[] {
+  const format = opts.diskFormat ?? "qcow2";
+  if (!opts.diskFds) {
+    return [
+      "-drive",
+      `id=root,file=${optionValue(opts.diskPath)},format=${format},if=none,cache=writeback,discard=unmap`,
+    ];
+  }
+  if (format !== "qcow2") throw new RangeError("disk file descriptors are only supported for qcow2 overlays");
+  const { readWrite, readOnly, backingReadOnly } = opts.diskFds;
+  for (const [name, fd] of Object.entries(opts.diskFds)) {
+    if (!Number.isInteger(fd) || fd < 3) throw new RangeError(`diskFds.${name} must be a descriptor >= 3, got ${fd}`);
+  }
+  return [
+    // Set 1 holds the overlay opened both ways: QEMU picks the descriptor whose access mode it needs.
+    "-add-fd",
+    `fd=${readWrite},set=1,opaque=overlay-rw`,
+    "-add-fd",
+    `fd=${readOnly},set=1,opaque=overlay-ro`,
+    "-add-fd",
+    `fd=${backingReadOnly},set=2,opaque=base-ro`,
+    "-blockdev",
+    "driver=file,node-name=base-file,filename=/dev/fdset/2,read-only=on",
+    "-blockdev",
+    "driver=raw,node-name=base,file=base-file,read-only=on",
+    "-blockdev",
+    "driver=file,node-name=root-file,filename=/dev/fdset/1,discard=unmap,cache.direct=off",
+    "-blockdev",
+    "driver=qcow2,node-name=root,file=root-file,backing=base,discard=unmap",
+  ];
 }
 
 export interface QemuKernelCmdlineOptions {
@@ -164,12 +216,10 @@ export function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
-/** Migration URI that writes the guest state to a file (QEMU 7.2 has no `file:` URI). */
+/**
+ * Migration URI that writes the guest state to a file (QEMU 7.2 has no `file:` URI). A relative
+ * path is resolved in QEMU's working directory.
+ */
 export function migrateToFileUri(path: string): string {
   return `exec:cat > ${shellQuote(path)}`;
-}
-
-/** Incoming migration URI that reads guest state from a file. */
-export function migrateFromFileUri(path: string): string {
-  return `exec:cat ${shellQuote(path)}`;
 }

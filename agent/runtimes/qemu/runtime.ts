@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
-import { access, copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, chown, copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
@@ -8,7 +8,7 @@ import { guestKernelCmdline, hostTscKhz } from "../../../rootfs/kernel-cmdline.j
 import type { Exec } from "../../exec.js";
 import type { Logger } from "../../logger.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../types.js";
-import { buildQemuArgs, migrateFromFileUri, migrateToFileUri, qemuKernelCmdline } from "./cmdline.js";
+import { buildQemuArgs, migrateToFileUri, qemuKernelCmdline } from "./cmdline.js";
 import { QemuRuntimeError } from "./errors.js";
 import { processAlive, processArgv, readProcStat, signalProcess, waitForExit } from "./process.js";
 import { QmpClient, type QmpMigrationInfo, type QmpStatus } from "./qmp.js";
@@ -37,7 +37,19 @@ export const QEMU_FILES = {
   qemuLog: "qemu.log",
   /** The guest's serial console. Kept after stop. */
   console: "console.log",
+  /**
+   * QEMU's working directory, owned by the uid QEMU runs as: `exec:` migrations write the snapshot's
+   * memory stream here (as `memory.partial`) before it moves into the snapshot directory.
+   */
+  workDir: "qemu-work",
 } as const;
+
+const PARTIAL_MEMORY = "memory.partial";
+
+/** File descriptor on which a restoring QEMU reads the snapshot's memory stream (`-incoming fd:3`). */
+const INCOMING_FD = 3;
+/** Descriptors of the disk overlay (read-write and read-only) and of its backing image, when confined. */
+const DISK_FDS = { readWrite: 4, readOnly: 5, backingReadOnly: 6 } as const;
 
 /** Migration bandwidth cap during a snapshot: effectively unlimited (QEMU 7.2 defaults to 128 MiB/s). */
 const SNAPSHOT_MAX_BANDWIDTH = 100 * 2 ** 30;
@@ -63,6 +75,30 @@ export interface QemuRuntimeOptions {
   startTimeoutMs?: number;
   /** How long a restore may take to load the guest's state. */
   restoreTimeoutMs?: number;
+  /**
+   * Run each QEMU as its own unprivileged uid with QEMU's seccomp filter on (default: when the agent
+   * runs as root, which it must to manage network namespaces).
+   */
+  confine?: boolean;
+}
+
+/** First uid of the range QEMU processes run as; far above login users and the usual subuid ranges. */
+const GUEST_UID_BASE = 1_500_000_000;
+const GUEST_UID_SPAN = 100_000_000;
+
+/**
+ * The uid (and gid) a sandbox's QEMU drops to: derived from the sandbox id, so it is the same after a
+ * restore or an agent restart, and different between sandboxes so that one QEMU cannot signal or
+ * trace another's.
+ */
+export function guestUid(sandboxId: string): number {
+  // FNV-1a: stable and well spread over the short ids.
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < sandboxId.length; i++) {
+    hash ^= sandboxId.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return GUEST_UID_BASE + (hash % GUEST_UID_SPAN);
 }
 
 /** Everything about a running guest's command line that a snapshot must reproduce; stored in the handle. */
@@ -143,6 +179,7 @@ export class QemuRuntime implements Runtime {
   private readonly tbSizeMb: number | undefined;
   private readonly startTimeoutMs: number;
   private readonly restoreTimeoutMs: number;
+  private readonly confine: boolean;
   private tscKhz: number | undefined;
 
   private constructor(opts: QemuRuntimeOptions, kvm: boolean) {
@@ -156,6 +193,7 @@ export class QemuRuntime implements Runtime {
     this.tbSizeMb = opts.tbSizeMb;
     this.startTimeoutMs = opts.startTimeoutMs ?? 15_000;
     this.restoreTimeoutMs = opts.restoreTimeoutMs ?? 60_000;
+    this.confine = opts.confine ?? process.getuid?.() === 0;
   }
 
   /** Creates the runtime, detecting KVM unless told. */
@@ -212,8 +250,14 @@ export class QemuRuntime implements Runtime {
   async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
     const target = handle ? { pid: handle.pid, startTime: handle.pidStartTime } : await this.findStrayQemu(spec);
     if (target) await this.terminate(spec, target.pid, target.startTime);
-    for (const file of [QEMU_FILES.disk, `${QEMU_FILES.disk}.partial`, QEMU_FILES.qmpSocket, QEMU_FILES.pidFile]) {
-      await rm(join(spec.sandboxDir, file), { force: true });
+    for (const file of [
+      QEMU_FILES.disk,
+      `${QEMU_FILES.disk}.partial`,
+      QEMU_FILES.qmpSocket,
+      QEMU_FILES.pidFile,
+      QEMU_FILES.workDir,
+    ]) {
+      await rm(join(spec.sandboxDir, file), { recursive: true, force: true });
     }
   }
 
@@ -234,8 +278,13 @@ export class QemuRuntime implements Runtime {
     const launch = this.launchOf(handle);
     const t0 = performance.now();
     await mkdir(snapshotDir, { recursive: true });
-    const partialMemory = join(snapshotDir, `${SNAPSHOT_MEMORY_FILE}.partial`);
+    // QEMU's `exec:` migration runs `cat` in QEMU's working directory (the sandbox directory) as QEMU's
+    // uid, which may not traverse the directories above; so the stream goes to a file there, which is
+    // created for it, and moves into the snapshot directory afterwards.
+    const partialMemory = join(spec.sandboxDir, QEMU_FILES.workDir, PARTIAL_MEMORY);
     await rm(partialMemory, { force: true });
+    await writeFile(partialMemory, "", { mode: 0o600 });
+    if (this.confine) await chown(partialMemory, guestUid(spec.sandboxId), guestUid(spec.sandboxId));
 
     const qmp = await this.connect(spec, handle);
     let wasRunning = false;
@@ -244,7 +293,7 @@ export class QemuRuntime implements Runtime {
       wasRunning = status.running;
       await qmp.execute("migrate-set-parameters", { "max-bandwidth": SNAPSHOT_MAX_BANDWIDTH });
       if (wasRunning) await qmp.execute("stop");
-      await qmp.execute("migrate", { uri: migrateToFileUri(partialMemory) });
+      await qmp.execute("migrate", { uri: migrateToFileUri(PARTIAL_MEMORY) });
       await this.waitForMigration(qmp, 30_000 + launch.memoryMb * 100);
     } catch (err) {
       // Leave the guest as it was: a failed pause must not lose a running sandbox.
@@ -263,7 +312,8 @@ export class QemuRuntime implements Runtime {
 
     // The manifest goes last: a snapshot without one is incomplete and will not be restored.
     await rm(join(snapshotDir, SNAPSHOT_MANIFEST_FILE), { force: true });
-    await rename(partialMemory, join(snapshotDir, SNAPSHOT_MEMORY_FILE));
+    if (this.confine) await chown(partialMemory, 0, 0);
+    await moveFile(partialMemory, join(snapshotDir, SNAPSHOT_MEMORY_FILE));
     await moveFile(join(spec.sandboxDir, QEMU_FILES.disk), join(snapshotDir, SNAPSHOT_DISK_FILE));
     const manifestTmp = join(snapshotDir, `${SNAPSHOT_MANIFEST_FILE}.partial`);
     await writeFile(
@@ -326,7 +376,7 @@ export class QemuRuntime implements Runtime {
     };
     let handle: GuestHandle | undefined;
     try {
-      handle = await this.launch(spec, launch, migrateFromFileUri(join(snapshotDir, SNAPSHOT_MEMORY_FILE)), signal);
+      handle = await this.launch(spec, launch, join(snapshotDir, SNAPSHOT_MEMORY_FILE), signal);
       const launchedMs = performance.now() - t0;
       await this.withQmp(spec, handle, async (qmp) => {
         await this.waitForIncoming(qmp, spec, this.restoreTimeoutMs);
@@ -341,6 +391,13 @@ export class QemuRuntime implements Runtime {
     } catch (err) {
       if (handle) await this.terminate(spec, handle.pid, handle.pidStartTime);
       await rm(disk, { force: true });
+      const output = await tailOf(join(spec.sandboxDir, QEMU_FILES.qemuLog), 1000);
+      // QEMU reads the stream while it starts; a damaged one makes it exit before or just after QMP answers.
+      if (/load of migration failed|migration|vmstate|section/i.test(output)) {
+        throw new QemuRuntimeError("SNAPSHOT_CORRUPT", `QEMU could not load the snapshot: ${lastLines(output, 3)}`, {
+          cause: err,
+        });
+      }
       if (err instanceof QemuRuntimeError) throw err;
       throw new QemuRuntimeError("RESTORE_FAILED", `could not restore the guest: ${(err as Error).message}`, {
         cause: err,
@@ -352,7 +409,8 @@ export class QemuRuntime implements Runtime {
   private async launch(
     spec: GuestSpec,
     launch: LaunchConfig,
-    incomingUri: string | undefined,
+    /** Snapshot memory file to restore from (handed to QEMU as an open file descriptor). */
+    incomingFile: string | undefined,
     signal: AbortSignal | undefined,
   ): Promise<GuestHandle> {
     signal?.throwIfAborted();
@@ -381,10 +439,20 @@ export class QemuRuntime implements Runtime {
       kvm: launch.kvm,
       kernelCmdline: launch.kernelCmdline,
       tbSizeMb: this.tbSizeMb,
-      incomingUri,
+      incomingUri: incomingFile === undefined ? undefined : `fd:${INCOMING_FD}`,
+      runAs: this.confine ? { uid: guestUid(spec.sandboxId), gid: guestUid(spec.sandboxId) } : undefined,
+      diskFds: this.confine ? DISK_FDS : undefined,
+      seccomp: this.confine,
     });
     const qemuLog = join(spec.sandboxDir, QEMU_FILES.qemuLog);
-    const pid = await this.spawnDetached(spec.network.netns, args, qemuLog);
+    const workDir = join(spec.sandboxDir, QEMU_FILES.workDir);
+    await rm(workDir, { recursive: true, force: true });
+    await mkdir(workDir, { mode: 0o700 });
+    if (this.confine) await chown(workDir, guestUid(spec.sandboxId), guestUid(spec.sandboxId));
+    const pid = await this.spawnDetached(spec.network.netns, args, qemuLog, workDir, {
+      incomingFile,
+      disk: this.confine ? { overlay: join(spec.sandboxDir, QEMU_FILES.disk), backing: launch.backingFile } : undefined,
+    });
     const stat = await readProcStat(pid);
     const pidStartTime = stat?.startTime ?? "";
     const handle: GuestHandle = { runtime: "qemu", pid, pidStartTime, data: {} };
@@ -419,30 +487,48 @@ export class QemuRuntime implements Runtime {
   /**
    * Spawns QEMU in its own session so it outlives the request and the agent; `ip netns exec` execs
    * QEMU in place, so the PID is QEMU's. The one long-lived process the agent starts outside the
-   * exec wrapper, which only runs commands to completion.
+   * exec wrapper, which only runs commands to completion. On a restore the snapshot's memory file is open on fd 3, so QEMU needs no access to
+   * the snapshot directory after dropping privileges.
    */
-  private spawnDetached(netns: string, args: string[], logPath: string): Promise<number> {
-    return new Promise<number>((resolve, reject) => {
-      void open(logPath, "a").then(async (log) => {
-        try {
-          const [file, argv] =
-            netns === ""
-              ? [this.qemuBinary, args]
-              : [this.ipBinary, ["netns", "exec", netns, this.qemuBinary, ...args]];
-          const child = spawn(file, argv, { detached: true, stdio: ["ignore", log.fd, log.fd] });
-          child.once("error", (err) =>
-            reject(new QemuRuntimeError("START_FAILED", `could not run ${file}: ${err.message}`, { cause: err })),
-          );
-          child.once("spawn", () => {
-            child.unref();
-            if (child.pid === undefined) reject(new QemuRuntimeError("START_FAILED", "QEMU has no PID"));
-            else resolve(child.pid);
-          });
-        } finally {
-          await log.close();
-        }
-      }, reject);
-    });
+  private async spawnDetached(
+    netns: string,
+    args: string[],
+    logPath: string,
+    cwd: string,
+    files: { incomingFile: string | undefined; disk: { overlay: string; backing: string } | undefined },
+  ): Promise<number> {
+    const opened: Awaited<ReturnType<typeof open>>[] = [];
+    const openFile = async (path: string, flags: string) => {
+      const handle = await open(path, flags);
+      opened.push(handle);
+      return handle.fd;
+    };
+    try {
+      const stdio: ("ignore" | number)[] = ["ignore", await openFile(logPath, "a"), 0];
+      stdio[2] = stdio[1] ?? "ignore";
+      stdio[INCOMING_FD] = files.incomingFile === undefined ? "ignore" : await openFile(files.incomingFile, "r");
+      if (files.disk) {
+        stdio[DISK_FDS.readWrite] = await openFile(files.disk.overlay, "r+");
+        stdio[DISK_FDS.readOnly] = await openFile(files.disk.overlay, "r");
+        stdio[DISK_FDS.backingReadOnly] = await openFile(files.disk.backing, "r");
+      }
+      const [file, argv] =
+        netns === "" ? [this.qemuBinary, args] : [this.ipBinary, ["netns", "exec", netns, this.qemuBinary, ...args]];
+      return await new Promise<number>((resolve, reject) => {
+        const child = spawn(file, argv, { detached: true, cwd, stdio });
+        child.once("error", (err) =>
+          reject(new QemuRuntimeError("START_FAILED", `could not run ${file}: ${err.message}`, { cause: err })),
+        );
+        child.once("spawn", () => {
+          child.unref();
+          if (child.pid === undefined) reject(new QemuRuntimeError("START_FAILED", "QEMU has no PID"));
+          else resolve(child.pid);
+        });
+      });
+    } finally {
+      // QEMU holds its own copies now.
+      for (const handle of opened) await handle.close();
+    }
   }
 
   /** Ends a QEMU process: QMP `quit` first (clean disk close), SIGKILL if it does not go. */
@@ -573,6 +659,10 @@ export class QemuRuntime implements Runtime {
   ): Promise<void> {
     if (!(await exists(path))) throw new QemuRuntimeError(reason, `${what} not found at ${path}`);
   }
+}
+
+function lastLines(text: string, count: number): string {
+  return text.trim().split("\n").slice(-count).join(" / ");
 }
 
 /** Renames, falling back to copy + delete across filesystems (sandboxes and snapshots may be on different disks). */
