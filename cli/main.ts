@@ -1,0 +1,83 @@
+import { loadEnvironment } from "./config.js";
+import type { CommandContext } from "./context.js";
+import { exitCodes, reportError } from "./errors.js";
+import { type Output, processOutput } from "./output.js";
+
+/** Top-level help. */
+export const usage = `wrenn: self-hosted sandboxes
+
+usage: wrenn <command> [options]
+
+  up                      run everything on this machine (API, database, local agent)
+  agent                   run a host agent (--register API_URL --token KEY to join an API)
+  image build|list        build or list guest images
+  sandbox <command>       create, list, get, exec, shell, cp, pause, resume, kill, timeout
+  hosts [command]         list, register, drain, activate, delete host agents (admin)
+  keys [command]          list, create, revoke API keys
+
+Every API command takes --json, --api-url URL (WRENN_API_URL) and --api-key KEY (WRENN_API_KEY);
+both may also come from ~/.config/wrenn/config.json ({"apiUrl": …, "apiKey": …}).
+Run \`wrenn <command> --help\` for a command's options.`;
+
+// Commands are loaded on demand: `up` pulls in the whole edge, which a quick `sandbox list` should not pay for.
+
+/** Runs the CLI with arguments (without `node` and the script) and returns the exit code. */
+export async function runCli(argv: string[], output: Output, signal: AbortSignal): Promise<number> {
+  try {
+    const env = loadEnvironment();
+    const ctx: CommandContext = { env, output, signal };
+    const [command, ...rest] = argv;
+    switch (command) {
+      case "up":
+        return await (await import("./commands/up.js")).upCommand(ctx, rest);
+      case "agent":
+        return await (await import("./commands/agent.js")).agentCommand(ctx, rest);
+      case "image":
+      case "images":
+        return await (await import("./commands/image.js")).imageCommand(ctx, rest);
+      case "sandbox":
+      case "sandboxes":
+      case "sbx":
+        return await (await import("./commands/sandbox.js")).sandboxCommand(ctx, rest);
+      case "hosts":
+      case "host":
+        return await (await import("./commands/hosts.js")).hostsCommand(ctx, rest);
+      case "keys":
+      case "key":
+      case "api-keys":
+        return await (await import("./commands/keys.js")).keysCommand(ctx, rest);
+      case "help":
+      case "--help":
+      case "-h":
+        output.out(usage);
+        return exitCodes.ok;
+      case undefined:
+        output.err(usage);
+        return exitCodes.usage;
+      default:
+        output.err(`wrenn: unknown command "${command}"\n\n${usage}`);
+        return exitCodes.usage;
+    }
+  } catch (err) {
+    return reportError(err, output.err);
+  }
+}
+
+async function main(): Promise<void> {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupts += 1;
+    // A second Ctrl-C while shutting down means "now".
+    if (interrupts > 1) process.exit(130);
+    controller.abort(new Error(`received ${signal}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const code = await runCli(process.argv.slice(2), processOutput, controller.signal);
+  process.exitCode = code;
+  // Flush what is buffered, then leave even if a handle (a keep-alive socket) lingers.
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)));
+}
+
+await main();

@@ -1,0 +1,76 @@
+import type { ConnectionOptions } from "./config.js";
+import { ApiClient, segment } from "./http.js";
+import type { ApiKeyInfo, CreateApiKeyRequest, CreatedApiKeyInfo, HostInfo } from "./types.js";
+
+/** Host agents (every call needs an admin key). */
+export class Hosts {
+  constructor(private readonly api: ApiClient) {}
+
+  /** Every registered host. */
+  async list(): Promise<HostInfo[]> {
+    return (await this.api.json<{ hosts: HostInfo[] }>("GET", "/v1/hosts")).hosts;
+  }
+
+  /** Registers an agent by its address and bearer token (the edge checks it answers first). */
+  async register(address: string, token: string): Promise<HostInfo> {
+    return this.api.json<HostInfo>("POST", "/v1/hosts", { json: { address, token } });
+  }
+
+  /** Stops placing new sandboxes on a host. */
+  async drain(hostId: string): Promise<HostInfo> {
+    return this.api.json<HostInfo>("POST", `/v1/hosts/${segment(hostId)}/drain`);
+  }
+
+  /** Lets a drained host take new sandboxes again. */
+  async activate(hostId: string): Promise<HostInfo> {
+    return this.api.json<HostInfo>("POST", `/v1/hosts/${segment(hostId)}/activate`);
+  }
+
+  /** Removes a host; `force` also when sandboxes are placed on it. */
+  async delete(hostId: string, options: { force?: boolean } = {}): Promise<void> {
+    await this.api.empty("DELETE", `/v1/hosts/${segment(hostId)}`, {
+      query: { force: options.force ? "true" : undefined },
+    });
+  }
+}
+
+/** API keys. */
+export class ApiKeys {
+  constructor(private readonly api: ApiClient) {}
+
+  /** Creates a key; its `secret` is in this answer only. */
+  async create(request: CreateApiKeyRequest = {}): Promise<CreatedApiKeyInfo> {
+    return this.api.json<CreatedApiKeyInfo>("POST", "/v1/api-keys", { json: request });
+  }
+
+  /** The team's keys (`all`: every team's, admin only). */
+  async list(options: { all?: boolean } = {}): Promise<ApiKeyInfo[]> {
+    const res = await this.api.json<{ apiKeys: ApiKeyInfo[] }>("GET", "/v1/api-keys", {
+      query: { all: options.all ? "true" : undefined },
+    });
+    return res.apiKeys;
+  }
+
+  /** Revokes a key; it stops working at once. */
+  async revoke(keyId: string): Promise<ApiKeyInfo> {
+    return this.api.json<ApiKeyInfo>("DELETE", `/v1/api-keys/${segment(keyId)}`);
+  }
+}
+
+/** The parts of the API that are not about one sandbox: health, hosts, API keys. */
+export class WrennClient {
+  readonly api: ApiClient;
+  readonly hosts: Hosts;
+  readonly apiKeys: ApiKeys;
+
+  constructor(options: ConnectionOptions = {}) {
+    this.api = new ApiClient(options);
+    this.hosts = new Hosts(this.api);
+    this.apiKeys = new ApiKeys(this.api);
+  }
+
+  /** `GET /health`: answers without a key. */
+  async health(): Promise<{ status: "ok"; version: string }> {
+    return this.api.json("GET", "/health", { timeoutMs: 5_000 });
+  }
+}

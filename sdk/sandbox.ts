@@ -1,0 +1,141 @@
+import { Commands } from "./commands.js";
+import type { ConnectionOptions } from "./config.js";
+import { Files } from "./files.js";
+import { ApiClient, segment } from "./http.js";
+import type {
+  CreatedSandboxInfo,
+  CreateSandboxRequest,
+  SandboxInfo,
+  SandboxPageInfo,
+  SandboxState,
+  TimeoutRequest,
+} from "./types.js";
+
+/** Options of `Sandbox.create`: connection settings plus the sandbox's own. */
+export interface SandboxCreateOptions extends ConnectionOptions, CreateSandboxRequest {}
+
+/** Options of `Sandbox.list`. */
+export interface SandboxListOptions extends ConnectionOptions {
+  /** States to include; default every state but stopped and error. */
+  states?: SandboxState[];
+  /** Every pair must match. */
+  metadata?: Record<string, string>;
+  /** Page size (default 100). */
+  limit?: number;
+}
+
+/**
+ * A sandbox: a disposable Linux machine. Create one with `Sandbox.create()`, reach an existing one
+ * with `Sandbox.connect(id)`, run commands with `sandbox.commands`, move files with `sandbox.files`.
+ *
+ * ```ts
+ * const sandbox = await Sandbox.create({ apiKey });
+ * const { stdout } = await sandbox.commands.run("echo hello");
+ * await sandbox.kill();
+ * ```
+ */
+export class Sandbox {
+  /** The sandbox id (20 characters of [a-z0-9]). */
+  readonly id: string;
+  /** Runs commands in the sandbox. */
+  readonly commands: Commands;
+  /** Moves files in and out of the sandbox. */
+  readonly files: Files;
+  /** envd's access token; known only to the caller that created the sandbox. */
+  readonly envdAccessToken: string | undefined;
+  private latest: SandboxInfo;
+
+  private constructor(
+    private readonly api: ApiClient,
+    info: SandboxInfo,
+    envdAccessToken?: string,
+  ) {
+    this.id = info.id;
+    this.latest = info;
+    this.envdAccessToken = envdAccessToken;
+    this.commands = new Commands(api, info.id);
+    this.files = new Files(api, info.id);
+  }
+
+  /** Creates a sandbox and waits until it runs. */
+  static async create(options: SandboxCreateOptions = {}): Promise<Sandbox> {
+    const { apiUrl, apiKey, fetch, requestTimeoutMs, ...request } = options;
+    const api = new ApiClient({ apiUrl, apiKey, fetch, requestTimeoutMs });
+    const created = await api.json<CreatedSandboxInfo>("POST", "/v1/sandboxes", { json: request });
+    const { envdAccessToken, ...info } = created;
+    return new Sandbox(api, info, envdAccessToken);
+  }
+
+  /** A handle on an existing sandbox (it is looked up, not resumed). */
+  static async connect(sandboxId: string, options: ConnectionOptions = {}): Promise<Sandbox> {
+    const api = new ApiClient(options);
+    return new Sandbox(api, await api.json<SandboxInfo>("GET", `/v1/sandboxes/${segment(sandboxId)}`));
+  }
+
+  /** Lists sandboxes of the key's team, newest first, following pages. */
+  static async list(options: SandboxListOptions = {}): Promise<SandboxInfo[]> {
+    const { states, metadata, limit, ...connection } = options;
+    const api = new ApiClient(connection);
+    const all: SandboxInfo[] = [];
+    let nextToken: string | undefined;
+    do {
+      const page: SandboxPageInfo = await api.json<SandboxPageInfo>("GET", "/v1/sandboxes", {
+        query: {
+          state: states?.join(","),
+          metadata: metadata ? new URLSearchParams(metadata).toString() : undefined,
+          limit: limit === undefined ? undefined : String(limit),
+          nextToken,
+        },
+      });
+      all.push(...page.sandboxes);
+      nextToken = page.nextToken ?? undefined;
+    } while (nextToken && (limit === undefined || all.length < limit));
+    return all;
+  }
+
+  /** The sandbox as last seen by this handle. */
+  get info(): SandboxInfo {
+    return this.latest;
+  }
+
+  /** Fetches the sandbox's current state. */
+  async getInfo(): Promise<SandboxInfo> {
+    this.latest = await this.api.json<SandboxInfo>("GET", `/v1/sandboxes/${segment(this.id)}`);
+    return this.latest;
+  }
+
+  /** Whether the sandbox is running now. */
+  async isRunning(): Promise<boolean> {
+    return (await this.getInfo()).state === "running";
+  }
+
+  /** Pauses the sandbox (its memory and files are kept); paused time does not count against the timeout. */
+  async pause(): Promise<SandboxInfo> {
+    this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/pause`);
+    return this.latest;
+  }
+
+  /** Resumes a paused sandbox; without `timeoutSec` it gets back the time it had left. */
+  async resume(options: { timeoutSec?: number } = {}): Promise<SandboxInfo> {
+    this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/resume`, {
+      json: options,
+    });
+    return this.latest;
+  }
+
+  /**
+   * Sets the timeout to `timeoutSec` seconds from now (0 removes it), optionally changing what
+   * happens then (`kill` or `pause`). Note: seconds, as everywhere in Wrenn's API.
+   */
+  async setTimeout(timeoutSec: number, options: { onTimeout?: "kill" | "pause" } = {}): Promise<SandboxInfo> {
+    const json: TimeoutRequest = { timeoutSec };
+    if (options.onTimeout) json.onTimeout = options.onTimeout;
+    this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/timeout`, { json });
+    return this.latest;
+  }
+
+  /** Destroys the sandbox and everything in it. Killing a stopped sandbox does nothing. */
+  async kill(): Promise<void> {
+    await this.api.empty("DELETE", `/v1/sandboxes/${segment(this.id)}`);
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * The API's request and response shapes, taken from the edge's own route schemas with type-only
+ * imports: the SDK ships no schema code, yet a change to a route shows up here at compile time.
+ */
+import type { z } from "@hono/zod-openapi";
+import type { ApiKey, CreateApiKeyBody, CreatedApiKey } from "../edge/routes/api-keys/schemas.js";
+import type { Entry, WrittenFile } from "../edge/routes/files/schemas.js";
+import type { Host } from "../edge/routes/hosts/schemas.js";
+import type {
+  CreatedSandbox,
+  CreateSandboxBody,
+  ExecBody,
+  ExecResult,
+  Sandbox,
+  SandboxPage,
+  TimeoutBody,
+} from "../edge/routes/sandboxes/schemas.js";
+import type { ExecStreamEvent } from "../edge/services/sandboxes/exec-stream.js";
+
+/** A sandbox as the API describes it (`GET /v1/sandboxes/{id}`). */
+export type SandboxInfo = z.infer<typeof Sandbox>;
+/** The answer of `POST /v1/sandboxes`: the sandbox plus envd's access token. */
+export type CreatedSandboxInfo = z.infer<typeof CreatedSandbox>;
+/** Body of `POST /v1/sandboxes`; every field has a server-side default. */
+export type CreateSandboxRequest = z.input<typeof CreateSandboxBody>;
+/** A page of `GET /v1/sandboxes`. */
+export type SandboxPageInfo = z.infer<typeof SandboxPage>;
+/** Body of exec and exec/stream. */
+export type ExecRequest = z.input<typeof ExecBody>;
+/** The answer of the collecting `POST /v1/sandboxes/{id}/exec`. */
+export type ExecResultInfo = z.infer<typeof ExecResult>;
+/** Body of `POST /v1/sandboxes/{id}/timeout`. */
+export type TimeoutRequest = z.input<typeof TimeoutBody>;
+/** One event of `POST /v1/sandboxes/{id}/exec/stream`, as the edge sends it. */
+export type ExecStreamWireEvent = ExecStreamEvent;
+/** A filesystem entry in a sandbox. */
+export type EntryInfo = z.infer<typeof Entry>;
+/** The answer of `files/write`. */
+export type WrittenFileInfo = z.infer<typeof WrittenFile>;
+/** A host agent (admin). */
+export type HostInfo = z.infer<typeof Host>;
+/** An API key, never its secret. */
+export type ApiKeyInfo = z.infer<typeof ApiKey>;
+/** A freshly created API key, with its secret (shown once). */
+export type CreatedApiKeyInfo = z.infer<typeof CreatedApiKey>;
+/** Body of `POST /v1/api-keys`. */
+export type CreateApiKeyRequest = z.input<typeof CreateApiKeyBody>;
+/** The states a sandbox can be in. */
+export type SandboxState = SandboxInfo["state"];
