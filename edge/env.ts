@@ -43,6 +43,14 @@ export const zEnv = z.object({
    * through `ws://<proxy>?address=<db host>:<db port>` without TLS.
    */
   WRENN_NEON_WSPROXY: z.string().min(1).optional(),
+  /**
+   * Domain of sandbox hosts (`<port>-<sandboxId>.<domain>`), returned to E2B SDKs as the sandbox
+   * `domain`; default: the Host the E2B API was called on.
+   */
+  WRENN_SANDBOX_DOMAIN: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+(:[0-9]{1,5})?$/, "must be a host name, optionally with :port")
+    .optional(),
   /** Log level. */
   WRENN_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
 });
@@ -54,6 +62,8 @@ export type Env = z.infer<typeof zEnv>;
 export interface EdgeConfig {
   maxUploadBytes: number;
   maxJsonBytes: number;
+  /** Domain of sandbox hosts for the E2B surface (`WRENN_SANDBOX_DOMAIN`); unset: the API's Host. */
+  sandboxDomain?: string;
 }
 
 /** Parses an environment record; on failure returns the field messages instead of throwing. */
@@ -69,5 +79,7 @@ export function parseEnv(
 
 /** The request-handling settings of a parsed environment. */
 export function edgeConfigFrom(env: Env): EdgeConfig {
-  return { maxUploadBytes: env.WRENN_MAX_UPLOAD_BYTES, maxJsonBytes: env.WRENN_MAX_JSON_BYTES };
+  const config: EdgeConfig = { maxUploadBytes: env.WRENN_MAX_UPLOAD_BYTES, maxJsonBytes: env.WRENN_MAX_JSON_BYTES };
+  if (env.WRENN_SANDBOX_DOMAIN) config.sandboxDomain = env.WRENN_SANDBOX_DOMAIN;
+  return config;
 }

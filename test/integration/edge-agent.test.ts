@@ -89,7 +89,11 @@ describe.each(["pglite", "postgres"] as const)("edge + real agent (%s)", (databa
   it("creates, execs, moves 50 MiB byte-identical, pauses, resumes and deletes a sandbox", async () => {
     const agent = stack?.agent;
     if (!agent) throw new Error("no agent");
-    const created = await call("POST", "/v1/sandboxes", { template: TEMPLATE, timeoutSec: 600, metadata: { suite: database } });
+    const created = await call("POST", "/v1/sandboxes", {
+      template: TEMPLATE,
+      timeoutSec: 600,
+      metadata: { suite: database },
+    });
     const createdText = await created.text();
     expect(created.status, createdText).toBe(201);
     const sb = JSON.parse(createdText) as { id: string; state: string; hostId: string };
@@ -108,10 +112,16 @@ describe.each(["pglite", "postgres"] as const)("edge + real agent (%s)", (databa
     expect([...Buffer.from(bin.stdout, "base64")]).toEqual([0xff, 0xfe, 0x41]);
 
     // exec over SSE.
-    const streamed = await call("POST", `/v1/sandboxes/${sb.id}/exec/stream`, { cmd: "for i in 1 2 3; do echo $i; done" });
+    const streamed = await call("POST", `/v1/sandboxes/${sb.id}/exec/stream`, {
+      cmd: "for i in 1 2 3; do echo $i; done",
+    });
     const sse = await streamed.text();
     expect(sse).toMatch(/event: start/);
-    expect([...sse.matchAll(/event: stdout\ndata: (.*)\n/g)].map((m) => (JSON.parse(m[1] ?? "{}") as { data: string }).data).join("")).toBe("1\n2\n3\n");
+    expect(
+      [...sse.matchAll(/event: stdout\ndata: (.*)\n/g)]
+        .map((m) => (JSON.parse(m[1] ?? "{}") as { data: string }).data)
+        .join(""),
+    ).toBe("1\n2\n3\n");
     expect(sse).toMatch(/event: exit\ndata: \{"exitCode":0\}/);
 
     // 50 MiB upload, streamed, read back byte-identical.
@@ -120,7 +130,11 @@ describe.each(["pglite", "postgres"] as const)("edge + real agent (%s)", (databa
     const form = new FormData();
     form.set("path", "/home/user/big.bin");
     form.set("file", new Blob([payload]), "big.bin");
-    const written = await fetch(`${stack?.edge.url}/v1/sandboxes/${sb.id}/files/write`, { method: "POST", headers: { "x-api-key": key }, body: form });
+    const written = await fetch(`${stack?.edge.url}/v1/sandboxes/${sb.id}/files/write`, {
+      method: "POST",
+      headers: { "x-api-key": key },
+      body: form,
+    });
     expect(written.status, await written.clone().text()).toBe(200);
     expect(await written.json()).toMatchObject({ size: payload.length });
     const read = await call("POST", `/v1/sandboxes/${sb.id}/files/read`, { path: "/home/user/big.bin" });
@@ -128,7 +142,9 @@ describe.each(["pglite", "postgres"] as const)("edge + real agent (%s)", (databa
     const back = Buffer.from(await read.arrayBuffer());
     expect(back.length).toBe(payload.length);
     expect(createHash("sha256").update(back).digest("hex")).toBe(digest);
-    const inGuest = await call("POST", `/v1/sandboxes/${sb.id}/exec`, { cmd: "sha256sum /home/user/big.bin | cut -d' ' -f1" });
+    const inGuest = await call("POST", `/v1/sandboxes/${sb.id}/exec`, {
+      cmd: "sha256sum /home/user/big.bin | cut -d' ' -f1",
+    });
     expect(((await inGuest.json()) as { stdout: string }).stdout.trim()).toBe(digest);
 
     // list / mkdir / remove.
@@ -137,7 +153,9 @@ describe.each(["pglite", "postgres"] as const)("edge + real agent (%s)", (databa
     const names = ((await ls.json()) as { entries: Array<{ name: string }> }).entries.map((e) => e.name);
     expect(names).toEqual(expect.arrayContaining(["big.bin", "d"]));
     expect((await call("POST", `/v1/sandboxes/${sb.id}/files/remove`, { path: "/home/user/d" })).status).toBe(204);
-    expect((await call("POST", `/v1/sandboxes/${sb.id}/files/read`, { path: "/home/user/d/e" })).status).toBeGreaterThanOrEqual(400);
+    expect(
+      (await call("POST", `/v1/sandboxes/${sb.id}/files/read`, { path: "/home/user/d/e" })).status,
+    ).toBeGreaterThanOrEqual(400);
 
     // pause / resume: files and the sandbox survive.
     const paused = await call("POST", `/v1/sandboxes/${sb.id}/pause`);
@@ -179,5 +197,4 @@ describe.each(["pglite", "postgres"] as const)("edge + real agent (%s)", (databa
     expect(res.status).toBe(503);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("AGENT_UNAVAILABLE");
   });
-});
 });

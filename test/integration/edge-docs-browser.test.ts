@@ -69,7 +69,7 @@ describe("Swagger UI at /docs", () => {
         ]),
       );
       expect(paths.length).toBeGreaterThanOrEqual(19);
-      expect(await page.locator(".info .title").innerText()).toContain("Wrenn API");
+      expect(await page.locator(".info .title").textContent()).toContain("Wrenn API");
       expect(blocked).toEqual([]);
     } finally {
       await context.close();

@@ -1,4 +1,4 @@
-import { index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { boolean, index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
 import { hosts } from "./hosts.js";
 import { teams } from "./teams.js";
 import { lifecycleDates, rowVersion } from "./util.js";
@@ -58,6 +58,8 @@ export const sandboxes = pgTable(
     /** Seconds of life requested at create (or by the last timeout change); 0 means none. */
     timeoutSec: integer("timeout_sec").notNull(),
     onTimeout: text("on_timeout", { enum: timeoutActions }).notNull().default("kill"),
+    /** Whether traffic through the sandbox proxy resumes the sandbox while it is paused (E2B's `autoResume`). */
+    autoResume: boolean("auto_resume").notNull().default(false),
     /** When the timeout action runs; null while paused or without a timeout. */
     endAt: timestamp("end_at", { withTimezone: true, mode: "date" }),
     metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),

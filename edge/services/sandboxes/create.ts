@@ -18,6 +18,8 @@ export interface CreateSandboxInput {
   envVars: Record<string, string>;
   metadata: Record<string, string>;
   internetAccess?: boolean;
+  /** Whether proxy traffic resumes the sandbox while paused (default false). */
+  autoResume?: boolean;
 }
 
 /** A created sandbox and the token envd expects in `X-Access-Token` (for SDKs that talk to envd). */
@@ -51,6 +53,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         memoryMb: input.memoryMb,
         timeoutSec: input.timeoutSec,
         onTimeout: input.onTimeout,
+        autoResume: input.autoResume ?? false,
         metadata: input.metadata,
         envdTokenSealed: await ctx.secrets.seal(envdAccessToken),
         createdAt: now,
