@@ -1,7 +1,19 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -215,6 +227,22 @@ describe.skipIf(skipReason !== undefined)(
       expect(existsSync(join(spec.sandboxDir, QEMU_FILES.disk))).toBe(false);
       const { stdout } = await run("ps", ["-eo", "args"]);
       expect(stdout).not.toContain(join(spec.sandboxDir, QEMU_FILES.qmpSocket));
+    });
+
+    it("refuses to restore onto a template image that was rebuilt since the pause", async () => {
+      const spec = { ...specFor("rebuilt"), imageRootfsExt4: join(root, "rebuilt-base.ext4") };
+      await copyFile(baseImage, spec.imageRootfsExt4);
+      const handle = await startGuest(spec);
+      await waitForCount(spec, 2);
+      const snapshotDir = join(root, "snapshots", "rebuilt");
+      await runtime.snapshot(spec, handle, snapshotDir);
+      // An image build replaces the file (new inode, new mtime) at the same path.
+      await copyFile(baseImage, `${spec.imageRootfsExt4}.new`);
+      await rename(`${spec.imageRootfsExt4}.new`, spec.imageRootfsExt4);
+      const err = await runtime.restore(spec, snapshotDir).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(QemuRuntimeError);
+      expect((err as QemuRuntimeError).reason).toBe("SNAPSHOT_INCOMPATIBLE");
+      expect((err as Error).message).toMatch(/changed since the snapshot/);
     });
 
     it("fails a start with a missing kernel and leaves nothing behind", async () => {

@@ -112,6 +112,7 @@ const launchSchema = z.object({
   kernelCmdline: z.string(),
   mac: z.string(),
   backingFile: z.string(),
+  backingIdentity: z.object({ size: z.number(), mtimeMs: z.number(), ino: z.number() }).optional(),
   qemuVersion: z.string().optional(),
 });
 type LaunchConfig = z.infer<typeof launchSchema>;
@@ -235,6 +236,7 @@ export class QemuRuntime implements Runtime {
       kernelCmdline: "",
       mac: spec.network.guestMac,
       backingFile: spec.imageRootfsExt4,
+      backingIdentity: await fileIdentity(spec.imageRootfsExt4),
     };
     launch.kernelCmdline = qemuKernelCmdline({ base: guestKernelCmdline(), kvm: this.kvm, tscKhz: launch.tscKhz });
     try {
@@ -355,6 +357,17 @@ export class QemuRuntime implements Runtime {
       "SNAPSHOT_INCOMPATIBLE",
       "template image the snapshot's disk is based on",
     );
+    if (manifest.backingIdentity) {
+      const now = await fileIdentity(manifest.backingFile);
+      const then = manifest.backingIdentity;
+      if (now.size !== then.size || now.mtimeMs !== then.mtimeMs || now.ino !== then.ino) {
+        // The overlay records only the blocks the guest changed; on another base image its filesystem would be garbage.
+        throw new QemuRuntimeError(
+          "SNAPSHOT_INCOMPATIBLE",
+          `template image ${manifest.backingFile} changed since the snapshot was taken (rebuilt?); the snapshot's disk only works on the image it was taken on`,
+        );
+      }
+    }
 
     // The snapshot keeps its own disk, so it stays a consistent (memory, disk) pair until the next pause or destroy.
     await mkdir(spec.sandboxDir, { recursive: true });
@@ -373,6 +386,7 @@ export class QemuRuntime implements Runtime {
       kernelCmdline: manifest.kernelCmdline,
       mac: manifest.mac,
       backingFile: manifest.backingFile,
+      backingIdentity: manifest.backingIdentity,
     };
     let handle: GuestHandle | undefined;
     try {
@@ -659,6 +673,11 @@ export class QemuRuntime implements Runtime {
   ): Promise<void> {
     if (!(await exists(path))) throw new QemuRuntimeError(reason, `${what} not found at ${path}`);
   }
+}
+
+async function fileIdentity(path: string): Promise<{ size: number; mtimeMs: number; ino: number }> {
+  const info = await stat(path);
+  return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
 }
 
 function lastLines(text: string, count: number): string {

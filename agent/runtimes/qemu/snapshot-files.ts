@@ -25,6 +25,8 @@ const manifestSchema = z.object({
   kernelCmdline: z.string(),
   mac: z.string(),
   backingFile: z.string().min(1),
+  /** Identity of the backing image when the guest started: an overlay is only valid on that exact file. */
+  backingIdentity: z.object({ size: z.number(), mtimeMs: z.number(), ino: z.number() }).optional(),
   qemuVersion: z.string().optional(),
   createdAt: z.string(),
 });
