@@ -1,0 +1,175 @@
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { unstable_startWorker } from "wrangler";
+import { createAgentConnector } from "../../edge/clients/agent.js";
+import type { DatabaseHandle } from "../../edge/db/client.js";
+import { hosts, sandboxes } from "../../edge/db/schema/index.js";
+import { noopLogger } from "../../edge/logger.js";
+import { openNodeDatabase } from "../../edge/node/database.js";
+import { ensureAdminKey } from "../../edge/services/auth/bootstrap.js";
+import { createSecretBox } from "../../edge/services/crypto.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
+import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
+import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "./agent-fixtures.js";
+import { type ScriptedAgent, startScriptedAgent } from "./reconcile-scripted-agent.js";
+
+/**
+ * The edge in the real Workers runtime (workerd, through wrangler's unstable_startWorker) on a real
+ * PostgreSQL server reached through the Neon serverless driver and a WebSocket→TCP proxy. A sandbox
+ * is created through the Worker, destroyed behind its back on the agent, and the cron trigger
+ * (`/__scheduled`) must record it `stopped`.
+ */
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const adminKey = `wrn_workers_admin_${randomBytes(16).toString("hex")}`;
+const encryptionKey = randomBytes(32).toString("hex");
+
+type Worker = Awaited<ReturnType<typeof unstable_startWorker>>;
+
+let pg: PostgresServer | undefined;
+let proxy: WsProxy | undefined;
+let worker: Worker | undefined;
+let database: DatabaseHandle | undefined;
+
+beforeAll(async () => {
+  pg = await startPostgres();
+  database = await openNodeDatabase({ databaseUrl: pg.url });
+  await ensureAdminKey(
+    {
+      db: database.db,
+      agents: createAgentConnector(),
+      secrets: await createSecretBox(encryptionKey),
+      logger: noopLogger,
+      requestId: "setup",
+      config: { maxUploadBytes: 1024, maxJsonBytes: 1024 ** 2 },
+      now: () => new Date(),
+    },
+    adminKey,
+  );
+  proxy = await startWsProxy([`127.0.0.1:${pg.port}`]);
+  process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
+  process.env.WRANGLER_SEND_METRICS = "false";
+  worker = await unstable_startWorker({
+    config: `${repoRoot}wrangler.toml`,
+    build: { nodejsCompatMode: "v2" },
+    bindings: {
+      DATABASE_URL: { type: "plain_text", value: pg.url },
+      WRENN_ENCRYPTION_KEY: { type: "plain_text", value: encryptionKey },
+      WRENN_NEON_WSPROXY: { type: "plain_text", value: proxy.address },
+      WRENN_LOG_LEVEL: { type: "plain_text", value: "warn" },
+    },
+    dev: {
+      server: { hostname: "127.0.0.1", port: 0 },
+      inspector: false,
+      watch: false,
+      persist: false,
+      logLevel: "warn",
+      testScheduled: true,
+    },
+  });
+  await worker.ready;
+});
+
+afterAll(async () => {
+  await worker?.dispose();
+  await proxy?.close();
+  await database?.close();
+  await pg?.stop();
+});
+
+async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  if (!worker) throw new Error("worker not started");
+  const res = await worker.fetch(`http://edge.test${path}`, {
+    method,
+    headers: { "x-api-key": adminKey, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? (JSON.parse(text) as unknown) : null };
+}
+
+async function triggerCron(): Promise<void> {
+  if (!worker) throw new Error("worker not started");
+  const res = await worker.fetch("http://edge.test/__scheduled?cron=*+*+*+*+*");
+  expect(res.status).toBe(200);
+  await res.text();
+}
+
+async function stateOf(id: string): Promise<{ state: string; stopReason: string | null } | undefined> {
+  if (!database) throw new Error("no database");
+  const [row] = await database.db
+    .select({ state: sandboxes.state, stopReason: sandboxes.stopReason })
+    .from(sandboxes)
+    .where(eq(sandboxes.id, id));
+  return row;
+}
+
+/** Registers an agent through the Worker, creates a sandbox through it, and returns the ids. */
+async function createThroughWorker(
+  address: string,
+  token: string,
+  template: string,
+): Promise<{ hostId: string; id: string }> {
+  const host = await call("POST", "/v1/hosts", { address, token });
+  expect(host.status, JSON.stringify(host.json)).toBe(201);
+  const created = await call("POST", "/v1/sandboxes", { template, timeoutSec: 600 });
+  expect(created.status, JSON.stringify(created.json)).toBe(201);
+  const sandbox = created.json as { id: string; state: string; hostId: string };
+  expect(sandbox.state).toBe("running");
+  return { hostId: sandbox.hostId, id: sandbox.id };
+}
+
+async function removeHost(hostId: string): Promise<void> {
+  await database?.db.delete(sandboxes).where(eq(sandboxes.hostId, hostId));
+  await database?.db.delete(hosts).where(eq(hosts.id, hostId));
+}
+
+describe("the Worker on workerd + Neon driver + PostgreSQL", () => {
+  it("serves /health and reaches PostgreSQL through the Neon driver", async () => {
+    const list = await call("GET", "/v1/hosts");
+    expect(list.status).toBe(200);
+    expect(proxy?.opened()).toBeGreaterThan(0);
+  });
+
+  it("cron sweep: a sandbox destroyed behind the Worker's back becomes stopped (scripted agent)", async () => {
+    let agent: ScriptedAgent | undefined;
+    let hostId: string | undefined;
+    try {
+      agent = await startScriptedAgent();
+      const created = await createThroughWorker(agent.url, agent.token, "minimal");
+      hostId = created.hostId;
+      agent.sandboxes.delete(created.id);
+      await triggerCron();
+      expect(await stateOf(created.id)).toEqual({ state: "stopped", stopReason: "lost" });
+      expect(agent.calls).toContain("listSandboxes");
+      // The cron's Pool is closed in waitUntil: the proxy sees every connection go away.
+      const deadline = Date.now() + 5_000;
+      while (Date.now() < deadline && (proxy?.open() ?? 0) > 0) await new Promise((r) => setTimeout(r, 50));
+      expect(proxy?.open()).toBe(0);
+    } finally {
+      if (hostId) await removeHost(hostId);
+      await agent?.stop();
+    }
+  });
+
+  it("cron sweep: the same against the real agent (namespace runtime)", async () => {
+    requireRoot();
+    await requireImage();
+    let agent: AgentProcess | undefined;
+    let hostId: string | undefined;
+    try {
+      agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
+      const created = await createThroughWorker(agent.url, agent.token, TEMPLATE);
+      hostId = created.hostId;
+      await agent.client.destroySandbox({ sandboxId: created.id });
+      await triggerCron();
+      expect(await stateOf(created.id)).toEqual({ state: "stopped", stopReason: "lost" });
+    } finally {
+      if (hostId) await removeHost(hostId);
+      await agent?.stop();
+    }
+  });
+});
