@@ -1,6 +1,18 @@
 import { spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
-import { access, chown, copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+  access,
+  chown,
+  copyFile,
+  mkdir,
+  open,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
@@ -231,8 +243,9 @@ export class QemuRuntime implements Runtime {
       memoryMb: spec.memoryMb,
       kvm: this.kvm,
       tscKhz: this.kvm ? undefined : await this.hostTsc(),
-      kernelPath: spec.kernelPath,
-      initrdPath: (await exists(spec.initrdPath)) ? spec.initrdPath : undefined,
+      // Resolved, so that a snapshot names the exact kernel it was taken with even if `current` moves on.
+      kernelPath: await realpath(spec.kernelPath),
+      initrdPath: (await exists(spec.initrdPath)) ? await realpath(spec.initrdPath) : undefined,
       kernelCmdline: "",
       mac: spec.network.guestMac,
       backingFile: spec.imageRootfsExt4,
