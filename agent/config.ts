@@ -104,6 +104,12 @@ const envSchema = z.object({
   AGENT_STOPPED_RETENTION_SEC: positiveInt("AGENT_STOPPED_RETENTION_SEC").default(600),
   AGENT_REAP_INTERVAL_MS: positiveInt("AGENT_REAP_INTERVAL_MS").default(2000),
   AGENT_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  AGENT_SLOT_POOL: z
+    .string()
+    .regex(/^[0-9]+$/, "AGENT_SLOT_POOL must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().max(64))
+    .default(2),
   AGENT_ENVD_TIMEOUT_MS: positiveInt("AGENT_ENVD_TIMEOUT_MS").default(30_000),
   AGENT_FIRECRACKER_BIN: z.string().startsWith("/", "must be an absolute path").optional(),
   PATH: z.string().default("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -133,6 +139,8 @@ export interface AgentConfig {
   stoppedRetentionMs: number;
   reapIntervalMs: number;
   logLevel: LogLevel;
+  /** Network slots kept ready ahead of creates (0: make each on demand). */
+  slotPool: number;
   /** How long a new or resumed guest's envd may take to answer /health. */
   envdTimeoutMs: number;
   /** Where runtimes look for their binaries (the agent's PATH). */
@@ -186,6 +194,7 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       stoppedRetentionMs: e.AGENT_STOPPED_RETENTION_SEC * 1000,
       reapIntervalMs: e.AGENT_REAP_INTERVAL_MS,
       logLevel: e.AGENT_LOG_LEVEL,
+      slotPool: e.AGENT_SLOT_POOL,
       envdTimeoutMs: e.AGENT_ENVD_TIMEOUT_MS,
       searchPath: e.PATH,
       firecrackerBin: e.AGENT_FIRECRACKER_BIN,

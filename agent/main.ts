@@ -97,6 +97,7 @@ async function main(): Promise<void> {
     envdTimeoutMs: config.envdTimeoutMs,
   });
   await manager.recover();
+  slots.warm(runtime.name === "namespace" ? "namespace" : "vm", config.slotPool);
   const inventory = new HostInventory(config.layout);
   const shutdown = new AbortController();
   const server = await startServer({ config, logger, manager, inventory, metrics, token });

@@ -87,14 +87,58 @@ export interface SlotManagerDeps {
 export class SlotManager {
   readonly #deps: SlotManagerDeps;
   readonly #indices: SlotIndexAllocator;
+  /** Slots made ahead of demand, never used by a sandbox (a used slot is always deleted, not reused). */
+  readonly #pool: Slot[] = [];
+  #poolSize = 0;
+  #poolKind: SlotKind = "namespace";
+  #refilling: Promise<void> | undefined;
 
   constructor(deps: SlotManagerDeps) {
     this.#deps = deps;
     this.#indices = new SlotIndexAllocator(slotCapacity(deps.cidr));
   }
 
+  /** Slots held by sandboxes (pooled spares not counted). */
   get inUse(): number {
-    return this.#indices.inUse;
+    return this.#indices.inUse - this.#pool.length;
+  }
+
+  /** Keeps `size` fresh slots of `kind` ready, so a create does not wait for netns and firewall setup. */
+  warm(kind: SlotKind, size: number): void {
+    this.#poolKind = kind;
+    this.#poolSize = size;
+    this.#refill();
+  }
+
+  /** Resolves once the pool is full (tests and benchmarks). */
+  async settled(): Promise<void> {
+    while (this.#refilling) await this.#refilling;
+  }
+
+  #refill(): void {
+    if (this.#refilling || this.#pool.length >= this.#poolSize) return;
+    this.#refilling = (async () => {
+      while (this.#pool.length < this.#poolSize) {
+        const index = this.#indices.take();
+        if (index === undefined) return;
+        const slot: Slot = {
+          ...slotAddresses(this.#deps.prefix, this.#deps.cidr, index),
+          kind: this.#poolKind,
+          egress: this.#deps.egress,
+        };
+        try {
+          await this.#create(slot);
+          this.#pool.push(slot);
+        } catch (err) {
+          await this.#remove(slot).catch(() => {});
+          this.#indices.free(index);
+          this.#deps.logger.error("could not make a spare network slot", { err });
+          return;
+        }
+      }
+    })().finally(() => {
+      this.#refilling = undefined;
+    });
   }
 
   /**
@@ -143,6 +187,13 @@ export class SlotManager {
   }
 
   async acquire(kind: SlotKind, wantsEgress: boolean, signal?: AbortSignal): Promise<Slot> {
+    const egress = this.#deps.egress && wantsEgress;
+    const spare = this.#pool.findIndex((s) => s.kind === kind && s.egress === egress);
+    if (spare >= 0) {
+      const [slot] = this.#pool.splice(spare, 1);
+      this.#refill();
+      if (slot) return slot;
+    }
     const index = this.#indices.take();
     if (index === undefined) throw new SlotsExhaustedError(this.#indices.capacity);
     const slot: Slot = {
@@ -152,6 +203,7 @@ export class SlotManager {
     };
     try {
       await this.#create(slot, signal);
+      this.#refill();
       return slot;
     } catch (err) {
       await this.#remove(slot).catch(() => {});

@@ -1,13 +1,14 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, rmdir } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { execa } from "execa";
 import { HostAgentService } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 
 /**
@@ -148,6 +149,33 @@ async function waitForHealth(url: string, child: ChildProcess, logFile: string, 
   throw new Error(`agent at ${url} not healthy after ${timeoutMs} ms:\n${log.slice(-4000)}`);
 }
 
+/**
+ * What a stopped agent deliberately leaves for its sandboxes' sake (its host firewall table, spare
+ * slots, empty cgroup parents); a test agent's are removed once it has stopped. Only names with this
+ * agent's unique prefix are touched.
+ */
+async function removeAgentLeftovers(prefix: string): Promise<void> {
+  const { stdout: netns } = await execa("ip", ["netns", "list"], { reject: false });
+  const { stdout: links } = await execa("ip", ["-o", "link", "show"], { reject: false });
+  const batch = [
+    ...links
+      .split("\n")
+      .map((l) => /^[0-9]+: ([^:@]+)/.exec(l)?.[1] ?? "")
+      .filter((name) => name.startsWith(`${prefix}-`))
+      .map((name) => `link del ${name}`),
+    ...netns
+      .split("\n")
+      .map((l) => l.split(" ")[0] ?? "")
+      .filter((name) => name.startsWith(`${prefix}-`))
+      .map((name) => `netns del ${name}`),
+  ];
+  if (batch.length > 0) await execa("ip", ["-force", "-batch", "-"], { input: `${batch.join("\n")}\n`, reject: false });
+  await execa("nft", ["delete", "table", "inet", `wrenn_${prefix}`], { reject: false });
+  for (const controller of ["memory", "cpu", "unified", "freezer"]) {
+    await rmdir(`/sys/fs/cgroup/${controller}/wrenn-${prefix}`).catch(() => {});
+  }
+}
+
 export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise<AgentProcess> {
   const ownStateDir = opts.stateDir === undefined;
   const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), "wrenn-agent-")));
@@ -167,6 +195,8 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     AGENT_EGRESS: "off",
     AGENT_NET_PREFIX: netPrefix,
     AGENT_NET_CIDR: netCidr,
+    // No spare slots by default, so "nothing left after destroy" is exact; benchmarks turn the pool on.
+    AGENT_SLOT_POOL: "0",
     ...opts.env,
   };
   const logFd = openSync(logFile, "a");
@@ -217,6 +247,7 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
         await again.stop();
       } else {
         await stopThis();
+        await removeAgentLeftovers(netPrefix);
       }
       if (ownStateDir) await rm(stateDir, { recursive: true, force: true });
     },

@@ -217,3 +217,40 @@ describe("agent: namespace sandbox lifecycle", () => {
     expect(info.pauseToDisk).toBe(false);
   });
 });
+
+describe("agent: spare network slots", () => {
+  it("hands a pre-made slot to a create, refills the pool, and a stopped test agent leaves nothing", async () => {
+    requireRoot();
+    await requireImage();
+    const agent = await startAgentProcess({
+      runtime: "namespace",
+      rootDir: IMAGES_ROOT,
+      env: { AGENT_SLOT_POOL: "2" },
+    });
+    const { execa } = await import("execa");
+    const netnsOf = async () =>
+      (await execa("ip", ["netns", "list"])).stdout
+        .split("\n")
+        .map((l) => l.split(" ")[0] ?? "")
+        .filter((n) => n.startsWith(`${agent.netPrefix}-`))
+        .sort();
+    try {
+      for (let i = 0; i < 50 && (await netnsOf()).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      const spares = await netnsOf();
+      expect(spares).toHaveLength(2);
+      const id = newSandboxId();
+      await agent.client.createSandbox({ sandboxId: id, template: TEMPLATE });
+      const state = await readState(agent, id);
+      expect(spares).toContain(`${agent.netPrefix}-${state.slot?.index}`);
+      for (let i = 0; i < 50 && (await netnsOf()).length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await netnsOf()).toHaveLength(3);
+      expect((await agent.client.getHostInfo({})).load?.slotsInUse).toBe(1);
+      await agent.client.destroySandbox({ sandboxId: id });
+      expect(await netnsOf()).toHaveLength(2);
+    } finally {
+      await agent.stop();
+    }
+    expect(await netnsOf()).toEqual([]);
+    expect((await execa("nft", ["list", "tables"])).stdout).not.toContain(`wrenn_${agent.netPrefix}`);
+  });
+});

@@ -1,0 +1,110 @@
+import { access } from "node:fs/promises";
+import { join } from "node:path";
+import { type AgentProcess, startAgentProcess } from "../test/helpers/agent-process.js";
+import { type Benchmark, type BenchRow, summarize } from "./stats.js";
+
+/**
+ * Create → first exec through a real agent process, per runtime this machine can run, and the agent's
+ * own share of a create: the CreateSandbox round trip minus the runtime's start and the guest's boot
+ * (until envd answers), which the agent logs per create as `phases`.
+ */
+
+const IMAGES_ROOT = process.env.WRENN_BENCH_IMAGES_ROOT ?? "/var/lib/wrenn";
+const TEMPLATE = process.env.WRENN_BENCH_TEMPLATE ?? "minimal";
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+interface Phases {
+  queueMs: number;
+  slotMs: number;
+  runtimeStartMs: number;
+  guestReadyMs: number;
+  initMs: number;
+}
+
+function newId(i: number): string {
+  return `bench${Date.now().toString(36)}${i.toString(36)}`.padEnd(20, "0").slice(0, 20);
+}
+
+async function phasesOf(agent: AgentProcess, id: string): Promise<Phases | undefined> {
+  const lines = (await agent.log()).split("\n");
+  for (const line of lines) {
+    if (!line.includes(id) || !line.includes('"sandbox running"')) continue;
+    return (JSON.parse(line) as { phases?: Phases }).phases;
+  }
+  return undefined;
+}
+
+async function measure(runtime: "namespace" | "qemu", n: number, warmup: number): Promise<BenchRow[]> {
+  // As deployed: spare network slots on (the test helper turns them off by default).
+  const agent = await startAgentProcess({ runtime, rootDir: IMAGES_ROOT, env: { AGENT_SLOT_POOL: "2" } });
+  const total: number[] = [];
+  const createOnly: number[] = [];
+  const firstExec: number[] = [];
+  const agentShare: number[] = [];
+  const boot: number[] = [];
+  const slot: number[] = [];
+  try {
+    for (let i = 0; i < warmup + n; i++) {
+      const sandboxId = newId(i);
+      const t0 = performance.now();
+      await agent.client.createSandbox({ sandboxId, template: TEMPLATE });
+      const t1 = performance.now();
+      const result = await agent.client.exec({ sandboxId, cmd: "true" });
+      const t2 = performance.now();
+      if (result.exitCode !== 0) throw new Error(`first exec exited ${result.exitCode}`);
+      await agent.client.destroySandbox({ sandboxId });
+      if (i < warmup) continue;
+      const phases = await phasesOf(agent, sandboxId);
+      if (!phases) throw new Error(`no phases logged for ${sandboxId}`);
+      total.push(t2 - t0);
+      createOnly.push(t1 - t0);
+      firstExec.push(t2 - t1);
+      boot.push(phases.runtimeStartMs + phases.guestReadyMs);
+      agentShare.push(t1 - t0 - phases.runtimeStartMs - phases.guestReadyMs);
+      slot.push(phases.slotMs);
+    }
+  } finally {
+    await agent.stop();
+  }
+  const row = (name: string, samples: number[], goal?: string): BenchRow => {
+    const s = summarize(samples);
+    return { name: `${runtime}: ${name}`, unit: "ms", value: s.median, p95: s.p95, n: s.n, goal };
+  };
+  return [
+    row("create → first exec", total, runtime === "namespace" ? "p50 ≤ 300 ms" : undefined),
+    row("CreateSandbox round trip", createOnly),
+    row("runtime start + guest boot (until envd answers)", boot),
+    row("agent's own share (create minus runtime boot)", agentShare, runtime === "namespace" ? "≤ 50 ms" : undefined),
+    row("  of which network slot", slot),
+    row("first Exec round trip", firstExec),
+  ];
+}
+
+export const benchmark: Benchmark = {
+  name: "agent",
+  description: "sandbox create → first exec through a real agent, per available runtime, and the agent's own share",
+  async run() {
+    const rows: BenchRow[] = [];
+    const notes: string[] = [
+      `Images from ${IMAGES_ROOT}, template ${TEMPLATE}; sequential creates, each destroyed before the next (destroy not timed).`,
+      "Agent's share = CreateSandbox round trip − runtime.start() − wait for envd /health; it covers the RPC, state files, the network slot and POST /init.",
+    ];
+    const image = join(IMAGES_ROOT, "images", TEMPLATE);
+    if (!(await exists(join(image, "manifest.json")))) throw new Error(`no image at ${image}; build it first`);
+    if (await exists(join(image, "rootfs"))) rows.push(...(await measure("namespace", 20, 2)));
+    else notes.push("namespace runtime skipped: the image has no rootfs tree");
+    const kernel = join(IMAGES_ROOT, "kernels", "current", "vmlinux");
+    if ((await exists(join(image, "rootfs.ext4"))) && (await exists(kernel))) {
+      rows.push(...(await measure("qemu", 3, 0)));
+      notes.push("qemu runs under TCG on this machine unless /dev/kvm works; expect seconds per boot.");
+    } else {
+      notes.push("qemu runtime skipped: no rootfs.ext4 or kernel in the images root");
+    }
+    return { title: "Host agent: create to first exec", rows, notes };
+  },
+};
