@@ -1,17 +1,21 @@
-import { readFile, realpath } from "node:fs/promises";
+import { mkdir, readFile, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import { filesLayout } from "../agent/layout.js";
 import { buildImage } from "./build.js";
 import { loadImageBuilderConfig } from "./config.js";
 import { BuildError } from "./errors.js";
+import { requireRoot } from "./host.js";
 import { readImageManifest } from "./image.js";
-import type { KernelManifest } from "./kernel.js";
+import { ensureKernel, type KernelManifest } from "./kernel.js";
+import { Progress } from "./progress.js";
 import { listTemplates } from "./templates.js";
 
 const usage = `usage: npm run image -- <command>
 
   build [template|all] [--force] [--no-envd-build] [--root DIR]
         build (or reuse) the guest kernel and the template's image (default: minimal)
+  kernel [--force] [--root DIR]
+        build (or reuse) only the guest kernel and initramfs (kernels/current)
   list  [--root DIR]
         show the templates and what is built under the root
 
@@ -77,12 +81,14 @@ async function main(): Promise<number> {
   switch (args.command) {
     case "build": {
       const controller = new AbortController();
+      // process.on, not once: a loader (tsx) that sees no listener left would exit at once, before cleanup.
       const onSignal = (sig: NodeJS.Signals) => {
+        if (controller.signal.aborted) return;
         process.stderr.write(`\n${sig}: stopping; nothing half-built is kept, rerun the same command to continue\n`);
         controller.abort();
       };
-      process.once("SIGINT", onSignal);
-      process.once("SIGTERM", onSignal);
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
       const wanted = args.positional[0] ?? "minimal";
       const templates = wanted === "all" ? await listTemplates() : [wanted];
       for (const template of templates) {
@@ -97,6 +103,17 @@ async function main(): Promise<number> {
           signal: controller.signal,
         });
       }
+      return 0;
+    }
+    case "kernel": {
+      requireRoot();
+      const layout = filesLayout(rootDir);
+      await mkdir(layout.kernelsDir, { recursive: true });
+      const progress = new Progress(3, (line) => process.stderr.write(`${line}\n`));
+      const kernel = await ensureKernel({ layout, progress, force: args.force });
+      process.stderr.write(
+        `kernel ${kernel.manifest.kernelRelease}: ${kernel.cached ? "up to date" : "built"} → ${kernel.dir}\n`,
+      );
       return 0;
     }
     case "list":
