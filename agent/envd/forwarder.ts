@@ -114,7 +114,9 @@ export class PortForwarder {
     const listen = this.opts.address.includes(":")
       ? `TCP6-LISTEN:${port},bind=[${this.opts.address}],reuseaddr,fork`
       : `TCP4-LISTEN:${port},bind=${this.opts.address},reuseaddr,fork`;
-    const child = spawn("socat", ["-d0", listen, target], {
+    // No -d0: socat 1.7.4 (Debian bookworm, the guest image) rejects it and exits at once; its default
+    // verbosity already logs only errors, and stdio is ignored.
+    const child = spawn("socat", [listen, target], {
       stdio: "ignore",
       env: { PATH: STANDARD_PATH },
     });

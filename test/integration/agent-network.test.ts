@@ -206,6 +206,22 @@ describe("agent: network isolation and the proxy", () => {
     expect(page?.status).toBe(200);
     expect(await page?.text()).toBe("served by the guest");
 
+    // A service that listens on the guest's loopback only is reachable too (envd forwards it).
+    await c.exec({
+      sandboxId: id,
+      cmd: "/bin/bash",
+      args: ["-c", "cd www && (nohup python3 -m http.server 8082 --bind 127.0.0.1 >/dev/null 2>&1 &)"],
+    });
+    let local: Response | undefined;
+    for (let i = 0; i < 100; i++) {
+      local = await fetch(`${agent.url}/proxy/${id}/8082/index.html`, { headers: auth });
+      if (local.status === 200) break;
+      await local.arrayBuffer();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(local?.status).toBe(200);
+    expect(await local?.text()).toBe("served by the guest");
+
     const health = await fetch(`${agent.url}/proxy/${id}/49983/health`, { headers: auth });
     expect(health.status).toBeLessThan(300);
     expect((await fetch(`${agent.url}/proxy/${id}/8080/`)).status).toBe(401);

@@ -160,6 +160,14 @@ export class NamespaceRuntime implements Runtime {
       "--setenv",
       "WRENN_GUEST_IP",
       spec.network.guestIp,
+      "--setenv",
+      "WRENN_INIT_MODE",
+      "namespace",
+      // The host reaches the sandbox's ports at the guest address (DNAT), so envd forwards loopback
+      // listeners there rather than to eth0's slot address.
+      "--setenv",
+      "WRENN_ENVD_ARGS",
+      `--forward-address ${spec.network.guestIp}`,
       "--",
       ...init,
     ];
