@@ -164,12 +164,13 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function tailOf(path: string, bytes = 2000): Promise<string> {
+/** The last `bytes` of a log file, from `since` (its size before the launch) onwards. */
+async function tailOf(path: string, bytes = 2000, since = 0): Promise<string> {
   try {
     const handle = await open(path, "r");
     try {
       const { size } = await handle.stat();
-      const start = Math.max(0, size - bytes);
+      const start = Math.max(since, size - bytes, 0);
       const buffer = Buffer.alloc(size - start);
       await handle.read(buffer, 0, buffer.length, start);
       return buffer.toString("utf8").trim();
@@ -194,6 +195,8 @@ export class QemuRuntime implements Runtime {
   private readonly restoreTimeoutMs: number;
   private readonly confine: boolean;
   private tscKhz: number | undefined;
+  /** Size of each sandbox's qemu.log before its latest launch, so errors quote only that launch's output. */
+  private readonly logOffsets = new Map<string, number>();
 
   private constructor(opts: QemuRuntimeOptions, kvm: boolean) {
     this.exec = opts.exec;
@@ -265,6 +268,7 @@ export class QemuRuntime implements Runtime {
   async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
     const target = handle ? { pid: handle.pid, startTime: handle.pidStartTime } : await this.findStrayQemu(spec);
     if (target) await this.terminate(spec, target.pid, target.startTime);
+    this.logOffsets.delete(spec.sandboxId);
     for (const file of [
       QEMU_FILES.disk,
       `${QEMU_FILES.disk}.partial`,
@@ -323,7 +327,9 @@ export class QemuRuntime implements Runtime {
     // A completed migration has flushed and released the disk, so the overlay is consistent from here on.
     await qmp.execute("quit", undefined, { timeoutMs: 2_000 }).catch(() => undefined);
     qmp.close();
-    await this.terminate(spec, handle.pid, handle.pidStartTime);
+    if (!(await waitForExit(handle.pid, handle.pidStartTime, 3_000))) {
+      await this.terminate(spec, handle.pid, handle.pidStartTime);
+    }
 
     // The manifest goes last: a snapshot without one is incomplete and will not be restored.
     await rm(join(snapshotDir, SNAPSHOT_MANIFEST_FILE), { force: true });
@@ -418,7 +424,11 @@ export class QemuRuntime implements Runtime {
     } catch (err) {
       if (handle) await this.terminate(spec, handle.pid, handle.pidStartTime);
       await rm(disk, { force: true });
-      const output = await tailOf(join(spec.sandboxDir, QEMU_FILES.qemuLog), 1000);
+      const output = await tailOf(
+        join(spec.sandboxDir, QEMU_FILES.qemuLog),
+        1000,
+        this.logOffsets.get(spec.sandboxId) ?? 0,
+      );
       // QEMU reads the stream while it starts; a damaged one makes it exit before or just after QMP answers.
       if (/load of migration failed|migration|vmstate|section/i.test(output)) {
         throw new QemuRuntimeError("SNAPSHOT_CORRUPT", `QEMU could not load the snapshot: ${lastLines(output, 3)}`, {
@@ -472,6 +482,11 @@ export class QemuRuntime implements Runtime {
       seccomp: this.confine,
     });
     const qemuLog = join(spec.sandboxDir, QEMU_FILES.qemuLog);
+    const logStart = await stat(qemuLog).then(
+      (info) => info.size,
+      () => 0,
+    );
+    this.logOffsets.set(spec.sandboxId, logStart);
     const workDir = join(spec.sandboxDir, QEMU_FILES.workDir);
     await rm(workDir, { recursive: true, force: true });
     await mkdir(workDir, { mode: 0o700 });
@@ -480,8 +495,8 @@ export class QemuRuntime implements Runtime {
       incomingFile,
       disk: this.confine ? { overlay: join(spec.sandboxDir, QEMU_FILES.disk), backing: launch.backingFile } : undefined,
     });
-    const stat = await readProcStat(pid);
-    const pidStartTime = stat?.startTime ?? "";
+    const procStat = await readProcStat(pid);
+    const pidStartTime = procStat?.startTime ?? "";
     const handle: GuestHandle = { runtime: "qemu", pid, pidStartTime, data: {} };
     try {
       const qmp = await QmpClient.connect(qmpSocketPath, {
@@ -502,7 +517,7 @@ export class QemuRuntime implements Runtime {
       return handle;
     } catch (err) {
       await this.terminate(spec, pid, pidStartTime);
-      const output = await tailOf(qemuLog);
+      const output = await tailOf(qemuLog, 2000, logStart);
       throw new QemuRuntimeError(
         "START_FAILED",
         `QEMU did not start: ${(err as Error).message}${output ? `; QEMU said: ${output}` : ""}`,
@@ -514,8 +529,8 @@ export class QemuRuntime implements Runtime {
   /**
    * Spawns QEMU in its own session so it outlives the request and the agent; `ip netns exec` execs
    * QEMU in place, so the PID is QEMU's. The one long-lived process the agent starts outside the
-   * exec wrapper, which only runs commands to completion. On a restore the snapshot's memory file is open on fd 3, so QEMU needs no access to
-   * the snapshot directory after dropping privileges.
+   * exec wrapper, which only runs commands to completion. On a restore the snapshot's memory file is
+   * open on fd 3, so QEMU needs no access to the snapshot directory after dropping privileges.
    */
   private async spawnDetached(
     netns: string,
@@ -562,7 +577,10 @@ export class QemuRuntime implements Runtime {
   private async terminate(spec: GuestSpec, pid: number, startTime: string | undefined): Promise<void> {
     if (!(await processAlive(pid, startTime))) return;
     try {
-      const qmp = await QmpClient.connect(join(spec.sandboxDir, QEMU_FILES.qmpSocket), { timeoutMs: 1_000 });
+      const qmp = await QmpClient.connect(join(spec.sandboxDir, QEMU_FILES.qmpSocket), {
+        timeoutMs: 1_000,
+        stillStarting: () => processAlive(pid, startTime),
+      });
       try {
         await qmp.execute("quit", undefined, { timeoutMs: 1_000 });
       } finally {
@@ -616,7 +634,11 @@ export class QemuRuntime implements Runtime {
       try {
         status = await qmp.execute<QmpStatus>("query-status");
       } catch (err) {
-        const output = await tailOf(join(spec.sandboxDir, QEMU_FILES.qemuLog), 1000);
+        const output = await tailOf(
+          join(spec.sandboxDir, QEMU_FILES.qemuLog),
+          1000,
+          this.logOffsets.get(spec.sandboxId) ?? 0,
+        );
         throw new QemuRuntimeError(
           "SNAPSHOT_CORRUPT",
           `QEMU could not load the snapshot${output ? `: ${output}` : ` (${(err as Error).message})`}`,
