@@ -1,7 +1,13 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { EntryType, HostAgentService, SandboxState, StopReason } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import {
+  EntryType,
+  HostAgentService,
+  SandboxState,
+  StopReason,
+  TimeoutAction,
+} from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
@@ -169,6 +175,42 @@ describe("agent: namespace sandbox lifecycle", () => {
     expect(gone.sandbox?.stopReason).toBe(StopReason.KILLED);
     expect(await codeOf(c.destroySandbox({ sandboxId: id }))).toBe(Code.NotFound);
     expect(await leftovers(agent, [pid])).toEqual([]);
+  });
+
+  it("creates without waiting, moves timeouts, and cuts commands that overrun", async () => {
+    const c = agent.client;
+    const id = newSandboxId();
+    const quick = await c.createSandbox({ sandboxId: id, template: TEMPLATE, noWait: true });
+    expect([SandboxState.STARTING, SandboxState.RUNNING]).toContain(quick.sandbox?.state);
+    for (let i = 0; i < 100; i++) {
+      if ((await c.getSandbox({ sandboxId: id })).sandbox?.state === SandboxState.RUNNING) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect((await c.getSandbox({ sandboxId: id })).sandbox?.state).toBe(SandboxState.RUNNING);
+
+    const before = Date.now();
+    const timed = await c.setTimeout({ sandboxId: id, timeoutSec: 120, timeoutAction: TimeoutAction.PAUSE });
+    const endAt = Number(timed.sandbox?.endAt?.seconds ?? 0n) * 1000;
+    expect(endAt).toBeGreaterThanOrEqual(before + 119_000);
+    expect(endAt).toBeLessThanOrEqual(Date.now() + 121_000);
+    expect(timed.sandbox?.timeoutAction).toBe(TimeoutAction.PAUSE);
+    const cleared = await c.setTimeout({ sandboxId: id, timeoutSec: 0 });
+    expect(cleared.sandbox?.endAt).toBeUndefined();
+
+    const started = Date.now();
+    expect(await codeOf(c.exec({ sandboxId: id, cmd: "sleep", args: ["30"], timeoutSec: 1 }))).toBe(
+      Code.DeadlineExceeded,
+    );
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // The overrunning command was killed, not left behind.
+    const ps = await c.exec({ sandboxId: id, cmd: "/bin/bash", args: ["-c", "pgrep -x sleep || echo none"] });
+    expect(text(ps.stdout).trim()).toBe("none");
+
+    const tooBig = new Uint8Array(16 * 2 ** 20 + 1);
+    expect(await codeOf(c.writeFile({ sandboxId: id, path: "/home/user/big", content: tooBig }))).toBe(
+      Code.ResourceExhausted,
+    );
+    await c.destroySandbox({ sandboxId: id });
   });
 
   it("rejects bad input with clear codes and leaves nothing behind", async () => {
