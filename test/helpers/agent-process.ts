@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { mkdtemp, readFile, rm, rmdir } from "node:fs/promises";
+import { request as httpsRequest } from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,6 +36,8 @@ export interface AgentProcessOptions {
   /** Listen on 0.0.0.0 instead of 127.0.0.1 (isolation tests: the agent's port must exist on the slot gateways). */
   listenAll?: boolean;
   token?: string;
+  /** Serve TLS with this certificate and key (PEM files); `url` is then https://. */
+  tls?: { certFile: string; keyFile: string };
   /** Extra AGENT_* variables. */
   env?: Record<string, string>;
 }
@@ -68,10 +71,16 @@ function bearer(token: string): Interceptor {
 }
 
 /** A HostAgentService client for an agent URL and token (HTTP/1.1, JSON-free binary Connect). */
-export function agentClient(url: string, token: string): Client<typeof HostAgentService> {
+export function agentClient(url: string, token: string, ca?: Buffer): Client<typeof HostAgentService> {
   return createClient(
     HostAgentService,
-    createConnectTransport({ baseUrl: url, httpVersion: "1.1", useBinaryFormat: true, interceptors: [bearer(token)] }),
+    createConnectTransport({
+      baseUrl: url,
+      httpVersion: "1.1",
+      useBinaryFormat: true,
+      interceptors: [bearer(token)],
+      nodeOptions: ca === undefined ? undefined : { ca },
+    }),
   );
 }
 
@@ -126,7 +135,29 @@ function randomPrefix(): string {
   return `t${Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("")}`;
 }
 
-async function waitForHealth(url: string, child: ChildProcess, logFile: string, timeoutMs: number): Promise<void> {
+async function healthy(url: string, ca: Buffer | undefined): Promise<boolean> {
+  if (ca === undefined) {
+    const res = await fetch(`${url}/health`);
+    await res.arrayBuffer();
+    return res.ok;
+  }
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(`${url}/health`, { ca }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+async function waitForHealth(
+  url: string,
+  child: ChildProcess,
+  logFile: string,
+  timeoutMs: number,
+  ca: Buffer | undefined,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let exited: number | null = null;
   child.once("exit", (code) => {
@@ -138,8 +169,7 @@ async function waitForHealth(url: string, child: ChildProcess, logFile: string, 
       throw new Error(`agent exited with ${exited} before it was healthy:\n${log.slice(-4000)}`);
     }
     try {
-      const res = await fetch(`${url}/health`);
-      if (res.ok) return;
+      if (await healthy(url, ca)) return;
     } catch {
       // Not listening yet.
     }
@@ -183,7 +213,7 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
   const token = opts.token ?? randomBytes(24).toString("hex");
   const netPrefix = opts.netPrefix ?? randomPrefix();
   const netCidr = opts.netCidr ?? (await freeSlotRange());
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
   const logFile = join(stateDir, "agent.log");
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
@@ -197,6 +227,7 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     AGENT_NET_CIDR: netCidr,
     // No spare slots by default, so "nothing left after destroy" is exact; benchmarks turn the pool on.
     AGENT_SLOT_POOL: "0",
+    ...(opts.tls ? { AGENT_TLS_CERT: opts.tls.certFile, AGENT_TLS_KEY: opts.tls.keyFile } : {}),
     ...opts.env,
   };
   const logFd = openSync(logFile, "a");
@@ -208,13 +239,14 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
   closeSync(logFd);
   const pid = child.pid;
   if (pid === undefined) throw new Error("could not spawn the agent");
-  const client = agentClient(url, token);
+  const ca = opts.tls ? await readFile(opts.tls.certFile) : undefined;
+  const client = agentClient(url, token, ca);
   const restartOptions: AgentProcessOptions = { ...opts, stateDir, netPrefix, netCidr, port, token };
   let killed = false;
   const exitedPromise = new Promise<void>((resolve) => child.once("exit", () => resolve()));
 
   try {
-    await waitForHealth(url, child, logFile, 60_000);
+    await waitForHealth(url, child, logFile, 60_000, ca);
   } catch (err) {
     child.kill("SIGKILL");
     throw err;

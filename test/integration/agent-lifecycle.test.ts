@@ -296,3 +296,58 @@ describe("agent: spare network slots", () => {
     expect((await execa("nft", ["list", "tables"])).stdout).not.toContain(`wrenn_${agent.netPrefix}`);
   });
 });
+
+describe("agent: TLS", () => {
+  it("serves Connect over TLS with HTTP/1.1 and h2 (ALPN)", async () => {
+    const { execa } = await import("execa");
+    const { mkdtemp, readFile, rm } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const dir = await mkdtemp(join(tmpdir(), "wrenn-agent-tls-"));
+    const certFile = join(dir, "cert.pem");
+    const keyFile = join(dir, "key.pem");
+    await execa("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-days",
+      "1",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+    ]);
+    const agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT, tls: { certFile, keyFile } });
+    try {
+      expect(agent.url.startsWith("https://")).toBe(true);
+      expect((await agent.client.getHostInfo({})).runtime).toBeGreaterThan(0);
+      const ca = await readFile(certFile);
+      const h2 = createClient(
+        HostAgentService,
+        createConnectTransport({
+          baseUrl: agent.url,
+          httpVersion: "2",
+          nodeOptions: { ca },
+          interceptors: [
+            (next) => (req) => {
+              req.header.set("authorization", `Bearer ${agent.token}`);
+              return next(req);
+            },
+          ],
+        }),
+      );
+      expect((await h2.listSandboxes({})).sandboxes).toEqual([]);
+    } finally {
+      await agent.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
