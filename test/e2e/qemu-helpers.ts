@@ -6,7 +6,9 @@ import type { HostAgentService } from "../../proto/gen/hostagent/v1/hostagent_pb
 
 /** Shared bits of the QEMU end-to-end tests that run through a real agent. */
 
-const layout = filesLayout("/var/lib/wrenn");
+/** Where the guest images and kernels come from (the image builder's default root). */
+export const IMAGES_ROOT = "/var/lib/wrenn";
+const layout = filesLayout(IMAGES_ROOT);
 
 /** Why the QEMU-through-the-agent tests cannot run here, or undefined when they can. */
 export function qemuAgentSkipReason(): string | undefined {

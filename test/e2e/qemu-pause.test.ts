@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { filesLayout } from "../../agent/layout.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
-import { newSandboxId, qemuAgentSkipReason, sh } from "./qemu-helpers.js";
+import { IMAGES_ROOT, newSandboxId, qemuAgentSkipReason, sh } from "./qemu-helpers.js";
 
 /**
  * Issue 6 acceptance for QEMU (TCG here): pause to disk and resume through a real agent. A
@@ -38,7 +38,7 @@ describe.skipIf(skipReason !== undefined)(
     const sandboxId = newSandboxId();
 
     beforeAll(async () => {
-      agent = await startAgentProcess({ runtime: "qemu" });
+      agent = await startAgentProcess({ runtime: "qemu", rootDir: IMAGES_ROOT });
       await agent.client.createSandbox({ sandboxId, template: "minimal", vcpus: 1, memoryMb: 256 });
     });
     afterAll(async () => {
@@ -130,7 +130,7 @@ describe.skipIf(skipReason !== undefined)(
       await sh(client, victim, "echo precious > /home/user/precious.txt && sync");
       await client.pauseSandbox({ sandboxId: victim });
 
-      const snapshotDir = filesLayout("/var/lib/wrenn", agent.stateDir).snapshotDir(victim);
+      const snapshotDir = filesLayout(IMAGES_ROOT, agent.stateDir).snapshotDir(victim);
       const memory = join(snapshotDir, "memory");
       await truncate(memory, Math.floor((await stat(memory)).size / 2));
 

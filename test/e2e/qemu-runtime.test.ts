@@ -7,7 +7,7 @@ import { noopLogger } from "../../agent/logger.js";
 import { probeKvm } from "../../agent/runtimes/qemu/runtime.js";
 import { Runtime, SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
-import { newSandboxId, qemuAgentSkipReason, sh } from "./qemu-helpers.js";
+import { IMAGES_ROOT, newSandboxId, qemuAgentSkipReason, sh } from "./qemu-helpers.js";
 
 /**
  * Issue 5 acceptance for the qemu runtime: create → exec → files → destroy on a real VM (TCG on
@@ -22,7 +22,7 @@ describe.skipIf(skipReason !== undefined)(
   () => {
     let agent: AgentProcess | undefined;
     beforeAll(async () => {
-      agent = await startAgentProcess({ runtime: "qemu" });
+      agent = await startAgentProcess({ runtime: "qemu", rootDir: IMAGES_ROOT });
     });
     afterAll(async () => {
       await agent?.stop();

@@ -227,13 +227,15 @@ export class QemuRuntime implements Runtime {
     const started = performance.now();
     await this.requireFile(spec.kernelPath, "KERNEL_MISSING", "guest kernel");
     await this.requireFile(spec.imageRootfsExt4, "IMAGE_MISSING", `image of template "${spec.template}"`);
+    // Images are published as a symlink to a versioned directory; the overlay belongs to this version.
+    const backingFile = await realpath(spec.imageRootfsExt4);
     await mkdir(spec.sandboxDir, { recursive: true });
     const disk = join(spec.sandboxDir, QEMU_FILES.disk);
     await rm(disk, { force: true });
     try {
       await this.exec(
         this.qemuImgBinary,
-        ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec.imageRootfsExt4, disk],
+        ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", backingFile, disk],
         signal ? { signal, timeoutMs: 30_000 } : { timeoutMs: 30_000 },
       );
     } catch (err) {
@@ -251,8 +253,8 @@ export class QemuRuntime implements Runtime {
       initrdPath: (await exists(spec.initrdPath)) ? await realpath(spec.initrdPath) : undefined,
       kernelCmdline: "",
       mac: spec.network.guestMac,
-      backingFile: spec.imageRootfsExt4,
-      backingIdentity: await fileIdentity(spec.imageRootfsExt4),
+      backingFile,
+      backingIdentity: await fileIdentity(backingFile),
     };
     launch.kernelCmdline = qemuKernelCmdline({ base: guestKernelCmdline(), kvm: this.kvm, tscKhz: launch.tscKhz });
     try {
