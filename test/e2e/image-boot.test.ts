@@ -83,7 +83,7 @@ describe.skipIf(!isRoot)(
       const path = /^PATH=(.*)$/m.exec(env.stdout)?.[1] ?? "";
       const dirs = path.split(":");
       for (const dir of STANDARD_PATH) expect(dirs, path).toContain(dir);
-      const which = await sh("command -v python3 git curl socat sudo ip");
+      const which = await sh("for c in python3 git curl socat sudo ip; do command -v $c; done");
       expect(which.stdout.trim().split("\n")).toHaveLength(6);
     });
 
