@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppDeps, AppEnv } from "../context.js";
+import { createApiKeyCache } from "../services/auth/key-cache.js";
 import { randomString } from "../services/ids.js";
 
 /** Header carrying the request id, in both directions. */
@@ -14,6 +15,7 @@ const acceptableRequestId = /^[A-Za-z0-9._:-]{8,128}$/;
  */
 export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
   const now = deps.now ?? (() => new Date());
+  const keyCache = createApiKeyCache();
   return async (c, next) => {
     const incoming = c.req.header(requestIdHeader);
     const requestId =
@@ -33,6 +35,7 @@ export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
       requestId,
       config: deps.config,
       now,
+      keyCache,
     });
     try {
       await next();

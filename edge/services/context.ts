@@ -2,6 +2,7 @@ import type { AgentConnector } from "../clients/agent.js";
 import type { Database } from "../db/client.js";
 import type { EdgeConfig } from "../env.js";
 import type { Logger } from "../logger.js";
+import type { ApiKeyCache } from "./auth/key-cache.js";
 import type { SecretBox } from "./crypto.js";
 
 /**
@@ -17,6 +18,8 @@ export interface ServiceContext {
   config: EdgeConfig;
   /** The clock; tests may pin it. */
   now(): Date;
+  /** Verified API keys of this instance; absent means every request looks the key up. */
+  keyCache?: ApiKeyCache;
 }
 
 /** Who is calling: the team its API key belongs to, and whether the key is an admin key. */

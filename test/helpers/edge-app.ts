@@ -12,6 +12,7 @@ import { openNodeDatabase } from "../../edge/node/database.js";
 import { nodeDocsAssets } from "../../edge/node/docs-assets.js";
 import { createApiKey } from "../../edge/services/api-keys/create.js";
 import { ensureAdminKey } from "../../edge/services/auth/bootstrap.js";
+import { verifyApiKey } from "../../edge/services/auth/verify-api-key.js";
 import type { ServiceContext, TeamContext } from "../../edge/services/context.js";
 import { createSecretBox, type SecretBox } from "../../edge/services/crypto.js";
 import {
@@ -439,6 +440,8 @@ export interface EdgeHarnessOptions {
   realAgents?: boolean;
   config?: Partial<EdgeConfig>;
   logger?: Logger;
+  /** Adds routes to the app before it serves its first request (Hono freezes its router then). */
+  extendApp?: (app: App) => void;
 }
 
 const adminKeyForTests = "wrn_test_admin_key_0123456789abcdefghij";
@@ -474,10 +477,8 @@ export async function createEdgeHarness(options: EdgeHarnessOptions = {}): Promi
     config,
     docsAssets: nodeDocsAssets(),
   });
-  const adminPrincipal = await (async () => {
-    const { verifyApiKey } = await import("../../edge/services/auth/verify-api-key.js");
-    return verifyApiKey(services(), adminKeyForTests);
-  })();
+  options.extendApp?.(app);
+  const adminPrincipal = await verifyApiKey(services(), adminKeyForTests);
   const harness: EdgeHarness = {
     app,
     database,

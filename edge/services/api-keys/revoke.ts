@@ -18,6 +18,7 @@ export async function revokeApiKey(ctx: TeamContext, keyId: string): Promise<Api
     .where(and(scope, isNull(apiKeys.revokedAt)))
     .returning();
   if (revoked) {
+    ctx.keyCache?.forgetKey(keyId);
     ctx.logger.info("api key revoked", { keyId });
     return toApiKeyView(revoked);
   }

@@ -8,11 +8,13 @@ import { ServiceError } from "../errors.js";
 const lastUsedResolutionMs = 60_000;
 
 /**
- * Resolves an API key secret to its team. Unknown and revoked keys answer the same UNAUTHORIZED, so
+ * Resolves an API key secret to its team (from the instance's key cache when it has it). Unknown and revoked keys answer the same UNAUTHORIZED, so
  * a caller cannot tell which keys once existed.
  */
 export async function verifyApiKey(ctx: ServiceContext, secret: string): Promise<Principal> {
   const hash = await sha256Hex(secret);
+  const cached = ctx.keyCache?.get(hash, ctx.now().getTime());
+  if (cached) return cached;
   const [key] = await ctx.db
     .select({
       id: apiKeys.id,
@@ -33,5 +35,7 @@ export async function verifyApiKey(ctx: ServiceContext, secret: string): Promise
       .set({ lastUsedAt: now })
       .where(and(eq(apiKeys.id, key.id), or(isNull(apiKeys.lastUsedAt), lt(apiKeys.lastUsedAt, stale))));
   }
-  return { teamId: key.teamId, keyId: key.id, isAdmin: key.isAdmin };
+  const principal = { teamId: key.teamId, keyId: key.id, isAdmin: key.isAdmin };
+  ctx.keyCache?.set(hash, principal, now.getTime());
+  return principal;
 }
