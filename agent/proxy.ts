@@ -131,7 +131,8 @@ export function proxyHttp(
       );
     }
   });
-  req.on("aborted", () => upstream.destroy());
+  // The client went away (or the response finished): stop talking to the guest.
+  res.on("close", () => upstream.destroy());
   (req as NodeJS.ReadableStream).pipe(upstream);
 }
 

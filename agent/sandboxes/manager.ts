@@ -545,8 +545,16 @@ export class SandboxManager {
 
   /** Runs the TTL reaper every reapIntervalMs until the signal aborts. */
   startReaper(signal: AbortSignal): void {
+    let running = false;
     const timer = setInterval(() => {
-      void this.reapOnce().catch((err) => this.#deps.logger.error("reaper pass failed", { err }));
+      // A slow pass (a pause to disk) must not overlap the next one.
+      if (running) return;
+      running = true;
+      void this.reapOnce()
+        .catch((err) => this.#deps.logger.error("reaper pass failed", { err }))
+        .finally(() => {
+          running = false;
+        });
     }, this.#deps.config.reapIntervalMs);
     timer.unref();
     signal.addEventListener("abort", () => clearInterval(timer), { once: true });
