@@ -5,8 +5,10 @@ import { ApiError } from "./errors/api-error.js";
 import { errorResponse, handleError, handleZodError } from "./errors/handle.js";
 import { requireApiKey } from "./middleware/auth.js";
 import { init } from "./middleware/init.js";
+import { sandboxProxy } from "./proxy/sandbox-proxy.js";
 import { apiKeysRouter } from "./routes/api-keys/index.js";
 import { docsRouter } from "./routes/docs/index.js";
+import { e2bRouter } from "./routes/e2b/index.js";
 import { healthRouter } from "./routes/health/index.js";
 import { hostsRouter } from "./routes/hosts/index.js";
 import { sandboxesRouter } from "./routes/sandboxes/index.js";
@@ -28,6 +30,9 @@ export function createApp(deps: AppDeps): App {
   app.openAPIRegistry.registerComponent("securitySchemes", "BearerAuth", { type: "http", scheme: "bearer" });
 
   app.use("*", init(deps));
+  // Sandbox traffic (E2B routing headers, `<port>-<id>.<domain>` hosts, signed /files URLs) shares
+  // this server with the API and is told apart before any API middleware runs.
+  app.use("*", sandboxProxy());
   app.onError(handleError);
   app.notFound((c) => errorResponse(c, "NOT_FOUND", `no route for ${c.req.method} ${c.req.path}`));
 
@@ -44,6 +49,7 @@ export function createApp(deps: AppDeps): App {
   app.route("/v1/sandboxes", sandboxesRouter());
   app.route("/v1/hosts", hostsRouter());
   app.route("/v1/api-keys", apiKeysRouter());
+  app.route("/", e2bRouter());
   app.route("/", docsRouter(app, deps.docsAssets));
   return app;
 }

@@ -1,0 +1,1 @@
+ALTER TABLE "sandboxes" ADD COLUMN "auto_resume" boolean DEFAULT false NOT NULL;

@@ -1,0 +1,21 @@
+import type { MiddlewareHandler } from "hono";
+import type { AppEnv } from "../../context.js";
+import { apiKeyFrom } from "../../middleware/auth.js";
+import { verifyApiKey } from "../../services/auth/verify-api-key.js";
+import { ServiceError } from "../../services/errors.js";
+
+/**
+ * Authenticates an E2B-surface call with a Wrenn API key (`X-API-Key`, as the E2B SDKs send it, or
+ * `Authorization: Bearer`) and sets the team context; failures become E2B's 401 in the router's
+ * error handler.
+ */
+export function requireE2bApiKey(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const secret = apiKeyFrom(c.req);
+    if (!secret) throw new ServiceError("UNAUTHORIZED", "no API key");
+    const services = c.get("services");
+    const principal = await verifyApiKey(services, secret);
+    c.set("team", { ...services, principal, logger: services.logger.child({ teamId: principal.teamId }) });
+    await next();
+  };
+}

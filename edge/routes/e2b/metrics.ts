@@ -1,0 +1,26 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../../context.js";
+import { sandboxMetrics } from "../../services/e2b/metrics.js";
+import { apiKeySecurity } from "../router.js";
+import { e2bErrorResponses } from "./errors.js";
+import { E2bSandboxMetric, MetricsQuery, SandboxIdParam } from "./schemas.js";
+
+const route = createRoute({
+  method: "get",
+  path: "/sandboxes/{sandboxID}/metrics",
+  tags: ["e2b"],
+  operationId: "e2bGetSandboxMetrics",
+  summary: "A sandbox's CPU, memory and disk use (E2B)",
+  description:
+    "Wrenn keeps no history: the answer is one sample read from envd now (none while paused); `start` and `end` are accepted and ignored.",
+  security: apiKeySecurity,
+  request: { params: SandboxIdParam, query: MetricsQuery },
+  responses: {
+    200: { description: "Samples", content: { "application/json": { schema: z.array(E2bSandboxMetric) } } },
+    ...e2bErrorResponses,
+  },
+});
+
+/** GET /sandboxes/{sandboxID}/metrics */
+export const registerE2bSandboxMetrics = (app: App) =>
+  app.openapi(route, async (c) => c.json(await sandboxMetrics(c.get("team"), c.req.valid("param").sandboxID), 200));

@@ -1,0 +1,150 @@
+import { z } from "@hono/zod-openapi";
+
+/** Path parameter of every /sandboxes/{sandboxID} route. */
+export const SandboxIdParam = z.object({
+  sandboxID: z.string().openapi({
+    param: { name: "sandboxID", in: "path" },
+    example: "a1b2c3d4e5f6g7h8i9j0",
+    description: "Sandbox id (20 characters of [a-z0-9])",
+  }),
+});
+
+const stringMap = z.record(z.string().max(256), z.string().max(8192));
+
+/** E2B's egress settings; Wrenn maps "deny everything" onto its internet switch and refuses the rest. */
+export const E2bNetworkConfig = z
+  .object({
+    allowPublicTraffic: z.boolean().optional(),
+    allowOut: z.array(z.string()).optional(),
+    denyOut: z.array(z.string()).optional(),
+    egressProxy: z.unknown().optional(),
+    maskRequestHost: z.string().optional(),
+    rules: z.unknown().optional(),
+    httpsPorts: z.array(z.number().int()).optional(),
+  })
+  .openapi("E2bNetworkConfig");
+export type E2bNetworkConfig = z.infer<typeof E2bNetworkConfig>;
+
+/** Body of POST /sandboxes (v1) and POST /v2/sandboxes: E2B's `NewSandbox`/`NewSandboxV2`. */
+export const NewSandbox = z
+  .object({
+    templateID: z.string().min(1).max(200).openapi({ example: "base", description: "`base` is Wrenn's `minimal`" }),
+    timeout: z
+      .number()
+      .int()
+      .optional()
+      .openapi({ description: "Seconds until the timeout action (default 15 on v1, 300 on v2)" }),
+    autoPause: z.boolean().optional().openapi({ description: "Pause instead of kill at the timeout" }),
+    autoPauseMemory: z.boolean().optional(),
+    autoResume: z
+      .object({ enabled: z.boolean() })
+      .nullable()
+      .optional()
+      .openapi({ description: "Resume the paused sandbox when traffic reaches it through the sandbox proxy" }),
+    secure: z.boolean().optional().openapi({ description: "Ignored: envd always requires its access token" }),
+    allow_internet_access: z.boolean().nullable().optional(),
+    network: E2bNetworkConfig.nullable().optional(),
+    metadata: stringMap.nullable().optional(),
+    envVars: stringMap.nullable().optional(),
+    mcp: z.unknown().optional(),
+    iam: z.unknown().optional(),
+    volumeMounts: z.array(z.object({ name: z.string(), path: z.string() })).optional(),
+  })
+  .openapi("E2bNewSandbox");
+export type NewSandbox = z.infer<typeof NewSandbox>;
+
+/** E2B's `Sandbox`: the answer of create and connect. */
+export const E2bSandbox = z
+  .object({
+    templateID: z.string(),
+    sandboxID: z.string(),
+    alias: z.string().optional(),
+    clientID: z.string(),
+    envdVersion: z.string(),
+    envdAccessToken: z.string(),
+    trafficAccessToken: z.string().nullable(),
+    domain: z.string().nullable(),
+  })
+  .openapi("E2bSandbox");
+export type E2bSandbox = z.infer<typeof E2bSandbox>;
+
+/** E2B's `ListedSandbox`. */
+export const E2bListedSandbox = z
+  .object({
+    templateID: z.string(),
+    alias: z.string().optional(),
+    sandboxID: z.string(),
+    clientID: z.string(),
+    startedAt: z.string(),
+    endAt: z.string(),
+    envdVersion: z.string(),
+    cpuCount: z.number().int(),
+    memoryMB: z.number().int(),
+    diskSizeMB: z.number().int(),
+    metadata: z.record(z.string(), z.string()),
+    state: z.enum(["running", "paused"]),
+    volumeMounts: z.array(z.object({ name: z.string(), path: z.string() })),
+  })
+  .openapi("E2bListedSandbox");
+export type E2bListedSandbox = z.infer<typeof E2bListedSandbox>;
+
+/** E2B's `SandboxDetail`: the answer of GET /sandboxes/{sandboxID}. */
+export const E2bSandboxDetail = E2bListedSandbox.extend({
+  envdAccessToken: z.string(),
+  domain: z.string().nullable(),
+  allowInternetAccess: z.boolean().nullable(),
+  lifecycle: z.object({ autoResume: z.boolean(), onTimeout: z.enum(["kill", "pause"]) }),
+}).openapi("E2bSandboxDetail");
+export type E2bSandboxDetail = z.infer<typeof E2bSandboxDetail>;
+
+/** Query of GET /v2/sandboxes. */
+export const ListSandboxesV2Query = z.object({
+  metadata: z.string().optional().openapi({ description: "URL-encoded `k=v&k2=v2`; every pair must match" }),
+  state: z
+    .union([z.string(), z.array(z.string())])
+    .optional()
+    .openapi({ description: "`running`, `paused` or both (comma-separated); default both" }),
+  template: z.string().optional(),
+  startedAfter: z.string().datetime({ offset: true }).optional(),
+  order: z.enum(["asc", "desc"]).optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(100),
+  nextToken: z.string().optional(),
+});
+
+/** Query of the deprecated GET /sandboxes (running sandboxes only). */
+export const ListSandboxesV1Query = z.object({
+  metadata: z.string().optional().openapi({ description: "URL-encoded `k=v&k2=v2`; every pair must match" }),
+});
+
+/** Body of POST /sandboxes/{sandboxID}/timeout. */
+export const TimeoutBody = z.object({ timeout: z.number().int() }).openapi("E2bTimeoutRequest");
+
+/** Body of POST /sandboxes/{sandboxID}/pause. */
+export const PauseBody = z
+  .object({ memory: z.boolean().optional() })
+  .openapi("E2bPauseRequest", { description: "`memory: false` is accepted; Wrenn always keeps memory" });
+
+/** Body of POST /sandboxes/{sandboxID}/connect (v1: timeout required) and /v2/… (optional). */
+export const ConnectV1Body = z.object({ timeout: z.number().int(), memory: z.boolean().optional() });
+export const ConnectV2Body = z.object({ timeout: z.number().int().optional(), memory: z.boolean().optional() });
+
+/** E2B's `SandboxMetric`. */
+export const E2bSandboxMetric = z
+  .object({
+    timestamp: z.string(),
+    timestampUnix: z.number().int(),
+    cpuCount: z.number().int(),
+    cpuUsedPct: z.number(),
+    memUsed: z.number().int(),
+    memTotal: z.number().int(),
+    memCache: z.number().int(),
+    diskUsed: z.number().int(),
+    diskTotal: z.number().int(),
+  })
+  .openapi("E2bSandboxMetric");
+
+/** Query of GET /sandboxes/{sandboxID}/metrics (accepted; Wrenn answers the current sample). */
+export const MetricsQuery = z.object({
+  start: z.coerce.number().int().optional(),
+  end: z.coerce.number().int().optional(),
+});

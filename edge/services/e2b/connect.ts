@@ -1,0 +1,58 @@
+import type { TeamContext } from "../context.js";
+import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
+import { getEnvdAccessToken } from "../sandboxes/get.js";
+import { loadSandbox } from "../sandboxes/load.js";
+import { resumeSandbox } from "../sandboxes/resume.js";
+import { setSandboxTimeout } from "../sandboxes/set-timeout.js";
+import { type SandboxView, toSandboxView } from "../sandboxes/view.js";
+import { settlePollMs, settleTimeoutMs, sleep, transitionalStates } from "./settle.js";
+
+/** A sandbox an SDK connected to. */
+export interface ConnectedSandbox {
+  sandbox: SandboxView;
+  envdAccessToken: string;
+  /** True when the sandbox was paused and this call resumed it. */
+  resumed: boolean;
+}
+
+/**
+ * E2B's connect: a paused sandbox is resumed with a timeout of `timeoutSec` from now; a running one
+ * keeps running and its end time is only ever extended to now + `timeoutSec`, never shortened.
+ * Sandboxes in transition are waited for; stopped ones are not found.
+ */
+export async function connectSandbox(
+  ctx: TeamContext,
+  sandboxId: string,
+  input: { timeoutSec: number },
+): Promise<ConnectedSandbox> {
+  const deadline = Date.now() + settleTimeoutMs;
+  for (;;) {
+    const row = await loadSandbox(ctx, sandboxId);
+    if (row.state === "stopped" || row.state === "error") throw new NotFoundError("sandbox", sandboxId);
+    if (row.state === "missing") {
+      throw new ServiceError("AGENT_UNAVAILABLE", `sandbox ${sandboxId} is missing: its host is not answering`);
+    }
+    if (row.state === "paused") {
+      try {
+        const sandbox = await resumeSandbox(ctx, sandboxId, { timeoutSec: input.timeoutSec });
+        return { sandbox, envdAccessToken: await getEnvdAccessToken(ctx, sandboxId), resumed: true };
+      } catch (err) {
+        if (!(err instanceof ConflictError)) throw err;
+        // A concurrent connect or auto-resume is resuming it; wait and look again.
+      }
+    } else if (row.state === "running") {
+      const wanted = ctx.now().getTime() + input.timeoutSec * 1000;
+      const extends_ = row.endAt !== null && row.endAt.getTime() < wanted;
+      const sandbox = extends_
+        ? await setSandboxTimeout(ctx, sandboxId, { timeoutSec: input.timeoutSec })
+        : toSandboxView(row);
+      return { sandbox, envdAccessToken: await getEnvdAccessToken(ctx, sandboxId), resumed: false };
+    } else if (!transitionalStates.has(row.state)) {
+      throw new ConflictError(`sandbox ${sandboxId} is ${row.state}`);
+    }
+    if (Date.now() > deadline) {
+      throw new ConflictError(`sandbox ${sandboxId} is still ${row.state}; try again`);
+    }
+    await sleep(settlePollMs);
+  }
+}

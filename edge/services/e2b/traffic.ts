@@ -1,0 +1,110 @@
+import { desc, eq, inArray } from "drizzle-orm";
+import type { HostTarget } from "../../clients/agent.js";
+import { activeSandboxStates, type HostRow, hosts, type SandboxRow, sandboxes } from "../../db/schema/index.js";
+import type { ServiceContext, TeamContext } from "../context.js";
+import { ConflictError } from "../errors.js";
+import { hostTarget } from "../hosts/target.js";
+import { sandboxIdPattern } from "../ids.js";
+import { resumeSandbox } from "../sandboxes/resume.js";
+import { settlePollMs, settleTimeoutMs, sleep, transitionalStates } from "./settle.js";
+import { constantTimeEqual, envdFileSignature, type FileOperation } from "./signature.js";
+
+/**
+ * Where sandbox traffic goes. The sandbox proxy is not authenticated by API key (as E2B's is not):
+ * envd checks its own access token, and user ports are public, so these lookups are not team-scoped.
+ */
+export type TrafficDestination =
+  | { kind: "ready"; sandboxId: string; target: HostTarget }
+  | { kind: "not-found"; sandboxId: string }
+  | { kind: "unavailable"; sandboxId: string; message: string };
+
+async function loadWithHost(
+  ctx: ServiceContext,
+  sandboxId: string,
+): Promise<{ sandbox: SandboxRow; host: HostRow | null } | undefined> {
+  const [row] = await ctx.db
+    .select({ sandbox: sandboxes, host: hosts })
+    .from(sandboxes)
+    .leftJoin(hosts, eq(hosts.id, sandboxes.hostId))
+    .where(eq(sandboxes.id, sandboxId))
+    .limit(1);
+  return row;
+}
+
+/** A team context acting for the sandbox's owner, for the resume that traffic triggers. */
+function ownerContext(ctx: ServiceContext, row: SandboxRow): TeamContext {
+  return {
+    ...ctx,
+    principal: { teamId: row.teamId, keyId: "sandbox-proxy", isAdmin: false },
+    logger: ctx.logger.child({ teamId: row.teamId, sandboxId: row.id }),
+  };
+}
+
+/**
+ * Finds where traffic for a sandbox goes: its host when it runs. A paused sandbox that asked for
+ * auto-resume is resumed first (concurrent requests wait for the one resume that wins); one that is
+ * starting, pausing or resuming is waited for. Missing, stopped and paused ones are `not-found`, as
+ * E2B's proxy answers.
+ */
+export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: string): Promise<TrafficDestination> {
+  if (!sandboxIdPattern.test(sandboxId)) return { kind: "not-found", sandboxId };
+  const deadline = Date.now() + settleTimeoutMs;
+  for (;;) {
+    const row = await loadWithHost(ctx, sandboxId);
+    if (!row) return { kind: "not-found", sandboxId };
+    const { sandbox, host } = row;
+    if (sandbox.state === "running" && host) {
+      return { kind: "ready", sandboxId, target: await hostTarget(ctx, host) };
+    }
+    if (sandbox.state === "missing") {
+      return { kind: "unavailable", sandboxId, message: "the sandbox's host is not answering" };
+    }
+    if (sandbox.state === "paused" && sandbox.autoResume) {
+      try {
+        await resumeSandbox(ownerContext(ctx, sandbox), sandboxId, {});
+        ctx.logger.info("sandbox resumed by traffic", { sandboxId });
+      } catch (err) {
+        // Another request won the resume: wait for it like any transition.
+        if (!(err instanceof ConflictError)) throw err;
+      }
+      continue;
+    }
+    const waiting = transitionalStates.has(sandbox.state) && (sandbox.state !== "pausing" || sandbox.autoResume);
+    if (!waiting || Date.now() > deadline) return { kind: "not-found", sandboxId };
+    await sleep(settlePollMs);
+  }
+}
+
+/** What a signed `/files` URL carries besides its signature. */
+export interface SignedFileRequest {
+  operation: FileOperation;
+  path: string;
+  username: string;
+  signature: string;
+  expiration?: string;
+}
+
+/**
+ * The sandbox whose envd token produced a `/files` URL's signature: the SDK's `uploadUrl` and
+ * `downloadUrl` carry no sandbox id, so the signature is the only link. One token decryption and
+ * one SHA-256 per live sandbox, newest first. The signature's expiry is left to envd, which answers
+ * an expired one with its own error.
+ */
+export async function findSandboxBySignature(
+  ctx: ServiceContext,
+  request: SignedFileRequest,
+): Promise<string | undefined> {
+  if (!request.signature.startsWith("v1_")) return undefined;
+  const candidates = await ctx.db
+    .select({ id: sandboxes.id, tokenSealed: sandboxes.envdTokenSealed })
+    .from(sandboxes)
+    .where(inArray(sandboxes.state, [...activeSandboxStates]))
+    .orderBy(desc(sandboxes.updatedAt));
+  for (const candidate of candidates) {
+    const accessToken = await ctx.secrets.open(candidate.tokenSealed).catch(() => undefined);
+    if (accessToken === undefined) continue;
+    const expected = await envdFileSignature({ ...request, accessToken });
+    if (constantTimeEqual(expected, request.signature)) return candidate.id;
+  }
+  return undefined;
+}
