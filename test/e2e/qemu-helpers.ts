@@ -10,6 +10,12 @@ import type { HostAgentService } from "../../proto/gen/hostagent/v1/hostagent_pb
 export const IMAGES_ROOT = "/var/lib/wrenn";
 const layout = filesLayout(IMAGES_ROOT);
 
+/**
+ * Agent settings for TCG guests: a cold boot to envd takes about 5 s on an idle 2-core host but
+ * several times that when other VMs and builds share the CPUs, so allow envd two minutes.
+ */
+export const QEMU_AGENT_ENV: Record<string, string> = { AGENT_ENVD_TIMEOUT_MS: "120000" };
+
 /** Why the QEMU-through-the-agent tests cannot run here, or undefined when they can. */
 export function qemuAgentSkipReason(): string | undefined {
   if (process.getuid?.() !== 0) return "needs root (network namespaces, TAP devices)";
