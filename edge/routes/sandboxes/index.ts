@@ -6,8 +6,10 @@ import { registerDeleteSandbox } from "./delete.js";
 import { registerExec } from "./exec.js";
 import { registerExecStream } from "./exec-stream.js";
 import { registerGetSandbox } from "./get.js";
-import { registerPauseSandbox, registerResumeSandbox, registerSetSandboxTimeout } from "./lifecycle.js";
 import { registerListSandboxes } from "./list.js";
+import { registerPauseSandbox } from "./pause.js";
+import { registerResumeSandbox } from "./resume.js";
+import { registerSetSandboxTimeout } from "./timeout.js";
 
 /** The /v1/sandboxes router (files included). */
 export function sandboxesRouter(): App {

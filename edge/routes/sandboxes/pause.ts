@@ -1,0 +1,31 @@
+import { createRoute, type z } from "@hono/zod-openapi";
+import type { App } from "../../context.js";
+import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { pauseSandbox } from "../../services/sandboxes/pause.js";
+import { apiKeySecurity } from "../router.js";
+import { Sandbox, SandboxIdParam } from "./schemas.js";
+
+const sandboxResponse = (description: string) => ({
+  200: { description, content: { "application/json": { schema: Sandbox } } },
+  ...openApiErrorResponses,
+  ...openApiAgentErrorResponses,
+});
+
+const pauseRoute = createRoute({
+  method: "post",
+  path: "/{id}/pause",
+  tags: ["sandboxes"],
+  operationId: "pauseSandbox",
+  summary: "Pause a running sandbox",
+  description: "Paused time does not count against the timeout. Pausing a paused sandbox answers 409.",
+  security: apiKeySecurity,
+  request: { params: SandboxIdParam },
+  responses: sandboxResponse("The sandbox, paused"),
+});
+
+/** Response of pause, resume and timeout. */
+export type SandboxResponse = z.infer<typeof Sandbox>;
+
+/** POST /v1/sandboxes/{id}/pause */
+export const registerPauseSandbox = (app: App) =>
+  app.openapi(pauseRoute, async (c) => c.json(await pauseSandbox(c.get("team"), c.req.valid("param").id), 200));
