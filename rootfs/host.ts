@@ -10,6 +10,12 @@ import { run } from "./run.js";
  */
 export const HOST_TOOLS: readonly { pkg: string; command: string; why: string }[] = [
   { pkg: "debootstrap", command: "debootstrap", why: "build the Debian root" },
+  // debootstrap verifies bookworm's Release file with it; Ubuntu hosts lack it by default.
+  {
+    pkg: "debian-archive-keyring",
+    command: "/usr/share/keyrings/debian-archive-keyring.gpg",
+    why: "verify the Debian archive",
+  },
   { pkg: "e2fsprogs", command: "mkfs.ext4", why: "make the ext4 image" },
   { pkg: "cpio", command: "cpio", why: "pack the initramfs" },
   { pkg: "lz4", command: "lz4", why: "unpack the Debian kernel" },
@@ -28,6 +34,14 @@ const searchPath = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"
 
 /** Finds a command on the standard PATH (not the caller's PATH: builds must not depend on a shell profile). */
 export async function which(command: string): Promise<string | undefined> {
+  if (command.startsWith("/")) {
+    try {
+      await access(command);
+      return command;
+    } catch {
+      return undefined;
+    }
+  }
   for (const dir of searchPath) {
     const candidate = join(dir, command);
     try {
