@@ -297,12 +297,20 @@ export class SandboxManager {
         const queued = performance.now();
         await this.#starts.run(async () => {
           phases.queueMs = performance.now() - queued;
-          await this.#persist(record);
           let t = performance.now();
-          live.slot = await this.#deps.slots.acquire(this.#slotKind, input.internetAccess, signal);
+          // A crash before the next write leaves at most a slot, which restart removes by its prefix,
+          // and (after start) a guest that restart finds by the sandbox's cgroup.
+          const [acquired, persisted] = await Promise.allSettled([
+            this.#deps.slots.acquire(this.#slotKind, input.internetAccess, signal),
+            this.#persist(record),
+          ]);
+          if (acquired.status === "rejected") throw acquired.reason;
+          // Recorded before a failed write is reported, so the failure path releases the slot.
+          const slot = acquired.value;
+          live.slot = slot;
+          if (persisted.status === "rejected") throw persisted.reason;
           phases.slotMs = performance.now() - t;
-          record.slot = { index: live.slot.index, kind: live.slot.kind, egress: live.slot.egress };
-          await this.#persist(record);
+          record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
           t = performance.now();
           record.handle = await this.#deps.runtime.start(this.#spec(record, live.slot), signal);
           phases.runtimeStartMs = performance.now() - t;
