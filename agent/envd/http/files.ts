@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
 import { chown, lstat, rename, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Readable } from "node:stream";
@@ -111,14 +111,22 @@ export function parseRange(
   return { start, end };
 }
 
-function wantsGzip(req: EnvdRequest): boolean {
-  const accept = header(req, "accept-encoding") ?? "";
-  return accept.split(",").some((part) => {
-    const [coding = "", ...params] = part.trim().split(";");
-    if (coding.trim().toLowerCase() !== "gzip") return false;
-    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
-    return q === undefined || Number(q.slice(2)) > 0;
-  });
+/**
+ * Whether to gzip a download. Only when gzip is the one coding the client names (the SDK's
+ * `gzip: true` sends exactly that): fetch implementations and browsers advertise
+ * "gzip, deflate, br" on every request, and compressing already-compressed or random data on a
+ * small guest costs far more CPU than it saves on a local link.
+ */
+export function wantsGzip(acceptEncoding: string | undefined): boolean {
+  const codings = (acceptEncoding ?? "")
+    .split(",")
+    .map((part) => {
+      const [coding = "", ...params] = part.trim().split(";");
+      const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
+      return { coding: coding.trim().toLowerCase(), q: q === undefined ? 1 : Number(q.slice(2)) };
+    })
+    .filter((c) => c.coding !== "" && c.coding !== "identity" && c.q > 0);
+  return codings.length === 1 && codings[0]?.coding === "gzip";
 }
 
 /** RFC 6266 Content-Disposition for a file name, with an ASCII fallback. */
@@ -160,9 +168,11 @@ export async function getFile(req: EnvdRequest, res: EnvdResponse, url: URL, dep
       "content-length": range.end - range.start + 1,
     });
     source = createReadStream(resolved, { start: range.start, end: range.end, highWaterMark: 1024 * 1024 });
-  } else if (wantsGzip(req) && !rangeHeader) {
+  } else if (wantsGzip(header(req, "accept-encoding")) && !rangeHeader) {
     res.writeHead(200, { ...headers, "content-encoding": "gzip" });
-    source = createReadStream(resolved, { highWaterMark: 1024 * 1024 }).pipe(createGzip({ level: 1 }));
+    source = createReadStream(resolved, { highWaterMark: 1024 * 1024 }).pipe(
+      createGzip({ level: 1, chunkSize: 256 * 1024 }),
+    );
   } else {
     res.writeHead(200, { ...headers, "content-length": st.size });
     source = createReadStream(resolved, { highWaterMark: 1024 * 1024 });
@@ -194,6 +204,34 @@ function errnoStatus(err: unknown): HttpError {
 }
 
 /**
+ * Pipes `source` into `file`. Unlike stream.pipeline it does not destroy the source when the file
+ * fails (say, the disk is full): the request stays readable, so the server can still answer 507
+ * and discard the rest of the body instead of resetting the connection.
+ */
+function copyToFile(source: Readable, file: WriteStream): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (err: Error) => {
+      source.unpipe(file);
+      file.destroy();
+      reject(err);
+    };
+    file.once("error", (err) => {
+      fail(err);
+      // Read and discard the rest of the body: closing a socket with unread input resets it, and
+      // the client would lose the error reply.
+      source.resume();
+    });
+    source.once("error", fail);
+    source.once("aborted", () => fail(new Error("aborted")));
+    file.once("finish", () => {
+      source.off("error", fail);
+      resolve();
+    });
+    source.pipe(file);
+  });
+}
+
+/**
  * Streams one upload into place: to a temp file beside the destination, then chown, metadata and
  * an atomic rename. Any failure removes the temp file, so the destination is either the old file
  * or the complete new one, never a partial write.
@@ -220,7 +258,7 @@ async function writeUpload(
   const tmp = join(dir, `.${basename(destination).slice(0, 180)}.wrenn-upload-${randomBytes(6).toString("hex")}`);
   const mode = existing?.isFile() ? existing.mode & 0o7777 : 0o644;
   try {
-    await pipeline(source, createWriteStream(tmp, { flags: "wx", mode, highWaterMark: 1024 * 1024 }));
+    await copyToFile(source, createWriteStream(tmp, { flags: "wx", mode, highWaterMark: 1024 * 1024 }));
     await chown(tmp, user.uid, user.gid);
     if (metadata) await deps.metadata.write(tmp, metadata);
     await rename(tmp, destination);
