@@ -105,9 +105,9 @@ export class Commands {
           case "exit": {
             exited = true;
             const exitCode = typeof data.exitCode === "number" ? data.exitCode : -1;
-            yield typeof data.error === "string" && data.error
-              ? { type: "exit", exitCode, error: data.error }
-              : { type: "exit", exitCode };
+            // envd reports every non-zero exit as "exit status N"; only other texts (signals, failures) are errors.
+            const error = typeof data.error === "string" && data.error !== `exit status ${exitCode}` ? data.error : "";
+            yield error ? { type: "exit", exitCode, error } : { type: "exit", exitCode };
             break;
           }
           case "error":

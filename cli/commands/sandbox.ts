@@ -176,7 +176,8 @@ async function list(ctx: CommandContext, args: string[]): Promise<number> {
   );
   if (values.help) return help(ctx);
   if (positionals.length > 0) usageError("sandbox list takes no positional arguments", sandboxUsage);
-  const wanted = values.state === "all" ? [...states] : (values.state?.split(",").map((s) => s.trim()) as SandboxState[]);
+  const wanted =
+    values.state === "all" ? [...states] : (values.state?.split(",").map((s) => s.trim()) as SandboxState[]);
   const options: Parameters<typeof Sandbox.list>[0] = { ...(await connection(ctx, values)) };
   if (wanted) options.states = wanted;
   if (values.metadata) options.metadata = keyValues(values.metadata, "--metadata");

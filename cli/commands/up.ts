@@ -180,6 +180,7 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     const logFile = join(dataDir, "agent.log");
     output.err(`starting the local agent (runtime ${runtime}) on 127.0.0.1:${agentPort}; log: ${logFile}`);
     agent = await startLocalAgent({ env, host: "127.0.0.1", port: agentPort, token, runtime, logFile });
+    output.err(`local agent ready (pid ${agent.pid})`);
     const { host } = await registerHost(services, { address: agent.url, token });
     hostId = host.id;
     output.err(

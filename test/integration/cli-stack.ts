@@ -1,0 +1,261 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/**
+ * A real Wrenn stack for CLI, SDK and quickstart tests: `wrenn up` (edge on Node + PGlite + a real
+ * agent with the namespace runtime + the real guest image from /var/lib/wrenn), in a temp data dir,
+ * on random ports, with a unique network prefix and slot range, egress off, and its own agent state
+ * directory. `stop()` sends SIGTERM (which destroys the sandboxes), and makes sure the agent is
+ * gone and the temp directories removed, even when `up` misbehaved.
+ */
+
+export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+/** Images and kernels root: AGENT_FILES_ROOTDIR as the agent reads it (default /var/lib/wrenn). */
+export const filesRoot = process.env.AGENT_FILES_ROOTDIR || "/var/lib/wrenn";
+
+/** The guest image every stack test needs; built by `npm run image -- build`. */
+export const imageManifest = join(filesRoot, "images/minimal/manifest.json");
+
+/** Why a stack test cannot run here, or undefined when it can. */
+export async function stackUnavailable(): Promise<string | undefined> {
+  if (typeof process.getuid === "function" && process.getuid() !== 0) {
+    return "needs root (network namespaces, cgroups, overlay mounts for the namespace runtime)";
+  }
+  const found = await readFile(imageManifest, "utf8").then(
+    () => true,
+    () => false,
+  );
+  return found ? undefined : `needs the guest image (${imageManifest}); build it with: npm run image -- build`;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** IPv4 networks routed on this host (base, mask), from /proc/net/route. */
+async function routedNetworks(): Promise<{ base: number; mask: number }[]> {
+  const text = await readFile("/proc/net/route", "utf8").catch(() => "");
+  const swap = (hex: string) => {
+    const n = Number.parseInt(hex, 16);
+    return (((n & 255) << 24) | (((n >>> 8) & 255) << 16) | (((n >>> 16) & 255) << 8) | (n >>> 24)) >>> 0;
+  };
+  return text
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f.length > 7)
+    .map((f) => ({ base: swap(f[1] ?? "0"), mask: swap(f[7] ?? "0") }))
+    .filter((r) => r.mask !== 0);
+}
+
+/** A random 10.x.y.0/23 for the agent's slots that overlaps nothing routed here. */
+async function freeSlotRange(): Promise<string> {
+  const routes = await routedNetworks();
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const second = 128 + Math.floor(Math.random() * 120);
+    const third = Math.floor(Math.random() * 128) * 2;
+    const base = ((10 << 24) | (second << 16) | (third << 8)) >>> 0;
+    const mask = 0xfffffe00;
+    const overlaps = routes.some((r) => {
+      const common = (r.mask & mask) >>> 0;
+      return (r.base & common) >>> 0 === (base & common) >>> 0;
+    });
+    if (!overlaps) return `10.${second}.${third}.0/23`;
+  }
+  throw new Error("no free 10.x.y.0/23 range for the test agent");
+}
+
+/** Environment that confines a stack to temp dirs, random ports and a unique network prefix. */
+export interface StackEnvironment {
+  env: Record<string, string>;
+  port: number;
+  dataDir: string;
+  stateDir: string;
+  configFile: string;
+  adminKey: string;
+  /** Removes the temp directories. */
+  cleanup(): Promise<void>;
+}
+
+/** Builds an isolated environment for `wrenn up` (and for CLI calls against it). */
+export async function stackEnvironment(options: { adminKey?: boolean } = {}): Promise<StackEnvironment> {
+  const root = await mkdtemp(join(tmpdir(), "wrenn-cli-test-"));
+  const port = await freePort();
+  const adminKey = `wrn_test_${randomBytes(16).toString("hex")}`;
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  const prefix = `c${Array.from(randomBytes(4), (b) => alphabet[b % alphabet.length]).join("")}`;
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith("WRENN_") && !k.startsWith("AGENT_") && !k.startsWith("npm_")) env[k] = v;
+  }
+  Object.assign(env, {
+    WRENN_PORT: String(port),
+    WRENN_DATA_DIR: join(root, "data"),
+    WRENN_AGENT_PORT: String(await freePort()),
+    WRENN_RUNTIME: "namespace",
+    AGENT_FILES_ROOTDIR: filesRoot,
+    WRENN_CONFIG: join(root, "config.json"),
+    AGENT_STATE_DIR: join(root, "agent"),
+    AGENT_NET_PREFIX: prefix,
+    AGENT_NET_CIDR: await freeSlotRange(),
+    AGENT_EGRESS: "off",
+  });
+  if (options.adminKey !== false) env.WRENN_ADMIN_API_KEY = adminKey;
+  return {
+    env,
+    port,
+    dataDir: join(root, "data"),
+    stateDir: join(root, "agent"),
+    configFile: join(root, "config.json"),
+    adminKey,
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
+}
+
+/** A running `wrenn up`. */
+export interface RunningStack {
+  apiUrl: string;
+  apiKey: string;
+  /** Environment for CLI calls: WRENN_API_URL and WRENN_API_KEY set. */
+  cliEnv: Record<string, string>;
+  /** What `up` printed so far. */
+  stdout(): string;
+  stderr(): string;
+  /** PID of the `up` process (or of npm when started through `npm start`). */
+  pid: number;
+  /** PID of the local agent, once `up` reported it. */
+  agentPid(): number | undefined;
+  /** SIGTERM, wait for a clean exit (code returned), then make sure nothing is left. */
+  stop(): Promise<number | null>;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts `command args` (by default `node bin/wrenn.js up`) in the stack environment and waits for
+ * "Wrenn is ready at …".
+ */
+export async function startStack(
+  stack: StackEnvironment,
+  options: { command?: string; args?: string[]; readyTimeoutMs?: number } = {},
+): Promise<RunningStack> {
+  const child: ChildProcess = spawn(
+    options.command ?? process.execPath,
+    options.args ?? [join(repoRoot, "bin/wrenn.js"), "up"],
+    // Its own process group, signalled as a whole the way a terminal's Ctrl-C or a service manager
+    // does: `npm start` runs the CLI under `sh -c`, which would not pass a signal sent to npm alone on.
+    { cwd: repoRoot, env: stack.env, stdio: ["ignore", "pipe", "pipe"], detached: true },
+  );
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("could not start wrenn up");
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => {
+      exitCode = code;
+      resolve(code);
+    }),
+  );
+  const agentPid = () => {
+    const match = /local agent ready \(pid (\d+)\)/.exec(stderr);
+    return match ? Number(match[1]) : undefined;
+  };
+  const stop = async (): Promise<number | null> => {
+    const signalGroup = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-pid, signal);
+      } catch {
+        // already gone
+      }
+    };
+    if (exitCode === undefined) signalGroup("SIGTERM");
+    const timer = setTimeout(() => signalGroup("SIGKILL"), 90_000);
+    const code = await exited;
+    // Under `npm start` the CLI is a grandchild: wait until the whole group has finished cleaning up.
+    for (let i = 0; i < 900 && alive(-pid); i++) await new Promise((r) => setTimeout(r, 100));
+    clearTimeout(timer);
+    const agent = agentPid();
+    if (agent !== undefined && alive(agent)) {
+      process.kill(agent, "SIGKILL");
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    return code;
+  };
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 120_000);
+  while (!/Wrenn is ready at (http:\/\/\S+)/.test(stdout)) {
+    if (exitCode !== undefined || Date.now() > deadline) {
+      await stop();
+      throw new Error(`wrenn up did not get ready (exit ${exitCode}):\n${stdout}\n${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const apiUrl = /Wrenn is ready at (http:\/\/\S+)/.exec(stdout)?.[1] ?? "";
+  const apiKey = stack.env.WRENN_ADMIN_API_KEY ?? /Admin API key[^\n]*\n\n\s+(\S+)/.exec(stdout)?.[1] ?? "";
+  return {
+    apiUrl,
+    apiKey,
+    cliEnv: { ...stack.env, WRENN_API_URL: apiUrl, WRENN_API_KEY: apiKey },
+    stdout: () => stdout,
+    stderr: () => stderr,
+    pid,
+    agentPid,
+    stop,
+  };
+}
+
+/** The result of one CLI run. */
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `wrenn <args>` (through the package bin) and collects its output. */
+export async function runWrenn(
+  args: string[],
+  env: Record<string, string>,
+  options: { input?: string | Buffer; timeoutMs?: number; cwd?: string } = {},
+): Promise<CliRun> {
+  const child = spawn(process.execPath, [join(repoRoot, "bin/wrenn.js"), ...args], {
+    cwd: options.cwd ?? repoRoot,
+    env,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on("data", (d: Buffer) => out.push(d));
+  child.stderr.on("data", (d: Buffer) => err.push(d));
+  child.stdin.end(options.input ?? "");
+  const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 120_000);
+  const code = await new Promise<number | null>((resolve) => child.once("close", (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+}
