@@ -6,6 +6,8 @@ import type { DatabaseFactory } from "./db/client.js";
 import { neonDatabase } from "./db/neon.js";
 import { type EdgeConfig, type Env, edgeConfigFrom, parseEnv } from "./env.js";
 import { createConsoleLogger, type Logger } from "./logger.js";
+import { ensureAdminKey } from "./services/auth/bootstrap.js";
+import type { ServiceContext } from "./services/context.js";
 import { createSecretBox, type SecretBox } from "./services/crypto.js";
 import { reconcileOptionsFromEnv } from "./services/reconcile/options.js";
 import { runReconcileSweep } from "./services/reconcile/sweep.js";
@@ -19,6 +21,8 @@ interface WorkerDeps {
   secrets: SecretBox;
   logger: Logger;
   config: EdgeConfig;
+  /** Whether WRENN_ADMIN_API_KEY is known to be installed in the database (checked once per isolate). */
+  adminKeyInstalled: boolean;
 }
 
 /** The cron event wrangler passes to `scheduled` (only the fields we use). */
@@ -44,7 +48,7 @@ function depsFor(bindings: Record<string, unknown>): Promise<WorkerDeps> | { err
     const logger = createConsoleLogger(env.WRENN_LOG_LEVEL);
     const config = edgeConfigFrom(env);
     const app = createApp({ database, agents, secrets, logger, config });
-    return { env, app, database, agents, secrets, logger, config };
+    return { env, app, database, agents, secrets, logger, config, adminKeyInstalled: !env.WRENN_ADMIN_API_KEY };
   })();
   // A failed start-up is not cached, so fixed bindings (or a transient failure) recover on the next event.
   deps.catch(() => {
@@ -52,6 +56,37 @@ function depsFor(bindings: Record<string, unknown>): Promise<WorkerDeps> | { err
   });
   cached = { key, deps };
   return deps;
+}
+
+function serviceContext(deps: WorkerDeps, db: ServiceContext["db"], logger: Logger, requestId: string): ServiceContext {
+  return {
+    db,
+    agents: deps.agents,
+    secrets: deps.secrets,
+    logger,
+    requestId,
+    config: deps.config,
+    now: () => new Date(),
+  };
+}
+
+/**
+ * Installs WRENN_ADMIN_API_KEY on the first event of an isolate (Node does this at start; a Worker
+ * has no start). It runs on a Pool of the event's own, since Neon Pools may not cross requests, and
+ * a failure (say, two isolates racing on the same key) only means the next event checks again.
+ */
+async function installAdminKey(deps: WorkerDeps, ctx: ExecutionContext): Promise<void> {
+  const key = deps.env.WRENN_ADMIN_API_KEY;
+  if (deps.adminKeyInstalled || !key) return;
+  const handle = deps.database();
+  try {
+    await ensureAdminKey(serviceContext(deps, handle.db, deps.logger, "bootstrap"), key);
+    deps.adminKeyInstalled = true;
+  } catch (err) {
+    deps.logger.warn("installing WRENN_ADMIN_API_KEY failed; retrying on the next request", { err });
+  } finally {
+    ctx.waitUntil(handle.close());
+  }
 }
 
 function badEnvironment(message: string, details?: Record<string, string>): Response {
@@ -67,15 +102,7 @@ async function sweep(event: CronEvent, deps: WorkerDeps, ctx: ExecutionContext):
   const handle = deps.database();
   try {
     await runReconcileSweep(
-      {
-        db: handle.db,
-        agents: deps.agents,
-        secrets: deps.secrets,
-        logger: deps.logger.child({ cron: event.cron }),
-        requestId: "reconcile",
-        config: deps.config,
-        now: () => new Date(),
-      },
+      serviceContext(deps, handle.db, deps.logger.child({ cron: event.cron }), "reconcile"),
       reconcileOptionsFromEnv(deps.env),
     );
   } finally {
@@ -88,13 +115,14 @@ export default {
   async fetch(request: Request, bindings: Record<string, unknown>, ctx: ExecutionContext): Promise<Response> {
     const deps = depsFor(bindings);
     if (!(deps instanceof Promise)) return badEnvironment("the Worker's environment is invalid", deps.errors);
-    let app: App;
+    let ready: WorkerDeps;
     try {
-      app = (await deps).app;
+      ready = await deps;
     } catch (err) {
       return badEnvironment(err instanceof Error ? err.message : "the Worker could not start");
     }
-    return app.fetch(request, bindings, ctx);
+    await installAdminKey(ready, ctx);
+    return ready.app.fetch(request, bindings, ctx);
   },
 
   async scheduled(event: CronEvent, bindings: Record<string, unknown>, ctx: ExecutionContext): Promise<void> {

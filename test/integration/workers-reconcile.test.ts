@@ -3,13 +3,9 @@ import { fileURLToPath } from "node:url";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { unstable_startWorker } from "wrangler";
-import { createAgentConnector } from "../../edge/clients/agent.js";
 import type { DatabaseHandle } from "../../edge/db/client.js";
 import { hosts, sandboxes } from "../../edge/db/schema/index.js";
-import { noopLogger } from "../../edge/logger.js";
 import { openNodeDatabase } from "../../edge/node/database.js";
-import { ensureAdminKey } from "../../edge/services/auth/bootstrap.js";
-import { createSecretBox } from "../../edge/services/crypto.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
@@ -36,19 +32,8 @@ let database: DatabaseHandle | undefined;
 
 beforeAll(async () => {
   pg = await startPostgres();
+  // What `npm run db:migrate` does before a deploy; the Worker itself never runs DDL.
   database = await openNodeDatabase({ databaseUrl: pg.url });
-  await ensureAdminKey(
-    {
-      db: database.db,
-      agents: createAgentConnector(),
-      secrets: await createSecretBox(encryptionKey),
-      logger: noopLogger,
-      requestId: "setup",
-      config: { maxUploadBytes: 1024, maxJsonBytes: 1024 ** 2 },
-      now: () => new Date(),
-    },
-    adminKey,
-  );
   proxy = await startWsProxy([`127.0.0.1:${pg.port}`]);
   process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
   process.env.WRANGLER_SEND_METRICS = "false";
@@ -59,6 +44,7 @@ beforeAll(async () => {
       DATABASE_URL: { type: "plain_text", value: pg.url },
       WRENN_ENCRYPTION_KEY: { type: "plain_text", value: encryptionKey },
       WRENN_NEON_WSPROXY: { type: "plain_text", value: proxy.address },
+      WRENN_ADMIN_API_KEY: { type: "plain_text", value: adminKey },
       WRENN_LOG_LEVEL: { type: "plain_text", value: "warn" },
     },
     dev: {
@@ -128,7 +114,7 @@ async function removeHost(hostId: string): Promise<void> {
 }
 
 describe("the Worker on workerd + Neon driver + PostgreSQL", () => {
-  it("serves /health and reaches PostgreSQL through the Neon driver", async () => {
+  it("installs WRENN_ADMIN_API_KEY and reaches PostgreSQL through the Neon driver", async () => {
     const list = await call("GET", "/v1/hosts");
     expect(list.status).toBe(200);
     expect(proxy?.opened()).toBeGreaterThan(0);
