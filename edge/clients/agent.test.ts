@@ -55,8 +55,10 @@ describe("AGENT_ERROR_MAP", () => {
     expect(internal.cause).toBeInstanceOf(ConnectError);
   });
 
-  it("treats plain errors (network failures) as agent errors and keeps ServiceErrors", () => {
-    expect(agentErrorToServiceError(new TypeError("fetch failed"), "x").code).toBe("AGENT_ERROR");
+  it("treats fetch failures as unavailable, other plain errors as agent errors, and keeps ServiceErrors", () => {
+    expect(agentErrorToServiceError(new TypeError("fetch failed"), "x").code).toBe("AGENT_UNAVAILABLE");
+    expect(isAgentAnswer(new TypeError("fetch failed"))).toBe(false);
+    expect(agentErrorToServiceError(new Error("weird"), "x").code).toBe("AGENT_ERROR");
     const original = new ServiceError("CONFLICT", "busy");
     expect(agentErrorToServiceError(original, "x")).toBe(original);
   });
@@ -88,6 +90,16 @@ describe("agent transport", () => {
     expect(headers.get("x-request-id")).toBe("req_abc123456");
     expect(headers.get("content-type")).toBe("application/proto");
     expect(headers.get("connect-timeout-ms")).toBe("1234");
+  });
+
+  it("maps a refused connection to AGENT_UNAVAILABLE", async () => {
+    const refused: typeof fetch = async () => {
+      throw new TypeError("fetch failed", { cause: new Error("connect ECONNREFUSED 127.0.0.1:9") });
+    };
+    const client = createClient(HostAgentService, createAgentTransport(host, "req_abc123456", refused));
+    const err = await client.getHostInfo({}).catch((e: unknown) => e);
+    expect(agentErrorToServiceError(err, "info").code).toBe("AGENT_UNAVAILABLE");
+    expect(isAgentAnswer(err)).toBe(false);
   });
 
   it("maps an HTTP 503 from the agent to Unavailable", async () => {

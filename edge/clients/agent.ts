@@ -138,11 +138,23 @@ const genericMessages: Partial<Record<ErrorCode, string>> = {
   NOT_IMPLEMENTED: "the host agent does not support this operation",
 };
 
+/**
+ * The Connect code of a failed call. `fetch` rejects with a TypeError when it cannot connect, which
+ * connect-web reports as Unknown; that is a transport failure, so it counts as Unavailable.
+ */
+export function connectCodeOf(err: unknown): Code {
+  const connectError = ConnectError.from(err);
+  if (connectError.code === Code.Unknown && (err instanceof TypeError || connectError.cause instanceof TypeError)) {
+    return Code.Unavailable;
+  }
+  return connectError.code;
+}
+
 /** Turns a failure of an agent call into a ServiceError using `AGENT_ERROR_MAP`. */
 export function agentErrorToServiceError(err: unknown, what: string): ServiceError {
   if (err instanceof ServiceError) return err;
   const connectError = ConnectError.from(err);
-  const code = AGENT_ERROR_MAP[connectError.code] ?? "AGENT_ERROR";
+  const code = AGENT_ERROR_MAP[connectCodeOf(err)] ?? "AGENT_ERROR";
   const message = callerFacingCodes.has(code)
     ? `${what}: ${connectError.rawMessage}`
     : `${what}: ${genericMessages[code] ?? "the host agent failed"}`;
@@ -151,6 +163,6 @@ export function agentErrorToServiceError(err: unknown, what: string): ServiceErr
 
 /** Whether an agent error is a definite answer (the agent saw the call) rather than a transport failure. */
 export function isAgentAnswer(err: unknown): boolean {
-  const code = ConnectError.from(err).code;
+  const code = connectCodeOf(err);
   return !(code === Code.Unavailable || code === Code.DeadlineExceeded || code === Code.Canceled);
 }
