@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { filesLayout } from "../../agent/layout.js";
+import { inChroot } from "../../rootfs/chroot.js";
 import { loadImageBuilderConfig } from "../../rootfs/config.js";
 import { readElf } from "../../rootfs/elf.js";
 import type { ImageManifest } from "../../rootfs/image.js";
@@ -212,6 +213,31 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
       expect(await readFile(join(scratch.imageRootfsTree("minimal"), "opt/wrenn/envd/CHANGED"), "utf8")).toMatch(
         /different/,
       );
+    });
+
+    it("never writes the host's files from a build chroot (resolv.conf, /dev, /proc)", async () => {
+      const tree = join(root, "chroot-check");
+      const stage = (await readdir(join(shared.imagesDir, ".build", "stages"))).find((e) => e.startsWith("minimal-"));
+      await execa("cp", ["-a", "--reflink=auto", join(shared.imagesDir, ".build", "stages", stage ?? "missing"), tree]);
+      const hostResolv = await readFile("/etc/resolv.conf");
+      try {
+        // What image cleanup does, in a network step (where the host's DNS config is made available).
+        const out = await inChroot(
+          tree,
+          ": > /etc/resolv.conf; rm -f /dev/null 2>/dev/null; ls /proc | grep -c '^[0-9]'",
+          {
+            network: true,
+          },
+        );
+        // Its own pid namespace: only the script's few processes are visible.
+        expect(Number(out.trim())).toBeLessThan(10);
+        expect(await readFile("/etc/resolv.conf")).toEqual(hostResolv);
+        expect((await stat("/dev/null")).isCharacterDevice()).toBe(true);
+      } finally {
+        // If this ever regresses, put the host's DNS back before failing.
+        if (!(await readFile("/etc/resolv.conf")).equals(hostResolv)) await writeFile("/etc/resolv.conf", hostResolv);
+        await rm(tree, { recursive: true, force: true });
+      }
     });
 
     it("refuses a second concurrent build with a clear message", async () => {
