@@ -30,20 +30,17 @@ export interface EnvdProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `agent/envd/main.ts --debug` on a random port; extra CLI arguments are appended. */
-export async function startEnvdProcess(extraArgs: string[] = [], opts: { wrap?: string[] } = {}): Promise<EnvdProcess> {
-  const args = [
-    "--import",
-    "tsx",
-    join(repoRoot, "agent/envd/main.ts"),
-    "--debug",
-    "--port",
-    "0",
-    "--host",
-    "127.0.0.1",
-    ...extraArgs,
-  ];
-  const [cmd, ...cmdArgs] = opts.wrap ? [...opts.wrap, process.execPath, ...args] : [process.execPath, ...args];
+/**
+ * Starts envd in debug mode on a random loopback port; extra CLI arguments are appended. By default
+ * it runs the sources (`node --import tsx agent/envd/main.ts`); `command` replaces that, e.g. with a
+ * built dist/envd/bin/envd, optionally behind a wrapper such as `unshare … tini --`.
+ */
+export async function startEnvdProcess(
+  extraArgs: string[] = [],
+  opts: { command?: string[] } = {},
+): Promise<EnvdProcess> {
+  const entry = opts.command ?? [process.execPath, "--import", "tsx", join(repoRoot, "agent/envd/main.ts")];
+  const [cmd, ...cmdArgs] = [...entry, "--debug", "--port", "0", "--host", "127.0.0.1", ...extraArgs];
   const child = spawn(cmd as string, cmdArgs, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => {

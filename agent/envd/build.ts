@@ -1,0 +1,88 @@
+/**
+ * `npm run build:envd`: packages envd for a Debian bookworm guest into dist/envd/:
+ *
+ *   dist/envd/bin/envd          sh wrapper; resolves its real directory (works through a symlink)
+ *   dist/envd/bin/node          this host's node binary, stripped
+ *   dist/envd/lib/envd.mjs      envd bundled with esbuild (all JS dependencies inlined)
+ *   dist/envd/node_modules/node-pty   the PTY addon's JS and its compiled pty.node
+ *   dist/envd/VERSION           the envd protocol version
+ *
+ * The image builder copies dist/envd/ to /opt/wrenn/envd and links /usr/local/bin/envd to
+ * /opt/wrenn/envd/bin/envd. The node binary and pty.node are built for this host's glibc and
+ * architecture, so build on Debian bookworm (or older glibc) x86_64 for a bookworm x86_64 guest.
+ * On the guest they need only libc, libstdc++ and libgcc_s, which every Debian base has.
+ */
+import { execFileSync } from "node:child_process";
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import { ENVD_VERSION } from "./version.js";
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+const require = createRequire(import.meta.url);
+
+/** The wrapper script: `readlink -f` follows /usr/local/bin/envd to the real install directory. */
+const WRAPPER = `#!/bin/sh
+# envd launcher: runs the bundled envd with the node binary shipped beside it.
+self=$(readlink -f "$0")
+dir=$(dirname "$self")
+exec "$dir/node" "$dir/../lib/envd.mjs" "$@"
+`;
+
+/** Builds dist/envd (or `outDir`) and returns its path. */
+export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<string> {
+  rmSync(outDir, { recursive: true, force: true });
+  mkdirSync(join(outDir, "bin"), { recursive: true });
+  mkdirSync(join(outDir, "lib"), { recursive: true });
+
+  await build({
+    entryPoints: [join(repoRoot, "agent/envd/main.ts")],
+    outfile: join(outDir, "lib/envd.mjs"),
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    // The native addon is shipped as a package beside the bundle; everything else is inlined.
+    external: ["node-pty"],
+    // CommonJS dependencies (busboy) call require() for Node built-ins; give the ESM bundle one.
+    banner: {
+      js: "import { createRequire as __envdCreateRequire } from 'node:module'; const require = __envdCreateRequire(import.meta.url);",
+    },
+    legalComments: "none",
+    logLevel: "warning",
+  });
+
+  const ptyRoot = dirname(require.resolve("node-pty/package.json"));
+  const ptyOut = join(outDir, "node_modules/node-pty");
+  mkdirSync(join(ptyOut, "build/Release"), { recursive: true });
+  copyFileSync(join(ptyRoot, "package.json"), join(ptyOut, "package.json"));
+  copyFileSync(join(ptyRoot, "LICENSE"), join(ptyOut, "LICENSE"));
+  copyFileSync(join(ptyRoot, "build/Release/pty.node"), join(ptyOut, "build/Release/pty.node"));
+  cpSync(join(ptyRoot, "lib"), join(ptyOut, "lib"), {
+    recursive: true,
+    filter: (src) => !src.endsWith(".map") && !src.endsWith(".test.js"),
+  });
+  for (const helper of ["spawn-helper"]) {
+    const p = join(ptyRoot, "build/Release", helper);
+    if (existsSync(p)) copyFileSync(p, join(ptyOut, "build/Release", helper));
+  }
+
+  const node = join(outDir, "bin/node");
+  copyFileSync(process.execPath, node);
+  chmodSync(node, 0o755);
+  try {
+    execFileSync("strip", ["--strip-unneeded", node], { stdio: "ignore" });
+  } catch {
+    // strip (binutils) is optional: an unstripped node only costs disk space.
+  }
+  writeFileSync(join(outDir, "bin/envd"), WRAPPER, { mode: 0o755 });
+  writeFileSync(join(outDir, "VERSION"), `${ENVD_VERSION}\n`);
+  return outDir;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const out = await buildEnvd(process.argv[2]);
+  console.log(`built ${out}: ${readdirSync(out).join(", ")}`);
+}
