@@ -4,13 +4,14 @@ import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { createApp } from "./app.js";
 import { createAgentConnector } from "./clients/agent.js";
-import type { App } from "./context.js";
+import type { App, AppDeps } from "./context.js";
 import type { DatabaseHandle } from "./db/client.js";
 import { type Env, edgeConfigFrom, parseEnv } from "./env.js";
 import { createConsoleLogger, type Logger } from "./logger.js";
 import { openNodeDatabase } from "./node/database.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
+import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createSecretBox } from "./services/crypto.js";
 import { type ReconcileLoop, startReconcileLoop } from "./services/reconcile/loop.js";
@@ -53,7 +54,7 @@ export async function startNodeEdge(
     { db: database.db, agents, secrets, logger, requestId: "startup", config, now: () => new Date() },
     env.WRENN_ADMIN_API_KEY,
   );
-  const app = createApp({
+  const deps: AppDeps = {
     database: () => ({ db: database.db, close: async () => {} }),
     agents,
     secrets,
@@ -61,8 +62,11 @@ export async function startNodeEdge(
     config,
     docsAssets: nodeDocsAssets(),
     version: process.env.npm_package_version ?? "dev",
-  });
+  };
+  const app = createApp(deps);
   const server = serve({ fetch: app.fetch, port: env.WRENN_PORT, hostname: env.WRENN_HOST });
+  // WebSockets to sandbox ports: Node's upgrade event, since Hono's fetch cannot take over a socket.
+  attachSandboxUpgrades(server, deps);
   await new Promise<void>((resolve, reject) => {
     server.once("listening", () => resolve());
     server.once("error", reject);

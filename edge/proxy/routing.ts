@@ -48,6 +48,23 @@ function parsePort(text: string): number | undefined {
   return port >= 1 && port <= 65_535 ? port : undefined;
 }
 
+/**
+ * Path and query of a request URL, without parsing its host: a sandbox Host such as
+ * `8000-<id>.127.0.0.1:3000` makes the URL unparsable by WHATWG rules (a host ending in a number
+ * must be an IPv4 address), yet it is a valid Host header for us.
+ */
+export function splitRequestUrl(url: string): { pathname: string; search: string } {
+  const scheme = url.indexOf("://");
+  const slash = scheme === -1 ? url.indexOf("/") : url.indexOf("/", scheme + 3);
+  const pathAndQuery = slash === -1 ? "/" : url.slice(slash);
+  const hash = pathAndQuery.indexOf("#");
+  const withoutHash = hash === -1 ? pathAndQuery : pathAndQuery.slice(0, hash);
+  const question = withoutHash.indexOf("?");
+  return question === -1
+    ? { pathname: withoutHash, search: "" }
+    : { pathname: withoutHash.slice(0, question), search: withoutHash.slice(question) };
+}
+
 /** The host name of a Host header, lower-cased and without its port. */
 export function hostName(host: string): string {
   const trimmed = host.trim().toLowerCase();
@@ -78,17 +95,18 @@ export function classifyTraffic(req: { method: string; url: string; headers: Hea
     if (port === undefined) return { kind: "bad", message: "invalid sandbox port" };
     return { kind: "sandbox", sandboxId: match[2] ?? "", port };
   }
-  const url = new URL(req.url);
-  const signature = url.searchParams.get("signature");
-  if (url.pathname === "/files" && signature && (req.method === "GET" || req.method === "POST")) {
+  const { pathname, search } = splitRequestUrl(req.url);
+  const query = new URLSearchParams(search);
+  const signature = query.get("signature");
+  if (pathname === "/files" && signature && (req.method === "GET" || req.method === "POST")) {
     const route: SignedFilesRoute = {
       kind: "signed-files",
       operation: req.method === "GET" ? "read" : "write",
-      path: url.searchParams.get("path") ?? "",
-      username: url.searchParams.get("username") ?? "",
+      path: query.get("path") ?? "",
+      username: query.get("username") ?? "",
       signature,
     };
-    const expiration = url.searchParams.get("signature_expiration");
+    const expiration = query.get("signature_expiration");
     if (expiration !== null) route.expiration = expiration;
     return route;
   }

@@ -11,7 +11,14 @@ import {
   sandboxUnavailable,
   signatureMatchesNoSandbox,
 } from "./errors.js";
-import { classifyTraffic, envdPort, isEnvdInternalRoute, sandboxIdHeader, sandboxPortHeader } from "./routing.js";
+import {
+  classifyTraffic,
+  envdPort,
+  isEnvdInternalRoute,
+  sandboxIdHeader,
+  sandboxPortHeader,
+  splitRequestUrl,
+} from "./routing.js";
 
 /** Header the agent's proxy turns back into `Authorization` for the guest (the real one carries its token). */
 export const guestAuthorizationHeader = "wrenn-guest-authorization";
@@ -64,7 +71,7 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
   const route = classifyTraffic(request);
   if (route === undefined) return { kind: "not-sandbox-traffic" };
   if (route.kind === "bad") return { kind: "refuse", response: badSandboxRoute(route.message) };
-  const url = new URL(request.url);
+  const { pathname, search } = splitRequestUrl(request.url);
   let sandboxId: string;
   let port: number;
   if (route.kind === "signed-files") {
@@ -76,7 +83,7 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
     sandboxId = route.sandboxId;
     port = route.port;
   }
-  if (isEnvdInternalRoute(port, url.pathname)) return { kind: "refuse", response: internalRouteRefused(url.pathname) };
+  if (isEnvdInternalRoute(port, pathname)) return { kind: "refuse", response: internalRouteRefused(pathname) };
   const destination = await resolveSandboxTraffic(ctx, sandboxId);
   if (destination.kind === "not-found") return { kind: "refuse", response: sandboxNotFound(sandboxId) };
   if (destination.kind === "unavailable") {
@@ -84,7 +91,7 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
   }
   return {
     kind: "forward",
-    destination: { sandboxId, port, target: destination.target, pathAndQuery: `${url.pathname}${url.search}` },
+    destination: { sandboxId, port, target: destination.target, pathAndQuery: `${pathname}${search}` },
   };
 }
 

@@ -4,13 +4,21 @@ import { defaultE2bEnvdVersion, e2bState } from "../../services/e2b/mapping.js";
 import type { SandboxView } from "../../services/sandboxes/view.js";
 import type { E2bListedSandbox, E2bSandbox, E2bSandboxDetail } from "./schemas.js";
 
+const loopbackHost = /^(127\.[0-9.]+|\[::1\])(:[0-9]+)?$/;
+
 /**
  * The `domain` E2B SDKs build sandbox hosts from (`<port>-<id>.<domain>`): WRENN_SANDBOX_DOMAIN, else
- * the Host this API was called on, so `getHost(port)` names this edge (e.g. `8000-<id>.localhost:3000`,
- * which browsers and curl resolve to loopback) and never E2B's own domain.
+ * the Host this API was called on, so `getHost(port)` names this edge and never E2B's own domain (the
+ * SDK sends the envd token to whatever host that is). A loopback IP becomes `localhost`: names under
+ * an IP are not valid hosts, while `8000-<id>.localhost:3000` is, and browsers and curl resolve it.
  */
 export function sandboxDomain(c: Context<AppEnv>): string | null {
-  return c.get("services").config.sandboxDomain ?? c.req.header("host") ?? null;
+  const configured = c.get("services").config.sandboxDomain;
+  if (configured) return configured;
+  const host = c.req.header("host");
+  if (!host) return null;
+  const loopback = loopbackHost.exec(host);
+  return loopback ? `localhost${loopback[2] ?? ""}` : host;
 }
 
 function envdVersion(view: SandboxView): string {
