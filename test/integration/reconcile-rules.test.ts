@@ -237,6 +237,14 @@ describe("reconcile rules against scripted agents", () => {
     expect((await row(id)).state).toBe("stopped");
   });
 
+  it("time budget: a sweep whose lease is too short for another host leaves it for the next sweep", async () => {
+    const { hostId } = await newHost();
+    const id = await seed(hostId, { state: "running" });
+    const summary = await sweep({ leaseTtlMs: 1_000 });
+    expect([summary.ran, summary.hosts, summary.hostsSkipped, summary.hostsSeen]).toEqual([true, 1, 1, 0]);
+    expect((await row(id)).state).toBe("running");
+  });
+
   it("lease: two sweeps started together — exactly one runs", async () => {
     await newHost();
     const [a, b] = await Promise.all([sweep(), sweep()]);

@@ -64,6 +64,8 @@ export async function reconcileHost(
   ctx: ServiceContext,
   host: HostRow,
   options: ReconcileOptions,
+  /** `performance.now()` after which no new agent call starts (the sweep must end inside its lease). */
+  deadline = Number.POSITIVE_INFINITY,
 ): Promise<HostOutcome> {
   const log = ctx.logger.child({ hostId: host.id });
   const outcome: HostOutcome = {
@@ -136,6 +138,17 @@ export async function reconcileHost(
   ];
   const settle: Transition[] = [];
   await mapWithLimit(actions, options.actionConcurrency, async (action) => {
+    if (performance.now() > deadline) {
+      // Out of time: leave it to the next sweep. A destroy is retried by the orphan rule (the row
+      // already says stopped); a pause is undone so the expired rule fires again.
+      outcome.actionFailures++;
+      if (action.kind === "pause") {
+        const t = action.transition;
+        const version = appliedVersion.get(t.id) ?? t.version;
+        settle.push({ ...t, version, fromState: "pausing", toState: "running", keepEndAt: true, cause: "deferred" });
+      }
+      return;
+    }
     if (action.kind === "destroy") {
       try {
         await agent.destroySandbox({ sandboxId: action.id }, { timeoutMs: options.actionTimeoutMs });

@@ -18,6 +18,8 @@ export interface ReconcileSummary {
   hostsSeen: number;
   /** Hosts that did not answer (unreachable, timed out, refused the token). */
   hostsFailed: number;
+  /** Hosts left for the next sweep because this one ran out of time (see `leaseTtlMs`). */
+  hostsSkipped: number;
   /** Hosts that turned `unhealthy` in this sweep. */
   hostsUnhealthy: string[];
   /** Hosts that were `unhealthy` and answered again. */
@@ -49,6 +51,7 @@ export async function runReconcileSweep(
     hosts: 0,
     hostsSeen: 0,
     hostsFailed: 0,
+    hostsSkipped: 0,
     hostsUnhealthy: [],
     hostsRecovered: [],
     changed: emptyCounts(),
@@ -67,8 +70,12 @@ export async function runReconcileSweep(
   try {
     const all = await ctx.db.select().from(hosts).orderBy(asc(hosts.id));
     summary.hosts = all.length;
-    const outcomes = await mapWithLimit(all, options.hostConcurrency, (host) =>
-      reconcileHost(sweepCtx, host, options).catch((err: unknown): HostOutcome => {
+    // Start no host and no agent call that could outlast the lease, so two sweeps never overlap:
+    // the last one started still ends (its deadlines) with a few seconds of lease to spare.
+    const deadline = started + options.leaseTtlMs - options.hostTimeoutMs - options.actionTimeoutMs - 5_000;
+    const outcomes = await mapWithLimit(all, options.hostConcurrency, async (host) => {
+      if (performance.now() > deadline) return undefined;
+      return reconcileHost(sweepCtx, host, options, deadline).catch((err: unknown): HostOutcome => {
         // A database failure on one host must not stop the others; the next sweep retries it.
         log.error("sweeping a host failed", { hostId: host.id, err });
         return {
@@ -81,9 +88,13 @@ export async function runReconcileSweep(
           recovered: false,
           error: err instanceof Error ? err.message : String(err),
         };
-      }),
-    );
+      });
+    });
     for (const o of outcomes) {
+      if (!o) {
+        summary.hostsSkipped++;
+        continue;
+      }
       if (o.answered) summary.hostsSeen++;
       else summary.hostsFailed++;
       if (o.becameUnhealthy) summary.hostsUnhealthy.push(o.hostId);
