@@ -48,14 +48,30 @@ describe("readMultipart", () => {
     form.set("path", "/home/user/a.bin");
     form.set("file", new Blob([file]), "a.bin");
     const { bytes, boundary } = await encode(form);
-    for (let seed = 1; seed <= 20; seed++) {
+    // Chunks shorter and longer than the delimiter take different paths through the reader.
+    for (let seed = 1; seed <= 40; seed++) {
       const seen: Record<string, Uint8Array | string> = {};
-      for await (const part of readMultipart(chunked(bytes, seed), boundary)) {
+      for await (const part of readMultipart(chunked(bytes, seed, seed <= 20 ? 37 : 700), boundary)) {
         seen[part.name] = part.name === "path" ? await readTextPart(part, 100) : await collect(part.body);
         if (part.name === "file") expect(part.filename).toBe("a.bin");
       }
       expect(seen.path).toBe("/home/user/a.bin");
       expect(seen.file).toEqual(file);
+    }
+  });
+
+  it("keeps near-misses of the delimiter that sit across chunk edges", async () => {
+    const boundary = "b0undaryXyZ";
+    const content = `a\r\n--b0undaryXy\r\n--b0undaryX\r\n--b0undar${"z".repeat(50)}\r\n--b0undaryXyQ end`;
+    const body = new TextEncoder().encode(
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n${content}\r\n--${boundary}--\r\n`,
+    );
+    for (let seed = 1; seed <= 60; seed++) {
+      const parts: string[] = [];
+      for await (const part of readMultipart(chunked(body, seed, 1 + (seed % 30)), boundary)) {
+        parts.push(new TextDecoder().decode(await collect(part.body)));
+      }
+      expect(parts).toEqual([content]);
     }
   });
 

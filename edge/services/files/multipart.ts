@@ -7,7 +7,7 @@
 const CR = 13;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const headerTerminator = encoder.encode("\r\n\r\n");
+const headerTerminator = pattern(encoder.encode("\r\n\r\n"));
 
 /** One part of a multipart body. */
 export interface MultipartPart {
@@ -35,22 +35,30 @@ export function multipartBoundary(contentType: string | undefined): string | und
   return boundary && boundary.length <= 200 ? boundary : undefined;
 }
 
-function indexOfSequence(haystack: Uint8Array, needle: Uint8Array, from: number): number {
-  const first = needle[0];
-  if (first === undefined) return from;
-  let i = haystack.indexOf(first, from);
-  while (i !== -1 && i + needle.length <= haystack.length) {
-    let match = true;
-    for (let j = 1; j < needle.length; j++) {
-      if (haystack[i + j] !== needle[j]) {
-        match = false;
-        break;
-      }
-    }
-    if (match) return i;
-    i = haystack.indexOf(first, i + 1);
+/** A byte pattern prepared for Boyer–Moore–Horspool search: long boundaries let the scan skip ahead. */
+interface Pattern {
+  bytes: Uint8Array;
+  /** How far the window may move when its last byte is a given value. */
+  skip: Uint32Array;
+}
+
+function pattern(bytes: Uint8Array): Pattern {
+  const skip = new Uint32Array(256).fill(bytes.length);
+  for (let i = 0; i < bytes.length - 1; i++) skip[bytes[i] as number] = bytes.length - 1 - i;
+  return { bytes, skip };
+}
+
+/** First index of `needle` in `haystack` at or after `from`, or -1. */
+function indexOfPattern(haystack: Uint8Array, needle: Pattern, from: number): number {
+  const n = needle.bytes;
+  const last = n.length - 1;
+  let i = from;
+  while (i + last < haystack.length) {
+    let j = last;
+    while (j >= 0 && haystack[i + j] === n[j]) j--;
+    if (j < 0) return i;
+    i += needle.skip[haystack[i + last] as number] as number;
   }
-  // A partial match at the end may complete with the next chunk: report where it could start.
   return -1;
 }
 
@@ -91,7 +99,8 @@ export async function* readMultipart(
   boundary: string,
 ): AsyncGenerator<MultipartPart> {
   const reader = body.getReader();
-  const delimiter = encoder.encode(`\r\n--${boundary}`);
+  const delimiter = pattern(encoder.encode(`\r\n--${boundary}`));
+  const delimiterLength = delimiter.bytes.length;
   let buf: Uint8Array = new Uint8Array(0);
   let done = false;
 
@@ -108,51 +117,79 @@ export async function* readMultipart(
 
   try {
     // The body starts with "--boundary" (RFC 2046 allows a preamble; we search past it).
-    const first = encoder.encode(`--${boundary}`);
-    let start = indexOfSequence(buf, first, 0);
+    const first = pattern(encoder.encode(`--${boundary}`));
+    let start = indexOfPattern(buf, first, 0);
     while (start === -1) {
       if (buf.length > 64 * 1024) throw new MultipartError("no multipart boundary found");
       if (!(await fill())) throw new MultipartError("the multipart body is empty or has no boundary");
-      start = indexOfSequence(buf, first, 0);
+      start = indexOfPattern(buf, first, 0);
     }
-    buf = buf.subarray(start + first.length);
+    buf = buf.subarray(start + first.bytes.length);
     for (;;) {
       while (buf.length < 2) if (!(await fill())) throw new MultipartError("the multipart body ends early");
       if (buf[0] === 45 && buf[1] === 45) return; // "--": closing delimiter
       if (buf[0] !== CR || buf[1] !== 10) throw new MultipartError("malformed multipart delimiter");
       buf = buf.subarray(2);
-      let headerEnd = indexOfSequence(buf, headerTerminator, 0);
+      let headerEnd = indexOfPattern(buf, headerTerminator, 0);
       while (headerEnd === -1) {
         if (buf.length > 16 * 1024) throw new MultipartError("multipart part headers are too long");
         if (!(await fill())) throw new MultipartError("the multipart body ends inside part headers");
-        headerEnd = indexOfSequence(buf, headerTerminator, 0);
+        headerEnd = indexOfPattern(buf, headerTerminator, 0);
       }
       const headers = parseHeaders(decoder.decode(buf.subarray(0, headerEnd)));
       buf = buf.subarray(headerEnd + 4);
       let partDone = false;
       let failure: unknown;
+      // Returns the next bytes of this part, or null at its end. Network chunks are passed on as
+      // views, never copied whole: only a tail shorter than the delimiter is joined with the start of
+      // the next chunk to look for a delimiter that straddles the two.
+      const readSegment = async (): Promise<Uint8Array | null> => {
+        for (;;) {
+          const at = indexOfPattern(buf, delimiter, 0);
+          if (at !== -1) {
+            const data = buf.subarray(0, at);
+            buf = buf.subarray(at + delimiterLength);
+            partDone = true;
+            return data.length > 0 ? data : null;
+          }
+          const safe = buf.length - (delimiterLength - 1);
+          if (safe > 0) {
+            const data = buf.subarray(0, safe);
+            buf = buf.subarray(safe);
+            return data;
+          }
+          const next = await reader.read();
+          if (next.done) {
+            done = true;
+            throw new MultipartError("the multipart body ends inside a part");
+          }
+          const chunk = next.value;
+          if (chunk.length < delimiterLength - 1) {
+            buf = concat(buf, chunk);
+            continue;
+          }
+          const bridge = concat(buf, chunk.subarray(0, delimiterLength - 1));
+          const inBridge = indexOfPattern(bridge, delimiter, 0);
+          if (inBridge !== -1) {
+            buf = chunk.subarray(inBridge + delimiterLength - buf.length);
+            partDone = true;
+            return inBridge > 0 ? bridge.subarray(0, inBridge) : null;
+          }
+          // No delimiter starts in the tail, so all of it is data.
+          const tail = buf;
+          buf = chunk;
+          if (tail.length > 0) return tail;
+        }
+      };
       const partBody = new ReadableStream<Uint8Array>(
         {
           pull: async (controller) => {
             try {
-              for (;;) {
-                const at = indexOfSequence(buf, delimiter, 0);
-                if (at !== -1) {
-                  if (at > 0) controller.enqueue(buf.slice(0, at));
-                  buf = buf.subarray(at + delimiter.length);
-                  partDone = true;
-                  controller.close();
-                  return;
-                }
-                // Keep a tail that could be the start of the delimiter; emit the rest.
-                const safe = buf.length - (delimiter.length - 1);
-                if (safe > 0) {
-                  controller.enqueue(buf.slice(0, safe));
-                  buf = buf.subarray(safe);
-                  if (!(await fill())) throw new MultipartError("the multipart body ends inside a part");
-                  return;
-                }
-                if (!(await fill())) throw new MultipartError("the multipart body ends inside a part");
+              const data = partDone ? null : await readSegment();
+              if (data) controller.enqueue(data);
+              if (partDone) {
+                // The last segment and the end may come together; close after enqueueing it.
+                controller.close();
               }
             } catch (err) {
               failure = err;
@@ -162,17 +199,7 @@ export async function* readMultipart(
           cancel: async () => {
             // Skip what is left of this part so the next one can be read.
             try {
-              while (!partDone) {
-                const at = indexOfSequence(buf, delimiter, 0);
-                if (at !== -1) {
-                  buf = buf.subarray(at + delimiter.length);
-                  partDone = true;
-                  return;
-                }
-                const keep = Math.max(0, buf.length - (delimiter.length - 1));
-                buf = buf.subarray(keep);
-                if (!(await fill())) throw new MultipartError("the multipart body ends inside a part");
-              }
+              while (!partDone) await readSegment();
             } catch (err) {
               failure = err;
             }
