@@ -103,7 +103,9 @@ async function sweep(event: CronEvent, deps: WorkerDeps, ctx: ExecutionContext):
   try {
     await runReconcileSweep(
       serviceContext(deps, handle.db, deps.logger.child({ cron: event.cron }), "reconcile"),
-      reconcileOptionsFromEnv(deps.env),
+      // Workers allow six simultaneous outgoing connections per event (more wait in a queue, eating
+      // into per-host deadlines): one is the database's WebSocket, five are for agents.
+      { ...reconcileOptionsFromEnv(deps.env), hostConcurrency: 5, actionConcurrency: 1 },
     );
   } finally {
     ctx.waitUntil(handle.close());
