@@ -343,7 +343,7 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
           slotsInUse: load.slotsInUse,
         },
         agentVersion: facts.agentVersion,
-        envdVersion: facts.envdVersion,
+        envdVersion: facts.envdVersion || manager.envdVersion,
         kernel: release(),
         hostname: hostname(),
         pauseToDisk: runtime.capabilities().pauseToDisk,

@@ -84,6 +84,13 @@ export class SandboxManager {
     return this.#deps.runtime;
   }
 
+  /** The envd version the most recent guest reported (X-Envd-Version on /init), or "". */
+  get envdVersion(): string {
+    let version = "";
+    for (const { record } of this.#live.values()) if (record.envdVersion !== "") version = record.envdVersion;
+    return version;
+  }
+
   // ---------------------------------------------------------------- recovery
 
   /**

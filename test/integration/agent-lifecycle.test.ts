@@ -351,3 +351,20 @@ describe("agent: TLS", () => {
     }
   });
 });
+
+describe("agent: configuration errors", () => {
+  it("exits non-zero naming every bad variable, before touching the host", async () => {
+    const { execa } = await import("execa");
+    const result = await execa(process.execPath, ["--import", "tsx", "agent/main.ts"], {
+      cwd: new URL("../../", import.meta.url),
+      env: { AGENT_RUNTIME: "docker", AGENT_NET_CIDR: "10.1.2.3/16", AGENT_EGRESS: "sometimes" },
+      reject: false,
+      timeout: 30_000,
+    });
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain("invalid configuration");
+    expect(result.stderr).toContain("AGENT_RUNTIME");
+    expect(result.stderr).toContain("AGENT_NET_CIDR");
+    expect(result.stderr).toContain("AGENT_EGRESS");
+  });
+});
