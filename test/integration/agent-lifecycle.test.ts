@@ -213,6 +213,34 @@ describe("agent: namespace sandbox lifecycle", () => {
     await c.destroySandbox({ sandboxId: id });
   });
 
+  it("holds a sandbox to its memory and CPU limits", async () => {
+    const c = agent.client;
+    const id = newSandboxId();
+    await c.createSandbox({ sandboxId: id, template: TEMPLATE, memoryMb: 128, vcpus: 1 });
+    const state = await readState(agent, id);
+    const groups = state.handle?.data.cgroups ?? {};
+    const { readFile } = await import("node:fs/promises");
+    const read = (dir: string | undefined, file: string) => readFile(`${dir}/${file}`, "utf8").then((t) => t.trim());
+    if (groups.memory?.includes("/sys/fs/cgroup/memory/")) {
+      expect(await read(groups.memory, "memory.limit_in_bytes")).toBe(String(128 * 2 ** 20));
+      expect(await read(groups.cpu, "cpu.cfs_quota_us")).toBe("100000");
+    } else {
+      expect(await read(groups.memory, "memory.max")).toBe(String(128 * 2 ** 20));
+      expect(await read(groups.cpu, "cpu.max")).toBe("100000 100000");
+    }
+    const hog = await c.exec({
+      sandboxId: id,
+      cmd: "python3",
+      args: ["-c", "a = bytearray(400 * 1024 * 1024); a[::4096] = b'x' * len(a[::4096]); print('survived')"],
+    });
+    expect(text(hog.stdout)).not.toContain("survived");
+    // Killed by the OOM killer (SIGKILL): a signal death reads -1, a shell-style status 137.
+    expect([-1, 137]).toContain(hog.exitCode);
+    // The sandbox itself is still there after its process was OOM-killed.
+    expect(text((await c.exec({ sandboxId: id, cmd: "echo", args: ["alive"] })).stdout)).toBe("alive\n");
+    await c.destroySandbox({ sandboxId: id });
+  });
+
   it("rejects bad input with clear codes and leaves nothing behind", async () => {
     const c = agent.client;
     expect(await codeOf(c.createSandbox({ sandboxId: "NOT-valid", template: TEMPLATE }))).toBe(Code.InvalidArgument);
