@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { type FilesLayout, filesLayout } from "../agent/layout.js";
 import { BuildError } from "./errors.js";
@@ -60,6 +60,43 @@ async function hasNpmScript(repoDir: string, script: string): Promise<boolean> {
   }
 }
 
+/** Newest modification time (ms) of the files under `dir`, recursively; 0 when it does not exist. */
+async function newestMtime(dir: string): Promise<number> {
+  let newest = 0;
+  const walk = async (d: string): Promise<void> => {
+    const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      const abs = join(d, e.name);
+      if (e.isDirectory()) await walk(abs);
+      else newest = Math.max(newest, (await stat(abs).catch(() => undefined))?.mtimeMs ?? 0);
+    }
+  };
+  await walk(dir);
+  return newest;
+}
+
+/**
+ * Whether dist/envd is newer than everything it is built from (envd's sources, the generated protocol
+ * code, the package manifests), so a rerun can skip `npm run build:envd` and stay a few seconds.
+ */
+async function envdDistFresh(repoDir: string, envdDist: string): Promise<boolean> {
+  const built = await stat(join(envdDist, "bin", "envd")).catch(() => undefined);
+  if (!built) return false;
+  const sources = await Promise.all([
+    newestMtime(join(repoDir, "agent", "envd")),
+    newestMtime(join(repoDir, "proto", "gen", "envd")),
+    stat(join(repoDir, "package.json")).then(
+      (s) => s.mtimeMs,
+      () => 0,
+    ),
+    stat(join(repoDir, "package-lock.json")).then(
+      (s) => s.mtimeMs,
+      () => 0,
+    ),
+  ]);
+  return Math.max(...sources) < built.mtimeMs;
+}
+
 /** Removes temporary directories of builds that were killed (we hold the lock, so none is in use). */
 async function removeLeftovers(layout: FilesLayout): Promise<void> {
   const dirs: [string, RegExp][] = [
@@ -97,9 +134,13 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     const mirrors = pickDebianMirrors(await hostAptSources(), DEBIAN_SUITE, opts.mirror);
     const kernel = await ensureKernel({ layout, progress, force: opts.force ?? false, signal });
     if ((opts.buildEnvd ?? true) && (await hasNpmScript(opts.repoDir, "build:envd"))) {
-      await progress.step("npm run build:envd", () =>
-        run("npm", ["run", "--silent", "build:envd"], { cwd: opts.repoDir, signal }),
-      );
+      if (await envdDistFresh(opts.repoDir, opts.envdDist)) {
+        progress.skip("npm run build:envd", "dist/envd is newer than envd's sources");
+      } else {
+        await progress.step("npm run build:envd", () =>
+          run("npm", ["run", "--silent", "build:envd"], { cwd: opts.repoDir, signal }),
+        );
+      }
     } else if (!(await exists(join(opts.envdDist, "bin", "envd")))) {
       throw new BuildError(
         `envd is not built: ${join(opts.envdDist, "bin", "envd")} is missing and package.json has no build:envd script`,
