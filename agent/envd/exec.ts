@@ -1,4 +1,4 @@
-import { execa } from "execa";
+import { execFile } from "node:child_process";
 import { STANDARD_PATH } from "./users.js";
 
 /** Result of one external command. */
@@ -8,32 +8,45 @@ export interface ExecResult {
   exitCode: number;
 }
 
-/** Runs an external command; the one place envd spawns helper programs (getfattr, date, socat probes). */
+/** Runs an external command; the one place envd runs helper programs (getfattr, setfattr, date). */
 export type Exec = (
   file: string,
   args: readonly string[],
-  opts?: { signal?: AbortSignal; input?: string; timeoutMs?: number },
+  opts?: { signal?: AbortSignal; timeoutMs?: number },
 ) => Promise<ExecResult>;
 
 /**
- * Creates the execa-backed {@link Exec}. It never throws on a non-zero exit (callers decide what a
- * failure means) but does reject when the program cannot be started or is cancelled.
+ * Creates the {@link Exec} envd uses. It never rejects on a non-zero exit (callers decide what a
+ * failure means) but does reject when the program cannot be started, times out or is aborted.
+ * Built on child_process.execFile rather than execa: envd runs in every guest, and execa alone
+ * adds about 9 MiB to its resident memory.
  */
 export function createExec(): Exec {
-  return async (file, args, opts = {}) => {
-    const result = await execa(file, args, {
-      reject: false,
-      cancelSignal: opts.signal,
-      forceKillAfterDelay: 2_000,
-      timeout: opts.timeoutMs ?? 30_000,
-      input: opts.input,
-      stripFinalNewline: false,
-      env: { LC_ALL: "C", PATH: STANDARD_PATH },
-      extendEnv: false,
+  return (file, args, opts = {}) =>
+    new Promise((resolve, reject) => {
+      execFile(
+        file,
+        [...args],
+        {
+          env: { LC_ALL: "C", PATH: STANDARD_PATH },
+          signal: opts.signal,
+          timeout: opts.timeoutMs ?? 30_000,
+          killSignal: "SIGKILL",
+          maxBuffer: 64 * 1024 * 1024,
+          encoding: "utf8",
+        },
+        (err, stdout, stderr) => {
+          if (!err) {
+            resolve({ stdout, stderr, exitCode: 0 });
+            return;
+          }
+          const code = (err as NodeJS.ErrnoException & { code?: unknown }).code;
+          if (typeof code === "number") {
+            resolve({ stdout, stderr, exitCode: code });
+            return;
+          }
+          reject(err);
+        },
+      );
     });
-    if (result.failed && result.exitCode === undefined) {
-      throw result.cause instanceof Error ? result.cause : new Error(result.message);
-    }
-    return { stdout: result.stdout, stderr: result.stderr, exitCode: result.exitCode ?? -1 };
-  };
 }

@@ -1,0 +1,166 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Sandbox } from "e2b";
+import { buildEnvd } from "../agent/envd/build.js";
+import { type Benchmark, type BenchRow, summarize, timeRuns } from "./stats.js";
+
+const MiB = 1024 * 1024;
+const TRANSFER_BYTES = 256 * MiB;
+const CHUNK = MiB;
+
+/** Builds the guest package into a temp dir and starts it, so the figures are those of the shipped envd. */
+async function startEnvd(dir: string): Promise<{ child: ChildProcess; port: number }> {
+  const out = await buildEnvd(join(dir, "envd"));
+  const child = spawn(join(out, "bin/envd"), ["--debug", "--quiet", "--port", "0", "--host", "127.0.0.1"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      text += d.toString();
+      const m = /listening on [^\s]+:(\d+)/.exec(text);
+      if (m?.[1]) resolve(Number(m[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`envd exited with ${code}`)));
+  });
+  return { child, port };
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m?.[1] ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+function spawnTrue(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn("/bin/bash", ["-l", "-c", "true"], { stdio: "ignore" });
+    p.once("error", reject);
+    p.once("close", () => resolve());
+  });
+}
+
+/** A stream of `total` bytes in 1 MiB chunks of one reused buffer (the data itself does not matter). */
+function zeroStream(total: number): ReadableStream<Uint8Array> {
+  const chunk = new Uint8Array(CHUNK).fill(97);
+  let sent = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent >= total) {
+        controller.close();
+        return;
+      }
+      const n = Math.min(CHUNK, total - sent);
+      controller.enqueue(n === CHUNK ? chunk : chunk.subarray(0, n));
+      sent += n;
+    },
+  });
+}
+
+/** MiB/s of pushing `total` bytes through a plain loopback TCP connection into a discarding reader. */
+async function loopbackTcpMiBps(total: number): Promise<number> {
+  const server = net.createServer((s) => s.resume());
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as net.AddressInfo;
+  const chunk = Buffer.alloc(CHUNK, 97);
+  const t0 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1");
+    sock.once("error", reject);
+    let sent = 0;
+    const pump = () => {
+      while (sent < total) {
+        sent += CHUNK;
+        if (!sock.write(chunk)) return void sock.once("drain", pump);
+      }
+      sock.end();
+    };
+    sock.once("connect", pump);
+    sock.once("close", () => resolve());
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  server.close();
+  return total / MiB / seconds;
+}
+
+/** envd: command round trip through the official SDK vs a plain spawn, file transfer rates, idle RSS. */
+export const benchmark: Benchmark = {
+  name: "envd",
+  description: "envd in debug mode on loopback, driven by the e2b SDK",
+  async run() {
+    const dir = mkdtempSync(join(tmpdir(), "wrenn-bench-envd-"));
+    const { child, port } = await startEnvd(dir);
+    const file = join(dir, "transfer.bin");
+    try {
+      await new Promise((r) => setTimeout(r, 2_000));
+      const idleRss = rssMiB(child.pid as number);
+      const sbx = new Sandbox({
+        sandboxId: "bench",
+        envdVersion: "0.6.13",
+        debug: true,
+        sandboxUrl: `http://127.0.0.1:${port}`,
+      });
+
+      const viaSdk = summarize(await timeRuns(60, 5, () => sbx.commands.run("true", { user: "root" })));
+      const viaSpawn = summarize(await timeRuns(60, 5, spawnTrue));
+
+      const t0 = performance.now();
+      await sbx.files.write(file, zeroStream(TRANSFER_BYTES), { user: "root" });
+      const uploadMiBps = TRANSFER_BYTES / MiB / ((performance.now() - t0) / 1000);
+
+      const t1 = performance.now();
+      const stream = await sbx.files.read(file, { format: "stream", user: "root" });
+      let received = 0;
+      for await (const c of stream as unknown as AsyncIterable<Uint8Array>) received += c.byteLength;
+      const downloadMiBps = received / MiB / ((performance.now() - t1) / 1000);
+      if (received !== TRANSFER_BYTES) throw new Error(`downloaded ${received} of ${TRANSFER_BYTES} bytes`);
+
+      const tcpMiBps = await loopbackTcpMiBps(TRANSFER_BYTES);
+      const afterRss = rssMiB(child.pid as number);
+
+      const rows: BenchRow[] = [
+        {
+          name: "`true` round trip via SDK (commands.run)",
+          unit: "ms",
+          value: viaSdk.median,
+          p95: viaSdk.p95,
+          n: viaSdk.n,
+          ratio: { value: viaSdk.median / viaSpawn.median, against: "spawn" },
+          goal: "≤ +5 ms at p50",
+        },
+        { name: "spawn `/bin/bash -l -c true`", unit: "ms", value: viaSpawn.median, p95: viaSpawn.p95, n: viaSpawn.n },
+        {
+          name: "256 MiB upload (SDK, octet-stream)",
+          unit: "MiB/s",
+          value: uploadMiBps,
+          ratio: { value: uploadMiBps / tcpMiBps, against: "loopback TCP" },
+          goal: "≥ 0.5× TCP",
+        },
+        {
+          name: "256 MiB download (SDK, stream)",
+          unit: "MiB/s",
+          value: downloadMiBps,
+          ratio: { value: downloadMiBps / tcpMiBps, against: "loopback TCP" },
+          goal: "≥ 0.5× TCP",
+        },
+        { name: "loopback TCP copy (baseline)", unit: "MiB/s", value: tcpMiBps },
+        { name: "envd idle RSS (after start)", unit: "MiB", value: idleRss, goal: "≤ 40 MiB" },
+        { name: "envd RSS after the runs", unit: "MiB", value: afterRss },
+      ];
+      return {
+        title: "envd (debug mode, loopback, SDK 2.51.0)",
+        rows,
+        notes: [
+          `SDK round trip minus plain spawn at p50: ${(viaSdk.median - viaSpawn.median).toFixed(2)} ms (goal ≤ +5 ms).`,
+          "envd is the packaged guest build (build:envd: bundled JS on the shipped node binary), as root in debug mode.",
+          "The SDK adds HTTP and Connect framing to each command; both sides share this machine's CPUs.",
+        ],
+      };
+    } finally {
+      child.kill("SIGTERM");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};
