@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     shutdown.abort();
     const force = setTimeout(() => process.exit(0), 5_000);
     force.unref();
-    void server.close().then(() => process.exit(0));
+    void Promise.all([server.close(), slots.drainPool()]).then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -110,6 +110,14 @@ export class SlotManager {
     this.#refill();
   }
 
+  /** Stops refilling and deletes the spare slots (on shutdown: they hold no sandbox). */
+  async drainPool(): Promise<void> {
+    this.#poolSize = 0;
+    await this.settled();
+    const spares = this.#pool.splice(0);
+    await Promise.all(spares.map((slot) => this.release(slot).catch(() => {})));
+  }
+
   /** Resolves once the pool is full (tests and benchmarks). */
   async settled(): Promise<void> {
     while (this.#refilling) await this.#refilling;

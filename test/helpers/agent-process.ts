@@ -243,7 +243,13 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
   const client = agentClient(url, token, ca);
   const restartOptions: AgentProcessOptions = { ...opts, stateDir, netPrefix, netCidr, port, token };
   let killed = false;
-  const exitedPromise = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  let exited = false;
+  const exitedPromise = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      exited = true;
+      resolve();
+    }),
+  );
 
   try {
     await waitForHealth(url, child, logFile, 60_000, ca);
@@ -253,6 +259,8 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
   }
 
   const stopThis = async (): Promise<void> => {
+    // The test may have stopped the agent itself (SIGTERM); then there is nobody to ask.
+    if (exited) return;
     const list = await client.listSandboxes({});
     await Promise.allSettled(list.sandboxes.map((s) => client.destroySandbox({ sandboxId: s.sandboxId })));
     child.kill("SIGTERM");

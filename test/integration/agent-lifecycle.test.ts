@@ -317,6 +317,17 @@ describe("agent: spare network slots", () => {
       expect((await agent.client.getHostInfo({})).load?.slotsInUse).toBe(1);
       await agent.client.destroySandbox({ sandboxId: id });
       expect(await netnsOf()).toHaveLength(2);
+      // A graceful stop deletes the spares itself (they hold no sandbox).
+      process.kill(agent.pid, "SIGTERM");
+      for (let i = 0; i < 100; i++) {
+        try {
+          process.kill(agent.pid, 0);
+        } catch {
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await netnsOf()).toEqual([]);
     } finally {
       await agent.stop();
     }
