@@ -42,6 +42,9 @@ async function createSandbox(): Promise<string> {
 describe("reconcile sweeps racing the API", () => {
   it("loses no API update and resurrects no sandbox", async () => {
     const ids = await Promise.all(Array.from({ length: 24 }, createSandbox));
+    // The agent answers pause and destroy only after it changed the sandbox, as a real one does, so
+    // sweeps see the host's new state while the API still waits for its answer.
+    agent.actionDelayMs = 800;
     const toPause = ids.slice(0, 8);
     const toDelete = ids.slice(8, 16);
     const untouched = ids.slice(16);
@@ -56,10 +59,19 @@ describe("reconcile sweeps racing the API", () => {
     })();
 
     const created: string[] = [];
+    // The API calls start one after another, 150 ms apart, so their windows overlap many sweeps.
+    const stagger = (i: number) => new Promise((r) => setTimeout(r, i * 150));
     const results = await Promise.all([
-      ...toPause.map((id) => h.request("POST", `/v1/sandboxes/${id}/pause`, { key })),
-      ...toDelete.map((id) => h.request("DELETE", `/v1/sandboxes/${id}`, { key })),
-      ...Array.from({ length: 6 }, async () => {
+      ...toPause.map(async (id, i) => {
+        await stagger(2 * i);
+        return h.request("POST", `/v1/sandboxes/${id}/pause`, { key });
+      }),
+      ...toDelete.map(async (id, i) => {
+        await stagger(2 * i + 1);
+        return h.request("DELETE", `/v1/sandboxes/${id}`, { key });
+      }),
+      ...Array.from({ length: 6 }, async (_, i) => {
+        await stagger(3 * i);
         const id = await createSandbox();
         created.push(id);
         return new Response(null, { status: 200 });
@@ -101,6 +113,12 @@ describe("reconcile sweeps racing the API", () => {
       .from(sandboxEvents)
       .where(inArray(sandboxEvents.sandboxId, [...ids, ...created]))
       .orderBy(asc(sandboxEvents.id));
+    // The only thing a sweep may have done is win a delete's race (host already destroyed, row not
+    // yet updated); it never touched a sandbox being paused or created, nor one left alone.
+    for (const e of events.filter((e) => e.actor === "reconcile")) {
+      expect(toDelete).toContain(e.sandboxId);
+      expect([e.fromState, e.toState]).toEqual(["running", "stopped"]);
+    }
     const stoppedAlready = new Set<string>();
     for (const e of events) {
       if (stoppedAlready.has(e.sandboxId)) expect(e.toState).toBe("stopped");

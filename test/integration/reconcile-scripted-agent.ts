@@ -39,6 +39,11 @@ export class ScriptedAgent {
   readonly calls: string[] = [];
   /** Milliseconds ListSandboxes waits before answering (to test per-host deadlines). */
   listDelayMs = 0;
+  /**
+   * Milliseconds pause and destroy wait after changing the sandbox and before answering, as a real
+   * agent does while it tears down: meanwhile ListSandboxes already shows the new state.
+   */
+  actionDelayMs = 0;
   /** Methods that answer this code instead of working. */
   readonly failing = new Map<string, Code>();
   private server: Server | undefined;
@@ -80,6 +85,10 @@ export class ScriptedAgent {
     if (authorization !== `Bearer ${this.token}`) throw new ConnectError("bad host token", Code.Unauthenticated);
     const code = this.failing.get(method);
     if (code !== undefined) throw new ConnectError(`scripted ${Code[code]}`, code);
+  }
+
+  private async actionDelay(): Promise<void> {
+    if (this.actionDelayMs > 0) await new Promise((r) => setTimeout(r, this.actionDelayMs));
   }
 
   private routes = (router: ConnectRouter): void => {
@@ -125,6 +134,7 @@ export class ScriptedAgent {
         this.check("destroySandbox", req.sandboxId, auth(ctx));
         get(req.sandboxId);
         this.sandboxes.delete(req.sandboxId);
+        await this.actionDelay();
         return {};
       },
       pauseSandbox: async (req, ctx) => {
@@ -133,6 +143,7 @@ export class ScriptedAgent {
         if (sandbox.state === SandboxState.PAUSED) throw new ConnectError("already paused", Code.FailedPrecondition);
         sandbox.state = SandboxState.PAUSED;
         sandbox.endAt = undefined;
+        await this.actionDelay();
         return { sandbox };
       },
       resumeSandbox: async (req, ctx) => {
