@@ -1,24 +1,72 @@
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { and, eq, inArray } from "drizzle-orm";
-import { createAgentConnector } from "../../edge/clients/agent.js";
-import { activeSandboxStates, sandboxes } from "../../edge/db/schema/index.js";
-import { edgeConfigFrom, parseEnv } from "../../edge/env.js";
-import { createConsoleLogger } from "../../edge/logger.js";
-import { resolveEncryptionKey } from "../../edge/node/encryption-key.js";
-import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import { Worker } from "node:worker_threads";
 import type { ServiceContext, TeamContext } from "../../edge/services/context.js";
-import { createSecretBox } from "../../edge/services/crypto.js";
-import { registerHost } from "../../edge/services/hosts/register.js";
-import { destroySandbox } from "../../edge/services/sandboxes/destroy.js";
-import { pauseSandbox } from "../../edge/services/sandboxes/pause.js";
-import { ensureHostTools } from "../../rootfs/host.js";
-import { Progress } from "../../rootfs/progress.js";
 import { parseCommand, usageError } from "../args.js";
 import type { CommandContext } from "../context.js";
 import { CliError, exitCodes } from "../errors.js";
 import { freePort, type LocalAgent, portIsFree, resolveAgentToken, startLocalAgent } from "../local-agent.js";
+import type { Output } from "../output.js";
 import { ensureImage } from "./image.js";
+
+/**
+ * The edge's modules, loaded on demand: importing them (hono, zod-openapi, drizzle, PGlite) is a good
+ * part of start-up, and it runs while PGlite initialises its data directory in a worker.
+ */
+async function loadEdge() {
+  const [drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause] = await Promise.all([
+    import("drizzle-orm"),
+    import("../../edge/clients/agent.js"),
+    import("../../edge/db/schema/index.js"),
+    import("../../edge/env.js"),
+    import("../../edge/logger.js"),
+    import("../../edge/node.js"),
+    import("../../edge/node/encryption-key.js"),
+    import("../../edge/services/crypto.js"),
+    import("../../edge/services/hosts/register.js"),
+    import("../../edge/services/sandboxes/destroy.js"),
+    import("../../edge/services/sandboxes/pause.js"),
+  ]);
+  return { drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause };
+}
+type EdgeModules = Awaited<ReturnType<typeof loadEdge>>;
+
+/** Runs in a worker thread: PGlite's first open of a directory (its initdb) is seconds of CPU. */
+const initdbWorkerSource = `
+const { workerData, parentPort } = require("node:worker_threads");
+import(workerData.pglite)
+  .then(async ({ PGlite }) => {
+    const db = await PGlite.create(workerData.dataDir);
+    await db.close();
+    parentPort.postMessage("");
+  })
+  .catch((err) => parentPort.postMessage(String((err && err.stack) || err)));
+`;
+
+/**
+ * Initialises an empty PGlite data directory in a worker thread, so that its initdb overlaps with
+ * loading the edge's modules and checking (or building) the image, on another core. The edge then
+ * only reopens it. A failure is only logged: the edge initialises the directory itself.
+ */
+async function initialiseDatabase(dataDir: string, output: Output): Promise<void> {
+  const initialised = await access(join(dataDir, "PG_VERSION")).then(
+    () => true,
+    () => false,
+  );
+  if (initialised) return;
+  const worker = new Worker(initdbWorkerSource, {
+    eval: true,
+    workerData: { pglite: import.meta.resolve("@electric-sql/pglite"), dataDir },
+  });
+  const message = await new Promise<string>((done) => {
+    worker.once("message", (m: unknown) => done(String(m)));
+    worker.once("error", (err) => done(err.message));
+    worker.once("exit", (code) => done(`the worker exited with ${code}`));
+  });
+  await worker.terminate();
+  if (message)
+    output.err(`note: preparing the database in the background failed (${message.split("\n")[0]}); continuing`);
+}
 
 export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--runtime auto|firecracker|qemu|namespace]
 
@@ -116,72 +164,94 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   }
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
-  // 1. Host packages, then the guest image (both are no-ops once done).
-  await ensureHostTools(new Progress(1, (line) => output.err(line)), ctx.signal);
-  await ensureImage(ctx, defaultTemplate);
-  if (ctx.signal.aborted) return 130;
-
-  // 2. The edge, in this process, on PGlite under the data directory (or DATABASE_URL).
-  const parsed = parseEnv({
-    ...env.raw,
-    WRENN_PORT: String(port),
-    WRENN_DATA_DIR: dataDir,
-    WRENN_LOG_LEVEL: env.logLevel ?? "warn",
-  });
-  if (!parsed.ok) {
-    throw new CliError(
-      `invalid environment: ${Object.entries(parsed.errors)
-        .map(([k, v]) => `${k}: ${v}`)
-        .join("; ")}`,
-      { exitCode: exitCodes.usage },
-    );
-  }
-  const edgeEnv = parsed.env;
-  const logger = createConsoleLogger(edgeEnv.WRENN_LOG_LEVEL);
+  // 1. The API starts at once, on PGlite under the data directory (or DATABASE_URL), while host
+  //    packages and the guest image are checked or built: /health answers early, and the database's
+  //    first-run initialisation hides behind the image build.
+  const databaseReady = env.raw.DATABASE_URL ? Promise.resolve() : initialiseDatabase(dataDir, output);
+  const edgeModules = loadEdge();
   output.err(`starting the API on port ${port} (data in ${dataDir})…`);
-  let edge: NodeEdge;
-  try {
-    edge = await startNodeEdge(edgeEnv, logger);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "EADDRINUSE") {
-      throw new CliError(`port ${port} is already in use`, {
-        exitCode: exitCodes.usage,
-        hint: "stop what uses it (another `wrenn up`?) or pick another port with WRENN_PORT",
-      });
+  const edgeStarting = (async () => {
+    const m = await edgeModules;
+    const parsed = m.env.parseEnv({
+      ...env.raw,
+      WRENN_PORT: String(port),
+      WRENN_DATA_DIR: dataDir,
+      WRENN_LOG_LEVEL: env.logLevel ?? "warn",
+    });
+    if (!parsed.ok) {
+      throw new CliError(
+        `invalid environment: ${Object.entries(parsed.errors)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join("; ")}`,
+        { exitCode: exitCodes.usage },
+      );
     }
+    const logger = m.logger.createConsoleLogger(parsed.env.WRENN_LOG_LEVEL);
+    await databaseReady;
+    try {
+      return { edgeEnv: parsed.env, logger, edge: await m.node.startNodeEdge(parsed.env, logger) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
+        throw new CliError(`port ${port} is already in use`, {
+          exitCode: exitCodes.usage,
+          hint: "stop what uses it (another `wrenn up`?) or pick another port with WRENN_PORT",
+        });
+      }
+      throw err;
+    }
+  })();
+  // Handled below; this only keeps an early failure from being reported as unhandled meanwhile.
+  edgeStarting.catch(() => {});
+  try {
+    const { ensureHostTools } = await import("../../rootfs/host.js");
+    const { Progress } = await import("../../rootfs/progress.js");
+    await ensureHostTools(new Progress(1, (line) => output.err(line)), ctx.signal);
+    await ensureImage(ctx, defaultTemplate);
+  } catch (err) {
+    const started = await edgeStarting.catch(() => undefined);
+    await started?.edge.close();
     throw err;
   }
-  const { key } = await resolveEncryptionKey({
+  // 2. One local agent as a child (it starts while the API finishes starting), registered as a host.
+  const agentPort = await chooseAgentPort(env.agentPort, join(dataDir, "local-agent.json"));
+  const token = await resolveAgentToken(env);
+  const logFile = join(dataDir, "agent.log");
+  output.err(`starting the local agent (runtime ${runtime}) on 127.0.0.1:${agentPort}; log: ${logFile}`);
+  const agentStarting = startLocalAgent({ env, host: "127.0.0.1", port: agentPort, token, runtime, logFile });
+  agentStarting.catch(() => {});
+  let started: Awaited<typeof edgeStarting>;
+  try {
+    started = await edgeStarting;
+  } catch (err) {
+    await (await agentStarting.catch(() => undefined))?.stop();
+    throw err;
+  }
+  const m = await edgeModules;
+  const { edgeEnv, logger, edge } = started;
+  const { key } = await m.key.resolveEncryptionKey({
     configured: edgeEnv.WRENN_ENCRYPTION_KEY,
     dataDir: edgeEnv.DATABASE_URL ? undefined : dataDir,
   });
   const services: ServiceContext = {
     db: edge.database.db,
-    agents: createAgentConnector(),
-    secrets: await createSecretBox(key),
+    agents: m.agent.createAgentConnector(),
+    secrets: await m.crypto.createSecretBox(key),
     logger,
     requestId: "wrenn-up",
-    config: edgeConfigFrom(edgeEnv),
+    config: m.env.edgeConfigFrom(edgeEnv),
     now: () => new Date(),
   };
-
-  // 3. One local agent as a child, registered as a host.
   let agent: LocalAgent | undefined;
   let hostId: string | undefined;
   const stopAll = async (keep: boolean) => {
-    if (hostId) await settleSandboxes(services, hostId, keep, (line) => output.err(line));
+    if (hostId) await settleSandboxes(m, services, hostId, keep, (line) => output.err(line));
     await agent?.stop();
     await edge.close();
   };
   try {
-    const agentPort = await chooseAgentPort(env.agentPort, join(dataDir, "local-agent.json"));
-    const token = await resolveAgentToken(env);
-    const logFile = join(dataDir, "agent.log");
-    output.err(`starting the local agent (runtime ${runtime}) on 127.0.0.1:${agentPort}; log: ${logFile}`);
-    agent = await startLocalAgent({ env, host: "127.0.0.1", port: agentPort, token, runtime, logFile });
+    agent = await agentStarting;
     output.err(`local agent ready (pid ${agent.pid})`);
-    const { host } = await registerHost(services, { address: agent.url, token });
+    const { host } = await m.register.registerHost(services, { address: agent.url, token });
     hostId = host.id;
     output.err(
       `registered host ${host.id} (${host.runtime}, ${host.capacity.vcpus} vCPU, ${host.capacity.memoryMb} MiB)`,
@@ -190,8 +260,12 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     await stopAll(false).catch(() => {});
     throw err;
   }
+  if (ctx.signal.aborted) {
+    await stopAll(false);
+    return 130;
+  }
 
-  // 4. The key and the example, then the ready line.
+  // 3. The key and the example, then the ready line.
   const apiUrl = `http://localhost:${edge.port}`;
   output.out("");
   if (edge.generatedAdminKey) {
@@ -210,7 +284,7 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   }
   output.out(`Wrenn is ready at ${apiUrl}`);
 
-  // 5. Run until Ctrl-C / SIGTERM or until the agent dies.
+  // 4. Run until Ctrl-C / SIGTERM or until the agent dies.
   const agentExit = agent.exited;
   const reason = await Promise.race([
     new Promise<"signal">((resolveSignal) => {
@@ -235,11 +309,14 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
  * the same services the API uses, so the database stays true. Each runs on behalf of its own team.
  */
 async function settleSandboxes(
+  m: EdgeModules,
   services: ServiceContext,
   hostId: string,
   keep: boolean,
   log: (line: string) => void,
 ): Promise<void> {
+  const { and, eq, inArray } = m.drizzle;
+  const { sandboxes, activeSandboxStates } = m.schema;
   const rows = await services.db
     .select({ id: sandboxes.id, teamId: sandboxes.teamId, state: sandboxes.state })
     .from(sandboxes)
@@ -250,11 +327,11 @@ async function settleSandboxes(
       try {
         if (keep) {
           if (row.state === "running") {
-            await pauseSandbox(ctx, row.id);
+            await m.pause.pauseSandbox(ctx, row.id);
             log(`  paused ${row.id}`);
           }
         } else {
-          await destroySandbox(ctx, row.id);
+          await m.destroy.destroySandbox(ctx, row.id);
           log(`  destroyed ${row.id}`);
         }
       } catch (err) {

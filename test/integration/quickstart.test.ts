@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
+import { Sandbox } from "../../sdk/index.js";
 import {
   type RunningStack,
   repoRoot,
@@ -31,14 +32,25 @@ describe.skipIf(unavailable !== undefined)(
       await stack?.cleanup();
     });
 
-    it("npm start is ready within 10 s and its printed example prints hello from a sandbox", async () => {
+    it("npm start is ready within 10 s, its printed example prints hello, and restarts keep the key (and, with --keep, the sandboxes)", async () => {
       stack = await stackEnvironment({ adminKey: false });
+      // The image is built, so /health must answer within 10 s of `npm start`.
       const started = Date.now();
+      let healthyAfterMs: number | undefined;
+      const poll = (async () => {
+        while (healthyAfterMs === undefined && Date.now() - started < 120_000) {
+          const ok = await fetch(`http://127.0.0.1:${stack?.port}/health`).then(
+            (r) => r.ok,
+            () => false,
+          );
+          if (ok) healthyAfterMs = Date.now() - started;
+          else await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
       running = await startStack(stack, { command: "npm", args: ["start", "--silent"] });
-      const health = await fetch(`${running.apiUrl}/health`);
-      const readyMs = Date.now() - started;
-      expect(health.status).toBe(200);
-      expect(readyMs).toBeLessThan(10_000);
+      await poll;
+      expect(healthyAfterMs).toBeDefined();
+      expect(healthyAfterMs).toBeLessThan(10_000);
       expect(running.stdout()).toMatch(new RegExp(`^Wrenn is ready at http://localhost:${stack.port}$`, "m"));
 
       // The example: the indented lines after "Try it:" up to the blank line.
@@ -67,6 +79,21 @@ describe.skipIf(unavailable !== undefined)(
       expect(running.stdout()).not.toContain(key);
       const listed = await fetch(`${running.apiUrl}/v1/sandboxes`, { headers: { "x-api-key": key ?? "" } });
       expect(listed.status).toBe(200);
+
+      // `--keep` pauses sandboxes on the way down; the next start finds them paused, files intact.
+      await running.stop();
+      running = await startStack(stack, { command: "npm", args: ["start", "--silent", "--", "--keep"] });
+      const sdk = { apiUrl: running.apiUrl, apiKey: key ?? "" };
+      const kept = await Sandbox.create(sdk);
+      await kept.files.write("kept.txt", "kept across restarts");
+      await running.stop();
+      expect(running.stderr()).toContain(`paused ${kept.id}`);
+      running = await startStack(stack, { command: "npm", args: ["start", "--silent"] });
+      const again = await Sandbox.connect(kept.id, { ...sdk, apiUrl: running.apiUrl });
+      expect(again.info.state).toBe("paused");
+      await again.resume();
+      expect(await again.files.read("kept.txt")).toBe("kept across restarts");
+      await again.kill();
     });
   },
 );

@@ -76,7 +76,7 @@ describe.skipIf(unavailable !== undefined)(
       setTimeout(() => controller.abort(), 1_000);
       await expect(run).rejects.toThrow();
       await new Promise((r) => setTimeout(r, 1_000));
-      const ps = await sandbox.commands.run("pgrep -f 'sleep 300' || true");
+      const ps = await sandbox.commands.run("pgrep -f 'sleep 30[0]' || true");
       expect(ps.stdout.trim()).toBe("");
     });
 
