@@ -1,15 +1,18 @@
 /** Unit tests for envd's pure parts: signatures, paths, ranges, /proc parsing, xattr dumps, output backpressure. */
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getSignature } from "e2b";
 import { afterAll, describe, expect, it } from "vitest";
 import { basicAuthUsername, checkFileSigning, fileSignature, isOpenRoute } from "../../agent/envd/auth.js";
+import { createClockStepper } from "../../agent/envd/clock.js";
 import { parseEnvdArgs } from "../../agent/envd/config.js";
 import { permissionString } from "../../agent/envd/entry.js";
+import type { Exec } from "../../agent/envd/exec.js";
 import { parseProcNetTcp } from "../../agent/envd/forwarder.js";
 import { parseRange, wantsGzip } from "../../agent/envd/http/files.js";
+import { silentLogger } from "../../agent/envd/log.js";
 import { endEventFor } from "../../agent/envd/process/manager.js";
 import { HIGH_WATER_BYTES, OutputFanout } from "../../agent/envd/process/output.js";
 import { lookupUser, PathError, resolveUserPath } from "../../agent/envd/users.js";
@@ -262,4 +265,30 @@ describe("output fan-out", () => {
     fanout.publish({ kind: "end", exitCode: 1, exited: true, status: "exit status 1" });
     expect(await fanout.subscribe().next(100)).toMatchObject({ kind: "end", exitCode: 1 });
   });
+});
+
+describe("clock stepping from /init", () => {
+  const calls: string[][] = [];
+  const fakeExec: Exec = async (file, args) => {
+    calls.push([file, ...args]);
+    return { stdout: "", stderr: "", exitCode: 0 };
+  };
+  it("never touches the clock in debug mode", async () => {
+    const clock = createClockStepper({ debug: true, exec: fakeExec, logger: silentLogger });
+    expect(await clock.stepForwardTo(Date.now() + 3_600_000)).toBe(false);
+    expect(calls).toEqual([]);
+  });
+
+  it.skipIf(existsSync("/dev/ptp0"))(
+    "in a guest without a PHC, steps forward only when behind by a second or more",
+    async () => {
+      const clock = createClockStepper({ debug: false, exec: fakeExec, logger: silentLogger });
+      expect(await clock.stepForwardTo(Date.now() - 60_000)).toBe(false);
+      expect(await clock.stepForwardTo(Date.now() + 200)).toBe(false);
+      expect(calls).toEqual([]);
+      const target = Date.now() + 120_000;
+      expect(await clock.stepForwardTo(target)).toBe(true);
+      expect(calls).toEqual([["date", "-u", "-s", `@${(target / 1000).toFixed(3)}`]]);
+    },
+  );
 });
