@@ -82,14 +82,8 @@ async function measure(runtime: QemuRuntime, root: string, memoryMb: number): Pr
     imageRootfsExt4: layout.imageRootfsExt4("minimal"),
   };
   const snapshotDir = join(root, "snapshots", name);
-  const batch = [
-    `netns add ${netns}`,
-    `-n ${netns} link set lo up`,
-    `-n ${netns} tuntap add tap0 mode tap`,
-    `-n ${netns} addr add 169.254.0.22/30 dev tap0`,
-    `-n ${netns} link set tap0 up`,
-  ].join("\n");
-  await exec("ip", ["-batch", "-"], { input: `${batch}\n` });
+  const batch = ["link set lo up", "tuntap add tap0 mode tap", "addr add 169.254.0.22/30 dev tap0", "link set tap0 up"];
+  await exec("ip", ["netns", "add", netns]);
   let handle: GuestHandle | undefined;
   const result: SizeResult = {
     memoryMb,
@@ -101,6 +95,7 @@ async function measure(runtime: QemuRuntime, root: string, memoryMb: number): Pr
     diskBytes: [],
   };
   try {
+    await exec("ip", ["-n", netns, "-batch", "-"], { input: `${batch.join("\n")}\n` });
     const t0 = performance.now();
     handle = await runtime.start(spec);
     await waitForEnvd(netns, 120_000);
