@@ -5,8 +5,9 @@ import { AgentError, failedPrecondition, sandboxNotFound } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { SlotKind } from "../network/rules.js";
 import { guestNetworkOf, type Slot, type SlotManager, SlotsExhaustedError } from "../network/slots.js";
+import { isSameProcessAlive } from "../process-identity.js";
 import type { GuestSpec, Runtime } from "../runtimes/types.js";
-import { assertSandboxId, assertTemplateName } from "./ids.js";
+import { assertSandboxId, assertTemplateName, SANDBOX_ID_PATTERN } from "./ids.js";
 import { KeyedLock, Semaphore } from "./lock.js";
 import { readRecords, type SandboxRecord, type StopReasonName, type TimeoutActionName, writeRecord } from "./record.js";
 
@@ -104,9 +105,23 @@ export class SandboxManager {
     const keep: number[] = [];
     const doomed: SandboxRecord[] = [];
     for (const record of records) {
+      // (A state file without a runtime predates the field: it is this runtime's.)
+      record.runtime ??= runtime.name;
+      if (record.runtime !== runtime.name) {
+        // Another runtime's guest cannot be stopped correctly by this one: keep it visible as an
+        // error (nothing is deleted) until an agent with that runtime, or an operator, removes it.
+        record.status = "error";
+        record.error = `recorded by the ${record.runtime} runtime; this agent runs ${runtime.name}`;
+        if (record.slot) keep.push(slots.adopt(record.slot.index, record.slot.kind, record.slot.egress).index);
+        this.#live.set(record.id, { record, slot: undefined, envd: undefined });
+        logger.warn("sandbox from another runtime kept as error", { sandboxId: record.id, runtime: record.runtime });
+        continue;
+      }
       const alive = record.handle !== undefined && (await runtime.isAlive(record.handle));
       const pausedToDisk = record.status === "paused" && record.snapshot !== undefined && record.handle === undefined;
-      if ((record.status === "running" || record.status === "paused") && (alive || pausedToDisk)) {
+      // A sandbox in error keeps its disk (and snapshot) until it is destroyed.
+      const inError = record.status === "error";
+      if (((record.status === "running" || record.status === "paused") && (alive || pausedToDisk)) || inError) {
         const slot = record.slot ? slots.adopt(record.slot.index, record.slot.kind, record.slot.egress) : undefined;
         if (slot) keep.push(slot.index);
         this.#live.set(record.id, {
@@ -133,7 +148,8 @@ export class SandboxManager {
         this.#reaped.push({ ...record });
       }
     }
-    for (const name of orphans) {
+    // Only directories named like sandboxes are ours to remove.
+    for (const name of orphans.filter((n) => SANDBOX_ID_PATTERN.test(n))) {
       await runtime
         .stop(this.#spec(this.#orphanRecord(name), undefined), undefined)
         .catch((err) => logger.error("cleanup of a sandbox directory failed", { sandboxId: name, err }));
@@ -440,7 +456,12 @@ export class SandboxManager {
   async #teardownResources(record: SandboxRecord, slot: Slot | undefined): Promise<void> {
     const { layout } = this.#deps.config;
     const errors: unknown[] = [];
-    await this.#deps.runtime.stop(this.#spec(record, slot), record.handle).catch((e) => errors.push(e));
+    if (record.runtime === this.#deps.runtime.name) {
+      await this.#deps.runtime.stop(this.#spec(record, slot), record.handle).catch((e) => errors.push(e));
+    } else if (record.handle && (await isSameProcessAlive(record.handle.pid, record.handle.pidStartTime))) {
+      // A guest of another runtime: its process is all this agent can stop.
+      process.kill(record.handle.pid, "SIGKILL");
+    }
     if (slot) await this.#deps.slots.release(slot).catch((e) => errors.push(e));
     else if (record.slot) {
       // Recovery: the slot was never adopted; release by description so its netns goes.

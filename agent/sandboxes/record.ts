@@ -70,9 +70,31 @@ export async function readRecords(sandboxesDir: string): Promise<{ records: Sand
       continue;
     }
     try {
-      const record = JSON.parse(text) as SandboxRecord;
-      if (record.id !== name) throw new Error("id mismatch");
-      records.push(record);
+      const parsed = JSON.parse(text) as Partial<SandboxRecord>;
+      if (parsed.id !== name || typeof parsed.status !== "string") throw new Error("not a state file of this sandbox");
+      // Fields a state file written by an older agent (or cut short) may lack.
+      const defaults: Omit<SandboxRecord, "id" | "status" | "runtime"> = {
+        template: "",
+        vcpus: 1,
+        memoryMb: 1,
+        createdAt: Date.now(),
+        endAt: undefined,
+        remainingMs: undefined,
+        timeoutMs: 0,
+        timeoutAction: "kill",
+        metadata: {},
+        envVars: {},
+        accessToken: "",
+        internetAccess: false,
+        stopReason: undefined,
+        stoppedAt: undefined,
+        error: undefined,
+        envdVersion: "",
+        slot: undefined,
+        handle: undefined,
+        snapshot: undefined,
+      };
+      records.push({ ...defaults, ...parsed } as SandboxRecord);
     } catch {
       orphans.push(name);
     }

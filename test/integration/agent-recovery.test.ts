@@ -150,11 +150,39 @@ describe("agent: concurrency, TTL reaper, restart recovery", () => {
       }),
     );
     await execa("ip", ["netns", "add", `${first.netPrefix}-100`]);
+    // A sandbox whose resume failed earlier: in error, its disk kept for inspection until destroyed.
+    const failed = newSandboxId();
+    await mkdir(join(first.stateDir, "sandboxes", failed, "upper"), { recursive: true });
+    await writeFile(
+      join(first.stateDir, "sandboxes", failed, "state.json"),
+      JSON.stringify({
+        id: failed,
+        template: TEMPLATE,
+        runtime: "namespace",
+        status: "error",
+        error: "resume failed: test",
+        vcpus: 1,
+        memoryMb: 512,
+        createdAt: Date.now(),
+        timeoutAction: "kill",
+        metadata: {},
+        envVars: {},
+        accessToken: "",
+        internetAccess: true,
+        envdVersion: "",
+      }),
+    );
 
     agent = await startAgentProcess(first.restartOptions);
     const listed = await agent.client.listSandboxes({});
-    expect(listed.sandboxes.map((s) => s.sandboxId).sort()).toEqual([...ids].sort());
-    expect(listed.sandboxes.every((s) => s.state === SandboxState.RUNNING)).toBe(true);
+    expect(listed.sandboxes.map((s) => s.sandboxId).sort()).toEqual([...ids, failed].sort());
+    expect(
+      listed.sandboxes.filter((s) => ids.includes(s.sandboxId)).every((s) => s.state === SandboxState.RUNNING),
+    ).toBe(true);
+    const kept = (await agent.client.getSandbox({ sandboxId: failed })).sandbox;
+    expect(kept?.state).toBe(SandboxState.ERROR);
+    expect(kept?.error).toBe("resume failed: test");
+    await agent.client.destroySandbox({ sandboxId: failed });
     const read = await agent.client.readFile({ sandboxId: ids[0] ?? "", path: "/home/user/kept.txt" });
     expect(text(read.content)).toBe("kept");
     const who = await agent.client.exec({ sandboxId: ids[1] ?? "", cmd: "id", args: ["-un"] });
