@@ -6,6 +6,7 @@ import WebSocket from "ws";
 import { parseEnv } from "../../edge/env.js";
 import { createConsoleLogger, noopLogger } from "../../edge/logger.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "./agent-fixtures.js";
 
@@ -75,7 +76,12 @@ async function eventually<T>(what: string, probe: () => Promise<T | undefined>, 
 beforeAll(async () => {
   requireRoot();
   await requireImage();
-  agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
+  // A fast TTL reaper, so the timeout → auto-pause → auto-resume test needs seconds, not minutes.
+  agent = await startAgentProcess({
+    runtime: "namespace",
+    rootDir: IMAGES_ROOT,
+    env: { AGENT_REAP_INTERVAL_MS: "500" },
+  });
   const parsed = parseEnv({
     WRENN_PORT: "0",
     WRENN_HOST: "127.0.0.1",
@@ -404,6 +410,26 @@ describe("pause, resume and kill", () => {
       await Sandbox.kill(sbx.sandboxId).catch(() => {});
     }
   }, 180_000);
+
+  it("auto-pauses at the timeout and resumes on traffic, before any reconcile sweep", async () => {
+    // Reconcile is off in this stack: only the host knows the sandbox paused itself.
+    const sbx = await Sandbox.create({ timeoutMs: 2_000, lifecycle: { onTimeout: "pause", autoResume: true } });
+    try {
+      await sbx.files.write("/home/user/ttl.txt", "survives the timeout");
+      await eventually(
+        "the host's reaper to pause it",
+        async () => {
+          const res = await agent?.client.getSandbox({ sandboxId: sbx.sandboxId });
+          return res?.sandbox?.state === SandboxState.PAUSED ? true : undefined;
+        },
+        30_000,
+      );
+      expect(await sbx.files.read("/home/user/ttl.txt")).toBe("survives the timeout");
+      expect((await sbx.getInfo()).state).toBe("running");
+    } finally {
+      await sbx.kill().catch(() => {});
+    }
+  }, 120_000);
 
   it("resumes an auto-resume sandbox when traffic reaches it", async () => {
     const sbx = await Sandbox.create({ timeoutMs: 300_000, lifecycle: { onTimeout: "pause", autoResume: true } });

@@ -1,11 +1,13 @@
 import { desc, eq, inArray } from "drizzle-orm";
-import type { HostTarget } from "../../clients/agent.js";
+import { SandboxState } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { agentTimeouts, type HostTarget } from "../../clients/agent.js";
 import { activeSandboxStates, type HostRow, hosts, type SandboxRow, sandboxes } from "../../db/schema/index.js";
 import type { ServiceContext, TeamContext } from "../context.js";
 import { ConflictError } from "../errors.js";
 import { hostTarget } from "../hosts/target.js";
 import { sandboxIdPattern } from "../ids.js";
 import { resumeSandbox } from "../sandboxes/resume.js";
+import { compareAndSet } from "../sandboxes/transition.js";
 import { settlePollMs, settleTimeoutMs, sleep, transitionalStates } from "./settle.js";
 import { constantTimeEqual, envdFileSignature, type FileOperation } from "./signature.js";
 
@@ -54,7 +56,9 @@ export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: stri
     if (!row) return { kind: "not-found", sandboxId };
     const { sandbox, host } = row;
     if (sandbox.state === "running" && host) {
-      return { kind: "ready", sandboxId, target: await hostTarget(ctx, host) };
+      const target = await hostTarget(ctx, host);
+      if (!(await pausedAtTimeoutByHost(ctx, sandbox, target))) return { kind: "ready", sandboxId, target };
+      continue;
     }
     if (sandbox.state === "missing") {
       return { kind: "unavailable", sandboxId, message: "the sandbox's host is not answering" };
@@ -73,6 +77,35 @@ export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: stri
     if (!waiting || Date.now() > deadline) return { kind: "not-found", sandboxId };
     await sleep(settlePollMs);
   }
+}
+
+/**
+ * The host's TTL reaper pauses a sandbox at its timeout on its own; the database learns of it at the
+ * next reconcile sweep. For an auto-resume sandbox past its end time that gap would turn traffic away,
+ * so the host is asked, and a pause it reports is recorded now (compare-and-set, as the sweep does).
+ * Returns true when the row changed.
+ */
+async function pausedAtTimeoutByHost(ctx: ServiceContext, row: SandboxRow, target: HostTarget): Promise<boolean> {
+  if (!row.autoResume || row.onTimeout !== "pause" || row.endAt === null || row.endAt > ctx.now()) return false;
+  let reported: SandboxState | undefined;
+  try {
+    const res = await ctx.agents
+      .client(target, ctx.requestId)
+      .getSandbox({ sandboxId: row.id }, { timeoutMs: agentTimeouts.default });
+    reported = res.sandbox?.state;
+  } catch (err) {
+    ctx.logger.warn("sandbox proxy: could not ask the host about an expired sandbox", { sandboxId: row.id, err });
+    return false;
+  }
+  if (reported !== SandboxState.PAUSED) return false;
+  const updated = await compareAndSet(
+    ctx.db,
+    row,
+    { state: "paused", endAt: null },
+    { type: "paused", actor: "reconcile", detail: { cause: "host reports it paused at its timeout" } },
+    ctx.now(),
+  );
+  return updated !== null;
 }
 
 /** What a signed `/files` URL carries besides its signature. */
