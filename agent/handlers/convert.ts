@@ -56,7 +56,7 @@ export function sandboxToProto(r: SandboxRecord): Sandbox {
     endAt: r.endAt === undefined ? undefined : timestampFromMs(r.endAt),
     timeoutAction: r.timeoutAction === "pause" ? TimeoutAction.PAUSE : TimeoutAction.KILL,
     metadata: r.metadata,
-    runtime: RUNTIME[r.runtime],
+    runtime: RUNTIME[r.runtime] ?? RuntimeEnum.UNSPECIFIED,
     stopReason: r.stopReason === undefined ? StopReason.UNSPECIFIED : STOP_REASON[r.stopReason],
     error: r.error ?? "",
     snapshotFiles: (r.snapshot?.files ?? []).map((f) => ({ name: f.name, sizeBytes: BigInt(f.sizeBytes) })),
