@@ -74,6 +74,18 @@ describe.skipIf(!isRoot)(`envd with the e2b SDK (${isRoot ? "root" : ROOT_REASON
       expect(rel.stdout).toBe("/home/user\n");
     });
 
+    it("keeps the user's supplementary groups", async () => {
+      const group = `wrenn-envd-grp-${process.pid}`;
+      execFileSync("groupadd", [group]);
+      try {
+        execFileSync("usermod", ["-aG", group, "user"]);
+        const r = await sbx.commands.run("id -Gn");
+        expect(r.stdout.trim().split(" ")).toContain(group);
+      } finally {
+        execFileSync("groupdel", [group]);
+      }
+    });
+
     it("streams output through callbacks as it is produced", async () => {
       const chunks: string[] = [];
       await sbx.commands.run("for i in 1 2 3; do echo line$i; sleep 0.1; done", {
@@ -281,10 +293,12 @@ describe.skipIf(!isRoot)(`envd with the e2b SDK (${isRoot ? "root" : ROOT_REASON
       await new Promise((r) => setTimeout(r, 200));
       await sbx.files.write(`${base}/sub/newdir/deeper.txt`, "3");
       await sbx.files.remove(`${base}/top.txt`);
+      await sbx.files.rename(`${base}/sub/inner.txt`, `${base}/sub/renamed.txt`);
       await until(
         () =>
           events.some((e) => e.name === "top.txt" && e.type === FilesystemEventType.REMOVE) &&
-          events.some((e) => e.name === "sub/newdir/deeper.txt"),
+          events.some((e) => e.name === "sub/newdir/deeper.txt") &&
+          events.some((e) => e.name === "sub/renamed.txt"),
       );
       await handle.stop();
       const names = events.map((e) => `${e.type}:${e.name}`);
@@ -292,6 +306,8 @@ describe.skipIf(!isRoot)(`envd with the e2b SDK (${isRoot ? "root" : ROOT_REASON
       expect(names).toContain("create:sub/inner.txt");
       expect(names).toContain("create:sub/newdir");
       expect(names).toContain("remove:top.txt");
+      expect(names).toContain("rename:sub/inner.txt");
+      expect(names).toContain("create:sub/renamed.txt");
     });
   });
 });

@@ -259,8 +259,11 @@ export function createFilesystemService(deps: {
       const id = randomUUID();
       const user = await rpcUser(ctx, state);
       const events: FilesystemEvent[] = [];
+      // Entries are looked up asynchronously; chain them so events keep their order.
+      let chain: Promise<void> = Promise.resolve();
       const watcher = await startWatch(ctx, req, (e) => {
-        void toEvent(e, req.includeEntry).then((ev) => {
+        chain = chain.then(async () => {
+          const ev = await toEvent(e, req.includeEntry);
           if (events.length >= MAX_PENDING_WATCHER_EVENTS) {
             logger.warn("watcher event buffer full; oldest event discarded", { watcherId: id });
             events.shift();

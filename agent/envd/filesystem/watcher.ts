@@ -12,6 +12,9 @@ export interface WatchEvent {
   path: string;
 }
 
+/** How long a vanished name waits for its inode to reappear before it is reported as removed. */
+const RENAME_WINDOW_MS = 50;
+
 /** Most directories one recursive watch may hold, so a huge tree cannot exhaust inotify watches. */
 const MAX_WATCHED_DIRS = 8_192;
 
@@ -24,7 +27,9 @@ const MAX_WATCHED_DIRS = 8_192;
 export class DirWatcher {
   private readonly watchers = new Map<string, FSWatcher>();
   /** Last seen mode and existence per path, to tell CREATE from RENAME and CHMOD from WRITE. */
-  private readonly known = new Map<string, { mode: number; isDir: boolean }>();
+  private readonly known = new Map<string, { mode: number; isDir: boolean; ino: number }>();
+  /** Names that just vanished, held briefly: if the same inode reappears elsewhere it was a rename. */
+  private readonly vanished = new Map<number, { name: string; path: string; timer: NodeJS.Timeout }>();
   private closed = false;
   private chain: Promise<void> = Promise.resolve();
 
@@ -82,7 +87,7 @@ export class DirWatcher {
     for (const e of entries) {
       const p = join(dir, e.name);
       const st = await lstat(p).catch(() => undefined);
-      if (st) this.known.set(p, { mode: st.mode, isDir: st.isDirectory() });
+      if (st) this.known.set(p, { mode: st.mode, isDir: st.isDirectory(), ino: st.ino });
       if (this.recursive && e.isDirectory()) await this.addDir(p);
     }
   }
@@ -107,12 +112,29 @@ export class DirWatcher {
       if (!before) return;
       this.known.delete(path);
       if (before.isDir) this.removeDir(path);
-      // fs.watch reports a move away and a delete alike as "rename"; either way the name is gone.
-      this.onEvent({ name, path, type: EventType.REMOVE });
+      // fs.watch reports a move away and a delete alike as "rename". Hold the event briefly: if the
+      // inode shows up under another watched name it was a rename (RENAME, then CREATE, as E2B reports).
+      const timer = setTimeout(() => {
+        this.vanished.delete(before.ino);
+        if (!this.closed) this.onEvent({ name, path, type: EventType.REMOVE });
+      }, RENAME_WINDOW_MS);
+      const earlier = this.vanished.get(before.ino);
+      if (earlier) {
+        // Another name of the same inode (a hard link) vanished too: report that one now.
+        clearTimeout(earlier.timer);
+        this.onEvent({ name: earlier.name, path: earlier.path, type: EventType.REMOVE });
+      }
+      this.vanished.set(before.ino, { name, path, timer });
       return;
     }
-    this.known.set(path, { mode: st.mode, isDir: st.isDirectory() });
+    this.known.set(path, { mode: st.mode, isDir: st.isDirectory(), ino: st.ino });
     if (!before) {
+      const moved = this.vanished.get(st.ino);
+      if (moved) {
+        clearTimeout(moved.timer);
+        this.vanished.delete(st.ino);
+        this.onEvent({ name: moved.name, path: moved.path, type: EventType.RENAME });
+      }
       this.onEvent({ name, path, type: EventType.CREATE });
       if (this.recursive && st.isDirectory()) await this.addDir(path);
       return;
@@ -128,6 +150,8 @@ export class DirWatcher {
   /** Stops watching. */
   close(): void {
     this.closed = true;
+    for (const v of this.vanished.values()) clearTimeout(v.timer);
+    this.vanished.clear();
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();
     this.known.clear();

@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import { access, stat } from "node:fs/promises";
 import { constants } from "node:os";
+import { delimiter, isAbsolute, join, resolve } from "node:path";
 import * as pty from "node-pty";
 import type { Logger } from "../log.js";
 import { type LinuxUser, STANDARD_PATH } from "../users.js";
@@ -71,6 +74,28 @@ export function endEventFor(code: number | null, signal: NodeJS.Signals | number
   const status = `exit status ${exitCode}`;
   return { kind: "end", exitCode, exited: true, status, error: exitCode === 0 ? undefined : status };
 }
+
+/** Finds `cmd` as execvp would (PATH search when it has no slash); undefined when it is not an executable file. */
+export async function resolveExecutable(cmd: string, path: string, cwd: string): Promise<string | undefined> {
+  const candidates = cmd.includes("/")
+    ? [isAbsolute(cmd) ? cmd : resolve(cwd, cmd)]
+    : path
+        .split(delimiter)
+        .filter(Boolean)
+        .map((dir) => join(dir, cmd));
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, fsConstants.X_OK);
+      if ((await stat(candidate)).isFile()) return candidate;
+    } catch {
+      // not here; try the next PATH entry
+    }
+  }
+  return undefined;
+}
+
+/** Where setpriv lives on Debian (util-linux, which every Debian system has). */
+const SETPRIV = "/usr/bin/setpriv";
 
 /** A process envd started, alive until its end event is published. */
 export class ManagedProcess {
@@ -208,26 +233,47 @@ export class ProcessManager {
           throw new ProcessError("invalid_argument", `a process with tag ${spec.tag} is already running`);
       }
     }
-    const proc = spec.pty ? this.startPty(spec) : await this.startPiped(spec);
+    const env = this.environment(spec);
+    const executable = await resolveExecutable(spec.cmd, env.PATH ?? STANDARD_PATH, spec.cwd);
+    if (!executable) {
+      throw new ProcessError("invalid_argument", `failed to start ${spec.cmd}: executable file not found in $PATH`);
+    }
+    const launch = this.launch(spec, executable);
+    const proc = spec.pty ? this.startPty(spec, env, launch) : await this.startPiped(spec, env, launch);
     this.byPid.set(proc.pid, proc);
     void proc.whenEnded().then(() => this.byPid.delete(proc.pid));
     this.logger.info("process started", { pid: proc.pid, cmd: spec.cmd, user: spec.user.name, pty: Boolean(spec.pty) });
     return proc;
   }
 
-  private ids(spec: ProcessSpec): { uid?: number; gid?: number } {
-    // Only root may switch users; an unprivileged debug envd runs everything as itself.
-    return this.runningAsRoot ? { uid: spec.user.uid, gid: spec.user.gid } : {};
+  /**
+   * How to exec the process as its user. Root switches users through setpriv with --init-groups,
+   * so the process keeps the user's supplementary groups (Node's own uid/gid switch drops them).
+   * An unprivileged debug envd runs everything as itself.
+   */
+  private launch(spec: ProcessSpec, executable: string): { file: string; args: string[]; argv0: string } {
+    if (!this.runningAsRoot || spec.user.uid === 0) {
+      return { file: executable, args: spec.args, argv0: spec.cmd };
+    }
+    return {
+      file: SETPRIV,
+      args: [`--reuid=${spec.user.uid}`, `--regid=${spec.user.gid}`, "--init-groups", "--", executable, ...spec.args],
+      argv0: SETPRIV,
+    };
   }
 
-  private startPiped(spec: ProcessSpec): Promise<ManagedProcess> {
-    const child: ChildProcess = spawn(spec.cmd, spec.args, {
+  private startPiped(
+    spec: ProcessSpec,
+    env: Record<string, string>,
+    launch: { file: string; args: string[]; argv0: string },
+  ): Promise<ManagedProcess> {
+    const child: ChildProcess = spawn(launch.file, launch.args, {
       cwd: spec.cwd,
-      env: this.environment(spec),
+      env,
+      argv0: launch.argv0,
       stdio: ["pipe", "pipe", "pipe"],
       // Its own session and process group, so signals reach the whole job and not envd.
       detached: true,
-      ...this.ids(spec),
     });
     return new Promise((resolve, reject) => {
       child.once("error", (err) => {
@@ -279,12 +325,15 @@ export class ProcessManager {
     });
   }
 
-  private startPty(spec: ProcessSpec): ManagedProcess {
+  private startPty(
+    spec: ProcessSpec,
+    env: Record<string, string>,
+    launch: { file: string; args: string[] },
+  ): ManagedProcess {
     const size = spec.pty ?? { cols: 80, rows: 24 };
-    const env = this.environment(spec);
     let term: pty.IPty;
     try {
-      term = pty.spawn(spec.cmd, spec.args, {
+      term = pty.spawn(launch.file, launch.args, {
         name: env.TERM ?? "xterm-256color",
         cols: Math.max(1, size.cols || 80),
         rows: Math.max(1, size.rows || 24),
@@ -292,7 +341,6 @@ export class ProcessManager {
         env,
         // Raw bytes, not decoded text: output may split UTF-8 sequences across chunks.
         encoding: null,
-        ...this.ids(spec),
       });
     } catch (err) {
       throw new ProcessError("invalid_argument", `failed to start ${spec.cmd} on a PTY: ${(err as Error).message}`);
