@@ -119,6 +119,27 @@ describe("agent: concurrency, TTL reaper, restart recovery", () => {
     await c.destroySandbox({ sandboxId: lasting });
   });
 
+  it("notices a sandbox whose processes died, cleans it up and reports it lost", async () => {
+    const c = agent.client;
+    const id = newSandboxId();
+    await c.createSandbox({ sandboxId: id, template: TEMPLATE });
+    const state = await readState(agent, id);
+    const pid = state.handle?.pid ?? 0;
+    // Kill everything of the sandbox behind the agent's back (as an OOM or an operator might).
+    const unified = state.handle?.data.cgroups?.unified;
+    if (unified) await writeFile(`${unified}/cgroup.kill`, "1");
+    process.kill(pid, "SIGKILL");
+    const lost = await waitFor(
+      "the reaper to report the lost sandbox",
+      async () => (await c.listSandboxes({})).reaped.find((r) => r.sandboxId === id),
+      15_000,
+    );
+    expect(lost.state).toBe(SandboxState.STOPPED);
+    expect(lost.stopReason).toBe(StopReason.LOST);
+    expect((await c.listSandboxes({})).sandboxes.map((s) => s.sandboxId)).not.toContain(id);
+    expect(await leftovers(agent, [pid])).toEqual([]);
+  });
+
   it("keeps sandboxes running through kill -9 of the agent; a restarted agent re-adopts them and removes half-made ones", async () => {
     const first = agent;
     const ids = [newSandboxId(), newSandboxId()];
