@@ -27,10 +27,10 @@ export async function inChroot(root: string, script: string, opts: ChrootOptions
     'mkdir -p "$1/dev/pts" "$1/dev/shm" && ln -s /proc/self/fd "$1/dev/fd"',
     // A private copy of the host's resolv.conf, never the host's file itself: image cleanup steps truncate
     // /etc/resolv.conf, which through a bind mount of the host's file would empty the host's DNS config.
-    // The copy is unlinked once mounted; the mount keeps it alive until the namespace ends. A symlink in the
+    // The copy is world-readable (apt fetches as _apt) and unlinked once mounted; the mount keeps it alive. A symlink in the
     // image is replaced first, because following it would resolve against the host's root.
     opts.network
-      ? 'resolv=$(mktemp) && cat /etc/resolv.conf > "$resolv" && { [ ! -L "$1/etc/resolv.conf" ] || rm -f "$1/etc/resolv.conf"; } && touch "$1/etc/resolv.conf" && mount --bind "$resolv" "$1/etc/resolv.conf" && rm -f "$resolv"'
+      ? 'resolv=$(mktemp) && cat /etc/resolv.conf > "$resolv" && chmod 0644 "$resolv" && { [ ! -L "$1/etc/resolv.conf" ] || rm -f "$1/etc/resolv.conf"; } && touch "$1/etc/resolv.conf" && mount --bind "$resolv" "$1/etc/resolv.conf" && rm -f "$resolv"'
       : "true",
     'exec chroot "$1" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive /bin/sh -euc "$2"',
   ].join(" && ");

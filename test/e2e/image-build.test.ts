@@ -134,6 +134,30 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
     expect(after.builtAt).toBe(manifest.builtAt);
   });
 
+  it("layers the python template on minimal: pip, venv and the template's environment", async () => {
+    const result = await imageCli(["build", "python", "--no-envd-build"], config.rootDir);
+    expect(result.exitCode, result.all).toBe(0);
+    expect(result.all).toMatch(/stage minimal: cached/);
+    const py = JSON.parse(await readFile(shared.imageManifest("python"), "utf8")) as ImageManifest;
+    expect(py.env).toMatchObject({ PYTHONUNBUFFERED: "1" });
+    const pyTree = shared.imageRootfsTree("python");
+    // A login shell of the sandbox user gets the template's venv, so pip installs go there.
+    const { stdout } = await execa("chroot", [
+      pyTree,
+      "runuser",
+      "-u",
+      "user",
+      "--",
+      "bash",
+      "-lc",
+      "command -v pip; python -c 'import sys; print(sys.prefix)'",
+    ]);
+    expect(stdout.split("\n")).toEqual(["/home/user/.venv/bin/pip", "/home/user/.venv"]);
+    expect(await readFile(join(pyTree, "etc/wrenn/env"), "utf8")).toMatch(/^PYTHONUNBUFFERED='1'$/m);
+    // The base's injected pieces are there too.
+    expect(await readlink(join(pyTree, "usr/local/bin/envd"))).toBe("/opt/wrenn/envd/bin/envd");
+  });
+
   describe("in a scratch root seeded from the shared caches", () => {
     let root: string;
 
@@ -224,13 +248,16 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
         // What image cleanup does, in a network step (where the host's DNS config is made available).
         const out = await inChroot(
           tree,
-          ": > /etc/resolv.conf; rm -f /dev/null 2>/dev/null || true; ls /proc | grep -c '^[0-9]'",
+          // apt fetches as _apt: the DNS config it gets must be readable by that user.
+          "runuser -u _apt -- grep -c '^nameserver' /etc/resolv.conf; : > /etc/resolv.conf; rm -f /dev/null 2>/dev/null || true; ls /proc | grep -c '^[0-9]'",
           {
             network: true,
           },
         );
+        const [nameservers, processes] = out.trim().split("\n").map(Number);
+        expect(nameservers).toBeGreaterThan(0);
         // Its own pid namespace: only the script's few processes are visible.
-        expect(Number(out.trim())).toBeLessThan(10);
+        expect(processes).toBeLessThan(10);
         expect(await readFile("/etc/resolv.conf")).toEqual(hostResolv);
         expect((await stat("/dev/null")).isCharacterDevice()).toBe(true);
       } finally {
