@@ -42,7 +42,6 @@ const observedColumns = {
   version: sandboxes.version,
   onTimeout: sandboxes.onTimeout,
   endAt: sandboxes.endAt,
-  createdAt: sandboxes.createdAt,
   updatedAt: sandboxes.updatedAt,
   stoppedAt: sandboxes.stoppedAt,
 };

@@ -17,7 +17,6 @@ function row(id: string, fields: Partial<ObservedRow> = {}): ObservedRow {
     version: 3,
     onTimeout: "kill",
     endAt: null,
-    createdAt: ago(3_600_000),
     updatedAt: ago(3_600_000),
     stoppedAt: null,
     ...fields,

@@ -20,7 +20,7 @@ export type ReconcileRule = (typeof reconcileRules)[number];
 /** The columns of a sandbox row the sweep reads. */
 export type ObservedRow = Pick<
   SandboxRow,
-  "id" | "hostId" | "state" | "version" | "onTimeout" | "endAt" | "createdAt" | "updatedAt" | "stoppedAt"
+  "id" | "hostId" | "state" | "version" | "onTimeout" | "endAt" | "updatedAt" | "stoppedAt"
 >;
 
 /** One compare-and-set the sweep wants: applied only if the row still has `version`. */
