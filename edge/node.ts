@@ -67,6 +67,9 @@ export async function startNodeEdge(
   const server = serve({ fetch: app.fetch, port: env.WRENN_PORT, hostname: env.WRENN_HOST });
   // WebSockets to sandbox ports: Node's upgrade event, since Hono's fetch cannot take over a socket.
   attachSandboxUpgrades(server, deps);
+  // Uploads stream through to sandboxes and may take longer than Node's default 5-minute limit on
+  // receiving a request; slow clients are bounded by the headers timeout instead.
+  if ("requestTimeout" in server) server.requestTimeout = 0;
   await new Promise<void>((resolve, reject) => {
     server.once("listening", () => resolve());
     server.once("error", reject);
