@@ -64,5 +64,29 @@ describe.skipIf(skipReason !== undefined)(
       const { stdout } = await run("ps", ["-eo", "args"]);
       expect(stdout).not.toContain(`wrenn-${sandboxId}`);
     });
+
+    it("keeps the VM running through a kill -9 of the agent, and a restarted agent re-adopts it", async () => {
+      if (!agent) throw new Error("agent did not start");
+      const sandboxId = newSandboxId();
+      await agent.client.createSandbox({ sandboxId, template: "minimal", vcpus: 1, memoryMb: 256 });
+      await sh(agent.client, sandboxId, "echo survived > /home/user/marker.txt");
+      const qemuBefore = (await run("pgrep", ["-f", `wrenn-${sandboxId}`])).stdout.trim();
+      expect(qemuBefore).toMatch(/^[0-9]+$/);
+
+      agent.kill9();
+      const restarted = await startAgentProcess(agent.restartOptions);
+      try {
+        const listed = await restarted.client.listSandboxes({});
+        expect(listed.sandboxes.map((s) => s.sandboxId)).toContain(sandboxId);
+        // The same QEMU process, untouched by the agent's death, still serves the guest.
+        expect((await run("pgrep", ["-f", `wrenn-${sandboxId}`])).stdout.trim()).toBe(qemuBefore);
+        expect((await sh(restarted.client, sandboxId, "cat /home/user/marker.txt")).trim()).toBe("survived");
+        await restarted.client.destroySandbox({ sandboxId });
+      } finally {
+        await restarted.stop();
+      }
+      const left = await run("pgrep", ["-f", `wrenn-${sandboxId}`]).catch(() => ({ stdout: "" }));
+      expect(left.stdout.trim()).toBe("");
+    });
   },
 );
