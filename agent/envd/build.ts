@@ -5,12 +5,14 @@
  *   dist/envd/bin/node          this host's node binary, stripped
  *   dist/envd/lib/envd.mjs      envd bundled with esbuild (all JS dependencies inlined)
  *   dist/envd/node_modules/node-pty   the PTY addon's JS and its compiled pty.node
+ *   dist/envd/libexec/{getfattr,setfattr}   this host's attr tools (libc only), for file metadata
  *   dist/envd/VERSION           the envd protocol version
  *
  * The image builder copies dist/envd/ to /opt/wrenn/envd and links /usr/local/bin/envd to
  * /opt/wrenn/envd/bin/envd. The node binary and pty.node are built for this host's glibc and
  * architecture, so build on Debian bookworm (or older glibc) x86_64 for a bookworm x86_64 guest.
- * On the guest they need only libc, libstdc++ and libgcc_s, which every Debian base has.
+ * On the guest they need only libc, libstdc++ and libgcc_s, which every Debian base has, plus
+ * setpriv (util-linux, essential in Debian) and socat for the port forwarder.
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -67,6 +69,15 @@ export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<s
   for (const helper of ["spawn-helper"]) {
     const p = join(ptyRoot, "build/Release", helper);
     if (existsSync(p)) copyFileSync(p, join(ptyOut, "build/Release", helper));
+  }
+
+  // getfattr/setfattr need only libc; shipping them spares every image the `attr` package.
+  mkdirSync(join(outDir, "libexec"), { recursive: true });
+  for (const tool of ["getfattr", "setfattr"]) {
+    const found = ["/usr/bin", "/bin", "/usr/local/bin"].map((d) => join(d, tool)).find((p) => existsSync(p));
+    if (!found) throw new Error(`${tool} not found on this host: install the attr package (scripts/apt-packages.txt)`);
+    copyFileSync(found, join(outDir, "libexec", tool));
+    chmodSync(join(outDir, "libexec", tool), 0o755);
   }
 
   const node = join(outDir, "bin/node");

@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import type { Exec } from "./exec.js";
 import type { Logger } from "./log.js";
 
@@ -49,8 +51,19 @@ export function parseGetfattrDump(dump: string): Map<string, Record<string, stri
   return out;
 }
 
+/**
+ * The attr tools to run: the copies build:envd ships in dist/envd/libexec (beside lib/envd.mjs),
+ * so a guest image needs no `attr` package, else whatever PATH finds.
+ */
+function attrTool(name: "getfattr" | "setfattr"): string {
+  const bundled = fileURLToPath(new URL(`../libexec/${name}`, import.meta.url));
+  return existsSync(bundled) ? bundled : name;
+}
+
 /** Creates the getfattr/setfattr-backed {@link MetadataStore}. Missing tools degrade to "no metadata", logged once. */
 export function createMetadataStore(exec: Exec, logger: Logger): MetadataStore {
+  const getfattr = attrTool("getfattr");
+  const setfattr = attrTool("setfattr");
   let missingToolLogged = false;
   const noteMissing = (err: unknown) => {
     if (missingToolLogged) return;
@@ -62,7 +75,7 @@ export function createMetadataStore(exec: Exec, logger: Logger): MetadataStore {
       if (paths.length === 0) return new Map();
       try {
         // `--` ends options so a path starting with "-" is not taken for one.
-        const res = await exec("getfattr", [
+        const res = await exec(getfattr, [
           "-h",
           "-d",
           "-e",
@@ -82,7 +95,7 @@ export function createMetadataStore(exec: Exec, logger: Logger): MetadataStore {
     async write(path, metadata) {
       for (const [key, value] of Object.entries(metadata)) {
         const encoded = `0s${Buffer.from(value, "utf8").toString("base64")}`;
-        const res = await exec("setfattr", ["-h", "-n", `${METADATA_XATTR_PREFIX}${key}`, "-v", encoded, "--", path]);
+        const res = await exec(setfattr, ["-h", "-n", `${METADATA_XATTR_PREFIX}${key}`, "-v", encoded, "--", path]);
         if (res.exitCode !== 0) throw new Error(`setting metadata "${key}" failed: ${res.stderr.trim()}`);
       }
     },

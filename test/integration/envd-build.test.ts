@@ -29,7 +29,17 @@ describe.skipIf(!isRoot)(`built envd under tini in a PID namespace (${isRoot ? "
     out = await buildEnvd(join(tmp.dir, "envd"));
     symlinkSync(join(out, "bin/envd"), join(tmp.dir, "envd-link"));
     envd = await startEnvdProcess([], {
-      command: ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "tini", "-s", "--", join(tmp.dir, "envd-link")],
+      command: [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "tini",
+        "-s",
+        "--",
+        join(tmp.dir, "envd-link"),
+      ],
     });
   }, 180_000);
 
@@ -46,6 +56,8 @@ describe.skipIf(!isRoot)(`built envd under tini in a PID namespace (${isRoot ? "
       "bin/node",
       "lib/envd.mjs",
       "node_modules/node-pty/build/Release/pty.node",
+      "libexec/getfattr",
+      "libexec/setfattr",
       "VERSION",
     ]) {
       expect(existsSync(join(out, f)), f).toBe(true);
@@ -71,5 +83,9 @@ describe.skipIf(!isRoot)(`built envd under tini in a PID namespace (${isRoot ? "
     const end = await term.wait();
     expect(end.exitCode).toBe(0);
     expect(out).toContain("30 100");
+
+    // File metadata goes through the getfattr/setfattr shipped in libexec/.
+    await sbx.files.write(join(tmp.dir, "meta.txt"), "m", { metadata: { origin: "bundle" } });
+    expect((await sbx.files.getInfo(join(tmp.dir, "meta.txt"))).metadata).toEqual({ origin: "bundle" });
   });
 });
