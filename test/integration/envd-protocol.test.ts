@@ -134,7 +134,7 @@ describe.skipIf(!isRoot)(`envd protocol (${isRoot ? "root" : ROOT_REASON})`, () 
     it("sends keepalives at the client's Keepalive-Ping-Interval", async () => {
       const proc = createClient(Process, transport("1.1", { "Keepalive-Ping-Interval": "1" }));
       const kinds: string[] = [];
-      for await (const res of proc.start({ process: { cmd: "sleep", args: ["2.6"] } }))
+      for await (const res of proc.start({ process: { cmd: "sleep", args: ["3.5"] } }))
         kinds.push(res.event?.event.case ?? "");
       expect(kinds[0]).toBe("start");
       expect(kinds.filter((k) => k === "keepalive").length).toBeGreaterThanOrEqual(2);

@@ -6,7 +6,7 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
-import { CommandExitError, FilesystemEventType, type Sandbox } from "e2b";
+import { CommandExitError, FilesystemEventType, Sandbox } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type EnvdProcess,
@@ -44,6 +44,11 @@ describe.skipIf(!isRoot)(`envd with the e2b SDK (${isRoot ? "root" : ROOT_REASON
     await envd?.stop();
     tmp.remove();
     removeUser?.();
+  });
+
+  it("works through the SDK's documented debug mode (Sandbox.create with debug and sandboxUrl)", async () => {
+    const viaCreate = await Sandbox.create({ debug: true, sandboxUrl: envd.url });
+    expect((await viaCreate.commands.run("echo created")).stdout).toBe("created\n");
   });
 
   describe("commands", () => {
