@@ -12,6 +12,7 @@ import { startNodeEdge } from "../edge/node.js";
 import { Process } from "../proto/gen/envd/process/process_pb.js";
 import { startAgentProcess } from "../test/helpers/agent-process.js";
 import { addFakeHost, createEdgeHarness } from "../test/helpers/edge-app.js";
+import { startPostgres } from "../test/helpers/postgres.js";
 import { IMAGES_ROOT, slotAddress, TEMPLATE } from "../test/integration/agent-fixtures.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
@@ -60,8 +61,10 @@ function requestsPerSecond(url: string, headers: Record<string, string>, seconds
   });
 }
 
-async function routeThroughput(rows: BenchRow[], notes: string[]): Promise<void> {
+async function routeThroughput(rows: BenchRow[], database: "pglite" | "postgres"): Promise<void> {
+  const pg = database === "postgres" ? await startPostgres() : undefined;
   const harness = await createEdgeHarness({
+    ...(pg ? { databaseUrl: pg.url } : {}),
     extendApp: (app) => {
       app.get("/bench/bare", (c) => c.json({ ok: true }));
     },
@@ -79,55 +82,100 @@ async function routeThroughput(rows: BenchRow[], notes: string[]): Promise<void>
     await requestsPerSecond(`${base}/v1/sandboxes/${id}`, headers, 1);
     const bare = await requestsPerSecond(`${base}/bench/bare`, {}, loadSeconds);
     const get = await requestsPerSecond(`${base}/v1/sandboxes/${id}`, headers, loadSeconds);
-    rows.push({ name: "bare Hono route (same server)", unit: "req/s", value: bare });
+    const label = database === "pglite" ? "PGlite in process" : "PostgreSQL 15 via node-postgres";
+    rows.push({ name: `bare Hono route (same server, ${database} run)`, unit: "req/s", value: bare });
     rows.push({
-      name: "GET /v1/sandboxes/{id} (auth + PGlite read)",
+      name: `GET /v1/sandboxes/{id} (auth + read, ${label})`,
       unit: "req/s",
       value: get,
       ratio: { value: get / bare, against: "vs bare route" },
       goal: "≥ 0.5×",
     });
-    notes.push(
-      `req/s: ${concurrency} concurrent keep-alive clients on a worker thread for ${loadSeconds} s each; PGlite in memory.`,
-    );
   } finally {
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await harness.close();
+    await pg?.stop();
   }
 }
 
-/** MiB/s of pushing `bytes` through a loopback TCP connection into a discarding reader. */
+// Transfer clients also run on their own thread, so they do not take CPU from the server under test.
+const transferWorkerSource = `
+const { parentPort, workerData } = require("node:worker_threads");
+const net = require("node:net");
+(async () => {
+  const t = workerData;
+  const t0 = performance.now();
+  let bytes = 0;
+  if (t.kind === "upload") {
+    const payload = new Uint8Array(t.bytes);
+    for (let i = 0; i < payload.length; i += 4096) payload[i] = i & 0xff;
+    const form = new FormData();
+    if (t.path) form.set("path", t.path);
+    form.set("file", new Blob([payload]), "bench.bin");
+    const start = performance.now();
+    const res = await fetch(t.url, { method: "POST", headers: t.headers, body: form });
+    const text = await res.text();
+    if (res.status !== 200) throw new Error("upload " + res.status + " " + text.slice(0, 200));
+    bytes = t.bytes;
+    parentPort.postMessage({ seconds: (performance.now() - start) / 1000, bytes });
+    return;
+  }
+  if (t.kind === "download") {
+    const res = await fetch(t.url, { method: t.method, headers: t.headers, body: t.body });
+    if (res.status !== 200) throw new Error("download " + res.status);
+    for await (const chunk of res.body) bytes += chunk.length;
+  } else if (t.kind === "tcp") {
+    const chunk = new Uint8Array(1024 * 1024);
+    await new Promise((resolve, reject) => {
+      const socket = net.connect(t.port, "127.0.0.1");
+      socket.on("error", reject);
+      socket.on("close", resolve);
+      const pump = () => {
+        while (bytes < t.bytes) {
+          bytes += chunk.length;
+          if (!socket.write(chunk)) return void socket.once("drain", pump);
+        }
+        socket.end();
+      };
+      socket.on("connect", pump);
+      socket.resume();
+    });
+  }
+  parentPort.postMessage({ seconds: (performance.now() - t0) / 1000, bytes });
+})().catch((err) => parentPort.postMessage({ error: String(err) }));
+`;
+
+type TransferTask =
+  | { kind: "upload"; url: string; headers: Record<string, string>; path?: string; bytes: number }
+  | { kind: "download"; url: string; method: string; headers: Record<string, string>; body?: string }
+  | { kind: "tcp"; port: number; bytes: number };
+
+/** Runs one transfer on a worker thread; returns MiB/s and the bytes moved. */
+function transfer(task: TransferTask): Promise<{ rate: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(transferWorkerSource, { eval: true, workerData: task });
+    worker.once("message", (msg: { seconds?: number; bytes?: number; error?: string }) => {
+      void worker.terminate();
+      if (msg.error !== undefined) reject(new Error(msg.error));
+      else resolve({ rate: (msg.bytes ?? 0) / MiB / (msg.seconds ?? 1), bytes: msg.bytes ?? 0 });
+    });
+    worker.once("error", reject);
+  });
+}
+
+/** MiB/s of pushing `bytes` through a loopback TCP connection (sender on a worker) into a discarding reader. */
 async function loopbackCopy(bytes: number): Promise<number> {
-  const chunk = Buffer.alloc(MiB, 7);
   const server: Server = createServer((socket) => {
     socket.on("data", () => {});
     socket.on("end", () => socket.end());
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  const { port } = server.address() as AddressInfo;
-  const { connect } = await import("node:net");
-  const t0 = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    const socket = connect(port, "127.0.0.1");
-    socket.on("error", reject);
-    socket.on("close", () => resolve());
-    let sent = 0;
-    const pump = () => {
-      while (sent < bytes) {
-        sent += chunk.length;
-        if (!socket.write(chunk)) {
-          socket.once("drain", pump);
-          return;
-        }
-      }
-      socket.end();
-    };
-    socket.on("connect", pump);
-    socket.resume();
-  });
-  const seconds = (performance.now() - t0) / 1000;
-  server.close();
-  return bytes / MiB / seconds;
+  try {
+    const { port } = server.address() as AddressInfo;
+    return (await transfer({ kind: "tcp", port, bytes })).rate;
+  } finally {
+    server.close();
+  }
 }
 
 async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void> {
@@ -184,8 +232,19 @@ async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void
         // drain until the process ends
       }
     });
+    const viaAgent = await timeRuns(40, 5, () =>
+      agent.client.exec({ sandboxId: sb.id, cmd: "/bin/true", args: [], timeoutSec: 30 }),
+    );
     const rest = summarize(viaRest);
     const raw = summarize(direct);
+    const agentOnly = summarize(viaAgent);
+    rows.push({
+      name: "exec /bin/true, agent Exec RPC direct (attribution)",
+      unit: "ms",
+      value: agentOnly.median,
+      p95: agentOnly.p95,
+      n: agentOnly.n,
+    });
     rows.push({
       name: "exec /bin/true, envd Process.Start direct",
       unit: "ms",
@@ -209,22 +268,33 @@ async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void
     });
 
     // (3) 256 MiB through REST, both ways, against a loopback TCP copy.
-    const payload = new Uint8Array(transferBytes);
-    for (let i = 0; i < payload.length; i += 4096) payload[i] = i & 0xff;
-    const form = new FormData();
-    form.set("path", "/tmp/bench.bin");
-    form.set("file", new Blob([payload]), "bench.bin");
-    let t0 = performance.now();
-    const up = await api("POST", `/v1/sandboxes/${sb.id}/files/write`, { body: form });
-    if (up.status !== 200) throw new Error(`upload: ${up.status} ${await up.text()}`);
-    await up.arrayBuffer();
-    const upRate = transferBytes / MiB / ((performance.now() - t0) / 1000);
-    t0 = performance.now();
-    const down = await api("POST", `/v1/sandboxes/${sb.id}/files/read`, { json: { path: "/tmp/bench.bin" } });
-    let received = 0;
-    for await (const chunk of down.body ?? new ReadableStream<Uint8Array>()) received += chunk.length;
-    const downRate = transferBytes / MiB / ((performance.now() - t0) / 1000);
-    if (received !== transferBytes) throw new Error(`download returned ${received} bytes`);
+    const keyHeaders = { "x-api-key": adminKey };
+    const up = await transfer({
+      kind: "upload",
+      url: `${edge.url}/v1/sandboxes/${sb.id}/files/write`,
+      headers: keyHeaders,
+      path: "/tmp/bench.bin",
+      bytes: transferBytes,
+    });
+    const upRate = up.rate;
+    const down = await transfer({
+      kind: "download",
+      url: `${edge.url}/v1/sandboxes/${sb.id}/files/read`,
+      method: "POST",
+      headers: { ...keyHeaders, "content-type": "application/json" },
+      body: JSON.stringify({ path: "/tmp/bench.bin" }),
+    });
+    const downRate = down.rate;
+    if (down.bytes !== transferBytes) throw new Error(`download returned ${down.bytes} bytes`);
+    // Attribution: the same transfers straight to the agent's proxy, without the edge.
+    const proxyUrl = `${agent.url}/proxy/${sb.id}/49983/files?path=${encodeURIComponent("/tmp/bench-direct.bin")}`;
+    const proxyHeaders = { authorization: `Bearer ${agent.token}`, "x-access-token": sb.envdAccessToken };
+    const directUpRate = (
+      await transfer({ kind: "upload", url: proxyUrl, headers: proxyHeaders, bytes: transferBytes })
+    ).rate;
+    const directDown = await transfer({ kind: "download", url: proxyUrl, method: "GET", headers: proxyHeaders });
+    const directDownRate = directDown.rate;
+    if (directDown.bytes !== transferBytes) notes.push(`direct proxy download returned ${directDown.bytes} bytes`);
     const tcp = await loopbackCopy(transferBytes);
     rows.push({ name: "loopback TCP copy, 256 MiB", unit: "MiB/s", value: tcp });
     rows.push({
@@ -240,6 +310,18 @@ async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void
       value: downRate,
       ratio: { value: downRate / tcp, against: "vs TCP copy" },
       goal: "≥ 0.5×",
+    });
+    rows.push({
+      name: "upload 256 MiB to the agent proxy directly (attribution)",
+      unit: "MiB/s",
+      value: directUpRate,
+      ratio: { value: upRate / directUpRate, against: "REST vs direct" },
+    });
+    rows.push({
+      name: "download 256 MiB from the agent proxy directly (attribution)",
+      unit: "MiB/s",
+      value: directDownRate,
+      ratio: { value: downRate / directDownRate, against: "REST vs direct" },
     });
     notes.push(
       "exec and transfers run against a real agent (namespace runtime) and envd in the guest image; the edge uses PGlite.",
@@ -257,7 +339,10 @@ export const benchmark: Benchmark = {
   async run(): Promise<BenchReport> {
     const rows: BenchRow[] = [];
     const notes: string[] = [];
-    await routeThroughput(rows, notes);
+    await routeThroughput(rows, "pglite");
+    if (process.getuid?.() === 0) await routeThroughput(rows, "postgres");
+    else notes.push("the PostgreSQL row needs root (the server runs as the postgres user).");
+    notes.push(`req/s: ${concurrency} concurrent keep-alive clients on a worker thread for ${loadSeconds} s each.`);
     await realAgentNumbers(rows, notes);
     return { title: "Edge API overhead (bench/api.ts)", rows, notes };
   },
