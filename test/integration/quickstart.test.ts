@@ -50,7 +50,8 @@ describe.skipIf(unavailable !== undefined)(
       running = await startStack(stack, { command: "npm", args: ["start", "--silent"] });
       await poll;
       expect(healthyAfterMs).toBeDefined();
-      expect(healthyAfterMs).toBeLessThan(10_000);
+      // Soft: on a busy machine the rest still runs, so one run shows everything that fails.
+      expect.soft(healthyAfterMs, `/health answered after ${healthyAfterMs} ms`).toBeLessThan(10_000);
       expect(running.stdout()).toMatch(new RegExp(`^Wrenn is ready at http://localhost:${stack.port}$`, "m"));
 
       // The example: the indented lines after "Try it:" up to the blank line.
@@ -70,11 +71,12 @@ describe.skipIf(unavailable !== undefined)(
         env,
         timeout: 120_000,
       });
-      expect(stdout, stderr).toBe("hello\n");
+      // `hello` from inside the sandbox, then the kill's confirmation.
+      expect(stdout, stderr).toMatch(/^hello\n[a-z0-9]{20} killed\n$/);
 
       // A second start on the same data dir keeps the key (and prints none).
-      const code = await running.stop();
-      expect(code).toBe(0);
+      // npm dies with the group's signal; what matters is that the CLI under it cleaned up (stop waits for it).
+      await running.stop();
       running = await startStack(stack, { command: "npm", args: ["start", "--silent"] });
       expect(running.stdout()).not.toContain(key);
       const listed = await fetch(`${running.apiUrl}/v1/sandboxes`, { headers: { "x-api-key": key ?? "" } });
@@ -94,6 +96,6 @@ describe.skipIf(unavailable !== undefined)(
       await again.resume();
       expect(await again.files.read("kept.txt")).toBe("kept across restarts");
       await again.kill();
-    });
+    }, 600_000);
   },
 );
