@@ -89,6 +89,8 @@ export async function reconcileHost(
   let info: GetHostInfoResponse | undefined;
   try {
     agent = ctx.agents.client(await hostTarget(ctx, host), ctx.requestId);
+    // ListSandboxes hands over the reaper's list once: if this sweep dies before it writes, those
+    // sandboxes are recorded next time with reason `lost` instead of `timeout` (still stopped).
     const [list, hostInfo] = await Promise.allSettled([
       agent.listSandboxes({}, { timeoutMs: options.hostTimeoutMs }),
       agent.getHostInfo({}, { timeoutMs: options.hostTimeoutMs }),
