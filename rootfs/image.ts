@@ -219,8 +219,26 @@ async function switchImage(layout: FilesLayout, name: string, versionDir: string
 }
 
 /**
+ * Names of image versions something still refers to: a mount (an overlay lower dir pinned by real path)
+ * or a small state file of a sandbox or snapshot (a QEMU runtime manifest names its disk's backing file).
+ */
+async function versionsInUse(layout: FilesLayout, candidates: string[]): Promise<Set<string>> {
+  const texts: string[] = [await readFile("/proc/self/mountinfo", "utf8").catch(() => "")];
+  for (const base of [layout.sandboxesDir, layout.snapshotsDir]) {
+    for (const id of await readdir(base).catch(() => [] as string[])) {
+      for (const file of await readdir(join(base, id)).catch(() => [] as string[])) {
+        const abs = join(base, id, file);
+        const st = await stat(abs).catch(() => undefined);
+        if (st?.isFile() && st.size < 1 << 20) texts.push(await readFile(abs, "utf8").catch(() => ""));
+      }
+    }
+  }
+  return new Set(candidates.filter((c) => texts.some((t) => t.includes(c))));
+}
+
+/**
  * Keeps the current and the previous version of a template (running sandboxes may still use the
- * previous one through a pinned path) and removes older ones.
+ * previous one through a pinned path) and removes older ones that nothing refers to any more.
  */
 async function pruneVersions(layout: FilesLayout, name: string, keep: string): Promise<void> {
   const dir = versionsDir(layout);
@@ -231,5 +249,7 @@ async function pruneVersions(layout: FilesLayout, name: string, keep: string): P
     }
   }
   mine.sort((a, b) => b.mtime - a.mtime);
-  for (const old of mine.slice(1)) await rm(join(dir, old.entry), { recursive: true, force: true });
+  const older = mine.slice(1).map((m) => m.entry);
+  const inUse = await versionsInUse(layout, older);
+  for (const entry of older) if (!inUse.has(entry)) await rm(join(dir, entry), { recursive: true, force: true });
 }

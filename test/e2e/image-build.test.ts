@@ -239,6 +239,40 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
       );
     });
 
+    it("keeps the previous version and any version a sandbox still refers to, prunes the rest", async () => {
+      const scratch = filesLayout(root);
+      const versions = join(scratch.imagesDir, ".versions");
+      const before = (await readdir(versions)).filter((e) => e.startsWith("minimal-")).sort();
+      // Two versions exist now: the interrupted-then-rerun build and the envd-changed one.
+      expect(before).toHaveLength(2);
+      const current = (await realpath(scratch.imageDir("minimal"))).split("/").at(-1) ?? "";
+      const previous = before.find((v) => v !== current) ?? "";
+      // A sandbox's runtime state names the previous version's disk (as the QEMU runtime's manifest does).
+      await mkdir(join(scratch.sandboxesDir, "sbxpinned"), { recursive: true });
+      await writeFile(
+        join(scratch.sandboxesDir, "sbxpinned", "runtime.json"),
+        JSON.stringify({ backingFile: join(versions, previous, "rootfs.ext4") }),
+      );
+      const build = async (marker: string) => {
+        const envdCopy = join(root, `envd-${marker}`);
+        await execa("cp", ["-a", config.envdDist, envdCopy]);
+        await writeFile(join(envdCopy, "CHANGED"), `${marker}\n`);
+        const result = await imageCli(["build", "--no-envd-build"], root, { WRENN_ENVD_DIST: envdCopy });
+        expect(result.exitCode, result.all).toBe(0);
+        await rm(envdCopy, { recursive: true, force: true });
+      };
+      await build("third");
+      let now = (await readdir(versions)).filter((e) => e.startsWith("minimal-"));
+      // current (new), previous (the old current), and the pinned one.
+      expect(now).toHaveLength(3);
+      expect(now).toContain(previous);
+      await rm(join(scratch.sandboxesDir, "sbxpinned"), { recursive: true, force: true });
+      await build("fourth");
+      now = (await readdir(versions)).filter((e) => e.startsWith("minimal-"));
+      expect(now).toHaveLength(2);
+      expect(now).not.toContain(previous);
+    });
+
     it("never writes the host's files from a build chroot (resolv.conf, /dev, /proc)", async () => {
       const tree = join(root, "chroot-check");
       const stage = (await readdir(join(shared.imagesDir, ".build", "stages"))).find((e) => e.startsWith("minimal-"));
