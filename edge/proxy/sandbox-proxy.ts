@@ -195,12 +195,34 @@ export async function forwardToSandbox(
 }
 
 /**
+ * A browser's CORS preflight for sandbox traffic: it carries the names of the routing headers but not
+ * their values, so it cannot be routed; it is answered here (envd allows any origin, as E2B's does).
+ */
+export function sandboxPreflight(request: Request): Response | undefined {
+  if (request.method !== "OPTIONS") return undefined;
+  const requested = (request.headers.get("access-control-request-headers") ?? "").toLowerCase();
+  if (!requested.split(",").some((h) => h.trim() === sandboxIdHeader)) return undefined;
+  return new Response(null, {
+    status: 204,
+    headers: {
+      "access-control-allow-origin": request.headers.get("origin") ?? "*",
+      "access-control-allow-methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+      "access-control-allow-headers": requested,
+      "access-control-max-age": "600",
+      vary: "origin",
+    },
+  });
+}
+
+/**
  * The sandbox proxy as edge middleware: requests that carry E2B routing (headers, a
  * `<port>-<id>.<domain>` Host, or a signed `/files` URL) go to the sandbox; everything else is an
  * API call and passes on. Registered right after `init`, before any API authentication.
  */
 export function sandboxProxy(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    const preflight = sandboxPreflight(c.req.raw);
+    if (preflight) return preflight;
     const ctx = c.get("services");
     const decision = await decideSandboxRoute(ctx, c.req.raw);
     if (decision.kind === "not-sandbox-traffic") return next();

@@ -318,6 +318,33 @@ describe("sandbox proxy routing", () => {
     expect(nobody.status).toBe(502);
   });
 
+  it("answers browsers' CORS preflights for the API and for sandbox traffic", async () => {
+    const api = await h.app.request("/v2/sandboxes", {
+      method: "OPTIONS",
+      headers: {
+        origin: "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "x-api-key, content-type",
+      },
+    });
+    expect(api.status).toBe(204);
+    expect(api.headers.get("access-control-allow-origin")).toBe("*");
+    expect(api.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("x-api-key");
+    const list = await e2b("GET", "/v2/sandboxes?limit=1", undefined, { origin: "https://app.example" });
+    expect(list.headers.get("access-control-expose-headers")).toContain("X-Next-Token");
+    const sandbox = await h.app.request("/process.Process/Start", {
+      method: "OPTIONS",
+      headers: {
+        origin: "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,e2b-sandbox-id,e2b-sandbox-port,x-access-token",
+      },
+    });
+    expect(sandbox.status).toBe(204);
+    expect(sandbox.headers.get("access-control-allow-origin")).toBe("https://app.example");
+    expect(sandbox.headers.get("access-control-allow-headers")).toContain("x-access-token");
+  });
+
   it("leaves API calls alone", async () => {
     expect((await h.request("GET", "/health")).status).toBe(200);
     expect((await e2b("GET", "/v2/sandboxes")).status).toBe(200);

@@ -1,5 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import type { App, AppEnv } from "../../context.js";
 import { requireE2bApiKey } from "./auth.js";
 import { registerE2bConnectSandbox } from "./connect.js";
@@ -33,6 +34,8 @@ export function e2bRouter(): App {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: handleE2bZodError });
   app.onError(handleE2bError);
   for (const path of e2bPaths) {
+    // Browsers may call E2B's API directly (the SDK supports it); the preflight needs no key.
+    app.use(path, cors({ exposeHeaders: ["X-Next-Token", "X-Request-Id"], maxAge: 600 }));
     app.use(path, async (c, next) => {
       const maxSize = c.get("services").config.maxJsonBytes;
       return bodyLimit({
