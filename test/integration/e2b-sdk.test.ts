@@ -123,7 +123,7 @@ describe("the official e2b SDK against Wrenn", () => {
   let sbx: Sandbox;
 
   beforeAll(async () => {
-    sbx = await Sandbox.create({ timeoutMs: 300_000, metadata: { suite: "e2b-sdk" } });
+    sbx = await Sandbox.create({ timeoutMs: 300_000, metadata: { suite: "e2b-sdk" }, envs: { FROM_CREATE: "yes" } });
   }, 120_000);
 
   afterAll(async () => {
@@ -151,6 +151,7 @@ describe("the official e2b SDK against Wrenn", () => {
     const failed = await sbx.commands.run("exit 3").catch((err: unknown) => err);
     expect(failed).toBeInstanceOf(CommandExitError);
     expect((failed as CommandExitError).exitCode).toBe(3);
+    expect((await sbx.commands.run("echo $FROM_CREATE")).stdout).toBe("yes\n");
     const root = await sbx.commands.run("id -u", { user: "root" });
     expect(root.stdout.trim()).toBe("0");
   });
