@@ -314,6 +314,45 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
       }
     });
 
+    it("explains an unreachable mirror and a full disk, before building anything", async () => {
+      // A root with the kernel but no stage, so the build must debootstrap and first checks the mirror.
+      const bare = await mkdtemp(join(tmpdir(), "wrenn-imgtest-bare-"));
+      const small = await mkdtemp(join(tmpdir(), "wrenn-imgtest-small-"));
+      let smallMounted = false;
+      try {
+        const kernelDir = await realpath(join(shared.kernelsDir, "current"));
+        const name = kernelDir.slice(kernelDir.lastIndexOf("/") + 1);
+        await mkdir(join(bare, "kernels"), { recursive: true });
+        await cp(kernelDir, join(bare, "kernels", name), { recursive: true });
+        await symlink(name, join(bare, "kernels", "current"));
+        // A loopback port nothing listens on: the mirror check fails at once (and no traffic leaves the host).
+        const server = (await import("node:net")).createServer();
+        const port = await new Promise<number>((resolve) =>
+          server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+        );
+        await new Promise((resolve) => server.close(resolve));
+        const mirror = await imageCli(["build", "--no-envd-build"], bare, {
+          WRENN_DEBIAN_MIRROR: `http://127.0.0.1:${port}/debian`,
+        });
+        expect(mirror.exitCode).toBe(1);
+        expect(mirror.all).toMatch(/the Debian mirror http:\/\/127\.0\.0\.1:\d+\/debian is unreachable/);
+        expect(mirror.all).toMatch(/hint: .*WRENN_DEBIAN_MIRROR/);
+        expect(mirror.all).not.toMatch(/debootstrap bookworm/);
+        expect((await readdir(join(bare, "images", ".build", "stages"))).filter((e) => !e.startsWith("."))).toEqual([]);
+
+        await execa("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", small]);
+        smallMounted = true;
+        const full = await imageCli(["build", "--no-envd-build"], small);
+        expect(full.exitCode).toBe(1);
+        expect(full.all).toMatch(/not enough disk space under .*: 0\.\d GiB free, the build needs about 3\.0 GiB/);
+        expect(full.all).toMatch(/hint: /);
+      } finally {
+        if (smallMounted) await execa("umount", [small], { reject: false });
+        await rm(small, { recursive: true, force: true });
+        await rm(bare, { recursive: true, force: true });
+      }
+    });
+
     it("explains bad input: unknown template, unknown option, not root", async () => {
       const unknown = await imageCli(["build", "nosuchtemplate"], root);
       expect(unknown.exitCode).toBe(1);
