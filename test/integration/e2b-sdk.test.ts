@@ -412,6 +412,20 @@ describe("pause, resume and kill", () => {
     }
   }, 180_000);
 
+  it("kills a paused sandbox", async () => {
+    const sbx = await Sandbox.create({ timeoutMs: 300_000 });
+    try {
+      expect(await sbx.pause()).toBe(true);
+      expect(await sbx.kill()).toBe(true);
+      const all = await Sandbox.list().nextItems();
+      expect(all.map((s) => s.sandboxId)).not.toContain(sbx.sandboxId);
+      const onHost = await agent?.client.listSandboxes({});
+      expect(onHost?.sandboxes.map((s) => s.sandboxId)).not.toContain(sbx.sandboxId);
+    } finally {
+      await Sandbox.kill(sbx.sandboxId).catch(() => {});
+    }
+  }, 120_000);
+
   it("auto-pauses at the timeout and resumes on traffic, before any reconcile sweep", async () => {
     // Reconcile is off in this stack: only the host knows the sandbox paused itself.
     const sbx = await Sandbox.create({ timeoutMs: 2_000, lifecycle: { onTimeout: "pause", autoResume: true } });
