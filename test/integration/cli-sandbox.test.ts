@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -7,12 +7,16 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type CliRun,
+  freePort,
+  freeSlotRange,
   type RunningStack,
+  repoRoot,
   runWrenn,
   type StackEnvironment,
   stackEnvironment,
   stackUnavailable,
   startStack,
+  uniqueNetPrefix,
 } from "./cli-stack.js";
 
 /**
@@ -179,6 +183,57 @@ describe.skipIf(unavailable !== undefined)(
       expect(listed.stdout).toContain(created.id);
       expect((await wrenn(["keys", "revoke", created.id])).code).toBe(0);
       expect((await runWrenn(["sandbox", "list"], env)).code).toBe(3);
+    });
+
+    it("wrenn agent --register joins the API as a second host; drain, stop and delete it", async () => {
+      const stateDir = await mkdtemp(join(tmpdir(), "wrenn-cli-agent-"));
+      const port = await freePort();
+      const env = {
+        ...stack.env,
+        AGENT_STATE_DIR: stateDir,
+        AGENT_NET_PREFIX: uniqueNetPrefix(),
+        AGENT_NET_CIDR: await freeSlotRange(),
+      };
+      const child = spawn(
+        process.execPath,
+        [
+          join(repoRoot, "bin/wrenn.js"),
+          "agent",
+          "--listen",
+          `127.0.0.1:${port}`,
+          "--runtime",
+          "namespace",
+          "--register",
+          running.apiUrl,
+          "--token",
+          running.apiKey,
+        ],
+        { cwd: repoRoot, env, stdio: ["ignore", "ignore", "pipe"] },
+      );
+      let stderr = "";
+      child.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      try {
+        for (let i = 0; i < 1200 && !stderr.includes("registered with"); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(stderr).toContain("registered with");
+        const hosts = json<Array<{ id: string; address: string; status: string }>>(await wrenn(["hosts", "--json"]));
+        const second = hosts.find((h) => h.address === `http://127.0.0.1:${port}`);
+        expect(hosts).toHaveLength(2);
+        expect(second?.status).toBe("active");
+        const drained = await wrenn(["hosts", "drain", second?.id ?? ""]);
+        expect(drained.stdout).toContain("draining");
+        child.kill("SIGTERM");
+        expect(await exited).toBe(0);
+        expect((await wrenn(["hosts", "delete", second?.id ?? ""])).code).toBe(0);
+        expect(json<unknown[]>(await wrenn(["hosts", "--json"]))).toHaveLength(1);
+      } finally {
+        child.kill("SIGKILL");
+        await rm(stateDir, { recursive: true, force: true });
+      }
     });
 
     it("kill destroys the sandbox; stopping up destroys what is left", async () => {

@@ -63,7 +63,7 @@ async function routedNetworks(): Promise<{ base: number; mask: number }[]> {
 }
 
 /** A random 10.x.y.0/23 for the agent's slots that overlaps nothing routed here. */
-async function freeSlotRange(): Promise<string> {
+export async function freeSlotRange(): Promise<string> {
   const routes = await routedNetworks();
   for (let attempt = 0; attempt < 100; attempt++) {
     const second = 128 + Math.floor(Math.random() * 120);
@@ -77,6 +77,12 @@ async function freeSlotRange(): Promise<string> {
     if (!overlaps) return `10.${second}.${third}.0/23`;
   }
   throw new Error("no free 10.x.y.0/23 range for the test agent");
+}
+
+/** A network prefix (netns, interfaces, firewall tables) no other test agent uses. */
+export function uniqueNetPrefix(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return `c${Array.from(randomBytes(4), (b) => alphabet[b % alphabet.length]).join("")}`;
 }
 
 /** Environment that confines a stack to temp dirs, random ports and a unique network prefix. */
@@ -96,8 +102,7 @@ export async function stackEnvironment(options: { adminKey?: boolean } = {}): Pr
   const root = await mkdtemp(join(tmpdir(), "wrenn-cli-test-"));
   const port = await freePort();
   const adminKey = `wrn_test_${randomBytes(16).toString("hex")}`;
-  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-  const prefix = `c${Array.from(randomBytes(4), (b) => alphabet[b % alphabet.length]).join("")}`;
+  const prefix = uniqueNetPrefix();
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (v !== undefined && !k.startsWith("WRENN_") && !k.startsWith("AGENT_") && !k.startsWith("npm_")) env[k] = v;
