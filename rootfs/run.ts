@@ -1,4 +1,4 @@
-import { ExecaError, execa } from "execa";
+import { ExecaError, execa, type ResultPromise } from "execa";
 import { BuildError } from "./errors.js";
 
 /** Options for {@link run}. */
@@ -77,4 +77,23 @@ export async function runBinary(file: string, args: readonly string[], opts: Run
     }
     throw err;
   }
+}
+
+/**
+ * Starts a long-running command (a VM, a bridge) without waiting for it; the caller kills it by pid.
+ * Stdout is discarded and stderr kept for the error message when it exits early.
+ */
+export function start(
+  file: string,
+  args: readonly string[],
+  opts: { signal?: AbortSignal | undefined } = {},
+): ResultPromise {
+  return execa(file, args, {
+    cancelSignal: opts.signal,
+    forceKillAfterDelay: 5_000,
+    reject: false,
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+  });
 }

@@ -3,12 +3,12 @@ import { access, mkdtemp, readFile, realpath, rm } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execa, type ResultPromise } from "execa";
+import type { ResultPromise } from "execa";
 import { filesLayout } from "../agent/layout.js";
 import { buildQemuArgs, qemuKernelCmdline } from "../agent/runtimes/qemu/cmdline.js";
 import { BuildError } from "./errors.js";
 import { GUEST_NETWORK, guestKernelCmdline, hostTscKhz } from "./kernel-cmdline.js";
-import { run } from "./run.js";
+import { run, start } from "./run.js";
 
 /** envd's port inside the guest (E2B's). */
 export const ENVD_PORT = 49983;
@@ -139,13 +139,8 @@ export async function bootGuest(opts: BootGuestOptions): Promise<BootedGuest> {
       kernelCmdline: qemuKernelCmdline({ base: guestKernelCmdline(), kvm, tscKhz }),
     });
     const launchedAt = performance.now();
-    qemu = execa("ip", ["netns", "exec", netns, "qemu-system-x86_64", ...args], {
-      reject: false,
-      stdin: "ignore",
-      stdout: "ignore",
-      stderr: "pipe",
-    });
-    bridge = execa(
+    qemu = start("ip", ["netns", "exec", netns, "qemu-system-x86_64", ...args], { signal: opts.signal });
+    bridge = start(
       "ip",
       [
         "netns",
@@ -155,7 +150,7 @@ export async function bootGuest(opts: BootGuestOptions): Promise<BootedGuest> {
         `UNIX-LISTEN:${envdSocketPath},fork,mode=600`,
         `TCP:${GUEST_NETWORK.guestIp}:${ENVD_PORT},connect-timeout=2`,
       ],
-      { reject: false, stdio: "ignore" },
+      { signal: opts.signal },
     );
     const deadline = launchedAt + (opts.readyTimeoutMs ?? 120_000);
     let qemuExited = false;
