@@ -81,9 +81,13 @@ export async function imageCommand(ctx: CommandContext, args: string[]): Promise
     },
     imageUsage,
   );
-  if (values.help || verb === "help" || verb === undefined) {
+  if (verb === undefined) {
+    ctx.output.err(imageUsage);
+    return exitCodes.usage;
+  }
+  if (values.help || verb === "help") {
     ctx.output.out(imageUsage);
-    return verb === undefined ? exitCodes.usage : exitCodes.ok;
+    return exitCodes.ok;
   }
   switch (verb) {
     case "build": {

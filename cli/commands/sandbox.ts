@@ -108,10 +108,12 @@ export async function sandboxCommand(ctx: CommandContext, args: string[]): Promi
       return kill(ctx, rest);
     case "timeout":
       return timeout(ctx, rest);
-    case undefined:
     case "help":
       ctx.output.out(sandboxUsage);
-      return verb === undefined ? exitCodes.usage : exitCodes.ok;
+      return exitCodes.ok;
+    case undefined:
+      ctx.output.err(sandboxUsage);
+      return exitCodes.usage;
     default:
       return usageError(`unknown sandbox command "${verb}"`, sandboxUsage);
   }
