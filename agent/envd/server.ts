@@ -1,3 +1,4 @@
+import { writeFile } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -21,6 +22,11 @@ import { createProcessService } from "./process/service.js";
 import { EnvdState } from "./state.js";
 import { ENVD_VERSION } from "./version.js";
 import { createMetadataStore } from "./xattr.js";
+
+/** envd's own oom_score_adj in a guest: last to be killed. */
+const ENVD_OOM_SCORE_ADJ = -900;
+/** oom_score_adj for processes envd starts in a guest: the kernel's default weight. */
+const CHILD_OOM_SCORE_ADJ = 0;
 
 /** The HTTP/2 connection preface; a client speaking h2c without upgrade starts with it. */
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -161,7 +167,13 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
   const full: Required<EnvdDeps> = { logger: deps.logger, exec: deps.exec ?? createExec() };
   const logger = full.logger;
   const state = new EnvdState(config);
-  const processes = new ProcessManager(logger, () => state.envVars);
+  if (!config.debug) {
+    // In a guest, a user's memory hog must not take envd (and with it the sandbox's control) down.
+    await writeFile("/proc/self/oom_score_adj", String(ENVD_OOM_SCORE_ADJ)).catch((err) =>
+      logger.warn("could not lower envd's OOM score", { err }),
+    );
+  }
+  const processes = new ProcessManager(logger, () => state.envVars, config.debug ? undefined : CHILD_OOM_SCORE_ADJ);
   const shutdown = new AbortController();
   const handler = createHandler(config, full, state, processes, shutdown.signal);
 

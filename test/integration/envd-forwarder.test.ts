@@ -7,8 +7,11 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Sandbox } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EnvdProcess, isRoot, ROOT_REASON, startEnvdProcess } from "./envd-harness.js";
+import { type EnvdProcess, ensureTestUser, isRoot, ROOT_REASON, startEnvdProcess, tempRoot } from "./envd-harness.js";
 
 const ns = `wrenn-envd-fwd-${randomBytes(3).toString("hex")}`;
 const address = "10.213.77.2";
@@ -84,3 +87,86 @@ describe.skipIf(!isRoot)(`envd port forwarder in a test network namespace (${isR
     expect(envd?.logs()).not.toContain(`"port":${envd?.port},"address":"${address}"`);
   });
 });
+
+describe.skipIf(!isRoot)(
+  `envd in guest mode inside a test network namespace (${isRoot ? "root" : ROOT_REASON})`,
+  () => {
+    const gns = `wrenn-envd-g-${randomBytes(3).toString("hex")}`;
+    const tmp = tempRoot("guest");
+    let envd: EnvdProcess | undefined;
+    const bridges: ChildProcess[] = [];
+    let removeUser: () => void = () => {};
+    let hostPort = 0;
+
+    beforeAll(async () => {
+      removeUser = ensureTestUser();
+      execFileSync("ip", ["netns", "add", gns]);
+      execFileSync("ip", ["-n", gns, "link", "set", "lo", "up"]);
+      // No --debug: the namespace has no eth0 (so no forwarding) and nobody sends /init (so no clock step).
+      envd = await startEnvdProcess([], {
+        debug: false,
+        command: ["ip", "netns", "exec", gns, process.execPath, "--import", "tsx", "agent/envd/main.ts"],
+      });
+      // Reach it through a unix socket on the shared filesystem: loopback only, on both sides.
+      const sock = join(tmp.dir, "envd.sock");
+      bridges.push(
+        spawn("ip", ["netns", "exec", gns, "socat", `UNIX-LISTEN:${sock},fork`, `TCP4:127.0.0.1:${envd.port}`], {
+          stdio: "ignore",
+        }),
+      );
+      hostPort = 20_000 + Math.floor(Math.random() * 20_000);
+      bridges.push(
+        spawn("socat", [`TCP4-LISTEN:${hostPort},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${sock}`], {
+          stdio: "ignore",
+        }),
+      );
+      const deadline = Date.now() + 15_000;
+      while ((await fetch(`http://127.0.0.1:${hostPort}/health`).catch(() => undefined))?.status !== 204) {
+        if (Date.now() > deadline) throw new Error("envd in the namespace did not answer through the bridge");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    });
+
+    afterAll(async () => {
+      for (const b of bridges) b.kill("SIGKILL");
+      await envd?.stop();
+      try {
+        for (const pid of execFileSync("ip", ["netns", "pids", gns]).toString().split(/\s+/).filter(Boolean)) {
+          try {
+            process.kill(Number(pid), "SIGKILL");
+          } catch {
+            // already gone
+          }
+        }
+        execFileSync("ip", ["netns", "del", gns]);
+      } catch {
+        // never created
+      }
+      tmp.remove();
+      removeUser();
+    });
+
+    // Lowering an oom_score_adj needs CAP_SYS_RESOURCE, which a guest's root has but some CI containers lack.
+    const capEff = /CapEff:\s*([0-9a-f]+)/.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0";
+    const canLowerOom = ((BigInt(`0x${capEff}`) >> 24n) & 1n) === 1n;
+
+    it.skipIf(!canLowerOom)("shields envd itself from the OOM killer (needs CAP_SYS_RESOURCE)", () => {
+      const ipPid = envd?.child.pid ?? 0;
+      // `ip netns exec` may fork; envd is then its child.
+      const children = readFileSync(`/proc/${ipPid}/task/${ipPid}/children`, "utf8").trim();
+      const envdPid = children === "" ? ipPid : Number(children.split(" ")[0]);
+      expect(readFileSync(`/proc/${envdPid}/oom_score_adj`, "utf8").trim()).toBe("-900");
+    });
+
+    it("starts processes with the default OOM weight, as the default user", async () => {
+      const sbx = new Sandbox({
+        sandboxId: "guestmode",
+        envdVersion: "0.6.13",
+        debug: true,
+        sandboxUrl: `http://127.0.0.1:${hostPort}`,
+      });
+      const r = await sbx.commands.run("cat /proc/self/oom_score_adj; id -un");
+      expect(r.stdout).toBe("0\nuser\n");
+    });
+  },
+);

@@ -33,14 +33,17 @@ export interface EnvdProcess {
 /**
  * Starts envd in debug mode on a random loopback port; extra CLI arguments are appended. By default
  * it runs the sources (`node --import tsx agent/envd/main.ts`); `command` replaces that, e.g. with a
- * built dist/envd/bin/envd, optionally behind a wrapper such as `unshare … tini --`.
+ * built dist/envd/bin/envd, optionally behind a wrapper such as `unshare … tini --`. `debug: false`
+ * runs guest mode, which may step the clock and forward ports: only inside a test's own netns.
  */
 export async function startEnvdProcess(
   extraArgs: string[] = [],
-  opts: { command?: string[] } = {},
+  opts: { command?: string[]; debug?: boolean } = {},
 ): Promise<EnvdProcess> {
   const entry = opts.command ?? [process.execPath, "--import", "tsx", join(repoRoot, "agent/envd/main.ts")];
-  const [cmd, ...cmdArgs] = [...entry, "--debug", "--port", "0", "--host", "127.0.0.1", ...extraArgs];
+  // Guest mode (no --debug) is only ever used inside a network namespace a test created.
+  const mode = opts.debug === false ? [] : ["--debug"];
+  const [cmd, ...cmdArgs] = [...entry, ...mode, "--port", "0", "--host", "127.0.0.1", ...extraArgs];
   const child = spawn(cmd as string, cmdArgs, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => {

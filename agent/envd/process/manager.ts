@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
-import { access, stat } from "node:fs/promises";
+import { access, stat, writeFile } from "node:fs/promises";
 import { constants } from "node:os";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
 import * as pty from "node-pty";
@@ -188,6 +188,8 @@ export class ProcessManager {
   constructor(
     private readonly logger: Logger,
     private readonly defaults: () => Record<string, string>,
+    /** oom_score_adj for started processes (guests only; undefined leaves it inherited). */
+    private readonly childOomScoreAdj?: number,
   ) {}
 
   /** Live processes, oldest first. */
@@ -242,6 +244,10 @@ export class ProcessManager {
     const proc = spec.pty ? this.startPty(spec, env, launch) : await this.startPiped(spec, env, launch);
     this.byPid.set(proc.pid, proc);
     void proc.whenEnded().then(() => this.byPid.delete(proc.pid));
+    if (this.childOomScoreAdj !== undefined) {
+      // envd itself is shielded from the OOM killer; the user's processes must not inherit that.
+      await writeFile(`/proc/${proc.pid}/oom_score_adj`, String(this.childOomScoreAdj)).catch(() => {});
+    }
     this.logger.info("process started", { pid: proc.pid, cmd: spec.cmd, user: spec.user.name, pty: Boolean(spec.pty) });
     return proc;
   }
