@@ -53,6 +53,8 @@ export class FakeAgent {
   readonly failures: FailurePlan = new Map();
   /** Every call as `method sandboxId`, in order. */
   readonly calls: string[] = [];
+  /** Sandboxes whose ExecStream call was cancelled by the edge (the client went away). */
+  readonly cancelledStreams: string[] = [];
   /** When true every call answers UNAVAILABLE, as if the agent were down. */
   down = false;
   capacity = { vcpus: 256, memoryMb: 131_072, maxSandboxes: 256 };
@@ -120,11 +122,25 @@ export class FakeAgent {
     return sandbox;
   }
 
-  private async *execStreamEvents(sandboxId: string, cmd: string, args: string[], headerToken: string | null) {
+  private async *execStreamEvents(
+    sandboxId: string,
+    cmd: string,
+    args: string[],
+    headerToken: string | null,
+    signal: AbortSignal,
+  ) {
     this.check("execStream", sandboxId, headerToken);
     this.running(sandboxId);
     const result = fakeExec(cmd, args, new Uint8Array());
     yield { event: { case: "started" as const, value: { pid: 42 } } };
+    if (args[2] === "hang") {
+      // Runs until the caller goes away, like a long command whose client disconnects.
+      if (!signal.aborted) {
+        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      }
+      this.cancelledStreams.push(sandboxId);
+      return;
+    }
     if (result.stdout.length > 0) yield { event: { case: "stdout" as const, value: result.stdout } };
     if (result.stderr.length > 0) yield { event: { case: "stderr" as const, value: result.stderr } };
     yield { event: { case: "exited" as const, value: { exitCode: result.exitCode, error: "" } } };
@@ -188,7 +204,7 @@ export class FakeAgent {
         this.running(req.sandboxId);
         return fakeExec(req.cmd, req.args, req.stdin);
       },
-      execStream: (req, ctx) => this.execStreamEvents(req.sandboxId, req.cmd, req.args, auth(ctx)),
+      execStream: (req, ctx) => this.execStreamEvents(req.sandboxId, req.cmd, req.args, auth(ctx), ctx.signal),
       writeFile: async (req, ctx) => {
         this.check("writeFile", req.sandboxId, auth(ctx));
         this.running(req.sandboxId).files.set(req.path, req.content);

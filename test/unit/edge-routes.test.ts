@@ -321,6 +321,19 @@ describe("exec", () => {
     ]);
   });
 
+  it("cancels the agent call when the client goes away", async () => {
+    const team = await h.newTeam();
+    const sb = await newSandbox(team.key);
+    const res = await h.request("POST", `/v1/sandboxes/${sb.id}/exec/stream`, { key: team.key, json: { cmd: "hang" } });
+    const reader = res.body?.getReader();
+    if (!reader) throw new Error("no body");
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first).toMatch(/event: start/);
+    expect(agent.cancelledStreams).not.toContain(sb.id);
+    await reader.cancel();
+    await expect.poll(() => agent.cancelledStreams, { timeout: 5000 }).toContain(sb.id);
+  });
+
   it("reports a stream failure as an error event", async () => {
     const team = await h.newTeam();
     const sb = await newSandbox(team.key);
