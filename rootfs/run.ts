@@ -80,20 +80,28 @@ export async function runBinary(file: string, args: readonly string[], opts: Run
 }
 
 /**
- * Starts a long-running command (a VM, a bridge) without waiting for it; the caller kills it by pid.
- * Stdout is discarded and stderr kept for the error message when it exits early.
+ * Starts a long-running command (a VM, a bridge, a sandbox) without waiting for it; the caller kills it
+ * by pid. Output goes to `onOutput` when given (stdout and stderr interleaved), else stdout is discarded
+ * and stderr kept for the error message when it exits early.
  */
 export function start(
   file: string,
   args: readonly string[],
-  opts: { signal?: AbortSignal | undefined } = {},
+  opts: { signal?: AbortSignal | undefined; onOutput?: (chunk: string) => void } = {},
 ): ResultPromise {
-  return execa(file, args, {
+  const child = execa(file, args, {
     cancelSignal: opts.signal,
     forceKillAfterDelay: 5_000,
     reject: false,
     stdin: "ignore",
-    stdout: "ignore",
+    stdout: opts.onOutput ? "pipe" : "ignore",
     stderr: "pipe",
+    buffer: !opts.onOutput,
   });
+  const onOutput = opts.onOutput;
+  if (onOutput) {
+    child.stdout?.on("data", (chunk: Buffer) => onOutput(chunk.toString()));
+    child.stderr?.on("data", (chunk: Buffer) => onOutput(chunk.toString()));
+  }
+  return child;
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { access, mkdtemp, readFile, realpath, rm } from "node:fs/promises";
+import { access, mkdir, mkdtemp, readFile, realpath, rm } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -186,6 +186,142 @@ export async function bootGuest(opts: BootGuestOptions): Promise<BootedGuest> {
       kvm,
       http: (method, path, body) => httpOverUnix(envdSocketPath, method, path, body),
       consoleLog: () => readFile(consoleLogPath, "utf8").catch(() => ""),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/**
+ * Starts a template's tree the way the namespace runtime does (overlay on the image tree, bubblewrap with
+ * new pid/uts/ipc namespaces inside a fresh netns, wrenn-init first) and waits for envd's /health; used by
+ * `npm run bench -- boot` to compare with the VM runtimes. Everything it creates is removed by stop().
+ */
+export async function bootNamespaceGuest(opts: BootGuestOptions): Promise<BootedGuest> {
+  const layout = filesLayout(opts.rootDir);
+  const template = opts.template ?? "minimal";
+  const lower = await realpath(layout.imageRootfsTree(template)).catch(() => {
+    throw new BuildError(`image ${template} is not built under ${opts.rootDir}`, "npm run image -- build");
+  });
+  const workDir = await mkdtemp(join(tmpdir(), "wrenn-nsboot-"));
+  const netns = `wnsb-${randomBytes(4).toString("hex")}`;
+  const merged = join(workDir, "merged");
+  const consoleLogPath = join(workDir, "console.log");
+  const envdSocketPath = join(workDir, "envd.sock");
+  let sandbox: ResultPromise | undefined;
+  let bridge: ResultPromise | undefined;
+  let mounted = false;
+  let netnsCreated = false;
+  let stopped = false;
+  let log = "";
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    // bwrap's pid-namespace init takes everything inside with it when killed.
+    if (sandbox?.pid) {
+      const children = await readFile(`/proc/${sandbox.pid}/task/${sandbox.pid}/children`, "utf8").catch(() => "");
+      for (const pid of children.trim().split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(pid), "SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+    }
+    await killAndWait(sandbox);
+    await killAndWait(bridge);
+    if (netnsCreated) await run("ip", ["netns", "del", netns]).catch(() => undefined);
+    if (mounted) await run("umount", ["-l", merged]).catch(() => undefined);
+    await rm(workDir, { recursive: true, force: true });
+  };
+  try {
+    for (const d of ["upper", "work", "merged"]) await mkdir(join(workDir, d));
+    await run("mount", [
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${lower},upperdir=${join(workDir, "upper")},workdir=${join(workDir, "work")}`,
+      merged,
+    ]);
+    mounted = true;
+    await run("ip", ["netns", "add", netns]);
+    netnsCreated = true;
+    await run("ip", ["-n", netns, "link", "set", "lo", "up"]);
+    const launchedAt = performance.now();
+    sandbox = start(
+      "ip",
+      [
+        "netns",
+        "exec",
+        netns,
+        "bwrap",
+        "--bind",
+        merged,
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--ro-bind",
+        "/sys",
+        "/sys",
+        "--tmpfs",
+        "/run",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--clearenv",
+        "--setenv",
+        "WRENN_RUNTIME",
+        "namespace",
+        "--",
+        "/usr/local/bin/wrenn-init",
+      ],
+      {
+        signal: opts.signal,
+        onOutput: (chunk) => {
+          log += chunk;
+        },
+      },
+    );
+    bridge = start(
+      "ip",
+      [
+        "netns",
+        "exec",
+        netns,
+        "socat",
+        `UNIX-LISTEN:${envdSocketPath},fork,mode=600`,
+        `TCP:127.0.0.1:${ENVD_PORT},connect-timeout=2`,
+      ],
+      { signal: opts.signal },
+    );
+    const deadline = launchedAt + (opts.readyTimeoutMs ?? 60_000);
+    for (;;) {
+      if (opts.signal?.aborted) throw new BuildError("interrupted");
+      if (sandbox.exitCode !== undefined && sandbox.exitCode !== null)
+        throw new BuildError(`the sandbox exited before envd was ready:\n${log}`);
+      if (performance.now() > deadline)
+        throw new BuildError(`envd did not answer /health in the namespace sandbox:\n${log}`);
+      const res = await httpOverUnix(envdSocketPath, "GET", "/health", undefined, 1_000).catch(() => undefined);
+      if (res && res.status >= 200 && res.status < 300) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return {
+      netns,
+      workDir,
+      consoleLogPath,
+      envdSocketPath,
+      bootToReadyMs: performance.now() - launchedAt,
+      kvm: false,
+      http: (method, path, body) => httpOverUnix(envdSocketPath, method, path, body),
+      consoleLog: async () => log,
       stop,
     };
   } catch (err) {
