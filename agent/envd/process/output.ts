@@ -15,20 +15,31 @@ export const LOW_WATER_BYTES = 1024 * 1024;
  * Fans a process's output out to every attached stream. Nothing is dropped for a slow reader:
  * when any subscriber has more than {@link HIGH_WATER_BYTES} queued, the source is paused (the
  * process then blocks on its own writes) until every subscriber is below {@link LOW_WATER_BYTES}.
- * Output produced while nobody is attached is not kept, as in E2B's envd.
+ * Output produced before the first reader attaches (the Start stream subscribes only after the
+ * process is running, and a fast command may already have written and exited) is kept for that first
+ * reader; after that, output produced while nobody is attached is not kept, as in E2B's envd.
  */
 export class OutputFanout {
   private readonly subscribers = new Set<OutputSubscription>();
   private paused = false;
   private endEvent: OutputEvent | undefined;
+  /** Output published before anyone subscribed; undefined once the first reader has attached. */
+  private early: OutputEvent[] | undefined = [];
+  private earlyBytes = 0;
 
   constructor(private readonly source: { pause(): void; resume(): void }) {}
 
   /** Attaches a new reader; it sees output from now on (and the end, if the process already ended). */
   subscribe(): OutputSubscription {
     const sub = new OutputSubscription(this);
+    const early = this.early;
+    this.early = undefined;
+    this.earlyBytes = 0;
+    if (early) for (const event of early) if (event.kind === "data") sub.push(event);
     if (this.endEvent) sub.push(this.endEvent);
     else this.subscribers.add(sub);
+    // Output held for this reader may have paused the source; resume once it drains.
+    this.maybeResume();
     return sub;
   }
 
@@ -45,6 +56,15 @@ export class OutputFanout {
       for (const sub of this.subscribers) sub.push(event);
       this.subscribers.clear();
       this.maybeResume();
+      return;
+    }
+    if (this.early) {
+      this.early.push(event);
+      this.earlyBytes += event.data.byteLength;
+      if (!this.paused && this.earlyBytes > HIGH_WATER_BYTES) {
+        this.paused = true;
+        this.source.pause();
+      }
       return;
     }
     for (const sub of this.subscribers) sub.push(event);
