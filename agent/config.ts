@@ -110,6 +110,16 @@ const envSchema = z.object({
     .transform(Number)
     .pipe(z.number().int().max(64))
     .default(2),
+  AGENT_WARM_SANDBOXES: z
+    .string()
+    .regex(/^[0-9]+$/, "AGENT_WARM_SANDBOXES must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().max(16))
+    .default(0),
+  AGENT_WARM_TEMPLATE: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be a template name")
+    .default("minimal"),
   AGENT_ENVD_TIMEOUT_MS: positiveInt("AGENT_ENVD_TIMEOUT_MS").default(30_000),
   AGENT_FIRECRACKER_BIN: z.string().startsWith("/", "must be an absolute path").optional(),
   PATH: z.string().default("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -141,6 +151,12 @@ export interface AgentConfig {
   logLevel: LogLevel;
   /** Network slots kept ready ahead of creates (0: make each on demand). */
   slotPool: number;
+  /**
+   * Guests of `warmTemplate` booted ahead of demand (runtimes with retarget, i.e. namespace): a create
+   * that fits takes one and skips the boot. They use memory while they wait and are not counted in capacity.
+   */
+  warmSandboxes: number;
+  warmTemplate: string;
   /** How long a new or resumed guest's envd may take to answer /health. */
   envdTimeoutMs: number;
   /** Where runtimes look for their binaries (the agent's PATH). */
@@ -195,6 +211,8 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       reapIntervalMs: e.AGENT_REAP_INTERVAL_MS,
       logLevel: e.AGENT_LOG_LEVEL,
       slotPool: e.AGENT_SLOT_POOL,
+      warmSandboxes: e.AGENT_WARM_SANDBOXES,
+      warmTemplate: e.AGENT_WARM_TEMPLATE,
       envdTimeoutMs: e.AGENT_ENVD_TIMEOUT_MS,
       searchPath: e.PATH,
       firecrackerBin: e.AGENT_FIRECRACKER_BIN,

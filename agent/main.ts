@@ -98,6 +98,7 @@ async function main(): Promise<void> {
   });
   await manager.recover();
   slots.warm(runtime.name === "namespace" ? "namespace" : "vm", config.slotPool);
+  manager.startWarm(config.warmSandboxes);
   const inventory = new HostInventory(config.layout);
   const shutdown = new AbortController();
   const server = await startServer({ config, logger, manager, inventory, metrics, token });
@@ -107,9 +108,9 @@ async function main(): Promise<void> {
     if (shutdown.signal.aborted) return;
     logger.info("shutting down; sandboxes keep running", { signal });
     shutdown.abort();
-    const force = setTimeout(() => process.exit(0), 5_000);
+    const force = setTimeout(() => process.exit(0), 10_000);
     force.unref();
-    void Promise.all([server.close(), slots.drainPool()]).then(() => process.exit(0));
+    void Promise.all([server.close(), manager.drainWarm().then(() => slots.drainPool())]).then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -81,4 +81,10 @@ export interface Runtime {
   snapshot?(spec: GuestSpec, handle: GuestHandle, snapshotDir: string): Promise<SnapshotInfo>;
   /** Starts the guest from a snapshot on the (possibly different) network slot in spec. Only when pauseToDisk. */
   restore?(spec: GuestSpec, snapshotDir: string, signal?: AbortSignal): Promise<GuestHandle>;
+  /**
+   * Hands a guest started ahead of demand (as `from`, with a placeholder id) to a sandbox: applies
+   * `to`'s limits and identity (e.g. hostname). The guest's files stay where `from` put them, so paths
+   * in the handle remain valid. Optional: the manager keeps warm guests only for runtimes that have it.
+   */
+  retarget?(from: GuestSpec, to: GuestSpec, handle: GuestHandle): Promise<GuestHandle>;
 }

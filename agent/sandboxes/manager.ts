@@ -1,4 +1,6 @@
-import { access, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { access, realpath, rm, symlink } from "node:fs/promises";
+import { basename, join } from "node:path";
 import type { AgentConfig } from "../config.js";
 import { DEFAULT_USER, DEFAULT_WORKDIR, EnvdClient } from "../envd-client.js";
 import { AgentError, failedPrecondition, sandboxNotFound } from "../errors.js";
@@ -6,7 +8,7 @@ import type { Logger } from "../logger.js";
 import type { SlotKind } from "../network/rules.js";
 import { guestNetworkOf, type Slot, type SlotManager, SlotsExhaustedError } from "../network/slots.js";
 import { isSameProcessAlive } from "../process-identity.js";
-import type { GuestSpec, Runtime } from "../runtimes/types.js";
+import type { GuestHandle, GuestSpec, Runtime } from "../runtimes/types.js";
 import { assertSandboxId, assertTemplateName, SANDBOX_ID_PATTERN } from "./ids.js";
 import { KeyedLock, Semaphore } from "./lock.js";
 import { readRecords, type SandboxRecord, type StopReasonName, type TimeoutActionName, writeRecord } from "./record.js";
@@ -63,6 +65,15 @@ interface Live {
   envd: EnvdClient | undefined;
 }
 
+/** A guest booted ahead of demand under a placeholder id, waiting for a create to take it. */
+interface WarmGuest {
+  spec: GuestSpec;
+  slot: Slot;
+  handle: GuestHandle;
+}
+
+const WARM_DIR_PREFIX = ".warm-";
+
 /** Statuses whose sandbox holds host resources (a process, a slot, memory). */
 const HOLDS_RESOURCES = new Set(["starting", "running", "pausing", "resuming", "stopping"]);
 
@@ -74,6 +85,9 @@ export class SandboxManager {
   readonly #lock = new KeyedLock();
   readonly #starts: Semaphore;
   readonly #slotKind: SlotKind;
+  readonly #warm: WarmGuest[] = [];
+  #warmTarget = 0;
+  #warming: Promise<void> | undefined;
 
   constructor(deps: SandboxManagerDeps) {
     this.#deps = deps;
@@ -147,6 +161,21 @@ export class SandboxManager {
         this.#markStopped(record, "lost", "its process went away while the agent was down");
         this.#reaped.push({ ...record });
       }
+    }
+    // Warm guests of a previous agent were never handed out (or their sandbox is gone): stop them.
+    const referenced = new Set<string>();
+    for (const { record } of this.#live.values()) {
+      referenced.add(await realpath(config.layout.sandboxDir(record.id)).catch(() => ""));
+    }
+    for (const name of orphans.filter((n) => n.startsWith(WARM_DIR_PREFIX))) {
+      const dir = join(config.layout.sandboxesDir, name);
+      if (referenced.has(await realpath(dir).catch(() => dir))) continue;
+      const spec = {
+        ...this.#spec(this.#orphanRecord(name.slice(WARM_DIR_PREFIX.length)), undefined),
+        sandboxDir: dir,
+      };
+      await runtime.stop(spec, undefined).catch((err) => logger.error("cleanup of a warm guest failed", { err }));
+      await rm(dir, { recursive: true, force: true });
     }
     // Only directories named like sandboxes are ours to remove.
     for (const name of orphans.filter((n) => SANDBOX_ID_PATTERN.test(n))) {
@@ -316,29 +345,49 @@ export class SandboxManager {
       this.#live.set(record.id, live);
       const log = this.#deps.logger.child({ sandboxId: record.id });
       const phases: CreatePhases = { queueMs: 0, slotMs: 0, runtimeStartMs: 0, guestReadyMs: 0, initMs: 0 };
+      const warm = this.#takeWarm(input);
       try {
-        const queued = performance.now();
-        await this.#starts.run(async () => {
-          phases.queueMs = performance.now() - queued;
-          let t = performance.now();
-          // A crash before the next write leaves at most a slot, which restart removes by its prefix,
-          // and (after start) a guest that restart finds by the sandbox's cgroup.
-          const [acquired, persisted] = await Promise.allSettled([
-            this.#deps.slots.acquire(this.#slotKind, input.internetAccess, signal),
-            this.#persist(record),
-          ]);
-          if (acquired.status === "rejected") throw acquired.reason;
-          // Recorded before a failed write is reported, so the failure path releases the slot.
-          const slot = acquired.value;
-          live.slot = slot;
-          if (persisted.status === "rejected") throw persisted.reason;
-          phases.slotMs = performance.now() - t;
-          record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
-          t = performance.now();
-          record.handle = await this.#deps.runtime.start(this.#spec(record, live.slot), signal);
-          phases.runtimeStartMs = performance.now() - t;
+        if (warm) {
+          // A guest booted ahead of demand: point sandboxes/<id> at its directory and give it this identity.
+          const t = performance.now();
+          live.slot = warm.slot;
+          record.handle = warm.handle;
+          record.slot = { index: warm.slot.index, kind: warm.slot.kind, egress: warm.slot.egress };
+          await symlink(basename(warm.spec.sandboxDir), config.layout.sandboxDir(record.id));
+          const retarget = this.#deps.runtime.retarget;
+          if (!retarget) throw new Error("runtime lost its retarget method");
+          record.handle = await retarget.call(
+            this.#deps.runtime,
+            warm.spec,
+            this.#spec(record, warm.slot),
+            warm.handle,
+          );
           await this.#persist(record);
-        });
+          phases.runtimeStartMs = performance.now() - t;
+        }
+        const queued = performance.now();
+        if (!warm)
+          await this.#starts.run(async () => {
+            phases.queueMs = performance.now() - queued;
+            let t = performance.now();
+            // A crash before the next write leaves at most a slot, which restart removes by its prefix,
+            // and (after start) a guest that restart finds by the sandbox's cgroup.
+            const [acquired, persisted] = await Promise.allSettled([
+              this.#deps.slots.acquire(this.#slotKind, input.internetAccess, signal),
+              this.#persist(record),
+            ]);
+            if (acquired.status === "rejected") throw acquired.reason;
+            // Recorded before a failed write is reported, so the failure path releases the slot.
+            const slot = acquired.value;
+            live.slot = slot;
+            if (persisted.status === "rejected") throw persisted.reason;
+            phases.slotMs = performance.now() - t;
+            record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
+            t = performance.now();
+            record.handle = await this.#deps.runtime.start(this.#spec(record, live.slot), signal);
+            phases.runtimeStartMs = performance.now() - t;
+            await this.#persist(record);
+          });
         const slot = live.slot;
         if (slot === undefined) throw new Error("slot missing after start");
         live.envd = new EnvdClient(slot.slotIp, record.accessToken);
@@ -351,10 +400,15 @@ export class SandboxManager {
         throw toCreateError(err);
       }
       if (input.noWait) {
-        void this.#lock.run(record.id, () => this.#handshakeOrFail(live, log, started, phases));
+        void this.#lock.run(record.id, async () => {
+          await this.#handshakeOrFail(live, log, started, phases);
+          if (warm) this.#refillWarm();
+        });
         return record;
       }
       await this.#handshakeOrFail(live, log, started, phases);
+      // Boot the next warm guest only now, so it does not compete with this create.
+      if (warm) this.#refillWarm();
       if (record.status !== "running") {
         throw new AgentError("UNAVAILABLE", "ENVD_NOT_READY", record.error ?? "sandbox did not become ready");
       }
@@ -469,7 +523,11 @@ export class SandboxManager {
         .release(this.#deps.slots.describe(record.slot.index, record.slot.kind, record.slot.egress))
         .catch((e) => errors.push(e));
     }
-    await rm(layout.sandboxDir(record.id), { recursive: true, force: true }).catch((e) => errors.push(e));
+    // A sandbox that took a warm guest lives in that guest's directory; sandboxes/<id> links to it.
+    const dir = layout.sandboxDir(record.id);
+    const real = await realpath(dir).catch(() => dir);
+    await rm(dir, { recursive: true, force: true }).catch((e) => errors.push(e));
+    if (real !== dir) await rm(real, { recursive: true, force: true }).catch((e) => errors.push(e));
     await rm(layout.snapshotDir(record.id), { recursive: true, force: true }).catch((e) => errors.push(e));
     if (errors.length > 0) throw new AggregateError(errors, `teardown of ${record.id} failed`);
   }
@@ -575,6 +633,85 @@ export class SandboxManager {
       await this.#persist(record);
       return record;
     });
+  }
+
+  // ---------------------------------------------------------------- warm guests
+
+  /** Keeps `count` guests of the warm template booted (only for runtimes that can retarget a guest). */
+  startWarm(count: number): void {
+    if (!this.#deps.runtime.retarget) return;
+    this.#warmTarget = count;
+    this.#refillWarm();
+  }
+
+  /** Stops every warm guest (on shutdown: they hold no sandbox). */
+  async drainWarm(): Promise<void> {
+    this.#warmTarget = 0;
+    while (this.#warming) await this.#warming;
+    const guests = this.#warm.splice(0);
+    await Promise.all(guests.map((g) => this.#discardWarm(g)));
+  }
+
+  #takeWarm(input: CreateInput): WarmGuest | undefined {
+    const egress = this.#deps.config.egress && input.internetAccess;
+    const i = this.#warm.findIndex((g) => g.spec.template === input.template && g.slot.egress === egress);
+    if (i < 0) return undefined;
+    return this.#warm.splice(i, 1)[0];
+  }
+
+  #refillWarm(): void {
+    if (this.#warming || this.#warm.length >= this.#warmTarget) return;
+    this.#warming = (async () => {
+      while (this.#warm.length < this.#warmTarget) {
+        const guest = await this.#bootWarm().catch((err) => {
+          this.#deps.logger.error("could not boot a warm guest", { err });
+          return undefined;
+        });
+        if (!guest) return;
+        this.#warm.push(guest);
+        this.#deps.logger.info("warm guest ready", { warmId: guest.spec.sandboxId, template: guest.spec.template });
+      }
+    })().finally(() => {
+      this.#warming = undefined;
+    });
+  }
+
+  async #bootWarm(): Promise<WarmGuest | undefined> {
+    const { config, runtime, slots } = this.#deps;
+    const template = config.warmTemplate;
+    if (
+      !(await access(config.layout.imageManifest(template)).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return undefined;
+    const key = `w-${randomBytes(9).toString("hex")}`;
+    const slot = await slots.acquire(this.#slotKind, true);
+    const spec: GuestSpec = {
+      ...this.#spec(this.#orphanRecord(key), slot),
+      template,
+      vcpus: config.defaults.vcpus,
+      memoryMb: config.defaults.memoryMb,
+      imageRootfsTree: config.layout.imageRootfsTree(template),
+      imageRootfsExt4: config.layout.imageRootfsExt4(template),
+      sandboxDir: join(config.layout.sandboxesDir, `${WARM_DIR_PREFIX}${key}`),
+    };
+    let handle: GuestHandle | undefined;
+    try {
+      handle = await runtime.start(spec);
+      await new EnvdClient(slot.slotIp, "").waitHealthy(this.#deps.envdTimeoutMs ?? 30_000);
+      return { spec, slot, handle };
+    } catch (err) {
+      await this.#discardWarm({ spec, slot, handle }).catch(() => {});
+      throw err;
+    }
+  }
+
+  async #discardWarm(guest: { spec: GuestSpec; slot: Slot; handle: GuestHandle | undefined }): Promise<void> {
+    await this.#deps.runtime.stop(guest.spec, guest.handle).catch(() => {});
+    await this.#deps.slots.release(guest.slot).catch(() => {});
+    await rm(guest.spec.sandboxDir, { recursive: true, force: true });
   }
 
   // ---------------------------------------------------------------- reaper

@@ -407,3 +407,57 @@ describe("agent: configuration errors", () => {
     expect(result.stderr).toContain("AGENT_EGRESS");
   });
 });
+
+describe("agent: warm guests", () => {
+  it("hands a pre-booted guest to a create with the sandbox's identity and limits, and cleans up after it", async () => {
+    requireRoot();
+    await requireImage();
+    const agent = await startAgentProcess({
+      runtime: "namespace",
+      rootDir: IMAGES_ROOT,
+      env: { AGENT_WARM_SANDBOXES: "1", AGENT_WARM_TEMPLATE: TEMPLATE },
+    });
+    const { readdir, realpath, readFile } = await import("node:fs/promises");
+    const { join } = await import("node:path");
+    const warmDirs = async () =>
+      (await readdir(join(agent.stateDir, "sandboxes"))).filter((n) => n.startsWith(".warm-")).sort();
+    try {
+      for (let i = 0; i < 150 && (await warmDirs()).length < 1; i++) await new Promise((r) => setTimeout(r, 100));
+      const [warm] = await warmDirs();
+      expect(warm).toBeDefined();
+      // Give the warm guest time to finish booting (envd answering) before the create.
+      await new Promise((r) => setTimeout(r, 3000));
+      const id = newSandboxId();
+      await agent.client.createSandbox({ sandboxId: id, template: TEMPLATE, memoryMb: 256, envVars: { WARM: "yes" } });
+      expect(await realpath(join(agent.stateDir, "sandboxes", id))).toBe(join(agent.stateDir, "sandboxes", warm ?? ""));
+      const out = await agent.client.exec({
+        sandboxId: id,
+        cmd: "/bin/bash",
+        args: ["-c", "hostname; echo $WARM; id -un"],
+      });
+      expect({ exit: out.exitCode, stdout: text(out.stdout), stderr: text(out.stderr), error: out.error }).toEqual({
+        exit: 0,
+        stdout: `${id}\nyes\nuser\n`,
+        stderr: "",
+        error: "",
+      });
+      const state = await readState(agent, id);
+      const memory = state.handle?.data.cgroups?.memory ?? "";
+      const limit = await readFile(
+        join(memory, memory.includes("/sys/fs/cgroup/memory/") ? "memory.limit_in_bytes" : "memory.max"),
+        "utf8",
+      );
+      expect(limit.trim()).toBe(String(256 * 2 ** 20));
+      // The pool refills with another guest.
+      for (let i = 0; i < 150 && (await warmDirs()).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await warmDirs()).toHaveLength(2);
+      await agent.client.destroySandbox({ sandboxId: id });
+      expect(await warmDirs()).not.toContain(warm);
+      expect((await readdir(join(agent.stateDir, "sandboxes"))).filter((n) => !n.startsWith(".warm-"))).toEqual([]);
+    } finally {
+      await agent.stop();
+    }
+    // A graceful stop stops the warm guests too.
+    expect(await leftovers(agent)).toEqual([]);
+  });
+});

@@ -72,6 +72,25 @@ export function cgroupDirs(groups: SandboxCgroups): string[] {
   return [...new Set([groups.memory, groups.cpu, groups.unified, groups.freezer].filter((d) => d !== undefined))];
 }
 
+/** Sets (or changes) the memory and CPU limits of existing cgroups. */
+export async function setCgroupLimits(
+  layout: CgroupLayout,
+  groups: SandboxCgroups,
+  limits: { memoryMb: number; vcpus: number },
+): Promise<void> {
+  const bytes = limits.memoryMb * 2 ** 20;
+  const period = 100_000;
+  const quota = limits.vcpus * period;
+  if (layout.kind === "unified") {
+    await writeFile(join(groups.memory, "memory.max"), String(bytes));
+    await writeFile(join(groups.cpu, "cpu.max"), `${quota} ${period}`);
+    return;
+  }
+  await writeFile(join(groups.memory, "memory.limit_in_bytes"), String(bytes));
+  await writeFile(join(groups.cpu, "cpu.cfs_period_us"), String(period));
+  await writeFile(join(groups.cpu, "cpu.cfs_quota_us"), String(quota));
+}
+
 export async function createCgroups(
   layout: CgroupLayout,
   groups: SandboxCgroups,

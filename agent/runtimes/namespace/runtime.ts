@@ -1,5 +1,5 @@
-import { access, mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { access, mkdir, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Exec } from "../../exec.js";
 import { spawnDetached } from "../../exec.js";
 import type { Logger } from "../../logger.js";
@@ -13,6 +13,7 @@ import {
   killAndRemoveCgroups,
   type SandboxCgroups,
   sandboxCgroups,
+  setCgroupLimits,
   setFrozen,
 } from "./cgroups.js";
 
@@ -202,9 +203,12 @@ export class NamespaceRuntime implements Runtime {
   }
 
   async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
-    const paths = this.#paths(spec);
     const layout = await this.#cgroupLayout();
-    const cgroups = handle ? dataOf(handle).cgroups : sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    const data = handle ? dataOf(handle) : undefined;
+    const cgroups = data?.cgroups ?? sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    // The handle knows where the overlay really is (a warm guest's directory may differ from spec's).
+    const merged = data?.merged ?? this.#paths(spec).merged;
+    const base = dirname(merged);
     if (handle && (await isSameProcessAlive(handle.pid, handle.pidStartTime))) {
       try {
         process.kill(handle.pid, "SIGKILL");
@@ -214,10 +218,22 @@ export class NamespaceRuntime implements Runtime {
     }
     await killAndRemoveCgroups(cgroups);
     // Lazy unmount: a process that still holds the tree (briefly, while exiting) must not fail the stop.
-    await this.#deps.exec("umount", ["-l", paths.merged], { allowFailure: true });
+    await this.#deps.exec("umount", ["-l", merged], { allowFailure: true });
     await Promise.all(
-      [paths.upper, paths.work, paths.merged].map((d) => rm(d, { recursive: true, force: true }).catch(() => {})),
+      ["upper", "work", "rootfs"].map((d) => rm(join(base, d), { recursive: true, force: true }).catch(() => {})),
     );
+  }
+
+  /** A warm guest becomes sandbox `to`: its limits and hostname change; its overlay and cgroups stay. */
+  async retarget(_from: GuestSpec, to: GuestSpec, handle: GuestHandle): Promise<GuestHandle> {
+    const { cgroups } = dataOf(handle);
+    await setCgroupLimits(await this.#cgroupLayout(), cgroups, { memoryMb: to.memoryMb, vcpus: to.vcpus });
+    // bubblewrap's first child is inside the sandbox's uts namespace; bubblewrap itself is not.
+    const children = await readFile(`/proc/${handle.pid}/task/${handle.pid}/children`, "utf8").catch(() => "");
+    const inner = children.trim().split(/\s+/)[0];
+    if (!inner) throw new Error(`sandbox process ${handle.pid} has no child to set the hostname through`);
+    await this.#deps.exec("nsenter", ["-t", inner, "-u", "hostname", to.sandboxId]);
+    return handle;
   }
 
   async isAlive(handle: GuestHandle): Promise<boolean> {
