@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { classifyTraffic, hostName, isEnvdInternalRoute, splitRequestUrl } from "./routing.js";
+import { classifyTraffic, hostName, isEnvdInternalRoute, normalizedPath, splitRequestUrl } from "./routing.js";
 
 const req = (url: string, headers: Record<string, string> = {}, method = "GET") => ({
   method,
@@ -111,5 +111,17 @@ describe("isEnvdInternalRoute", () => {
     expect(isEnvdInternalRoute(49983, "/files")).toBe(false);
     expect(isEnvdInternalRoute(49983, "/health")).toBe(false);
     expect(isEnvdInternalRoute(8000, "/init")).toBe(false);
+  });
+});
+
+describe("normalizedPath", () => {
+  it("resolves dot segments in every spelling, never above the root", () => {
+    expect(normalizedPath("/files/../init", "")).toEqual({ pathname: "/init", search: "" });
+    expect(normalizedPath("/x/%2e%2e/init", "?a=1")).toEqual({ pathname: "/init", search: "?a=1" });
+    expect(normalizedPath("/x/%2E%2E/%2e/init", "")?.pathname).toBe("/init");
+    expect(normalizedPath("/x\\..\\init", "")?.pathname).toBe("/init");
+    expect(normalizedPath("/../../../metrics", "")?.pathname).toBe("/metrics");
+    expect(normalizedPath("/a%2Fb/c.txt", "")?.pathname).toBe("/a%2Fb/c.txt");
+    expect(normalizedPath("*", "")).toBeUndefined();
   });
 });

@@ -65,6 +65,21 @@ export function splitRequestUrl(url: string): { pathname: string; search: string
     : { pathname: withoutHash.slice(0, question), search: withoutHash.slice(question) };
 }
 
+/**
+ * A request path as `fetch` will send it, dot segments (`..`, `%2e%2e`, backslashes) resolved, so the
+ * internal-route check sees the path the guest gets and nothing climbs out of the agent's
+ * `/proxy/{id}/{port}` prefix onto the agent's own routes. Undefined when it is not a usable path.
+ */
+export function normalizedPath(pathname: string, search: string): { pathname: string; search: string } | undefined {
+  if (!pathname.startsWith("/") && !pathname.startsWith("\\")) return undefined;
+  try {
+    const url = new URL(`http://sandbox.invalid${pathname}${search}`);
+    return { pathname: url.pathname, search: url.search };
+  } catch {
+    return undefined;
+  }
+}
+
 /** The host name of a Host header, lower-cased and without its port. */
 export function hostName(host: string): string {
   const trimmed = host.trim().toLowerCase();

@@ -15,6 +15,7 @@ import {
   classifyTraffic,
   envdPort,
   isEnvdInternalRoute,
+  normalizedPath,
   sandboxIdHeader,
   sandboxPortHeader,
   splitRequestUrl,
@@ -71,7 +72,10 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
   const route = classifyTraffic(request);
   if (route === undefined) return { kind: "not-sandbox-traffic" };
   if (route.kind === "bad") return { kind: "refuse", response: badSandboxRoute(route.message) };
-  const { pathname, search } = splitRequestUrl(request.url);
+  const raw = splitRequestUrl(request.url);
+  const normalized = normalizedPath(raw.pathname, raw.search);
+  if (normalized === undefined) return { kind: "refuse", response: badSandboxRoute("invalid request path") };
+  const { pathname, search } = normalized;
   let sandboxId: string;
   let port: number;
   if (route.kind === "signed-files") {

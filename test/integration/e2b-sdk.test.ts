@@ -277,6 +277,31 @@ describe("the official e2b SDK against Wrenn", () => {
     expect(res.status).toBe(404);
     expect(await sbx.files.exists("/home/user")).toBe(true);
   });
+
+  it("keeps raw dot segments inside the sandbox: no reaching the agent's own routes or envd's /init", async () => {
+    const routing = { "E2b-Sandbox-Id": sbx.sandboxId, "E2b-Sandbox-Port": "49983" };
+    for (const path of ["/files/../init", "/x/%2e%2e/init", "/files/..%2finit", "/x\\..\\init"]) {
+      const res = await rawRequest(path, routing, "POST");
+      expect(res.status, path).not.toBe(204);
+    }
+    for (const path of ["/../../../metrics", "/%2e%2e/%2e%2e/%2e%2e/metrics", "/..\\..\\..\\metrics"]) {
+      const res = await rawRequest(path, routing);
+      // The agent's Prometheus text would start with "# HELP"; envd answers its own /metrics as JSON.
+      expect(res.body, path).not.toContain("# HELP");
+    }
+    const rpc = "/../../../hostagent.v1.HostAgentService/ListSandboxes";
+    const viaHeaders = await rawRequest(rpc, { ...routing, "content-type": "application/json" }, "POST");
+    expect(viaHeaders.body).not.toContain(sbx.sandboxId);
+    for (const domain of ["localhost", "127.0.0.1"]) {
+      const host = `49983-${sbx.sandboxId}.${domain}:${new URL(edgeUrl()).port}`;
+      const viaHost = await rawRequest(rpc, { host, "content-type": "application/json" }, "POST");
+      expect(viaHost.body).not.toContain(sbx.sandboxId);
+      expect((await rawRequest("/../../../metrics", { host })).body).not.toContain("# HELP");
+      // Refused by the proxy (404), or (a host under an IP) already by Node's URL parsing (400).
+      expect([400, 404]).toContain((await rawRequest("/files/../init", { host }, "POST")).status);
+    }
+    expect(await sbx.isRunning()).toBe(true);
+  });
 });
 
 describe("port forwarding through the proxy", () => {
