@@ -128,7 +128,8 @@ async function sendToEnvd(
         await reader.cancel(reason).catch(() => {});
       },
     },
-    { highWaterMark: 0 },
+    // A few chunks of read-ahead let reading from the client overlap writing to the agent.
+    { highWaterMark: 4 },
   );
   let res: Response;
   try {
