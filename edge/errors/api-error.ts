@@ -12,6 +12,7 @@ export const ErrorBody = z
     }),
   })
   .openapi("Error");
+/** The error body as a TypeScript type. */
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
 /** An error that becomes an HTTP response with the one error body. */

@@ -16,6 +16,7 @@ export const ErrorCode = z.enum([
   "BAD_ENVIRONMENT",
   "INTERNAL_SERVER_ERROR",
 ]);
+/** One of the API error codes. */
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
 /** HTTP status per error code; a `Record` so the compiler checks the table is complete. */

@@ -546,4 +546,5 @@ export async function addFakeHost(
   return { agent, hostId: host.id };
 }
 
+/** Agent enums tests use to script the fake. */
 export { StopReason, TimeoutAction };

@@ -26,4 +26,5 @@ export const apiKeys = pgTable(
   (t) => [uniqueIndex("api_keys_hash_idx").on(t.hash), index("api_keys_team_idx").on(t.teamId)],
 );
 
+/** A row of `api_keys`. */
 export type ApiKeyRow = typeof apiKeys.$inferSelect;

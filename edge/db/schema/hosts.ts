@@ -3,6 +3,7 @@ import { lifecycleDates, rowVersion } from "./util.js";
 
 /** Where a host is in its life: `active` takes new sandboxes, `draining` and `unhealthy` do not. */
 export const hostStatuses = ["active", "draining", "unhealthy"] as const;
+/** One of `hostStatuses`. */
 export type HostStatus = (typeof hostStatuses)[number];
 
 /**
@@ -36,4 +37,5 @@ export const hosts = pgTable(
   (t) => [uniqueIndex("hosts_address_idx").on(t.address)],
 );
 
+/** A row of `hosts`. */
 export type HostRow = typeof hosts.$inferSelect;

@@ -10,4 +10,5 @@ export const leases = pgTable("leases", {
   expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
 });
 
+/** A row of `leases`. */
 export type LeaseRow = typeof leases.$inferSelect;

@@ -19,4 +19,5 @@ export const sandboxEvents = pgTable(
   (t) => [index("sandbox_events_sandbox_idx").on(t.sandboxId, t.id)],
 );
 
+/** A row of `sandbox_events`. */
 export type SandboxEventRow = typeof sandboxEvents.$inferSelect;

@@ -18,6 +18,7 @@ export const sandboxStates = [
   "error",
   "missing",
 ] as const;
+/** One of `sandboxStates`. */
 export type SandboxStateName = (typeof sandboxStates)[number];
 
 /** States in which a sandbox still holds (or may hold) resources on its host. */
@@ -33,10 +34,12 @@ export const activeSandboxStates = [
 
 /** Why a sandbox stopped. */
 export const stopReasons = ["killed", "timeout", "error", "lost"] as const;
+/** One of `stopReasons`. */
 export type StopReasonName = (typeof stopReasons)[number];
 
 /** What happens when a sandbox's timeout runs out. */
 export const timeoutActions = ["kill", "pause"] as const;
+/** One of `timeoutActions`. */
 export type TimeoutActionName = (typeof timeoutActions)[number];
 
 /**
@@ -80,4 +83,5 @@ export const sandboxes = pgTable(
   ],
 );
 
+/** A row of `sandboxes`. */
 export type SandboxRow = typeof sandboxes.$inferSelect;

@@ -8,4 +8,5 @@ export const teams = pgTable("teams", {
   ...lifecycleDates,
 });
 
+/** A row of `teams`. */
 export type TeamRow = typeof teams.$inferSelect;
