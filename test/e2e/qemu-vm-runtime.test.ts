@@ -200,7 +200,7 @@ describe.skipIf(skipReason !== undefined)(
       }
       await runtime.stop(spec, handle);
       // The snapshot stays until the sandbox is destroyed (the manager removes it then).
-      expect((await readdir(snapshotDir)).sort()).toEqual(["disk.qcow2", "memory", "qemu-snapshot.json"]);
+      expect((await readdir(snapshotDir)).sort()).toEqual(["base.ext4", "disk.qcow2", "memory", "qemu-snapshot.json"]);
     });
 
     it("refuses a missing or corrupt snapshot with a clear error and keeps the snapshot files", async () => {
@@ -229,16 +229,27 @@ describe.skipIf(skipReason !== undefined)(
       expect(stdout).not.toContain(join(spec.sandboxDir, QEMU_FILES.qmpSocket));
     });
 
-    it("refuses to restore onto a template image that was rebuilt since the pause", async () => {
-      const spec = { ...specFor("rebuilt"), imageRootfsExt4: join(root, "rebuilt-base.ext4") };
+    it("resumes after its template image version was removed, and refuses a swapped base", async () => {
+      const versionDir = join(root, "image-versions", "v1");
+      await mkdir(versionDir, { recursive: true });
+      const spec = { ...specFor("rebuilt"), imageRootfsExt4: join(versionDir, "rootfs.ext4") };
       await copyFile(baseImage, spec.imageRootfsExt4);
-      const handle = await startGuest(spec);
+      let handle = await startGuest(spec);
       await waitForCount(spec, 2);
       const snapshotDir = join(root, "snapshots", "rebuilt");
       await runtime.snapshot(spec, handle, snapshotDir);
-      // An image build replaces the file (new inode, new mtime) at the same path.
-      await copyFile(baseImage, `${spec.imageRootfsExt4}.new`);
-      await rename(`${spec.imageRootfsExt4}.new`, spec.imageRootfsExt4);
+      const last = (await counts(spec)).at(-1) ?? 0;
+      // The image builder publishes a new version and deletes the old one while the sandbox is paused.
+      await rm(versionDir, { recursive: true, force: true });
+      handle = await runtime.restore(spec, snapshotDir);
+      started.push({ spec, handle });
+      await waitForCount(spec, last + 2, 20_000);
+      await runtime.stop(spec, handle);
+
+      // A base that is not the file the overlay was made on is refused, never silently used.
+      const link = join(snapshotDir, "base.ext4");
+      await copyFile(baseImage, `${link}.other`);
+      await rename(`${link}.other`, link);
       const err = await runtime.restore(spec, snapshotDir).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(QemuRuntimeError);
       expect((err as QemuRuntimeError).reason).toBe("SNAPSHOT_INCOMPATIBLE");

@@ -83,6 +83,15 @@ describe("buildQemuArgs", () => {
     );
   });
 
+  it("names the backing image explicitly when given a path", () => {
+    const args = buildQemuArgs({ ...base, backingPath: "/s/abc/base.ext4" });
+    expect(args).not.toContain("-drive");
+    const blockdevs = args.filter((_arg, i) => args[i - 1] === "-blockdev");
+    expect(blockdevs[0]).toBe("driver=file,node-name=base-file,filename=/s/abc/base.ext4,read-only=on");
+    expect(blockdevs[2]).toContain("filename=/s/abc/disk.qcow2");
+    expect(blockdevs[3]).toBe("driver=qcow2,node-name=root,file=root-file,backing=base,discard=unmap");
+  });
+
   it("escapes commas in paths for QEMU's option syntax", () => {
     const args = buildQemuArgs({ ...base, diskPath: "/a,b/disk.qcow2" });
     expect(flagValue(args, "-drive")).toContain("file=/a,,b/disk.qcow2,");

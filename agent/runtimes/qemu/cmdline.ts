@@ -28,6 +28,11 @@ export interface QemuArgsOptions {
    * to the directories it lives in. The qcow2 overlay's backing file is then given explicitly too.
    */
   diskFds?: { readWrite: number; readOnly: number; backingReadOnly: number } | undefined;
+  /**
+   * The qcow2 overlay's backing image, given explicitly instead of the path recorded in the overlay's
+   * header (which may name an image version that has since been removed).
+   */
+  backingPath?: string | undefined;
   /** TAP device inside the guest's network namespace. */
   tapName: string;
   /** MAC address of the guest's eth0. */
@@ -148,10 +153,23 @@ export function buildQemuArgs(opts: QemuArgsOptions): string[] {
 
 function diskArgs(opts: QemuArgsOptions): string[] {
   const format = opts.diskFormat ?? "qcow2";
-  if (!opts.diskFds) {
+  if (!opts.diskFds && !opts.backingPath) {
     return [
       "-drive",
       `id=root,file=${optionValue(opts.diskPath)},format=${format},if=none,cache=writeback,discard=unmap`,
+    ];
+  }
+  if (!opts.diskFds) {
+    if (format !== "qcow2") throw new RangeError("a backing image is only supported for qcow2 overlays");
+    return [
+      "-blockdev",
+      `driver=file,node-name=base-file,filename=${optionValue(opts.backingPath ?? "")},read-only=on`,
+      "-blockdev",
+      "driver=raw,node-name=base,file=base-file,read-only=on",
+      "-blockdev",
+      `driver=file,node-name=root-file,filename=${optionValue(opts.diskPath)},discard=unmap,cache.direct=off`,
+      "-blockdev",
+      "driver=qcow2,node-name=root,file=root-file,backing=base,discard=unmap",
     ];
   }
   if (format !== "qcow2") throw new RangeError("disk file descriptors are only supported for qcow2 overlays");

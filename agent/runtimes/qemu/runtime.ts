@@ -4,6 +4,7 @@ import {
   access,
   chown,
   copyFile,
+  link as hardLink,
   mkdir,
   open,
   readFile,
@@ -54,7 +55,16 @@ export const QEMU_FILES = {
    * memory stream here (as `memory.partial`) before it moves into the snapshot directory.
    */
   workDir: "qemu-work",
+  /**
+   * Hard link to the template image version the overlay is based on, so that the image builder
+   * replacing or removing that version cannot pull the base out from under a running or paused
+   * sandbox (the inode lives as long as a link does).
+   */
+  base: "base.ext4",
 } as const;
+
+/** The base image link kept with a snapshot. */
+const SNAPSHOT_BASE_FILE = "base.ext4";
 
 const PARTIAL_MEMORY = "memory.partial";
 
@@ -228,14 +238,15 @@ export class QemuRuntime implements Runtime {
     await this.requireFile(spec.kernelPath, "KERNEL_MISSING", "guest kernel");
     await this.requireFile(spec.imageRootfsExt4, "IMAGE_MISSING", `image of template "${spec.template}"`);
     // Images are published as a symlink to a versioned directory; the overlay belongs to this version.
-    const backingFile = await realpath(spec.imageRootfsExt4);
+    const imageVersion = await realpath(spec.imageRootfsExt4);
     await mkdir(spec.sandboxDir, { recursive: true });
+    const backingFile = await linkOrReference(imageVersion, join(spec.sandboxDir, QEMU_FILES.base));
     const disk = join(spec.sandboxDir, QEMU_FILES.disk);
     await rm(disk, { force: true });
     try {
       await this.exec(
         this.qemuImgBinary,
-        ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", backingFile, disk],
+        ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", imageVersion, disk],
         signal ? { signal, timeoutMs: 30_000 } : { timeoutMs: 30_000 },
       );
     } catch (err) {
@@ -274,6 +285,7 @@ export class QemuRuntime implements Runtime {
     for (const file of [
       QEMU_FILES.disk,
       `${QEMU_FILES.disk}.partial`,
+      QEMU_FILES.base,
       QEMU_FILES.qmpSocket,
       QEMU_FILES.pidFile,
       QEMU_FILES.workDir,
@@ -338,6 +350,10 @@ export class QemuRuntime implements Runtime {
     if (this.confine) await chown(partialMemory, 0, 0);
     await moveFile(partialMemory, join(snapshotDir, SNAPSHOT_MEMORY_FILE));
     await moveFile(join(spec.sandboxDir, QEMU_FILES.disk), join(snapshotDir, SNAPSHOT_DISK_FILE));
+    // The snapshot keeps its own link to the base image, so removing the image version cannot break a resume.
+    const snapshotBacking = await linkOrReference(launch.backingFile, join(snapshotDir, SNAPSHOT_BASE_FILE));
+    await rm(join(spec.sandboxDir, QEMU_FILES.base), { force: true });
+    launch.backingFile = snapshotBacking;
     const manifestTmp = join(snapshotDir, `${SNAPSHOT_MANIFEST_FILE}.partial`);
     await writeFile(
       manifestTmp,
@@ -396,6 +412,7 @@ export class QemuRuntime implements Runtime {
     const partialDisk = `${disk}.partial`;
     await copyFile(join(snapshotDir, SNAPSHOT_DISK_FILE), partialDisk, fsConstants.COPYFILE_FICLONE);
     await rename(partialDisk, disk);
+    const backingFile = await linkOrReference(manifest.backingFile, join(spec.sandboxDir, QEMU_FILES.base));
 
     const launch: LaunchConfig = {
       vcpus: manifest.vcpus,
@@ -406,7 +423,7 @@ export class QemuRuntime implements Runtime {
       initrdPath: manifest.initrdPath,
       kernelCmdline: manifest.kernelCmdline,
       mac: manifest.mac,
-      backingFile: manifest.backingFile,
+      backingFile,
       backingIdentity: manifest.backingIdentity,
     };
     let handle: GuestHandle | undefined;
@@ -481,6 +498,7 @@ export class QemuRuntime implements Runtime {
       incomingUri: incomingFile === undefined ? undefined : `fd:${INCOMING_FD}`,
       runAs: this.confine ? { uid: guestUid(spec.sandboxId), gid: guestUid(spec.sandboxId) } : undefined,
       diskFds: this.confine ? DISK_FDS : undefined,
+      backingPath: launch.backingFile,
       seccomp: this.confine,
     });
     const qemuLog = join(spec.sandboxDir, QEMU_FILES.qemuLog);
@@ -709,6 +727,23 @@ export class QemuRuntime implements Runtime {
     what: string,
   ): Promise<void> {
     if (!(await exists(path))) throw new QemuRuntimeError(reason, `${what} not found at ${path}`);
+  }
+}
+
+/**
+ * Hard-links `target` at `link` (replacing an older link) and returns the link; when that is not
+ * possible (another filesystem) returns `target` itself, which then must not go away.
+ */
+async function linkOrReference(target: string, link: string): Promise<string> {
+  if (target === link) return link;
+  await rm(link, { force: true });
+  try {
+    await hardLink(target, link);
+    return link;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EXDEV" || code === "EPERM" || code === "EMLINK") return target;
+    throw err;
   }
 }
 
