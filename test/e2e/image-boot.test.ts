@@ -88,16 +88,23 @@ describe.skipIf(!isRoot)(
     });
 
     it("reaps an orphaned process once it exits (no zombies)", async () => {
-      // The shell exits at once; its background sleep is orphaned and later exits as a zombie unless PID 1 reaps it.
-      const started = await sh("sleep 1 >/dev/null 2>&1 & echo $!");
+      // The shell exits at once; its background sleep is orphaned. When we then kill it, it becomes a
+      // zombie that only its new parent (tini, PID 1) can reap.
+      const started = await sh("sleep 300 >/dev/null 2>&1 & echo $!");
       const pid = started.stdout.trim();
       expect(pid).toMatch(/^\d+$/);
       const parent = await sh(`awk '/^PPid:/ {print $2}' /proc/${pid}/status`);
-      // Reparented to tini (PID 1), or to envd if envd registers itself as a subreaper.
-      expect(parent.stdout.trim()).toMatch(/^\d+$/);
-      await new Promise((r) => setTimeout(r, 2_500));
-      const after = await sh(`test -e /proc/${pid} && cat /proc/${pid}/stat || echo gone`);
-      expect(after.stdout.trim()).toBe("gone");
+      expect(parent.stdout.trim(), "the orphan is reparented to PID 1 (tini)").toBe("1");
+      await sh(`kill ${pid}`);
+      let state = "";
+      for (let i = 0; i < 50; i++) {
+        state = (
+          await sh(`if [ -e /proc/${pid} ]; then awk '/^State:/ {print $2}' /proc/${pid}/status; else echo gone; fi`)
+        ).stdout.trim();
+        if (state === "gone") break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(state).toBe("gone");
       const zombies = await sh("ps -eo stat=,pid=,comm= | awk '$1 ~ /^Z/'");
       expect(zombies.stdout.trim()).toBe("");
     });
