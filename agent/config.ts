@@ -115,7 +115,7 @@ const envSchema = z.object({
     .regex(/^[0-9]+$/, "AGENT_WARM_SANDBOXES must be a whole number")
     .transform(Number)
     .pipe(z.number().int().max(16))
-    .default(0),
+    .default(1),
   AGENT_WARM_TEMPLATE: z
     .string()
     .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be a template name")

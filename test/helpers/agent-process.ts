@@ -227,6 +227,8 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     AGENT_NET_CIDR: netCidr,
     // No spare slots by default, so "nothing left after destroy" is exact; benchmarks turn the pool on.
     AGENT_SLOT_POOL: "0",
+    // No warm guests either (each holds a running sandbox); the warm-guest test and the benchmark turn them on.
+    AGENT_WARM_SANDBOXES: "0",
     ...(opts.tls ? { AGENT_TLS_CERT: opts.tls.certFile, AGENT_TLS_KEY: opts.tls.keyFile } : {}),
     ...opts.env,
   };
