@@ -182,6 +182,9 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
   const h2 = http2.createServer({}, handler);
   const sockets = new Set<net.Socket>();
   const tcp = net.createServer((socket) => {
+    // http.Server would disable Nagle on sockets it accepts itself; these come from our sniffer, so
+    // do it here. Without it a stream's small frames wait ~40 ms for delayed ACKs.
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());
