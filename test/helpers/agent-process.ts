@@ -263,12 +263,19 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
   const stopThis = async (): Promise<void> => {
     // The test may have stopped the agent itself (SIGTERM); then there is nobody to ask.
     if (exited) return;
-    const list = await client.listSandboxes({});
-    await Promise.allSettled(list.sandboxes.map((s) => client.destroySandbox({ sandboxId: s.sandboxId })));
+    let failure: unknown;
+    try {
+      const list = await client.listSandboxes({});
+      await Promise.allSettled(list.sandboxes.map((s) => client.destroySandbox({ sandboxId: s.sandboxId })));
+    } catch (err) {
+      // Still stop the agent below: a test must never leave an agent running.
+      failure = err;
+    }
     child.kill("SIGTERM");
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
     await exitedPromise;
     clearTimeout(timer);
+    if (failure !== undefined) throw failure;
   };
 
   return {
@@ -288,8 +295,11 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
         const again = await startAgentProcess({ ...restartOptions, stateDir });
         await again.stop();
       } else {
-        await stopThis();
-        await removeAgentLeftovers(netPrefix);
+        try {
+          await stopThis();
+        } finally {
+          await removeAgentLeftovers(netPrefix);
+        }
       }
       if (ownStateDir) await rm(stateDir, { recursive: true, force: true });
     },
