@@ -13,7 +13,15 @@ import { registerE2bListSandboxes } from "./list.js";
 import { registerE2bSandboxMetrics } from "./metrics.js";
 
 /** Path patterns of the E2B surface; mounted at "/", so middleware is scoped to these, never to "*". */
-const e2bPaths = ["/sandboxes", "/sandboxes/*", "/v2/sandboxes", "/v2/sandboxes/*", "/snapshots", "/templates/*"];
+const e2bPaths = [
+  "/sandboxes",
+  "/sandboxes/*",
+  "/v2/sandboxes",
+  "/v2/sandboxes/*",
+  "/snapshots",
+  "/templates/*",
+  "/v3/templates",
+];
 
 /** E2B operations the SDK can call that Wrenn does not offer: a clear 501 in E2B's shape, not a 404. */
 const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: string; what: string }> = [
@@ -24,6 +32,10 @@ const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: stri
   { method: "put", path: "/sandboxes/:sandboxID/network", what: "changing egress rules" },
   { method: "post", path: "/sandboxes/:sandboxID/refreshes", what: "refreshes (use /timeout)" },
   { method: "post", path: "/sandboxes/:sandboxID/resume", what: "the deprecated resume (use /connect)" },
+  { method: "get", path: "/sandboxes/:sandboxID/logs", what: "sandbox logs" },
+  { method: "get", path: "/v2/sandboxes/:sandboxID/logs", what: "sandbox logs" },
+  { method: "post", path: "/v3/templates", what: "template builds (build images with `wrenn image build`)" },
+  { method: "get", path: "/templates/aliases/:alias", what: "template aliases" },
 ];
 
 /**
