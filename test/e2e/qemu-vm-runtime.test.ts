@@ -200,7 +200,14 @@ describe.skipIf(skipReason !== undefined)(
       }
       await runtime.stop(spec, handle);
       // The snapshot stays until the sandbox is destroyed (the manager removes it then).
-      expect((await readdir(snapshotDir)).sort()).toEqual(["base.ext4", "disk.qcow2", "memory", "qemu-snapshot.json"]);
+      expect((await readdir(snapshotDir)).sort()).toEqual([
+        "base.ext4",
+        "disk.qcow2",
+        "initramfs.cpio.gz",
+        "memory",
+        "qemu-snapshot.json",
+        "vmlinux",
+      ]);
     });
 
     it("refuses a missing or corrupt snapshot with a clear error and keeps the snapshot files", async () => {

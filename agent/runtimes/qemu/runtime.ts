@@ -61,10 +61,13 @@ export const QEMU_FILES = {
    * sandbox (the inode lives as long as a link does).
    */
   base: "base.ext4",
+  /** Hard links to the kernel and initramfs version the guest booted, for the same reason. */
+  kernel: "vmlinux",
+  initrd: "initramfs.cpio.gz",
 } as const;
 
-/** The base image link kept with a snapshot. */
-const SNAPSHOT_BASE_FILE = "base.ext4";
+/** The base image, kernel and initramfs links kept with a snapshot (same names as in the sandbox directory). */
+const SNAPSHOT_LINKS = { base: "base.ext4", kernel: "vmlinux", initrd: "initramfs.cpio.gz" } as const;
 
 const PARTIAL_MEMORY = "memory.partial";
 
@@ -240,40 +243,47 @@ export class QemuRuntime implements Runtime {
     // Images are published as a symlink to a versioned directory; the overlay belongs to this version.
     const imageVersion = await realpath(spec.imageRootfsExt4);
     await mkdir(spec.sandboxDir, { recursive: true });
-    const backingFile = await linkOrReference(imageVersion, join(spec.sandboxDir, QEMU_FILES.base));
-    const disk = join(spec.sandboxDir, QEMU_FILES.disk);
-    await rm(disk, { force: true });
     try {
-      await this.exec(
-        this.qemuImgBinary,
-        ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", imageVersion, disk],
-        signal ? { signal, timeoutMs: 30_000 } : { timeoutMs: 30_000 },
-      );
-    } catch (err) {
-      throw new QemuRuntimeError("START_FAILED", `could not create the guest disk overlay: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-    const launch: LaunchConfig = {
-      vcpus: spec.vcpus,
-      memoryMb: spec.memoryMb,
-      kvm: this.kvm,
-      tscKhz: this.kvm ? undefined : await this.hostTsc(),
-      // Resolved, so that a snapshot names the exact kernel it was taken with even if `current` moves on.
-      kernelPath: await realpath(spec.kernelPath),
-      initrdPath: (await exists(spec.initrdPath)) ? await realpath(spec.initrdPath) : undefined,
-      kernelCmdline: "",
-      mac: spec.network.guestMac,
-      backingFile,
-      backingIdentity: await fileIdentity(backingFile),
-    };
-    launch.kernelCmdline = qemuKernelCmdline({ base: guestKernelCmdline(), kvm: this.kvm, tscKhz: launch.tscKhz });
-    try {
+      const backingFile = await linkOrReference(imageVersion, join(spec.sandboxDir, QEMU_FILES.base));
+      const disk = join(spec.sandboxDir, QEMU_FILES.disk);
+      await rm(disk, { force: true });
+      try {
+        await this.exec(
+          this.qemuImgBinary,
+          ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", imageVersion, disk],
+          signal ? { signal, timeoutMs: 30_000 } : { timeoutMs: 30_000 },
+        );
+      } catch (err) {
+        throw new QemuRuntimeError(
+          "START_FAILED",
+          `could not create the guest disk overlay: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      const launch: LaunchConfig = {
+        vcpus: spec.vcpus,
+        memoryMb: spec.memoryMb,
+        kvm: this.kvm,
+        tscKhz: this.kvm ? undefined : await this.hostTsc(),
+        // The exact version behind `current`, linked so that a snapshot keeps it even after `current` moves on.
+        kernelPath: await linkOrReference(await realpath(spec.kernelPath), join(spec.sandboxDir, QEMU_FILES.kernel)),
+        initrdPath: (await exists(spec.initrdPath))
+          ? await linkOrReference(await realpath(spec.initrdPath), join(spec.sandboxDir, QEMU_FILES.initrd))
+          : undefined,
+        kernelCmdline: "",
+        mac: spec.network.guestMac,
+        backingFile,
+        backingIdentity: await fileIdentity(backingFile),
+      };
+      launch.kernelCmdline = qemuKernelCmdline({ base: guestKernelCmdline(), kvm: this.kvm, tscKhz: launch.tscKhz });
       const handle = await this.launch(spec, launch, undefined, signal);
       log.info("qemu started", { pid: handle.pid, ms: Math.round(performance.now() - started), kvm: this.kvm });
       return handle;
     } catch (err) {
-      await rm(disk, { force: true });
+      // A failed start leaves only the logs behind.
+      await this.removeGuestFiles(spec);
       throw err;
     }
   }
@@ -282,10 +292,17 @@ export class QemuRuntime implements Runtime {
     const target = handle ? { pid: handle.pid, startTime: handle.pidStartTime } : await this.findStrayQemu(spec);
     if (target) await this.terminate(spec, target.pid, target.startTime);
     this.logOffsets.delete(spec.sandboxId);
+    await this.removeGuestFiles(spec);
+  }
+
+  /** Removes everything the runtime puts in the sandbox directory except the logs. */
+  private async removeGuestFiles(spec: GuestSpec): Promise<void> {
     for (const file of [
       QEMU_FILES.disk,
       `${QEMU_FILES.disk}.partial`,
       QEMU_FILES.base,
+      QEMU_FILES.kernel,
+      QEMU_FILES.initrd,
       QEMU_FILES.qmpSocket,
       QEMU_FILES.pidFile,
       QEMU_FILES.workDir,
@@ -351,9 +368,14 @@ export class QemuRuntime implements Runtime {
     await moveFile(partialMemory, join(snapshotDir, SNAPSHOT_MEMORY_FILE));
     await moveFile(join(spec.sandboxDir, QEMU_FILES.disk), join(snapshotDir, SNAPSHOT_DISK_FILE));
     // The snapshot keeps its own link to the base image, so removing the image version cannot break a resume.
-    const snapshotBacking = await linkOrReference(launch.backingFile, join(snapshotDir, SNAPSHOT_BASE_FILE));
-    await rm(join(spec.sandboxDir, QEMU_FILES.base), { force: true });
-    launch.backingFile = snapshotBacking;
+    launch.backingFile = await linkOrReference(launch.backingFile, join(snapshotDir, SNAPSHOT_LINKS.base));
+    launch.kernelPath = await linkOrReference(launch.kernelPath, join(snapshotDir, SNAPSHOT_LINKS.kernel));
+    if (launch.initrdPath) {
+      launch.initrdPath = await linkOrReference(launch.initrdPath, join(snapshotDir, SNAPSHOT_LINKS.initrd));
+    }
+    for (const file of [QEMU_FILES.base, QEMU_FILES.kernel, QEMU_FILES.initrd]) {
+      await rm(join(spec.sandboxDir, file), { force: true });
+    }
     const manifestTmp = join(snapshotDir, `${SNAPSHOT_MANIFEST_FILE}.partial`);
     await writeFile(
       manifestTmp,
@@ -419,8 +441,10 @@ export class QemuRuntime implements Runtime {
       memoryMb: manifest.memoryMb,
       kvm: manifest.kvm,
       tscKhz: manifest.tscKhz,
-      kernelPath: manifest.kernelPath,
-      initrdPath: manifest.initrdPath,
+      kernelPath: await linkOrReference(manifest.kernelPath, join(spec.sandboxDir, QEMU_FILES.kernel)),
+      initrdPath: manifest.initrdPath
+        ? await linkOrReference(manifest.initrdPath, join(spec.sandboxDir, QEMU_FILES.initrd))
+        : undefined,
       kernelCmdline: manifest.kernelCmdline,
       mac: manifest.mac,
       backingFile,
@@ -442,7 +466,8 @@ export class QemuRuntime implements Runtime {
       return handle;
     } catch (err) {
       if (handle) await this.terminate(spec, handle.pid, handle.pidStartTime);
-      await rm(disk, { force: true });
+      // The snapshot itself is untouched; only the sandbox's copies go.
+      await this.removeGuestFiles(spec);
       const output = await tailOf(
         join(spec.sandboxDir, QEMU_FILES.qemuLog),
         1000,
