@@ -109,6 +109,20 @@ describe.skipIf(!isRoot)(
       expect(zombies.stdout.trim()).toBe("");
     });
 
+    it("gives processes a working pseudo-terminal (devpts mounted by wrenn-init)", async () => {
+      let output = "";
+      const stream = client.start(
+        { process: { cmd: "/usr/bin/tty", args: [], envs: {} }, pty: { size: { cols: 80, rows: 24 } } },
+        { headers: { authorization: `Basic ${Buffer.from("user:").toString("base64")}` }, timeoutMs: 60_000 },
+      );
+      for await (const res of stream) {
+        const event = res.event?.event;
+        if (event?.case === "data" && event.value.output.case === "pty")
+          output += Buffer.from(event.value.output.value).toString();
+      }
+      expect(output.trim()).toMatch(/^\/dev\/pts\/\d+$/);
+    });
+
     it("logs whether chrony runs and why", async () => {
       const log = await guest.consoleLog();
       const chrony = log.split("\n").find((l) => /^wrenn-init: \[[\d.]+s\] chrony: /.test(l.trim()));
