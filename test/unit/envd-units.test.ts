@@ -292,3 +292,17 @@ describe("clock stepping from /init", () => {
     },
   );
 });
+
+describe("output published before the first reader attaches", () => {
+  it("is kept for the first reader (a fast command may finish before Start subscribes)", async () => {
+    const fanout = new OutputFanout({ pause: () => {}, resume: () => {} });
+    fanout.publish({ kind: "data", stream: "stdout", data: new TextEncoder().encode("early\n") });
+    fanout.publish({ kind: "end", exitCode: 0, exited: true, status: "exit status 0" });
+    const sub = fanout.subscribe();
+    const first = await sub.next(100);
+    expect(typeof first !== "string" && first.kind === "data" && new TextDecoder().decode(first.data)).toBe("early\n");
+    expect(await sub.next(100)).toMatchObject({ kind: "end" });
+    // A later reader sees only the end.
+    expect(await fanout.subscribe().next(100)).toMatchObject({ kind: "end" });
+  });
+});
