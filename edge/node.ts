@@ -12,6 +12,7 @@ import { openNodeDatabase } from "./node/database.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
 import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
+import { packageVersion } from "./node/version.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createSecretBox } from "./services/crypto.js";
 import { type ReconcileLoop, startReconcileLoop } from "./services/reconcile/loop.js";
@@ -61,7 +62,7 @@ export async function startNodeEdge(
     logger,
     config,
     docsAssets: nodeDocsAssets(),
-    version: process.env.npm_package_version ?? "dev",
+    version: packageVersion(),
   };
   const app = createApp(deps);
   const server = serve({ fetch: app.fetch, port: env.WRENN_PORT, hostname: env.WRENN_HOST });

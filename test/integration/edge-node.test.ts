@@ -32,6 +32,7 @@ describe("startNodeEdge", () => {
       expect((await readFile(keyFile, "utf8")).trim()).toMatch(/^[0-9a-f]{64}$/);
       const health = await fetch(`${first.url}/health`);
       expect(health.status).toBe(200);
+      expect(((await health.json()) as { version: string }).version).toMatch(/^\d+\.\d+\.\d+/);
       const made = await fetch(`${first.url}/v1/api-keys`, {
         method: "POST",
         headers: { "x-api-key": adminKey, "content-type": "application/json" },
