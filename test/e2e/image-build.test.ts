@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import {
   cp,
   lstat,
@@ -188,13 +187,13 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
     });
 
     it("leaves nothing half-built when interrupted, and a rerun completes", async () => {
-      const child = spawn("node", ["--import", "tsx", "rootfs/cli.ts", "build", "--no-envd-build"], {
+      const child = execa("node", ["--import", "tsx", "rootfs/cli.ts", "build", "--no-envd-build"], {
         cwd: repo,
-        env: { ...process.env, AGENT_FILES_ROOTDIR: root },
-        stdio: ["ignore", "pipe", "pipe"],
+        env: { AGENT_FILES_ROOTDIR: root },
+        reject: false,
       });
       let output = "";
-      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+      const exited = child.then((r) => r.exitCode);
       await new Promise<void>((resolve, reject) => {
         const onData = (chunk: Buffer) => {
           output += chunk.toString();
@@ -204,8 +203,8 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
             resolve();
           }
         };
-        child.stderr.on("data", onData);
-        child.stdout.on("data", onData);
+        child.stderr?.on("data", onData);
+        child.stdout?.on("data", onData);
         void exited.then(() => reject(new Error(`build exited before the assembly step:\n${output}`)));
       });
       expect(await exited).not.toBe(0);
