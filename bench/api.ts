@@ -1,6 +1,7 @@
 import { access } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server } from "node:net";
+import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { createClient } from "@connectrpc/connect";
@@ -339,6 +340,10 @@ export const benchmark: Benchmark = {
   async run(): Promise<BenchReport> {
     const rows: BenchRow[] = [];
     const notes: string[] = [];
+    const [load1] = loadavg();
+    notes.push(
+      `load average at start: ${load1?.toFixed(1)} on ${cpus().length} CPUs (other work on the machine skews every row).`,
+    );
     await routeThroughput(rows, "pglite");
     if (process.getuid?.() === 0) await routeThroughput(rows, "postgres");
     else notes.push("the PostgreSQL row needs root (the server runs as the postgres user).");
