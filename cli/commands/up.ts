@@ -7,6 +7,7 @@ import type { CommandContext } from "../context.js";
 import { CliError, exitCodes } from "../errors.js";
 import { freePort, type LocalAgent, portIsFree, resolveAgentToken, startLocalAgent } from "../local-agent.js";
 import type { Output } from "../output.js";
+import { packageRoot } from "../paths.js";
 import { ensureImage } from "./image.js";
 
 /**
@@ -113,9 +114,9 @@ async function chooseAgentPort(configured: number | undefined, stateFile: string
 }
 
 /** The copy-paste example printed once the stack is up. */
-export function quickstartExample(apiUrl: string, apiKey: string): string[] {
+export function quickstartExample(apiUrl: string, apiKey: string, directory = packageRoot): string[] {
   return [
-    "Try it:",
+    `Try it (in another terminal, in ${directory}: \`npx wrenn\` is this checkout's CLI):`,
     "",
     `  export WRENN_API_URL=${apiUrl} WRENN_API_KEY=${apiKey}`,
     "  id=$(npx wrenn sandbox create -q)",

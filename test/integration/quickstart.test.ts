@@ -58,7 +58,7 @@ describe.skipIf(unavailable !== undefined)(
       const out = running.stdout();
       const key = /Admin API key \(shown once; store it now\):\n\n {2}(\S+)\n/.exec(out)?.[1];
       expect(key).toMatch(/\S{24,}/);
-      const block = /Try it:\n\n((?: {2}.*\n)+)/.exec(out)?.[1] ?? "";
+      const block = /Try it[^\n]*:\n\n((?: {2}.*\n)+)/.exec(out)?.[1] ?? "";
       const script = block
         .split("\n")
         .map((l) => l.trim())
