@@ -184,7 +184,7 @@ async function waitForHealth(
  * slots, empty cgroup parents); a test agent's are removed once it has stopped. Only names with this
  * agent's unique prefix are touched.
  */
-async function removeAgentLeftovers(prefix: string): Promise<void> {
+export async function removeAgentLeftovers(prefix: string): Promise<void> {
   const { stdout: netns } = await execa("ip", ["netns", "list"], { reject: false });
   const { stdout: links } = await execa("ip", ["-o", "link", "show"], { reject: false });
   const batch = [
