@@ -143,10 +143,18 @@ async function buildRootStage(tree: string, template: LoadedTemplate, ctx: Stage
   const include = template.spec.aptPackages.join(",");
   await progress.step(
     `debootstrap ${DEBIAN_SUITE} (minbase + ${template.spec.aptPackages.length} packages) from ${mirrors.archive}`,
+    // In a private mount namespace: debootstrap mounts /proc and /sys inside the tree, and if it is killed
+    // those mounts must vanish with it rather than stay under a directory the next build deletes.
     () =>
       run(
-        "debootstrap",
+        "unshare",
         [
+          "--mount",
+          "--propagation",
+          "private",
+          "--fork",
+          "--kill-child",
+          "debootstrap",
           "--variant=minbase",
           `--include=${include}`,
           `--cache-dir=${debCache}`,
