@@ -10,6 +10,7 @@ import {
   freePort,
   freeSlotRange,
   type RunningStack,
+  removeAgentNetwork,
   repoRoot,
   runWrenn,
   type StackEnvironment,
@@ -188,10 +189,11 @@ describe.skipIf(unavailable !== undefined)(
     it("wrenn agent --register joins the API as a second host; drain, stop and delete it", async () => {
       const stateDir = await mkdtemp(join(tmpdir(), "wrenn-cli-agent-"));
       const port = await freePort();
+      const prefix = uniqueNetPrefix();
       const env = {
         ...stack.env,
         AGENT_STATE_DIR: stateDir,
-        AGENT_NET_PREFIX: uniqueNetPrefix(),
+        AGENT_NET_PREFIX: prefix,
         AGENT_NET_CIDR: await freeSlotRange(),
       };
       const child = spawn(
@@ -232,6 +234,7 @@ describe.skipIf(unavailable !== undefined)(
         expect(json<unknown[]>(await wrenn(["hosts", "--json"]))).toHaveLength(1);
       } finally {
         child.kill("SIGKILL");
+        await removeAgentNetwork(prefix);
         await rm(stateDir, { recursive: true, force: true });
       }
     });

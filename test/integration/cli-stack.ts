@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -85,6 +85,23 @@ export function uniqueNetPrefix(): string {
   return `c${Array.from(randomBytes(4), (b) => alphabet[b % alphabet.length]).join("")}`;
 }
 
+/**
+ * Removes the network state an agent with `prefix` leaves behind: the pooled spare slots (netns and
+ * host-side veths) and its nft table. Agents keep these across restarts by design; tests must not.
+ */
+export async function removeAgentNetwork(prefix: string): Promise<void> {
+  const run = (cmd: string, args: string[]) =>
+    new Promise<string>((resolve) => execFile(cmd, args, (_err, stdout) => resolve(String(stdout ?? ""))));
+  const slot = new RegExp(`^${prefix}-\\d+h?$`);
+  const netns = (await run("ip", ["netns", "list"])).split("\n").map((l) => l.split(" ")[0] ?? "");
+  const links = (await run("ip", ["-o", "link", "show"]))
+    .split("\n")
+    .map((l) => (l.split(": ")[1] ?? "").split("@")[0] ?? "");
+  for (const link of links.filter((l) => slot.test(l))) await run("ip", ["link", "del", link]);
+  for (const ns of netns.filter((n) => slot.test(n))) await run("ip", ["netns", "del", ns]);
+  await run("nft", ["delete", "table", "inet", `wrenn_${prefix}`]);
+}
+
 /** Environment that confines a stack to temp dirs, random ports and a unique network prefix. */
 export interface StackEnvironment {
   env: Record<string, string>;
@@ -93,7 +110,7 @@ export interface StackEnvironment {
   stateDir: string;
   configFile: string;
   adminKey: string;
-  /** Removes the temp directories. */
+  /** Removes the temp directories and the agent's network state (netns, veths, nft table). */
   cleanup(): Promise<void>;
 }
 
@@ -127,7 +144,10 @@ export async function stackEnvironment(options: { adminKey?: boolean } = {}): Pr
     stateDir: join(root, "agent"),
     configFile: join(root, "config.json"),
     adminKey,
-    cleanup: () => rm(root, { recursive: true, force: true }),
+    cleanup: async () => {
+      await removeAgentNetwork(prefix);
+      await rm(root, { recursive: true, force: true });
+    },
   };
 }
 
