@@ -598,8 +598,8 @@ export class SandboxManager {
           record.handle = await runtime.restore(this.#spec(record, slot), config.layout.snapshotDir(id), signal);
           live.envd = new EnvdClient(slot.slotIp, record.accessToken);
           await this.#handshake(live);
+          // The snapshot files stay (and are overwritten by the next pause) until the sandbox is destroyed.
           record.snapshot = undefined;
-          await rm(config.layout.snapshotDir(id), { recursive: true, force: true });
         } else {
           await runtime.thaw(this.#spec(record, live.slot), record.handle);
         }
@@ -607,6 +607,8 @@ export class SandboxManager {
         record.status = "error";
         record.error = `resume failed: ${(err as Error).message}`;
         await this.#persist(record).catch(() => {});
+        // A runtime's own verdict (e.g. FAILED_PRECONDITION SNAPSHOT_CORRUPT) tells the caller more than INTERNAL.
+        if (err instanceof AgentError) throw new AgentError(err.code, err.reason, record.error, { cause: err });
         throw new AgentError("INTERNAL", "RESUME_FAILED", record.error, { cause: err });
       }
       record.status = "running";
