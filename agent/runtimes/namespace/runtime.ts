@@ -1,4 +1,4 @@
-import { access, mkdir, readFile, rm } from "node:fs/promises";
+import { access, mkdir, readFile, realpath, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Exec } from "../../exec.js";
 import { spawnDetached } from "../../exec.js";
@@ -108,6 +108,9 @@ export class NamespaceRuntime implements Runtime {
     const layout = await this.#cgroupLayout();
     const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
     await Promise.all([paths.upper, paths.work, paths.merged].map((d) => mkdir(d, { recursive: true })));
+    // images/<t> is a symlink the image builder switches on rebuild; naming the version directory in the
+    // mount lets the builder see that this version is still in use and keep it.
+    const lower = await realpath(spec.imageRootfsTree);
     await exec(
       "mount",
       [
@@ -115,7 +118,7 @@ export class NamespaceRuntime implements Runtime {
         "overlay",
         "overlay",
         "-o",
-        `lowerdir=${spec.imageRootfsTree},upperdir=${paths.upper},workdir=${paths.work}`,
+        `lowerdir=${lower},upperdir=${paths.upper},workdir=${paths.work}`,
         paths.merged,
       ],
       { signal },
