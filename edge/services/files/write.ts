@@ -22,6 +22,9 @@ export interface WrittenFile {
   size: number;
 }
 
+/** Upload chunks are gathered up to this size before they are written to the agent. */
+const coalesceBytes = 1024 * 1024;
+
 /** Bytes a multipart envelope may add around the file (headers, boundaries, the path field). */
 const envelopeAllowance = 64 * 1024;
 
@@ -102,8 +105,16 @@ async function sendToEnvd(
           return;
         }
         if (stage === "body") {
-          const { done, value } = await reader.read();
-          if (!done) {
+          // Small network chunks are gathered into larger writes: per-chunk costs in fetch's upload
+          // path, not bytes, limit the rate. At most `coalesceBytes` is held.
+          const batch = new Uint8Array(coalesceBytes);
+          let filled = 0;
+          while (filled < coalesceBytes) {
+            const { done, value } = await reader.read();
+            if (done) {
+              stage = "tail";
+              break;
+            }
             size += value.length;
             if (size > limit) {
               tooLarge = true;
@@ -113,10 +124,20 @@ async function sendToEnvd(
               );
               return;
             }
-            controller.enqueue(value);
-            return;
+            if (filled === 0 && value.length >= coalesceBytes) {
+              controller.enqueue(value);
+              return;
+            }
+            if (filled + value.length > coalesceBytes) {
+              controller.enqueue(batch.subarray(0, filled));
+              controller.enqueue(value);
+              return;
+            }
+            batch.set(value, filled);
+            filled += value.length;
           }
-          stage = "tail";
+          if (filled > 0) controller.enqueue(batch.subarray(0, filled));
+          if (stage === "body") return;
         }
         if (stage === "tail") {
           stage = "done";
