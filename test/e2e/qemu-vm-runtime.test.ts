@@ -21,8 +21,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createExec } from "../../agent/exec.js";
 import { filesLayout } from "../../agent/layout.js";
 import { noopLogger } from "../../agent/logger.js";
+import { processAlive } from "../../agent/process-identity.js";
 import { QemuRuntimeError } from "../../agent/runtimes/qemu/errors.js";
-import { processAlive } from "../../agent/runtimes/qemu/process.js";
 import { guestUid, QEMU_FILES, QemuRuntime } from "../../agent/runtimes/qemu/runtime.js";
 import type { GuestHandle, GuestSpec } from "../../agent/runtimes/types.js";
 

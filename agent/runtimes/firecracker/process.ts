@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { close, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { setTimeout as sleep } from "node:timers/promises";
+import { processAlive, readProcStat, waitForExit as waitForPidExit } from "../../process-identity.js";
 
 /**
  * The Firecracker process as a host process: started detached in its own session so that it
@@ -15,32 +15,9 @@ export interface ProcessIdentity {
   startTime: string;
 }
 
-/** Parses /proc/<pid>/stat; fields are counted after the last ')' because the command name may contain spaces. */
-export function parseStat(text: string): { state: string; startTime: string } | undefined {
-  const close = text.lastIndexOf(")");
-  if (close < 0) return undefined;
-  const fields = text
-    .slice(close + 2)
-    .trim()
-    .split(/\s+/);
-  const state = fields[0];
-  const startTime = fields[19];
-  if (state === undefined || startTime === undefined || !/^\d+$/.test(startTime)) return undefined;
-  return { state, startTime };
-}
-
-async function readStat(pid: number): Promise<{ state: string; startTime: string } | undefined> {
-  try {
-    return parseStat(await readFile(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return undefined;
-  }
-}
-
 /** Whether the process is running (not a zombie) and is the one that started at `startTime`. */
 export async function isProcessAlive(identity: ProcessIdentity): Promise<boolean> {
-  const stat = await readStat(identity.pid);
-  return stat !== undefined && stat.state !== "Z" && stat.state !== "X" && stat.startTime === identity.startTime;
+  return processAlive(identity.pid, identity.startTime);
 }
 
 /**
@@ -66,7 +43,7 @@ export async function spawnDetached(argv: readonly string[], logPath: string): P
     });
     // Keep the child object (so Node reaps it if it exits while the agent runs) but let the agent exit without it.
     child.unref();
-    const stat = await readStat(pid);
+    const stat = await readProcStat(pid);
     if (stat === undefined) throw new Error(`${file} (pid ${pid}) exited immediately; see ${logPath}`);
     return { pid, startTime: stat.startTime };
   } finally {
@@ -75,13 +52,8 @@ export async function spawnDetached(argv: readonly string[], logPath: string): P
 }
 
 /** Polls until the process is gone; true if it went within `timeoutMs`. */
-export async function waitForExit(identity: ProcessIdentity, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (!(await isProcessAlive(identity))) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(10);
-  }
+export function waitForExit(identity: ProcessIdentity, timeoutMs: number): Promise<boolean> {
+  return waitForPidExit(identity.pid, identity.startTime, timeoutMs);
 }
 
 /**

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { parseProcStat, processAlive, processArgv, readProcStat, signalProcess, waitForExit } from "./process.js";
+import { parseProcStat, processAlive, readProcStat, waitForExit } from "../../process-identity.js";
+import { processArgv, signalProcess } from "./process.js";
 
 describe("parseProcStat", () => {
   it("counts fields after the last parenthesis, so odd command names do not shift them", () => {

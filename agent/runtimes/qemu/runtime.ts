@@ -20,10 +20,11 @@ import { z } from "zod";
 import { guestKernelCmdline, hostTscKhz } from "../../../rootfs/kernel-cmdline.js";
 import type { Exec } from "../../exec.js";
 import type { Logger } from "../../logger.js";
+import { processAlive, readProcStat, waitForExit } from "../../process-identity.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../types.js";
 import { buildQemuArgs, migrateToFileUri, qemuKernelCmdline } from "./cmdline.js";
 import { QemuRuntimeError } from "./errors.js";
-import { processAlive, processArgv, readProcStat, signalProcess, waitForExit } from "./process.js";
+import { processArgv, signalProcess } from "./process.js";
 import { QmpClient, type QmpMigrationInfo, type QmpStatus } from "./qmp.js";
 import {
   readSnapshot,
