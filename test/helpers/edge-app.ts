@@ -65,9 +65,18 @@ export class FakeAgent {
     this.token = token;
   }
 
+  /** Work run once, inside the next call of `method` after it has acted (e.g. a sweep racing the call). */
+  readonly afterNext = new Map<string, () => Promise<void>>();
+
   /** Makes the next call of `method` fail with `code`. */
   failNext(method: string, code: Code, message = `injected ${Code[code]}`): void {
     this.failures.set(method, new ConnectError(message, code));
+  }
+
+  private async runAfter(method: string): Promise<void> {
+    const work = this.afterNext.get(method);
+    this.afterNext.delete(method);
+    await work?.();
   }
 
   private check(method: string, sandboxId: string, headerToken: string | null): void {
@@ -165,6 +174,7 @@ export class FakeAgent {
         this.check("destroySandbox", req.sandboxId, auth(ctx));
         this.get(req.sandboxId);
         this.sandboxes.delete(req.sandboxId);
+        await this.runAfter("destroySandbox");
         return {};
       },
       pauseSandbox: async (req, ctx) => {

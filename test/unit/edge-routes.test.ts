@@ -259,6 +259,22 @@ describe("sandboxes", () => {
     expect((await h.request("DELETE", `/v1/sandboxes/${other.id}`, { key: team.key })).status).toBe(204);
   });
 
+  it("records a delete as killed even when a sweep marked the sandbox lost while the agent destroyed it", async () => {
+    const team = await h.newTeam();
+    const sb = await newSandbox(team.key);
+    agent.afterNext.set("destroySandbox", async () => {
+      // What the reconcile sweep writes when it lists the host after the destroy and before the edge's update.
+      const [row] = await h.database.db.select().from(sandboxes).where(eq(sandboxes.id, sb.id));
+      await h.database.db
+        .update(sandboxes)
+        .set({ state: "stopped", stopReason: "lost", version: (row?.version ?? 0) + 1 })
+        .where(eq(sandboxes.id, sb.id));
+    });
+    expect((await h.request("DELETE", `/v1/sandboxes/${sb.id}`, { key: team.key })).status).toBe(204);
+    const got = await h.request("GET", `/v1/sandboxes/${sb.id}`, { key: team.key });
+    expect(await got.json()).toMatchObject({ state: "stopped", stopReason: "killed" });
+  });
+
   it("refuses a delete the agent answers with a definite error, keeping the row", async () => {
     const team = await h.newTeam();
     const sb = await newSandbox(team.key);

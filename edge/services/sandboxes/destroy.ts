@@ -17,12 +17,17 @@ const maxAttempts = 5;
 export async function destroySandbox(ctx: TeamContext, sandboxId: string): Promise<void> {
   let row: SandboxRow | null = await loadSandbox(ctx, sandboxId);
   if (row.state === "stopped") return;
+  let killedOnHost = false;
+  // A sweep that runs between the agent's destroy and our write sees the sandbox gone and records it
+  // `lost`; this destroy knows better, so that reason is overwritten with `killed`.
+  const settled = (r: SandboxRow) => r.state === "stopped" && !(killedOnHost && r.stopReason === "lost");
   if (row.hostId) {
     const [host] = await ctx.db.select().from(hosts).where(eq(hosts.id, row.hostId));
     if (host) {
       const agent = await agentFor(ctx, host);
       try {
         await agent.destroySandbox({ sandboxId }, { timeoutMs: agentTimeouts.lifecycle });
+        killedOnHost = true;
       } catch (err) {
         const notThere = ConnectError.from(err).code === Code.NotFound;
         if (!notThere && isAgentAnswer(err)) throw agentErrorToServiceError(err, "destroy sandbox");
@@ -30,7 +35,7 @@ export async function destroySandbox(ctx: TeamContext, sandboxId: string): Promi
       }
     }
   }
-  for (let attempt = 0; attempt < maxAttempts && row && row.state !== "stopped"; attempt++) {
+  for (let attempt = 0; attempt < maxAttempts && row && !settled(row); attempt++) {
     const now = ctx.now();
     const done = await compareAndSet(
       ctx.db,
