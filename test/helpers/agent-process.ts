@@ -84,7 +84,8 @@ export function agentClient(url: string, token: string, ca?: Buffer): Client<typ
   );
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port on loopback that nothing listens on right now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
@@ -113,7 +114,7 @@ async function routedNetworks(): Promise<{ base: number; mask: number }[]> {
 }
 
 /** Picks a random 10.x.y.0/23 that overlaps nothing routed here (128 slots per test agent). */
-async function freeSlotRange(): Promise<string> {
+export async function freeSlotRange(): Promise<string> {
   const routes = await routedNetworks();
   for (let attempt = 0; attempt < 100; attempt++) {
     const second = 128 + Math.floor(Math.random() * 120);

@@ -1,10 +1,10 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort, freeSlotRange } from "../helpers/agent-process.js";
 
 /**
  * A real Wrenn stack for CLI, SDK and quickstart tests: `wrenn up` (edge on Node + PGlite + a real
@@ -34,50 +34,7 @@ export async function stackUnavailable(): Promise<string | undefined> {
   return found ? undefined : `needs the guest image (${imageManifest}); build it with: npm run image -- build`;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** IPv4 networks routed on this host (base, mask), from /proc/net/route. */
-async function routedNetworks(): Promise<{ base: number; mask: number }[]> {
-  const text = await readFile("/proc/net/route", "utf8").catch(() => "");
-  const swap = (hex: string) => {
-    const n = Number.parseInt(hex, 16);
-    return (((n & 255) << 24) | (((n >>> 8) & 255) << 16) | (((n >>> 16) & 255) << 8) | (n >>> 24)) >>> 0;
-  };
-  return text
-    .split("\n")
-    .slice(1)
-    .map((line) => line.trim().split(/\s+/))
-    .filter((f) => f.length > 7)
-    .map((f) => ({ base: swap(f[1] ?? "0"), mask: swap(f[7] ?? "0") }))
-    .filter((r) => r.mask !== 0);
-}
-
-/** A random 10.x.y.0/23 for the agent's slots that overlaps nothing routed here. */
-export async function freeSlotRange(): Promise<string> {
-  const routes = await routedNetworks();
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const second = 128 + Math.floor(Math.random() * 120);
-    const third = Math.floor(Math.random() * 128) * 2;
-    const base = ((10 << 24) | (second << 16) | (third << 8)) >>> 0;
-    const mask = 0xfffffe00;
-    const overlaps = routes.some((r) => {
-      const common = (r.mask & mask) >>> 0;
-      return (r.base & common) >>> 0 === (base & common) >>> 0;
-    });
-    if (!overlaps) return `10.${second}.${third}.0/23`;
-  }
-  throw new Error("no free 10.x.y.0/23 range for the test agent");
-}
+export { freePort, freeSlotRange };
 
 /** A network prefix (netns, interfaces, firewall tables) no other test agent uses. */
 export function uniqueNetPrefix(): string {
