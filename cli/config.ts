@@ -29,6 +29,8 @@ export interface CliEnvironment {
   dataDir: string;
   /** WRENN_PORT (default 3000). */
   port: number;
+  /** Caches `up` may rebuild at any time (the database template): WRENN_CACHE_DIR, else $XDG_CACHE_HOME/wrenn, else ~/.cache/wrenn. */
+  cacheDir: string;
   /** WRENN_LOG_LEVEL, when set. */
   logLevel: string | undefined;
   /** TERM, passed to the sandbox's terminal by \`shell\`. */
@@ -55,6 +57,8 @@ const schema = z.object({
   WRENN_API_KEY: z.string().min(1).optional(),
   WRENN_CONFIG: z.string().min(1).optional(),
   XDG_CONFIG_HOME: z.string().min(1).optional(),
+  WRENN_CACHE_DIR: z.string().startsWith("/", "WRENN_CACHE_DIR must be an absolute path").optional(),
+  XDG_CACHE_HOME: z.string().optional(),
   WRENN_RUNTIME: z
     .enum(["auto", "firecracker", "qemu", "namespace"], {
       error: "WRENN_RUNTIME must be auto, firecracker, qemu or namespace",
@@ -84,6 +88,8 @@ export function loadEnvironment(env: NodeJS.ProcessEnv = process.env): CliEnviro
   }
   const e = parsed.data;
   const configHome = e.XDG_CONFIG_HOME ?? join(homedir(), ".config");
+  // The XDG spec says to ignore a relative XDG_CACHE_HOME.
+  const cacheHome = e.XDG_CACHE_HOME?.startsWith("/") ? e.XDG_CACHE_HOME : join(homedir(), ".cache");
   return {
     apiUrl: e.WRENN_API_URL,
     apiKey: e.WRENN_API_KEY,
@@ -94,6 +100,7 @@ export function loadEnvironment(env: NodeJS.ProcessEnv = process.env): CliEnviro
     agentPort: e.WRENN_AGENT_PORT,
     dataDir: e.WRENN_DATA_DIR,
     port: e.WRENN_PORT,
+    cacheDir: e.WRENN_CACHE_DIR ?? join(cacheHome, "wrenn"),
     logLevel: e.WRENN_LOG_LEVEL,
     term: e.TERM,
     raw: { ...env },

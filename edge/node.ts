@@ -7,6 +7,7 @@ import { createAgentConnector } from "./clients/agent.js";
 import type { App, AppDeps } from "./context.js";
 import type { DatabaseHandle } from "./db/client.js";
 import { type Env, edgeConfigFrom, parseEnv } from "./env.js";
+import { codeToStatus, type ErrorCode } from "./errors/codes.js";
 import { createConsoleLogger, type Logger } from "./logger.js";
 import { openNodeDatabase } from "./node/database.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
@@ -15,6 +16,7 @@ import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
 import { packageVersion } from "./node/version.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createSecretBox } from "./services/crypto.js";
+import { randomString } from "./services/ids.js";
 import { type ReconcileLoop, startReconcileLoop } from "./services/reconcile/loop.js";
 import { reconcileOptionsFromEnv } from "./services/reconcile/options.js";
 import { runReconcileSweep } from "./services/reconcile/sweep.js";
@@ -31,13 +33,38 @@ export interface NodeEdge {
   close(): Promise<void>;
 }
 
+/** Options of `startNodeEdge`. */
+export interface NodeEdgeOptions {
+  /**
+   * Settles once the database directory is prepared elsewhere (`wrenn up` initialises an empty PGlite
+   * directory in a worker thread); the database is opened only after it, while the server already
+   * answers `/health`. A rejection is ignored: opening the database then initialises the directory.
+   */
+  databasePrepared?: Promise<unknown>;
+  /** Called with the URL as soon as the server listens, before the database is open. */
+  onListening?: (url: string) => void;
+}
+
+/** The `/health` body while the database is still being opened: live, and saying what it waits for. */
+export interface StartingHealth {
+  status: "ok";
+  version: string;
+  starting: string[];
+}
+
 /**
  * Starts the edge on Node: opens PGlite (WRENN_DATA_DIR) or PostgreSQL (DATABASE_URL), applies
  * migrations, makes sure an admin key exists (printing a generated one once), and serves the API.
+ *
+ * The server listens before the database is open, so `GET /health` answers as soon as the process can
+ * take requests (its body then lists `starting: ["database"]`); every other request waits until the
+ * database is open and bootstrapped, then runs normally. Resolves once it is; if opening fails, the
+ * server is closed, waiting requests get a 500, and the promise rejects.
  */
 export async function startNodeEdge(
   env: Env,
   logger: Logger = createConsoleLogger(env.WRENN_LOG_LEVEL),
+  options: NodeEdgeOptions = {},
 ): Promise<NodeEdge> {
   const pgliteDataDir = env.DATABASE_URL ? undefined : env.WRENN_DATA_DIR;
   const { key, generated } = await resolveEncryptionKey({
@@ -46,17 +73,15 @@ export async function startNodeEdge(
   });
   if (generated) logger.info("generated an encryption key", { file: `${pgliteDataDir}/encryption.key` });
   const secrets = await createSecretBox(key);
-  const database = await openNodeDatabase(
-    env.DATABASE_URL ? { databaseUrl: env.DATABASE_URL } : { pgliteDataDir: env.WRENN_DATA_DIR },
-  );
   const config = edgeConfigFrom(env);
   const agents = createAgentConnector();
-  const bootstrap = await ensureAdminKey(
-    { db: database.db, agents, secrets, logger, requestId: "startup", config, now: () => new Date() },
-    env.WRENN_ADMIN_API_KEY,
-  );
+  // Set once the database is open; no request reaches the app before then (see `fetch` below).
+  let database: DatabaseHandle | undefined;
   const deps: AppDeps = {
-    database: () => ({ db: database.db, close: async () => {} }),
+    database: () => {
+      if (!database) throw new Error("the database is not open yet");
+      return { db: database.db, close: async () => {} };
+    },
     agents,
     secrets,
     logger,
@@ -65,9 +90,25 @@ export async function startNodeEdge(
     version: packageVersion(),
   };
   const app = createApp(deps);
-  const server = serve({ fetch: app.fetch, port: env.WRENN_PORT, hostname: env.WRENN_HOST });
-  // WebSockets to sandbox ports: Node's upgrade event, since Hono's fetch cannot take over a socket.
-  attachSandboxUpgrades(server, deps);
+  // Settles true once `database` is set, false if opening it failed; requests that came early wait on it.
+  let settleOpened: (opened: boolean) => void = () => {};
+  const openedOrFailed = new Promise<boolean>((resolve) => {
+    settleOpened = resolve;
+  });
+  const startingHealth = (): Response =>
+    Response.json({ status: "ok", version: deps.version ?? "dev", starting: ["database"] } satisfies StartingHealth);
+  const databaseFailed = (): Response => {
+    const code: ErrorCode = "INTERNAL_SERVER_ERROR";
+    const requestId = `req_${randomString(20, "abcdefghijklmnopqrstuvwxyz0123456789")}`;
+    const message = "the API could not open its database; see its log";
+    return Response.json({ error: { code, message, requestId } }, { status: codeToStatus[code] });
+  };
+  const fetch = (request: Request): Response | Promise<Response> => {
+    if (database) return app.fetch(request);
+    if (request.method === "GET" && new URL(request.url).pathname === "/health") return startingHealth();
+    return openedOrFailed.then((opened) => (opened ? app.fetch(request) : databaseFailed()));
+  };
+  const server = serve({ fetch, port: env.WRENN_PORT, hostname: env.WRENN_HOST });
   // Uploads stream through to sandboxes and may take longer than Node's default 5-minute limit on
   // receiving a request; slow clients are bounded by the headers timeout instead.
   if ("requestTimeout" in server) server.requestTimeout = 0;
@@ -75,10 +116,38 @@ export async function startNodeEdge(
     server.once("listening", () => resolve());
     server.once("error", reject);
   });
+  const closeServer = () => new Promise<void>((resolve) => server.close(() => resolve()));
   const port = (server.address() as AddressInfo).port;
   const host = env.WRENN_HOST === "0.0.0.0" || env.WRENN_HOST === "::" ? "127.0.0.1" : env.WRENN_HOST;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   logger.info("edge listening", { url, database: env.DATABASE_URL ? "postgres" : `pglite:${env.WRENN_DATA_DIR}` });
+  options.onListening?.(url);
+
+  let opened: DatabaseHandle;
+  let bootstrap: Awaited<ReturnType<typeof ensureAdminKey>>;
+  try {
+    await options.databasePrepared?.catch(() => {});
+    opened = await openNodeDatabase(
+      env.DATABASE_URL ? { databaseUrl: env.DATABASE_URL } : { pgliteDataDir: env.WRENN_DATA_DIR },
+    );
+    try {
+      bootstrap = await ensureAdminKey(
+        { db: opened.db, agents, secrets, logger, requestId: "startup", config, now: () => new Date() },
+        env.WRENN_ADMIN_API_KEY,
+      );
+    } catch (err) {
+      await opened.close();
+      throw err;
+    }
+  } catch (err) {
+    settleOpened(false);
+    await closeServer();
+    throw err;
+  }
+  database = opened;
+  settleOpened(true);
+  // WebSockets to sandbox ports: Node's upgrade event, since Hono's fetch cannot take over a socket.
+  attachSandboxUpgrades(server, deps);
   // Reconcile sweep (DESIGN.md §5): every WRENN_RECONCILE_INTERVAL_SEC seconds; 0 turns it off.
   let reconcile: ReconcileLoop | undefined;
   if (env.WRENN_RECONCILE_INTERVAL_SEC > 0) {
@@ -88,7 +157,7 @@ export async function startNodeEdge(
       logger,
       sweep: () =>
         runReconcileSweep(
-          { db: database.db, agents, secrets, logger, requestId: "reconcile", config, now: () => new Date() },
+          { db: opened.db, agents, secrets, logger, requestId: "reconcile", config, now: () => new Date() },
           sweepOptions,
         ),
     });
@@ -96,13 +165,13 @@ export async function startNodeEdge(
   // End of the reconcile wiring.
   const edge: NodeEdge = {
     app,
-    database,
+    database: opened,
     url,
     port,
     close: async () => {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer();
       await reconcile?.stop();
-      await database.close();
+      await opened.close();
     },
   };
   if (bootstrap.secret) edge.generatedAdminKey = bootstrap.secret;

@@ -1,4 +1,4 @@
-import { access, mkdir, readFile, writeFile } from "node:fs/promises";
+import { access, cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { ServiceContext, TeamContext } from "../../edge/services/context.js";
@@ -44,29 +44,77 @@ import(workerData.pglite)
   .catch((err) => parentPort.postMessage(String((err && err.stack) || err)));
 `;
 
-/**
- * Initialises an empty PGlite data directory in a worker thread, so that its initdb overlaps with
- * loading the edge's modules and checking (or building) the image, on another core. The edge then
- * only reopens it. A failure is only logged: the edge initialises the directory itself.
- */
-async function initialiseDatabase(dataDir: string, output: Output): Promise<void> {
-  const initialised = await access(join(dataDir, "PG_VERSION")).then(
-    () => true,
-    () => false,
-  );
-  if (initialised) return;
-  const worker = new Worker(initdbWorkerSource, {
-    eval: true,
-    workerData: { pglite: import.meta.resolve("@electric-sql/pglite"), dataDir },
-  });
+/** Runs PGlite's initdb on `dir` in a worker thread; resolves with an error message, or "" on success. */
+async function initdbInWorker(pgliteUrl: string, dir: string): Promise<string> {
+  const worker = new Worker(initdbWorkerSource, { eval: true, workerData: { pglite: pgliteUrl, dataDir: dir } });
   const message = await new Promise<string>((done) => {
     worker.once("message", (m: unknown) => done(String(m)));
     worker.once("error", (err) => done(err.message));
     worker.once("exit", (code) => done(`the worker exited with ${code}`));
   });
   await worker.terminate();
-  if (message)
-    output.err(`note: preparing the database in the background failed (${message.split("\n")[0]}); continuing`);
+  return message;
+}
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+/**
+ * The pristine PGlite data directory (initdb's output, before any migration) kept in the cache
+ * directory, made once per PGlite version: initdb is deterministic for a version (the cluster's
+ * random system identifier aside, which nothing here uses), so copying the template gives a new data
+ * directory in a fraction of a second instead of seconds of WASM. Built in a private directory and
+ * renamed into place, so concurrent `up`s never see half a template. Undefined if it cannot be made.
+ */
+async function pgliteTemplate(pgliteUrl: string, cacheDir: string, output: Output): Promise<string | undefined> {
+  const packageJson = new URL("../package.json", pgliteUrl);
+  const version: unknown = JSON.parse(await readFile(packageJson, "utf8")).version;
+  if (typeof version !== "string" || !/^[\w.+-]+$/.test(version)) return undefined;
+  const template = join(cacheDir, `pglite-${version}-datadir`);
+  if (await exists(join(template, "PG_VERSION"))) return template;
+  await mkdir(cacheDir, { recursive: true, mode: 0o700 });
+  const building = await mkdtemp(`${template}.partial-`);
+  try {
+    const failure = await initdbInWorker(pgliteUrl, building);
+    if (failure) {
+      output.err(`note: preparing the database template failed (${failure.split("\n")[0]}); continuing`);
+      return undefined;
+    }
+    await rename(building, template).catch(async (err: NodeJS.ErrnoException) => {
+      // Another `up` finished first; theirs is as good.
+      if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
+    });
+  } finally {
+    await rm(building, { recursive: true, force: true });
+  }
+  return template;
+}
+
+/**
+ * Prepares an empty PGlite data directory off the main thread, so that it overlaps with loading the
+ * edge's modules and checking (or building) the image, and the event loop stays free to answer
+ * `/health` meanwhile: a copy of the cached template, made by initdb in a worker on a machine's first
+ * run. The edge then only opens it. A failure is only reported: the edge initialises the directory
+ * itself.
+ */
+export async function initialiseDatabase(dataDir: string, cacheDir: string, output: Output): Promise<void> {
+  if (await exists(join(dataDir, "PG_VERSION"))) return;
+  const pgliteUrl = import.meta.resolve("@electric-sql/pglite");
+  try {
+    const template = await pgliteTemplate(pgliteUrl, cacheDir, output);
+    if (template) {
+      await cp(template, dataDir, { recursive: true, force: true });
+      return;
+    }
+  } catch (err) {
+    output.err(`note: copying the database template failed (${(err as Error).message}); continuing`);
+  }
+  const failure = await initdbInWorker(pgliteUrl, dataDir);
+  if (failure)
+    output.err(`note: preparing the database in the background failed (${failure.split("\n")[0]}); continuing`);
 }
 
 export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--runtime auto|firecracker|qemu|namespace]
@@ -76,7 +124,8 @@ export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--
   Ctrl-C stops everything; sandboxes are destroyed, or paused with --keep.
 
 Environment: WRENN_PORT (3000), WRENN_DATA_DIR (./.wrenn), WRENN_RUNTIME (auto), WRENN_ADMIN_API_KEY,
-AGENT_FILES_ROOTDIR (/var/lib/wrenn), WRENN_AGENT_PORT, WRENN_LOG_LEVEL (warn).`;
+AGENT_FILES_ROOTDIR (/var/lib/wrenn), WRENN_AGENT_PORT, WRENN_LOG_LEVEL (warn),
+WRENN_CACHE_DIR (~/.cache/wrenn: a pristine database template, made on the first run).`;
 
 /** The default template `up` makes sure is built. */
 const defaultTemplate = "minimal";
@@ -168,7 +217,7 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   // 1. The API starts at once, on PGlite under the data directory (or DATABASE_URL), while host
   //    packages and the guest image are checked or built: /health answers early, and the database's
   //    first-run initialisation hides behind the image build.
-  const databaseReady = env.raw.DATABASE_URL ? Promise.resolve() : initialiseDatabase(dataDir, output);
+  const databasePrepared = env.raw.DATABASE_URL ? undefined : initialiseDatabase(dataDir, env.cacheDir, output);
   const edgeModules = loadEdge();
   output.err(`starting the API on port ${port} (data in ${dataDir})…`);
   const edgeStarting = (async () => {
@@ -188,9 +237,9 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
       );
     }
     const logger = m.logger.createConsoleLogger(parsed.env.WRENN_LOG_LEVEL);
-    await databaseReady;
     try {
-      return { edgeEnv: parsed.env, logger, edge: await m.node.startNodeEdge(parsed.env, logger) };
+      const edge = await m.node.startNodeEdge(parsed.env, logger, databasePrepared ? { databasePrepared } : {});
+      return { edgeEnv: parsed.env, logger, edge };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
         throw new CliError(`port ${port} is already in use`, {

@@ -1,0 +1,126 @@
+import { access, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { afterAll, describe, expect, it } from "vitest";
+import { parseEnv } from "../../edge/env.js";
+import { noopLogger } from "../../edge/logger.js";
+import { startNodeEdge } from "../../edge/node.js";
+import type { Output } from "../output.js";
+import { initialiseDatabase } from "./up.js";
+
+// `wrenn up`'s start-up: /health answers while the database is still being prepared, requests that
+// come meanwhile wait for it, and a new data directory is a copy of a cached initdb template.
+
+const dirs: string[] = [];
+// One cache for the file: the template test makes it, the /health test then copies from it.
+let cacheDir = "";
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "wrenn-up-test-"));
+  dirs.push(dir);
+  return dir;
+}
+
+function capture(): Output & { lines: string[] } {
+  const lines: string[] = [];
+  return { lines, out: (l) => lines.push(l), err: (l) => lines.push(l), rawOut: () => {}, rawErr: () => {} };
+}
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+describe("wrenn up start-up", () => {
+  it("makes a data directory from the cached template: initdb once, then a copy PGlite opens", async () => {
+    const root = await tempDir();
+    cacheDir = join(root, "cache");
+    const first = join(root, "first");
+    const output = capture();
+    await initialiseDatabase(first, cacheDir, output);
+    expect(output.lines).toEqual([]);
+    const cached = await readdir(cacheDir);
+    // Only the finished template: no partial build left behind.
+    expect(cached).toHaveLength(1);
+    expect(cached[0]).toMatch(/^pglite-[\w.+-]+-datadir$/);
+    expect(await exists(join(cacheDir, cached[0] ?? "", "PG_VERSION"))).toBe(true);
+
+    const second = join(root, "second");
+    await initialiseDatabase(second, cacheDir, output);
+    expect(await readdir(cacheDir)).toEqual(cached);
+    const identifiers: string[] = [];
+    for (const dir of [first, second]) {
+      const db = await PGlite.create(dir);
+      try {
+        await db.exec("create table t (v text); insert into t values ('kept')");
+        expect((await db.query<{ v: string }>("select v from t")).rows).toEqual([{ v: "kept" }]);
+        const control = await db.query<{ id: string }>("select system_identifier::text as id from pg_control_system()");
+        identifiers.push(control.rows[0]?.id ?? "");
+      } finally {
+        await db.close();
+      }
+    }
+    // Copies of one template, not two runs of initdb (each of which picks a random identifier).
+    expect(identifiers[0]).toMatch(/^\d+$/);
+    expect(identifiers[1]).toBe(identifiers[0]);
+    // The template itself is left pristine by what was done to the copies.
+    const again = join(root, "again");
+    await initialiseDatabase(again, cacheDir, output);
+    const db = await PGlite.create(again);
+    try {
+      expect((await db.query("select to_regclass('t') as t")).rows).toEqual([{ t: null }]);
+    } finally {
+      await db.close();
+    }
+  }, 60_000);
+
+  it("answers /health before the database is ready, and holds API requests until it is", async () => {
+    const dataDir = join(await tempDir(), "data");
+    const parsed = parseEnv({ WRENN_PORT: "0", WRENN_HOST: "127.0.0.1", WRENN_DATA_DIR: dataDir });
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const databasePrepared = held.then(() => initialiseDatabase(dataDir, cacheDir, capture()));
+    let listening: string | undefined;
+    const starting = startNodeEdge(parsed.env, noopLogger, {
+      databasePrepared,
+      onListening: (url) => {
+        listening = url;
+      },
+    });
+    for (let i = 0; i < 400 && listening === undefined; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(listening).toBeDefined();
+    const url = listening ?? "";
+    // Live, and saying what it still waits for.
+    const early = await fetch(`${url}/health`);
+    expect(early.status).toBe(200);
+    expect(await early.json()).toMatchObject({ status: "ok", starting: ["database"] });
+    // An API request made now is answered only once the database is open, and then normally.
+    let answered = false;
+    const hosts = fetch(`${url}/v1/hosts`).then((r) => {
+      answered = true;
+      return r;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(answered).toBe(false);
+    release();
+    const edge = await starting;
+    try {
+      expect((await hosts).status).toBe(401);
+      const ready = await fetch(`${url}/health`);
+      const body = (await ready.json()) as Record<string, unknown>;
+      expect(body.status).toBe("ok");
+      expect(body).not.toHaveProperty("starting");
+      expect(edge.generatedAdminKey).toMatch(/^wrn_/);
+    } finally {
+      await edge.close();
+    }
+  }, 60_000);
+});
