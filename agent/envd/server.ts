@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
-import net from "node:net";
+import type net from "node:net";
 import { networkInterfaces } from "node:os";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -16,6 +16,7 @@ import { PortForwarder } from "./forwarder.js";
 import { type EnvdRequest, type EnvdResponse, header, jsonError, jsonReply } from "./http/common.js";
 import { CpuSampler, getMetrics, postInit } from "./http/control.js";
 import { getFile, postFiles, sendFilesError } from "./http/files.js";
+import { createDualProtocolListener } from "./http/listener.js";
 import type { Logger } from "./log.js";
 import { ProcessManager } from "./process/manager.js";
 import { createProcessService } from "./process/service.js";
@@ -27,9 +28,6 @@ import { createMetadataStore } from "./xattr.js";
 const ENVD_OOM_SCORE_ADJ = -900;
 /** oom_score_adj for processes envd starts in a guest: the kernel's default weight. */
 const CHILD_OOM_SCORE_ADJ = 0;
-
-/** The HTTP/2 connection preface; a client speaking h2c without upgrade starts with it. */
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /** Headers browsers may read from envd's responses (Connect's, plus what E2B's envd exposes). */
 const EXPOSED_HEADERS = [
@@ -180,33 +178,7 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
   // Uploads and output streams may last hours: no whole-request timeout, only a header deadline.
   const h1 = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, handler);
   const h2 = http2.createServer({}, handler);
-  const sockets = new Set<net.Socket>();
-  const tcp = net.createServer((socket) => {
-    // http.Server would disable Nagle on sockets it accepts itself; these come from our sniffer, so
-    // do it here. Without it a stream's small frames wait ~40 ms for delayed ACKs.
-    socket.setNoDelay(true);
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
-    let buffered = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      const n = Math.min(buffered.length, H2_PREFACE.length);
-      const isH2 = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      if (isH2 && buffered.length < H2_PREFACE.length) return; // need more bytes to decide
-      socket.off("data", onData);
-      socket.pause();
-      socket.unshift(buffered);
-      if (isH2) {
-        // The HTTP/2 session takes the buffered bytes and then reads the socket's handle itself.
-        h2.emit("connection", socket);
-      } else {
-        h1.emit("connection", socket);
-        socket.resume();
-      }
-    };
-    socket.on("data", onData);
-  });
+  const { server: tcp, destroyConnections } = createDualProtocolListener(h1, h2);
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
     tcp.listen(config.port, config.host, () => {
@@ -240,7 +212,7 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
       processes.killAll();
       await new Promise<void>((resolve) => {
         tcp.close(() => resolve());
-        for (const s of sockets) s.destroy();
+        destroyConnections();
       });
       h1.close();
       h2.close();
