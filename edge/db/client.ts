@@ -18,6 +18,21 @@ export interface DatabaseHandle {
   close(): Promise<void>;
 }
 
+const processDatabases = new WeakSet<Database>();
+
+/**
+ * Marks a database as opened once for the whole process (Node's PGlite or node-postgres pool), so
+ * the `init` middleware does not treat handles on it as per-request ones to close.
+ */
+export function markProcessDatabase(db: Database): void {
+  processDatabases.add(db);
+}
+
+/** Whether `db` lives as long as the process (see `markProcessDatabase`). */
+export function isProcessDatabase(db: Database): boolean {
+  return processDatabases.has(db);
+}
+
 /**
  * Opens a database handle. On Workers it is called once per request (Neon: a Pool must be created,
  * used and closed within one request); on Node it returns the one shared handle.

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppDeps, AppEnv } from "../context.js";
+import { isProcessDatabase } from "../db/client.js";
 import { createApiKeyCache } from "../services/auth/key-cache.js";
-import { randomString } from "../services/ids.js";
 
 /** Header carrying the request id, in both directions. */
 export const requestIdHeader = "X-Request-Id";
@@ -10,8 +10,9 @@ const acceptableRequestId = /^[A-Za-z0-9._:-]{8,128}$/;
 
 /**
  * The one `init` middleware: picks the request id (the caller's, when well-formed), opens the
- * database handle for this request, and sets the typed variables every route uses. The handle is
- * closed after the response (in `waitUntil` on Workers, so Neon's Pool dies with its request).
+ * database handle for this request, and sets the typed variables every route uses. A per-request
+ * handle is closed after the response (in `waitUntil` on Workers, so Neon's Pool dies with its
+ * request); a shared one (Node) is left open.
  */
 export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
   const now = deps.now ?? (() => new Date());
@@ -21,7 +22,7 @@ export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
     const requestId =
       incoming && acceptableRequestId.test(incoming)
         ? incoming
-        : `req_${randomString(20, "abcdefghijklmnopqrstuvwxyz0123456789")}`;
+        : `req_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
     const logger = deps.logger.child({ requestId });
     c.set("requestId", requestId);
     c.set("logger", logger);
@@ -37,6 +38,10 @@ export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
       now,
       keyCache,
     });
+    if (isProcessDatabase(handle.db)) {
+      await next();
+      return;
+    }
     try {
       await next();
     } finally {

@@ -1,12 +1,12 @@
 import { mkdir } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { PGlite } from "@electric-sql/pglite";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
-import { type DatabaseHandle, schema } from "../db/client.js";
+import { type DatabaseHandle, markProcessDatabase, schema } from "../db/client.js";
+import { openPreparedStatementPGlite } from "../db/pglite-statements.js";
 
 /** The generated migrations, committed under `drizzle/` at the repository root. */
 export const migrationsFolder = fileURLToPath(new URL("../../drizzle", import.meta.url));
@@ -16,7 +16,7 @@ export type NodeDatabaseOptions = { databaseUrl: string } | { pgliteDataDir: str
 
 /**
  * Opens the Node edge's database and applies every pending migration. PGlite runs in-process
- * (no server needed); a `databaseUrl` goes through node-postgres.
+ * (no server needed, statements prepared once per query text); a `databaseUrl` goes through node-postgres.
  */
 export async function openNodeDatabase(options: NodeDatabaseOptions): Promise<DatabaseHandle> {
   if ("databaseUrl" in options) {
@@ -28,11 +28,12 @@ export async function openNodeDatabase(options: NodeDatabaseOptions): Promise<Da
       await pool.end();
       throw err;
     }
+    markProcessDatabase(db);
     return { db, close: () => pool.end() };
   }
   const dataDir = options.pgliteDataDir;
   if (!dataDir.startsWith("memory://")) await mkdir(dataDir, { recursive: true });
-  const client = await PGlite.create(dataDir);
+  const client = await openPreparedStatementPGlite(dataDir);
   const db = drizzlePglite({ client, schema });
   try {
     await migratePglite(db, { migrationsFolder });
@@ -40,5 +41,6 @@ export async function openNodeDatabase(options: NodeDatabaseOptions): Promise<Da
     await client.close();
     throw err;
   }
+  markProcessDatabase(db);
   return { db, close: () => client.close() };
 }

@@ -1,13 +1,20 @@
 import type { Principal } from "../context.js";
 
 /**
- * A small per-instance cache of verified API keys (by hash), so most requests skip the key lookup.
- * Entries live `ttlMs`; a revoke on this instance drops the key at once, and other instances (other
- * Workers isolates, other Node processes) stop accepting it within `ttlMs`.
+ * A small per-instance cache of verified API keys, keyed by the secret as sent, so most requests skip
+ * both the SHA-256 and the key lookup. (The secret is only held as long as the entry lives; the process
+ * sees it on every request anyway.) Entries live `ttlMs`; a revoke on this instance drops the key at
+ * once, and other instances (other Workers isolates, other Node processes) stop accepting it within
+ * `ttlMs`.
  */
 export interface ApiKeyCache {
-  get(hash: string, now: number): Principal | undefined;
-  set(hash: string, principal: Principal, now: number): void;
+  get(secret: string, now: number): Principal | undefined;
+  /**
+   * Counts revokes seen by this cache. A caller reads it before looking a key up and passes it to
+   * `set`, so a lookup that raced a revoke on this instance is not cached.
+   */
+  generation(): number;
+  set(secret: string, principal: Principal, now: number, generation: number): void;
   /** Forgets every entry of a key (after a revoke). */
   forgetKey(keyId: string): void;
 }
@@ -18,25 +25,29 @@ export const apiKeyCacheTtlMs = 10_000;
 /** An in-memory ApiKeyCache holding at most `maxEntries` keys (oldest dropped first). */
 export function createApiKeyCache(ttlMs = apiKeyCacheTtlMs, maxEntries = 10_000): ApiKeyCache {
   const entries = new Map<string, { principal: Principal; expiresAt: number }>();
+  let revokes = 0;
   return {
-    get(hash, now) {
-      const entry = entries.get(hash);
+    get(secret, now) {
+      const entry = entries.get(secret);
       if (!entry) return undefined;
       if (entry.expiresAt <= now) {
-        entries.delete(hash);
+        entries.delete(secret);
         return undefined;
       }
       return entry.principal;
     },
-    set(hash, principal, now) {
+    generation: () => revokes,
+    set(secret, principal, now, generation) {
+      if (generation !== revokes) return;
       if (entries.size >= maxEntries) {
         const oldest = entries.keys().next();
         if (!oldest.done) entries.delete(oldest.value);
       }
-      entries.set(hash, { principal, expiresAt: now + ttlMs });
+      entries.set(secret, { principal, expiresAt: now + ttlMs });
     },
     forgetKey(keyId) {
-      for (const [hash, entry] of entries) if (entry.principal.keyId === keyId) entries.delete(hash);
+      revokes++;
+      for (const [secret, entry] of entries) if (entry.principal.keyId === keyId) entries.delete(secret);
     },
   };
 }

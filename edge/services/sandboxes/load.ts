@@ -1,5 +1,7 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import type { AgentClient, HostTarget } from "../../clients/agent.js";
+import type { Database } from "../../db/client.js";
+import { preparedQuery } from "../../db/prepared.js";
 import { type HostRow, hosts, type SandboxRow, sandboxes } from "../../db/schema/index.js";
 import type { TeamContext } from "../context.js";
 import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
@@ -12,14 +14,30 @@ import { sandboxIdPattern } from "../ids.js";
  */
 export async function loadSandbox(ctx: TeamContext, sandboxId: string): Promise<SandboxRow> {
   if (!sandboxIdPattern.test(sandboxId)) throw new NotFoundError("sandbox", sandboxId);
-  const [row] = await ctx.db
-    .select()
-    .from(sandboxes)
-    .where(and(eq(sandboxes.id, sandboxId), eq(sandboxes.teamId, ctx.principal.teamId)))
-    .limit(1);
+  const [row] = await preparedQuery(ctx.db, "wrenn_load_sandbox", selectSandbox).execute({
+    sandboxId,
+    teamId: ctx.principal.teamId,
+  });
   if (!row) throw new NotFoundError("sandbox", sandboxId);
   return row;
 }
+
+const selectSandbox = (db: Database) =>
+  db
+    .select()
+    .from(sandboxes)
+    .where(and(eq(sandboxes.id, sql.placeholder("sandboxId")), eq(sandboxes.teamId, sql.placeholder("teamId"))))
+    .limit(1)
+    .prepare("wrenn_load_sandbox");
+
+const selectPlacedSandbox = (db: Database) =>
+  db
+    .select({ sandbox: sandboxes, host: hosts })
+    .from(sandboxes)
+    .leftJoin(hosts, eq(hosts.id, sandboxes.hostId))
+    .where(and(eq(sandboxes.id, sql.placeholder("sandboxId")), eq(sandboxes.teamId, sql.placeholder("teamId"))))
+    .limit(1)
+    .prepare("wrenn_load_placed_sandbox");
 
 /** A sandbox together with the way to reach its host. */
 export interface PlacedSandbox {
@@ -32,12 +50,10 @@ export interface PlacedSandbox {
 /** Loads a sandbox of the caller's team and its host (one query); fails when it has no host. */
 export async function loadPlacedSandbox(ctx: TeamContext, sandboxId: string): Promise<PlacedSandbox> {
   if (!sandboxIdPattern.test(sandboxId)) throw new NotFoundError("sandbox", sandboxId);
-  const [row] = await ctx.db
-    .select({ sandbox: sandboxes, host: hosts })
-    .from(sandboxes)
-    .leftJoin(hosts, eq(hosts.id, sandboxes.hostId))
-    .where(and(eq(sandboxes.id, sandboxId), eq(sandboxes.teamId, ctx.principal.teamId)))
-    .limit(1);
+  const [row] = await preparedQuery(ctx.db, "wrenn_load_placed_sandbox", selectPlacedSandbox).execute({
+    sandboxId,
+    teamId: ctx.principal.teamId,
+  });
   if (!row) throw new NotFoundError("sandbox", sandboxId);
   if (!row.host) throw new ConflictError(`sandbox ${sandboxId} is ${row.sandbox.state} and not placed on any host`);
   const target = await hostTarget(ctx, row.host);
