@@ -1,5 +1,6 @@
 import { arch, hostname, loadavg, release } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { type ProcessEvent, Signal } from "../../proto/gen/envd/process/process_pb.js";
 import {
@@ -150,8 +151,19 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
     },
 
     async listSandboxes() {
-      const { sandboxes, reaped } = manager.list();
-      return { sandboxes: sandboxes.map(sandboxToProto), reaped: reaped.map(sandboxToProto) };
+      const { sandboxes, reaps } = manager.list();
+      return {
+        sandboxes: sandboxes.map(sandboxToProto),
+        reaps: reaps.map((r) => ({
+          reapId: r.reapId,
+          reapedAt: timestampFromMs(r.reapedAt),
+          sandbox: sandboxToProto(r.record),
+        })),
+      };
+    },
+
+    async acknowledgeReaped(req) {
+      return { removed: await manager.acknowledgeReaped(req.reapIds) };
     },
 
     async exec(req, ctx) {

@@ -11,6 +11,7 @@ import { isSameProcessAlive } from "../process-identity.js";
 import type { GuestHandle, GuestSpec, Runtime } from "../runtimes/types.js";
 import { assertSandboxId, assertTemplateName, SANDBOX_ID_PATTERN } from "./ids.js";
 import { KeyedLock, Semaphore } from "./lock.js";
+import { type Reap, ReapLog, type ReapRetention, reapLogPath } from "./reaped.js";
 import { readRecords, type SandboxRecord, type StopReasonName, type TimeoutActionName, writeRecord } from "./record.js";
 
 /**
@@ -57,6 +58,8 @@ export interface SandboxManagerDeps {
   observer?: ManagerObserver;
   /** How long to wait for envd after the runtime started the guest. */
   envdTimeoutMs?: number;
+  /** Bounds on unacknowledged reaps (tests shorten them); see DEFAULT_REAP_RETENTION. */
+  reapRetention?: Partial<ReapRetention>;
 }
 
 interface Live {
@@ -81,7 +84,7 @@ export class SandboxManager {
   readonly #deps: SandboxManagerDeps;
   readonly #live = new Map<string, Live>();
   readonly #stopped = new Map<string, SandboxRecord>();
-  #reaped: SandboxRecord[] = [];
+  readonly #reaps: ReapLog;
   readonly #lock = new KeyedLock();
   readonly #starts: Semaphore;
   readonly #slotKind: SlotKind;
@@ -93,6 +96,11 @@ export class SandboxManager {
     this.#deps = deps;
     this.#starts = new Semaphore(deps.config.maxConcurrentStarts);
     this.#slotKind = deps.runtime.name === "namespace" ? "namespace" : "vm";
+    this.#reaps = new ReapLog({
+      file: reapLogPath(deps.config.layout.stateRoot),
+      logger: deps.logger,
+      ...(deps.reapRetention ? { retention: deps.reapRetention } : {}),
+    });
   }
 
   get runtime(): Runtime {
@@ -115,6 +123,7 @@ export class SandboxManager {
    */
   async recover(): Promise<void> {
     const { config, logger, slots, runtime } = this.#deps;
+    await this.#reaps.load();
     const { records, orphans } = await readRecords(config.layout.sandboxesDir);
     const keep: number[] = [];
     const doomed: SandboxRecord[] = [];
@@ -159,7 +168,7 @@ export class SandboxManager {
       );
       if (record.status === "running" || record.status === "paused") {
         this.#markStopped(record, "lost", "its process went away while the agent was down");
-        this.#reaped.push({ ...record });
+        await this.#recordReap(record);
       }
     }
     // Warm guests of a previous agent were never handed out (or their sandbox is gone): stop them.
@@ -213,11 +222,14 @@ export class SandboxManager {
     throw sandboxNotFound(id);
   }
 
-  /** Every sandbox the host holds (not stopped), and those the reaper acted on since the last call. */
-  list(): { sandboxes: SandboxRecord[]; reaped: SandboxRecord[] } {
-    const reaped = this.#reaped;
-    this.#reaped = [];
-    return { sandboxes: [...this.#live.values()].map((l) => l.record), reaped };
+  /** Every sandbox the host holds (not stopped), and what the reaper did that the edge has not acknowledged. */
+  list(): { sandboxes: SandboxRecord[]; reaps: readonly Reap[] } {
+    return { sandboxes: [...this.#live.values()].map((l) => l.record), reaps: this.#reaps.pending() };
+  }
+
+  /** Drops reaps the edge has recorded; returns how many were still held. */
+  acknowledgeReaped(reapIds: readonly string[]): Promise<number> {
+    return this.#reaps.acknowledge(reapIds);
   }
 
   load(): { sandboxes: number; vcpus: number; memoryMb: number; slotsInUse: number } {
@@ -573,7 +585,7 @@ export class SandboxManager {
       record.remainingMs = remaining;
       record.endAt = undefined;
       await this.#persist(record);
-      if (options.reaped) this.#reaped.push({ ...record });
+      if (options.reaped) await this.#recordReap(record);
       return record;
     });
   }
@@ -768,10 +780,17 @@ export class SandboxManager {
     }
   }
 
+  /** Keeps a reap for the edge; a failed write keeps it in memory (reported until a restart). */
+  async #recordReap(record: SandboxRecord): Promise<void> {
+    await this.#reaps
+      .add(record)
+      .catch((err) => this.#deps.logger.error("writing the reap log failed", { sandboxId: record.id, err }));
+  }
+
   async #reapDestroy(id: string, reason: StopReasonName): Promise<void> {
     try {
       const record = await this.destroy(id, reason);
-      this.#reaped.push({ ...record });
+      await this.#recordReap(record);
     } catch (err) {
       this.#deps.logger.error("reaper could not destroy sandbox", { sandboxId: id, err });
     }

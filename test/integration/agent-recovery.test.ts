@@ -1,5 +1,6 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { Code } from "@connectrpc/connect";
 import { execa } from "execa";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
@@ -16,9 +17,9 @@ import {
 } from "./agent-fixtures.js";
 
 /**
- * Issue 5 acceptance: 20 concurrent creates, the TTL reaper (kill and auto-pause, reported once), and
- * restart recovery after `kill -9` of the agent (sandboxes keep running and are re-adopted; half-made
- * ones are removed).
+ * Issue 5 acceptance: 20 concurrent creates, the TTL reaper (kill and auto-pause, reported until the
+ * edge acknowledges them, kept across a restart), and restart recovery after `kill -9` of the agent
+ * (sandboxes keep running and are re-adopted; half-made ones are removed).
  */
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
@@ -77,7 +78,7 @@ describe("agent: concurrency, TTL reaper, restart recovery", () => {
     expect(await leftovers(agent)).toEqual([]);
   });
 
-  it("reaps expired sandboxes, reports each once, and auto-pauses when asked", async () => {
+  it("reaps expired sandboxes, reports each until acknowledged, and auto-pauses when asked", async () => {
     const c = agent.client;
     const killed = newSandboxId();
     const paused = newSandboxId();
@@ -87,23 +88,29 @@ describe("agent: concurrency, TTL reaper, restart recovery", () => {
       c.createSandbox({ sandboxId: paused, template: TEMPLATE, timeoutSec: 1, timeoutAction: TimeoutAction.PAUSE }),
       c.createSandbox({ sandboxId: lasting, template: TEMPLATE, timeoutSec: 600 }),
     ]);
-    const seen = new Map<string, SandboxState>();
-    await waitFor(
+    const reaps = await waitFor(
       "both expiring sandboxes to be reaped",
       async () => {
-        const { reaped } = await c.listSandboxes({});
-        for (const r of reaped) {
-          expect(seen.has(r.sandboxId)).toBe(false);
-          seen.set(r.sandboxId, r.state);
-        }
-        return seen.has(killed) && seen.has(paused) ? true : undefined;
+        const { reaps } = await c.listSandboxes({});
+        const ids = reaps.map((r) => r.sandbox?.sandboxId);
+        return ids.includes(killed) && ids.includes(paused) ? reaps : undefined;
       },
       15_000,
     );
+    const seen = new Map(reaps.map((r) => [r.sandbox?.sandboxId, r.sandbox?.state]));
+    expect(reaps).toHaveLength(2);
     expect(seen.get(killed)).toBe(SandboxState.STOPPED);
     expect(seen.get(paused)).toBe(SandboxState.PAUSED);
-    expect(seen.has(lasting)).toBe(false);
-    expect((await c.listSandboxes({})).reaped).toEqual([]);
+    expect(reaps.every((r) => /^reap_[a-z0-9]{16}$/.test(r.reapId) && r.reapedAt !== undefined)).toBe(true);
+    // Reported again until the edge says it recorded them; then gone, and a repeated acknowledgement is harmless.
+    expect((await c.listSandboxes({})).reaps.map((r) => r.reapId)).toEqual(reaps.map((r) => r.reapId));
+    const ids = reaps.map((r) => r.reapId);
+    expect((await c.acknowledgeReaped({ reapIds: ids })).removed).toBe(2);
+    expect((await c.listSandboxes({})).reaps).toEqual([]);
+    expect((await c.acknowledgeReaped({ reapIds: ids })).removed).toBe(0);
+    await expect(c.acknowledgeReaped({ reapIds: ["../etc/passwd"] })).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+    });
 
     const gone = (await c.getSandbox({ sandboxId: killed })).sandbox;
     expect(gone?.state).toBe(SandboxState.STOPPED);
@@ -131,13 +138,44 @@ describe("agent: concurrency, TTL reaper, restart recovery", () => {
     process.kill(pid, "SIGKILL");
     const lost = await waitFor(
       "the reaper to report the lost sandbox",
-      async () => (await c.listSandboxes({})).reaped.find((r) => r.sandboxId === id),
+      async () => (await c.listSandboxes({})).reaps.find((r) => r.sandbox?.sandboxId === id),
       15_000,
     );
-    expect(lost.state).toBe(SandboxState.STOPPED);
-    expect(lost.stopReason).toBe(StopReason.LOST);
+    expect(lost.sandbox?.state).toBe(SandboxState.STOPPED);
+    expect(lost.sandbox?.stopReason).toBe(StopReason.LOST);
+    await c.acknowledgeReaped({ reapIds: [lost.reapId] });
     expect((await c.listSandboxes({})).sandboxes.map((s) => s.sandboxId)).not.toContain(id);
     expect(await leftovers(agent, [pid])).toEqual([]);
+  });
+
+  it("keeps unacknowledged reaps through kill -9 of the agent, without the sandbox's secrets", async () => {
+    const id = newSandboxId();
+    await agent.client.createSandbox({
+      sandboxId: id,
+      template: TEMPLATE,
+      timeoutSec: 1,
+      envdAccessToken: "secret-envd-token",
+      envVars: { SECRET_VAR: "secret-value" },
+    });
+    const reap = await waitFor(
+      "the reaper to kill the expiring sandbox",
+      async () => (await agent.client.listSandboxes({})).reaps.find((r) => r.sandbox?.sandboxId === id),
+      15_000,
+    );
+    const onDisk = await readFile(join(agent.stateDir, "reaps.json"), "utf8");
+    expect(onDisk).toContain(reap.reapId);
+    expect(onDisk).not.toContain("secret-envd-token");
+    expect(onDisk).not.toContain("secret-value");
+
+    const first = agent;
+    first.kill9();
+    agent = await startAgentProcess(first.restartOptions);
+    const after = (await agent.client.listSandboxes({})).reaps;
+    expect(after.map((r) => [r.reapId, r.sandbox?.sandboxId, r.sandbox?.state, r.sandbox?.stopReason])).toEqual([
+      [reap.reapId, id, SandboxState.STOPPED, StopReason.TIMEOUT],
+    ]);
+    expect((await agent.client.acknowledgeReaped({ reapIds: [reap.reapId] })).removed).toBe(1);
+    expect((await agent.client.listSandboxes({})).reaps).toEqual([]);
   });
 
   it("keeps sandboxes running through kill -9 of the agent; a restarted agent re-adopts them and removes half-made ones", async () => {

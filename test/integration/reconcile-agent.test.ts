@@ -9,6 +9,7 @@ import { SandboxState, TimeoutAction } from "../../proto/gen/hostagent/v1/hostag
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "./agent-fixtures.js";
+import { refuseSandboxUpdates } from "./reconcile-db-fault.js";
 
 /**
  * Each convergence rule against the real host agent (namespace runtime: real processes, namespaces,
@@ -57,7 +58,7 @@ async function row(id: string): Promise<SandboxRow> {
   return r;
 }
 
-/** The agent's view of one sandbox (GetSandbox, which, unlike ListSandboxes, does not consume the reaped list). */
+/** The agent's view of one sandbox (GetSandbox, which also answers for one stopped recently). */
 async function onAgent(id: string, client = agent.client): Promise<SandboxState | "gone"> {
   try {
     const res = await client.getSandbox({ sandboxId: id });
@@ -95,6 +96,38 @@ describe("reconcile rules against the real agent (namespace runtime)", () => {
     await sweep();
     const r = await row(id);
     expect([r.state, r.stopReason]).toEqual(["stopped", "timeout"]);
+  });
+
+  it("stopped: a sweep that dies after listing, then an agent restart, and the next sweep still records timeout", async () => {
+    const id = await create({ timeoutSec: 2, onTimeout: "kill" });
+    await waitOnAgent(id, SandboxState.STOPPED);
+    const reapsOf = async () =>
+      (await agent.client.listSandboxes({})).reaps.filter((r) => r.sandbox?.sandboxId === id).map((r) => r.reapId);
+    const [reapId] = await reapsOf();
+    expect(reapId).toMatch(/^reap_/);
+
+    // The sweep lists the host, then its database write fails: nothing may be lost.
+    const allow = await refuseSandboxUpdates(h.database.db);
+    let died: Awaited<ReturnType<typeof sweep>>;
+    try {
+      died = await sweep();
+    } finally {
+      await allow();
+    }
+    expect(died.hostsFailed).toBe(1);
+    expect((await row(id)).state).toBe("running");
+    expect(await reapsOf()).toEqual([reapId]);
+
+    // The agent goes down hard and comes back on the same state before the next sweep.
+    agent.kill9();
+    agent = await startAgentProcess(agent.restartOptions);
+    expect(await reapsOf()).toEqual([reapId]);
+
+    await sweep();
+    const r = await row(id);
+    expect([r.state, r.stopReason]).toEqual(["stopped", "timeout"]);
+    // Recorded, so acknowledged: the host no longer reports it.
+    expect(await reapsOf()).toEqual([]);
   });
 
   it("synced: the agent's reaper auto-paused it → paused", async () => {

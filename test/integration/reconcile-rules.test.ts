@@ -1,3 +1,4 @@
+import { Code } from "@connectrpc/connect";
 import { eq } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { hosts, type SandboxRow, sandboxEvents, sandboxes } from "../../edge/db/schema/index.js";
@@ -8,6 +9,7 @@ import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { pickHost } from "../../edge/services/scheduler/pick-host.js";
 import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { refuseSandboxUpdates } from "./reconcile-db-fault.js";
 import { type ScriptedAgent, startScriptedAgent } from "./reconcile-scripted-agent.js";
 
 /**
@@ -106,6 +108,47 @@ describe("reconcile rules against scripted agents", () => {
     await sweep();
     const r = await row(id);
     expect([r.state, r.stopReason]).toEqual(["stopped", "timeout"]);
+  });
+
+  it("reaps: a sweep whose database write fails leaves them with the host; the next records timeout and acknowledges", async () => {
+    const { agent, hostId } = await newHost();
+    const id = await seed(hostId, { state: "running" });
+    agent.put({ id });
+    const reap = agent.reap(id, StopReason.TIMEOUT);
+    const allow = await refuseSandboxUpdates(h.database.db);
+    let failed: Awaited<ReturnType<typeof sweep>>;
+    try {
+      failed = await sweep();
+    } finally {
+      await allow();
+    }
+    expect([failed.hostsSeen, failed.hostsFailed]).toEqual([0, 1]);
+    expect((await row(id)).state).toBe("running");
+    expect(agent.calls).not.toContain("acknowledgeReaped");
+    expect(agent.reaped.map((r) => r.reapId)).toEqual([reap.reapId]);
+
+    await sweep();
+    const r = await row(id);
+    expect([r.state, r.stopReason]).toEqual(["stopped", "timeout"]);
+    expect(agent.acknowledged).toEqual([reap.reapId]);
+    expect(agent.reaped).toEqual([]);
+  });
+
+  it("reaps: a failed acknowledgement is retried by the next sweep, which changes nothing twice", async () => {
+    const { agent, hostId } = await newHost();
+    const id = await seed(hostId, { state: "running" });
+    agent.put({ id });
+    const reap = agent.reap(id, StopReason.TIMEOUT);
+    agent.failing.set("acknowledgeReaped", Code.Unavailable);
+    const first = await sweep();
+    expect(first.changed.stopped).toBe(1);
+    expect(agent.reaped.map((r) => r.reapId)).toEqual([reap.reapId]);
+    agent.failing.delete("acknowledgeReaped");
+    const second = await sweep();
+    expect(second.changed.stopped).toBe(0);
+    expect(agent.acknowledged).toEqual([reap.reapId]);
+    const events = await h.database.db.select().from(sandboxEvents).where(eq(sandboxEvents.sandboxId, id));
+    expect(events).toHaveLength(1);
   });
 
   it("synced: the host auto-paused a sandbox → paused, end_at cleared", async () => {

@@ -6,6 +6,8 @@ import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   HostAgentService,
+  type Reap,
+  ReapSchema,
   Runtime,
   type Sandbox,
   SandboxSchema,
@@ -33,8 +35,11 @@ export interface ScriptedSandbox {
 export class ScriptedAgent {
   readonly token = `scripted-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
   readonly sandboxes = new Map<string, Sandbox>();
-  /** Sent once in the next ListSandboxes, as the agent's TTL reaper would. */
-  reaped: Sandbox[] = [];
+  /** Reported in every ListSandboxes until AcknowledgeReaped names them, as the agent's TTL reaper does. */
+  reaped: Reap[] = [];
+  /** Reap ids the edge acknowledged, in order. */
+  readonly acknowledged: string[] = [];
+  #reapSeq = 0;
   /** Every call as `method sandboxId`. */
   readonly calls: string[] = [];
   /** Milliseconds ListSandboxes waits before answering (to test per-host deadlines). */
@@ -72,12 +77,19 @@ export class ScriptedAgent {
     return sandbox;
   }
 
-  /** Removes a sandbox as the TTL reaper would, reporting it once with `reason`. */
-  reap(id: string, reason: StopReason = StopReason.TIMEOUT): void {
+  /** Removes a sandbox as the TTL reaper would, reporting it with `reason` until acknowledged. */
+  reap(id: string, reason: StopReason = StopReason.TIMEOUT): Reap {
     const sandbox = this.sandboxes.get(id);
     if (!sandbox) throw new Error(`no scripted sandbox ${id}`);
     this.sandboxes.delete(id);
-    this.reaped.push({ ...sandbox, state: SandboxState.STOPPED, stopReason: reason });
+    this.#reapSeq++;
+    const reap = create(ReapSchema, {
+      reapId: `reap_${String(this.#reapSeq).padStart(16, "0")}`,
+      reapedAt: timestampFromDate(new Date()),
+      sandbox: { ...sandbox, state: SandboxState.STOPPED, stopReason: reason },
+    });
+    this.reaped.push(reap);
+    return reap;
   }
 
   private check(method: string, id: string, authorization: string | null): void {
@@ -102,9 +114,15 @@ export class ScriptedAgent {
       listSandboxes: async (_req, ctx) => {
         this.check("listSandboxes", "", auth(ctx));
         if (this.listDelayMs > 0) await new Promise((r) => setTimeout(r, this.listDelayMs));
-        const reaped = this.reaped;
-        this.reaped = [];
-        return { sandboxes: [...this.sandboxes.values()], reaped };
+        return { sandboxes: [...this.sandboxes.values()], reaps: [...this.reaped] };
+      },
+      acknowledgeReaped: async (req, ctx) => {
+        this.check("acknowledgeReaped", "", auth(ctx));
+        const drop = new Set(req.reapIds);
+        const before = this.reaped.length;
+        this.reaped = this.reaped.filter((r) => !drop.has(r.reapId));
+        this.acknowledged.push(...req.reapIds);
+        return { removed: before - this.reaped.length };
       },
       getHostInfo: async (_req, ctx) => {
         this.check("getHostInfo", "", auth(ctx));

@@ -9,7 +9,14 @@ import { hostTarget } from "../hosts/target.js";
 import { applyTransitions } from "./apply.js";
 import { mapWithLimit } from "./limit.js";
 import type { ReconcileOptions } from "./options.js";
-import { type ObservedRow, planHost, type ReconcileRule, reconcileRules, type Transition } from "./plan.js";
+import {
+  type ObservedRow,
+  planHost,
+  type ReconcileRule,
+  reapsToAcknowledge,
+  reconcileRules,
+  type Transition,
+} from "./plan.js";
 
 /** What happened to one host in a sweep. */
 export interface HostOutcome {
@@ -89,8 +96,6 @@ export async function reconcileHost(
   let info: GetHostInfoResponse | undefined;
   try {
     agent = ctx.agents.client(await hostTarget(ctx, host), ctx.requestId);
-    // ListSandboxes hands over the reaper's list once: if this sweep dies before it writes, those
-    // sandboxes are recorded next time with reason `lost` instead of `timeout` (still stopped).
     const [list, hostInfo] = await Promise.allSettled([
       agent.listSandboxes({}, { timeoutMs: options.hostTimeoutMs }),
       agent.getHostInfo({}, { timeoutMs: options.hostTimeoutMs }),
@@ -119,6 +124,10 @@ export async function reconcileHost(
   const plan = planHost(host.id, [...rows, ...others], listed, ctx.now(), options);
   const applied = await applyTransitions(ctx.db, plan.transitions, ctx.now());
   const appliedVersion = new Map(applied.map((a) => [a.id, a.version]));
+  // Only now, with the rows written, may the host forget its reaps: a sweep that died before this
+  // point leaves them to the next one, which still records `timeout` rather than `lost`.
+  const acknowledge = reapsToAcknowledge(host.id, [...rows, ...others], listed, plan, new Set(appliedVersion.keys()));
+  if (acknowledge.length > 0) await acknowledgeReaps(agent, acknowledge, options, log);
   const done = plan.transitions.filter((t) => appliedVersion.has(t.id));
   for (const t of done) outcome.changed[t.rule]++;
   if (plan.transitions.length > done.length) {
@@ -192,6 +201,26 @@ export async function reconcileHost(
     log.info("host answers again", { restored: outcome.changed.restored });
   }
   return outcome;
+}
+
+/**
+ * Tells the host which reaps are recorded. A failure is only logged: the host reports them again
+ * and the next sweep, finding the rows already changed, acknowledges them then.
+ */
+async function acknowledgeReaps(
+  agent: AgentClient,
+  reapIds: string[],
+  options: ReconcileOptions,
+  log: ServiceContext["logger"],
+): Promise<void> {
+  try {
+    await agent.acknowledgeReaped({ reapIds }, { timeoutMs: options.hostTimeoutMs });
+  } catch (err) {
+    log.warn("acknowledging reaps failed; the host reports them again", {
+      reaps: reapIds.length,
+      error: describe(err),
+    });
+  }
 }
 
 /**

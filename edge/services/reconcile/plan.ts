@@ -1,5 +1,5 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type Sandbox, SandboxState } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { type Reap, type Sandbox, SandboxState } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { SandboxRow, SandboxStateName, StopReasonName } from "../../db/schema/index.js";
 import { stateFromAgent, stopReasonFromAgent } from "../agent-mapping.js";
 import type { ReconcileOptions } from "./options.js";
@@ -56,7 +56,8 @@ export interface HostPlan {
 /** What a host reported in ListSandboxes. */
 export interface HostReport {
   sandboxes: readonly Sandbox[];
-  reaped: readonly Sandbox[];
+  /** The reaper's unacknowledged acts, oldest first. */
+  reaps: readonly Reap[];
 }
 
 const settled: ReadonlySet<SandboxStateName> = new Set(["running", "paused", "missing"]);
@@ -135,7 +136,9 @@ export function planHost(
   options: Pick<ReconcileOptions, "orphanGraceMs" | "stuckAfterMs">,
 ): HostPlan {
   const live = new Map(report.sandboxes.map((s) => [s.sandboxId, s]));
-  const reaped = new Map(report.reaped.map((s) => [s.sandboxId, s]));
+  // Oldest first, so a sandbox reaped twice (auto-paused, resumed, then killed) maps to its last reap.
+  const reaped = new Map<string, Sandbox>();
+  for (const reap of report.reaps) if (reap.sandbox) reaped.set(reap.sandbox.sandboxId, reap.sandbox);
   const byId = new Map(rows.map((r) => [r.id, r]));
   const transitions: Transition[] = [];
   const orphans: OrphanDestroy[] = [];
@@ -212,4 +215,32 @@ export function planHost(
     }
   }
   return { transitions, orphans };
+}
+
+/** Row states the API is changing right now: a reap for such a row is still needed when it settles. */
+const inFlight: ReadonlySet<SandboxStateName> = new Set(["pending", "starting", "pausing", "resuming"]);
+
+/**
+ * The reaps the host may drop once the plan's row changes have committed: every reap except those
+ * the next sweep still needs — a reap whose row change was planned but lost its compare-and-set
+ * (the next sweep plans it again), and a reap whose row the API is changing right now (its outcome
+ * may yet need the reaper's reason).
+ */
+export function reapsToAcknowledge(
+  hostId: string,
+  rows: readonly ObservedRow[],
+  report: HostReport,
+  plan: HostPlan,
+  applied: ReadonlySet<string>,
+): string[] {
+  const planned = new Set(plan.transitions.map((t) => t.id));
+  const byId = new Map(rows.filter((r) => r.hostId === hostId).map((r) => [r.id, r]));
+  return report.reaps
+    .filter((reap) => {
+      const id = reap.sandbox?.sandboxId ?? "";
+      if (planned.has(id)) return applied.has(id);
+      const row = byId.get(id);
+      return !(row && inFlight.has(row.state));
+    })
+    .map((reap) => reap.reapId);
 }

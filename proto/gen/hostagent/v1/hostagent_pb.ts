@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hostagent/v1/hostagent.proto.
  */
 export const file_hostagent_v1_hostagent: GenFile = /*@__PURE__*/
-  fileDesc("Chxob3N0YWdlbnQvdjEvaG9zdGFnZW50LnByb3RvEgxob3N0YWdlbnQudjEijQUKB1NhbmRib3gSEgoKc2FuZGJveF9pZBgBIAEoCRIQCgh0ZW1wbGF0ZRgCIAEoCRIpCgVzdGF0ZRgDIAEoDjIaLmhvc3RhZ2VudC52MS5TYW5kYm94U3RhdGUSDQoFdmNwdXMYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKBmVuZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoOdGltZW91dF9hY3Rpb24YCCABKA4yGy5ob3N0YWdlbnQudjEuVGltZW91dEFjdGlvbhI1CghtZXRhZGF0YRgJIAMoCzIjLmhvc3RhZ2VudC52MS5TYW5kYm94Lk1ldGFkYXRhRW50cnkSJgoHcnVudGltZRgKIAEoDjIVLmhvc3RhZ2VudC52MS5SdW50aW1lEi0KC3N0b3BfcmVhc29uGAsgASgOMhguaG9zdGFnZW50LnYxLlN0b3BSZWFzb24SDQoFZXJyb3IYDCABKAkSMgoOc25hcHNob3RfZmlsZXMYDSADKAsyGi5ob3N0YWdlbnQudjEuU25hcHNob3RGaWxlEhQKDGVudmRfdmVyc2lvbhgOIAEoCRIXCg9pbnRlcm5ldF9hY2Nlc3MYDyABKAgSHQoVcmVtYWluaW5nX3RpbWVvdXRfc2VjGBAgASgNEi4KCnN0b3BwZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIwCgxTbmFwc2hvdEZpbGUSDAoEbmFtZRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEIu4DChRDcmVhdGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhAKCHRlbXBsYXRlGAIgASgJEg0KBXZjcHVzGAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRITCgt0aW1lb3V0X3NlYxgFIAEoDRIzCg50aW1lb3V0X2FjdGlvbhgGIAEoDjIbLmhvc3RhZ2VudC52MS5UaW1lb3V0QWN0aW9uEkEKCGVudl92YXJzGAcgAygLMi8uaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRJCCghtZXRhZGF0YRgIIAMoCzIwLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhkKEWVudmRfYWNjZXNzX3Rva2VuGAkgASgJEhwKD2ludGVybmV0X2FjY2VzcxgKIAEoCEgAiAEBEg8KB25vX3dhaXQYCyABKAgaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhIKEF9pbnRlcm5ldF9hY2Nlc3MiPwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCIrChVEZXN0cm95U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIYChZEZXN0cm95U2FuZGJveFJlc3BvbnNlIikKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSI+ChRQYXVzZVNhbmRib3hSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giVAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIYCgt0aW1lb3V0X3NlYxgCIAEoDUgAiAEBQg4KDF90aW1lb3V0X3NlYyI/ChVSZXN1bWVTYW5kYm94UmVzcG9uc2USJgoHc2FuZGJveBgBIAEoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94IokBChFTZXRUaW1lb3V0UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RpbWVvdXRfc2VjGAIgASgNEjgKDnRpbWVvdXRfYWN0aW9uGAMgASgOMhsuaG9zdGFnZW50LnYxLlRpbWVvdXRBY3Rpb25IAIgBAUIRCg9fdGltZW91dF9hY3Rpb24iPAoSU2V0VGltZW91dFJlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIjwKEkdldFNhbmRib3hSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiaAoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEigKCXNhbmRib3hlcxgBIAMoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94EiUKBnJlYXBlZBgCIAMoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94ItsBCgtFeGVjUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgsKA2NtZBgCIAEoCRIMCgRhcmdzGAMgAygJEjEKBGVudnMYBCADKAsyIy5ob3N0YWdlbnQudjEuRXhlY1JlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgFIAEoCRIMCgR1c2VyGAYgASgJEhMKC3RpbWVvdXRfc2VjGAcgASgNEg0KBXN0ZGluGAggASgMGisKCUVudnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIngKDEV4ZWNSZXNwb25zZRIOCgZzdGRvdXQYASABKAwSDgoGc3RkZXJyGAIgASgMEhEKCWV4aXRfY29kZRgDIAEoERINCgVlcnJvchgEIAEoCRIRCgl0cnVuY2F0ZWQYBSABKAgSEwoLZHVyYXRpb25fbXMYBiABKA0i2AEKEUV4ZWNTdHJlYW1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSCwoDY21kGAIgASgJEgwKBGFyZ3MYAyADKAkSNwoEZW52cxgEIAMoCzIpLmhvc3RhZ2VudC52MS5FeGVjU3RyZWFtUmVxdWVzdC5FbnZzRW50cnkSCwoDY3dkGAUgASgJEgwKBHVzZXIYBiABKAkSEwoLdGltZW91dF9zZWMYByABKA0aKwoJRW52c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimwEKEkV4ZWNTdHJlYW1SZXNwb25zZRIsCgdzdGFydGVkGAEgASgLMhkuaG9zdGFnZW50LnYxLkV4ZWNTdGFydGVkSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKgoGZXhpdGVkGAQgASgLMhguaG9zdGFnZW50LnYxLkV4ZWNFeGl0ZWRIAEIHCgVldmVudCIaCgtFeGVjU3RhcnRlZBILCgNwaWQYASABKA0iLgoKRXhlY0V4aXRlZBIRCglleGl0X2NvZGUYASABKBESDQoFZXJyb3IYAiABKAkivgEKBUVudHJ5EgwKBG5hbWUYASABKAkSDAoEcGF0aBgCIAEoCRIlCgR0eXBlGAMgASgOMhcuaG9zdGFnZW50LnYxLkVudHJ5VHlwZRIMCgRzaXplGAQgASgEEgwKBG1vZGUYBSABKA0SLwoLbW9kaWZpZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEg0KBW93bmVyGAggASgJIlMKEFdyaXRlRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEg8KB2NvbnRlbnQYAyABKAwSDAoEdXNlchgEIAEoCSI3ChFXcml0ZUZpbGVSZXNwb25zZRIiCgVlbnRyeRgBIAEoCzITLmhvc3RhZ2VudC52MS5FbnRyeSJBCg9SZWFkRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHVzZXIYAyABKAkiIwoQUmVhZEZpbGVSZXNwb25zZRIPCgdjb250ZW50GAEgASgMIkcKFVJlYWRGaWxlU3RyZWFtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEdXNlchgDIAEoCSInChZSZWFkRmlsZVN0cmVhbVJlc3BvbnNlEg0KBWNodW5rGAEgASgMIk8KDkxpc3REaXJSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRINCgVkZXB0aBgDIAEoDRIMCgR1c2VyGAQgASgJIjcKD0xpc3REaXJSZXNwb25zZRIkCgdlbnRyaWVzGAEgAygLMhMuaG9zdGFnZW50LnYxLkVudHJ5IkAKDk1ha2VEaXJSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR1c2VyGAMgASgJIjUKD01ha2VEaXJSZXNwb25zZRIiCgVlbnRyeRgBIAEoCzITLmhvc3RhZ2VudC52MS5FbnRyeSJDChFSZW1vdmVQYXRoUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEdXNlchgDIAEoCSIUChJSZW1vdmVQYXRoUmVzcG9uc2UiFAoSR2V0SG9zdEluZm9SZXF1ZXN0ItgCChNHZXRIb3N0SW5mb1Jlc3BvbnNlEiYKB3J1bnRpbWUYASABKA4yFS5ob3N0YWdlbnQudjEuUnVudGltZRIxChJhdmFpbGFibGVfcnVudGltZXMYAiADKA4yFS5ob3N0YWdlbnQudjEuUnVudGltZRIsCghjYXBhY2l0eRgDIAEoCzIaLmhvc3RhZ2VudC52MS5Ib3N0Q2FwYWNpdHkSJAoEbG9hZBgEIAEoCzIWLmhvc3RhZ2VudC52MS5Ib3N0TG9hZBIVCg1hZ2VudF92ZXJzaW9uGAUgASgJEhQKDGVudmRfdmVyc2lvbhgGIAEoCRIOCgZrZXJuZWwYByABKAkSEAoIaG9zdG5hbWUYCCABKAkSFQoNcGF1c2VfdG9fZGlzaxgJIAEoCBIRCgl0ZW1wbGF0ZXMYCiADKAkSCwoDa3ZtGAsgASgIEgwKBGFyY2gYDCABKAkiRwoMSG9zdENhcGFjaXR5Eg0KBXZjcHVzGAEgASgNEhEKCW1lbW9yeV9tYhgCIAEoDRIVCg1tYXhfc2FuZGJveGVzGAMgASgNImsKCEhvc3RMb2FkEhEKCXNhbmRib3hlcxgBIAEoDRINCgV2Y3B1cxgCIAEoDRIRCgltZW1vcnlfbWIYAyABKA0SFAoMbG9hZF9hdmVyYWdlGAQgASgBEhQKDHNsb3RzX2luX3VzZRgFIAEoDSqFAgoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAMSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBBIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAUSGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxAGEhkKFVNBTkRCT1hfU1RBVEVfU1RPUFBFRBAHEhcKE1NBTkRCT1hfU1RBVEVfRVJST1IQCCqHAQoKU3RvcFJlYXNvbhIbChdTVE9QX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKElNUT1BfUkVBU09OX0tJTExFRBABEhcKE1NUT1BfUkVBU09OX1RJTUVPVVQQAhIVChFTVE9QX1JFQVNPTl9FUlJPUhADEhQKEFNUT1BfUkVBU09OX0xPU1QQBCpiCg1UaW1lb3V0QWN0aW9uEh4KGlRJTUVPVVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFwoTVElNRU9VVF9BQ1RJT05fS0lMTBABEhgKFFRJTUVPVVRfQUNUSU9OX1BBVVNFEAIqZAoHUnVudGltZRIXChNSVU5USU1FX1VOU1BFQ0lGSUVEEAASFwoTUlVOVElNRV9GSVJFQ1JBQ0tFUhABEhAKDFJVTlRJTUVfUUVNVRACEhUKEVJVTlRJTUVfTkFNRVNQQUNFEAMqbgoJRW50cnlUeXBlEhoKFkVOVFJZX1RZUEVfVU5TUEVDSUZJRUQQABITCg9FTlRSWV9UWVBFX0ZJTEUQARIYChRFTlRSWV9UWVBFX0RJUkVDVE9SWRACEhYKEkVOVFJZX1RZUEVfU1lNTElOSxADMrUKChBIb3N0QWdlbnRTZXJ2aWNlElgKDUNyZWF0ZVNhbmRib3gSIi5ob3N0YWdlbnQudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QaIy5ob3N0YWdlbnQudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElsKDkRlc3Ryb3lTYW5kYm94EiMuaG9zdGFnZW50LnYxLkRlc3Ryb3lTYW5kYm94UmVxdWVzdBokLmhvc3RhZ2VudC52MS5EZXN0cm95U2FuZGJveFJlc3BvbnNlElUKDFBhdXNlU2FuZGJveBIhLmhvc3RhZ2VudC52MS5QYXVzZVNhbmRib3hSZXF1ZXN0GiIuaG9zdGFnZW50LnYxLlBhdXNlU2FuZGJveFJlc3BvbnNlElgKDVJlc3VtZVNhbmRib3gSIi5ob3N0YWdlbnQudjEuUmVzdW1lU2FuZGJveFJlcXVlc3QaIy5ob3N0YWdlbnQudjEuUmVzdW1lU2FuZGJveFJlc3BvbnNlEk8KClNldFRpbWVvdXQSHy5ob3N0YWdlbnQudjEuU2V0VGltZW91dFJlcXVlc3QaIC5ob3N0YWdlbnQudjEuU2V0VGltZW91dFJlc3BvbnNlEk8KCkdldFNhbmRib3gSHy5ob3N0YWdlbnQudjEuR2V0U2FuZGJveFJlcXVlc3QaIC5ob3N0YWdlbnQudjEuR2V0U2FuZGJveFJlc3BvbnNlElgKDUxpc3RTYW5kYm94ZXMSIi5ob3N0YWdlbnQudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaIy5ob3N0YWdlbnQudjEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEj0KBEV4ZWMSGS5ob3N0YWdlbnQudjEuRXhlY1JlcXVlc3QaGi5ob3N0YWdlbnQudjEuRXhlY1Jlc3BvbnNlElEKCkV4ZWNTdHJlYW0SHy5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbVJlcXVlc3QaIC5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbVJlc3BvbnNlMAESTAoJV3JpdGVGaWxlEh4uaG9zdGFnZW50LnYxLldyaXRlRmlsZVJlcXVlc3QaHy5ob3N0YWdlbnQudjEuV3JpdGVGaWxlUmVzcG9uc2USSQoIUmVhZEZpbGUSHS5ob3N0YWdlbnQudjEuUmVhZEZpbGVSZXF1ZXN0Gh4uaG9zdGFnZW50LnYxLlJlYWRGaWxlUmVzcG9uc2USXQoOUmVhZEZpbGVTdHJlYW0SIy5ob3N0YWdlbnQudjEuUmVhZEZpbGVTdHJlYW1SZXF1ZXN0GiQuaG9zdGFnZW50LnYxLlJlYWRGaWxlU3RyZWFtUmVzcG9uc2UwARJGCgdMaXN0RGlyEhwuaG9zdGFnZW50LnYxLkxpc3REaXJSZXF1ZXN0Gh0uaG9zdGFnZW50LnYxLkxpc3REaXJSZXNwb25zZRJGCgdNYWtlRGlyEhwuaG9zdGFnZW50LnYxLk1ha2VEaXJSZXF1ZXN0Gh0uaG9zdGFnZW50LnYxLk1ha2VEaXJSZXNwb25zZRJPCgpSZW1vdmVQYXRoEh8uaG9zdGFnZW50LnYxLlJlbW92ZVBhdGhSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLlJlbW92ZVBhdGhSZXNwb25zZRJSCgtHZXRIb3N0SW5mbxIgLmhvc3RhZ2VudC52MS5HZXRIb3N0SW5mb1JlcXVlc3QaIS5ob3N0YWdlbnQudjEuR2V0SG9zdEluZm9SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Chxob3N0YWdlbnQvdjEvaG9zdGFnZW50LnByb3RvEgxob3N0YWdlbnQudjEijQUKB1NhbmRib3gSEgoKc2FuZGJveF9pZBgBIAEoCRIQCgh0ZW1wbGF0ZRgCIAEoCRIpCgVzdGF0ZRgDIAEoDjIaLmhvc3RhZ2VudC52MS5TYW5kYm94U3RhdGUSDQoFdmNwdXMYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKBmVuZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoOdGltZW91dF9hY3Rpb24YCCABKA4yGy5ob3N0YWdlbnQudjEuVGltZW91dEFjdGlvbhI1CghtZXRhZGF0YRgJIAMoCzIjLmhvc3RhZ2VudC52MS5TYW5kYm94Lk1ldGFkYXRhRW50cnkSJgoHcnVudGltZRgKIAEoDjIVLmhvc3RhZ2VudC52MS5SdW50aW1lEi0KC3N0b3BfcmVhc29uGAsgASgOMhguaG9zdGFnZW50LnYxLlN0b3BSZWFzb24SDQoFZXJyb3IYDCABKAkSMgoOc25hcHNob3RfZmlsZXMYDSADKAsyGi5ob3N0YWdlbnQudjEuU25hcHNob3RGaWxlEhQKDGVudmRfdmVyc2lvbhgOIAEoCRIXCg9pbnRlcm5ldF9hY2Nlc3MYDyABKAgSHQoVcmVtYWluaW5nX3RpbWVvdXRfc2VjGBAgASgNEi4KCnN0b3BwZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIwCgxTbmFwc2hvdEZpbGUSDAoEbmFtZRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEIu4DChRDcmVhdGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhAKCHRlbXBsYXRlGAIgASgJEg0KBXZjcHVzGAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRITCgt0aW1lb3V0X3NlYxgFIAEoDRIzCg50aW1lb3V0X2FjdGlvbhgGIAEoDjIbLmhvc3RhZ2VudC52MS5UaW1lb3V0QWN0aW9uEkEKCGVudl92YXJzGAcgAygLMi8uaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRJCCghtZXRhZGF0YRgIIAMoCzIwLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhkKEWVudmRfYWNjZXNzX3Rva2VuGAkgASgJEhwKD2ludGVybmV0X2FjY2VzcxgKIAEoCEgAiAEBEg8KB25vX3dhaXQYCyABKAgaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhIKEF9pbnRlcm5ldF9hY2Nlc3MiPwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCIrChVEZXN0cm95U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIYChZEZXN0cm95U2FuZGJveFJlc3BvbnNlIikKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSI+ChRQYXVzZVNhbmRib3hSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giVAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIYCgt0aW1lb3V0X3NlYxgCIAEoDUgAiAEBQg4KDF90aW1lb3V0X3NlYyI/ChVSZXN1bWVTYW5kYm94UmVzcG9uc2USJgoHc2FuZGJveBgBIAEoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94IokBChFTZXRUaW1lb3V0UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RpbWVvdXRfc2VjGAIgASgNEjgKDnRpbWVvdXRfYWN0aW9uGAMgASgOMhsuaG9zdGFnZW50LnYxLlRpbWVvdXRBY3Rpb25IAIgBAUIRCg9fdGltZW91dF9hY3Rpb24iPAoSU2V0VGltZW91dFJlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIjwKEkdldFNhbmRib3hSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QicgoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEigKCXNhbmRib3hlcxgBIAMoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94EiEKBXJlYXBzGAMgAygLMhIuaG9zdGFnZW50LnYxLlJlYXBKBAgCEANSBnJlYXBlZCJuCgRSZWFwEg8KB3JlYXBfaWQYASABKAkSLQoJcmVhcGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgdzYW5kYm94GAMgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giLAoYQWNrbm93bGVkZ2VSZWFwZWRSZXF1ZXN0EhAKCHJlYXBfaWRzGAEgAygJIiwKGUFja25vd2xlZGdlUmVhcGVkUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDSLbAQoLRXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRILCgNjbWQYAiABKAkSDAoEYXJncxgDIAMoCRIxCgRlbnZzGAQgAygLMiMuaG9zdGFnZW50LnYxLkV4ZWNSZXF1ZXN0LkVudnNFbnRyeRILCgNjd2QYBSABKAkSDAoEdXNlchgGIAEoCRITCgt0aW1lb3V0X3NlYxgHIAEoDRINCgVzdGRpbhgIIAEoDBorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ4CgxFeGVjUmVzcG9uc2USDgoGc3Rkb3V0GAEgASgMEg4KBnN0ZGVychgCIAEoDBIRCglleGl0X2NvZGUYAyABKBESDQoFZXJyb3IYBCABKAkSEQoJdHJ1bmNhdGVkGAUgASgIEhMKC2R1cmF0aW9uX21zGAYgASgNItgBChFFeGVjU3RyZWFtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgsKA2NtZBgCIAEoCRIMCgRhcmdzGAMgAygJEjcKBGVudnMYBCADKAsyKS5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbVJlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgFIAEoCRIMCgR1c2VyGAYgASgJEhMKC3RpbWVvdXRfc2VjGAcgASgNGisKCUVudnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpsBChJFeGVjU3RyZWFtUmVzcG9uc2USLAoHc3RhcnRlZBgBIAEoCzIZLmhvc3RhZ2VudC52MS5FeGVjU3RhcnRlZEgAEhAKBnN0ZG91dBgCIAEoDEgAEhAKBnN0ZGVychgDIAEoDEgAEioKBmV4aXRlZBgEIAEoCzIYLmhvc3RhZ2VudC52MS5FeGVjRXhpdGVkSABCBwoFZXZlbnQiGgoLRXhlY1N0YXJ0ZWQSCwoDcGlkGAEgASgNIi4KCkV4ZWNFeGl0ZWQSEQoJZXhpdF9jb2RlGAEgASgREg0KBWVycm9yGAIgASgJIr4BCgVFbnRyeRIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSJQoEdHlwZRgDIAEoDjIXLmhvc3RhZ2VudC52MS5FbnRyeVR5cGUSDAoEc2l6ZRgEIAEoBBIMCgRtb2RlGAUgASgNEi8KC21vZGlmaWVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5zeW1saW5rX3RhcmdldBgHIAEoCRINCgVvd25lchgIIAEoCSJTChBXcml0ZUZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIPCgdjb250ZW50GAMgASgMEgwKBHVzZXIYBCABKAkiNwoRV3JpdGVGaWxlUmVzcG9uc2USIgoFZW50cnkYASABKAsyEy5ob3N0YWdlbnQudjEuRW50cnkiQQoPUmVhZEZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR1c2VyGAMgASgJIiMKEFJlYWRGaWxlUmVzcG9uc2USDwoHY29udGVudBgBIAEoDCJHChVSZWFkRmlsZVN0cmVhbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHVzZXIYAyABKAkiJwoWUmVhZEZpbGVTdHJlYW1SZXNwb25zZRINCgVjaHVuaxgBIAEoDCJPCg5MaXN0RGlyUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDQoFZGVwdGgYAyABKA0SDAoEdXNlchgEIAEoCSI3Cg9MaXN0RGlyUmVzcG9uc2USJAoHZW50cmllcxgBIAMoCzITLmhvc3RhZ2VudC52MS5FbnRyeSJACg5NYWtlRGlyUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEdXNlchgDIAEoCSI1Cg9NYWtlRGlyUmVzcG9uc2USIgoFZW50cnkYASABKAsyEy5ob3N0YWdlbnQudjEuRW50cnkiQwoRUmVtb3ZlUGF0aFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHVzZXIYAyABKAkiFAoSUmVtb3ZlUGF0aFJlc3BvbnNlIhQKEkdldEhvc3RJbmZvUmVxdWVzdCLYAgoTR2V0SG9zdEluZm9SZXNwb25zZRImCgdydW50aW1lGAEgASgOMhUuaG9zdGFnZW50LnYxLlJ1bnRpbWUSMQoSYXZhaWxhYmxlX3J1bnRpbWVzGAIgAygOMhUuaG9zdGFnZW50LnYxLlJ1bnRpbWUSLAoIY2FwYWNpdHkYAyABKAsyGi5ob3N0YWdlbnQudjEuSG9zdENhcGFjaXR5EiQKBGxvYWQYBCABKAsyFi5ob3N0YWdlbnQudjEuSG9zdExvYWQSFQoNYWdlbnRfdmVyc2lvbhgFIAEoCRIUCgxlbnZkX3ZlcnNpb24YBiABKAkSDgoGa2VybmVsGAcgASgJEhAKCGhvc3RuYW1lGAggASgJEhUKDXBhdXNlX3RvX2Rpc2sYCSABKAgSEQoJdGVtcGxhdGVzGAogAygJEgsKA2t2bRgLIAEoCBIMCgRhcmNoGAwgASgJIkcKDEhvc3RDYXBhY2l0eRINCgV2Y3B1cxgBIAEoDRIRCgltZW1vcnlfbWIYAiABKA0SFQoNbWF4X3NhbmRib3hlcxgDIAEoDSJrCghIb3N0TG9hZBIRCglzYW5kYm94ZXMYASABKA0SDQoFdmNwdXMYAiABKA0SEQoJbWVtb3J5X21iGAMgASgNEhQKDGxvYWRfYXZlcmFnZRgEIAEoARIUCgxzbG90c19pbl91c2UYBSABKA0qhQIKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhkKFVNBTkRCT1hfU1RBVEVfUEFVU0lORxADEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAQSGgoWU0FOREJPWF9TVEFURV9SRVNVTUlORxAFEhoKFlNBTkRCT1hfU1RBVEVfU1RPUFBJTkcQBhIZChVTQU5EQk9YX1NUQVRFX1NUT1BQRUQQBxIXChNTQU5EQk9YX1NUQVRFX0VSUk9SEAgqhwEKClN0b3BSZWFzb24SGwoXU1RPUF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJTVE9QX1JFQVNPTl9LSUxMRUQQARIXChNTVE9QX1JFQVNPTl9USU1FT1VUEAISFQoRU1RPUF9SRUFTT05fRVJST1IQAxIUChBTVE9QX1JFQVNPTl9MT1NUEAQqYgoNVGltZW91dEFjdGlvbhIeChpUSU1FT1VUX0FDVElPTl9VTlNQRUNJRklFRBAAEhcKE1RJTUVPVVRfQUNUSU9OX0tJTEwQARIYChRUSU1FT1VUX0FDVElPTl9QQVVTRRACKmQKB1J1bnRpbWUSFwoTUlVOVElNRV9VTlNQRUNJRklFRBAAEhcKE1JVTlRJTUVfRklSRUNSQUNLRVIQARIQCgxSVU5USU1FX1FFTVUQAhIVChFSVU5USU1FX05BTUVTUEFDRRADKm4KCUVudHJ5VHlwZRIaChZFTlRSWV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRU5UUllfVFlQRV9GSUxFEAESGAoURU5UUllfVFlQRV9ESVJFQ1RPUlkQAhIWChJFTlRSWV9UWVBFX1NZTUxJTksQAzKbCwoQSG9zdEFnZW50U2VydmljZRJYCg1DcmVhdGVTYW5kYm94EiIuaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJbCg5EZXN0cm95U2FuZGJveBIjLmhvc3RhZ2VudC52MS5EZXN0cm95U2FuZGJveFJlcXVlc3QaJC5ob3N0YWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXNwb25zZRJVCgxQYXVzZVNhbmRib3gSIS5ob3N0YWdlbnQudjEuUGF1c2VTYW5kYm94UmVxdWVzdBoiLmhvc3RhZ2VudC52MS5QYXVzZVNhbmRib3hSZXNwb25zZRJYCg1SZXN1bWVTYW5kYm94EiIuaG9zdGFnZW50LnYxLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLlJlc3VtZVNhbmRib3hSZXNwb25zZRJPCgpTZXRUaW1lb3V0Eh8uaG9zdGFnZW50LnYxLlNldFRpbWVvdXRSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLlNldFRpbWVvdXRSZXNwb25zZRJPCgpHZXRTYW5kYm94Eh8uaG9zdGFnZW50LnYxLkdldFNhbmRib3hSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLkdldFNhbmRib3hSZXNwb25zZRJYCg1MaXN0U2FuZGJveGVzEiIuaG9zdGFnZW50LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJkChFBY2tub3dsZWRnZVJlYXBlZBImLmhvc3RhZ2VudC52MS5BY2tub3dsZWRnZVJlYXBlZFJlcXVlc3QaJy5ob3N0YWdlbnQudjEuQWNrbm93bGVkZ2VSZWFwZWRSZXNwb25zZRI9CgRFeGVjEhkuaG9zdGFnZW50LnYxLkV4ZWNSZXF1ZXN0GhouaG9zdGFnZW50LnYxLkV4ZWNSZXNwb25zZRJRCgpFeGVjU3RyZWFtEh8uaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0GiAuaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXNwb25zZTABEkwKCVdyaXRlRmlsZRIeLmhvc3RhZ2VudC52MS5Xcml0ZUZpbGVSZXF1ZXN0Gh8uaG9zdGFnZW50LnYxLldyaXRlRmlsZVJlc3BvbnNlEkkKCFJlYWRGaWxlEh0uaG9zdGFnZW50LnYxLlJlYWRGaWxlUmVxdWVzdBoeLmhvc3RhZ2VudC52MS5SZWFkRmlsZVJlc3BvbnNlEl0KDlJlYWRGaWxlU3RyZWFtEiMuaG9zdGFnZW50LnYxLlJlYWRGaWxlU3RyZWFtUmVxdWVzdBokLmhvc3RhZ2VudC52MS5SZWFkRmlsZVN0cmVhbVJlc3BvbnNlMAESRgoHTGlzdERpchIcLmhvc3RhZ2VudC52MS5MaXN0RGlyUmVxdWVzdBodLmhvc3RhZ2VudC52MS5MaXN0RGlyUmVzcG9uc2USRgoHTWFrZURpchIcLmhvc3RhZ2VudC52MS5NYWtlRGlyUmVxdWVzdBodLmhvc3RhZ2VudC52MS5NYWtlRGlyUmVzcG9uc2USTwoKUmVtb3ZlUGF0aBIfLmhvc3RhZ2VudC52MS5SZW1vdmVQYXRoUmVxdWVzdBogLmhvc3RhZ2VudC52MS5SZW1vdmVQYXRoUmVzcG9uc2USUgoLR2V0SG9zdEluZm8SIC5ob3N0YWdlbnQudjEuR2V0SG9zdEluZm9SZXF1ZXN0GiEuaG9zdGFnZW50LnYxLkdldEhvc3RJbmZvUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Sandbox is the agent's view of one sandbox.
@@ -546,11 +546,15 @@ export type ListSandboxesResponse = Message<"hostagent.v1.ListSandboxesResponse"
   sandboxes: Sandbox[];
 
   /**
-   * Sandboxes the TTL reaper paused or destroyed since the previous ListSandboxes, each reported once.
+   * What the TTL reaper did (paused, destroyed, or found lost) that the edge has not acknowledged,
+   * oldest first. Each reap is reported in every ListSandboxes until AcknowledgeReaped names it, so
+   * a sweep that dies before its database write commits sees it again. The host keeps them across
+   * restarts, but only for a bounded time and number (24 hours, 10,000 by default), so an edge
+   * that never acknowledges cannot make them grow without limit.
    *
-   * @generated from field: repeated hostagent.v1.Sandbox reaped = 2;
+   * @generated from field: repeated hostagent.v1.Reap reaps = 3;
    */
-  reaped: Sandbox[];
+  reaps: Reap[];
 };
 
 /**
@@ -559,6 +563,84 @@ export type ListSandboxesResponse = Message<"hostagent.v1.ListSandboxesResponse"
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
   messageDesc(file_hostagent_v1_hostagent, 15);
+
+/**
+ * Reap is one act of a host's TTL reaper on one sandbox.
+ *
+ * @generated from message hostagent.v1.Reap
+ */
+export type Reap = Message<"hostagent.v1.Reap"> & {
+  /**
+   * Unique on this host: "reap_" and 16 characters of [a-z0-9]. AcknowledgeReaped takes it.
+   *
+   * @generated from field: string reap_id = 1;
+   */
+  reapId: string;
+
+  /**
+   * When the reaper acted.
+   *
+   * @generated from field: google.protobuf.Timestamp reaped_at = 2;
+   */
+  reapedAt?: Timestamp | undefined;
+
+  /**
+   * The sandbox as the reaper left it: PAUSED (its timeout action was pause), or STOPPED with
+   * reason TIMEOUT or LOST.
+   *
+   * @generated from field: hostagent.v1.Sandbox sandbox = 3;
+   */
+  sandbox?: Sandbox | undefined;
+};
+
+/**
+ * Describes the message hostagent.v1.Reap.
+ * Use `create(ReapSchema)` to create a new message.
+ */
+export const ReapSchema: GenMessage<Reap> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 16);
+
+/**
+ * AcknowledgeReapedRequest names the reaps the edge has recorded.
+ *
+ * @generated from message hostagent.v1.AcknowledgeReapedRequest
+ */
+export type AcknowledgeReapedRequest = Message<"hostagent.v1.AcknowledgeReapedRequest"> & {
+  /**
+   * Ids from ListSandboxesResponse.reaps; at most 10,000, each "reap_" and 16 characters of [a-z0-9].
+   *
+   * @generated from field: repeated string reap_ids = 1;
+   */
+  reapIds: string[];
+};
+
+/**
+ * Describes the message hostagent.v1.AcknowledgeReapedRequest.
+ * Use `create(AcknowledgeReapedRequestSchema)` to create a new message.
+ */
+export const AcknowledgeReapedRequestSchema: GenMessage<AcknowledgeReapedRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 17);
+
+/**
+ * AcknowledgeReapedResponse says how many reaps the host dropped.
+ *
+ * @generated from message hostagent.v1.AcknowledgeReapedResponse
+ */
+export type AcknowledgeReapedResponse = Message<"hostagent.v1.AcknowledgeReapedResponse"> & {
+  /**
+   * How many of the named reaps the host still held and has now dropped.
+   *
+   * @generated from field: uint32 removed = 1;
+   */
+  removed: number;
+};
+
+/**
+ * Describes the message hostagent.v1.AcknowledgeReapedResponse.
+ * Use `create(AcknowledgeReapedResponseSchema)` to create a new message.
+ */
+export const AcknowledgeReapedResponseSchema: GenMessage<AcknowledgeReapedResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 18);
 
 /**
  * ExecRequest runs one command.
@@ -628,7 +710,7 @@ export type ExecRequest = Message<"hostagent.v1.ExecRequest"> & {
  * Use `create(ExecRequestSchema)` to create a new message.
  */
 export const ExecRequestSchema: GenMessage<ExecRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 16);
+  messageDesc(file_hostagent_v1_hostagent, 19);
 
 /**
  * ExecResponse is the command's result.
@@ -684,7 +766,7 @@ export type ExecResponse = Message<"hostagent.v1.ExecResponse"> & {
  * Use `create(ExecResponseSchema)` to create a new message.
  */
 export const ExecResponseSchema: GenMessage<ExecResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 17);
+  messageDesc(file_hostagent_v1_hostagent, 20);
 
 /**
  * ExecStreamRequest runs one command and streams its output.
@@ -747,7 +829,7 @@ export type ExecStreamRequest = Message<"hostagent.v1.ExecStreamRequest"> & {
  * Use `create(ExecStreamRequestSchema)` to create a new message.
  */
 export const ExecStreamRequestSchema: GenMessage<ExecStreamRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 18);
+  messageDesc(file_hostagent_v1_hostagent, 21);
 
 /**
  * ExecStreamResponse is one event of a streamed command.
@@ -800,7 +882,7 @@ export type ExecStreamResponse = Message<"hostagent.v1.ExecStreamResponse"> & {
  * Use `create(ExecStreamResponseSchema)` to create a new message.
  */
 export const ExecStreamResponseSchema: GenMessage<ExecStreamResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 19);
+  messageDesc(file_hostagent_v1_hostagent, 22);
 
 /**
  * ExecStarted reports the started process.
@@ -821,7 +903,7 @@ export type ExecStarted = Message<"hostagent.v1.ExecStarted"> & {
  * Use `create(ExecStartedSchema)` to create a new message.
  */
 export const ExecStartedSchema: GenMessage<ExecStarted> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 20);
+  messageDesc(file_hostagent_v1_hostagent, 23);
 
 /**
  * ExecExited reports how the process ended.
@@ -849,7 +931,7 @@ export type ExecExited = Message<"hostagent.v1.ExecExited"> & {
  * Use `create(ExecExitedSchema)` to create a new message.
  */
 export const ExecExitedSchema: GenMessage<ExecExited> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 21);
+  messageDesc(file_hostagent_v1_hostagent, 24);
 
 /**
  * Entry describes a file or directory in a sandbox.
@@ -919,7 +1001,7 @@ export type Entry = Message<"hostagent.v1.Entry"> & {
  * Use `create(EntrySchema)` to create a new message.
  */
 export const EntrySchema: GenMessage<Entry> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 22);
+  messageDesc(file_hostagent_v1_hostagent, 25);
 
 /**
  * WriteFileRequest writes one small file.
@@ -961,7 +1043,7 @@ export type WriteFileRequest = Message<"hostagent.v1.WriteFileRequest"> & {
  * Use `create(WriteFileRequestSchema)` to create a new message.
  */
 export const WriteFileRequestSchema: GenMessage<WriteFileRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 23);
+  messageDesc(file_hostagent_v1_hostagent, 26);
 
 /**
  * WriteFileResponse reports the written file.
@@ -982,7 +1064,7 @@ export type WriteFileResponse = Message<"hostagent.v1.WriteFileResponse"> & {
  * Use `create(WriteFileResponseSchema)` to create a new message.
  */
 export const WriteFileResponseSchema: GenMessage<WriteFileResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 24);
+  messageDesc(file_hostagent_v1_hostagent, 27);
 
 /**
  * ReadFileRequest reads one small file.
@@ -1017,7 +1099,7 @@ export type ReadFileRequest = Message<"hostagent.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 25);
+  messageDesc(file_hostagent_v1_hostagent, 28);
 
 /**
  * ReadFileResponse holds the file's content.
@@ -1038,7 +1120,7 @@ export type ReadFileResponse = Message<"hostagent.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 26);
+  messageDesc(file_hostagent_v1_hostagent, 29);
 
 /**
  * ReadFileStreamRequest reads a file of any size.
@@ -1073,7 +1155,7 @@ export type ReadFileStreamRequest = Message<"hostagent.v1.ReadFileStreamRequest"
  * Use `create(ReadFileStreamRequestSchema)` to create a new message.
  */
 export const ReadFileStreamRequestSchema: GenMessage<ReadFileStreamRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 27);
+  messageDesc(file_hostagent_v1_hostagent, 30);
 
 /**
  * ReadFileStreamResponse is one chunk of the file.
@@ -1094,7 +1176,7 @@ export type ReadFileStreamResponse = Message<"hostagent.v1.ReadFileStreamRespons
  * Use `create(ReadFileStreamResponseSchema)` to create a new message.
  */
 export const ReadFileStreamResponseSchema: GenMessage<ReadFileStreamResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 28);
+  messageDesc(file_hostagent_v1_hostagent, 31);
 
 /**
  * ListDirRequest lists a directory.
@@ -1136,7 +1218,7 @@ export type ListDirRequest = Message<"hostagent.v1.ListDirRequest"> & {
  * Use `create(ListDirRequestSchema)` to create a new message.
  */
 export const ListDirRequestSchema: GenMessage<ListDirRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 29);
+  messageDesc(file_hostagent_v1_hostagent, 32);
 
 /**
  * ListDirResponse holds the directory's entries.
@@ -1157,7 +1239,7 @@ export type ListDirResponse = Message<"hostagent.v1.ListDirResponse"> & {
  * Use `create(ListDirResponseSchema)` to create a new message.
  */
 export const ListDirResponseSchema: GenMessage<ListDirResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 30);
+  messageDesc(file_hostagent_v1_hostagent, 33);
 
 /**
  * MakeDirRequest creates a directory.
@@ -1192,7 +1274,7 @@ export type MakeDirRequest = Message<"hostagent.v1.MakeDirRequest"> & {
  * Use `create(MakeDirRequestSchema)` to create a new message.
  */
 export const MakeDirRequestSchema: GenMessage<MakeDirRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 31);
+  messageDesc(file_hostagent_v1_hostagent, 34);
 
 /**
  * MakeDirResponse reports the created directory.
@@ -1213,7 +1295,7 @@ export type MakeDirResponse = Message<"hostagent.v1.MakeDirResponse"> & {
  * Use `create(MakeDirResponseSchema)` to create a new message.
  */
 export const MakeDirResponseSchema: GenMessage<MakeDirResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 32);
+  messageDesc(file_hostagent_v1_hostagent, 35);
 
 /**
  * RemovePathRequest removes a path.
@@ -1248,7 +1330,7 @@ export type RemovePathRequest = Message<"hostagent.v1.RemovePathRequest"> & {
  * Use `create(RemovePathRequestSchema)` to create a new message.
  */
 export const RemovePathRequestSchema: GenMessage<RemovePathRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 33);
+  messageDesc(file_hostagent_v1_hostagent, 36);
 
 /**
  * RemovePathResponse is empty.
@@ -1263,7 +1345,7 @@ export type RemovePathResponse = Message<"hostagent.v1.RemovePathResponse"> & {
  * Use `create(RemovePathResponseSchema)` to create a new message.
  */
 export const RemovePathResponseSchema: GenMessage<RemovePathResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 34);
+  messageDesc(file_hostagent_v1_hostagent, 37);
 
 /**
  * GetHostInfoRequest is empty.
@@ -1278,7 +1360,7 @@ export type GetHostInfoRequest = Message<"hostagent.v1.GetHostInfoRequest"> & {
  * Use `create(GetHostInfoRequestSchema)` to create a new message.
  */
 export const GetHostInfoRequestSchema: GenMessage<GetHostInfoRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 35);
+  messageDesc(file_hostagent_v1_hostagent, 38);
 
 /**
  * GetHostInfoResponse describes the host.
@@ -1376,7 +1458,7 @@ export type GetHostInfoResponse = Message<"hostagent.v1.GetHostInfoResponse"> & 
  * Use `create(GetHostInfoResponseSchema)` to create a new message.
  */
 export const GetHostInfoResponseSchema: GenMessage<GetHostInfoResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 36);
+  messageDesc(file_hostagent_v1_hostagent, 39);
 
 /**
  * HostCapacity is what a host offers.
@@ -1411,7 +1493,7 @@ export type HostCapacity = Message<"hostagent.v1.HostCapacity"> & {
  * Use `create(HostCapacitySchema)` to create a new message.
  */
 export const HostCapacitySchema: GenMessage<HostCapacity> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 37);
+  messageDesc(file_hostagent_v1_hostagent, 40);
 
 /**
  * HostLoad is what a host uses now.
@@ -1460,7 +1542,7 @@ export type HostLoad = Message<"hostagent.v1.HostLoad"> & {
  * Use `create(HostLoadSchema)` to create a new message.
  */
 export const HostLoadSchema: GenMessage<HostLoad> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 38);
+  messageDesc(file_hostagent_v1_hostagent, 41);
 
 /**
  * SandboxState is where a sandbox is in its life.
@@ -1772,8 +1854,8 @@ export const HostAgentService: GenService<{
     output: typeof GetSandboxResponseSchema;
   },
   /**
-   * ListSandboxes reports every sandbox the host knows, and the sandboxes its TTL reaper acted on
-   * since the previous call (each one reported once).
+   * ListSandboxes reports every sandbox the host knows, and every act of its TTL reaper that the
+   * edge has not acknowledged yet (see AcknowledgeReaped).
    *
    * @generated from rpc hostagent.v1.HostAgentService.ListSandboxes
    */
@@ -1781,6 +1863,18 @@ export const HostAgentService: GenService<{
     methodKind: "unary";
     input: typeof ListSandboxesRequestSchema;
     output: typeof ListSandboxesResponseSchema;
+  },
+  /**
+   * AcknowledgeReaped tells the host that the edge has recorded these reaps in its database (after
+   * the write committed), so ListSandboxes stops reporting them. Ids the host no longer holds
+   * (acknowledged before, or expired) are ignored, so a repeated acknowledgement is harmless.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.AcknowledgeReaped
+   */
+  acknowledgeReaped: {
+    methodKind: "unary";
+    input: typeof AcknowledgeReapedRequestSchema;
+    output: typeof AcknowledgeReapedResponseSchema;
   },
   /**
    * Exec runs a command in a sandbox to completion and returns its collected output.
