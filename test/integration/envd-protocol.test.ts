@@ -5,8 +5,10 @@
  * Needs root: see envd-harness.ts.
  */
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -306,6 +308,57 @@ describe.skipIf(!isRoot)(`envd protocol (${isRoot ? "root" : ROOT_REASON})`, () 
       expect(await r.text()).toBe("2345");
       const bad = await fetch(`${envd.url}/files?path=${dir}/range.txt`, { headers: { Range: "bytes=50-" } });
       expect(bad.status).toBe(416);
+    });
+
+    it("sends a multi-MiB file whole over HTTP/1.1 and h2c, and ranges across read buffers", async () => {
+      const content = randomBytes(5 * 1024 * 1024 + 12_345);
+      writeFileSync(`${dir}/big-download.bin`, content);
+      const url = `${envd.url}/files?path=${dir}/big-download.bin`;
+      const h1 = await fetch(url);
+      expect(h1.headers.get("content-length")).toBe(String(content.length));
+      expect(Buffer.from(await h1.arrayBuffer()).equals(content)).toBe(true);
+
+      const session = http2.connect(envd.url);
+      try {
+        const viaH2 = await new Promise<Buffer>((resolve, reject) => {
+          const req = session.request({ ":path": `/files?path=${dir}/big-download.bin` });
+          const parts: Buffer[] = [];
+          req.on("data", (d: Buffer) => parts.push(d));
+          req.on("end", () => resolve(Buffer.concat(parts)));
+          req.on("error", reject);
+          req.end();
+        });
+        expect(viaH2.equals(content)).toBe(true);
+      } finally {
+        session.close();
+      }
+
+      // Starts just before the first 1 MiB read ends and stops inside the fourth read.
+      const [from, to] = [1024 * 1024 - 7, 3 * 1024 * 1024 + 99];
+      const ranged = await fetch(url, { headers: { Range: `bytes=${from}-${to}` } });
+      expect(ranged.status).toBe(206);
+      expect(Buffer.from(await ranged.arrayBuffer()).equals(content.subarray(from, to + 1))).toBe(true);
+
+      const head = await fetch(url, { method: "HEAD" });
+      expect(head.status).toBe(200);
+      expect(head.headers.get("content-length")).toBe(String(content.length));
+    });
+
+    it("gets over a client that leaves in the middle of a download", async () => {
+      writeFileSync(`${dir}/left.bin`, Buffer.alloc(64 * 1024 * 1024, 3));
+      await new Promise<void>((resolve, reject) => {
+        const req = http.get(`${envd.url}/files?path=${dir}/left.bin`, (res) => {
+          res.once("data", () => {
+            req.destroy();
+            resolve();
+          });
+        });
+        req.on("error", (err) => (req.destroyed ? resolve() : reject(err)));
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      expect((await fetch(`${envd.url}/health`)).status).toBe(204);
+      const again = await fetch(`${envd.url}/files?path=${dir}/left.bin`);
+      expect((await again.arrayBuffer()).byteLength).toBe(64 * 1024 * 1024);
     });
 
     it("answers 507 when the disk is full and leaves no partial file", async () => {

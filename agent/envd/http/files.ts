@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
-import { chown, lstat, rename, stat, unlink } from "node:fs/promises";
+import { createWriteStream, type WriteStream } from "node:fs";
+import { chown, lstat, open, rename, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -13,6 +13,7 @@ import type { EnvdState } from "../state.js";
 import { type LinuxUser, PathError, resolveUserPath } from "../users.js";
 import type { MetadataStore } from "../xattr.js";
 import { type EnvdRequest, type EnvdResponse, header, jsonError, jsonReply } from "./common.js";
+import { sendFileRange } from "./send-file.js";
 
 /** An HTTP failure with E2B's status and message. */
 export class HttpError extends Error {
@@ -160,35 +161,45 @@ export async function getFile(req: EnvdRequest, res: EnvdResponse, url: URL, dep
     res.end();
     return;
   }
-  let source: Readable;
-  if (range) {
-    res.writeHead(206, {
-      ...headers,
-      "content-range": `bytes ${range.start}-${range.end}/${st.size}`,
-      "content-length": range.end - range.start + 1,
-    });
-    source = createReadStream(resolved, { start: range.start, end: range.end, highWaterMark: 1024 * 1024 });
-  } else if (wantsGzip(header(req, "accept-encoding")) && !rangeHeader) {
-    res.writeHead(200, { ...headers, "content-encoding": "gzip" });
-    source = createReadStream(resolved, { highWaterMark: 1024 * 1024 }).pipe(
-      createGzip({ level: 1, chunkSize: 256 * 1024 }),
-    );
-  } else {
-    res.writeHead(200, { ...headers, "content-length": st.size });
-    source = createReadStream(resolved, { highWaterMark: 1024 * 1024 });
-  }
-  if (req.method === "HEAD") {
-    source.destroy();
-    res.end();
-    return;
-  }
+  // Opened before any header goes out, so a file that vanished since the stat still gets a 404.
+  const file = await open(resolved, "r").catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT" || err.code === "ENOTDIR") throw new HttpError(404, `path '${resolved}' does not exist`);
+    throw new HttpError(500, `error opening file '${resolved}': ${err.message}`);
+  });
   try {
-    await pipeline(source, res as NodeJS.WritableStream);
-  } catch (err) {
-    // Headers are out; all we can do is cut the connection so the client sees a short body.
-    deps.logger.warn("file download interrupted", { path: resolved, err });
-    res.destroy();
+    if (wantsGzip(header(req, "accept-encoding")) && !rangeHeader) {
+      res.writeHead(200, { ...headers, "content-encoding": "gzip" });
+      if (req.method === "HEAD") {
+        res.end();
+        return;
+      }
+      const gzip = file
+        .createReadStream({ autoClose: false, highWaterMark: 1024 * 1024 })
+        .pipe(createGzip({ level: 1, chunkSize: 256 * 1024 }));
+      await pipeline(gzip, res as NodeJS.WritableStream).catch((err) => interrupted(res, resolved, err, deps));
+      return;
+    }
+    const start = range ? range.start : 0;
+    const end = range ? range.end : st.size - 1;
+    res.writeHead(range ? 206 : 200, {
+      ...headers,
+      ...(range ? { "content-range": `bytes ${range.start}-${range.end}/${st.size}` } : {}),
+      "content-length": end - start + 1,
+    });
+    if (req.method === "HEAD" || end < start) {
+      res.end();
+      return;
+    }
+    await sendFileRange(file, res, start, end).catch((err) => interrupted(res, resolved, err, deps));
+  } finally {
+    await file.close().catch(() => {});
   }
+}
+
+/** A download failed after its headers went out: all that is left is to cut the connection, so the client sees a short body. */
+function interrupted(res: EnvdResponse, path: string, err: unknown, deps: FilesDeps): void {
+  deps.logger.warn("file download interrupted", { path, err });
+  res.destroy();
 }
 
 function errnoStatus(err: unknown): HttpError {
