@@ -43,7 +43,12 @@ export function createApp(deps: AppDeps): App {
     },
   });
   app.use("/v1/*", requireApiKey());
-  app.use("/v1/*", async (c, next) => (streamedUploads.test(c.req.path) ? next() : jsonLimit(c, next)));
+  // GET and HEAD requests cannot carry a body (Fetch spec), so they skip the limit: asking a Node
+  // request for its body builds a full Request with an AbortController, which cost as much as the
+  // rest of a GET /v1/sandboxes/{id}.
+  app.use("/v1/*", async (c, next) =>
+    c.req.method === "GET" || c.req.method === "HEAD" || streamedUploads.test(c.req.path) ? next() : jsonLimit(c, next),
+  );
 
   app.route("/", healthRouter(deps.version ?? "dev"));
   app.route("/v1/sandboxes", sandboxesRouter());

@@ -1,4 +1,4 @@
-import { PGlite, type QueryOptions } from "@electric-sql/pglite";
+import { PGlite, protocol, type QueryOptions } from "@electric-sql/pglite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openPreparedStatementPGlite, type PreparedStatementPGlite } from "./pglite-statements.js";
 
@@ -88,6 +88,12 @@ describe("PreparedStatementPGlite", () => {
       "select count(*)::int as n from pg_prepared_statements where name like 'wrenn_%'",
     );
     expect(rows[0]?.n).toBeLessThanOrEqual(257);
+  });
+
+  it("leaves execProtocol working for other callers", async () => {
+    await db.query("select n from things where id = $1", ["a"]);
+    const { messages } = await db.execProtocol(protocol.serialize.query("select 42"));
+    expect(messages.map((m) => m.name)).toContain("dataRow");
   });
 
   it("does not run inside another caller's transaction", async () => {

@@ -84,14 +84,29 @@ export class PreparedStatementPGlite extends PGlite {
       const serialize = options?.serializers?.[oid] ?? this.serializers[oid];
       return serialize ? serialize(param) : String(param);
     });
-    const { messages: replies } = await this.execProtocol(
-      concat([
-        protocol.serialize.bind({ statement: statement.name, values }),
-        protocol.serialize.execute({}),
-        protocol.serialize.sync(),
-      ]),
-    );
-    return this.#results<T>(statement, replies, options);
+    // The raw stream hands us Postgres's reply bytes without PGlite's generic message parser,
+    // which cost more than the query itself; `#results` reads the few message types it needs.
+    const chunks: Uint8Array[] = [];
+    try {
+      await this.execProtocolRawStream(
+        concat([
+          protocol.serialize.bind({ statement: statement.name, values }),
+          protocol.serialize.execute({}),
+          protocol.serialize.sync(),
+        ]),
+        {
+          onRawData: (bytes) => {
+            // A view into the WebAssembly heap, reused by the next call.
+            chunks.push(bytes.slice());
+          },
+        },
+      );
+    } finally {
+      // execProtocolRawStream leaves its callback installed, and execProtocol/execProtocolRaw would
+      // then hand their replies to it; an empty execProtocolStream puts PGlite's own output back.
+      await this.execProtocolStream(new Uint8Array(0), { syncToFs: false });
+    }
+    return this.#results<T>(statement, chunks.length === 1 && chunks[0] ? chunks[0] : concat(chunks), options);
   }
 
   async #prepare(query: string): Promise<Statement> {
@@ -124,35 +139,69 @@ export class PreparedStatementPGlite extends PGlite {
     this.#toClose.push(statement.name);
   }
 
-  #results<T>(statement: Statement, replies: messages.BackendMessage[], options: QueryOptions | undefined): Results<T> {
+  #results<T>(statement: Statement, reply: Uint8Array, options: QueryOptions | undefined): Results<T> {
     const fields = (statement.columns?.fields ?? []).map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
     const parsers = fields.map((f) => parserFor(f.dataTypeID, options?.parsers, this.parsers));
+    const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
     const rows: unknown[] = [];
     let command: string | undefined;
     let rowCount: number | undefined;
     let affectedRows = 0;
-    for (const reply of replies) {
-      if (reply instanceof messages.DataRowMessage) {
-        const values = reply.fields.map((raw, i) => {
+    let failed = false;
+    // Backend messages: one type byte, an int32 length that counts itself, the body.
+    for (let at = 0; at + 5 <= reply.length; at += 1 + view.getInt32(at + 1)) {
+      const type = reply[at];
+      const body = at + 5;
+      const end = at + 1 + view.getInt32(at + 1);
+      if (type === dataRowType) {
+        const count = view.getInt16(body);
+        const values: unknown[] = new Array(count);
+        for (let i = 0, p = body + 2; i < count; i++) {
+          const length = view.getInt32(p);
+          p += 4;
+          if (length < 0) {
+            values[i] = null;
+            continue;
+          }
+          const text = textDecoder.decode(reply.subarray(p, p + length));
+          p += length;
           const parser = parsers[i];
-          return raw === null ? null : parser ? parser(raw, fields[i]?.dataTypeID) : raw;
-        });
+          values[i] = parser ? parser(text, fields[i]?.dataTypeID) : text;
+        }
         if (options?.rowMode === "array") rows.push(values);
         else rows.push(Object.fromEntries(fields.map((f, i) => [f.name, values[i]])));
-      } else if (reply instanceof messages.CommandCompleteMessage) {
+      } else if (type === commandCompleteType) {
         // Tags that carry a count end in it ("SELECT 2", "UPDATE 3", "INSERT 0 5").
-        const parts = reply.text.split(" ");
+        const parts = textDecoder.decode(reply.subarray(body, end - 1)).split(" ");
         command = parts[0];
         const count = Number.parseInt(parts[parts.length - 1] ?? "", 10);
         if (!Number.isNaN(count)) rowCount = count;
-        if (command && ["INSERT", "UPDATE", "DELETE", "COPY", "MERGE"].includes(command)) affectedRows += count;
+        if (command && countedCommands.has(command)) affectedRows += count;
+      } else if (type === errorResponseType) {
+        failed = true;
       }
     }
+    if (failed) throw databaseErrorIn(reply);
     const result: Results<T> = { rows: rows as T[], fields, affectedRows };
     if (command !== undefined) result.command = command;
     if (rowCount !== undefined) result.rowCount = rowCount;
     return result;
   }
+}
+
+const textDecoder = new TextDecoder();
+const dataRowType = 0x44; // 'D'
+const commandCompleteType = 0x43; // 'C'
+const errorResponseType = 0x45; // 'E'
+const countedCommands = new Set(["INSERT", "UPDATE", "DELETE", "COPY", "MERGE"]);
+
+/** The first ErrorResponse of a reply, as PGlite's own DatabaseError (code, detail, constraint, …). */
+function databaseErrorIn(reply: Uint8Array): Error {
+  let first: messages.DatabaseError | undefined;
+  new protocol.Parser().parse(reply, (message) => {
+    if (!first && message instanceof messages.DatabaseError) first = message;
+  });
+  return first ?? new Error("PGlite reported an error it did not describe");
 }
 
 /** Text to value, as PGlite calls it (some parsers look at the type id). */
