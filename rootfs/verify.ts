@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ResultPromise } from "execa";
 import { filesLayout } from "../agent/layout.js";
+import { namespaceGuestCommand } from "../agent/runtimes/namespace/launch.js";
 import { buildQemuArgs, qemuKernelCmdline } from "../agent/runtimes/qemu/cmdline.js";
 import { BuildError } from "./errors.js";
 import { GUEST_NETWORK, guestKernelCmdline, hostTscKhz } from "./kernel-cmdline.js";
@@ -251,45 +252,18 @@ export async function bootNamespaceGuest(opts: BootGuestOptions): Promise<Booted
     netnsCreated = true;
     await run("ip", ["-n", netns, "link", "set", "lo", "up"]);
     const launchedAt = performance.now();
-    sandbox = start(
-      "ip",
-      [
-        "netns",
-        "exec",
-        netns,
-        "bwrap",
-        "--bind",
-        merged,
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--ro-bind",
-        "/sys",
-        "/sys",
-        "--tmpfs",
-        "/run",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--hostname",
-        "sandbox",
-        "--die-with-parent",
-        "--clearenv",
-        "--setenv",
-        "WRENN_RUNTIME",
-        "namespace",
-        "--",
-        "/usr/local/bin/wrenn-init",
-      ],
-      {
-        signal: opts.signal,
-        onOutput: (chunk) => {
-          log += chunk;
-        },
+    const [command, ...args] = namespaceGuestCommand({
+      netns,
+      rootfs: merged,
+      sandboxId: "sandbox",
+      dieWithParent: true,
+    });
+    sandbox = start(command, args, {
+      signal: opts.signal,
+      onOutput: (chunk) => {
+        log += chunk;
       },
-    );
+    });
     bridge = start(
       "ip",
       [

@@ -10,7 +10,7 @@ import {
   freePort,
   freeSlotRange,
   type RunningStack,
-  removeAgentNetwork,
+  removeAgentLeftovers,
   repoRoot,
   runWrenn,
   type StackEnvironment,
@@ -234,7 +234,7 @@ describe.skipIf(unavailable !== undefined)(
         expect(json<unknown[]>(await wrenn(["hosts", "--json"]))).toHaveLength(1);
       } finally {
         child.kill("SIGKILL");
-        await removeAgentNetwork(prefix);
+        await removeAgentLeftovers(prefix);
         await rm(stateDir, { recursive: true, force: true });
       }
     });

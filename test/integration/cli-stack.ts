@@ -1,10 +1,10 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, freeSlotRange } from "../helpers/agent-process.js";
+import { freePort, freeSlotRange, removeAgentLeftovers } from "../helpers/agent-process.js";
 
 /**
  * A real Wrenn stack for CLI, SDK and quickstart tests: `wrenn up` (edge on Node + PGlite + a real
@@ -34,29 +34,12 @@ export async function stackUnavailable(): Promise<string | undefined> {
   return found ? undefined : `needs the guest image (${imageManifest}); build it with: npm run image -- build`;
 }
 
-export { freePort, freeSlotRange };
+export { freePort, freeSlotRange, removeAgentLeftovers };
 
 /** A network prefix (netns, interfaces, firewall tables) no other test agent uses. */
 export function uniqueNetPrefix(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   return `c${Array.from(randomBytes(4), (b) => alphabet[b % alphabet.length]).join("")}`;
-}
-
-/**
- * Removes the network state an agent with `prefix` leaves behind: the pooled spare slots (netns and
- * host-side veths) and its nft table. Agents keep these across restarts by design; tests must not.
- */
-export async function removeAgentNetwork(prefix: string): Promise<void> {
-  const run = (cmd: string, args: string[]) =>
-    new Promise<string>((resolve) => execFile(cmd, args, (_err, stdout) => resolve(String(stdout ?? ""))));
-  const slot = new RegExp(`^${prefix}-\\d+h?$`);
-  const netns = (await run("ip", ["netns", "list"])).split("\n").map((l) => l.split(" ")[0] ?? "");
-  const links = (await run("ip", ["-o", "link", "show"]))
-    .split("\n")
-    .map((l) => (l.split(": ")[1] ?? "").split("@")[0] ?? "");
-  for (const link of links.filter((l) => slot.test(l))) await run("ip", ["link", "del", link]);
-  for (const ns of netns.filter((n) => slot.test(n))) await run("ip", ["netns", "del", ns]);
-  await run("nft", ["delete", "table", "inet", `wrenn_${prefix}`]);
 }
 
 /** Environment that confines a stack to temp dirs, random ports and a unique network prefix. */
@@ -67,7 +50,7 @@ export interface StackEnvironment {
   stateDir: string;
   configFile: string;
   adminKey: string;
-  /** Removes the temp directories and the agent's network state (netns, veths, nft table). */
+  /** Removes the temp directories and what the agent leaves behind (netns, veths, nft table, cgroup parents). */
   cleanup(): Promise<void>;
 }
 
@@ -102,7 +85,7 @@ export async function stackEnvironment(options: { adminKey?: boolean } = {}): Pr
     configFile: join(root, "config.json"),
     adminKey,
     cleanup: async () => {
-      await removeAgentNetwork(prefix);
+      await removeAgentLeftovers(prefix);
       await rm(root, { recursive: true, force: true });
     },
   };

@@ -16,6 +16,7 @@ import {
   setCgroupLimits,
   setFrozen,
 } from "./cgroups.js";
+import { GUEST_PATH, namespaceGuestCommand, WRENN_INIT } from "./launch.js";
 
 /**
  * The namespace runtime: no VM. The template's root tree is the read-only lower layer of an overlay
@@ -43,8 +44,6 @@ export const DROPPED_CAPS = [
   "audit_control",
   "syslog",
 ];
-
-const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 export interface NamespaceRuntimeDeps {
   exec: Exec;
@@ -124,57 +123,10 @@ export class NamespaceRuntime implements Runtime {
       { signal },
     );
     await createCgroups(layout, cgroups, { memoryMb: spec.memoryMb, vcpus: spec.vcpus });
-    const init = (await exists(join(paths.merged, "usr/local/bin/wrenn-init")))
-      ? ["/usr/local/bin/wrenn-init"]
+    // An image built before wrenn-init existed starts tini and envd directly.
+    const init = (await exists(join(paths.merged, WRENN_INIT[0])))
+      ? WRENN_INIT
       : ["/usr/bin/tini", "-s", "--", "/usr/local/bin/envd"];
-    const bwrap = [
-      "bwrap",
-      "--bind",
-      paths.merged,
-      "/",
-      "--proc",
-      "/proc",
-      "--dev",
-      "/dev",
-      "--ro-bind",
-      "/sys",
-      "/sys",
-      "--tmpfs",
-      "/run",
-      "--unshare-pid",
-      "--unshare-ipc",
-      "--unshare-uts",
-      "--unshare-cgroup-try",
-      "--hostname",
-      spec.sandboxId,
-      "--new-session",
-      "--clearenv",
-      "--setenv",
-      "PATH",
-      GUEST_PATH,
-      "--setenv",
-      "HOME",
-      "/root",
-      "--setenv",
-      "WRENN_RUNTIME",
-      "namespace",
-      "--setenv",
-      "WRENN_SANDBOX_ID",
-      spec.sandboxId,
-      "--setenv",
-      "WRENN_GUEST_IP",
-      spec.network.guestIp,
-      "--setenv",
-      "WRENN_INIT_MODE",
-      "namespace",
-      // The host reaches the sandbox's ports at the guest address (DNAT), so envd forwards loopback
-      // listeners there rather than to eth0's slot address.
-      "--setenv",
-      "WRENN_ENVD_ARGS",
-      `--forward-address ${spec.network.guestIp}`,
-      "--",
-      ...init,
-    ];
     // sh joins the sandbox's cgroups, then `ip netns exec` enters the slot's netns and execs bubblewrap,
     // so no process of the sandbox ever runs outside its limits. (The cgroups must be joined first:
     // `ip netns exec` mounts a fresh /sys that hides the cgroup hierarchies.)
@@ -190,11 +142,14 @@ export class NamespaceRuntime implements Runtime {
       "--bounding-set",
       DROPPED_CAPS.map((c) => `-${c}`).join(","),
       "--",
-      "ip",
-      "netns",
-      "exec",
-      spec.network.netns,
-      ...bwrap,
+      ...namespaceGuestCommand({
+        netns: spec.network.netns,
+        rootfs: paths.merged,
+        sandboxId: spec.sandboxId,
+        guestIp: spec.network.guestIp,
+        dieWithParent: false,
+        init,
+      }),
     ];
     const pid = await spawnDetached("/bin/sh", args, { logFile: paths.console, env: { PATH: GUEST_PATH } });
     const pidStartTime = await readPidStartTime(pid);
