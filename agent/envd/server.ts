@@ -1,6 +1,6 @@
 import { writeFile } from "node:fs/promises";
 import http from "node:http";
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import type net from "node:net";
 import { networkInterfaces } from "node:os";
 import type { ConnectRouter } from "@connectrpc/connect";
@@ -177,8 +177,14 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
 
   // Uploads and output streams may last hours: no whole-request timeout, only a header deadline.
   const h1 = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, handler);
-  const h2 = http2.createServer({}, handler);
-  const { server: tcp, destroyConnections } = createDualProtocolListener(h1, h2);
+  // node:http2 is loaded with the first h2c connection: an idle envd that only ever sees HTTP/1.1
+  // (the SDKs' file and RPC traffic) saves its memory.
+  let h2: Promise<http2.Http2Server> | undefined;
+  const h2Server = () => {
+    h2 ??= import("node:http2").then((m) => m.createServer({}, handler));
+    return h2;
+  };
+  const { server: tcp, destroyConnections } = createDualProtocolListener(h1, h2Server);
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
     tcp.listen(config.port, config.host, () => {
@@ -215,7 +221,7 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
         destroyConnections();
       });
       h1.close();
-      h2.close();
+      void h2?.then((server) => server.close());
     },
   };
 }

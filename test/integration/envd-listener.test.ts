@@ -29,7 +29,7 @@ describe("envd dual-protocol listener", () => {
   const h2 = http2.createServer((req, res) => res.end(`h2 ${req.method} ${req.url}`));
 
   beforeAll(async () => {
-    listener = createDualProtocolListener(h1, h2);
+    listener = createDualProtocolListener(h1, async () => h2);
     await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
     port = (listener.server.address() as net.AddressInfo).port;
   });

@@ -15,9 +15,12 @@ export interface DualProtocolListener {
 /**
  * Serves HTTP/1.1 and h2c on one port, told apart by the HTTP/2 preface in a connection's first
  * bytes. Those bytes have already been read when the choice is made, so they are put back for the
- * chosen server.
+ * chosen server. The h2c server is asked for when the first h2c connection arrives.
  */
-export function createDualProtocolListener(h1: http.Server, h2: http2.Http2Server): DualProtocolListener {
+export function createDualProtocolListener(
+  h1: http.Server,
+  h2: () => Promise<http2.Http2Server>,
+): DualProtocolListener {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     // http.Server would disable Nagle on sockets it accepts itself; these come from here, so do it
@@ -37,7 +40,12 @@ export function createDualProtocolListener(h1: http.Server, h2: http2.Http2Serve
       if (isH2) {
         // The HTTP/2 session takes the buffered bytes and then reads the socket's handle itself.
         socket.unshift(buffered);
-        h2.emit("connection", socket);
+        h2().then(
+          (server) => {
+            if (!socket.destroyed) server.emit("connection", socket);
+          },
+          () => socket.destroy(),
+        );
         return;
       }
       handToHttp1(h1, socket, buffered);

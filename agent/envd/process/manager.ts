@@ -3,10 +3,21 @@ import { constants as fsConstants } from "node:fs";
 import { access, stat, writeFile } from "node:fs/promises";
 import { constants } from "node:os";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
-import * as pty from "node-pty";
+import type * as Pty from "node-pty";
 import type { Logger } from "../log.js";
 import { type LinuxUser, STANDARD_PATH } from "../users.js";
 import { type OutputEvent, OutputFanout, type OutputSubscription } from "./output.js";
+
+let ptyModule: Promise<typeof Pty> | undefined;
+
+/**
+ * node-pty, loaded on the first PTY start: its native addon and the code it pulls in cost an idle
+ * envd about 2.5 MiB, and most sandboxes never open a terminal.
+ */
+function loadPty(): Promise<typeof Pty> {
+  ptyModule ??= import("node-pty");
+  return ptyModule;
+}
 
 /** What a client asked to run. */
 export interface ProcessSpec {
@@ -241,7 +252,7 @@ export class ProcessManager {
       throw new ProcessError("invalid_argument", `failed to start ${spec.cmd}: executable file not found in $PATH`);
     }
     const launch = this.launch(spec, executable);
-    const proc = spec.pty ? this.startPty(spec, env, launch) : await this.startPiped(spec, env, launch);
+    const proc = spec.pty ? await this.startPty(spec, env, launch) : await this.startPiped(spec, env, launch);
     this.byPid.set(proc.pid, proc);
     void proc.whenEnded().then(() => this.byPid.delete(proc.pid));
     if (this.childOomScoreAdj !== undefined) {
@@ -331,13 +342,14 @@ export class ProcessManager {
     });
   }
 
-  private startPty(
+  private async startPty(
     spec: ProcessSpec,
     env: Record<string, string>,
     launch: { file: string; args: string[] },
-  ): ManagedProcess {
+  ): Promise<ManagedProcess> {
     const size = spec.pty ?? { cols: 80, rows: 24 };
-    let term: pty.IPty;
+    const pty = await loadPty();
+    let term: Pty.IPty;
     try {
       term = pty.spawn(launch.file, launch.args, {
         name: env.TERM ?? "xterm-256color",
