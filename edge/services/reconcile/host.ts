@@ -127,7 +127,8 @@ export async function reconcileHost(
   // Only now, with the rows written, may the host forget its reaps: a sweep that died before this
   // point leaves them to the next one, which still records `timeout` rather than `lost`.
   const acknowledge = reapsToAcknowledge(host.id, [...rows, ...others], listed, plan, new Set(appliedVersion.keys()));
-  if (acknowledge.length > 0) await acknowledgeReaps(agent, acknowledge, options, log);
+  // Past the deadline the host simply reports them again to the next sweep.
+  if (acknowledge.length > 0 && performance.now() <= deadline) await acknowledgeReaps(agent, acknowledge, options, log);
   const done = plan.transitions.filter((t) => appliedVersion.has(t.id));
   for (const t of done) outcome.changed[t.rule]++;
   if (plan.transitions.length > done.length) {
