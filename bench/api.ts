@@ -1,12 +1,15 @@
-import { access } from "node:fs/promises";
+import { randomFillSync } from "node:crypto";
+import { access, mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server } from "node:net";
-import { cpus, loadavg } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { serve } from "@hono/node-server";
+import { execa } from "execa";
+import { GUEST_IP } from "../agent/network/addresses.js";
 import { parseEnv } from "../edge/env.js";
 import { noopLogger } from "../edge/logger.js";
 import { startNodeEdge } from "../edge/node.js";
@@ -14,7 +17,7 @@ import { Process } from "../proto/gen/envd/process/process_pb.js";
 import { startAgentProcess } from "../test/helpers/agent-process.js";
 import { addFakeHost, createEdgeHarness } from "../test/helpers/edge-app.js";
 import { startPostgres } from "../test/helpers/postgres.js";
-import { IMAGES_ROOT, slotAddress, TEMPLATE } from "../test/integration/agent-fixtures.js";
+import { IMAGES_ROOT, readState, slotAddress, TEMPLATE } from "../test/integration/agent-fixtures.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
 /**
@@ -179,6 +182,58 @@ async function loopbackCopy(bytes: number): Promise<number> {
   }
 }
 
+/** One hop of the transfer chain, reached with curl (a C client, so the client's CPU stays small). */
+interface Hop {
+  name: string;
+  /** Command prefix that runs curl (e.g. inside the sandbox's netns). */
+  prefix: string[];
+  upload: string[];
+  download: string[];
+}
+
+const curlRuns = 3;
+
+/** Median MiB/s of `curlRuns` curl transfers; `-w` reports curl's own average speed in bytes/s. */
+async function curlRate(prefix: string[], args: string[], field: "speed_upload" | "speed_download"): Promise<number> {
+  const rates: number[] = [];
+  for (let i = 0; i < curlRuns; i++) {
+    const command = [...prefix, "curl", "-sS", "-f", "-o", "/dev/null", "-H", "expect:", "-w", `%{${field}}`, ...args];
+    const { stdout } = await execa(command[0] ?? "curl", command.slice(1));
+    rates.push(Number(stdout) / MiB);
+  }
+  return summarize(rates).median;
+}
+
+/**
+ * The same 256 MiB both ways at each hop, from the guest outwards: envd inside the sandbox's netns,
+ * the slot address (veth and the slot's nft rules), the agent's /proxy route, and the REST API.
+ * Each row's ratio is against the hop before it, so the table shows where the rate is lost.
+ */
+async function hopRows(rows: BenchRow[], hops: Hop[], tcp: number): Promise<void> {
+  let previous: { up: number; down: number } | undefined;
+  for (const hop of hops) {
+    const up = await curlRate(hop.prefix, hop.upload, "speed_upload");
+    const down = await curlRate(hop.prefix, hop.download, "speed_download");
+    rows.push({
+      name: `curl upload 256 MiB, ${hop.name}`,
+      unit: "MiB/s",
+      value: up,
+      ratio: previous
+        ? { value: up / previous.up, against: "vs the hop before" }
+        : { value: up / tcp, against: "vs TCP copy" },
+    });
+    rows.push({
+      name: `curl download 256 MiB, ${hop.name}`,
+      unit: "MiB/s",
+      value: down,
+      ratio: previous
+        ? { value: down / previous.down, against: "vs the hop before" }
+        : { value: down / tcp, against: "vs TCP copy" },
+    });
+    previous = { up, down };
+  }
+}
+
 async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void> {
   const manifest = join(IMAGES_ROOT, "images", TEMPLATE, "manifest.json");
   const hasImage = await access(manifest).then(
@@ -324,8 +379,77 @@ async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void
       value: directDownRate,
       ratio: { value: downRate / directDownRate, against: "REST vs direct" },
     });
+    // Per hop, with curl as the client.
+    const dataDir = await mkdtemp(join(tmpdir(), "wrenn-bench-api-"));
+    try {
+      const dataFile = join(dataDir, "data.bin");
+      await writeFile(dataFile, randomFillSync(Buffer.alloc(transferBytes)));
+      const state = await readState(agent, sb.id);
+      const netns = `${agent.netPrefix}-${state.slot?.index ?? 0}`;
+      const envdAuth = ["-H", `x-access-token: ${sb.envdAccessToken}`];
+      const raw = (base: string, extra: string[] = []): Pick<Hop, "upload" | "download"> => ({
+        upload: [
+          ...envdAuth,
+          ...extra,
+          "-H",
+          "content-type: application/octet-stream",
+          "-T",
+          dataFile,
+          "-X",
+          "POST",
+          `${base}/files?path=/tmp/bench-hop.bin`,
+        ],
+        download: [...envdAuth, ...extra, `${base}/files?path=/tmp/bench-hop.bin`],
+      });
+      await hopRows(
+        rows,
+        [
+          {
+            name: "envd inside the sandbox's netns (no veth)",
+            prefix: ["ip", "netns", "exec", netns],
+            ...raw(`http://${GUEST_IP}:49983`),
+          },
+          {
+            name: "envd at the slot address (veth + nft)",
+            prefix: [],
+            ...raw(`http://${await slotAddress(agent, sb.id)}:49983`),
+          },
+          {
+            name: "agent /proxy (+ agent relay)",
+            prefix: [],
+            ...raw(`${agent.url}/proxy/${sb.id}/49983`, ["-H", `authorization: Bearer ${agent.token}`]),
+          },
+          {
+            name: "REST files/write, files/read (+ edge)",
+            prefix: [],
+            upload: [
+              "-H",
+              `x-api-key: ${adminKey}`,
+              "-F",
+              "path=/tmp/bench-hop-rest.bin",
+              "-F",
+              `file=@${dataFile}`,
+              `${edge.url}/v1/sandboxes/${sb.id}/files/write`,
+            ],
+            download: [
+              "-H",
+              `x-api-key: ${adminKey}`,
+              "-H",
+              "content-type: application/json",
+              "-d",
+              JSON.stringify({ path: "/tmp/bench-hop-rest.bin" }),
+              `${edge.url}/v1/sandboxes/${sb.id}/files/read`,
+            ],
+          },
+        ],
+        tcp,
+      );
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
     notes.push(
       "exec and transfers run against a real agent (namespace runtime) and envd in the guest image; the edge uses PGlite.",
+      `curl rows: median of ${curlRuns} runs each; all processes (curl, edge, agent, envd) share this machine's ${cpus().length} CPUs, so every hop's CPU cost lowers every rate.`,
     );
     await api("DELETE", `/v1/sandboxes/${sb.id}`);
   } finally {

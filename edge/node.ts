@@ -9,9 +9,11 @@ import type { DatabaseHandle } from "./db/client.js";
 import { type Env, edgeConfigFrom, parseEnv } from "./env.js";
 import { codeToStatus, type ErrorCode } from "./errors/codes.js";
 import { createConsoleLogger, type Logger } from "./logger.js";
+import { createAgentProxyFetch } from "./node/agent-proxy-fetch.js";
 import { openNodeDatabase } from "./node/database.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
+import { streamLargeBodies } from "./node/request-body.js";
 import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
 import { packageVersion } from "./node/version.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
@@ -74,7 +76,8 @@ export async function startNodeEdge(
   if (generated) logger.info("generated an encryption key", { file: `${pgliteDataDir}/encryption.key` });
   const secrets = await createSecretBox(key);
   const config = edgeConfigFrom(env);
-  const agents = createAgentConnector();
+  // Transfers to sandboxes go over node:http rather than undici: see createAgentProxyFetch.
+  const agents = createAgentConnector({ proxyFetch: createAgentProxyFetch() });
   // Set once the database is open; no request reaches the app before then (see `fetch` below).
   let database: DatabaseHandle | undefined;
   const deps: AppDeps = {
@@ -108,7 +111,7 @@ export async function startNodeEdge(
     if (request.method === "GET" && new URL(request.url).pathname === "/health") return startingHealth();
     return openedOrFailed.then((opened) => (opened ? app.fetch(request) : databaseFailed()));
   };
-  const server = serve({ fetch, port: env.WRENN_PORT, hostname: env.WRENN_HOST });
+  const server = serve({ fetch: streamLargeBodies(fetch), port: env.WRENN_PORT, hostname: env.WRENN_HOST });
   // Uploads stream through to sandboxes and may take longer than Node's default 5-minute limit on
   // receiving a request; slow clients are bounded by the headers timeout instead.
   if ("requestTimeout" in server) server.requestTimeout = 0;

@@ -85,8 +85,15 @@ export function createAgentTransport(host: HostTarget, requestId: string, baseFe
 }
 
 /** The connector used in production: connect-web over `fetch`, and `fetch` to the agent's proxy route. */
-export function createAgentConnector(options: { fetch?: typeof fetch } = {}): AgentConnector {
+export function createAgentConnector(
+  options: {
+    fetch?: typeof fetch;
+    /** `fetch` for the `/proxy` route only (the Node edge passes a faster one for large transfers). */
+    proxyFetch?: typeof fetch;
+  } = {},
+): AgentConnector {
   const baseFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  const proxyFetch = options.proxyFetch ?? baseFetch;
   return {
     client: (host, requestId) => createClient(HostAgentService, createAgentTransport(host, requestId, baseFetch)),
     proxy: (host, sandboxId, port, pathAndQuery, init) => {
@@ -101,7 +108,7 @@ export function createAgentConnector(options: { fetch?: typeof fetch } = {}): Ag
         signal: init.signal ?? null,
       };
       if (init.body instanceof ReadableStream) requestInit.duplex = "half";
-      return baseFetch(url, requestInit);
+      return proxyFetch(url, requestInit);
     },
   };
 }

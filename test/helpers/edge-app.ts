@@ -299,7 +299,7 @@ export class FakeAgent {
     });
   };
 
-  /** Answers the agent's `/proxy/{id}/49983/files` as envd would (GET reads, POST multipart writes). */
+  /** Answers the agent's `/proxy/{id}/49983/files` as envd would (GET reads, POST raw or multipart writes). */
   async proxy(
     sandboxId: string,
     port: number,
@@ -322,12 +322,18 @@ export class FakeAgent {
       if (!content) return Response.json({ message: `${path} not found` }, { status: 404 });
       return new Response(content.slice(), { headers: { "content-length": String(content.length) } });
     }
-    const form = await new Request("http://envd/files", {
+    const upload = new Request("http://envd/files", {
       method: "POST",
       headers: init.headers ?? {},
       body: init.body as BodyInit,
       duplex: "half",
-    } as RequestInit).formData();
+    } as RequestInit);
+    // envd takes a raw body (octet-stream, path in the query) or a multipart form.
+    if (upload.headers.get("content-type") === "application/octet-stream") {
+      sb.files.set(path, new Uint8Array(await upload.arrayBuffer()));
+      return Response.json([{ name: path.split("/").pop(), type: "file", path }]);
+    }
+    const form = await upload.formData();
     const file = form.get("file");
     if (!(file instanceof Blob)) return Response.json({ message: "no file part" }, { status: 400 });
     sb.files.set(path, new Uint8Array(await file.arrayBuffer()));

@@ -35,29 +35,31 @@ export function multipartBoundary(contentType: string | undefined): string | und
   return boundary && boundary.length <= 200 ? boundary : undefined;
 }
 
-/** A byte pattern prepared for Boyer–Moore–Horspool search: long boundaries let the scan skip ahead. */
+/** A byte pattern to search for. */
 interface Pattern {
   bytes: Uint8Array;
-  /** How far the window may move when its last byte is a given value. */
-  skip: Uint32Array;
 }
 
 function pattern(bytes: Uint8Array): Pattern {
-  const skip = new Uint32Array(256).fill(bytes.length);
-  for (let i = 0; i < bytes.length - 1; i++) skip[bytes[i] as number] = bytes.length - 1 - i;
-  return { bytes, skip };
+  return { bytes };
 }
 
-/** First index of `needle` in `haystack` at or after `from`, or -1. */
+/**
+ * First index of `needle` in `haystack` at or after `from`, or -1. Candidates are found with the
+ * engine's native `indexOf` for the pattern's first byte (a CR for every delimiter), so the scan over
+ * a file's bytes runs in native code rather than a byte loop; only candidates are compared in JS.
+ */
 function indexOfPattern(haystack: Uint8Array, needle: Pattern, from: number): number {
   const n = needle.bytes;
-  const last = n.length - 1;
-  let i = from;
-  while (i + last < haystack.length) {
-    let j = last;
-    while (j >= 0 && haystack[i + j] === n[j]) j--;
-    if (j < 0) return i;
-    i += needle.skip[haystack[i + last] as number] as number;
+  const first = n[0] as number;
+  const length = n.length;
+  const lastStart = haystack.length - length;
+  let i = haystack.indexOf(first, from);
+  while (i !== -1 && i <= lastStart) {
+    let j = 1;
+    while (j < length && haystack[i + j] === n[j]) j++;
+    if (j === length) return i;
+    i = haystack.indexOf(first, i + 1);
   }
   return -1;
 }

@@ -1,6 +1,5 @@
 import type { TeamContext } from "../context.js";
 import { BadRequestError, ServiceError } from "../errors.js";
-import { randomString } from "../ids.js";
 import { loadRunningSandbox, type PlacedSandbox } from "../sandboxes/load.js";
 import { envdFailure, envdFilesQuery, envdHeaders, envdPort, proxyUnreachable } from "./envd-http.js";
 import { MultipartError, multipartBoundary, readMultipart, readTextPart } from "./multipart.js";
@@ -22,17 +21,12 @@ export interface WrittenFile {
   size: number;
 }
 
-/** Upload chunks are gathered up to this size before they are written to the agent. */
-const coalesceBytes = 1024 * 1024;
-
 /** Bytes a multipart envelope may add around the file (headers, boundaries, the path field). */
 const envelopeAllowance = 64 * 1024;
 
-const encoder = new TextEncoder();
-
 /**
  * Streams an uploaded file into a sandbox: the request's multipart body is parsed as it arrives and
- * its `file` part is piped, chunk by chunk, into a fresh multipart request to envd's `/files` through
+ * its `file` part is piped, chunk by chunk, as the raw body of a request to envd's `/files` through
  * the agent's proxy. The whole file is never held in memory. A declared Content-Length over the
  * limit is refused before anything is sent; a body that grows past it is cut off with
  * PAYLOAD_TOO_LARGE.
@@ -85,65 +79,27 @@ async function sendToEnvd(
   limit: number,
   user: string | undefined,
 ): Promise<WrittenFile> {
-  const boundary = `wrenn-${randomString(24, "abcdefghijklmnopqrstuvwxyz0123456789")}`;
-  const name = path.split("/").pop() || "file";
-  const head = encoder.encode(
-    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name.replace(/["\r\n]/g, "_")}"\r\n` +
-      "Content-Type: application/octet-stream\r\n\r\n",
-  );
-  const tail = encoder.encode(`\r\n--${boundary}--\r\n`);
   let size = 0;
   let tooLarge = false;
   const reader = file.getReader();
-  let stage: "head" | "body" | "tail" | "done" = "head";
+  // The file goes to envd as a raw body (envd's octet-stream upload, the path in the query), so
+  // neither side frames or parses a second multipart envelope. Chunks are passed on as they come.
   const body = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        if (stage === "head") {
-          stage = "body";
-          controller.enqueue(head);
+        const { done, value } = await reader.read();
+        if (done) {
+          controller.close();
           return;
         }
-        if (stage === "body") {
-          // Small network chunks are gathered into larger writes: per-chunk costs in fetch's upload
-          // path, not bytes, limit the rate. At most `coalesceBytes` is held.
-          const batch = new Uint8Array(coalesceBytes);
-          let filled = 0;
-          while (filled < coalesceBytes) {
-            const { done, value } = await reader.read();
-            if (done) {
-              stage = "tail";
-              break;
-            }
-            size += value.length;
-            if (size > limit) {
-              tooLarge = true;
-              await reader.cancel().catch(() => {});
-              controller.error(
-                new ServiceError("PAYLOAD_TOO_LARGE", `the upload is larger than the ${limit}-byte limit`),
-              );
-              return;
-            }
-            if (filled === 0 && value.length >= coalesceBytes) {
-              controller.enqueue(value);
-              return;
-            }
-            if (filled + value.length > coalesceBytes) {
-              controller.enqueue(batch.subarray(0, filled));
-              controller.enqueue(value);
-              return;
-            }
-            batch.set(value, filled);
-            filled += value.length;
-          }
-          if (filled > 0) controller.enqueue(batch.subarray(0, filled));
-          if (stage === "body") return;
+        size += value.length;
+        if (size > limit) {
+          tooLarge = true;
+          await reader.cancel().catch(() => {});
+          controller.error(new ServiceError("PAYLOAD_TOO_LARGE", `the upload is larger than the ${limit}-byte limit`));
+          return;
         }
-        if (stage === "tail") {
-          stage = "done";
-          controller.enqueue(tail);
-          controller.close();
-        }
+        controller.enqueue(value);
       },
       async cancel(reason) {
         await reader.cancel(reason).catch(() => {});
@@ -156,7 +112,7 @@ async function sendToEnvd(
   try {
     res = await ctx.agents.proxy(placed.target, placed.sandbox.id, envdPort, envdFilesQuery(path, user), {
       method: "POST",
-      headers: { ...(await envdHeaders(ctx, placed)), "content-type": `multipart/form-data; boundary=${boundary}` },
+      headers: { ...(await envdHeaders(ctx, placed)), "content-type": "application/octet-stream" },
       body,
       requestId: ctx.requestId,
     });
