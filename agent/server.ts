@@ -135,6 +135,10 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
   const http2 = createHttp2Server({}, handle);
 
   const dispatch = (socket: Socket) => {
+    // A plain net/tls listener leaves Nagle's algorithm on (http.createServer turns it off): a unary
+    // Connect answer written as headers then body then waited for the client's delayed ACK, which
+    // added milliseconds to every Exec.
+    socket.setNoDelay(true);
     if ((socket as TLSSocket).alpnProtocol === undefined) {
       // Plain TCP: peek at the first bytes to tell h2c (prior knowledge) from HTTP/1.1.
       socket.once("data", (chunk: Buffer) => {

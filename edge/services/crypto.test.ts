@@ -13,6 +13,17 @@ describe("SecretBox", () => {
     expect(await box.open(sealed)).toBe("host-token-123");
   });
 
+  it("opens a remembered secret the same way, and still refuses tampered forms of it", async () => {
+    const box = await createSecretBox(key);
+    const sealed = await box.seal("host-token-123");
+    expect(await box.open(sealed)).toBe("host-token-123");
+    expect(await box.open(sealed)).toBe("host-token-123");
+    const parts = sealed.split(".");
+    const ct = fromBase64Url(parts[2] ?? "");
+    ct[0] = (ct[0] ?? 0) ^ 1;
+    await expect(box.open(`${parts[0]}.${parts[1]}.${toBase64Url(ct)}`)).rejects.toThrow();
+  });
+
   it("uses a fresh IV each time", async () => {
     const box = await createSecretBox(key);
     expect(await box.seal("same")).not.toBe(await box.seal("same"));

@@ -31,10 +31,26 @@ function hexToBytes(hex: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** Creates a SecretBox from a 32-byte key given as 64 hex characters. */
+/** How many opened secrets a SecretBox remembers. */
+const openedCacheSize = 1024;
+
+/**
+ * Creates a SecretBox from a 32-byte key given as 64 hex characters. `open` remembers the last
+ * `openedCacheSize` plaintexts by sealed form: the same host token is opened on every exec and file
+ * call, and each Web Crypto decrypt is a round trip through a thread pool. A sealed form only ever
+ * opens to one plaintext (a fresh IV per seal), so the cache cannot answer wrongly; a changed secret
+ * is a new sealed form.
+ */
 export async function createSecretBox(keyHex: string): Promise<SecretBox> {
   if (!/^[0-9a-fA-F]{64}$/.test(keyHex)) throw new Error("encryption key must be 64 hex characters");
   const key = await crypto.subtle.importKey("raw", hexToBytes(keyHex), "AES-GCM", false, ["encrypt", "decrypt"]);
+  const opened = new Map<string, string>();
+  const decrypt = async (sealed: string): Promise<string> => {
+    const [version, iv, ct] = sealed.split(".");
+    if (version !== "v1" || iv === undefined || ct === undefined) throw new Error("unknown sealed-secret format");
+    const pt = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromBase64Url(iv) }, key, fromBase64Url(ct));
+    return decoder.decode(pt);
+  };
   return {
     async seal(plaintext) {
       const iv = crypto.getRandomValues(new Uint8Array(12));
@@ -42,10 +58,15 @@ export async function createSecretBox(keyHex: string): Promise<SecretBox> {
       return `v1.${toBase64Url(iv)}.${toBase64Url(ct)}`;
     },
     async open(sealed) {
-      const [version, iv, ct] = sealed.split(".");
-      if (version !== "v1" || iv === undefined || ct === undefined) throw new Error("unknown sealed-secret format");
-      const pt = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromBase64Url(iv) }, key, fromBase64Url(ct));
-      return decoder.decode(pt);
+      const known = opened.get(sealed);
+      if (known !== undefined) return known;
+      const plaintext = await decrypt(sealed);
+      if (opened.size >= openedCacheSize) {
+        const oldest = opened.keys().next();
+        if (!oldest.done) opened.delete(oldest.value);
+      }
+      opened.set(sealed, plaintext);
+      return plaintext;
     },
   };
 }
