@@ -13,9 +13,13 @@ import { type Benchmark, type BenchRow, summarize, timeRuns } from "./stats.js";
 const MiB = 1024 * 1024;
 const TRANSFER_BYTES = 256 * MiB;
 const CHUNK = MiB;
+/** Measured transfers per direction, after one unmeasured warm-up of each. */
+const TRANSFER_RUNS = 5;
+/** How long envd is left alone before "idle" is read: V8's memory reducer runs about 8 s after activity stops. */
+const SETTLE_MS = 10_000;
 
 /** Builds the guest package into a temp dir and starts it, so the figures are those of the shipped envd. */
-async function startEnvd(dir: string): Promise<{ child: ChildProcess; port: number }> {
+async function startEnvd(dir: string): Promise<{ child: ChildProcess; port: number; node: string }> {
   const out = await buildEnvd(join(dir, "envd"));
   const child = spawn(join(out, "bin/envd"), ["--debug", "--quiet", "--port", "0", "--host", "127.0.0.1"], {
     stdio: ["ignore", "pipe", "inherit"],
@@ -29,13 +33,40 @@ async function startEnvd(dir: string): Promise<{ child: ChildProcess; port: numb
     });
     child.once("exit", (code) => reject(new Error(`envd exited with ${code}`)));
   });
-  return { child, port };
+  return { child, port, node: join(out, "bin/node") };
 }
 
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m?.[1] ? Number(m[1]) / 1024 : Number.NaN;
+/** Resident memory of a process, MiB: the total and its anonymous (heap, stacks) and file-backed (binary, libraries) parts. */
+interface Rss {
+  total: number;
+  anon: number;
+  file: number;
 }
+
+function rss(pid: number): Rss {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name: string) => {
+    const m = new RegExp(`${name}:\\s+(\\d+) kB`).exec(status);
+    return m?.[1] ? Number(m[1]) / 1024 : Number.NaN;
+  };
+  return { total: field("VmRSS"), anon: field("RssAnon"), file: field("RssFile") };
+}
+
+/** Samples a process's RSS every 20 ms until stopped; returns the highest total seen. */
+function watchPeakRss(pid: number): { stop(): number } {
+  let peak = 0;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, rss(pid).total);
+  }, 20);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(peak, rss(pid).total);
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function spawnAndWait(file: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -94,11 +125,18 @@ export const benchmark: Benchmark = {
   description: "envd in debug mode on loopback, driven by the e2b SDK",
   async run() {
     const dir = mkdtempSync(join(tmpdir(), "wrenn-bench-envd-"));
-    const { child, port } = await startEnvd(dir);
+    const { child, port, node } = await startEnvd(dir);
+    // The floor: the same node binary doing nothing, started at the same moment and read at the same times.
+    const bare = spawn(node, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
     const file = join(dir, "transfer.bin");
     try {
-      await new Promise((r) => setTimeout(r, 2_000));
-      const idleRss = rssMiB(child.pid as number);
+      await sleep(2_000);
+      const envdPid = child.pid as number;
+      const barePid = bare.pid as number;
+      const startRss = rss(envdPid);
+      await sleep(SETTLE_MS - 2_000);
+      const idleRss = rss(envdPid);
+      const bareRss = rss(barePid);
       const sbx = new Sandbox({
         sandboxId: "bench",
         envdVersion: "0.6.13",
@@ -122,19 +160,42 @@ export const benchmark: Benchmark = {
       const viaRpc = summarize(await timeRuns(100, 10, rpcTrue));
       const bareSpawn = summarize(await timeRuns(100, 10, () => spawnAndWait("/bin/true", [])));
 
-      const t0 = performance.now();
-      await sbx.files.write(file, zeroStream(TRANSFER_BYTES), { user: "root" });
-      const uploadMiBps = TRANSFER_BYTES / MiB / ((performance.now() - t0) / 1000);
-
-      const t1 = performance.now();
-      const stream = await sbx.files.read(file, { format: "stream", user: "root" });
-      let received = 0;
-      for await (const c of stream as unknown as AsyncIterable<Uint8Array>) received += c.byteLength;
-      const downloadMiBps = received / MiB / ((performance.now() - t1) / 1000);
-      if (received !== TRANSFER_BYTES) throw new Error(`downloaded ${received} of ${TRANSFER_BYTES} bytes`);
-
-      const tcpMiBps = await loopbackTcpMiBps(TRANSFER_BYTES);
-      const afterRss = rssMiB(child.pid as number);
+      const upload = async () => {
+        const t0 = performance.now();
+        await sbx.files.write(file, zeroStream(TRANSFER_BYTES), { user: "root" });
+        return TRANSFER_BYTES / MiB / ((performance.now() - t0) / 1000);
+      };
+      const download = async () => {
+        const t0 = performance.now();
+        const stream = await sbx.files.read(file, { format: "stream", user: "root" });
+        let received = 0;
+        for await (const c of stream as unknown as AsyncIterable<Uint8Array>) received += c.byteLength;
+        if (received !== TRANSFER_BYTES) throw new Error(`downloaded ${received} of ${TRANSFER_BYTES} bytes`);
+        return received / MiB / ((performance.now() - t0) / 1000);
+      };
+      const preTransferRss = rss(envdPid);
+      const peak = watchPeakRss(envdPid);
+      // One unmeasured round first (JIT, socket buffers, the page cache), then the three measures
+      // interleaved, so a busy moment on this shared machine hits all of them alike.
+      await loopbackTcpMiBps(TRANSFER_BYTES);
+      await upload();
+      await download();
+      const tcpRuns: number[] = [];
+      const uploadRuns: number[] = [];
+      const downloadRuns: number[] = [];
+      for (let i = 0; i < TRANSFER_RUNS; i++) {
+        tcpRuns.push(await loopbackTcpMiBps(TRANSFER_BYTES));
+        uploadRuns.push(await upload());
+        downloadRuns.push(await download());
+      }
+      const peakRss = peak.stop();
+      const afterRss = rss(envdPid);
+      await sleep(SETTLE_MS);
+      const settledRss = rss(envdPid);
+      const tcp = summarize(tcpRuns);
+      const up = summarize(uploadRuns);
+      const down = summarize(downloadRuns);
+      const range = (x: { min: number; max: number }) => `${x.min.toFixed(0)}–${x.max.toFixed(0)}`;
 
       const rows: BenchRow[] = [
         {
@@ -159,20 +220,37 @@ export const benchmark: Benchmark = {
         {
           name: "256 MiB upload (SDK, octet-stream)",
           unit: "MiB/s",
-          value: uploadMiBps,
-          ratio: { value: uploadMiBps / tcpMiBps, against: "loopback TCP" },
+          value: up.median,
+          n: up.n,
+          ratio: { value: up.median / tcp.median, against: "loopback TCP" },
           goal: "≥ 0.5× TCP",
         },
         {
           name: "256 MiB download (SDK, stream)",
           unit: "MiB/s",
-          value: downloadMiBps,
-          ratio: { value: downloadMiBps / tcpMiBps, against: "loopback TCP" },
+          value: down.median,
+          n: down.n,
+          ratio: { value: down.median / tcp.median, against: "loopback TCP" },
           goal: "≥ 0.5× TCP",
         },
-        { name: "loopback TCP copy (baseline)", unit: "MiB/s", value: tcpMiBps },
-        { name: "envd idle RSS (after start)", unit: "MiB", value: idleRss, goal: "≤ 40 MiB" },
-        { name: "envd RSS after the runs", unit: "MiB", value: afterRss },
+        { name: "loopback TCP copy (baseline)", unit: "MiB/s", value: tcp.median, n: tcp.n },
+        {
+          name: `envd idle RSS (${SETTLE_MS / 1000} s after start)`,
+          unit: "MiB",
+          value: idleRss.total,
+          ratio: { value: idleRss.total / bareRss.total, against: "bare node" },
+          goal: "≤ 40 MiB",
+        },
+        { name: "  of which anonymous (RssAnon)", unit: "MiB", value: idleRss.anon },
+        { name: "  of which file-backed (RssFile: node binary, libraries)", unit: "MiB", value: idleRss.file },
+        { name: "bare node idle RSS (floor: same binary, `setInterval`)", unit: "MiB", value: bareRss.total },
+        { name: "  of which anonymous (RssAnon)", unit: "MiB", value: bareRss.anon },
+        { name: "  of which file-backed (RssFile)", unit: "MiB", value: bareRss.file },
+        { name: "envd's own share (envd idle − bare node)", unit: "MiB", value: idleRss.total - bareRss.total },
+        { name: "envd RSS 2 s after start", unit: "MiB", value: startRss.total },
+        { name: "envd peak RSS during the transfers", unit: "MiB", value: peakRss },
+        { name: "envd RSS right after the transfers", unit: "MiB", value: afterRss.total },
+        { name: `envd RSS ${SETTLE_MS / 1000} s after the transfers`, unit: "MiB", value: settledRss.total },
       ];
       return {
         title: "envd (debug mode, loopback, SDK 2.51.0)",
@@ -180,12 +258,16 @@ export const benchmark: Benchmark = {
         notes: [
           `SDK round trip minus plain spawn at p50: ${(viaSdk.median - viaSpawn.median).toFixed(2)} ms (goal ≤ +5 ms); the login shell's profile makes both noisy.`,
           `envd's own cost per process (Connect Start of /bin/true minus spawn of /bin/true, p50): ${(viaRpc.median - bareSpawn.median).toFixed(2)} ms.`,
+          `Transfers: one unmeasured warm-up of each, then ${TRANSFER_RUNS} rounds of (TCP copy, SDK upload, SDK download); each row is the median of its ${TRANSFER_RUNS} runs (MiB/s min–max: TCP ${range(tcp)}, upload ${range(up)}, download ${range(down)}). The TCP baseline is one node process copying into a discarding reader over loopback.`,
+          `RSS before the transfers ${preTransferRss.total.toFixed(1)} MiB; the peak bounds what ${2 * (TRANSFER_RUNS + 1)} transfers of 256 MiB cost envd in memory.`,
+          "Idle RSS is read after the memory reducer's first pass; bare node is the floor no Node program on this host goes below.",
           "envd is the packaged guest build (build:envd: bundled JS on the shipped node binary), as root in debug mode.",
           "The SDK adds HTTP and Connect framing to each command; both sides share this machine's CPUs.",
         ],
       };
     } finally {
       child.kill("SIGTERM");
+      bare.kill("SIGTERM");
       rmSync(dir, { recursive: true, force: true });
     }
   },
