@@ -84,7 +84,7 @@ async function tail(file: string | undefined, lines = 30): Promise<string> {
   return text.trimEnd().split("\n").slice(-lines).join("\n");
 }
 
-/** Starts `agent/main.ts` as a child process and waits until it answers /health. */
+/** Starts the agent (`agent/main.ts`, through `bin/agent.js`) as a child process and waits until it answers /health. */
 export async function startLocalAgent(options: LocalAgentOptions): Promise<LocalAgent> {
   const { env } = options;
   if (!(await portIsFree(options.port, options.host))) {
@@ -108,7 +108,8 @@ export async function startLocalAgent(options: LocalAgentOptions): Promise<Local
     logFd = openSync(options.logFile, "a");
     stdio = ["ignore", logFd, logFd];
   }
-  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", "agent/main.ts"], {
+  // bin/agent.js runs agent/main.ts from a cached bundle (or through tsx): it starts about twice as fast.
+  const child: ChildProcess = spawn(process.execPath, ["bin/agent.js"], {
     cwd: packageRoot,
     env: childEnv,
     stdio,

@@ -37,7 +37,7 @@ const exists = (path: string) =>
   );
 
 describe("wrenn up start-up", () => {
-  it("makes a data directory from the cached template: initdb once, then a copy PGlite opens", async () => {
+  it("makes a data directory from the cached template: initdb and migrations once, then a copy PGlite opens", async () => {
     const root = await tempDir();
     cacheDir = join(root, "cache");
     const first = join(root, "first");
@@ -47,7 +47,7 @@ describe("wrenn up start-up", () => {
     const cached = await readdir(cacheDir);
     // Only the finished template: no partial build left behind.
     expect(cached).toHaveLength(1);
-    expect(cached[0]).toMatch(/^pglite-[\w.+-]+-datadir$/);
+    expect(cached[0]).toMatch(/^pglite-[\w.+-]+-[0-9a-f]{12}$/);
     expect(await exists(join(cacheDir, cached[0] ?? "", "PG_VERSION"))).toBe(true);
 
     const second = join(root, "second");
@@ -59,6 +59,9 @@ describe("wrenn up start-up", () => {
       try {
         await db.exec("create table t (v text); insert into t values ('kept')");
         expect((await db.query<{ v: string }>("select v from t")).rows).toEqual([{ v: "kept" }]);
+        // Migrated already: the edge's migrations are recorded.
+        const applied = await db.query<{ n: number }>("select count(*)::int as n from drizzle.__drizzle_migrations");
+        expect(applied.rows[0]?.n).toBeGreaterThan(0);
         const control = await db.query<{ id: string }>("select system_identifier::text as id from pg_control_system()");
         identifiers.push(control.rows[0]?.id ?? "");
       } finally {

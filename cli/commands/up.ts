@@ -1,4 +1,5 @@
-import { access, cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { access, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { ServiceContext, TeamContext } from "../../edge/services/context.js";
@@ -32,21 +33,43 @@ async function loadEdge() {
 }
 type EdgeModules = Awaited<ReturnType<typeof loadEdge>>;
 
-/** Runs in a worker thread: PGlite's first open of a directory (its initdb) is seconds of CPU. */
+/**
+ * Runs in a worker thread: PGlite's first open of a directory (its initdb) is seconds of CPU, and so
+ * is applying the migrations to a new database. With `migrationsFolder`, it applies them too.
+ */
 const initdbWorkerSource = `
 const { workerData, parentPort } = require("node:worker_threads");
-import(workerData.pglite)
-  .then(async ({ PGlite }) => {
-    const db = await PGlite.create(workerData.dataDir);
+(async () => {
+  const { PGlite } = await import(workerData.pglite);
+  const db = await PGlite.create(workerData.dataDir);
+  try {
+    if (workerData.migrationsFolder) {
+      const { drizzle } = await import(workerData.drizzle);
+      const { migrate } = await import(workerData.migrator);
+      await migrate(drizzle({ client: db }), { migrationsFolder: workerData.migrationsFolder });
+    }
+  } finally {
     await db.close();
-    parentPort.postMessage("");
-  })
-  .catch((err) => parentPort.postMessage(String((err && err.stack) || err)));
+  }
+})().then(
+  () => parentPort.postMessage(""),
+  (err) => parentPort.postMessage(String((err && err.stack) || err)),
+);
 `;
 
-/** Runs PGlite's initdb on `dir` in a worker thread; resolves with an error message, or "" on success. */
-async function initdbInWorker(pgliteUrl: string, dir: string): Promise<string> {
-  const worker = new Worker(initdbWorkerSource, { eval: true, workerData: { pglite: pgliteUrl, dataDir: dir } });
+/**
+ * Runs PGlite's initdb on `dir` in a worker thread, then the migrations in `migrationsFolder` if
+ * given; resolves with an error message, or "" on success.
+ */
+async function initdbInWorker(dir: string, migrationsFolder?: string): Promise<string> {
+  const workerData = {
+    pglite: import.meta.resolve("@electric-sql/pglite"),
+    drizzle: import.meta.resolve("drizzle-orm/pglite"),
+    migrator: import.meta.resolve("drizzle-orm/pglite/migrator"),
+    dataDir: dir,
+    migrationsFolder,
+  };
+  const worker = new Worker(initdbWorkerSource, { eval: true, workerData });
   const message = await new Promise<string>((done) => {
     worker.once("message", (m: unknown) => done(String(m)));
     worker.once("error", (err) => done(err.message));
@@ -63,22 +86,42 @@ const exists = (path: string) =>
   );
 
 /**
- * The pristine PGlite data directory (initdb's output, before any migration) kept in the cache
- * directory, made once per PGlite version: initdb is deterministic for a version (the cluster's
- * random system identifier aside, which nothing here uses), so copying the template gives a new data
- * directory in a fraction of a second instead of seconds of WASM. Built in a private directory and
- * renamed into place, so concurrent `up`s never see half a template. Undefined if it cannot be made.
+ * The edge's migrations: the folder `openNodeDatabase` applies (edge/node/database.ts), named here
+ * so that `up` need not load the edge's database modules before it starts preparing the database.
  */
-async function pgliteTemplate(pgliteUrl: string, cacheDir: string, output: Output): Promise<string | undefined> {
-  const packageJson = new URL("../package.json", pgliteUrl);
+const migrationsFolder = join(packageRoot, "drizzle");
+
+/** A short digest of the PGlite version and the migration files, naming the template they make. */
+async function templateKey(): Promise<string | undefined> {
+  const packageJson = new URL("../package.json", import.meta.resolve("@electric-sql/pglite"));
   const version: unknown = JSON.parse(await readFile(packageJson, "utf8")).version;
   if (typeof version !== "string" || !/^[\w.+-]+$/.test(version)) return undefined;
-  const template = join(cacheDir, `pglite-${version}-datadir`);
+  const hash = createHash("sha256");
+  const files = (await readdir(migrationsFolder, { recursive: true })).sort();
+  for (const file of files) {
+    const text = await readFile(join(migrationsFolder, file)).catch(() => undefined);
+    if (text) hash.update(file).update(text);
+  }
+  return `pglite-${version}-${hash.digest("hex").slice(0, 12)}`;
+}
+
+/**
+ * A PGlite data directory that has been through initdb and the edge's migrations and nothing else,
+ * kept in the cache directory per PGlite version and migration set: both are deterministic (the
+ * cluster's random system identifier aside, which nothing here uses), so copying the template gives
+ * a new data directory in a fraction of the time of running them in WASM. Built in a private
+ * directory and renamed into place, so concurrent `up`s never see half a template. Undefined if it
+ * cannot be made.
+ */
+async function pgliteTemplate(cacheDir: string, output: Output): Promise<string | undefined> {
+  const key = await templateKey();
+  if (!key) return undefined;
+  const template = join(cacheDir, key);
   if (await exists(join(template, "PG_VERSION"))) return template;
   await mkdir(cacheDir, { recursive: true, mode: 0o700 });
   const building = await mkdtemp(`${template}.partial-`);
   try {
-    const failure = await initdbInWorker(pgliteUrl, building);
+    const failure = await initdbInWorker(building, migrationsFolder);
     if (failure) {
       output.err(`note: preparing the database template failed (${failure.split("\n")[0]}); continuing`);
       return undefined;
@@ -96,15 +139,14 @@ async function pgliteTemplate(pgliteUrl: string, cacheDir: string, output: Outpu
 /**
  * Prepares an empty PGlite data directory off the main thread, so that it overlaps with loading the
  * edge's modules and checking (or building) the image, and the event loop stays free to answer
- * `/health` meanwhile: a copy of the cached template, made by initdb in a worker on a machine's first
- * run. The edge then only opens it. A failure is only reported: the edge initialises the directory
+ * `/health` meanwhile: a copy of the cached template, made by initdb and the migrations in a worker
+ * on a machine's first run (and after an upgrade that adds migrations). The edge then only opens it. A failure is only reported: the edge initialises the directory
  * itself.
  */
 export async function initialiseDatabase(dataDir: string, cacheDir: string, output: Output): Promise<void> {
   if (await exists(join(dataDir, "PG_VERSION"))) return;
-  const pgliteUrl = import.meta.resolve("@electric-sql/pglite");
   try {
-    const template = await pgliteTemplate(pgliteUrl, cacheDir, output);
+    const template = await pgliteTemplate(cacheDir, output);
     if (template) {
       await cp(template, dataDir, { recursive: true, force: true });
       return;
@@ -112,7 +154,7 @@ export async function initialiseDatabase(dataDir: string, cacheDir: string, outp
   } catch (err) {
     output.err(`note: copying the database template failed (${(err as Error).message}); continuing`);
   }
-  const failure = await initdbInWorker(pgliteUrl, dataDir);
+  const failure = await initdbInWorker(dataDir);
   if (failure)
     output.err(`note: preparing the database in the background failed (${failure.split("\n")[0]}); continuing`);
 }
@@ -125,7 +167,7 @@ export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--
 
 Environment: WRENN_PORT (3000), WRENN_DATA_DIR (./.wrenn), WRENN_RUNTIME (auto), WRENN_ADMIN_API_KEY,
 AGENT_FILES_ROOTDIR (/var/lib/wrenn), WRENN_AGENT_PORT, WRENN_LOG_LEVEL (warn),
-WRENN_CACHE_DIR (~/.cache/wrenn: a pristine database template, made on the first run).`;
+WRENN_CACHE_DIR (~/.cache/wrenn: a new database's template, made on the first run).`;
 
 /** The default template `up` makes sure is built. */
 const defaultTemplate = "minimal";
