@@ -1,10 +1,11 @@
-import { type IncomingHttpHeaders, type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { HTTP_STATUS } from "./error-map.js";
 import { AgentError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { type RelayRequest, startRelay } from "./proxy-relay.js";
 import type { SandboxManager } from "./sandboxes/manager.js";
 
 /**
@@ -30,6 +31,9 @@ const HOP_BY_HOP = new Set([
   "http2-settings",
 ]);
 
+/** Request headers the relay sets itself (body framing), or that the agent's server already answered. */
+const NOT_FORWARDED = new Set(["content-length", "expect"]);
+
 export interface ProxyTarget {
   sandboxId: string;
   port: number;
@@ -53,7 +57,7 @@ export function parseProxyUrl(url: string): ProxyTarget | AgentError | undefined
 function upstreamHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(":") || HOP_BY_HOP.has(name)) continue;
+    if (value === undefined || name.startsWith(":") || HOP_BY_HOP.has(name) || NOT_FORWARDED.has(name)) continue;
     out[name] = value;
   }
   const guestAuth = headers[GUEST_AUTHORIZATION_HEADER];
@@ -102,38 +106,73 @@ export function proxyHttp(
     sendJsonError(res, resolved.status, resolved.code, resolved.message);
     return;
   }
-  const upstream = request({
-    host: resolved.address,
-    port: target.port,
-    method: req.method,
-    path: target.path,
-    headers: { ...upstreamHeaders(req.headers), host: `${resolved.address}:${target.port}` },
-  });
-  upstream.on("response", (up) => {
-    const headers: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(up.headers)) {
-      if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
-    }
-    res.writeHead(up.statusCode ?? 502, headers);
-    up.pipe(res as NodeJS.WritableStream);
-    up.on("error", () => res.destroy());
-  });
-  upstream.on("error", (err: NodeJS.ErrnoException) => {
-    if (err.code === "ECONNREFUSED") {
-      sendJsonError(res, 502, "PORT_NOT_OPEN", `port is not open: ${target.port} in sandbox ${target.sandboxId}`);
-    } else {
-      logger.warn("proxy upstream failed", { sandboxId: target.sandboxId, port: target.port, err: err.message });
-      sendJsonError(
-        res,
-        502,
-        "UPSTREAM_ERROR",
-        `sandbox ${target.sandboxId} port ${target.port}: ${err.code ?? err.message}`,
-      );
-    }
-  });
+  const upstream = startRelay(
+    {
+      host: resolved.address,
+      port: target.port,
+      method: req.method ?? "GET",
+      path: target.path,
+      headers: upstreamHeaders(req.headers),
+      body: requestBody(req),
+    },
+    {
+      onHead: (head) => {
+        const headers: Record<string, string | string[]> = {};
+        for (const [name, value] of Object.entries(head.headers)) {
+          if (!HOP_BY_HOP.has(name)) headers[name] = value;
+        }
+        res.writeHead(head.status, headers);
+      },
+      onData: (chunk) => {
+        const more = (res as ServerResponse).write(chunk);
+        if (!more) res.once("drain", () => upstream.resume());
+        return more;
+      },
+      onEnd: () => {
+        res.end();
+      },
+      onError: (err, beforeHead) => {
+        if (!beforeHead) {
+          res.destroy();
+        } else if (err.code === "ECONNREFUSED") {
+          sendJsonError(res, 502, "PORT_NOT_OPEN", `port is not open: ${target.port} in sandbox ${target.sandboxId}`);
+        } else {
+          logger.warn("proxy upstream failed", { sandboxId: target.sandboxId, port: target.port, err: err.message });
+          sendJsonError(
+            res,
+            502,
+            "UPSTREAM_ERROR",
+            `sandbox ${target.sandboxId} port ${target.port}: ${err.code ?? err.message}`,
+          );
+        }
+      },
+    },
+  );
   // The client went away (or the response finished): stop talking to the guest.
   res.on("close", () => upstream.destroy());
-  (req as NodeJS.ReadableStream).pipe(upstream);
+  const body = req as NodeJS.ReadableStream & { on: IncomingMessage["on"] };
+  body.on("data", (chunk: Buffer) => {
+    if (!upstream.write(chunk)) {
+      body.pause();
+      upstream.socket.once("drain", () => body.resume());
+    }
+  });
+  body.on("end", () => upstream.end());
+  // A client that aborts its upload must not leave the guest with a complete-looking body.
+  body.on("error", () => upstream.destroy());
+  body.on("aborted", () => upstream.destroy());
+}
+
+/** How the request's body is framed on its way to the guest (the client's own framing is gone). */
+function requestBody(req: AnyRequest): RelayRequest["body"] {
+  const length = req.headers["content-length"];
+  if (length !== undefined && /^\d+$/.test(length)) return { kind: "length", bytes: Number(length) };
+  if (req.headers["transfer-encoding"] !== undefined) return { kind: "chunked" };
+  // HTTP/2 requests may stream a body without announcing a length.
+  if (!("socket" in req && req.httpVersionMajor === 1) && req.method !== "GET" && req.method !== "HEAD") {
+    return { kind: "chunked" };
+  }
+  return { kind: "none" };
 }
 
 function writeRawError(socket: Duplex, status: number, code: string, message: string): void {

@@ -97,6 +97,13 @@ async function pump(source: ReadableStream<Uint8Array>, req: ReturnType<typeof h
       const { done, value } = await reader.read();
       if (done) break;
       if (req.destroyed) return;
+      // Writes made in the same turn go out together: a multipart file part arrives as each network
+      // chunk plus the few bytes held back to look for a boundary, and without corking every such
+      // sliver became its own chunk frame, syscall and packet.
+      if (req.writableCorked === 0) {
+        req.cork();
+        process.nextTick(() => req.uncork());
+      }
       if (!req.write(value)) {
         await new Promise<void>((resolve) => {
           const go = () => {
