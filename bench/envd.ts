@@ -66,6 +66,25 @@ function watchPeakRss(pid: number): { stop(): number } {
   };
 }
 
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  // Fields after the command name, which may contain spaces: utime and stime are the 12th and 13th.
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** USER_HZ: /proc reports CPU time in these ticks; 100 on every Linux build that matters here. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** Runs `fn` and returns the CPU seconds envd (`pid`) and this process spent during it. */
+async function cpuOf<T>(pid: number, fn: () => Promise<T>): Promise<{ result: T; envd: number; client: number }> {
+  const envd0 = cpuSeconds(pid);
+  const client0 = process.cpuUsage();
+  const result = await fn();
+  const client = process.cpuUsage(client0);
+  return { result, envd: cpuSeconds(pid) - envd0, client: (client.user + client.system) / 1e6 };
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function spawnAndWait(file: string, args: string[]): Promise<void> {
@@ -183,10 +202,18 @@ export const benchmark: Benchmark = {
       const tcpRuns: number[] = [];
       const uploadRuns: number[] = [];
       const downloadRuns: number[] = [];
+      const uploadCpu = { envd: [] as number[], client: [] as number[] };
+      const downloadCpu = { envd: [] as number[], client: [] as number[] };
       for (let i = 0; i < TRANSFER_RUNS; i++) {
         tcpRuns.push(await loopbackTcpMiBps(TRANSFER_BYTES));
-        uploadRuns.push(await upload());
-        downloadRuns.push(await download());
+        const up = await cpuOf(envdPid, upload);
+        uploadRuns.push(up.result);
+        uploadCpu.envd.push(up.envd);
+        uploadCpu.client.push(up.client);
+        const down = await cpuOf(envdPid, download);
+        downloadRuns.push(down.result);
+        downloadCpu.envd.push(down.envd);
+        downloadCpu.client.push(down.client);
       }
       const peakRss = peak.stop();
       const afterRss = rss(envdPid);
@@ -235,6 +262,30 @@ export const benchmark: Benchmark = {
         },
         { name: "loopback TCP copy (baseline)", unit: "MiB/s", value: tcp.median, n: tcp.n },
         {
+          name: "  upload CPU: envd (user + sys) per 256 MiB",
+          unit: "s",
+          value: summarize(uploadCpu.envd).median,
+          n: uploadCpu.envd.length,
+        },
+        {
+          name: "  upload CPU: SDK client (this process) per 256 MiB",
+          unit: "s",
+          value: summarize(uploadCpu.client).median,
+          n: uploadCpu.client.length,
+        },
+        {
+          name: "  download CPU: envd (user + sys) per 256 MiB",
+          unit: "s",
+          value: summarize(downloadCpu.envd).median,
+          n: downloadCpu.envd.length,
+        },
+        {
+          name: "  download CPU: SDK client (this process) per 256 MiB",
+          unit: "s",
+          value: summarize(downloadCpu.client).median,
+          n: downloadCpu.client.length,
+        },
+        {
           name: `envd idle RSS (${SETTLE_MS / 1000} s after start)`,
           unit: "MiB",
           value: idleRss.total,
@@ -258,7 +309,7 @@ export const benchmark: Benchmark = {
         notes: [
           `SDK round trip minus plain spawn at p50: ${(viaSdk.median - viaSpawn.median).toFixed(2)} ms (goal ≤ +5 ms); the login shell's profile makes both noisy.`,
           `envd's own cost per process (Connect Start of /bin/true minus spawn of /bin/true, p50): ${(viaRpc.median - bareSpawn.median).toFixed(2)} ms.`,
-          `Transfers: one unmeasured warm-up of each, then ${TRANSFER_RUNS} rounds of (TCP copy, SDK upload, SDK download); each row is the median of its ${TRANSFER_RUNS} runs (MiB/s min–max: TCP ${range(tcp)}, upload ${range(up)}, download ${range(down)}). The TCP baseline is one node process copying into a discarding reader over loopback.`,
+          `Transfers: one unmeasured warm-up of each, then ${TRANSFER_RUNS} rounds of (TCP copy, SDK upload, SDK download); each row is the median of its ${TRANSFER_RUNS} runs (MiB/s min–max: TCP ${range(tcp)}, upload ${range(up)}, download ${range(down)}). The TCP baseline is one node process copying into a discarding reader over loopback. The CPU rows say where a transfer's time goes and, unlike the rates, hardly move with the load on this shared machine.`,
           `RSS before the transfers ${preTransferRss.total.toFixed(1)} MiB; the peak bounds what ${2 * (TRANSFER_RUNS + 1)} transfers of 256 MiB cost envd in memory.`,
           "Idle RSS is read after the memory reducer's first pass; bare node is the floor no Node program on this host goes below.",
           "envd is the packaged guest build (build:envd: bundled JS on the shipped node binary), as root in debug mode.",
