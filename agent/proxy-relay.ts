@@ -263,6 +263,12 @@ export function startRelay(request: RelayRequest, handlers: RelayHandlers): Rela
     socket,
     write: (chunk) => {
       if (chunk.length === 0) return true;
+      // Everything written in one turn (chunk frames, and the small pieces a client's framing leaves)
+      // goes out in one writev, not as a syscall and a packet per piece.
+      if (socket.writableCorked === 0) {
+        socket.cork();
+        process.nextTick(() => socket.uncork());
+      }
       if (!chunked) return socket.write(chunk);
       socket.write(`${chunk.length.toString(16)}\r\n`, "latin1");
       socket.write(chunk);
