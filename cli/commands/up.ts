@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { access, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -137,6 +138,17 @@ async function pgliteTemplate(cacheDir: string, output: Output): Promise<string 
 }
 
 /**
+ * Copies the contents of `from` into `to`: with cp(1), which takes a fifth of the time of Node's
+ * `fs.cp` on a thousand small files, else with `fs.cp`.
+ */
+async function copyDirectory(from: string, to: string): Promise<void> {
+  const copied = await new Promise<boolean>((resolve) =>
+    execFile("cp", ["-a", "--", `${from}/.`, to], (err) => resolve(err === null)),
+  );
+  if (!copied) await cp(from, to, { recursive: true, force: true });
+}
+
+/**
  * Prepares an empty PGlite data directory off the main thread, so that it overlaps with loading the
  * edge's modules and checking (or building) the image, and the event loop stays free to answer
  * `/health` meanwhile: a copy of the cached template, made by initdb and the migrations in a worker
@@ -148,7 +160,7 @@ export async function initialiseDatabase(dataDir: string, cacheDir: string, outp
   try {
     const template = await pgliteTemplate(cacheDir, output);
     if (template) {
-      await cp(template, dataDir, { recursive: true, force: true });
+      await copyDirectory(template, dataDir);
       return;
     }
   } catch (err) {
