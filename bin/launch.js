@@ -75,7 +75,13 @@ async function buildBundle(name, entry, manifestFile) {
   const dir = `${cacheDir}${name}-${hash.digest("hex").slice(0, 16)}/`;
   const outdir = `${root}out/`;
   mkdirSync(dir, { recursive: true });
-  for (const file of result.outputFiles) writeFileSync(`${dir}${file.path.slice(outdir.length)}`, file.contents);
+  // Each file aside and renamed: a concurrent first start building the same bundle rewrites the same
+  // names, and a reader must never see one half written.
+  for (const file of result.outputFiles) {
+    const target = `${dir}${file.path.slice(outdir.length)}`;
+    writeFileSync(`${target}.${process.pid}.tmp`, file.contents);
+    renameSync(`${target}.${process.pid}.tmp`, target);
+  }
   const entryRelative = entry.slice(root.length);
   const entryOutput = Object.keys(result.metafile.outputs).find(
     (out) => result.metafile.outputs[out].entryPoint === entryRelative,
