@@ -207,7 +207,7 @@ export class FakeAgent {
       },
       listSandboxes: async (_req, ctx) => {
         this.check("listSandboxes", "", auth(ctx));
-        return { sandboxes: [...this.sandboxes.values()].map((s) => s.sandbox), reaped: [] };
+        return { sandboxes: [...this.sandboxes.values()].map((s) => s.sandbox), reaps: [] };
       },
       exec: async (req, ctx) => {
         this.check("exec", req.sandboxId, auth(ctx));
