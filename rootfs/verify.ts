@@ -61,6 +61,27 @@ function httpOverUnix(socketPath: string, method: string, path: string, body?: s
   });
 }
 
+/** Serves envd's port in the guest's netns on a unix socket of the host, so checks need no host route. */
+function startEnvdBridge(
+  netns: string,
+  socketPath: string,
+  guestHost: string,
+  signal: AbortSignal | undefined,
+): ResultPromise {
+  return start(
+    "ip",
+    [
+      "netns",
+      "exec",
+      netns,
+      "socat",
+      `UNIX-LISTEN:${socketPath},fork,mode=600`,
+      `TCP:${guestHost}:${ENVD_PORT},connect-timeout=2`,
+    ],
+    { signal },
+  );
+}
+
 async function killAndWait(child: ResultPromise | undefined): Promise<void> {
   if (!child?.pid) return;
   try {
@@ -141,18 +162,7 @@ export async function bootGuest(opts: BootGuestOptions): Promise<BootedGuest> {
     });
     const launchedAt = performance.now();
     qemu = start("ip", ["netns", "exec", netns, "qemu-system-x86_64", ...args], { signal: opts.signal });
-    bridge = start(
-      "ip",
-      [
-        "netns",
-        "exec",
-        netns,
-        "socat",
-        `UNIX-LISTEN:${envdSocketPath},fork,mode=600`,
-        `TCP:${GUEST_NETWORK.guestIp}:${ENVD_PORT},connect-timeout=2`,
-      ],
-      { signal: opts.signal },
-    );
+    bridge = startEnvdBridge(netns, envdSocketPath, GUEST_NETWORK.guestIp, opts.signal);
     const deadline = launchedAt + (opts.readyTimeoutMs ?? 120_000);
     let qemuExited = false;
     void qemu.then(() => {
@@ -264,18 +274,7 @@ export async function bootNamespaceGuest(opts: BootGuestOptions): Promise<Booted
         log += chunk;
       },
     });
-    bridge = start(
-      "ip",
-      [
-        "netns",
-        "exec",
-        netns,
-        "socat",
-        `UNIX-LISTEN:${envdSocketPath},fork,mode=600`,
-        `TCP:127.0.0.1:${ENVD_PORT},connect-timeout=2`,
-      ],
-      { signal: opts.signal },
-    );
+    bridge = startEnvdBridge(netns, envdSocketPath, "127.0.0.1", opts.signal);
     const deadline = launchedAt + (opts.readyTimeoutMs ?? 60_000);
     for (;;) {
       if (opts.signal?.aborted) throw new BuildError("interrupted");

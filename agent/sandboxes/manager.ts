@@ -12,7 +12,14 @@ import type { GuestHandle, GuestSpec, Runtime } from "../runtimes/types.js";
 import { assertSandboxId, assertTemplateName, SANDBOX_ID_PATTERN } from "./ids.js";
 import { KeyedLock, Semaphore } from "./lock.js";
 import { type Reap, ReapLog, type ReapRetention, reapLogPath } from "./reaped.js";
-import { readRecords, type SandboxRecord, type StopReasonName, type TimeoutActionName, writeRecord } from "./record.js";
+import {
+  readRecords,
+  type SandboxRecord,
+  type StopReasonName,
+  type TimeoutActionName,
+  UNSET_RECORD_FIELDS,
+  writeRecord,
+} from "./record.js";
 
 /**
  * The sandbox manager: ids, states, locks, capacity, network slots, the envd handshake, the TTL
@@ -300,13 +307,7 @@ export class SandboxManager {
       accessToken: input.accessToken,
       internetAccess: input.internetAccess,
       status: "starting",
-      stopReason: undefined,
-      stoppedAt: undefined,
-      error: undefined,
-      envdVersion: "",
-      slot: undefined,
-      handle: undefined,
-      snapshot: undefined,
+      ...UNSET_RECORD_FIELDS,
     };
   }
 

@@ -58,6 +58,17 @@ export async function writeRecord(sandboxDir: string, record: SandboxRecord): Pr
   await rename(temp, target);
 }
 
+/** The fields a sandbox gets only as it runs (stop, error, envd handshake, slot, runtime handle, snapshot), all unset. */
+export const UNSET_RECORD_FIELDS = {
+  stopReason: undefined,
+  stoppedAt: undefined,
+  error: undefined,
+  envdVersion: "",
+  slot: undefined,
+  handle: undefined,
+  snapshot: undefined,
+} as const satisfies Partial<SandboxRecord>;
+
 /** Every state file under sandboxes/, with the directory names that have none (half-made). */
 export async function readRecords(sandboxesDir: string): Promise<{ records: SandboxRecord[]; orphans: string[] }> {
   const names = await readdir(sandboxesDir).catch(() => [] as string[]);
@@ -86,13 +97,7 @@ export async function readRecords(sandboxesDir: string): Promise<{ records: Sand
         envVars: {},
         accessToken: "",
         internetAccess: false,
-        stopReason: undefined,
-        stoppedAt: undefined,
-        error: undefined,
-        envdVersion: "",
-        slot: undefined,
-        handle: undefined,
-        snapshot: undefined,
+        ...UNSET_RECORD_FIELDS,
       };
       records.push({ ...defaults, ...parsed } as SandboxRecord);
     } catch {

@@ -91,14 +91,12 @@ export async function setCgroupLimits(
   await writeFile(join(groups.cpu, "cpu.cfs_quota_us"), String(quota));
 }
 
+/** Creates a sandbox's cgroups and sets their limits. */
 export async function createCgroups(
   layout: CgroupLayout,
   groups: SandboxCgroups,
   limits: { memoryMb: number; vcpus: number },
 ): Promise<void> {
-  const bytes = limits.memoryMb * 2 ** 20;
-  const period = 100_000;
-  const quota = limits.vcpus * period;
   if (layout.kind === "unified") {
     // Controllers must be enabled on every ancestor for memory.max / cpu.max to appear.
     const parent = join(groups.memory, "..");
@@ -106,15 +104,11 @@ export async function createCgroups(
     await mkdir(parent, { recursive: true });
     await writeFile(join(parent, "cgroup.subtree_control"), "+memory +cpu");
     await mkdir(groups.memory, { recursive: true });
-    await writeFile(join(groups.memory, "memory.max"), String(bytes));
     await writeFile(join(groups.memory, "memory.swap.max"), "0").catch(() => {});
-    await writeFile(join(groups.cpu, "cpu.max"), `${quota} ${period}`);
-    return;
+  } else {
+    for (const dir of cgroupDirs(groups)) await mkdir(dir, { recursive: true });
   }
-  for (const dir of cgroupDirs(groups)) await mkdir(dir, { recursive: true });
-  await writeFile(join(groups.memory, "memory.limit_in_bytes"), String(bytes));
-  await writeFile(join(groups.cpu, "cpu.cfs_period_us"), String(period));
-  await writeFile(join(groups.cpu, "cpu.cfs_quota_us"), String(quota));
+  await setCgroupLimits(layout, groups, limits);
 }
 
 async function procsOf(dir: string): Promise<number[]> {
