@@ -360,11 +360,15 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
       const option = await imageCli(["build", "--frobnicate"], root);
       expect(option.exitCode).toBe(1);
       expect(option.all).toMatch(/unknown option --frobnicate/);
-      const notRoot = await execa(
-        "setpriv",
-        ["--reuid=65534", "--regid=65534", "--clear-groups", "node", "--import", "tsx", "rootfs/cli.ts", "build"],
-        { cwd: repo, env: { AGENT_FILES_ROOTDIR: root }, reject: false, all: true },
-      );
+      // Not root: in a fresh user namespace the process is the overflow uid with no capabilities on the
+      // host, yet still reads a checkout that only root may enter (a clone in a 0700 temp directory),
+      // which a switch to the real nobody user could not.
+      const notRoot = await execa("unshare", ["--user", "node", "--import", "tsx", "rootfs/cli.ts", "build"], {
+        cwd: repo,
+        env: { AGENT_FILES_ROOTDIR: root },
+        reject: false,
+        all: true,
+      });
       expect(notRoot.exitCode).not.toBe(0);
       expect(notRoot.all).toMatch(/needs root|EACCES|permission denied/i);
     });
