@@ -1,6 +1,7 @@
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
 import { type FilesLayout, filesLayout } from "./layout.js";
+import type { RuntimeName } from "./runtimes/types.js";
 
 /**
  * The agent's only reader of process.env: one zod schema, parsed once at start, then passed down as a value.
@@ -85,7 +86,7 @@ const envSchema = z.object({
   AGENT_FILES_ROOTDIR: z.string().startsWith("/", "must be an absolute path").default("/var/lib/wrenn"),
   AGENT_STATE_DIR: z.string().startsWith("/", "must be an absolute path").optional(),
   AGENT_LISTEN_ADDRESS: listenAddress.default({ host: "127.0.0.1", port: 5007 }),
-  AGENT_RUNTIME: z.enum(["auto", "firecracker", "qemu", "namespace"]).default("auto"),
+  AGENT_RUNTIME: z.enum(["auto", "firecracker", "qemu", "gvisor", "namespace"]).default("auto"),
   AGENT_MAX_SANDBOXES: positiveInt("AGENT_MAX_SANDBOXES").optional(),
   AGENT_VCPUS: positiveInt("AGENT_VCPUS").optional(),
   AGENT_MEMORY_MB: positiveInt("AGENT_MEMORY_MB").optional(),
@@ -131,7 +132,7 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 export interface AgentConfig {
   layout: FilesLayout;
   listen: { host: string; port: number };
-  runtime: "auto" | "firecracker" | "qemu" | "namespace";
+  runtime: "auto" | RuntimeName;
   capacity: { maxSandboxes: number; vcpus: number; memoryMb: number };
   defaults: { vcpus: number; memoryMb: number };
   maxConcurrentStarts: number;

@@ -61,6 +61,8 @@ async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): P
       if (typeof runtime === "string") throw new Error(`AGENT_RUNTIME=firecracker but ${runtime}`);
       return runtime;
     }
+    case "gvisor":
+      throw new Error("AGENT_RUNTIME=gvisor: the gVisor runtime is being written (issue 14)");
     case "auto": {
       const fc = await firecracker();
       if (typeof fc !== "string") return fc;

@@ -23,6 +23,7 @@ export const HOST_TOOLS: readonly { pkg: string; command: string; why: string }[
   { pkg: "qemu-system-x86", command: "qemu-system-x86_64", why: "VM runtime" },
   { pkg: "qemu-utils", command: "qemu-img", why: "copy-on-write VM disks" },
   { pkg: "bubblewrap", command: "bwrap", why: "namespace runtime" },
+  { pkg: "runsc", command: "runsc", why: "gVisor runtime (the default without KVM)" },
   { pkg: "iproute2", command: "ip", why: "network slots" },
   { pkg: "nftables", command: "nft", why: "network slots" },
   { pkg: "iptables", command: "iptables", why: "network slots" },

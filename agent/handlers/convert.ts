@@ -5,6 +5,7 @@ import {
   type Entry,
   EntrySchema,
   EntryType,
+  IsolationClass as IsolationClassEnum,
   Runtime as RuntimeEnum,
   type Sandbox,
   SandboxSchema,
@@ -12,7 +13,7 @@ import {
   StopReason,
   TimeoutAction,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import type { RuntimeName } from "../runtimes/types.js";
+import type { IsolationClass, RuntimeName } from "../runtimes/types.js";
 import type { SandboxRecord, SandboxStatus, StopReasonName, TimeoutActionName } from "../sandboxes/record.js";
 
 /** Conversions between the manager's records and the HostAgentService messages, in one place. */
@@ -38,7 +39,14 @@ const STOP_REASON: Record<StopReasonName, StopReason> = {
 export const RUNTIME: Record<RuntimeName, RuntimeEnum> = {
   firecracker: RuntimeEnum.FIRECRACKER,
   qemu: RuntimeEnum.QEMU,
+  gvisor: RuntimeEnum.GVISOR,
   namespace: RuntimeEnum.NAMESPACE,
+};
+
+export const ISOLATION: Record<IsolationClass, IsolationClassEnum> = {
+  vm: IsolationClassEnum.VM,
+  gvisor: IsolationClassEnum.GVISOR,
+  namespace: IsolationClassEnum.NAMESPACE,
 };
 
 export function timeoutActionFromProto(action: TimeoutAction | undefined): TimeoutActionName {

@@ -11,8 +11,9 @@ import {
 import { EnvdClient } from "../envd-client.js";
 import { AgentError } from "../errors.js";
 import type { HostInventory } from "../host-inventory.js";
+import { ISOLATION_OF } from "../runtimes/types.js";
 import type { SandboxManager } from "../sandboxes/manager.js";
-import { entryToProto, RUNTIME, sandboxToProto, timeoutActionFromProto } from "./convert.js";
+import { entryToProto, ISOLATION, RUNTIME, sandboxToProto, timeoutActionFromProto } from "./convert.js";
 
 /** HostAgentService over the sandbox manager and each guest's envd. Handlers validate, call, shape. */
 
@@ -362,6 +363,7 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
         templates: facts.templates,
         kvm: facts.kvm,
         arch: arch() === "x64" ? "x86_64" : arch(),
+        isolation: ISOLATION[ISOLATION_OF[runtime.name]],
       };
     },
   };

@@ -4,7 +4,18 @@
  * only starts, stops, pauses and restores one guest whose network slot and files are already prepared.
  */
 
-export type RuntimeName = "firecracker" | "qemu" | "namespace";
+export type RuntimeName = "firecracker" | "qemu" | "gvisor" | "namespace";
+
+/** How strongly a runtime separates a guest from the host kernel, strongest first. */
+export type IsolationClass = "vm" | "gvisor" | "namespace";
+
+/** The isolation class each runtime gives. */
+export const ISOLATION_OF: Record<RuntimeName, IsolationClass> = {
+  firecracker: "vm",
+  qemu: "vm",
+  gvisor: "gvisor",
+  namespace: "namespace",
+};
 
 export interface RuntimeCapabilities {
   /** Pause writes memory and device state to disk and frees the guest's process (false: freeze in place). */

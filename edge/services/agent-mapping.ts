@@ -59,6 +59,8 @@ export function runtimeName(runtime: Runtime): string {
       return "firecracker";
     case Runtime.QEMU:
       return "qemu";
+    case Runtime.GVISOR:
+      return "gvisor";
     case Runtime.NAMESPACE:
       return "namespace";
     default:
