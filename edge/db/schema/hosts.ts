@@ -7,6 +7,14 @@ export const hostStatuses = ["active", "draining", "unhealthy"] as const;
 export type HostStatus = (typeof hostStatuses)[number];
 
 /**
+ * How strongly a host's runtime separates a guest from the host kernel, strongest first: `vm`
+ * (Firecracker, QEMU), `gvisor` (a user-space kernel), `namespace` (shares the host kernel).
+ */
+export const isolationClasses = ["vm", "gvisor", "namespace"] as const;
+/** One of `isolationClasses`. */
+export type IsolationClassName = (typeof isolationClasses)[number];
+
+/**
  * Machines running a host agent. `tokenSealed` is the agent's bearer token, encrypted with the
  * edge's secret key (AES-GCM). Capacity columns are what GetHostInfo last reported. Ids look like `host_…`.
  */
@@ -19,6 +27,11 @@ export const hosts = pgTable(
     tokenSealed: text("token_sealed").notNull(),
     status: text("status", { enum: hostStatuses }).notNull().default("active"),
     runtime: text("runtime").notNull().default(""),
+    /**
+     * Isolation class the host last reported (or derived from its runtime for agents that predate
+     * the field). Defaults to the weakest class, so a host is never trusted more than it said.
+     */
+    isolation: text("isolation", { enum: isolationClasses }).notNull().default("namespace"),
     capacityVcpus: integer("capacity_vcpus").notNull().default(0),
     capacityMemoryMb: integer("capacity_memory_mb").notNull().default(0),
     capacityMaxSandboxes: integer("capacity_max_sandboxes").notNull().default(0),

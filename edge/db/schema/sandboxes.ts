@@ -1,5 +1,5 @@
-import { boolean, index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
-import { hosts } from "./hosts.js";
+import { bigint, boolean, index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { hosts, isolationClasses } from "./hosts.js";
 import { teams } from "./teams.js";
 import { lifecycleDates, rowVersion } from "./util.js";
 
@@ -68,6 +68,12 @@ export const sandboxes = pgTable(
     metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),
     envdTokenSealed: text("envd_token_sealed").notNull(),
     envdVersion: text("envd_version").notNull().default(""),
+    /** Runtime of the host it was placed on (`firecracker`, `qemu`, `gvisor`, `namespace`); "" before placement. */
+    runtime: text("runtime").notNull().default(""),
+    /** Isolation class of the host it was placed on; null before placement. */
+    isolation: text("isolation", { enum: isolationClasses }),
+    /** Bytes of its pause snapshot on the host's disk (what the agent reported at pause); 0 when not paused to disk. */
+    snapshotBytes: bigint("snapshot_bytes", { mode: "number" }).notNull().default(0),
     stopReason: text("stop_reason", { enum: stopReasons }),
     /** Human-readable failure for `error` (and `stopped` with reason `error`). */
     error: text("error"),
