@@ -1,4 +1,5 @@
-import { boolean, index, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { sql } from "drizzle-orm";
+import { boolean, doublePrecision, index, integer, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 import { teams } from "./teams.js";
 import { lifecycleDates } from "./util.js";
 
@@ -19,6 +20,22 @@ export const apiKeys = pgTable(
     hash: text("hash").notNull(),
     /** Admin keys may manage hosts and other teams' keys. */
     isAdmin: boolean("is_admin").notNull().default(false),
+    /**
+     * Scopes of a non-admin key (admin keys hold every scope). The default is every non-admin scope,
+     * so keys made before scopes existed keep their powers; `defaultKeyScopes` is the same list.
+     */
+    scopes: text("scopes")
+      .array()
+      .notNull()
+      .default(
+        sql`'{sandboxes:read,sandboxes:write,sandboxes:exec,files:read,files:write,keys:read,keys:write}'::text[]`,
+      ),
+    /** After this instant the key is refused (401 API_KEY_EXPIRED); null: never. */
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }),
+    /** Admin-set override of the request rate (tokens per second); null: the edge's default. */
+    rateLimitPerSec: doublePrecision("rate_limit_per_sec"),
+    /** Admin-set override of the bucket size (burst); null: the edge's default. */
+    rateLimitBurst: integer("rate_limit_burst"),
     lastUsedAt: timestamp("last_used_at", { withTimezone: true, mode: "date" }),
     revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
     ...lifecycleDates,

@@ -2,6 +2,7 @@
 export * from "./api-keys.js";
 export * from "./hosts.js";
 export * from "./leases.js";
+export * from "./rate-limit-buckets.js";
 export * from "./sandbox-events.js";
 export * from "./sandboxes.js";
 export * from "./teams.js";
