@@ -4,7 +4,9 @@ import { z } from "@hono/zod-openapi";
 export const ErrorCode = z.enum([
   "BAD_REQUEST",
   "UNAUTHORIZED",
+  "API_KEY_EXPIRED",
   "FORBIDDEN",
+  "INSUFFICIENT_SCOPE",
   "NOT_FOUND",
   "CONFLICT",
   "PAYLOAD_TOO_LARGE",
@@ -24,7 +26,9 @@ export type ErrorCode = z.infer<typeof ErrorCode>;
 export const codeToStatus = {
   BAD_REQUEST: 400,
   UNAUTHORIZED: 401,
+  API_KEY_EXPIRED: 401,
   FORBIDDEN: 403,
+  INSUFFICIENT_SCOPE: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
