@@ -85,6 +85,29 @@ describe("generated network commands", () => {
     expect(slotRules(slot, { kind: "namespace", egress: true })).toContain('oifname "eth0" meta nfproto ipv4 accept');
   });
 
+  it("drops forged source addresses and all IPv6 from the guest, before conntrack, egress on or off", () => {
+    for (const egress of [true, false]) {
+      const vm = slotRules(slot, { kind: "vm", egress });
+      // A VM's packets enter on the TAP: only the guest address may be their source.
+      expect(vm).toMatch(
+        /chain antispoof_guest \{\n\s+type filter hook prerouting priority raw; policy accept;\n\s+iifname "tap0" ip saddr != 169\.254\.0\.21 counter name spoofed_dropped drop\n\s+iifname "tap0" meta nfproto ipv6 counter name spoofed_dropped drop\n\s+\}/,
+      );
+      // Anything the netns itself sends out of the veth carries the slot or the guest address.
+      for (const rules of [vm, slotRules(slot, { kind: "namespace", egress })]) {
+        expect(rules).toMatch(
+          /chain antispoof_local \{\n\s+type filter hook output priority raw; policy accept;\n\s+oifname "eth0" ip saddr != \{ 10\.240\.0\.22, 169\.254\.0\.21 \} counter name spoofed_dropped drop\n\s+oifname "eth0" meta nfproto ipv6 counter name spoofed_dropped drop\n\s+\}/,
+        );
+        expect(rules).toContain("counter spoofed_dropped {}");
+        // The anti-spoofing chains come before every accepting chain in the table (and hook earlier: raw).
+        expect(rules.indexOf("chain antispoof_local")).toBeLessThan(rules.indexOf("chain prerouting"));
+        // IPv4 is the only family any accept rule lets out of the slot.
+        expect(rules).not.toMatch(/nfproto ipv6 accept|meta nfproto \{/);
+      }
+    }
+    // A namespace slot has no TAP, so no rule names one.
+    expect(slotRules(slot, { kind: "namespace", egress: true })).not.toContain("tap0");
+  });
+
   it("guards the host and masquerades only with egress", () => {
     const off = hostRules("wr", cidr, false);
     expect(off).toContain('iifname "wr-*" ct state established,related accept');

@@ -75,9 +75,39 @@ export interface SlotRuleOptions {
 }
 
 /**
+ * Anti-spoofing: the only source addresses a guest may send from. A VM's packets arrive on the TAP and
+ * must carry the guest address (before the SNAT to the slot address). A namespace guest's processes
+ * live in the netns itself, so its packets leave through the veth with either the slot address (the
+ * kernel's choice for a new connection) or the guest address (a service bound to it, or an answer to
+ * the host's DNATed connection). The slot has no IPv6, so every IPv6 packet from the guest is dropped.
+ * Both chains hook at raw priority, before conntrack, so a forged packet never creates or matches state.
+ */
+function antiSpoofChains(slot: SlotAddresses, vm: boolean): string[] {
+  return [
+    // From a VM: checked as the packet enters the netns, for the forward and the input path alike.
+    ...(vm
+      ? [
+          "  chain antispoof_guest {",
+          "    type filter hook prerouting priority raw; policy accept;",
+          `    iifname "${TAP_NAME}" ip saddr != ${GUEST_IP} counter name spoofed_dropped drop`,
+          `    iifname "${TAP_NAME}" meta nfproto ipv6 counter name spoofed_dropped drop`,
+          "  }",
+        ]
+      : []),
+    // Sent from inside the netns (a namespace guest; for a VM slot only the netns's own ICMP errors).
+    "  chain antispoof_local {",
+    "    type filter hook output priority raw; policy accept;",
+    `    oifname "${SLOT_IFACE}" ip saddr != { ${slot.slotIp}, ${GUEST_IP} } counter name spoofed_dropped drop`,
+    `    oifname "${SLOT_IFACE}" meta nfproto ipv6 counter name spoofed_dropped drop`,
+    "  }",
+  ];
+}
+
+/**
  * The firewall inside a slot's netns. The host reaches the guest at the slot address (DNAT to the guest);
- * the guest may answer, and may open connections only to public addresses and only when egress is on.
- * Drops of private-range traffic are counted in `private_dropped`, so tests can see which rule acted.
+ * the guest may answer, and may open connections only to public addresses and only when egress is on,
+ * and only from its own address (anti-spoofing, above). Drops of private-range traffic are counted in
+ * `private_dropped` and of forged sources in `spoofed_dropped`, so tests can see which rule acted.
  */
 export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
   const blocked = `{ ${BLOCKED_RANGES.join(", ")} }`;
@@ -86,6 +116,8 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
     "table inet wrenn {",
     `  set blocked { type ipv4_addr; flags interval; elements = ${blocked} }`,
     "  counter private_dropped {}",
+    "  counter spoofed_dropped {}",
+    ...antiSpoofChains(slot, vm),
     "  chain prerouting {",
     "    type nat hook prerouting priority dstnat; policy accept;",
     `    iifname "${SLOT_IFACE}" ip daddr ${slot.slotIp} dnat ip to ${GUEST_IP}`,
