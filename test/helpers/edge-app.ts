@@ -20,10 +20,12 @@ import {
   EntrySchema,
   EntryType,
   HostAgentService,
+  IsolationClass,
   Runtime,
   type Sandbox,
   SandboxSchema,
   SandboxState,
+  SnapshotFileSchema,
   StopReason,
   TimeoutAction,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
@@ -59,6 +61,12 @@ export class FakeAgent {
   down = false;
   capacity = { vcpus: 256, memoryMb: 131_072, maxSandboxes: 256 };
   templates: string[] = ["minimal"];
+  /** The runtime GetHostInfo reports (and sandboxes carry). */
+  runtime: Runtime = Runtime.NAMESPACE;
+  /** The isolation class GetHostInfo reports; UNSPECIFIED plays an agent older than the field. */
+  isolation: IsolationClass = IsolationClass.NAMESPACE;
+  /** Bytes of snapshot files PauseSandbox reports (0: none, as when pausing in place). */
+  snapshotBytes = 0;
 
   constructor(address: string, token: string) {
     this.address = address;
@@ -118,7 +126,7 @@ export class FakeAgent {
       createdAt: timestampFromDate(now),
       timeoutAction: req.timeoutAction,
       metadata: req.metadata,
-      runtime: Runtime.NAMESPACE,
+      runtime: this.runtime,
       envdVersion: "0.6.4",
       ...(req.timeoutSec > 0 ? { endAt: timestampFromDate(new Date(now.getTime() + req.timeoutSec * 1000)) } : {}),
     });
@@ -183,6 +191,10 @@ export class FakeAgent {
         if (sb.sandbox.state === SandboxState.PAUSED) throw new ConnectError("already paused", Code.FailedPrecondition);
         sb.sandbox.state = SandboxState.PAUSED;
         sb.sandbox.endAt = undefined;
+        sb.sandbox.snapshotFiles =
+          this.snapshotBytes > 0
+            ? [create(SnapshotFileSchema, { name: "memory", sizeBytes: BigInt(this.snapshotBytes) })]
+            : [];
         return { sandbox: sb.sandbox };
       },
       resumeSandbox: async (req, ctx) => {
@@ -284,8 +296,9 @@ export class FakeAgent {
       getHostInfo: async (_req, ctx) => {
         this.check("getHostInfo", "", auth(ctx));
         return {
-          runtime: Runtime.NAMESPACE,
-          availableRuntimes: [Runtime.NAMESPACE],
+          runtime: this.runtime,
+          availableRuntimes: [this.runtime],
+          isolation: this.isolation,
           capacity: this.capacity,
           load: { sandboxes: this.sandboxes.size },
           agentVersion: "fake-1",

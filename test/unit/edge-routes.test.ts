@@ -69,6 +69,11 @@ describe("sandboxes", () => {
 
   it("passes resources, env vars and metadata to the agent", async () => {
     const team = await h.newTeam();
+    // timeoutSec 0 (never) needs the team quota allowNoTimeout (off by default).
+    await h.request("PATCH", `/v1/teams/${team.teamId}`, {
+      key: h.adminKey,
+      json: { quotas: { allowNoTimeout: true } },
+    });
     const sb = await newSandbox(team.key, {
       vcpus: 2,
       memoryMb: 1024,
@@ -648,6 +653,11 @@ describe("hosts", () => {
 describe("scheduler", () => {
   it("answers 503 NO_CAPACITY when no host fits, and picks the least-loaded host", async () => {
     const team = await h.newTeam();
+    // 250 GB of memory is over the default team quota maxMemoryMb.
+    await h.request("PATCH", `/v1/teams/${team.teamId}`, {
+      key: h.adminKey,
+      json: { quotas: { maxMemoryMb: 1_000_000 } },
+    });
     await expectError(
       await h.request("POST", "/v1/sandboxes", { key: team.key, json: { memoryMb: 250_000 } }),
       503,

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { hostStatuses } from "../../db/schema/index.js";
+import { hostStatuses, isolationClasses } from "../../db/schema/index.js";
 
 /** Path parameter of /v1/hosts/{id}. */
 export const HostIdParam = z.object({
@@ -16,7 +16,11 @@ export const Host = z
     id: z.string(),
     address: z.string(),
     status: z.enum(hostStatuses),
-    runtime: z.string(),
+    runtime: z.string().openapi({ description: "firecracker, qemu, gvisor or namespace", example: "gvisor" }),
+    isolation: z.enum(isolationClasses).openapi({
+      description:
+        "What stands between a guest and the host kernel, strongest first: vm (own kernel), gvisor (user-space kernel), namespace (shared kernel; trusted code only)",
+    }),
     capacity: z.object({ vcpus: z.number().int(), memoryMb: z.number().int(), maxSandboxes: z.number().int() }),
     pauseToDisk: z.boolean(),
     templates: z.array(z.string()),

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { sandboxStates, stopReasons, timeoutActions } from "../../db/schema/index.js";
+import { isolationClasses, sandboxStates, stopReasons, timeoutActions } from "../../db/schema/index.js";
 
 /** Path parameter of every /v1/sandboxes/{id} route. */
 export const SandboxIdParam = z.object({
@@ -30,6 +30,11 @@ export const Sandbox = z
       .openapi({ description: "When the timeout action runs (RFC 3339); null while paused or without timeout" }),
     metadata: z.record(z.string(), z.string()),
     envdVersion: z.string(),
+    runtime: z.string().openapi({ description: "Runtime of its host (firecracker, qemu, gvisor, namespace)" }),
+    isolation: z
+      .enum(isolationClasses)
+      .nullable()
+      .openapi({ description: "Isolation class of its host (vm, gvisor, namespace); null before placement" }),
     stopReason: z.enum(stopReasons).nullable(),
     error: z.string().nullable(),
     createdAt: z.string(),
@@ -54,7 +59,10 @@ export const CreateSandboxBody = z
       .min(0)
       .max(30 * 86_400)
       .default(300)
-      .openapi({ description: "Seconds until the timeout action runs; 0 means never" }),
+      .openapi({
+        description:
+          "Seconds until the timeout action runs; 0 means never (only for teams allowed it). At most the team's maxTimeoutSec",
+      }),
     onTimeout: z.enum(timeoutActions).default("kill"),
     envVars: stringMap.default({}),
     metadata: stringMap.default({}),
@@ -62,6 +70,10 @@ export const CreateSandboxBody = z
       .boolean()
       .optional()
       .openapi({ description: "Whether the sandbox may reach the internet (default true)" }),
+    isolation: z.enum(isolationClasses).optional().openapi({
+      description:
+        "The weakest isolation class the sandbox may run on (vm > gvisor > namespace). The team's minimum applies too; the stronger wins. No host that qualifies → 503 NO_CAPACITY",
+    }),
   })
   .openapi("CreateSandboxRequest");
 

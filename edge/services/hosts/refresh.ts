@@ -4,11 +4,14 @@ import { agentErrorToServiceError, agentTimeouts, type HostTarget } from "../../
 import { type HostRow, hosts } from "../../db/schema/index.js";
 import { runtimeName } from "../agent-mapping.js";
 import type { ServiceContext } from "../context.js";
+import { isolationFromAgent } from "../scheduler/isolation.js";
 
 /** Host columns that GetHostInfo fills in. */
 export function hostInfoColumns(info: GetHostInfoResponse) {
+  const runtime = runtimeName(info.runtime);
   return {
-    runtime: runtimeName(info.runtime),
+    runtime,
+    isolation: isolationFromAgent(info.isolation, runtime),
     capacityVcpus: info.capacity?.vcpus ?? 0,
     capacityMemoryMb: info.capacity?.memoryMb ?? 0,
     capacityMaxSandboxes: info.capacity?.maxSandboxes ?? 0,

@@ -42,7 +42,7 @@ export async function registerHost(
     .values({ id: newId("host"), address, tokenSealed, ...facts, lastSeenAt: now })
     .returning();
   if (!row) throw new Error("insert into hosts returned no row");
-  ctx.logger.info("host registered", { hostId: row.id, address, runtime: row.runtime });
+  ctx.logger.info("host registered", { hostId: row.id, address, runtime: row.runtime, isolation: row.isolation });
   return { host: toHostView(row), created: true };
 }
 

@@ -6,6 +6,7 @@ export interface HostView {
   address: string;
   status: HostRow["status"];
   runtime: string;
+  isolation: HostRow["isolation"];
   capacity: { vcpus: number; memoryMb: number; maxSandboxes: number };
   pauseToDisk: boolean;
   templates: string[];
@@ -26,6 +27,7 @@ export function toHostView(row: HostRow, activeSandboxes?: number): HostView {
     address: row.address,
     status: row.status,
     runtime: row.runtime,
+    isolation: row.isolation,
     capacity: { vcpus: row.capacityVcpus, memoryMb: row.capacityMemoryMb, maxSandboxes: row.capacityMaxSandboxes },
     pauseToDisk: row.pauseToDisk,
     templates: row.templates,

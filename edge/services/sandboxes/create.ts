@@ -1,10 +1,25 @@
 import { agentErrorToServiceError, agentTimeouts, isAgentAnswer } from "../../clients/agent.js";
-import { type SandboxRow, sandboxEvents, sandboxes, type TimeoutActionName } from "../../db/schema/index.js";
+import {
+  type IsolationClassName,
+  type SandboxRow,
+  sandboxEvents,
+  sandboxes,
+  type TimeoutActionName,
+} from "../../db/schema/index.js";
 import { dateOrNull, stateFromAgent, timeoutActionToAgent } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
 import { agentFor } from "../hosts/target.js";
 import { newEnvdAccessToken, newSandboxId } from "../ids.js";
+import { strongerIsolation } from "../scheduler/isolation.js";
 import { pickHost } from "../scheduler/pick-host.js";
+import {
+  admitRunning,
+  checkTimeoutQuota,
+  effectiveQuotas,
+  loadTeamPolicy,
+  lockTeam,
+  teamUsage,
+} from "../teams/quotas.js";
 import { compareAndSet, reloadSandbox } from "./transition.js";
 import { type SandboxView, toSandboxView } from "./view.js";
 
@@ -20,6 +35,11 @@ export interface CreateSandboxInput {
   internetAccess?: boolean;
   /** Whether proxy traffic resumes the sandbox while paused (default false). */
   autoResume?: boolean;
+  /**
+   * The weakest isolation class the sandbox may run on. The team's minimum applies as well, and the
+   * stronger of the two wins: asking for less than the team's minimum gets the team's minimum.
+   */
+  isolation?: IsolationClassName;
 }
 
 /** A created sandbox and the token envd expects in `X-Access-Token` (for SDKs that talk to envd). */
@@ -29,24 +49,41 @@ export interface CreatedSandbox {
 }
 
 /**
- * Creates a sandbox: pick a host, write the row as `pending` (so a crash from here on leaves a row
- * the reconcile sweep converges), ask the agent to start it under our id, then record `running` —
- * or `error` with the reason. A failed start is cleaned up on the host when the agent can be reached;
- * otherwise the sweep destroys it later, because the row says `error`.
+ * Creates a sandbox: check the team's timeout limits, pick a host that offers the required isolation
+ * (the stronger of the request's and the team's minimum), then — in one transaction that locks the
+ * team row — check the team's running quotas and write the row as `pending` (so a crash from here on
+ * leaves a row the reconcile sweep converges), ask the agent to start it under our id, then record
+ * `running` — or `error` with the reason. A failed start is cleaned up on the host when the agent can
+ * be reached; otherwise the sweep destroys it later, because the row says `error`.
  */
 export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput): Promise<CreatedSandbox> {
-  const host = await pickHost(ctx, input);
+  const teamId = ctx.principal.teamId;
+  const policy = await loadTeamPolicy(ctx.db, teamId);
+  checkTimeoutQuota(policy.quotas, input.timeoutSec);
+  const minIsolation = strongerIsolation(input.isolation, policy.team.minIsolation);
+  const host = await pickHost(ctx, {
+    template: input.template,
+    vcpus: input.vcpus,
+    memoryMb: input.memoryMb,
+    minIsolation,
+  });
   const agent = await agentFor(ctx, host);
   const id = newSandboxId();
   const envdAccessToken = newEnvdAccessToken();
+  const envdTokenSealed = await ctx.secrets.seal(envdAccessToken);
   const now = ctx.now();
   const pending = await ctx.db.transaction(async (tx) => {
+    // The lock serialises the count-then-insert of every admission of this team (see lockTeam).
+    const team = await lockTeam(tx, teamId);
+    admitRunning(effectiveQuotas(team.quotas), await teamUsage(tx, teamId), input);
     const [row] = await tx
       .insert(sandboxes)
       .values({
         id,
-        teamId: ctx.principal.teamId,
+        teamId,
         hostId: host.id,
+        runtime: host.runtime,
+        isolation: host.isolation,
         template: input.template,
         state: "pending",
         vcpus: input.vcpus,
@@ -55,7 +92,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         onTimeout: input.onTimeout,
         autoResume: input.autoResume ?? false,
         metadata: input.metadata,
-        envdTokenSealed: await ctx.secrets.seal(envdAccessToken),
+        envdTokenSealed,
         createdAt: now,
         updatedAt: now,
       })
@@ -66,7 +103,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
       teamId: row.teamId,
       type: "created",
       toState: "pending",
-      detail: { hostId: host.id, template: input.template },
+      detail: { hostId: host.id, template: input.template, isolation: host.isolation, minIsolation },
       createdAt: now,
     });
     return row;

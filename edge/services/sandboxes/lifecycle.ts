@@ -1,4 +1,5 @@
 import { agentErrorToServiceError } from "../../clients/agent.js";
+import type { Database } from "../../db/client.js";
 import type { SandboxRow, SandboxStateName } from "../../db/schema/index.js";
 import type { TeamContext } from "../context.js";
 import { ConflictError } from "../errors.js";
@@ -11,6 +12,11 @@ export interface LifecycleStep {
   verb: "pause" | "resume";
   from: SandboxStateName;
   via: SandboxStateName;
+  /**
+   * Runs inside the transaction that marks `from → via`, before the mark; throws to refuse (the
+   * team's quotas). Sees the sandbox as it was read.
+   */
+  admit?(tx: Database, sandbox: SandboxRow): Promise<void>;
   /** Calls the agent; returns the columns to record on success. */
   call(placed: Awaited<ReturnType<typeof loadPlacedSandbox>>): Promise<SandboxPatch>;
 }
@@ -25,7 +31,15 @@ export async function runLifecycleStep(ctx: TeamContext, sandboxId: string, step
   if (current.state !== step.from) {
     throw new ConflictError(`sandbox ${sandboxId} is ${current.state}; ${step.verb} needs it ${step.from}`);
   }
-  const marked = await compareAndSet(ctx.db, current, { state: step.via }, { type: step.via }, ctx.now());
+  const admit = step.admit;
+  const marked = await compareAndSet(
+    ctx.db,
+    current,
+    { state: step.via },
+    { type: step.via },
+    ctx.now(),
+    admit ? (tx) => admit(tx, current) : undefined,
+  );
   if (!marked) throw new ConflictError(`sandbox ${sandboxId} changed while being ${step.verb}d; try again`);
   let patch: SandboxPatch;
   try {

@@ -1,18 +1,28 @@
 import { agentTimeouts } from "../../clients/agent.js";
 import { stateFromAgent } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
+import { admitPaused, effectiveQuotas, lockTeam, teamUsage } from "../teams/quotas.js";
 import { runLifecycleStep } from "./lifecycle.js";
 import type { SandboxView } from "./view.js";
 
-/** Pauses a running sandbox; paused time does not count against its timeout. A paused one answers CONFLICT. */
+/**
+ * Pauses a running sandbox; paused time does not count against its timeout. A paused one answers
+ * CONFLICT; a team at its paused-sandbox or paused-disk quota answers QUOTA_EXCEEDED. The snapshot
+ * size the agent reports is recorded, for the paused-disk quota.
+ */
 export async function pauseSandbox(ctx: TeamContext, sandboxId: string): Promise<SandboxView> {
   return runLifecycleStep(ctx, sandboxId, {
     verb: "pause",
     from: "running",
     via: "pausing",
+    admit: async (tx, sandbox) => {
+      const team = await lockTeam(tx, sandbox.teamId);
+      admitPaused(effectiveQuotas(team.quotas), await teamUsage(tx, sandbox.teamId));
+    },
     call: async ({ agent }) => {
       const res = await agent.pauseSandbox({ sandboxId }, { timeoutMs: agentTimeouts.lifecycle });
-      return { state: res.sandbox ? stateFromAgent(res.sandbox.state) : "paused", endAt: null };
+      const snapshotBytes = (res.sandbox?.snapshotFiles ?? []).reduce((sum, f) => sum + Number(f.sizeBytes), 0);
+      return { state: res.sandbox ? stateFromAgent(res.sandbox.state) : "paused", endAt: null, snapshotBytes };
     },
   });
 }

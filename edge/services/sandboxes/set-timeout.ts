@@ -3,6 +3,7 @@ import type { SandboxRow, TimeoutActionName } from "../../db/schema/index.js";
 import { dateOrNull, timeoutActionToAgent } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
 import { ConflictError } from "../errors.js";
+import { checkTimeoutQuota, loadTeamPolicy } from "../teams/quotas.js";
 import { loadPlacedSandbox } from "./load.js";
 import { compareAndSet, reloadSandbox } from "./transition.js";
 import { type SandboxView, toSandboxView } from "./view.js";
@@ -15,12 +16,16 @@ export interface SetTimeoutInput {
   onTimeout?: TimeoutActionName;
 }
 
-/** Moves a running or paused sandbox's end time to now + `timeoutSec` (on a paused one, from its resume). */
+/**
+ * Moves a running or paused sandbox's end time to now + `timeoutSec` (on a paused one, from its
+ * resume), within the team's timeout limits (`maxTimeoutSec`, and 0 only with `allowNoTimeout`).
+ */
 export async function setSandboxTimeout(
   ctx: TeamContext,
   sandboxId: string,
   input: SetTimeoutInput,
 ): Promise<SandboxView> {
+  checkTimeoutQuota((await loadTeamPolicy(ctx.db, ctx.principal.teamId)).quotas, input.timeoutSec);
   const placed = await loadPlacedSandbox(ctx, sandboxId);
   if (placed.sandbox.state !== "running" && placed.sandbox.state !== "paused") {
     throw new ConflictError(

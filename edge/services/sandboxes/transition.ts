@@ -17,7 +17,8 @@ export interface TransitionEvent {
 /**
  * Compare-and-set on a sandbox row: applies `patch` only if the row still has the version that was
  * read, bumps the version, and appends a sandbox event in the same transaction. Returns the new row,
- * or null when someone else changed it first (the caller re-reads and decides).
+ * or null when someone else changed it first (the caller re-reads and decides). `admit`, when given,
+ * runs first in the same transaction and may refuse by throwing (a team quota check).
  */
 export async function compareAndSet(
   db: Database,
@@ -25,8 +26,10 @@ export async function compareAndSet(
   patch: SandboxPatch,
   event: TransitionEvent,
   now: Date,
+  admit?: (tx: Database) => Promise<void>,
 ): Promise<SandboxRow | null> {
   return db.transaction(async (tx) => {
+    await admit?.(tx);
     const [row] = await tx
       .update(sandboxes)
       .set({ ...patch, updatedAt: now, version: sql`${sandboxes.version} + 1` })

@@ -14,6 +14,10 @@ export interface SandboxView {
   endAt: string | null;
   metadata: Record<string, string>;
   envdVersion: string;
+  /** Runtime of the host it was placed on ("" before placement). */
+  runtime: string;
+  /** Isolation class of the host it was placed on (null before placement). */
+  isolation: SandboxRow["isolation"];
   stopReason: SandboxRow["stopReason"];
   error: string | null;
   createdAt: string;
@@ -37,6 +41,8 @@ export function toSandboxView(row: SandboxRow): SandboxView {
     endAt: row.endAt?.toISOString() ?? null,
     metadata: row.metadata,
     envdVersion: row.envdVersion,
+    runtime: row.runtime,
+    isolation: row.isolation,
     stopReason: row.stopReason,
     error: row.error,
     createdAt: row.createdAt.toISOString(),

@@ -1,13 +1,42 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
-import { activeSandboxStates, type HostRow, hosts, sandboxes } from "../../db/schema/index.js";
+import {
+  activeSandboxStates,
+  type HostRow,
+  hosts,
+  type IsolationClassName,
+  isolationClasses,
+  sandboxes,
+} from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
 import { BadRequestError, CapacityError } from "../errors.js";
+import { meetsIsolation } from "./isolation.js";
 
 /** What a new sandbox asks of its host. */
 export interface PlacementRequest {
   template: string;
   vcpus: number;
   memoryMb: number;
+  /** The weakest isolation class the sandbox may run on; unset: any. */
+  minIsolation?: IsolationClassName | null;
+}
+
+/**
+ * The hosts that offer `minIsolation` or stronger. None → NO_CAPACITY naming the missing class and
+ * what the active hosts do offer, so an operator sees at once which kind of host to add.
+ */
+export function hostsMeetingIsolation(
+  candidates: HostRow[],
+  minIsolation: IsolationClassName | null | undefined,
+): HostRow[] {
+  if (!minIsolation) return candidates;
+  const strong = candidates.filter((h) => meetsIsolation(h.isolation, minIsolation));
+  if (strong.length === 0) {
+    const offered = isolationClasses.filter((c) => candidates.some((h) => h.isolation === c));
+    throw new CapacityError(
+      `no host offers isolation '${minIsolation}' or stronger (active hosts offer: ${offered.join(", ") || "none"})`,
+    );
+  }
+  return strong;
 }
 
 /** What the database places on a host now. */
@@ -37,14 +66,16 @@ export function loadAfter(host: HostRow, usage: HostUsage, extra: PlacementReque
 }
 
 /**
- * Picks the least-loaded active host that fits the request, from the capacity each host reported
- * (GetHostInfo, refreshed at register and by the reconcile sweep) minus what the database places on
- * it. Paused sandboxes count only on hosts that pause in place. None → NO_CAPACITY.
+ * Picks the least-loaded active host that offers the required isolation class (or stronger) and
+ * fits the request, from the capacity each host reported (GetHostInfo, refreshed at register and by
+ * the reconcile sweep) minus what the database places on it. Paused sandboxes count only on hosts
+ * that pause in place. A weaker host is never chosen, however idle. None → NO_CAPACITY.
  */
 export async function pickHost(ctx: ServiceContext, request: PlacementRequest): Promise<HostRow> {
   const candidates = await ctx.db.select().from(hosts).where(eq(hosts.status, "active"));
   if (candidates.length === 0) throw new CapacityError("no active host is registered");
-  const withTemplate = candidates.filter((h) => h.templates.length === 0 || h.templates.includes(request.template));
+  const isolated = hostsMeetingIsolation(candidates, request.minIsolation);
+  const withTemplate = isolated.filter((h) => h.templates.length === 0 || h.templates.includes(request.template));
   if (withTemplate.length === 0) {
     throw new BadRequestError(`template "${request.template}" is not available on any host`, {
       template: "unknown template",
