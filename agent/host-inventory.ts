@@ -40,6 +40,7 @@ export class HostInventory {
     const out: RuntimeName[] = [];
     if (kvm && (await onPath("firecracker"))) out.push("firecracker");
     if (await onPath("qemu-system-x86_64")) out.push("qemu");
+    if (await onPath("runsc")) out.push("gvisor");
     if (await onPath("bwrap")) out.push("namespace");
     return out;
   }

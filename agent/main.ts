@@ -5,11 +5,14 @@ import { createExec, type Exec } from "./exec.js";
 import { HostInventory } from "./host-inventory.js";
 import { createLogger, type Logger } from "./logger.js";
 import { AgentMetrics } from "./metrics.js";
-import { SlotManager } from "./network/slots.js";
+import { SlotManager, slotKindOf } from "./network/slots.js";
 import { detectFirecracker } from "./runtimes/firecracker/detect.js";
 import { FirecrackerRuntime } from "./runtimes/firecracker/runtime.js";
+import { probeGvisor } from "./runtimes/gvisor/probe.js";
+import { GvisorRuntime } from "./runtimes/gvisor/runtime.js";
 import { NamespaceRuntime } from "./runtimes/namespace/runtime.js";
 import { probeKvm, QemuRuntime } from "./runtimes/qemu/runtime.js";
+import { selectRuntime } from "./runtimes/select.js";
 import type { Runtime } from "./runtimes/types.js";
 import { SandboxManager } from "./sandboxes/manager.js";
 import { startServer } from "./server.js";
@@ -40,35 +43,40 @@ async function loadToken(config: AgentConfig, logger: Logger): Promise<string> {
 
 async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): Promise<Runtime> {
   const log = logger.child({ component: "runtime" });
-  const namespace = () => new NamespaceRuntime({ exec, logger: log, cgroupGroup: `wrenn-${config.network.prefix}` });
-  const firecracker = async () => {
-    const found = await detectFirecracker({
-      exec,
-      firecrackerBin: config.firecrackerBin,
-      searchPath: config.searchPath,
-    });
-    return found.available
-      ? new FirecrackerRuntime({ exec, logger: log, firecrackerBin: found.firecrackerBin })
-      : found.reason;
-  };
-  switch (config.runtime) {
+  const cgroupGroup = `wrenn-${config.network.prefix}`;
+  let firecrackerBin: string | undefined;
+  let runscBin: string | undefined;
+  const choice = await selectRuntime(config.runtime, {
+    firecracker: async () => {
+      const found = await detectFirecracker({
+        exec,
+        firecrackerBin: config.firecrackerBin,
+        searchPath: config.searchPath,
+      });
+      if (!found.available) return found.reason;
+      firecrackerBin = found.firecrackerBin;
+      return undefined;
+    },
+    qemuKvm: () => probeKvm(exec),
+    gvisor: async () => {
+      const found = await probeGvisor({ exec, searchPath: config.searchPath });
+      if (!found.available) return found.reason;
+      runscBin = found.runscBin;
+      return undefined;
+    },
+  });
+  for (const { runtime, reason } of choice.skipped) log.info("runtime not usable here", { runtime, reason });
+  if (choice.warning !== undefined) log.warn(choice.warning, { runtime: choice.runtime });
+  switch (choice.runtime) {
     case "namespace":
-      return namespace();
-    case "qemu":
-      return QemuRuntime.create({ exec, logger: log });
-    case "firecracker": {
-      const runtime = await firecracker();
-      if (typeof runtime === "string") throw new Error(`AGENT_RUNTIME=firecracker but ${runtime}`);
-      return runtime;
-    }
+      return new NamespaceRuntime({ exec, logger: log, cgroupGroup });
     case "gvisor":
-      throw new Error("AGENT_RUNTIME=gvisor: the gVisor runtime is being written (issue 14)");
-    case "auto": {
-      const fc = await firecracker();
-      if (typeof fc !== "string") return fc;
-      if (await probeKvm(exec)) return QemuRuntime.create({ exec, logger: log, kvm: true });
-      return namespace();
-    }
+      return new GvisorRuntime({ exec, logger: log, cgroupGroup, runscBin });
+    case "qemu":
+      return QemuRuntime.create({ exec, logger: log, kvm: choice.kvm });
+    case "firecracker":
+      if (firecrackerBin === undefined) throw new Error("firecracker was selected without a binary");
+      return new FirecrackerRuntime({ exec, logger: log, firecrackerBin });
   }
 }
 
@@ -99,7 +107,7 @@ async function main(): Promise<void> {
     envdTimeoutMs: config.envdTimeoutMs,
   });
   await manager.recover();
-  slots.warm(runtime.name === "namespace" ? "namespace" : "vm", config.slotPool);
+  slots.warm(slotKindOf(runtime.name), config.slotPool);
   manager.startWarm(config.warmSandboxes);
   const inventory = new HostInventory(config.layout);
   const shutdown = new AbortController();

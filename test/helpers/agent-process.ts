@@ -23,7 +23,14 @@ import { HostAgentService } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
 export interface AgentProcessOptions {
-  runtime?: "namespace" | "qemu";
+  /**
+   * The runtime; default namespace. Under WRENN_TEST_RUNTIME=gvisor (the vitest project
+   * "integration-gvisor") "namespace" means gvisor too, so the same suite runs on both, unless the
+   * test pins the namespace runtime with `namespaceOnly` (tests of namespace-specific behaviour).
+   */
+  runtime?: "namespace" | "qemu" | "gvisor";
+  /** Keep the namespace runtime even under WRENN_TEST_RUNTIME=gvisor. */
+  namespaceOnly?: boolean;
   /** Images and kernels root (AGENT_FILES_ROOTDIR); default /var/lib/wrenn. */
   rootDir?: string;
   /** State root (sandboxes, snapshots, token, agent.log); default a fresh temp dir removed on stop. Pass a
@@ -61,6 +68,23 @@ export interface AgentProcess {
   stop(): Promise<void>;
   /** Sends SIGKILL to the agent only: sandboxes keep running (restart-recovery tests). */
   kill9(): void;
+}
+
+/**
+ * The runtime that stands in for "namespace" in this test run: WRENN_TEST_RUNTIME, so one suite runs
+ * against the namespace runtime and again against gVisor (vitest project "integration-gvisor").
+ */
+export function suiteRuntime(): "namespace" | "gvisor" {
+  const wanted = process.env.WRENN_TEST_RUNTIME;
+  if (wanted === undefined || wanted === "" || wanted === "namespace") return "namespace";
+  if (wanted === "gvisor") return "gvisor";
+  throw new Error(`WRENN_TEST_RUNTIME must be namespace or gvisor, not "${wanted}"`);
+}
+
+/** The AGENT_RUNTIME a test agent gets (see AgentProcessOptions.runtime). */
+export function testRuntime(opts: Pick<AgentProcessOptions, "runtime" | "namespaceOnly">): string {
+  const runtime = opts.runtime ?? "namespace";
+  return runtime === "namespace" && !opts.namespaceOnly ? suiteRuntime() : runtime;
 }
 
 function bearer(token: string): Interceptor {
@@ -221,7 +245,7 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     AGENT_FILES_ROOTDIR: opts.rootDir ?? "/var/lib/wrenn",
     AGENT_STATE_DIR: stateDir,
     AGENT_LISTEN_ADDRESS: `${opts.listenAll ? "0.0.0.0" : "127.0.0.1"}:${port}`,
-    AGENT_RUNTIME: opts.runtime ?? "namespace",
+    AGENT_RUNTIME: testRuntime(opts),
     AGENT_TOKEN: token,
     AGENT_EGRESS: "off",
     AGENT_NET_PREFIX: netPrefix,

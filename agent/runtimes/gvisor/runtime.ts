@@ -1,0 +1,244 @@
+import { mkdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Exec } from "../../exec.js";
+import type { Logger } from "../../logger.js";
+import { isSameProcessAlive, readPidStartTime } from "../../process-identity.js";
+import {
+  type CgroupLayout,
+  cgroupDirs,
+  createCgroups,
+  detectCgroupLayout,
+  killAndRemoveCgroups,
+  type SandboxCgroups,
+  sandboxCgroups,
+  setCgroupLimits,
+  setFrozen,
+} from "../namespace/cgroups.js";
+import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
+import { gvisorBundleConfig, runscGlobalArgs } from "./spec.js";
+
+/**
+ * The gVisor runtime: the guest runs on gVisor's user-space kernel (runsc, ptrace platform), so its
+ * system calls never reach the host kernel directly. The template's root tree is the lower layer of an
+ * overlay in sandboxes/<id>/ that runsc's gofer serves as the guest's `/`; runsc runs with
+ * --network=host inside the slot's netns (the guest's sockets are host sockets there, behind the
+ * slot's firewall) and --ignore-cgroups, after the launching shell joined the sandbox's cgroups, so
+ * the gofer and the sandbox process (and its ptrace stubs) inherit the limits. Every runsc call runs
+ * inside the slot's netns: this build reaches its sandbox through an abstract unix socket, which
+ * lives in a network namespace. The guest outlives the agent; a restarted agent re-adopts it from the
+ * handle (runsc's state directory, the sandbox process's PID and start time, cgroups, overlay).
+ */
+
+export interface GvisorRuntimeDeps {
+  exec: Exec;
+  logger: Logger;
+  /** Parent cgroup name, unique per agent (e.g. wrenn-<net prefix>). */
+  cgroupGroup: string;
+  /** The runsc binary; "runsc" (from PATH) by default. */
+  runscBin?: string;
+  /** Injected for tests; detected from /sys/fs/cgroup by default. */
+  cgroupLayout?: CgroupLayout;
+}
+
+interface GvisorHandleData {
+  /** runsc's container id (the sandbox id, or a warm guest's placeholder id). */
+  containerId: string;
+  /** runsc --root directory (per guest, inside its sandbox directory). */
+  stateDir: string;
+  /** The slot's network namespace: runsc is only reachable from inside it. */
+  netns: string;
+  merged: string;
+  cgroups: SandboxCgroups;
+}
+
+/** How long `runsc run` may take before the start counts as failed (it is ~0.5 s here). */
+const START_TIMEOUT_MS = 30_000;
+
+function dataOf(handle: GuestHandle): GvisorHandleData {
+  const d = handle.data as Partial<GvisorHandleData>;
+  if (
+    typeof d.containerId !== "string" ||
+    typeof d.stateDir !== "string" ||
+    typeof d.netns !== "string" ||
+    typeof d.merged !== "string" ||
+    typeof d.cgroups !== "object" ||
+    d.cgroups === null
+  ) {
+    throw new Error("gvisor runtime handle is missing its runsc state, overlay or cgroup paths");
+  }
+  return { containerId: d.containerId, stateDir: d.stateDir, netns: d.netns, merged: d.merged, cgroups: d.cgroups };
+}
+
+export class GvisorRuntime implements Runtime {
+  readonly name = "gvisor" as const;
+  readonly #deps: GvisorRuntimeDeps;
+  readonly #runsc: string;
+  #layout: CgroupLayout | undefined;
+
+  constructor(deps: GvisorRuntimeDeps) {
+    this.#deps = deps;
+    this.#runsc = deps.runscBin ?? "runsc";
+    this.#layout = deps.cgroupLayout;
+  }
+
+  capabilities(): RuntimeCapabilities {
+    // runsc checkpoint/restore does not work on this build (docs/agent.md): pause freezes in place.
+    return { pauseToDisk: false, guestPhc: false, kvm: false };
+  }
+
+  async #cgroupLayout(): Promise<CgroupLayout> {
+    this.#layout ??= await detectCgroupLayout();
+    return this.#layout;
+  }
+
+  #paths(sandboxDir: string) {
+    return {
+      upper: join(sandboxDir, "upper"),
+      work: join(sandboxDir, "work"),
+      merged: join(sandboxDir, "rootfs"),
+      bundle: join(sandboxDir, "bundle"),
+      state: join(sandboxDir, "runsc"),
+      console: join(sandboxDir, "console.log"),
+    };
+  }
+
+  /** `ip netns exec <netns> runsc <globals> <args>`: a runsc call that can reach the guest's sandbox. */
+  #runscCommand(netns: string, stateDir: string, args: readonly string[]): string[] {
+    return ["ip", "netns", "exec", netns, this.#runsc, ...runscGlobalArgs({ stateDir }), ...args];
+  }
+
+  async start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle> {
+    const { exec } = this.#deps;
+    const paths = this.#paths(spec.sandboxDir);
+    const layout = await this.#cgroupLayout();
+    const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    await Promise.all(
+      [paths.upper, paths.work, paths.merged, paths.bundle, paths.state].map((d) => mkdir(d, { recursive: true })),
+    );
+    // images/<t> is a symlink the image builder switches on rebuild; naming the version directory in the
+    // mount lets the builder see that this version is still in use and keep it.
+    const lower = await realpath(spec.imageRootfsTree);
+    await exec(
+      "mount",
+      [
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        `lowerdir=${lower},upperdir=${paths.upper},workdir=${paths.work}`,
+        paths.merged,
+      ],
+      { signal },
+    );
+    await createCgroups(layout, cgroups, { memoryMb: spec.memoryMb, vcpus: spec.vcpus });
+    const config = gvisorBundleConfig({
+      rootfs: paths.merged,
+      sandboxId: spec.sandboxId,
+      guestIp: spec.network.guestIp,
+    });
+    await writeFile(join(paths.bundle, "config.json"), JSON.stringify(config, null, 2));
+    const pidFile = join(paths.bundle, "sandbox.pid");
+    // sh appends its output to the console log, joins the sandbox's cgroups, then setsid (a session of
+    // its own, so a terminal's ^C to the agent never reaches the guest) and `ip netns exec` run
+    // `runsc run --detach`, which returns once the guest runs; its gofer and sandbox processes stay,
+    // in the cgroups. (The cgroups are joined first: `ip netns exec` mounts a /sys that hides them.)
+    const script =
+      'log=$1; shift; while [ "$1" != "--" ]; do echo $$ > "$1/cgroup.procs" || exit 1; shift; done; shift; exec setsid -w "$@" </dev/null >>"$log" 2>&1';
+    const containerId = spec.sandboxId;
+    const command = this.#runscCommand(spec.network.netns, paths.state, [
+      "run",
+      "--detach",
+      `--pid-file=${pidFile}`,
+      `--bundle=${paths.bundle}`,
+      containerId,
+    ]);
+    const result = await exec(
+      "/bin/sh",
+      ["-c", script, "wrenn-gvisor", paths.console, ...cgroupDirs(cgroups), "--", ...command],
+      { signal, timeoutMs: START_TIMEOUT_MS, allowFailure: true },
+    );
+    if (result.exitCode !== 0) {
+      const log = await readFile(paths.console, "utf8").catch(() => "");
+      throw new Error(`runsc run exited with ${result.exitCode}: ${log.trim().split("\n").slice(-5).join(" | ")}`);
+    }
+    const pid = Number((await readFile(pidFile, "utf8")).trim());
+    const pidStartTime = Number.isInteger(pid) && pid > 0 ? await readPidStartTime(pid) : undefined;
+    if (pidStartTime === undefined) throw new Error(`gVisor sandbox exited at once; see ${paths.console}`);
+    const data: GvisorHandleData = {
+      containerId,
+      stateDir: paths.state,
+      netns: spec.network.netns,
+      merged: paths.merged,
+      cgroups,
+    };
+    return { runtime: "gvisor", pid, pidStartTime, data: { ...data } };
+  }
+
+  /**
+   * Kills every process in the sandbox's cgroups (runsc's sandbox, its ptrace stubs and the gofer: a
+   * superset of what `runsc kill` reaches, and it works when runsc's state is gone), removes the
+   * cgroups, unmounts the overlay and deletes runsc's per-guest state directory with the rest.
+   */
+  async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
+    const layout = await this.#cgroupLayout();
+    const data = handle ? dataOf(handle) : undefined;
+    const cgroups = data?.cgroups ?? sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    // The handle knows where the guest really lives (a warm guest's directory differs from spec's).
+    const merged = data?.merged ?? this.#paths(spec.sandboxDir).merged;
+    const paths = this.#paths(dirname(merged));
+    await killAndRemoveCgroups(cgroups);
+    if (handle && (await isSameProcessAlive(handle.pid, handle.pidStartTime))) {
+      try {
+        process.kill(handle.pid, "SIGKILL");
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+    // Lazy unmount: a process that still holds the tree (briefly, while exiting) must not fail the stop.
+    await this.#deps.exec("umount", ["-l", merged], { allowFailure: true });
+    await Promise.all(
+      [paths.upper, paths.work, paths.merged, paths.bundle, paths.state].map((d) =>
+        rm(d, { recursive: true, force: true }).catch(() => {}),
+      ),
+    );
+  }
+
+  /**
+   * A warm guest becomes sandbox `to`: new limits on its cgroups, and its hostname set inside gVisor
+   * (the UTS namespace lives in gVisor's kernel, so only a process in the sandbox can change it:
+   * `runsc exec` with CAP_SYS_ADMIN for that one process). runsc's container id stays the warm one.
+   */
+  async retarget(_from: GuestSpec, to: GuestSpec, handle: GuestHandle): Promise<GuestHandle> {
+    const data = dataOf(handle);
+    await Promise.all([
+      setCgroupLimits(await this.#cgroupLayout(), data.cgroups, { memoryMb: to.memoryMb, vcpus: to.vcpus }),
+      this.#inGuest(data, ["--cap", "CAP_SYS_ADMIN"], ["/bin/sh", "-c", 'hostname "$1"', "sh", to.sandboxId]),
+    ]);
+    return handle;
+  }
+
+  /** Runs a command inside the guest through runsc exec (as root). */
+  async #inGuest(data: GvisorHandleData, flags: readonly string[], argv: readonly string[]): Promise<string> {
+    const [file, ...args] = this.#runscCommand(data.netns, data.stateDir, [
+      "exec",
+      ...flags,
+      data.containerId,
+      ...argv,
+    ]);
+    if (file === undefined) throw new Error("empty runsc command");
+    return (await this.#deps.exec(file, args, { timeoutMs: 10_000 })).stdout;
+  }
+
+  async isAlive(handle: GuestHandle): Promise<boolean> {
+    return isSameProcessAlive(handle.pid, handle.pidStartTime);
+  }
+
+  /** Freezes the gofer and the sandbox (with its stubs) through the cgroup freezer. */
+  async freeze(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
+    await setFrozen(dataOf(handle).cgroups, true);
+  }
+
+  async thaw(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
+    await setFrozen(dataOf(handle).cgroups, false);
+  }
+}
