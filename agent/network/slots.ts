@@ -2,7 +2,7 @@ import { writeFile } from "node:fs/promises";
 import type { Ipv4Network } from "../config.js";
 import type { Exec } from "../exec.js";
 import type { Logger } from "../logger.js";
-import type { GuestNetwork } from "../runtimes/types.js";
+import type { GuestNetwork, RuntimeName } from "../runtimes/types.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -20,6 +20,15 @@ import { hostBatch, hostRules, netnsBatch, type SlotKind, slotRules } from "./ru
 export interface Slot extends SlotAddresses {
   kind: SlotKind;
   egress: boolean;
+}
+
+/**
+ * The kind of slot a runtime's guests need: a TAP for a VM; for the namespace and gVisor runtimes
+ * (whose guest sockets are host sockets in the slot's netns; gVisor runs with --network=host) the
+ * guest address lives on the netns's own loopback.
+ */
+export function slotKindOf(runtime: RuntimeName): SlotKind {
+  return runtime === "namespace" || runtime === "gvisor" ? "namespace" : "vm";
 }
 
 export function guestNetworkOf(slot: Slot): GuestNetwork {

@@ -6,7 +6,7 @@ import { DEFAULT_USER, DEFAULT_WORKDIR, EnvdClient } from "../envd-client.js";
 import { AgentError, failedPrecondition, sandboxNotFound } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { SlotKind } from "../network/rules.js";
-import { guestNetworkOf, type Slot, type SlotManager, SlotsExhaustedError } from "../network/slots.js";
+import { guestNetworkOf, type Slot, type SlotManager, SlotsExhaustedError, slotKindOf } from "../network/slots.js";
 import { isSameProcessAlive } from "../process-identity.js";
 import type { GuestHandle, GuestSpec, Runtime } from "../runtimes/types.js";
 import { assertSandboxId, assertTemplateName, SANDBOX_ID_PATTERN } from "./ids.js";
@@ -102,7 +102,7 @@ export class SandboxManager {
   constructor(deps: SandboxManagerDeps) {
     this.#deps = deps;
     this.#starts = new Semaphore(deps.config.maxConcurrentStarts);
-    this.#slotKind = deps.runtime.name === "namespace" ? "namespace" : "vm";
+    this.#slotKind = slotKindOf(deps.runtime.name);
     this.#reaps = new ReapLog({
       file: reapLogPath(deps.config.layout.stateRoot),
       logger: deps.logger,
