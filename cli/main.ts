@@ -9,7 +9,7 @@ export const usage = `wrenn: self-hosted sandboxes
 usage: wrenn <command> [options]
 
   up                      run everything on this machine (API, database, local agent)
-  agent                   run a host agent (--register API_URL --token KEY to join an API)
+  agent                   run a host agent (--register API_URL --token-file FILE to join an API)
   image build|list        build or list guest images
   sandbox <command>       create, list, get, exec, shell, cp, pause, resume, kill, timeout
   hosts [command]         list, register, drain, activate, delete host agents (admin)
