@@ -9,6 +9,7 @@ export const usage = `wrenn: self-hosted sandboxes
 usage: wrenn <command> [options]
 
   up                      run everything on this machine (API, database, local agent)
+  doctor                  check that this host can run Wrenn (one line per check, with fixes)
   agent                   run a host agent (--register API_URL --token-file FILE to join an API)
   image build|list        build or list guest images
   sandbox <command>       create, list, get, exec, shell, cp, pause, resume, kill, timeout
@@ -17,7 +18,8 @@ usage: wrenn <command> [options]
 
 Every API command takes --json, --api-url URL (WRENN_API_URL) and --api-key KEY (WRENN_API_KEY);
 both may also come from ~/.config/wrenn/config.json ({"apiUrl": …, "apiKey": …}).
-Run \`wrenn <command> --help\` for a command's options.`;
+Run \`wrenn <command> --help\` for a command's options; \`wrenn --version\` prints the CLI's version
+and the API's.`;
 
 // Commands are loaded on demand: `up` pulls in the whole edge, which a quick `sandbox list` should not pay for.
 
@@ -30,6 +32,12 @@ export async function runCli(argv: string[], output: Output, signal: AbortSignal
     switch (command) {
       case "up":
         return await (await import("./commands/up.js")).upCommand(ctx, rest);
+      case "doctor":
+        return await (await import("./commands/doctor.js")).doctorCommand(ctx, rest);
+      case "version":
+      case "--version":
+      case "-v":
+        return await (await import("./commands/version.js")).versionCommand(ctx, rest);
       case "agent":
         return await (await import("./commands/agent.js")).agentCommand(ctx, rest);
       case "image":

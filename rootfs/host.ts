@@ -1,35 +1,71 @@
+import { readFileSync } from "node:fs";
 import { access, readdir, readFile, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { BuildError } from "./errors.js";
 import type { Progress } from "./progress.js";
-import { run } from "./run.js";
+import { start } from "./run.js";
+
+/** What a host package is needed for: running sandboxes, building guest images, or the tests and CI. */
+export type HostRole = "runtime" | "image" | "tests";
+
+/** One Debian package a Wrenn host needs (an entry of scripts/host-packages.json). */
+export interface HostPackage {
+  package: string;
+  /** The programs Wrenn runs from it. */
+  provides: string[];
+  /** A command on the standard PATH, or an absolute file, whose presence proves the package is installed. */
+  proof: string;
+  why: string;
+  roles: HostRole[];
+}
+
+/** scripts/host-packages.json: the one list of host packages (CI, `wrenn up`, the image builder and doctor read it). */
+export const hostPackagesFile = new URL("../scripts/host-packages.json", import.meta.url);
+
+/** Parses and checks the package list, so a typo in it fails loudly rather than skipping a package. */
+export function parseHostPackages(text: string): HostPackage[] {
+  const parsed = JSON.parse(text) as { packages?: unknown };
+  if (!Array.isArray(parsed.packages)) throw new Error("host-packages.json: no packages array");
+  const roles = new Set<string>(["runtime", "image", "tests"]);
+  return parsed.packages.map((entry: unknown, i: number) => {
+    const p = entry as Partial<HostPackage>;
+    const ok =
+      typeof p.package === "string" &&
+      /^[a-z0-9][a-z0-9+.-]+$/.test(p.package) &&
+      typeof p.proof === "string" &&
+      p.proof.length > 0 &&
+      typeof p.why === "string" &&
+      Array.isArray(p.provides) &&
+      p.provides.every((c) => typeof c === "string") &&
+      Array.isArray(p.roles) &&
+      p.roles.length > 0 &&
+      p.roles.every((r) => roles.has(r));
+    if (!ok) throw new Error(`host-packages.json: entry ${i} (${String(p.package)}) is malformed`);
+    return p as HostPackage;
+  });
+}
+
+/** Every host package, read once from scripts/host-packages.json. */
+export const HOST_PACKAGES: readonly HostPackage[] = parseHostPackages(readFileSync(hostPackagesFile, "utf8"));
+
+/** The packages any of `roles` needs. */
+export function hostPackagesFor(
+  roles: readonly HostRole[],
+  packages: readonly HostPackage[] = HOST_PACKAGES,
+): HostPackage[] {
+  return packages.filter((p) => p.roles.some((r) => roles.includes(r)));
+}
+
+/** The roles `wrenn up` and the image builder install: running sandboxes and building their images. */
+export const SERVER_ROLES: readonly HostRole[] = ["runtime", "image"];
 
 /**
- * Debian packages the image build and the runtimes need on the host, each with a command that proves
- * it is installed. scripts/apt-packages.txt lists the same (plus the test-only packages) for CI.
+ * The packages the image build and the runtimes need, each with the command that proves it is
+ * installed (derived from scripts/host-packages.json).
  */
-export const HOST_TOOLS: readonly { pkg: string; command: string; why: string }[] = [
-  { pkg: "debootstrap", command: "debootstrap", why: "build the Debian root" },
-  // debootstrap verifies bookworm's Release file with it; Ubuntu hosts lack it by default.
-  {
-    pkg: "debian-archive-keyring",
-    command: "/usr/share/keyrings/debian-archive-keyring.gpg",
-    why: "verify the Debian archive",
-  },
-  { pkg: "e2fsprogs", command: "mkfs.ext4", why: "make the ext4 image" },
-  { pkg: "cpio", command: "cpio", why: "pack the initramfs" },
-  { pkg: "lz4", command: "lz4", why: "unpack the Debian kernel" },
-  { pkg: "busybox-static", command: "busybox", why: "the initramfs shell" },
-  { pkg: "qemu-system-x86", command: "qemu-system-x86_64", why: "VM runtime" },
-  { pkg: "qemu-utils", command: "qemu-img", why: "copy-on-write VM disks" },
-  { pkg: "bubblewrap", command: "bwrap", why: "namespace runtime" },
-  { pkg: "runsc", command: "runsc", why: "gVisor runtime (the default without KVM)" },
-  { pkg: "iproute2", command: "ip", why: "network slots" },
-  { pkg: "nftables", command: "nft", why: "network slots" },
-  { pkg: "iptables", command: "iptables", why: "network slots" },
-  { pkg: "socat", command: "socat", why: "port forwarding" },
-  { pkg: "tini", command: "tini", why: "guest init reaper injected into images" },
-];
+export const HOST_TOOLS: readonly { pkg: string; command: string; why: string }[] = hostPackagesFor(SERVER_ROLES).map(
+  (p) => ({ pkg: p.package, command: p.proof, why: p.why }),
+);
 
 const searchPath = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
@@ -86,31 +122,126 @@ async function isDebianLike(): Promise<boolean> {
   }
 }
 
+/** A host package that is not installed, as found by {@link missingHostPackages}. */
+export type MissingPackage = HostPackage;
+
+/** The packages of `roles` whose proof (a command on the standard PATH, or an absolute file) is absent. */
+export async function missingHostPackages(
+  roles: readonly HostRole[] = SERVER_ROLES,
+  packages: readonly HostPackage[] = HOST_PACKAGES,
+  lookup: (command: string) => Promise<string | undefined> = which,
+): Promise<MissingPackage[]> {
+  const wanted = hostPackagesFor(roles, packages);
+  const found = await Promise.all(wanted.map((p) => lookup(p.proof)));
+  return wanted.filter((_, i) => found[i] === undefined);
+}
+
+/** Options of {@link ensureHostTools}. */
+export interface EnsureHostToolsOptions {
+  signal?: AbortSignal | undefined;
+  /** Which roles' packages to install (default: runtime and image). */
+  roles?: readonly HostRole[];
+  /** The package list (default: scripts/host-packages.json). */
+  packages?: readonly HostPackage[];
+  /** apt's full output is appended here; named when it fails. */
+  logFile?: string;
+}
+
 /**
- * Makes sure the host tools are present. Missing ones are installed with apt as a visible step when
- * running as root on Debian or Ubuntu; elsewhere the error lists the packages to install.
+ * Parses apt's machine-readable status lines (`-o APT::Status-Fd=1`): `dlstatus:3:42.5:Retrieving
+ * file 3 of 40` and `pmstatus:tini:65.0:Installing tini`. Returns the detail to show and a fraction.
  */
-export async function ensureHostTools(progress: Progress, signal?: AbortSignal): Promise<void> {
-  const missing: (typeof HOST_TOOLS)[number][] = [];
-  for (const tool of HOST_TOOLS) {
-    if (!(await which(tool.command))) missing.push(tool);
+export function parseAptStatus(line: string): { detail: string; fraction: number } | undefined {
+  const m = /^(dlstatus|pmstatus):([^:]*):([\d.]+):(.*)$/.exec(line.trim());
+  if (!m) return undefined;
+  const percent = Number(m[3]);
+  if (!Number.isFinite(percent)) return undefined;
+  const phase = m[1] === "dlstatus" ? "download" : "install";
+  return { detail: `${phase}: ${m[4]}`, fraction: percent / 100 };
+}
+
+/** Runs apt-get with its status lines turned into progress, and all output appended to `logFile`. */
+async function aptWithProgress(
+  args: string[],
+  ticker: { update(detail: string, fraction?: number): void },
+  options: { signal?: AbortSignal | undefined; logFile?: string | undefined; hint: string },
+): Promise<void> {
+  const { appendFile } = await import("node:fs/promises");
+  let buffered = "";
+  let all = "";
+  const child = start("apt-get", ["-o", "APT::Status-Fd=1", "-o", "Dpkg::Use-Pty=0", ...args], {
+    signal: options.signal,
+    onOutput: (chunk) => {
+      all += chunk;
+      buffered += chunk;
+      const lines = buffered.split("\n");
+      buffered = lines.pop() ?? "";
+      for (const line of lines) {
+        const status = parseAptStatus(line);
+        if (status) ticker.update(status.detail, status.fraction);
+      }
+    },
+  });
+  const result = await child;
+  if (options.logFile) await appendFile(options.logFile, `$ apt-get ${args.join(" ")}\n${all}`).catch(() => {});
+  if (result.isCanceled || options.signal?.aborted) throw new BuildError("interrupted while running apt-get");
+  if (result.exitCode !== 0) {
+    const tail = all
+      .split("\n")
+      .filter((l) => !parseAptStatus(l))
+      .slice(-12)
+      .join("\n")
+      .trim();
+    throw new BuildError(
+      `apt-get ${args.join(" ")} failed (exit ${result.exitCode ?? result.signal})\n${tail}`,
+      options.hint,
+    );
   }
+}
+
+/**
+ * Makes sure the host packages are present. Missing ones are installed with apt as a visible step
+ * (a bar from apt's status lines, elapsed time) when running as root on Debian or Ubuntu; elsewhere
+ * the error lists the packages to install.
+ */
+export async function ensureHostTools(
+  progress: Progress,
+  signalOrOptions?: AbortSignal | EnsureHostToolsOptions,
+): Promise<void> {
+  const options: EnsureHostToolsOptions =
+    signalOrOptions instanceof AbortSignal || signalOrOptions === undefined
+      ? { signal: signalOrOptions }
+      : signalOrOptions;
+  const { signal } = options;
+  const missing = await missingHostPackages(options.roles ?? SERVER_ROLES, options.packages ?? HOST_PACKAGES);
   if (missing.length === 0) {
-    progress.skip("host tools", "all present");
+    progress.skip("host packages", "all present");
     return;
   }
-  const pkgs = missing.map((t) => t.pkg);
+  const pkgs = missing.map((t) => t.package);
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (!isRoot || !(await isDebianLike()) || !(await which("apt-get"))) {
     throw new BuildError(
-      `missing host tools: ${missing.map((t) => `${t.command} (package ${t.pkg}: ${t.why})`).join(", ")}`,
+      `missing host packages: ${missing.map((t) => `${t.package} (${t.proof} not found; ${t.why})`).join(", ")}`,
       `install them, e.g. on Debian or Ubuntu as root: apt-get install --no-install-recommends ${pkgs.join(" ")}`,
     );
   }
-  await progress.step(`apt-get install ${pkgs.join(" ")}`, async () => {
-    const hint = "check that apt can reach its mirror (apt-get update) and that no other apt is running";
-    await run("apt-get", ["update", "-qq"], { signal, hint });
-    await run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...pkgs], { signal, hint });
+  await progress.step(`apt-get install ${pkgs.join(" ")}`, async (ticker) => {
+    const hint = `check that apt can reach its mirror (apt-get update) and that no other apt is running${options.logFile ? `; apt's output: ${options.logFile}` : ""}`;
+    ticker.update("apt-get update");
+    await aptWithProgress(["update", "-qq"], ticker, { signal, logFile: options.logFile, hint });
+    await aptWithProgress(["install", "-y", "-qq", "--no-install-recommends", ...pkgs], ticker, {
+      signal,
+      logFile: options.logFile,
+      hint,
+    });
+    const still = await missingHostPackages(options.roles ?? SERVER_ROLES, missing);
+    if (still.length > 0) {
+      throw new BuildError(
+        `apt installed ${pkgs.join(" ")} but ${still.map((p) => p.proof).join(", ")} is still missing`,
+        "check the package list (scripts/host-packages.json): each entry's proof must be a file its package installs",
+      );
+    }
   });
 }
 
