@@ -11,7 +11,20 @@ describe("parseEnv", () => {
       WRENN_DATA_DIR: "./.wrenn",
       WRENN_MAX_UPLOAD_BYTES: 1024 ** 3,
     });
-    expect(edgeConfigFrom(parsed.env)).toEqual({ maxUploadBytes: 1024 ** 3, maxJsonBytes: 1024 ** 2 });
+    expect(edgeConfigFrom(parsed.env)).toEqual({
+      maxUploadBytes: 1024 ** 3,
+      maxJsonBytes: 1024 ** 2,
+      rateLimit: { perSec: 20, burst: 100 },
+    });
+  });
+
+  it("turns the default rate limit off with WRENN_RATE_LIMIT_PER_SEC=0 and rejects a zero burst", () => {
+    const off = parseEnv({ WRENN_RATE_LIMIT_PER_SEC: "0" });
+    expect(off.ok && edgeConfigFrom(off.env).rateLimit).toBeUndefined();
+    const tuned = parseEnv({ WRENN_RATE_LIMIT_PER_SEC: "0.5", WRENN_RATE_LIMIT_BURST: "3" });
+    expect(tuned.ok && edgeConfigFrom(tuned.env).rateLimit).toEqual({ perSec: 0.5, burst: 3 });
+    const bad = parseEnv({ WRENN_RATE_LIMIT_BURST: "0" });
+    expect(bad.ok ? {} : bad.errors).toHaveProperty("WRENN_RATE_LIMIT_BURST");
   });
 
   it("coerces numbers and reports every bad field by name", () => {

@@ -51,6 +51,13 @@ export const zEnv = z.object({
     .string()
     .regex(/^[A-Za-z0-9.-]+(:[0-9]{1,5})?$/, "must be a host name, optionally with :port")
     .optional(),
+  /**
+   * Default request rate per API key, in requests per second (a token bucket shared by every edge
+   * through the database); 0 turns the default limit off (per-key overrides still apply).
+   */
+  WRENN_RATE_LIMIT_PER_SEC: z.coerce.number().min(0).max(1_000_000).default(20),
+  /** Default bucket size per API key: how many requests may come at once after a quiet spell. */
+  WRENN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).default(100),
   /** Log level. */
   WRENN_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
 });
@@ -64,6 +71,8 @@ export interface EdgeConfig {
   maxJsonBytes: number;
   /** Domain of sandbox hosts for the E2B surface (`WRENN_SANDBOX_DOMAIN`); unset: the API's Host. */
   sandboxDomain?: string;
+  /** Default request rate per API key; unset: keys without their own rate are not limited. */
+  rateLimit?: { perSec: number; burst: number };
 }
 
 /** Parses an environment record; on failure returns the field messages instead of throwing. */
@@ -81,5 +90,7 @@ export function parseEnv(
 export function edgeConfigFrom(env: Env): EdgeConfig {
   const config: EdgeConfig = { maxUploadBytes: env.WRENN_MAX_UPLOAD_BYTES, maxJsonBytes: env.WRENN_MAX_JSON_BYTES };
   if (env.WRENN_SANDBOX_DOMAIN) config.sandboxDomain = env.WRENN_SANDBOX_DOMAIN;
+  if (env.WRENN_RATE_LIMIT_PER_SEC > 0)
+    config.rateLimit = { perSec: env.WRENN_RATE_LIMIT_PER_SEC, burst: env.WRENN_RATE_LIMIT_BURST };
   return config;
 }

@@ -427,7 +427,10 @@ async function settleSandboxes(
     .where(and(eq(sandboxes.hostId, hostId), inArray(sandboxes.state, [...activeSandboxStates])));
   await Promise.all(
     rows.map(async (row) => {
-      const ctx: TeamContext = { ...services, principal: { teamId: row.teamId, keyId: "wrenn-up", isAdmin: true } };
+      const ctx: TeamContext = {
+        ...services,
+        principal: { teamId: row.teamId, keyId: "wrenn-up", isAdmin: true, scopes: [] },
+      };
       try {
         if (keep) {
           if (row.state === "running") {

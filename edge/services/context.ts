@@ -22,11 +22,17 @@ export interface ServiceContext {
   keyCache?: ApiKeyCache;
 }
 
-/** Who is calling: the team its API key belongs to, and whether the key is an admin key. */
+/** Who is calling: the team its API key belongs to, whether the key is an admin key, and what it may do. */
 export interface Principal {
   teamId: string;
   keyId: string;
   isAdmin: boolean;
+  /** The key's scopes (edge/services/auth/scopes.ts); an admin key holds every scope whatever this lists. */
+  scopes: readonly string[];
+  /** When the key stops working; absent or null: never. */
+  expiresAt?: Date | null;
+  /** The key's own request rate (set by an admin); absent or null: the edge's default. */
+  rateLimit?: { perSec: number; burst: number } | null;
 }
 
 /** A ServiceContext on behalf of an authenticated caller; every team-owned query filters by `principal.teamId`. */

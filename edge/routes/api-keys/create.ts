@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { createApiKey } from "../../services/api-keys/create.js";
-import { apiKeySecurity } from "../router.js";
 import { CreateApiKeyBody, CreatedApiKey } from "./schemas.js";
 
 const createKeyRoute = createRoute({
@@ -11,7 +11,7 @@ const createKeyRoute = createRoute({
   tags: ["api-keys"],
   operationId: "createApiKey",
   summary: "Create an API key (its secret is shown once)",
-  security: apiKeySecurity,
+  ...scoped("keys:write"),
   request: { body: { content: { "application/json": { schema: CreateApiKeyBody } } } },
   responses: {
     201: { description: "The key and its secret", content: { "application/json": { schema: CreatedApiKey } } },
@@ -21,4 +21,8 @@ const createKeyRoute = createRoute({
 
 /** POST /v1/api-keys */
 export const registerCreateApiKey = (app: App) =>
-  app.openapi(createKeyRoute, async (c) => c.json(await createApiKey(c.get("team"), c.req.valid("json")), 201));
+  app.openapi(createKeyRoute, async (c) => {
+    const { expiresAt, ...body } = c.req.valid("json");
+    const input = expiresAt === undefined ? body : { ...body, expiresAt: new Date(expiresAt) };
+    return c.json(await createApiKey(c.get("team"), input), 201);
+  });

@@ -3,6 +3,7 @@ import { newRouter } from "../router.js";
 import { registerCreateApiKey } from "./create.js";
 import { registerListApiKeys } from "./list.js";
 import { registerRevokeApiKey } from "./revoke.js";
+import { registerUpdateApiKey } from "./update.js";
 
 /** The /v1/api-keys router. */
 export function apiKeysRouter(): App {
@@ -10,5 +11,6 @@ export function apiKeysRouter(): App {
   registerCreateApiKey(app);
   registerListApiKeys(app);
   registerRevokeApiKey(app);
+  registerUpdateApiKey(app);
   return app;
 }

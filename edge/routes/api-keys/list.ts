@@ -1,8 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { listApiKeys } from "../../services/api-keys/list.js";
-import { apiKeySecurity } from "../router.js";
 import { ApiKey, ListApiKeysQuery } from "./schemas.js";
 
 const listKeysRoute = createRoute({
@@ -11,7 +11,7 @@ const listKeysRoute = createRoute({
   tags: ["api-keys"],
   operationId: "listApiKeys",
   summary: "List the team's API keys",
-  security: apiKeySecurity,
+  ...scoped("keys:read"),
   request: { query: ListApiKeysQuery },
   responses: {
     200: { description: "Keys", content: { "application/json": { schema: z.object({ apiKeys: z.array(ApiKey) }) } } },

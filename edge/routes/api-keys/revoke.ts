@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { revokeApiKey } from "../../services/api-keys/revoke.js";
-import { apiKeySecurity } from "../router.js";
 import { ApiKey, ApiKeyIdParam } from "./schemas.js";
 
 const revokeKeyRoute = createRoute({
@@ -11,7 +11,7 @@ const revokeKeyRoute = createRoute({
   tags: ["api-keys"],
   operationId: "revokeApiKey",
   summary: "Revoke an API key",
-  security: apiKeySecurity,
+  ...scoped("keys:write"),
   request: { params: ApiKeyIdParam },
   responses: {
     200: { description: "The revoked key", content: { "application/json": { schema: ApiKey } } },

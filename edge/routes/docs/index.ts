@@ -1,5 +1,6 @@
 import { stringify } from "yaml";
 import type { App, DocsAssets } from "../../context.js";
+import { withScopeNotes } from "../../middleware/auth.js";
 import { newRouter } from "../router.js";
 
 /** The OpenAPI document's header. */
@@ -44,7 +45,7 @@ window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepL
  */
 export function docsRouter(root: App, assets: DocsAssets | undefined): App {
   const app = newRouter();
-  const document = () => root.getOpenAPI31Document(openApiInfo);
+  const document = () => withScopeNotes(root.getOpenAPI31Document(openApiInfo));
   app.get("/openapi.json", (c) => c.json(document()));
   app.get("/openapi.yaml", (c) =>
     c.body(stringify(document()), 200, { "content-type": "application/yaml; charset=utf-8" }),

@@ -1,7 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../../context.js";
-import { apiKeyFrom } from "../../middleware/auth.js";
-import { verifyApiKey } from "../../services/auth/verify-api-key.js";
+import { authenticateRequest } from "../../middleware/auth.js";
 import { ServiceError } from "../../services/errors.js";
 
 /**
@@ -11,11 +10,7 @@ import { ServiceError } from "../../services/errors.js";
  */
 export function requireE2bApiKey(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const secret = apiKeyFrom(c.req);
-    if (!secret) throw new ServiceError("UNAUTHORIZED", "no API key");
-    const services = c.get("services");
-    const principal = await verifyApiKey(services, secret);
-    c.set("team", { ...services, principal, logger: services.logger.child({ teamId: principal.teamId }) });
+    await authenticateRequest(c, () => new ServiceError("UNAUTHORIZED", "no API key"));
     await next();
   };
 }

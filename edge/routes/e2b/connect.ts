@@ -1,8 +1,8 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
+import { scoped } from "../../middleware/auth.js";
 import { connectSandbox } from "../../services/e2b/connect.js";
 import { checkTimeout } from "../../services/e2b/create-input.js";
-import { apiKeySecurity } from "../router.js";
 import { E2bError, e2bErrorResponses } from "./errors.js";
 import { ConnectV1Body, ConnectV2Body, E2bSandbox, SandboxIdParam } from "./schemas.js";
 import { sandboxDomain, toE2bSandbox } from "./shape.js";
@@ -24,7 +24,7 @@ const v1 = createRoute({
   operationId: "e2bConnectSandbox",
   summary: "Connect to a sandbox, resuming it if paused (E2B v1)",
   description,
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: {
     params: SandboxIdParam,
     body: { required: true, content: { "application/json": { schema: ConnectV1Body } } },
@@ -39,7 +39,7 @@ const v2 = createRoute({
   operationId: "e2bConnectSandboxV2",
   summary: "Connect to a sandbox, resuming it if paused (E2B v2; default timeout 300 s)",
   description,
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: {
     params: SandboxIdParam,
     body: { required: false, content: { "application/json": { schema: ConnectV2Body } } },

@@ -1,8 +1,8 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
+import { scoped } from "../../middleware/auth.js";
 import { createInputFromE2b } from "../../services/e2b/create-input.js";
 import { createSandbox } from "../../services/sandboxes/create.js";
-import { apiKeySecurity } from "../router.js";
 import { e2bErrorResponses } from "./errors.js";
 import { E2bSandbox, NewSandbox } from "./schemas.js";
 import { sandboxDomain, toE2bSandbox } from "./shape.js";
@@ -14,7 +14,7 @@ const createRouteFor = (path: string, operationId: string, defaultTimeoutSec: nu
     tags: ["e2b"],
     operationId,
     summary: `Create a sandbox (E2B ${path.startsWith("/v2") ? "v2" : "v1"}; default timeout ${defaultTimeoutSec} s)`,
-    security: apiKeySecurity,
+    ...scoped("sandboxes:write"),
     request: { body: { required: true, content: { "application/json": { schema: NewSandbox } } } },
     responses: {
       201: { description: "The sandbox, running", content: { "application/json": { schema: E2bSandbox } } },

@@ -1,7 +1,7 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
+import { scoped } from "../../middleware/auth.js";
 import { describeSandbox } from "../../services/e2b/describe.js";
-import { apiKeySecurity } from "../router.js";
 import { e2bErrorResponses } from "./errors.js";
 import { E2bSandboxDetail, SandboxIdParam } from "./schemas.js";
 import { sandboxDomain, toE2bDetail } from "./shape.js";
@@ -12,7 +12,7 @@ const route = createRoute({
   tags: ["e2b"],
   operationId: "e2bGetSandbox",
   summary: "Get a running or paused sandbox (E2B)",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:read"),
   request: { params: SandboxIdParam },
   responses: {
     200: { description: "The sandbox", content: { "application/json": { schema: E2bSandboxDetail } } },

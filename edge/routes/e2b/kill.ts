@@ -1,10 +1,10 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
+import { scoped } from "../../middleware/auth.js";
 import { e2bState } from "../../services/e2b/mapping.js";
 import { NotFoundError } from "../../services/errors.js";
 import { destroySandbox } from "../../services/sandboxes/destroy.js";
 import { getSandbox } from "../../services/sandboxes/get.js";
-import { apiKeySecurity } from "../router.js";
 import { e2bErrorResponses } from "./errors.js";
 import { SandboxIdParam } from "./schemas.js";
 
@@ -15,7 +15,7 @@ const route = createRoute({
   operationId: "e2bKillSandbox",
   summary: "Kill a running or paused sandbox (E2B)",
   description: "A sandbox that is already gone answers 404, which the SDK's `kill` reports as `false`.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: { params: SandboxIdParam },
   responses: { 204: { description: "Killed" }, ...e2bErrorResponses },
 });

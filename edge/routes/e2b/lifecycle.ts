@@ -1,5 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
+import { scoped } from "../../middleware/auth.js";
 import { checkTimeout } from "../../services/e2b/create-input.js";
 import { e2bState } from "../../services/e2b/mapping.js";
 import { ConflictError, NotFoundError } from "../../services/errors.js";
@@ -7,7 +8,6 @@ import { getSandbox } from "../../services/sandboxes/get.js";
 import { pauseSandbox } from "../../services/sandboxes/pause.js";
 import { setSandboxTimeout } from "../../services/sandboxes/set-timeout.js";
 import type { SandboxView } from "../../services/sandboxes/view.js";
-import { apiKeySecurity } from "../router.js";
 import { E2bError, e2bErrorResponses } from "./errors.js";
 import { PauseBody, SandboxIdParam, TimeoutBody } from "./schemas.js";
 
@@ -18,7 +18,7 @@ const timeoutRoute = createRoute({
   operationId: "e2bSetSandboxTimeout",
   summary: "Set a sandbox's timeout to `timeout` seconds from now (E2B)",
   description: "May shorten or extend it. On a paused sandbox it applies from the resume.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: {
     params: SandboxIdParam,
     body: { required: true, content: { "application/json": { schema: TimeoutBody } } },
@@ -33,7 +33,7 @@ const pauseRoute = createRoute({
   operationId: "e2bPauseSandbox",
   summary: "Pause a running sandbox (E2B)",
   description: "409 when it is already paused (the SDK's `pause` then returns false). Memory is always kept.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: {
     params: SandboxIdParam,
     body: { required: false, content: { "application/json": { schema: PauseBody } } },

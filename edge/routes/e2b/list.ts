@@ -1,10 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
+import { scoped } from "../../middleware/auth.js";
 import { parseE2bMetadataQuery, parseE2bStates, wrennStatesFor, wrennTemplate } from "../../services/e2b/mapping.js";
 import { BadRequestError } from "../../services/errors.js";
 import { listSandboxes } from "../../services/sandboxes/list.js";
 import type { SandboxView } from "../../services/sandboxes/view.js";
-import { apiKeySecurity } from "../router.js";
 import { e2bErrorResponses } from "./errors.js";
 import { E2bListedSandbox, ListSandboxesV1Query, ListSandboxesV2Query } from "./schemas.js";
 import { toE2bListed } from "./shape.js";
@@ -17,7 +17,7 @@ const v2 = createRoute({
   summary: "List running and paused sandboxes, newest first (E2B v2)",
   description:
     "The next page's cursor is in the `X-Next-Token` header (absent on the last page). Only `order=desc` is supported; `template` and `startedAfter` filter within each page, so a page may hold fewer than `limit` sandboxes.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:read"),
   request: { query: ListSandboxesV2Query },
   responses: {
     200: {
@@ -35,7 +35,7 @@ const v1 = createRoute({
   tags: ["e2b"],
   operationId: "e2bListSandboxes",
   summary: "List running sandboxes (E2B v1, deprecated)",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:read"),
   request: { query: ListSandboxesV1Query },
   responses: {
     200: { description: "Running sandboxes", content: { "application/json": { schema: z.array(E2bListedSandbox) } } },

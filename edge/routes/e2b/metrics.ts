@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
+import { scoped } from "../../middleware/auth.js";
 import { sandboxMetrics } from "../../services/e2b/metrics.js";
-import { apiKeySecurity } from "../router.js";
 import { e2bErrorResponses } from "./errors.js";
 import { E2bSandboxMetric, MetricsQuery, SandboxIdParam } from "./schemas.js";
 
@@ -13,7 +13,7 @@ const route = createRoute({
   summary: "A sandbox's CPU, memory and disk use (E2B)",
   description:
     "Wrenn keeps no history: the answer is one sample read from envd now (none while paused); `start` and `end` are accepted and ignored.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:read"),
   request: { params: SandboxIdParam, query: MetricsQuery },
   responses: {
     200: { description: "Samples", content: { "application/json": { schema: z.array(E2bSandboxMetric) } } },

@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { listDir } from "../../services/files/fs.js";
-import { apiKeySecurity } from "../router.js";
 import { SandboxIdParam } from "../sandboxes/schemas.js";
 import { EntryList, ListBody } from "./schemas.js";
 
@@ -14,7 +14,7 @@ const listRoute = createRoute({
   tags: ["files"],
   operationId: "listFiles",
   summary: "List a directory",
-  security: apiKeySecurity,
+  ...scoped("files:read"),
   request: { params: SandboxIdParam, body: { required: true, content: { "application/json": { schema: ListBody } } } },
   responses: { 200: { description: "Entries", content: { "application/json": { schema: EntryList } } }, ...errors },
 });

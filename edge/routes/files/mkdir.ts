@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { makeDir } from "../../services/files/fs.js";
-import { apiKeySecurity } from "../router.js";
 import { SandboxIdParam } from "../sandboxes/schemas.js";
 import { EntryResult, PathBody } from "./schemas.js";
 
@@ -14,7 +14,7 @@ const mkdirRoute = createRoute({
   tags: ["files"],
   operationId: "makeDirectory",
   summary: "Create a directory (and its parents)",
-  security: apiKeySecurity,
+  ...scoped("files:write"),
   request: { params: SandboxIdParam, body: { required: true, content: { "application/json": { schema: PathBody } } } },
   responses: {
     200: { description: "The directory", content: { "application/json": { schema: EntryResult } } },

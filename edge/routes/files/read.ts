@@ -1,8 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { readFile } from "../../services/files/read.js";
-import { apiKeySecurity } from "../router.js";
 import { SandboxIdParam } from "../sandboxes/schemas.js";
 import { PathBody } from "./schemas.js";
 
@@ -12,7 +12,7 @@ const route = createRoute({
   tags: ["files"],
   operationId: "readFile",
   summary: "Download a file (streamed)",
-  security: apiKeySecurity,
+  ...scoped("files:read"),
   request: { params: SandboxIdParam, body: { required: true, content: { "application/json": { schema: PathBody } } } },
   responses: {
     200: {

@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { removePath } from "../../services/files/fs.js";
-import { apiKeySecurity } from "../router.js";
 import { SandboxIdParam } from "../sandboxes/schemas.js";
 import { PathBody } from "./schemas.js";
 
@@ -14,7 +14,7 @@ const removeRoute = createRoute({
   tags: ["files"],
   operationId: "removePath",
   summary: "Remove a file or directory tree",
-  security: apiKeySecurity,
+  ...scoped("files:write"),
   request: { params: SandboxIdParam, body: { required: true, content: { "application/json": { schema: PathBody } } } },
   responses: { 204: { description: "Removed" }, ...errors },
 });

@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { ApiError, openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { writeFile } from "../../services/files/write.js";
-import { apiKeySecurity } from "../router.js";
 import { SandboxIdParam } from "../sandboxes/schemas.js";
 import { WriteQuery, WrittenFile } from "./schemas.js";
 
@@ -15,7 +15,7 @@ const route = createRoute({
   description:
     "multipart/form-data with a `path` field followed by a `file` part. The file is streamed through to the sandbox, " +
     "never buffered whole; uploads over the configured limit answer 413.",
-  security: apiKeySecurity,
+  ...scoped("files:write"),
   request: {
     params: SandboxIdParam,
     query: WriteQuery,

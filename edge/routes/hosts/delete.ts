@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { deleteHost } from "../../services/hosts/delete.js";
-import { apiKeySecurity } from "../router.js";
 import { DeleteHostQuery, HostIdParam } from "./schemas.js";
 
 const deleteRoute = createRoute({
@@ -12,7 +12,7 @@ const deleteRoute = createRoute({
   operationId: "deleteHost",
   summary: "Remove a host (admin)",
   description: "Refused with 409 (listing `details.sandboxIds`) while sandboxes are placed on it, unless force=true.",
-  security: apiKeySecurity,
+  ...scoped("admin"),
   request: { params: HostIdParam, query: DeleteHostQuery },
   responses: {
     204: { description: "Removed" },

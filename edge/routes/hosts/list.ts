@@ -1,8 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { listHosts } from "../../services/hosts/list.js";
-import { apiKeySecurity } from "../router.js";
 import { Host } from "./schemas.js";
 
 const listRoute = createRoute({
@@ -11,7 +11,7 @@ const listRoute = createRoute({
   tags: ["hosts"],
   operationId: "listHosts",
   summary: "List hosts (admin)",
-  security: apiKeySecurity,
+  ...scoped("admin"),
   responses: {
     200: { description: "Hosts", content: { "application/json": { schema: z.object({ hosts: z.array(Host) }) } } },
     ...openApiErrorResponses,

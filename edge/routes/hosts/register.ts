@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { registerHost } from "../../services/hosts/register.js";
-import { apiKeySecurity } from "../router.js";
 import { Host, RegisterHostBody } from "./schemas.js";
 
 const route = createRoute({
@@ -14,7 +14,7 @@ const route = createRoute({
   description:
     "The edge calls the agent's GetHostInfo with the token first; an unreachable agent answers 503. " +
     "Registering a known address again updates its token and facts (200).",
-  security: apiKeySecurity,
+  ...scoped("admin"),
   request: { body: { required: true, content: { "application/json": { schema: RegisterHostBody } } } },
   responses: {
     201: { description: "Registered", content: { "application/json": { schema: Host } } },

@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
 import { openApiErrorResponses } from "../../errors/api-error.js";
-import { apiKeySecurity } from "../router.js";
+import { scoped } from "../../middleware/auth.js";
 import { Host, HostIdParam } from "./schemas.js";
 
 /** The route of a host status change (`drain`, `activate`): POST /v1/hosts/{id}/<verb>. */
@@ -11,7 +11,7 @@ export const statusRoute = (verb: "drain" | "activate", description: string) =>
     tags: ["hosts"],
     operationId: `${verb}Host`,
     summary: description,
-    security: apiKeySecurity,
+    ...scoped("admin"),
     request: { params: HostIdParam },
     responses: {
       200: { description: "The host", content: { "application/json": { schema: Host } } },

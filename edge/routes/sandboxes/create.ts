@@ -1,8 +1,8 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { createSandbox } from "../../services/sandboxes/create.js";
-import { apiKeySecurity } from "../router.js";
 import { CreatedSandbox, CreateSandboxBody } from "./schemas.js";
 
 const route = createRoute({
@@ -11,7 +11,7 @@ const route = createRoute({
   tags: ["sandboxes"],
   operationId: "createSandbox",
   summary: "Create a sandbox",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: { body: { content: { "application/json": { schema: CreateSandboxBody } } } },
   responses: {
     201: { description: "The sandbox, running", content: { "application/json": { schema: CreatedSandbox } } },

@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { destroySandbox } from "../../services/sandboxes/destroy.js";
-import { apiKeySecurity } from "../router.js";
 import { SandboxIdParam } from "./schemas.js";
 
 const route = createRoute({
@@ -12,7 +12,7 @@ const route = createRoute({
   operationId: "deleteSandbox",
   summary: "Destroy a sandbox",
   description: "Destroys the sandbox and everything it held. Destroying a stopped sandbox is a no-op.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: { params: SandboxIdParam },
   responses: { 204: { description: "Destroyed" }, ...openApiErrorResponses, ...openApiAgentErrorResponses },
 });

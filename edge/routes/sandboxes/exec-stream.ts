@@ -2,8 +2,8 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { execStream } from "../../services/sandboxes/exec-stream.js";
-import { apiKeySecurity } from "../router.js";
 import { ExecBody, SandboxIdParam } from "./schemas.js";
 
 const route = createRoute({
@@ -15,7 +15,7 @@ const route = createRoute({
   description:
     "Events: `start` {pid}, `stdout`/`stderr` {data, encoding}, `exit` {exitCode, error?}, `error` {code, message}. " +
     "Each event's data is JSON. Closing the connection kills the command.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:exec"),
   request: { params: SandboxIdParam, body: { required: true, content: { "application/json": { schema: ExecBody } } } },
   responses: {
     200: { description: "An event stream", content: { "text/event-stream": { schema: z.string() } } },

@@ -1,8 +1,8 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { execCommand } from "../../services/sandboxes/exec.js";
-import { apiKeySecurity } from "../router.js";
 import { ExecBody, ExecResult, SandboxIdParam } from "./schemas.js";
 
 const route = createRoute({
@@ -13,7 +13,7 @@ const route = createRoute({
   summary: "Run a command to completion",
   description:
     "Without `args`, `cmd` runs under `/bin/bash -l -c`. Output that is not UTF-8 comes back base64 (`encoding`).",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:exec"),
   request: { params: SandboxIdParam, body: { required: true, content: { "application/json": { schema: ExecBody } } } },
   responses: {
     200: { description: "The command's output", content: { "application/json": { schema: ExecResult } } },

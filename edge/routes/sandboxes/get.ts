@@ -1,8 +1,8 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { getSandbox } from "../../services/sandboxes/get.js";
-import { apiKeySecurity } from "../router.js";
 import { Sandbox, SandboxIdParam } from "./schemas.js";
 
 const route = createRoute({
@@ -11,7 +11,7 @@ const route = createRoute({
   tags: ["sandboxes"],
   operationId: "getSandbox",
   summary: "Get a sandbox",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:read"),
   request: { params: SandboxIdParam },
   responses: {
     200: { description: "The sandbox", content: { "application/json": { schema: Sandbox } } },

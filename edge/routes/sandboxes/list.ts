@@ -2,8 +2,8 @@ import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { type SandboxStateName, sandboxStates } from "../../db/schema/index.js";
 import { ApiError, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { listSandboxes } from "../../services/sandboxes/list.js";
-import { apiKeySecurity } from "../router.js";
 import { ListSandboxesQuery, SandboxPage } from "./schemas.js";
 
 const route = createRoute({
@@ -12,7 +12,7 @@ const route = createRoute({
   tags: ["sandboxes"],
   operationId: "listSandboxes",
   summary: "List sandboxes, newest first",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:read"),
   request: { query: ListSandboxesQuery },
   responses: {
     200: { description: "A page of sandboxes", content: { "application/json": { schema: SandboxPage } } },

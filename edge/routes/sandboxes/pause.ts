@@ -1,8 +1,8 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { pauseSandbox } from "../../services/sandboxes/pause.js";
-import { apiKeySecurity } from "../router.js";
 import { Sandbox, SandboxIdParam } from "./schemas.js";
 
 const sandboxResponse = (description: string) => ({
@@ -18,7 +18,7 @@ const pauseRoute = createRoute({
   operationId: "pauseSandbox",
   summary: "Pause a running sandbox",
   description: "Paused time does not count against the timeout. Pausing a paused sandbox answers 409.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: { params: SandboxIdParam },
   responses: sandboxResponse("The sandbox, paused"),
 });

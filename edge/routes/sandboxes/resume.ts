@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { resumeSandbox } from "../../services/sandboxes/resume.js";
-import { apiKeySecurity } from "../router.js";
 import { ResumeBody, Sandbox, SandboxIdParam } from "./schemas.js";
 
 const sandboxResponse = (description: string) => ({
@@ -18,7 +18,7 @@ const resumeRoute = createRoute({
   operationId: "resumeSandbox",
   summary: "Resume a paused sandbox",
   description: "Without `timeoutSec` the sandbox gets back the time it had left when it paused.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: { params: SandboxIdParam, body: { content: { "application/json": { schema: ResumeBody } } } },
   responses: sandboxResponse("The sandbox, running"),
 });

@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { setSandboxTimeout } from "../../services/sandboxes/set-timeout.js";
-import { apiKeySecurity } from "../router.js";
 import { Sandbox, SandboxIdParam, TimeoutBody } from "./schemas.js";
 
 const sandboxResponse = (description: string) => ({
@@ -18,7 +18,7 @@ const timeoutRoute = createRoute({
   operationId: "setSandboxTimeout",
   summary: "Set a sandbox's timeout",
   description: "Moves the end time to now + timeoutSec (0 removes it) and optionally changes the timeout action.",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:write"),
   request: {
     params: SandboxIdParam,
     body: { required: true, content: { "application/json": { schema: TimeoutBody } } },

@@ -1,8 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { getTeam, listTeams } from "../../services/teams/settings.js";
-import { apiKeySecurity } from "../router.js";
 import { Team, TeamIdParam } from "./schemas.js";
 
 const listRoute = createRoute({
@@ -11,7 +11,7 @@ const listRoute = createRoute({
   tags: ["teams"],
   operationId: "listTeams",
   summary: "List teams with their settings and usage (admin)",
-  security: apiKeySecurity,
+  ...scoped("admin"),
   responses: {
     200: { description: "Teams", content: { "application/json": { schema: z.object({ teams: z.array(Team) }) } } },
     ...openApiErrorResponses,
@@ -25,7 +25,7 @@ const getRoute = createRoute({
   operationId: "getTeam",
   summary: "A team's isolation minimum, quotas and usage",
   description: "Any team for an admin key; a team key sees only its own (`me`).",
-  security: apiKeySecurity,
+  ...scoped("sandboxes:read"),
   request: { params: TeamIdParam },
   responses: {
     200: { description: "The team", content: { "application/json": { schema: Team } } },

@@ -1,8 +1,8 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { scoped } from "../../middleware/auth.js";
 import { updateTeamSettings } from "../../services/teams/settings.js";
-import { apiKeySecurity } from "../router.js";
 import { Team, TeamIdParam, UpdateTeamBody } from "./schemas.js";
 
 const route = createRoute({
@@ -13,7 +13,7 @@ const route = createRoute({
   summary: "Set a team's isolation minimum and quotas (admin)",
   description:
     "Fields left out stay as they are; null puts one back to the default. Lowering a limit below what the team holds refuses new admissions only.",
-  security: apiKeySecurity,
+  ...scoped("admin"),
   request: {
     params: TeamIdParam,
     body: { required: true, content: { "application/json": { schema: UpdateTeamBody } } },

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createApiKeyCache } from "./key-cache.js";
 
-const principal = { teamId: "team_a", keyId: "key_a", isAdmin: false };
+const principal = { teamId: "team_a", keyId: "key_a", isAdmin: false, scopes: ["sandboxes:read"] };
 
 describe("ApiKeyCache", () => {
   it("returns entries until they expire", () => {

@@ -18,7 +18,7 @@ export type ApiKeyScope = (typeof apiKeyScopes)[number];
 
 /** What each scope allows, for the OpenAPI document and the CLI's help. */
 export const scopeDescriptions: Record<ApiKeyScope, string> = {
-  "sandboxes:read": "list and read sandboxes and their metrics",
+  "sandboxes:read": "list and read sandboxes, their metrics, and the team's quotas and usage",
   "sandboxes:write":
     "create, delete, pause, resume, connect and time out sandboxes (create and connect return the sandbox's envd token)",
   "sandboxes:exec": "run commands in sandboxes through the API",

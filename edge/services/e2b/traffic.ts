@@ -37,7 +37,7 @@ async function loadWithHost(
 function ownerContext(ctx: ServiceContext, row: SandboxRow): TeamContext {
   return {
     ...ctx,
-    principal: { teamId: row.teamId, keyId: "sandbox-proxy", isAdmin: false },
+    principal: { teamId: row.teamId, keyId: "sandbox-proxy", isAdmin: false, scopes: [] },
     logger: ctx.logger.child({ teamId: row.teamId, sandboxId: row.id }),
   };
 }
