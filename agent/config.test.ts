@@ -86,6 +86,90 @@ describe("parseAgentConfig", () => {
     expect(result).toEqual({ ok: false, errors: ["AGENT_TLS_CERT and AGENT_TLS_KEY must be set together"] });
   });
 
+  it("refuses to listen beyond loopback in plain text unless told to", () => {
+    for (const address of ["0.0.0.0:5007", "10.1.2.3:5007", "[::]:5007", "agent.example.com:5007"]) {
+      const result = parseAgentConfig({ AGENT_LISTEN_ADDRESS: address }, host);
+      expect(result.ok).toBe(false);
+      if (result.ok) continue;
+      expect(result.errors.join("\n")).toMatch(
+        /is reachable from other machines.*AGENT_TLS_CERT and AGENT_TLS_KEY.*AGENT_INSECURE_PLAINTEXT=1/s,
+      );
+    }
+    for (const env of [
+      { AGENT_LISTEN_ADDRESS: "127.0.0.1:5007" },
+      { AGENT_LISTEN_ADDRESS: "127.0.0.53:5007" },
+      { AGENT_LISTEN_ADDRESS: "[::1]:5007" },
+      { AGENT_LISTEN_ADDRESS: "localhost:5007" },
+      {
+        AGENT_LISTEN_ADDRESS: "0.0.0.0:5007",
+        AGENT_TLS_CERT: "/etc/wrenn/cert.pem",
+        AGENT_TLS_KEY: "/etc/wrenn/key.pem",
+      },
+      { AGENT_LISTEN_ADDRESS: "0.0.0.0:5007", AGENT_INSECURE_PLAINTEXT: "1" },
+    ]) {
+      expect(parseAgentConfig(env, host)).toMatchObject({ ok: true });
+    }
+  });
+
+  it("bounds the listener by default and takes other bounds", () => {
+    const defaults = parseAgentConfig({}, host);
+    if (!defaults.ok) throw new Error(defaults.errors.join("; "));
+    expect(defaults.config.http).toEqual({
+      headersTimeoutMs: 30_000,
+      requestTimeoutMs: 900_000,
+      keepAliveTimeoutMs: 65_000,
+      maxConnections: 4096,
+    });
+    const set = parseAgentConfig(
+      {
+        AGENT_HEADERS_TIMEOUT_MS: "500",
+        AGENT_REQUEST_TIMEOUT_MS: "0",
+        AGENT_KEEPALIVE_TIMEOUT_MS: "1000",
+        AGENT_MAX_CONNECTIONS: "3",
+      },
+      host,
+    );
+    if (!set.ok) throw new Error(set.errors.join("; "));
+    expect(set.config.http).toEqual({
+      headersTimeoutMs: 500,
+      requestTimeoutMs: 0,
+      keepAliveTimeoutMs: 1000,
+      maxConnections: 3,
+    });
+    expect(parseAgentConfig({ AGENT_MAX_CONNECTIONS: "0" }, host).ok).toBe(false);
+  });
+
+  it("runs Firecracker under its jailer with seccomp by default, and lets both be turned off", () => {
+    const defaults = parseAgentConfig({}, host);
+    if (!defaults.ok) throw new Error(defaults.errors.join("; "));
+    expect(defaults.config.firecracker).toEqual({
+      jailer: { bin: undefined, uid: 64_000, gid: 64_000, chrootBase: undefined },
+      seccomp: "default",
+    });
+    const off = parseAgentConfig({ AGENT_FIRECRACKER_JAILER: "off", AGENT_FIRECRACKER_SECCOMP: "off" }, host);
+    if (!off.ok) throw new Error(off.errors.join("; "));
+    expect(off.config.firecracker).toEqual({ jailer: undefined, seccomp: "off" });
+    const custom = parseAgentConfig(
+      {
+        AGENT_JAILER_BIN: "/opt/fc/jailer",
+        AGENT_JAILER_UID: "1234",
+        AGENT_JAILER_GID: "5678",
+        AGENT_JAILER_CHROOT_BASE: "/srv/jailer",
+        AGENT_FIRECRACKER_SECCOMP: "/etc/wrenn/fc-seccomp.bpf",
+      },
+      host,
+    );
+    if (!custom.ok) throw new Error(custom.errors.join("; "));
+    expect(custom.config.firecracker).toEqual({
+      jailer: { bin: "/opt/fc/jailer", uid: 1234, gid: 5678, chrootBase: "/srv/jailer" },
+      seccomp: { filterFile: "/etc/wrenn/fc-seccomp.bpf" },
+    });
+    const root = parseAgentConfig({ AGENT_JAILER_UID: "0", AGENT_FIRECRACKER_SECCOMP: "strict" }, host);
+    expect(root.ok).toBe(false);
+    if (!root.ok)
+      expect(root.errors.join("\n")).toMatch(/AGENT_JAILER_UID: must not be 0[\s\S]*AGENT_FIRECRACKER_SECCOMP/);
+  });
+
   it("treats empty values as unset", () => {
     const result = parseAgentConfig({ AGENT_TOKEN: "", AGENT_RUNTIME: "" }, host);
     expect(result.ok).toBe(true);

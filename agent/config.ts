@@ -96,6 +96,15 @@ const envSchema = z.object({
   AGENT_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
   AGENT_TLS_CERT: z.string().startsWith("/", "must be an absolute path").optional(),
   AGENT_TLS_KEY: z.string().startsWith("/", "must be an absolute path").optional(),
+  AGENT_INSECURE_PLAINTEXT: booleanFlag.default(false),
+  AGENT_HEADERS_TIMEOUT_MS: positiveInt("AGENT_HEADERS_TIMEOUT_MS").default(30_000),
+  AGENT_REQUEST_TIMEOUT_MS: z
+    .string()
+    .regex(/^[0-9]+$/, "AGENT_REQUEST_TIMEOUT_MS must be a whole number (0: no limit)")
+    .transform(Number)
+    .default(900_000),
+  AGENT_KEEPALIVE_TIMEOUT_MS: positiveInt("AGENT_KEEPALIVE_TIMEOUT_MS").default(65_000),
+  AGENT_MAX_CONNECTIONS: positiveInt("AGENT_MAX_CONNECTIONS").default(4096),
   AGENT_EGRESS: booleanFlag.default(true),
   AGENT_NET_PREFIX: z
     .string()
@@ -123,6 +132,27 @@ const envSchema = z.object({
     .default("minimal"),
   AGENT_ENVD_TIMEOUT_MS: positiveInt("AGENT_ENVD_TIMEOUT_MS").default(30_000),
   AGENT_FIRECRACKER_BIN: z.string().startsWith("/", "must be an absolute path").optional(),
+  AGENT_FIRECRACKER_JAILER: booleanFlag.default(true),
+  AGENT_JAILER_BIN: z.string().startsWith("/", "must be an absolute path").optional(),
+  AGENT_JAILER_UID: z
+    .string()
+    .regex(/^[0-9]+$/, "AGENT_JAILER_UID must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(1, "must not be 0: the jailer exists to drop root").max(4_294_967_294))
+    .default(64_000),
+  AGENT_JAILER_GID: z
+    .string()
+    .regex(/^[0-9]+$/, "AGENT_JAILER_GID must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(1, "must not be 0: the jailer exists to drop root").max(4_294_967_294))
+    .default(64_000),
+  AGENT_JAILER_CHROOT_BASE: z.string().startsWith("/", "must be an absolute path").optional(),
+  AGENT_FIRECRACKER_SECCOMP: z
+    .string()
+    .refine((v) => v === "default" || v === "off" || v.startsWith("/"), {
+      message: "expected default (Firecracker's built-in filter), off, or the absolute path of a compiled filter",
+    })
+    .default("default"),
   PATH: z.string().default("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
 });
 
@@ -139,6 +169,17 @@ export interface AgentConfig {
   /** The bearer token from AGENT_TOKEN; when absent the agent uses (or creates) layout.tokenFile. */
   token: string | undefined;
   tls: { certFile: string; keyFile: string } | undefined;
+  /** Limits of the agent's listener: slow or idle clients and connection floods are cut off. */
+  http: {
+    /** Time a client has to send a request's head (and, on a new connection, its first bytes). */
+    headersTimeoutMs: number;
+    /** Time a client has to send a whole request, body included (0: no limit); responses are not bounded. */
+    requestTimeoutMs: number;
+    /** An idle kept-alive connection is closed after this long. */
+    keepAliveTimeoutMs: number;
+    /** Open connections at most; further ones are closed as they arrive. */
+    maxConnections: number;
+  };
   /** Whether sandboxes may reach the internet at all (each sandbox may further opt out). */
   egress: boolean;
   network: {
@@ -164,6 +205,29 @@ export interface AgentConfig {
   searchPath: string;
   /** A configured firecracker binary; else looked up in searchPath. */
   firecrackerBin: string | undefined;
+  /**
+   * How Firecracker is confined: under its jailer (chroot, own mount and PID namespace, cgroup,
+   * privileges dropped to uid:gid) unless turned off, and with a seccomp filter unless turned off.
+   */
+  firecracker: {
+    jailer:
+      | {
+          /** A configured jailer binary; else `jailer` is looked up in searchPath. */
+          bin: string | undefined;
+          uid: number;
+          gid: number;
+          chrootBase: string | undefined;
+        }
+      | undefined;
+    /** `default`: Firecracker's built-in filter; `off`: `--no-seccomp`; else a compiled filter file. */
+    seccomp: "default" | "off" | { filterFile: string };
+  };
+}
+
+/** Whether the agent listening on `host` is reachable only from this machine. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.[0-9]+\.[0-9]+\.[0-9]+$/.test(h) || h === "::ffff:127.0.0.1";
 }
 
 export type ConfigResult = { ok: true; config: AgentConfig } | { ok: false; errors: string[] };
@@ -183,6 +247,15 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
   const errors: string[] = [];
   if ((e.AGENT_TLS_CERT === undefined) !== (e.AGENT_TLS_KEY === undefined)) {
     errors.push("AGENT_TLS_CERT and AGENT_TLS_KEY must be set together");
+  }
+  const { host: listenHost, port: listenPort } = e.AGENT_LISTEN_ADDRESS;
+  if (!isLoopbackHost(listenHost) && e.AGENT_TLS_CERT === undefined && !e.AGENT_INSECURE_PLAINTEXT) {
+    errors.push(
+      `AGENT_LISTEN_ADDRESS ${listenHost}:${listenPort} is reachable from other machines, and without TLS the host ` +
+        "token and all sandbox traffic would cross the network in clear. Set AGENT_TLS_CERT and AGENT_TLS_KEY " +
+        "(see docs/agent.md, Transport), listen on 127.0.0.1, or set AGENT_INSECURE_PLAINTEXT=1 if the link is " +
+        "protected some other way (a VPN or a private cable).",
+    );
   }
   if (errors.length > 0) return { ok: false, errors };
   const memoryMb = e.AGENT_MEMORY_MB ?? Math.max(512, Math.floor(host.totalMemoryMb * 0.9));
@@ -217,6 +290,26 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       envdTimeoutMs: e.AGENT_ENVD_TIMEOUT_MS,
       searchPath: e.PATH,
       firecrackerBin: e.AGENT_FIRECRACKER_BIN,
+      http: {
+        headersTimeoutMs: e.AGENT_HEADERS_TIMEOUT_MS,
+        requestTimeoutMs: e.AGENT_REQUEST_TIMEOUT_MS,
+        keepAliveTimeoutMs: e.AGENT_KEEPALIVE_TIMEOUT_MS,
+        maxConnections: e.AGENT_MAX_CONNECTIONS,
+      },
+      firecracker: {
+        jailer: e.AGENT_FIRECRACKER_JAILER
+          ? {
+              bin: e.AGENT_JAILER_BIN,
+              uid: e.AGENT_JAILER_UID,
+              gid: e.AGENT_JAILER_GID,
+              chrootBase: e.AGENT_JAILER_CHROOT_BASE,
+            }
+          : undefined,
+        seccomp:
+          e.AGENT_FIRECRACKER_SECCOMP === "default" || e.AGENT_FIRECRACKER_SECCOMP === "off"
+            ? e.AGENT_FIRECRACKER_SECCOMP
+            : { filterFile: e.AGENT_FIRECRACKER_SECCOMP },
+      },
     },
   };
 }

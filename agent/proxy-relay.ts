@@ -1,288 +1,272 @@
-import { connect, type Socket } from "node:net";
+import { Agent, type ClientRequest, request as httpRequest, type IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
 
 /**
- * The HTTP/1.1 leg from the agent to a guest port, on a raw socket. Node's HTTP client parses every
- * response byte in JS callbacks and reads the socket 64 KiB at a time; on a large download that was
- * the agent's main cost (a third of the rate of a raw TCP relay). Here the request head is written by
- * hand, the response head is parsed once, and the body is passed on as it comes off the socket in
- * reads of up to 1 MiB. Responses framed by Content-Length or by the connection's close are relayed
- * without looking at their bytes; chunked ones are decoded (the client side re-frames them).
+ * The HTTP/1.1 leg from the agent to a guest port, on Node's HTTP client (llhttp parses the guest's
+ * answer) with one keep-alive connection pool per sandbox. A guest controls every byte it answers, so
+ * everything that is not a well-formed HTTP/1.1 response with a final status of 200–599 becomes a
+ * `GuestFailure` the proxy turns into its own 502, never something passed on to the client.
  */
 
-/** Upstream reads land here; each read is copied out before the next, so one buffer serves every socket. */
-const readBuffer = Buffer.allocUnsafe(1024 * 1024);
-const maxHeadBytes = 64 * 1024;
-
-/** The response head from the guest. */
-export interface RelayHead {
-  status: number;
-  statusText: string;
-  headers: Record<string, string | string[]>;
+/** Bounds on the connections the agent keeps to one guest. */
+export interface GuestPoolLimits {
+  /** Connections open to one sandbox at once; requests beyond wait for a free one. */
+  maxSockets: number;
+  /** Idle connections kept per sandbox for reuse. */
+  maxFreeSockets: number;
+  /** An idle connection is closed after this long (sooner when the guest's Keep-Alive header says so). */
+  idleTimeoutMs: number;
 }
 
-/** What the relay reports back to its caller (the proxy route). */
-export interface RelayHandlers {
-  /** The final (non-1xx) response head arrived. */
-  onHead(head: RelayHead): void;
-  /** A piece of the body; return false when the consumer is full (the relay pauses until `resume`). */
-  onData(chunk: Buffer): boolean;
-  onEnd(): void;
-  /** The guest could not be reached, or the exchange broke; `beforeHead` tells which side of the head. */
-  onError(err: NodeJS.ErrnoException, beforeHead: boolean): void;
+export const DEFAULT_GUEST_POOL_LIMITS: GuestPoolLimits = {
+  maxSockets: 128,
+  maxFreeSockets: 16,
+  idleTimeoutMs: 30_000,
+};
+
+/** The largest response head accepted from a guest (Node's default is 16 KiB; some apps send big cookies). */
+export const MAX_GUEST_HEAD_BYTES = 64 * 1024;
+
+/** Pools closed by `drop`: a request that failed because its pool was closed is not sent again. */
+const droppedAgents = new WeakSet<Agent>();
+
+interface GuestEntry {
+  address: string;
+  agent: Agent;
+  /** Spliced WebSocket (upgrade) connections, closed with the pool. */
+  tunnels: Set<Duplex>;
 }
 
-/** A running exchange with the guest. */
-export interface Relay {
-  /** Sends request body bytes (framed as the request head announced). */
-  write(chunk: Buffer): boolean;
-  /** Ends the request body. */
-  end(): void;
-  resume(): void;
-  destroy(): void;
-  /** The socket, for "drain" on request body writes. */
-  socket: Socket;
+/**
+ * The agent's connections to guests, one `http.Agent` per sandbox so that one guest can neither take
+ * every connection nor be handed a socket that belongs to another. `drop` closes all of a sandbox's
+ * connections, idle and busy, and its tunnels; the proxy calls it when the sandbox stops, pauses or
+ * moves to another address.
+ */
+export class GuestConnections {
+  readonly #limits: GuestPoolLimits;
+  readonly #guests = new Map<string, GuestEntry>();
+
+  constructor(limits: Partial<GuestPoolLimits> = {}) {
+    this.#limits = { ...DEFAULT_GUEST_POOL_LIMITS, ...limits };
+  }
+
+  /** The pool for `sandboxId` at `address`; a pool for an older address of the same sandbox is dropped. */
+  agentFor(sandboxId: string, address: string): Agent {
+    return this.#entry(sandboxId, address).agent;
+  }
+
+  /** Keeps track of a spliced upgrade connection so `drop` can close it; forgotten when it closes. */
+  addTunnel(sandboxId: string, address: string, socket: Duplex): void {
+    const { tunnels } = this.#entry(sandboxId, address);
+    tunnels.add(socket);
+    socket.once("close", () => tunnels.delete(socket));
+  }
+
+  /** Closes every connection to a sandbox (idle, in use and tunnels). */
+  drop(sandboxId: string): void {
+    const entry = this.#guests.get(sandboxId);
+    if (entry === undefined) return;
+    this.#guests.delete(sandboxId);
+    droppedAgents.add(entry.agent);
+    entry.agent.destroy();
+    for (const socket of entry.tunnels) socket.destroy();
+  }
+
+  /** Drops every sandbox for which `current(sandboxId)` no longer returns the address its pool was made for. */
+  retain(current: (sandboxId: string) => string | undefined): void {
+    for (const [sandboxId, entry] of this.#guests) {
+      if (current(sandboxId) !== entry.address) this.drop(sandboxId);
+    }
+  }
+
+  /** Open connections per sandbox, for tests and metrics. */
+  stats(): Map<string, { open: number; idle: number; tunnels: number }> {
+    const out = new Map<string, { open: number; idle: number; tunnels: number }>();
+    for (const [sandboxId, { agent, tunnels }] of this.#guests) {
+      const count = (pool: NodeJS.ReadOnlyDict<unknown[]>) =>
+        Object.values(pool).reduce((n, list) => n + (list?.length ?? 0), 0);
+      out.set(sandboxId, { open: count(agent.sockets), idle: count(agent.freeSockets), tunnels: tunnels.size });
+    }
+    return out;
+  }
+
+  close(): void {
+    for (const sandboxId of [...this.#guests.keys()]) this.drop(sandboxId);
+  }
+
+  #entry(sandboxId: string, address: string): GuestEntry {
+    const existing = this.#guests.get(sandboxId);
+    if (existing !== undefined && existing.address === address) return existing;
+    if (existing !== undefined) this.drop(sandboxId);
+    const entry: GuestEntry = {
+      address,
+      agent: new Agent({
+        keepAlive: true,
+        maxSockets: this.#limits.maxSockets,
+        maxFreeSockets: this.#limits.maxFreeSockets,
+        // Applies to idle sockets only: Node's agent destroys a free socket on timeout and merely
+        // reports it on a busy one, so a long download or a quiet event stream is not cut.
+        timeout: this.#limits.idleTimeoutMs,
+        // The most recently used connection is the one least likely to have been closed by the guest.
+        scheduling: "lifo",
+      }),
+      tunnels: new Set(),
+    };
+    this.#guests.set(sandboxId, entry);
+    return entry;
+  }
 }
 
-export interface RelayRequest {
+/** Why a guest exchange produced no usable response head. */
+export type GuestFailureCode = "PORT_NOT_OPEN" | "SANDBOX_BAD_RESPONSE" | "UPSTREAM_ERROR";
+
+export interface GuestFailure {
+  code: GuestFailureCode;
+  message: string;
+}
+
+/** One request to a guest. */
+export interface GuestRequest {
+  agent: Agent | false;
   host: string;
   port: number;
   method: string;
   path: string;
-  /** Headers to send, without hop-by-hop ones; the relay adds Host, Connection and the body framing. */
+  /** Headers to send, without hop-by-hop ones; Host and the body framing are set here. */
   headers: Record<string, string | string[]>;
   /** `length`: the body has this Content-Length; `chunked`: unknown length; `none`: no body. */
   body: { kind: "length"; bytes: number } | { kind: "chunked" } | { kind: "none" };
 }
 
-type BodyFraming = { kind: "length"; remaining: number } | { kind: "chunked" } | { kind: "close" } | { kind: "none" };
-
-function parseHead(text: string): RelayHead | undefined {
-  const lines = text.split("\r\n");
-  const statusLine = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0] ?? "");
-  if (!statusLine) return undefined;
-  const headers: Record<string, string | string[]> = {};
-  for (const line of lines.slice(1)) {
-    const colon = line.indexOf(":");
-    if (colon <= 0) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    const existing = headers[name];
-    if (existing === undefined) headers[name] = value;
-    else if (Array.isArray(existing)) existing.push(value);
-    else headers[name] = [existing, value];
-  }
-  return { status: Number(statusLine[1]), statusText: statusLine[2] ?? "", headers };
+export interface GuestExchangeHandlers {
+  /** A final response with a status of 200–599 arrived; its body is `response`'s readable side. */
+  onResponse(response: IncomingMessage): void;
+  /** No usable response head (refused, broken, or malformed); the connection is already closed. */
+  onFailure(failure: GuestFailure): void;
+  /** The guest accepted an upgrade (101); the socket is the guest's side of the tunnel. */
+  onUpgrade?(response: IncomingMessage, socket: Duplex, head: Buffer): void;
 }
 
-function framingOf(head: RelayHead, method: string): BodyFraming | Error {
-  if (method === "HEAD" || head.status === 204 || head.status === 304) return { kind: "none" };
-  const te = head.headers["transfer-encoding"];
-  if (te !== undefined) {
-    const codings = (Array.isArray(te) ? te.join(",") : te).toLowerCase();
-    if (/\bchunked\s*$/.test(codings)) return { kind: "chunked" };
-    return { kind: "close" };
-  }
-  const cl = head.headers["content-length"];
-  if (cl !== undefined) {
-    const value = Array.isArray(cl) ? cl[0] : cl;
-    if (value === undefined || !/^\d+$/.test(value)) return new Error(`bad Content-Length from the guest: ${value}`);
-    return { kind: "length", remaining: Number(value) };
-  }
-  return { kind: "close" };
+/** Whether a guest's final status may be passed on: HTTP statuses the client's `Response` can carry. */
+export function isRelayableStatus(status: number | undefined): status is number {
+  return status !== undefined && status >= 200 && status <= 599;
 }
+
+/** A network error before the response head, as the proxy reports it. */
+export function classifyGuestError(err: NodeJS.ErrnoException): GuestFailure {
+  if (err.code === "ECONNREFUSED") return { code: "PORT_NOT_OPEN", message: "port is not open" };
+  // llhttp's errors (HPE_INVALID_CONSTANT, HPE_INVALID_STATUS, HPE_HEADER_OVERFLOW, duplicate
+  // Content-Length…): the guest answered something that is not HTTP/1.1.
+  if (err.code?.startsWith("HPE_")) {
+    return { code: "SANDBOX_BAD_RESPONSE", message: `the sandbox sent a malformed HTTP response (${err.code})` };
+  }
+  return { code: "UPSTREAM_ERROR", message: `the guest connection failed (${err.code ?? err.message})` };
+}
+
+/** Errors that mean a reused keep-alive connection had been closed by the guest before the request reached it. */
+const STALE_CONNECTION_CODES = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
+
+/** A running exchange with a guest. */
+export interface GuestExchange {
+  /** Abandons the exchange: the connection is closed, never returned to the pool. */
+  abort(): void;
+}
+
+/** The client's request body as the relay reads it (an IncomingMessage or an HTTP/2 request). */
+export type ClientBody = NodeJS.ReadableStream & { complete?: boolean };
 
 /**
- * Decodes a chunked body incrementally: `push` takes raw bytes and calls `emit` with data; it
- * returns true once the last chunk and trailers have been seen.
+ * Sends a request to a guest, streaming `body` (the client's request) into it with backpressure, and
+ * reports the answer. A request without a body that fails on a reused idle connection (the guest
+ * closed it as the request went out) is sent once more on a new connection; a request with a body
+ * cannot be replayed, so its failure is reported as it is. A client body that ends early (the client
+ * went away) aborts the exchange, so the guest never sees a complete-looking body.
  */
-class ChunkedDecoder {
-  #state: "size" | "data" | "data-crlf" | "trailers" | "done" = "size";
-  #remaining = 0;
-  #line = "";
+export function sendToGuest(
+  request: GuestRequest,
+  body: ClientBody | undefined,
+  handlers: GuestExchangeHandlers,
+): GuestExchange {
+  const headers: Record<string, string | string[]> = { ...request.headers, host: `${request.host}:${request.port}` };
+  if (request.body.kind === "length") headers["content-length"] = String(request.body.bytes);
+  if (request.body.kind === "chunked") headers["transfer-encoding"] = "chunked";
+  const upgrade = handlers.onUpgrade !== undefined;
+  let current: ClientRequest;
+  let aborted = false;
 
-  push(input: Buffer, emit: (data: Buffer) => void): boolean {
-    let i = 0;
-    while (i < input.length && this.#state !== "done") {
-      if (this.#state === "data") {
-        const take = Math.min(this.#remaining, input.length - i);
-        emit(input.subarray(i, i + take));
-        i += take;
-        this.#remaining -= take;
-        if (this.#remaining === 0) this.#state = "data-crlf";
-        continue;
+  const attempt = (retried: boolean): ClientRequest => {
+    const req = httpRequest({
+      host: request.host,
+      port: request.port,
+      method: request.method,
+      path: request.path,
+      headers,
+      agent: request.agent,
+      maxHeaderSize: MAX_GUEST_HEAD_BYTES,
+      // The Host header above is the one the guest gets; keep Node from adding its own.
+      setHost: false,
+    });
+    current = req;
+    let settled = false;
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      if (settled || aborted) return;
+      settled = true;
+      const replayable =
+        request.body.kind === "none" &&
+        !upgrade &&
+        !retried &&
+        request.agent !== false &&
+        !droppedAgents.has(request.agent);
+      if (replayable && req.reusedSocket && err.code !== undefined && STALE_CONNECTION_CODES.has(err.code)) {
+        attempt(true);
+        return;
       }
-      // Line-oriented states: read up to LF.
-      const lf = input.indexOf(10, i);
-      const end = lf === -1 ? input.length : lf;
-      this.#line += input.toString("latin1", i, end);
-      if (this.#line.length > 4096) throw new Error("chunk header line too long");
-      i = lf === -1 ? input.length : lf + 1;
-      if (lf === -1) break;
-      const line = this.#line.replace(/\r$/, "");
-      this.#line = "";
-      if (this.#state === "data-crlf") {
-        if (line !== "") throw new Error("missing CRLF after a chunk");
-        this.#state = "size";
-      } else if (this.#state === "size") {
-        const size = Number.parseInt(line.split(";")[0]?.trim() ?? "", 16);
-        if (!Number.isFinite(size) || size < 0) throw new Error(`bad chunk size ${JSON.stringify(line)}`);
-        if (size === 0) this.#state = "trailers";
-        else {
-          this.#remaining = size;
-          this.#state = "data";
+      handlers.onFailure(classifyGuestError(err));
+    });
+    req.on("response", (response) => {
+      if (settled || aborted) return;
+      settled = true;
+      if (!isRelayableStatus(response.statusCode)) {
+        // A status no client can be given (1xx as a final answer, 600–999): the connection is in an
+        // unknown state, so it is closed rather than returned to the pool.
+        req.destroy();
+        handlers.onFailure({
+          code: "SANDBOX_BAD_RESPONSE",
+          message: `the sandbox answered with status ${response.statusCode ?? "none"}, which is not a valid HTTP status`,
+        });
+        return;
+      }
+      handlers.onResponse(response);
+    });
+    if (upgrade) {
+      req.on("upgrade", (response, socket, head) => {
+        if (settled || aborted) {
+          socket.destroy();
+          return;
         }
-      } else if (this.#state === "trailers") {
-        if (line === "") this.#state = "done";
-      }
+        settled = true;
+        handlers.onUpgrade?.(response, socket, head);
+      });
     }
-    return this.#state === "done";
+    if (request.body.kind === "none" || body === undefined) req.end();
+    return req;
+  };
+
+  current = attempt(false);
+  if (request.body.kind !== "none" && body !== undefined) {
+    const first = current;
+    body.pipe(first);
+    // "close" without the whole body read means the client aborted its upload.
+    body.once("close", () => {
+      if (body.complete === false) first.destroy();
+    });
+    body.once("error", () => first.destroy());
   }
-}
-
-/** Opens the connection, sends the request head and relays the response to `handlers`. */
-export function startRelay(request: RelayRequest, handlers: RelayHandlers): Relay {
-  let head: RelayHead | undefined;
-  let headBytes: Buffer = Buffer.alloc(0);
-  let framing: BodyFraming = { kind: "none" };
-  const decoder = new ChunkedDecoder();
-  let finished = false;
-  let failed = false;
-
-  const finish = () => {
-    if (finished) return;
-    finished = true;
-    handlers.onEnd();
-    socket.destroy();
-  };
-  const fail = (err: NodeJS.ErrnoException) => {
-    if (finished || failed) return;
-    failed = true;
-    socket.destroy();
-    handlers.onError(err, head === undefined);
-  };
-  const deliver = (data: Buffer) => {
-    if (data.length > 0 && !handlers.onData(data)) socket.pause();
-  };
-
-  const onBody = (data: Buffer) => {
-    switch (framing.kind) {
-      case "length": {
-        const take = Math.min(framing.remaining, data.length);
-        framing.remaining -= take;
-        deliver(data.subarray(0, take));
-        if (framing.remaining === 0) finish();
-        return;
-      }
-      case "chunked":
-        if (decoder.push(data, deliver)) finish();
-        return;
-      case "close":
-        deliver(data);
-        return;
-      case "none":
-        finish();
-    }
-  };
-
-  const onHeadBytes = (data: Buffer) => {
-    headBytes = headBytes.length === 0 ? data : Buffer.concat([headBytes, data]);
-    for (;;) {
-      const end = headBytes.indexOf("\r\n\r\n");
-      if (end === -1) {
-        if (headBytes.length > maxHeadBytes) fail(new Error("the guest's response head is too long"));
-        return;
-      }
-      const parsed = parseHead(headBytes.toString("latin1", 0, end));
-      const rest = headBytes.subarray(end + 4);
-      if (!parsed) {
-        fail(new Error("the guest sent a malformed HTTP response"));
-        return;
-      }
-      if (parsed.status >= 100 && parsed.status < 200) {
-        // Interim answers (100 Continue, 103 Early Hints): the agent's server already answered the client's.
-        headBytes = rest;
-        continue;
-      }
-      const framed = framingOf(parsed, request.method);
-      if (framed instanceof Error) {
-        fail(framed);
-        return;
-      }
-      head = parsed;
-      framing = framed;
-      handlers.onHead(parsed);
-      if (framing.kind === "none" || (framing.kind === "length" && framing.remaining === 0)) {
-        finish();
-        return;
-      }
-      if (rest.length > 0) onBody(rest);
-      return;
-    }
-  };
-
-  const socket = connect({
-    host: request.host,
-    port: request.port,
-    onread: {
-      buffer: readBuffer,
-      callback: (bytes, buffer) => {
-        if (finished || failed) return false;
-        // Copied out: the shared buffer is reused by the next read on any socket.
-        const data = Buffer.from(buffer.subarray(0, bytes));
-        try {
-          if (head === undefined) onHeadBytes(data);
-          else onBody(data);
-        } catch (err) {
-          fail(err as Error);
-        }
-        return true;
-      },
-    },
-  });
-  socket.setNoDelay(true);
-  socket.on("error", (err) => fail(err));
-  socket.on("end", () => {
-    if (head !== undefined && framing.kind === "close") finish();
-    else fail(Object.assign(new Error("the guest closed the connection early"), { code: "ECONNRESET" }));
-  });
-  socket.on("close", () => {
-    if (!finished) fail(Object.assign(new Error("the guest connection closed"), { code: "ECONNRESET" }));
-  });
-
-  const lines = [`${request.method} ${request.path} HTTP/1.1`, `host: ${request.host}:${request.port}`];
-  for (const [name, value] of Object.entries(request.headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
-  }
-  lines.push("connection: close");
-  if (request.body.kind === "length") lines.push(`content-length: ${request.body.bytes}`);
-  if (request.body.kind === "chunked") lines.push("transfer-encoding: chunked");
-  socket.write(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
-
-  const chunked = request.body.kind === "chunked";
   return {
-    socket,
-    write: (chunk) => {
-      if (chunk.length === 0) return true;
-      // Everything written in one turn (chunk frames, and the small pieces a client's framing leaves)
-      // goes out in one writev, not as a syscall and a packet per piece.
-      if (socket.writableCorked === 0) {
-        socket.cork();
-        process.nextTick(() => socket.uncork());
-      }
-      if (!chunked) return socket.write(chunk);
-      socket.write(`${chunk.length.toString(16)}\r\n`, "latin1");
-      socket.write(chunk);
-      return socket.write("\r\n", "latin1");
-    },
-    end: () => {
-      if (chunked) socket.write("0\r\n\r\n", "latin1");
-    },
-    resume: () => {
-      if (!finished && !failed) socket.resume();
-    },
-    destroy: () => {
-      finished = true;
-      socket.destroy();
+    abort: () => {
+      aborted = true;
+      current.destroy();
     },
   };
 }

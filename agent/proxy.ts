@@ -1,13 +1,19 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
-import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { HTTP_STATUS } from "./error-map.js";
 import { AgentError } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { type RelayRequest, startRelay } from "./proxy-relay.js";
+import {
+  type ClientBody,
+  GuestConnections,
+  type GuestExchange,
+  type GuestFailure,
+  type GuestPoolLimits,
+  type GuestRequest,
+  sendToGuest,
+} from "./proxy-relay.js";
 import type { SandboxManager } from "./sandboxes/manager.js";
-
 /**
  * `/proxy/{sandboxId}/{port}/…`: HTTP and WebSocket to a port of the guest, streamed both ways. The
  * agent's bearer token is never forwarded; a caller that needs an Authorization header in the guest
@@ -16,6 +22,12 @@ import type { SandboxManager } from "./sandboxes/manager.js";
 
 export const PROXY_PREFIX = "/proxy/";
 export const GUEST_AUTHORIZATION_HEADER = "wrenn-guest-authorization";
+
+/**
+ * Set on every error the agent's proxy answers itself, so the edge can tell the agent's 502 from a
+ * guest's own; removed from guests' answers so a guest cannot forge one.
+ */
+export const PROXY_ERROR_HEADER = "wrenn-proxy-error";
 
 const HOP_BY_HOP = new Set([
   "connection",
@@ -74,12 +86,16 @@ export function sendJsonError(res: AnyResponse, status: number, code: string, me
     return;
   }
   const body = JSON.stringify({ error: { code, message } });
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    [PROXY_ERROR_HEADER]: code,
+  });
   res.end(body);
 }
 
 function resolveTarget(
-  manager: SandboxManager,
+  manager: Pick<SandboxManager, "proxyAddress">,
   target: ProxyTarget,
 ): { address: string } | { status: number; code: string; message: string } {
   try {
@@ -94,77 +110,17 @@ function resolveTarget(
   }
 }
 
-export function proxyHttp(
-  manager: SandboxManager,
-  logger: Logger,
-  req: AnyRequest,
-  res: AnyResponse,
-  target: ProxyTarget,
-): void {
-  const resolved = resolveTarget(manager, target);
-  if ("status" in resolved) {
-    sendJsonError(res, resolved.status, resolved.code, resolved.message);
-    return;
+/** The headers of a guest's answer that go on to the client. */
+function downstreamHeaders(response: IncomingMessage): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(response.headers)) {
+    if (value !== undefined && !HOP_BY_HOP.has(name) && name !== PROXY_ERROR_HEADER) headers[name] = value;
   }
-  const upstream = startRelay(
-    {
-      host: resolved.address,
-      port: target.port,
-      method: req.method ?? "GET",
-      path: target.path,
-      headers: upstreamHeaders(req.headers),
-      body: requestBody(req),
-    },
-    {
-      onHead: (head) => {
-        const headers: Record<string, string | string[]> = {};
-        for (const [name, value] of Object.entries(head.headers)) {
-          if (!HOP_BY_HOP.has(name)) headers[name] = value;
-        }
-        res.writeHead(head.status, headers);
-      },
-      onData: (chunk) => {
-        const more = (res as ServerResponse).write(chunk);
-        if (!more) res.once("drain", () => upstream.resume());
-        return more;
-      },
-      onEnd: () => {
-        res.end();
-      },
-      onError: (err, beforeHead) => {
-        if (!beforeHead) {
-          res.destroy();
-        } else if (err.code === "ECONNREFUSED") {
-          sendJsonError(res, 502, "PORT_NOT_OPEN", `port is not open: ${target.port} in sandbox ${target.sandboxId}`);
-        } else {
-          logger.warn("proxy upstream failed", { sandboxId: target.sandboxId, port: target.port, err: err.message });
-          sendJsonError(
-            res,
-            502,
-            "UPSTREAM_ERROR",
-            `sandbox ${target.sandboxId} port ${target.port}: ${err.code ?? err.message}`,
-          );
-        }
-      },
-    },
-  );
-  // The client went away (or the response finished): stop talking to the guest.
-  res.on("close", () => upstream.destroy());
-  const body = req as NodeJS.ReadableStream & { on: IncomingMessage["on"] };
-  body.on("data", (chunk: Buffer) => {
-    if (!upstream.write(chunk)) {
-      body.pause();
-      upstream.socket.once("drain", () => body.resume());
-    }
-  });
-  body.on("end", () => upstream.end());
-  // A client that aborts its upload must not leave the guest with a complete-looking body.
-  body.on("error", () => upstream.destroy());
-  body.on("aborted", () => upstream.destroy());
+  return headers;
 }
 
 /** How the request's body is framed on its way to the guest (the client's own framing is gone). */
-function requestBody(req: AnyRequest): RelayRequest["body"] {
+function requestBody(req: AnyRequest): GuestRequest["body"] {
   const length = req.headers["content-length"];
   if (length !== undefined && /^\d+$/.test(length)) return { kind: "length", bytes: Number(length) };
   if (req.headers["transfer-encoding"] !== undefined) return { kind: "chunked" };
@@ -175,56 +131,216 @@ function requestBody(req: AnyRequest): RelayRequest["body"] {
   return { kind: "none" };
 }
 
+function rawResponse(status: number, reason: string, headers: Record<string, string | string[] | number>): string {
+  const lines = [`HTTP/1.1 ${status} ${reason}`];
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
+  }
+  return `${lines.join("\r\n")}\r\n\r\n`;
+}
+
 function writeRawError(socket: Duplex, status: number, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message } });
   socket.end(
-    `HTTP/1.1 ${status} ${status === 502 ? "Bad Gateway" : "Error"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    rawResponse(status, status === 502 ? "Bad Gateway" : "Error", {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      [PROXY_ERROR_HEADER]: code,
+      connection: "close",
+    }) + body,
   );
 }
 
-/** WebSocket (or any HTTP/1.1 upgrade): replays the request to the guest, then splices the sockets. */
-export function proxyUpgrade(
-  manager: SandboxManager,
-  req: IncomingMessage,
-  socket: Duplex,
-  head: Buffer,
-  target: ProxyTarget,
-): void {
-  const resolved = resolveTarget(manager, target);
-  if ("status" in resolved) {
-    writeRawError(socket, resolved.status, resolved.code, resolved.message);
-    return;
+export interface SandboxProxyDeps {
+  manager: Pick<SandboxManager, "proxyAddress">;
+  logger: Logger;
+  limits?: Partial<GuestPoolLimits>;
+  /** How often pools of sandboxes that stopped, paused or moved are closed (default 1 s). */
+  pruneIntervalMs?: number;
+}
+
+/**
+ * The agent's proxy to guest ports over kept-alive connections (see GuestConnections). A sandbox's
+ * connections are closed within `pruneIntervalMs` of it stopping or pausing, so a frozen or gone
+ * guest holds no sockets and a resumed one on another address is never sent a request meant for
+ * the old one.
+ */
+export class SandboxProxy {
+  readonly #deps: SandboxProxyDeps;
+  readonly connections: GuestConnections;
+  readonly #prune: NodeJS.Timeout;
+
+  constructor(deps: SandboxProxyDeps) {
+    this.#deps = deps;
+    this.connections = new GuestConnections(deps.limits);
+    this.#prune = setInterval(() => this.prune(), deps.pruneIntervalMs ?? 1_000);
+    this.#prune.unref();
   }
-  const upstream: Socket = connect({ host: resolved.address, port: target.port });
-  let connected = false;
-  upstream.once("connect", () => {
-    connected = true;
-    const lines = [`${req.method ?? "GET"} ${target.path} HTTP/1.1`, `host: ${resolved.address}:${target.port}`];
+
+  /** Closes the connections of every sandbox the manager no longer routes to at the same address. */
+  prune(): void {
+    this.connections.retain((sandboxId) => {
+      try {
+        return this.#deps.manager.proxyAddress(sandboxId);
+      } catch {
+        return undefined;
+      }
+    });
+  }
+
+  close(): void {
+    clearInterval(this.#prune);
+    this.connections.close();
+  }
+
+  /** Relays one HTTP request to the guest and its answer back, streaming both bodies. */
+  http(req: AnyRequest, res: AnyResponse, target: ProxyTarget): void {
+    const resolved = resolveTarget(this.#deps.manager, target);
+    if ("status" in resolved) {
+      sendJsonError(res, resolved.status, resolved.code, resolved.message);
+      return;
+    }
+    const body = requestBody(req);
+    let exchange: GuestExchange | undefined;
+    exchange = sendToGuest(
+      {
+        agent: this.connections.agentFor(target.sandboxId, resolved.address),
+        host: resolved.address,
+        port: target.port,
+        method: req.method ?? "GET",
+        path: target.path,
+        headers: upstreamHeaders(req.headers),
+        body,
+      },
+      body.kind === "none" ? undefined : (req as ClientBody),
+      {
+        onResponse: (response) => {
+          try {
+            res.writeHead(response.statusCode ?? 502, downstreamHeaders(response));
+          } catch (err) {
+            // Header names or values the client side refuses (HTTP/2 is stricter than HTTP/1.1).
+            exchange?.abort();
+            this.#failed(res, target, {
+              code: "SANDBOX_BAD_RESPONSE",
+              message: `the sandbox sent headers that cannot be relayed (${(err as NodeJS.ErrnoException).code ?? "invalid"})`,
+            });
+            return;
+          }
+          response.on("data", (chunk: Buffer) => {
+            if (!(res as ServerResponse).write(chunk)) {
+              response.pause();
+              res.once("drain", () => response.resume());
+            }
+          });
+          response.once("end", () => res.end());
+          // The guest broke off mid-body: the client must see a broken response, not a short one.
+          response.once("aborted", () => res.destroy());
+          response.once("error", () => res.destroy());
+        },
+        onFailure: (failure) => this.#failed(res, target, failure),
+      },
+    );
+    // The client went away before the answer was complete: stop talking to the guest, and do not
+    // return a connection with a half-read answer to the pool.
+    res.once("close", () => {
+      if (!res.writableFinished) exchange?.abort();
+    });
+  }
+
+  /** WebSocket (or any HTTP/1.1 upgrade): sends the request to the guest, then splices the sockets. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: ProxyTarget): void {
+    const resolved = resolveTarget(this.#deps.manager, target);
+    if ("status" in resolved) {
+      writeRawError(socket, resolved.status, resolved.code, resolved.message);
+      return;
+    }
+    const headers: Record<string, string | string[]> = {};
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i] ?? "";
       const lower = name.toLowerCase();
       if (lower === "host" || lower === "authorization" || lower === GUEST_AUTHORIZATION_HEADER) continue;
-      lines.push(`${name}: ${req.rawHeaders[i + 1] ?? ""}`);
+      const value = req.rawHeaders[i + 1] ?? "";
+      const existing = headers[lower];
+      headers[lower] = existing === undefined ? value : [...(Array.isArray(existing) ? existing : [existing]), value];
     }
     const guestAuth = req.headers[GUEST_AUTHORIZATION_HEADER];
-    if (typeof guestAuth === "string") lines.push(`authorization: ${guestAuth}`);
-    upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
-    if (head.length > 0) upstream.write(head);
-    upstream.pipe(socket);
-    socket.pipe(upstream);
-  });
-  upstream.once("error", (err: NodeJS.ErrnoException) => {
-    if (!connected) {
-      const refused = err.code === "ECONNREFUSED";
-      writeRawError(
-        socket,
-        502,
-        refused ? "PORT_NOT_OPEN" : "UPSTREAM_ERROR",
-        refused ? "port is not open" : String(err.code),
-      );
-    } else socket.destroy();
-  });
-  socket.on("error", () => upstream.destroy());
-  socket.on("close", () => upstream.destroy());
-  upstream.on("close", () => socket.destroy());
+    if (typeof guestAuth === "string") headers.authorization = guestAuth;
+    const exchange = sendToGuest(
+      {
+        // An upgraded connection leaves HTTP for good, so it never comes from or goes back to the pool.
+        agent: false,
+        host: resolved.address,
+        port: target.port,
+        method: req.method ?? "GET",
+        path: target.path,
+        headers,
+        body: { kind: "none" },
+      },
+      undefined,
+      {
+        onUpgrade: (response, guest, guestHead) => {
+          socket.write(rawResponse(101, response.statusMessage || "Switching Protocols", upgradeHeaders(response)));
+          if (guestHead.length > 0) socket.write(guestHead);
+          if (head.length > 0) guest.write(head);
+          this.connections.addTunnel(target.sandboxId, resolved.address, guest);
+          guest.pipe(socket);
+          socket.pipe(guest);
+          guest.once("error", () => socket.destroy());
+          guest.once("close", () => socket.destroy());
+          socket.once("close", () => guest.destroy());
+        },
+        onResponse: (response) => {
+          // The guest declined the upgrade with an ordinary answer: pass it on and close.
+          const headers: Record<string, string | string[] | number> = downstreamHeaders(response);
+          headers.connection = "close";
+          delete headers["content-length"];
+          socket.write(rawResponse(response.statusCode ?? 502, response.statusMessage || "", headers));
+          response.pipe(socket);
+          response.once("aborted", () => socket.destroy());
+        },
+        onFailure: (failure) => {
+          if (failure.code !== "PORT_NOT_OPEN") {
+            this.#deps.logger.warn("proxy upgrade to the guest failed", {
+              sandboxId: target.sandboxId,
+              port: target.port,
+              reason: failure.code,
+              err: failure.message,
+            });
+          }
+          writeRawError(socket, 502, failure.code, this.#messageOf(target, failure));
+        },
+      },
+    );
+    socket.on("error", () => exchange.abort());
+    socket.once("close", () => exchange.abort());
+  }
+
+  #failed(res: AnyResponse, target: ProxyTarget, failure: GuestFailure): void {
+    if (failure.code !== "PORT_NOT_OPEN") {
+      this.#deps.logger.warn("proxy upstream failed", {
+        sandboxId: target.sandboxId,
+        port: target.port,
+        reason: failure.code,
+        err: failure.message,
+      });
+    }
+    sendJsonError(res, 502, failure.code, this.#messageOf(target, failure));
+  }
+
+  #messageOf(target: ProxyTarget, failure: GuestFailure): string {
+    return failure.code === "PORT_NOT_OPEN"
+      ? `port is not open: ${target.port} in sandbox ${target.sandboxId}`
+      : `sandbox ${target.sandboxId} port ${target.port}: ${failure.message}`;
+  }
+}
+
+/** The headers of a guest's 101, as the client gets them (Connection and Upgrade kept: they are the point). */
+function upgradeHeaders(response: IncomingMessage): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(response.headers)) {
+    if (value === undefined || name === PROXY_ERROR_HEADER) continue;
+    if (HOP_BY_HOP.has(name) && name !== "connection" && name !== "upgrade") continue;
+    headers[name] = value;
+  }
+  return headers;
 }

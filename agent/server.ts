@@ -1,7 +1,12 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
-import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import {
+  createServer as createHttp2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type ServerHttp2Session,
+} from "node:http2";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
@@ -14,7 +19,7 @@ import { hostAgentHandlers } from "./handlers/host-agent.js";
 import type { HostInventory } from "./host-inventory.js";
 import type { Logger } from "./logger.js";
 import type { AgentMetrics } from "./metrics.js";
-import { PROXY_PREFIX, parseProxyUrl, proxyHttp, proxyUpgrade, sendJsonError } from "./proxy.js";
+import { PROXY_PREFIX, parseProxyUrl, SandboxProxy, sendJsonError } from "./proxy.js";
 import type { SandboxManager } from "./sandboxes/manager.js";
 
 /**
@@ -69,6 +74,30 @@ function replaying(socket: Socket, first: Buffer): Duplex {
   return duplex;
 }
 
+/**
+ * Closes an HTTP/2 connection that has carried no stream for `idleMs`, as keepAliveTimeout does for
+ * HTTP/1.1. A connection with an open stream (an exec or a watch that is quiet for a while) stays.
+ */
+function closeWhenIdle(session: ServerHttp2Session, idleMs: number): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => session.close(), idleMs);
+    timer.unref();
+  };
+  session.on("stream", (stream) => {
+    open += 1;
+    clearTimeout(timer);
+    stream.once("close", () => {
+      open -= 1;
+      if (open === 0) arm();
+    });
+  });
+  session.once("close", () => clearTimeout(timer));
+  arm();
+}
+
 export interface AgentServer {
   /** The port actually bound (useful with port 0). */
   port: number;
@@ -77,6 +106,8 @@ export interface AgentServer {
 
 export async function startServer(deps: ServerDeps): Promise<AgentServer> {
   const { config, logger, manager, metrics, token } = deps;
+  const limits = config.http;
+  const proxy = new SandboxProxy({ manager, logger });
   const connect = connectNodeAdapter({
     routes: (router: ConnectRouter) => router.service(HostAgentService, hostAgentHandlers(deps)),
     interceptors: [errorInterceptor(logger)],
@@ -110,7 +141,7 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
         sendJsonError(res, 400, target?.reason ?? "INVALID_PROXY_PATH", target?.message ?? "bad proxy path");
         return;
       }
-      proxyHttp(manager, logger, req, res, target);
+      proxy.http(req, res, target);
       return;
     }
     (connect as (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void)(
@@ -119,29 +150,50 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     );
   };
 
-  const http1 = createHttpServer(handle);
-  // Long unary calls (Exec up to its timeout, creates) must not be cut by Node's defaults.
-  http1.requestTimeout = 0;
-  http1.headersTimeout = 60_000;
-  http1.keepAliveTimeout = 65_000;
+  const http1 = createHttpServer(
+    {
+      // Bounds the time to *receive* a request (head and body); answers may take as long as they
+      // need (Exec up to its own timeout, creates, event streams), so long calls are not cut.
+      requestTimeout: limits.requestTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // Node checks the two timeouts above on this interval; keep it a fraction of the shorter one.
+      connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(limits.headersTimeoutMs / 4))),
+    },
+    handle,
+  );
+  // Node starts tracking a server's connections (what enforces the two timeouts above and what
+  // closeAllConnections closes) when the server emits "listening". This one never listens: the
+  // listener below hands it connections, so without this the timeouts were never applied.
+  http1.emit("listening");
   http1.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const target = parseProxyUrl(req.url ?? "");
     if (!bearerMatches(req.headers.authorization, token) || target === undefined || !("port" in target)) {
       socket.end("HTTP/1.1 401 Unauthorized\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       return;
     }
-    proxyUpgrade(manager, req, socket, head, target);
+    proxy.upgrade(req, socket, head, target);
   });
-  const http2 = createHttp2Server({}, handle);
+  const http2 = createHttp2Server({ maxSessionMemory: 64 }, handle);
+  http2.on("session", (session) => closeWhenIdle(session, limits.keepAliveTimeoutMs));
 
+  const open = new Set<Socket>();
   const dispatch = (socket: Socket) => {
+    open.add(socket);
+    socket.once("close", () => open.delete(socket));
     // A plain net/tls listener leaves Nagle's algorithm on (http.createServer turns it off): a unary
     // Connect answer written as headers then body then waited for the client's delayed ACK, which
     // added milliseconds to every Exec.
     socket.setNoDelay(true);
     if ((socket as TLSSocket).alpnProtocol === undefined) {
-      // Plain TCP: peek at the first bytes to tell h2c (prior knowledge) from HTTP/1.1.
+      // Plain TCP: peek at the first bytes to tell h2c (prior knowledge) from HTTP/1.1. A client that
+      // sends nothing gets the headers timeout, as one that sends half a head would.
+      const silent = () => socket.destroy();
+      socket.setTimeout(limits.headersTimeoutMs, silent);
+      socket.on("error", () => socket.destroy());
       socket.once("data", (chunk: Buffer) => {
+        socket.setTimeout(0);
+        socket.off("timeout", silent);
         socket.pause();
         const n = Math.min(chunk.length, H2_PREFACE.length);
         if (n >= 3 && chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
@@ -162,10 +214,15 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
   let listener: Server;
   if (config.tls) {
     const [cert, key] = await Promise.all([readFile(config.tls.certFile), readFile(config.tls.keyFile)]);
-    listener = createTlsServer({ cert, key, ALPNProtocols: ["h2", "http/1.1"] }, (socket) => dispatch(socket));
+    listener = createTlsServer(
+      { cert, key, ALPNProtocols: ["h2", "http/1.1"], handshakeTimeout: limits.headersTimeoutMs },
+      (socket) => dispatch(socket),
+    );
   } else {
     listener = createNetServer((socket) => dispatch(socket));
   }
+  // Beyond this many open connections, new ones are closed as they arrive.
+  listener.maxConnections = limits.maxConnections;
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
     listener.listen(config.listen.port, config.listen.host, () => resolve());
@@ -177,9 +234,12 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     port,
     close: () =>
       new Promise<void>((resolve) => {
+        proxy.close();
         listener.close(() => resolve());
         http1.closeAllConnections();
         http2.close();
+        // Upgraded tunnels and HTTP/2 sessions are no longer the HTTP servers' to close.
+        for (const socket of open) socket.destroy();
       }),
   };
 }

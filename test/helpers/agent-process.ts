@@ -245,6 +245,8 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     AGENT_FILES_ROOTDIR: opts.rootDir ?? "/var/lib/wrenn",
     AGENT_STATE_DIR: stateDir,
     AGENT_LISTEN_ADDRESS: `${opts.listenAll ? "0.0.0.0" : "127.0.0.1"}:${port}`,
+    // Listening on every address without TLS needs the explicit opt-in (the tests stay on loopback).
+    ...(opts.listenAll && !opts.tls ? { AGENT_INSECURE_PLAINTEXT: "1" } : {}),
     AGENT_RUNTIME: testRuntime(opts),
     AGENT_TOKEN: token,
     AGENT_EGRESS: "off",
