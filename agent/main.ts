@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { type AgentConfig, loadAgentConfig } from "./config.js";
 import { createExec, type Exec } from "./exec.js";
 import { HostInventory } from "./host-inventory.js";
@@ -71,7 +72,13 @@ async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): P
     case "namespace":
       return new NamespaceRuntime({ exec, logger: log, cgroupGroup });
     case "gvisor":
-      return new GvisorRuntime({ exec, logger: log, cgroupGroup, runscBin });
+      return new GvisorRuntime({
+        exec,
+        logger: log,
+        cgroupGroup,
+        runscBin,
+        shimDir: join(config.layout.stateRoot, "gvisor"),
+      });
     case "qemu":
       return QemuRuntime.create({ exec, logger: log, kvm: choice.kvm });
     case "firecracker":

@@ -15,6 +15,7 @@ import {
   setFrozen,
 } from "../namespace/cgroups.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
+import { buildStatxShim, installStatxShim } from "./shim.js";
 import { gvisorBundleConfig, runscGlobalArgs } from "./spec.js";
 
 /**
@@ -36,6 +37,8 @@ export interface GvisorRuntimeDeps {
   cgroupGroup: string;
   /** The runsc binary; "runsc" (from PATH) by default. */
   runscBin?: string;
+  /** Where the statx compatibility shim is compiled once (shim.ts); no shim when unset. */
+  shimDir?: string;
   /** Injected for tests; detected from /sys/fs/cgroup by default. */
   cgroupLayout?: CgroupLayout;
 }
@@ -74,6 +77,7 @@ export class GvisorRuntime implements Runtime {
   readonly #deps: GvisorRuntimeDeps;
   readonly #runsc: string;
   #layout: CgroupLayout | undefined;
+  #shim: Promise<string | undefined> | undefined;
 
   constructor(deps: GvisorRuntimeDeps) {
     this.#deps = deps;
@@ -89,6 +93,21 @@ export class GvisorRuntime implements Runtime {
   async #cgroupLayout(): Promise<CgroupLayout> {
     this.#layout ??= await detectCgroupLayout();
     return this.#layout;
+  }
+
+  /** The statx shim's path on the host, built on first use; undefined (logged once) when it cannot be. */
+  #statxShim(): Promise<string | undefined> {
+    const { shimDir, exec, logger } = this.#deps;
+    if (shimDir === undefined) return Promise.resolve(undefined);
+    this.#shim ??= buildStatxShim(exec, shimDir).then(({ path, reason }) => {
+      if (reason !== undefined) {
+        logger.warn("gVisor guests run without the statx shim: ls and stat fail inside them on this runsc", {
+          reason,
+        });
+      }
+      return path;
+    });
+    return this.#shim;
   }
 
   #paths(sandboxDir: string) {
@@ -118,6 +137,8 @@ export class GvisorRuntime implements Runtime {
     // images/<t> is a symlink the image builder switches on rebuild; naming the version directory in the
     // mount lets the builder see that this version is still in use and keep it.
     const lower = await realpath(spec.imageRootfsTree);
+    const shim = await this.#statxShim();
+    if (shim !== undefined) await installStatxShim(shim, lower, paths.upper);
     await exec(
       "mount",
       [
