@@ -15,6 +15,7 @@ usage: wrenn <command> [options]
   sandbox <command>       create, list, get, exec, shell, cp, pause, resume, kill, timeout
   hosts [command]         list, register, drain, activate, delete host agents (admin)
   keys [command]          list, create, revoke API keys
+  teams [command]         show a team's quotas and usage; set limits and isolation (admin)
 
 Every API command takes --json, --api-url URL (WRENN_API_URL) and --api-key KEY (WRENN_API_KEY);
 both may also come from ~/.config/wrenn/config.json ({"apiUrl": …, "apiKey": …}).
@@ -54,6 +55,9 @@ export async function runCli(argv: string[], output: Output, signal: AbortSignal
       case "key":
       case "api-keys":
         return await (await import("./commands/keys.js")).keysCommand(ctx, rest);
+      case "teams":
+      case "team":
+        return await (await import("./commands/teams.js")).teamsCommand(ctx, rest);
       case "help":
       case "--help":
       case "-h":

@@ -1,6 +1,13 @@
 import type { ConnectionOptions } from "./config.js";
 import { ApiClient, segment } from "./http.js";
-import type { ApiKeyInfo, CreateApiKeyRequest, CreatedApiKeyInfo, HostInfo } from "./types.js";
+import type {
+  ApiKeyInfo,
+  CreateApiKeyRequest,
+  CreatedApiKeyInfo,
+  HostInfo,
+  TeamInfo,
+  UpdateTeamRequest,
+} from "./types.js";
 
 /** Host agents (every call needs an admin key). */
 export class Hosts {
@@ -57,16 +64,38 @@ export class ApiKeys {
   }
 }
 
-/** The parts of the API that are not about one sandbox: health, hosts, API keys. */
+/** Teams: isolation minimum, quotas and usage (changes need an admin key). */
+export class Teams {
+  constructor(private readonly api: ApiClient) {}
+
+  /** Every team (admin); a team key gets its own team only. */
+  async list(): Promise<TeamInfo[]> {
+    return (await this.api.json<{ teams: TeamInfo[] }>("GET", "/v1/teams")).teams;
+  }
+
+  /** One team; `me` (the default) is the caller's own. */
+  async get(teamId = "me"): Promise<TeamInfo> {
+    return this.api.json<TeamInfo>("GET", `/v1/teams/${segment(teamId)}`);
+  }
+
+  /** Sets a team's isolation minimum and quotas (admin); null puts a value back to the default. */
+  async update(teamId: string, request: UpdateTeamRequest): Promise<TeamInfo> {
+    return this.api.json<TeamInfo>("PATCH", `/v1/teams/${segment(teamId)}`, { json: request });
+  }
+}
+
+/** The parts of the API that are not about one sandbox: health, hosts, API keys, teams. */
 export class WrennClient {
   readonly api: ApiClient;
   readonly hosts: Hosts;
   readonly apiKeys: ApiKeys;
+  readonly teams: Teams;
 
   constructor(options: ConnectionOptions = {}) {
     this.api = new ApiClient(options);
     this.hosts = new Hosts(this.api);
     this.apiKeys = new ApiKeys(this.api);
+    this.teams = new Teams(this.api);
   }
 
   /** `GET /health`: answers without a key. */

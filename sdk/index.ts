@@ -3,7 +3,7 @@
  * Cloudflare Workers.
  */
 
-export { ApiKeys, Hosts, WrennClient } from "./admin.js";
+export { ApiKeys, Hosts, Teams, WrennClient } from "./admin.js";
 export { type CommandEvent, type CommandOptions, type CommandResult, Commands, type RunOptions } from "./commands.js";
 export { type ConnectionOptions, defaultApiUrl } from "./config.js";
 export { type ClientErrorCode, WrennError } from "./errors.js";

@@ -15,6 +15,7 @@ import type {
   SandboxPage,
   TimeoutBody,
 } from "../edge/routes/sandboxes/schemas.js";
+import type { Team, UpdateTeamBody } from "../edge/routes/teams/schemas.js";
 import type { ExecStreamEvent } from "../edge/services/sandboxes/exec-stream.js";
 
 /** A sandbox as the API describes it (`GET /v1/sandboxes/{id}`). */
@@ -39,6 +40,12 @@ export type EntryInfo = z.infer<typeof Entry>;
 export type WrittenFileInfo = z.infer<typeof WrittenFile>;
 /** A host agent (admin). */
 export type HostInfo = z.infer<typeof Host>;
+/** A team: its isolation minimum, quotas and usage. */
+export type TeamInfo = z.infer<typeof Team>;
+/** Body of `PATCH /v1/teams/{id}` (admin): fields left out stay; null resets one to the default. */
+export type UpdateTeamRequest = z.input<typeof UpdateTeamBody>;
+/** An isolation class, strongest first: `vm`, `gvisor`, `namespace`. */
+export type IsolationClass = HostInfo["isolation"];
 /** An API key, never its secret. */
 export type ApiKeyInfo = z.infer<typeof ApiKey>;
 /** A freshly created API key, with its secret (shown once). */

@@ -37,6 +37,7 @@ export async function hostsCommand(ctx: CommandContext, args: string[]): Promise
           { header: "address", value: (h) => h.address },
           { header: "status", value: (h) => h.status },
           { header: "runtime", value: (h) => h.runtime },
+          { header: "isolation", value: (h) => h.isolation },
           { header: "sandboxes", value: (h) => `${h.activeSandboxes ?? "?"}/${h.capacity.maxSandboxes}` },
           {
             header: "capacity",
@@ -54,7 +55,7 @@ export async function hostsCommand(ctx: CommandContext, args: string[]): Promise
       if (!address || !values.token) usageError("hosts register needs an address and --token", hostsUsage);
       const host = await client.hosts.register(address, values.token);
       if (values.json) printJson(ctx.output, host);
-      else ctx.output.out(`${host.id} ${host.address} ${host.status} (${host.runtime})`);
+      else ctx.output.out(`${host.id} ${host.address} ${host.status} (${host.runtime}, isolation ${host.isolation})`);
       return exitCodes.ok;
     }
     case "drain":

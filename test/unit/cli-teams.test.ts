@@ -1,0 +1,94 @@
+import type { AddressInfo } from "node:net";
+import { type ServerType, serve } from "@hono/node-server";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hostsCommand } from "../../cli/commands/hosts.js";
+import { teamsCommand } from "../../cli/commands/teams.js";
+import { loadEnvironment } from "../../cli/config.js";
+import type { CommandContext } from "../../cli/context.js";
+import { reportError } from "../../cli/errors.js";
+import { IsolationClass, Runtime } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+
+// `wrenn teams` and `wrenn hosts` against a test edge served on loopback.
+let h: EdgeHarness;
+let server: ServerType;
+let apiUrl: string;
+
+beforeAll(async () => {
+  h = await createEdgeHarness();
+  await addFakeHost(h, (a) => {
+    a.runtime = Runtime.GVISOR;
+    a.isolation = IsolationClass.GVISOR;
+  });
+  server = await new Promise<ServerType>((resolve) => {
+    const s = serve({ fetch: h.app.fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
+  });
+  apiUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}, 60_000);
+
+afterAll(async () => {
+  await new Promise<void>((resolve) => server?.close(() => resolve()));
+  await h?.close();
+});
+
+/** Runs a command with a key; returns its exit code and what it printed. */
+async function run(command: typeof teamsCommand, args: string[], key: string) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const ctx: CommandContext = {
+    env: loadEnvironment({ HOME: "/nonexistent", XDG_CONFIG_HOME: "/nonexistent" }),
+    output: { out: (l) => out.push(l), err: (l) => err.push(l), rawOut: () => {}, rawErr: () => {} },
+    signal: new AbortController().signal,
+  };
+  let code: number;
+  try {
+    code = await command(ctx, [...args, "--api-url", apiUrl, "--api-key", key]);
+  } catch (e) {
+    code = reportError(e, (l) => err.push(l));
+  }
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+describe("wrenn hosts", () => {
+  it("shows each host's runtime and isolation class", async () => {
+    const { code, out } = await run(hostsCommand, ["list"], h.adminKey);
+    expect(code).toBe(0);
+    expect(out).toMatch(/ISOLATION/);
+    expect(out).toMatch(/gvisor\s+gvisor/);
+  });
+});
+
+describe("wrenn teams", () => {
+  it("an admin sets limits and the isolation minimum; the team sees them with its usage", async () => {
+    const team = await h.newTeam();
+    const set = await run(
+      teamsCommand,
+      ["set", team.teamId, "--min-isolation", "gvisor", "--max-running", "3", "--max-timeout", "2h"],
+      h.adminKey,
+    );
+    expect(set.code).toBe(0);
+    expect(set.out).toMatch(/min isolation:\s+gvisor/);
+    const shown = await run(teamsCommand, ["show", "--json"], team.key);
+    expect(JSON.parse(shown.out)).toMatchObject({
+      id: team.teamId,
+      minIsolation: "gvisor",
+      quotas: { maxRunningSandboxes: 3, maxTimeoutSec: 7200 },
+      quotaOverrides: { maxRunningSandboxes: 3, maxTimeoutSec: 7200 },
+    });
+    const human = await run(teamsCommand, ["show"], team.key);
+    expect(human.out).toMatch(/running:\s+0 of 3\n/);
+    expect(human.out).toMatch(/vcpus:\s+0 of 40 \(default\)/);
+    const reset = await run(teamsCommand, ["set", team.teamId, "--reset", "maxRunningSandboxes", "--json"], h.adminKey);
+    expect(JSON.parse(reset.out).quotaOverrides).toEqual({ maxTimeoutSec: 7200 });
+  });
+
+  it("a team key cannot change settings, and bad values are usage errors", async () => {
+    const team = await h.newTeam();
+    const denied = await run(teamsCommand, ["set", team.teamId, "--max-running", "100"], team.key);
+    expect(denied.code).not.toBe(0);
+    expect(denied.err).toMatch(/admin/);
+    const bad = await run(teamsCommand, ["set", team.teamId, "--min-isolation", "container"], h.adminKey);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--min-isolation takes vm, gvisor, namespace or none/);
+  });
+});
