@@ -22,6 +22,8 @@ const swaggerFiles = new Set([
   "favicon-32x32.png",
 ]);
 
+// persistAuthorization stays off: the page shares the API's origin, and a key kept in localStorage
+// would outlive the tab and be readable by any script that ever runs on that origin.
 const docsPage = `<!doctype html>
 <html lang="en">
 <head>
@@ -34,7 +36,7 @@ const docsPage = `<!doctype html>
 <div id="swagger-ui"></div>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script>
-window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: true });
+window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: false });
 </script>
 </body>
 </html>`;

@@ -11,7 +11,7 @@ const listRoute = createRoute({
   tags: ["teams"],
   operationId: "listTeams",
   summary: "List teams with their settings and usage (admin)",
-  ...scoped("admin"),
+  ...scoped("sandboxes:read"),
   responses: {
     200: { description: "Teams", content: { "application/json": { schema: z.object({ teams: z.array(Team) }) } } },
     ...openApiErrorResponses,
