@@ -13,6 +13,7 @@ import { createAgentProxyFetch } from "./node/agent-proxy-fetch.js";
 import { openNodeDatabase } from "./node/database.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
+import { guardRelayedBodies } from "./node/relay-failures.js";
 import { streamLargeBodies } from "./node/request-body.js";
 import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
 import { packageVersion } from "./node/version.js";
@@ -111,7 +112,11 @@ export async function startNodeEdge(
     if (request.method === "GET" && new URL(request.url).pathname === "/health") return startingHealth();
     return openedOrFailed.then((opened) => (opened ? app.fetch(request) : databaseFailed()));
   };
-  const server = serve({ fetch: streamLargeBodies(fetch), port: env.WRENN_PORT, hostname: env.WRENN_HOST });
+  const server = serve({
+    fetch: streamLargeBodies(guardRelayedBodies(fetch, logger)),
+    port: env.WRENN_PORT,
+    hostname: env.WRENN_HOST,
+  });
   // Uploads stream through to sandboxes and may take longer than Node's default 5-minute limit on
   // receiving a request; slow clients are bounded by the headers timeout instead.
   if ("requestTimeout" in server) server.requestTimeout = 0;

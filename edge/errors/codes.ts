@@ -16,6 +16,10 @@ export const ErrorCode = z.enum([
   "AGENT_ERROR",
   "AGENT_UNAVAILABLE",
   "NO_CAPACITY",
+  "SANDBOX_NOT_FOUND",
+  "SANDBOX_UNREACHABLE",
+  "SANDBOX_PORT_NOT_OPEN",
+  "SANDBOX_BAD_RESPONSE",
   "BAD_ENVIRONMENT",
   "INTERNAL_SERVER_ERROR",
 ]);
@@ -38,6 +42,11 @@ export const codeToStatus = {
   AGENT_ERROR: 502,
   AGENT_UNAVAILABLE: 503,
   NO_CAPACITY: 503,
+  // The sandbox proxy's refusals: 502 as E2B's proxy answers them (the SDKs read 502 as "not running").
+  SANDBOX_NOT_FOUND: 502,
+  SANDBOX_UNREACHABLE: 502,
+  SANDBOX_PORT_NOT_OPEN: 502,
+  SANDBOX_BAD_RESPONSE: 502,
   BAD_ENVIRONMENT: 500,
   INTERNAL_SERVER_ERROR: 500,
 } as const satisfies Record<ErrorCode, number>;

@@ -1,8 +1,10 @@
 import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { createServer as createTcpServer, type Server as TcpServer } from "node:net";
 import { PassThrough } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
+import { BadUpstreamResponse } from "../proxy/errors.js";
 import { createAgentProxyFetch } from "./agent-proxy-fetch.js";
 import { webStreamOf } from "./streams.js";
 
@@ -122,6 +124,56 @@ describe("createAgentProxyFetch", () => {
       expect(res.body).toBeNull();
     }
     expect(ports.size).toBe(1);
+  });
+});
+
+/** A raw TCP server that answers every request with `answer` and closes: no HTTP library in the way. */
+async function rawServer(answer: string): Promise<{ base: string; server: TcpServer }> {
+  const tcp = createTcpServer((socket) => {
+    socket.on("error", () => {});
+    socket.once("data", () => socket.end(Buffer.from(answer, "latin1")));
+  });
+  await new Promise<void>((resolve) => tcp.listen(0, "127.0.0.1", () => resolve()));
+  return { base: `http://127.0.0.1:${(tcp.address() as AddressInfo).port}`, server: tcp };
+}
+
+describe("createAgentProxyFetch with a hostile answer", () => {
+  // Today's main built the Response inside the socket's "response" listener: a status of 600 threw a
+  // RangeError there, outside any promise, and ended the process (vitest reports it as an unhandled error).
+  const malformed: Array<[string, string, RegExp]> = [
+    ["status 600", "HTTP/1.1 600 Weird\r\ncontent-length: 2\r\n\r\nhi", /status 600/],
+    ["status 999", "HTTP/1.1 999 X\r\n\r\nabc", /status 999/],
+    ["status 099", "HTTP/1.1 099 X\r\n\r\n", /status 99/],
+    ["garbage bytes", "\u0000\u00ffgarbage\r\n\r\n", /not HTTP \(HPE_/],
+    ["a four-digit status", "HTTP/1.1 1000 X\r\n\r\n", /not HTTP \(HPE_/],
+    ["a bad header", "HTTP/1.1 200 OK\r\nx-a: \u007fb\r\n\r\n", /not HTTP \(HPE_/],
+  ];
+  for (const [name, answer, reason] of malformed) {
+    it(`rejects ${name} with BadUpstreamResponse and keeps the process up`, async () => {
+      const { base, server: tcp } = await rawServer(answer);
+      try {
+        const failure = await createAgentProxyFetch()(`${base}/`, { method: "GET" }).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        expect(failure).toBeInstanceOf(BadUpstreamResponse);
+        expect(String((failure as Error).message)).toMatch(reason);
+      } finally {
+        await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      }
+    });
+  }
+
+  it("drops a reason phrase Response refuses instead of throwing", async () => {
+    const { base, server: tcp } = await rawServer("HTTP/1.1 200 \u0001bad\r\ncontent-length: 2\r\n\r\nok");
+    try {
+      const res = await createAgentProxyFetch()(`${base}/`, { method: "GET" });
+      expect(res.status).toBe(200);
+      expect(res.statusText).toBe("");
+      expect(await res.text()).toBe("ok");
+    } finally {
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    }
   });
 });
 

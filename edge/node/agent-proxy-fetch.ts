@@ -1,5 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { BadUpstreamResponse, isRelayableStatus, relayableStatusText } from "../proxy/errors.js";
 import { webStreamOf } from "./streams.js";
 
 /** Statuses whose responses have no body (the Response constructor refuses one). */
@@ -19,6 +20,33 @@ function responseHeaders(res: IncomingMessage): Headers {
     headers.append(res.rawHeaders[i] ?? "", res.rawHeaders[i + 1] ?? "");
   }
   return headers;
+}
+
+/**
+ * The web `Response` of an answer, or BadUpstreamResponse when the answer cannot be one: the agent
+ * relays the guest's status line and headers, so a guest decides them, and `new Response` throws on
+ * a status outside 200–599 or a header `Headers` refuses. (Thrown inside the socket's "response"
+ * listener, that error would escape every handler and end the process.)
+ */
+function webResponse(res: IncomingMessage): Response {
+  const status = res.statusCode ?? 0;
+  if (!isRelayableStatus(status)) throw new BadUpstreamResponse(`status ${status}`);
+  let headers: Headers;
+  try {
+    headers = responseHeaders(res);
+  } catch (err) {
+    throw new BadUpstreamResponse("headers that cannot be relayed", { cause: err });
+  }
+  const body = nullBodyStatuses.has(status) ? null : webStreamOf(res);
+  if (body === null) res.resume();
+  return new Response(body, { status, statusText: relayableStatusText(res.statusMessage), headers });
+}
+
+/** Node's HTTP parser failures (`HPE_*`): the answer was not HTTP at all. */
+function isParseError(err: unknown): err is Error & { code: string } {
+  if (!(err instanceof Error)) return false;
+  const code: unknown = (err as Error & { code?: unknown }).code;
+  return typeof code === "string" && code.startsWith("HPE_");
 }
 
 function abortReason(signal: AbortSignal): Error {
@@ -58,15 +86,21 @@ export function createAgentProxyFetch(): typeof fetch {
       signal?.addEventListener("abort", onAbort, { once: true });
       req.once("error", (err) => {
         signal?.removeEventListener("abort", onAbort);
-        if (!answered) reject(err);
+        if (answered) return;
+        reject(isParseError(err) ? new BadUpstreamResponse(`not HTTP (${err.code})`, { cause: err }) : err);
       });
+      // A socket that is not ours to keep after a refused answer: errors after "response" are the
+      // body's and reach its stream; a second "error" listener keeps a late one from being unhandled.
+      req.on("error", () => {});
       req.once("response", (res) => {
         answered = true;
         res.once("close", () => signal?.removeEventListener("abort", onAbort));
-        const status = res.statusCode ?? 502;
-        const body = nullBodyStatuses.has(status) ? null : webStreamOf(res);
-        if (body === null) res.resume();
-        resolve(new Response(body, { status, statusText: res.statusMessage ?? "", headers: responseHeaders(res) }));
+        try {
+          resolve(webResponse(res));
+        } catch (err) {
+          res.destroy();
+          reject(err instanceof BadUpstreamResponse ? err : new BadUpstreamResponse(String(err), { cause: err }));
+        }
       });
       const body = init.body;
       if (body === undefined || body === null) {

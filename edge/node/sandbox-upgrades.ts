@@ -3,7 +3,10 @@ import { connect as connectTcp, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { connect as connectTls } from "node:tls";
 import type { AppDeps } from "../context.js";
+import { codeToStatus, type ErrorCode } from "../errors/codes.js";
+import { errorBody } from "../errors/handle.js";
 import { requestIdHeader } from "../middleware/init.js";
+import { isRelayableStatus, sandboxBadResponse, sandboxUnavailable } from "../proxy/errors.js";
 import { decideSandboxRoute, guestRequestHeaders } from "../proxy/sandbox-proxy.js";
 import type { ServiceContext } from "../services/context.js";
 import { randomString } from "../services/ids.js";
@@ -17,9 +20,15 @@ import { randomString } from "../services/ids.js";
 export function attachSandboxUpgrades(server: unknown, deps: AppDeps): void {
   (server as Server).on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on("error", () => socket.destroy());
-    handleUpgrade(deps, req, socket, head).catch((err: unknown) => {
-      deps.logger.error("sandbox upgrade failed", { err });
-      writeRaw(socket, 500, JSON.stringify({ code: 500, message: "internal error" }));
+    const requestId = `req_${randomString(20, "abcdefghijklmnopqrstuvwxyz0123456789")}`;
+    handleUpgrade(deps, req, socket, head, requestId).catch((err: unknown) => {
+      deps.logger.error("sandbox upgrade failed", { requestId, err });
+      const code: ErrorCode = "INTERNAL_SERVER_ERROR";
+      writeRaw(
+        socket,
+        codeToStatus[code],
+        JSON.stringify(errorBody(code, "internal error; quote the requestId", requestId)),
+      );
     });
   });
 }
@@ -39,8 +48,13 @@ function requestHeaders(req: IncomingMessage): Headers {
   return headers;
 }
 
-async function handleUpgrade(deps: AppDeps, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-  const requestId = `req_${randomString(20, "abcdefghijklmnopqrstuvwxyz0123456789")}`;
+async function handleUpgrade(
+  deps: AppDeps,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  requestId: string,
+): Promise<void> {
   const database = deps.database();
   let decision: Awaited<ReturnType<typeof decideSandboxRoute>>;
   try {
@@ -65,7 +79,8 @@ async function handleUpgrade(deps: AppDeps, req: IncomingMessage, socket: Duplex
     await database.close().catch(() => {});
   }
   if (decision.kind === "not-sandbox-traffic") {
-    writeRaw(socket, 404, JSON.stringify({ code: 404, message: "upgrades are only served for sandbox traffic" }));
+    const message = "upgrades are only served for sandbox traffic";
+    writeRaw(socket, 404, JSON.stringify({ ...errorBody("NOT_FOUND", message, requestId), code: 404, message }));
     return;
   }
   if (decision.kind === "refuse") {
@@ -95,19 +110,100 @@ async function handleUpgrade(deps: AppDeps, req: IncomingMessage, socket: Duplex
   upstream.once(tls ? "secureConnect" : "connect", () => {
     upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
     if (head.length > 0) upstream.write(head);
-    upstream.pipe(socket);
-    socket.pipe(upstream);
+    readAnswerHead(upstream).then(
+      (answer) => {
+        if (socket.destroyed) return;
+        if (answer.status === undefined) {
+          deps.logger.warn("sandbox upgrade: malformed answer", {
+            requestId,
+            sandboxId: destination.sandboxId,
+            reason: answer.reason,
+          });
+          void writeError(socket, sandboxBadResponse(destination.sandboxId, answer.reason, requestId));
+          upstream.destroy();
+          return;
+        }
+        // 101 (the upgrade) or an ordinary answer (a refusal by the agent, or a guest that does not
+        // upgrade): the head parsed, so it goes to the client as it came, then both ways are spliced.
+        socket.write(answer.bytes);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      },
+      () => {
+        // "error" below answers.
+      },
+    );
   });
   upstream.once("error", () => {
     if (!socket.destroyed && socket.writable) {
-      writeRaw(
-        socket,
-        502,
-        JSON.stringify({ sandboxId: destination.sandboxId, message: "agent unreachable", code: 502 }),
-      );
+      void writeError(socket, sandboxUnavailable(destination.sandboxId, "its host agent is not answering", requestId));
     }
     upstream.destroy();
   });
   socket.once("close", () => upstream.destroy());
-  upstream.once("close", () => socket.destroy());
+  upstream.once("close", () => {
+    if (!answered.has(socket)) socket.destroy();
+  });
+}
+
+/** Sockets whose error answer is being written (closing them early would cut it off). */
+const answered = new WeakSet<Duplex>();
+
+/** Writes one of the proxy's error answers and closes the client's socket. */
+async function writeError(socket: Duplex, response: Response): Promise<void> {
+  answered.add(socket);
+  writeRaw(socket, response.status, await response.text());
+}
+
+/** The most a response head from the agent may take before it is refused. */
+const maxAnswerHeadBytes = 64 * 1024;
+
+/** A parsed answer head: its status and bytes (with any body bytes read past it), or why it is refused. */
+type AnswerHead = { status: number; bytes: Buffer } | { status: undefined; reason: string };
+
+/**
+ * Reads the agent's answer to the upgrade request up to the end of its head and checks its status
+ * line: the agent relays the guest's, so a guest decides it. A status outside 101 and 200–599, a
+ * status line that is not HTTP/1.x, or a head that never ends within `maxAnswerHeadBytes` is refused;
+ * anything else is handed on byte for byte. Rejects when the connection fails before a head.
+ */
+export function readAnswerHead(upstream: Socket): Promise<AnswerHead> {
+  return new Promise((resolve, reject) => {
+    let buffered: Buffer = Buffer.alloc(0);
+    const finish = () => {
+      upstream.off("data", onData);
+      upstream.off("end", onEnd);
+      upstream.off("error", onError);
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const end = buffered.indexOf("\r\n\r\n");
+      if (end === -1) {
+        if (buffered.length > maxAnswerHeadBytes) {
+          finish();
+          resolve({ status: undefined, reason: `a response head over ${maxAnswerHeadBytes} bytes` });
+        }
+        return;
+      }
+      finish();
+      upstream.pause();
+      const statusLine = buffered.subarray(0, buffered.indexOf("\r\n")).toString("latin1");
+      const match = /^HTTP\/1\.[01] ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?$/.exec(statusLine);
+      const status = match ? Number(match[1]) : undefined;
+      if (status === undefined) resolve({ status: undefined, reason: "not an HTTP/1.1 status line" });
+      else if (status !== 101 && !isRelayableStatus(status)) resolve({ status: undefined, reason: `status ${status}` });
+      else resolve({ status, bytes: buffered });
+    };
+    const onEnd = () => {
+      finish();
+      resolve({ status: undefined, reason: buffered.length > 0 ? "a truncated response head" : "no answer" });
+    };
+    const onError = (err: Error) => {
+      finish();
+      reject(err);
+    };
+    upstream.on("data", onData);
+    upstream.once("end", onEnd);
+    upstream.once("error", onError);
+  });
 }

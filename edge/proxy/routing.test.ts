@@ -16,7 +16,7 @@ describe("classifyTraffic", () => {
           "E2b-Sandbox-Port": "49983",
         }),
       ),
-    ).toEqual({ kind: "sandbox", sandboxId: "abcdefghij0123456789", port: 49983 });
+    ).toEqual({ kind: "sandbox", sandboxId: "abcdefghij0123456789", port: 49983, via: "headers" });
   });
 
   it("routes by a <port>-<id>.<domain> Host, with or without a port, in any case", () => {
@@ -24,11 +24,13 @@ describe("classifyTraffic", () => {
       kind: "sandbox",
       sandboxId: "abcdefghij0123456789",
       port: 8000,
+      via: "host",
     });
     expect(classifyTraffic(req("http://x/", { host: "49983-ABCDEFGHIJ0123456789.Sandboxes.Example.com" }))).toEqual({
       kind: "sandbox",
       sandboxId: "abcdefghij0123456789",
       port: 49983,
+      via: "host",
     });
   });
 

@@ -18,6 +18,11 @@ export interface SandboxRoute {
   kind: "sandbox";
   sandboxId: string;
   port: number;
+  /**
+   * How it was routed: by the E2B headers (on any host, the API's own origin included) or by a
+   * `<port>-<id>.<domain>` Host (the sandbox port's own origin).
+   */
+  via: "headers" | "host";
 }
 
 /** A signed envd `/files` URL with no routing information; the signature names the sandbox. */
@@ -102,13 +107,13 @@ export function classifyTraffic(req: { method: string; url: string; headers: Hea
     if (port === undefined) return { kind: "bad", message: "invalid sandbox port" };
     const sandboxId = (headerId ?? "").trim();
     if (!/^[a-z0-9]+$/.test(sandboxId)) return { kind: "bad", message: "invalid sandbox id" };
-    return { kind: "sandbox", sandboxId, port };
+    return { kind: "sandbox", sandboxId, port, via: "headers" };
   }
   const match = sandboxHost.exec(hostName(req.headers.get("host") ?? ""));
   if (match) {
     const port = parsePort(match[1] ?? "");
     if (port === undefined) return { kind: "bad", message: "invalid sandbox port" };
-    return { kind: "sandbox", sandboxId: match[2] ?? "", port };
+    return { kind: "sandbox", sandboxId: match[2] ?? "", port, via: "host" };
   }
   const { pathname, search } = splitRequestUrl(req.url);
   const query = new URLSearchParams(search);

@@ -3,14 +3,20 @@ import type { HostTarget } from "../clients/agent.js";
 import type { AppEnv } from "../context.js";
 import type { ServiceContext } from "../services/context.js";
 import { findSandboxBySignature, resolveSandboxTraffic } from "../services/e2b/traffic.js";
+import { readTextLimited } from "../services/files/bounded-read.js";
 import {
+  BadUpstreamResponse,
   badSandboxRoute,
   internalRouteRefused,
+  isRelayableStatus,
   portNotOpen,
+  relayableStatusText,
+  sandboxBadResponse,
   sandboxNotFound,
   sandboxUnavailable,
   signatureMatchesNoSandbox,
 } from "./errors.js";
+import { markRelayed } from "./relayed.js";
 import {
   classifyTraffic,
   envdPort,
@@ -47,6 +53,17 @@ const decodedCodings = new Set(["gzip", "x-gzip", "deflate", "br"]);
 
 /** Reasons the agent's proxy gives in its own error bodies (guests never produce these). */
 const agentNotFoundReasons = new Set(["SANDBOX_NOT_FOUND", "SANDBOX_PAUSED", "SANDBOX_NOT_RUNNING"]);
+/** Reasons an agent gives when the guest's answer was not valid HTTP (the spellings agents use). */
+const agentBadResponseReasons = new Set(["SANDBOX_BAD_RESPONSE", "UPSTREAM_BAD_RESPONSE", "BAD_UPSTREAM_RESPONSE"]);
+
+/**
+ * What the client may get of the guest's response headers:
+ * - `guest`: all of them but hop-by-hop ones (a `<port>-<id>.<domain>` Host: the port's own origin);
+ * - `no-cookies`: the same without `Set-Cookie` (header-routed traffic, which may arrive on the API's
+ *   own origin, where a guest must not set cookies);
+ * - `download`: a file download served as an inert attachment (see `downloadResponseHeaders`).
+ */
+export type ResponsePolicy = "guest" | "no-cookies" | "download";
 
 /** Where a sandbox request goes once resolved. */
 export interface ProxyDestination {
@@ -55,6 +72,10 @@ export interface ProxyDestination {
   target: HostTarget;
   /** Path and query for the guest, e.g. `/files?path=a.txt`. */
   pathAndQuery: string;
+  /** What of the guest's answer reaches the client. */
+  responsePolicy: ResponsePolicy;
+  /** For downloads: the file name offered to the client (the last segment of `path`). */
+  downloadName?: string;
 }
 
 /** A request resolved to a destination, or refused with its answer. */
@@ -71,32 +92,52 @@ export type ProxyDecision =
 export async function decideSandboxRoute(ctx: ServiceContext, request: Request): Promise<ProxyDecision> {
   const route = classifyTraffic(request);
   if (route === undefined) return { kind: "not-sandbox-traffic" };
-  if (route.kind === "bad") return { kind: "refuse", response: badSandboxRoute(route.message) };
+  const requestId = ctx.requestId;
+  if (route.kind === "bad") return { kind: "refuse", response: badSandboxRoute(route.message, requestId) };
   const raw = splitRequestUrl(request.url);
   const normalized = normalizedPath(raw.pathname, raw.search);
-  if (normalized === undefined) return { kind: "refuse", response: badSandboxRoute("invalid request path") };
+  if (normalized === undefined) {
+    return { kind: "refuse", response: badSandboxRoute("invalid request path", requestId) };
+  }
   const { pathname, search } = normalized;
   let sandboxId: string;
   let port: number;
+  let responsePolicy: ResponsePolicy;
   if (route.kind === "signed-files") {
     const found = await findSandboxBySignature(ctx, route);
-    if (found === undefined) return { kind: "refuse", response: signatureMatchesNoSandbox() };
+    if (found === undefined) return { kind: "refuse", response: signatureMatchesNoSandbox(requestId) };
     sandboxId = found;
     port = envdPort;
+    // A signed URL is opened by browsers on the API's own origin: whatever it answers is a download.
+    responsePolicy = "download";
   } else {
     sandboxId = route.sandboxId;
     port = route.port;
+    responsePolicy = route.via === "headers" ? "no-cookies" : "guest";
+    if (port === envdPort && pathname === "/files" && (request.method === "GET" || request.method === "HEAD")) {
+      responsePolicy = "download";
+    }
   }
-  if (isEnvdInternalRoute(port, pathname)) return { kind: "refuse", response: internalRouteRefused(pathname) };
+  if (isEnvdInternalRoute(port, pathname)) {
+    return { kind: "refuse", response: internalRouteRefused(pathname, requestId) };
+  }
   const destination = await resolveSandboxTraffic(ctx, sandboxId);
-  if (destination.kind === "not-found") return { kind: "refuse", response: sandboxNotFound(sandboxId) };
+  if (destination.kind === "not-found") return { kind: "refuse", response: sandboxNotFound(sandboxId, requestId) };
   if (destination.kind === "unavailable") {
-    return { kind: "refuse", response: sandboxUnavailable(sandboxId, destination.message) };
+    return { kind: "refuse", response: sandboxUnavailable(sandboxId, destination.message, requestId) };
   }
-  return {
-    kind: "forward",
-    destination: { sandboxId, port, target: destination.target, pathAndQuery: `${pathname}${search}` },
+  const forward: ProxyDestination = {
+    sandboxId,
+    port,
+    target: destination.target,
+    pathAndQuery: `${pathname}${search}`,
+    responsePolicy,
   };
+  if (responsePolicy === "download") {
+    const name = (new URLSearchParams(search).get("path") ?? "").split("/").pop();
+    if (name) forward.downloadName = name;
+  }
+  return { kind: "forward", destination: forward };
 }
 
 /**
@@ -122,23 +163,75 @@ export function guestRequestHeaders(headers: Headers): Record<string, string> {
   return out;
 }
 
-function clientResponseHeaders(headers: Headers): Headers {
+/** Guest headers a download keeps: what a client needs to resume, cache-check or size it, and CORS. */
+const downloadHeaderWhitelist = new Set([
+  "content-length",
+  "etag",
+  "last-modified",
+  "access-control-allow-origin",
+  "access-control-expose-headers",
+  "vary",
+]);
+
+/** RFC 8187 encoding of a file name for `Content-Disposition: attachment; filename*=`. */
+function attachmentDisposition(name: string | undefined): string {
+  if (!name) return "attachment";
+  const encoded = encodeURIComponent(name).replace(/['()*!]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return `attachment; filename*=UTF-8''${encoded}`;
+}
+
+/**
+ * The headers of a download the guest answered: only whitelisted guest headers survive, and the body
+ * is declared inert bytes (never HTML or script the browser would run on the API's origin, whatever
+ * the guest, or a root process that replaced envd, claims it is).
+ */
+export function downloadResponseHeaders(headers: Headers, name: string | undefined): Headers {
+  const out = new Headers();
+  const decoded = decodedCodings.has((headers.get("content-encoding") ?? "").trim().toLowerCase());
+  headers.forEach((value, key) => {
+    if (!downloadHeaderWhitelist.has(key)) return;
+    if (decoded && key === "content-length") return;
+    out.append(key, value);
+  });
+  out.set("content-type", "application/octet-stream");
+  out.set("x-content-type-options", "nosniff");
+  out.set("content-security-policy", "sandbox");
+  out.set("content-disposition", attachmentDisposition(name));
+  out.set("cache-control", "no-store");
+  return out;
+}
+
+/** The guest's response headers as the client gets them, under the destination's policy. */
+export function clientResponseHeaders(
+  headers: Headers,
+  destination?: Pick<ProxyDestination, "responsePolicy" | "downloadName">,
+): Headers {
+  const policy = destination?.responsePolicy ?? "guest";
+  if (policy === "download") return downloadResponseHeaders(headers, destination?.downloadName);
   const out = new Headers();
   const decoded = decodedCodings.has((headers.get("content-encoding") ?? "").trim().toLowerCase());
   headers.forEach((value, name) => {
     if (hopByHop.has(name)) return;
     if (decoded && (name === "content-encoding" || name === "content-length")) return;
+    if (policy === "no-cookies" && name === "set-cookie") return;
     out.append(name, value);
   });
   return out;
 }
 
-async function agentRefusal(res: Response, destination: ProxyDestination): Promise<Response | undefined> {
+/** The agent's own refusals are small JSON bodies; anything longer is the guest's and is relayed. */
+const agentRefusalMaxBytes = 4096;
+
+async function agentRefusal(
+  res: Response,
+  destination: ProxyDestination,
+  requestId: string,
+): Promise<Response | undefined> {
   if (res.status !== 502 && res.status !== 404 && res.status !== 409) return undefined;
   if (!(res.headers.get("content-type") ?? "").startsWith("application/json")) return undefined;
   const length = Number(res.headers.get("content-length") ?? Number.NaN);
-  if (!(length > 0 && length < 4096)) return undefined;
-  const text = await res.clone().text();
+  if (!(length > 0 && length < agentRefusalMaxBytes)) return undefined;
+  const text = await readTextLimited(res.clone(), agentRefusalMaxBytes).catch(() => "");
   let reason: unknown;
   try {
     const parsed: unknown = JSON.parse(text);
@@ -149,9 +242,13 @@ async function agentRefusal(res: Response, destination: ProxyDestination): Promi
   } catch {
     return undefined;
   }
-  if (reason === "PORT_NOT_OPEN") return portNotOpen(destination.sandboxId, destination.port);
-  if (typeof reason === "string" && agentNotFoundReasons.has(reason)) return sandboxNotFound(destination.sandboxId);
-  if (reason === "UPSTREAM_ERROR") return sandboxUnavailable(destination.sandboxId, "the guest connection failed");
+  const { sandboxId } = destination;
+  if (reason === "PORT_NOT_OPEN") return portNotOpen(sandboxId, destination.port, requestId);
+  if (typeof reason === "string" && agentNotFoundReasons.has(reason)) return sandboxNotFound(sandboxId, requestId);
+  if (reason === "UPSTREAM_ERROR") return sandboxUnavailable(sandboxId, "the guest connection failed", requestId);
+  if (typeof reason === "string" && agentBadResponseReasons.has(reason)) {
+    return sandboxBadResponse(sandboxId, "the host agent could not parse it", requestId);
+  }
   return undefined;
 }
 
@@ -183,19 +280,37 @@ export async function forwardToSandbox(
     );
   } catch (err) {
     if (request.signal.aborted) return new Response(null, { status: 499 });
+    if (err instanceof BadUpstreamResponse) {
+      ctx.logger.warn("sandbox proxy: malformed answer", { sandboxId: destination.sandboxId, reason: err.message });
+      return sandboxBadResponse(destination.sandboxId, err.message, ctx.requestId);
+    }
     ctx.logger.warn("sandbox proxy: agent unreachable", { sandboxId: destination.sandboxId, err });
-    return sandboxUnavailable(destination.sandboxId, "its host agent is not answering");
+    return sandboxUnavailable(destination.sandboxId, "its host agent is not answering", ctx.requestId);
   }
-  const refusal = await agentRefusal(res, destination);
+  // A `fetch` other than the Node edge's (Workers, tests) may hand over a status `Response` refuses.
+  if (!isRelayableStatus(res.status)) {
+    await res.body?.cancel().catch(() => {});
+    ctx.logger.warn("sandbox proxy: malformed answer", { sandboxId: destination.sandboxId, status: res.status });
+    return sandboxBadResponse(destination.sandboxId, `status ${res.status}`, ctx.requestId);
+  }
+  const refusal = await agentRefusal(res, destination, ctx.requestId);
   if (refusal) {
     await res.body?.cancel().catch(() => {});
     return refusal;
   }
-  return new Response(res.body, {
-    status: res.status,
-    statusText: res.statusText,
-    headers: clientResponseHeaders(res.headers),
-  });
+  try {
+    return markRelayed(
+      new Response(res.body, {
+        status: res.status,
+        statusText: relayableStatusText(res.statusText),
+        headers: clientResponseHeaders(res.headers, destination),
+      }),
+    );
+  } catch (err) {
+    await res.body?.cancel().catch(() => {});
+    ctx.logger.warn("sandbox proxy: malformed answer", { sandboxId: destination.sandboxId, err });
+    return sandboxBadResponse(destination.sandboxId, "its headers cannot be relayed", ctx.requestId);
+  }
 }
 
 /**

@@ -263,10 +263,12 @@ describe("sandbox proxy routing", () => {
   it("answers a missing, killed or paused sandbox with E2B's 502 body", async () => {
     const missing = await envd("abcdefghij0123456789", "/health");
     expect(missing.status).toBe(502);
-    expect(await missing.json()).toEqual({
+    // E2B's fields, plus the API's error shape under `error`.
+    expect(await missing.json()).toMatchObject({
       sandboxId: "abcdefghij0123456789",
       message: "The sandbox was not found",
       code: 502,
+      error: { code: "SANDBOX_NOT_FOUND", message: "The sandbox was not found" },
     });
     const sbx = await create();
     await e2b("POST", `/sandboxes/${sbx.sandboxID}/pause`);

@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiAgentErrorResponses, openApiErrorResponses } from "../../errors/api-error.js";
 import { scoped } from "../../middleware/auth.js";
+import { markRelayed } from "../../proxy/relayed.js";
 import { readFile } from "../../services/files/read.js";
 import { SandboxIdParam } from "../sandboxes/schemas.js";
 import { PathBody } from "./schemas.js";
@@ -29,7 +30,13 @@ export const registerReadFile = (app: App) =>
   app.openapi(route, async (c) => {
     const body = c.req.valid("json");
     const file = await readFile(c.get("team"), c.req.valid("param").id, body, c.req.raw.signal);
-    const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+    // Guest bytes on the API's origin: inert, never rendered or sniffed into something a browser runs.
+    const headers: Record<string, string> = {
+      "content-type": "application/octet-stream",
+      "x-content-type-options": "nosniff",
+      "content-security-policy": "sandbox",
+      "content-disposition": "attachment",
+    };
     if (file.size !== undefined) headers["content-length"] = String(file.size);
-    return new Response(file.body, { status: 200, headers });
+    return markRelayed(new Response(file.body, { status: 200, headers }));
   });

@@ -1,7 +1,7 @@
-import { desc, eq, inArray } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import { SandboxState } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { agentTimeouts, type HostTarget } from "../../clients/agent.js";
-import { activeSandboxStates, type HostRow, hosts, type SandboxRow, sandboxes } from "../../db/schema/index.js";
+import { type HostRow, hosts, type SandboxRow, sandboxes } from "../../db/schema/index.js";
 import type { ServiceContext, TeamContext } from "../context.js";
 import { ConflictError } from "../errors.js";
 import { hostTarget } from "../hosts/target.js";
@@ -9,7 +9,9 @@ import { sandboxIdPattern } from "../ids.js";
 import { resumeSandbox } from "../sandboxes/resume.js";
 import { compareAndSet } from "../sandboxes/transition.js";
 import { settlePollMs, settleTimeoutMs, sleep, transitionalStates } from "./settle.js";
-import { constantTimeEqual, envdFileSignature, type FileOperation } from "./signature.js";
+import { type SignedFileRequest, signedUrlIndexOf } from "./signed-url-index.js";
+
+export type { SignedFileRequest } from "./signed-url-index.js";
 
 /**
  * Where sandbox traffic goes. The sandbox proxy is not authenticated by API key (as E2B's is not):
@@ -108,36 +110,15 @@ async function pausedAtTimeoutByHost(ctx: ServiceContext, row: SandboxRow, targe
   return updated !== null;
 }
 
-/** What a signed `/files` URL carries besides its signature. */
-export interface SignedFileRequest {
-  operation: FileOperation;
-  path: string;
-  username: string;
-  signature: string;
-  expiration?: string;
-}
-
 /**
  * The sandbox whose envd token produced a `/files` URL's signature: the SDK's `uploadUrl` and
- * `downloadUrl` carry no sandbox id, so the signature is the only link. One token decryption and
- * one SHA-256 per live sandbox, newest first. The signature's expiry is left to envd, which answers
- * an expired one with its own error.
+ * `downloadUrl` carry no sandbox id, so the signature is the only link. Answered from the process's
+ * signed-URL index (no per-request scan of the database; see `SignedUrlIndex`). The signature's
+ * expiry is left to envd, which answers an expired one with its own error.
  */
 export async function findSandboxBySignature(
   ctx: ServiceContext,
   request: SignedFileRequest,
 ): Promise<string | undefined> {
-  if (!request.signature.startsWith("v1_")) return undefined;
-  const candidates = await ctx.db
-    .select({ id: sandboxes.id, tokenSealed: sandboxes.envdTokenSealed })
-    .from(sandboxes)
-    .where(inArray(sandboxes.state, [...activeSandboxStates]))
-    .orderBy(desc(sandboxes.updatedAt));
-  for (const candidate of candidates) {
-    const accessToken = await ctx.secrets.open(candidate.tokenSealed).catch(() => undefined);
-    if (accessToken === undefined) continue;
-    const expected = await envdFileSignature({ ...request, accessToken });
-    if (constantTimeEqual(expected, request.signature)) return candidate.id;
-  }
-  return undefined;
+  return signedUrlIndexOf(ctx).find(ctx, request);
 }
