@@ -4,7 +4,8 @@
  *   dist/envd/bin/envd          sh wrapper; resolves its real directory (works through a symlink)
  *   dist/envd/bin/node          this host's node binary, stripped
  *   dist/envd/lib/envd.mjs      envd bundled with esbuild (all JS dependencies inlined)
- *   dist/envd/node_modules/node-pty   the PTY addon's JS and its compiled pty.node
+ *   dist/envd/node_modules/node-pty   the PTY addon's JS (@lydell/node-pty, an npm alias: prebuilt, no compiler)
+ *   dist/envd/node_modules/@lydell/node-pty-<platform>-<arch>/pty.node   its compiled addon
  *   dist/envd/libexec/{getfattr,setfattr}   this host's attr tools (libc only), for file metadata
  *   dist/envd/VERSION           the envd protocol version
  *
@@ -56,26 +57,27 @@ export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<s
     logLevel: "warning",
   });
 
+  // node-pty is @lydell/node-pty (an npm alias): node-pty's JS with the compiled addon in a per-platform
+  // package, so installing needs no compiler. Both go beside the bundle.
   const ptyRoot = dirname(require.resolve("node-pty/package.json"));
   const ptyOut = join(outDir, "node_modules/node-pty");
-  mkdirSync(join(ptyOut, "build/Release"), { recursive: true });
-  copyFileSync(join(ptyRoot, "package.json"), join(ptyOut, "package.json"));
-  copyFileSync(join(ptyRoot, "LICENSE"), join(ptyOut, "LICENSE"));
-  copyFileSync(join(ptyRoot, "build/Release/pty.node"), join(ptyOut, "build/Release/pty.node"));
-  cpSync(join(ptyRoot, "lib"), join(ptyOut, "lib"), {
+  cpSync(ptyRoot, ptyOut, {
     recursive: true,
-    filter: (src) => !src.endsWith(".map") && !src.endsWith(".test.js"),
+    filter: (src) => !src.endsWith(".map") && !src.endsWith(".md") && !src.endsWith(".d.ts"),
   });
-  for (const helper of ["spawn-helper"]) {
-    const p = join(ptyRoot, "build/Release", helper);
-    if (existsSync(p)) copyFileSync(p, join(ptyOut, "build/Release", helper));
-  }
+  const binaryPackage = `@lydell/node-pty-${process.platform}-${process.arch}`;
+  const binaryRoot = dirname(createRequire(join(ptyRoot, "index.js")).resolve(`${binaryPackage}/package.json`));
+  cpSync(binaryRoot, join(outDir, "node_modules", binaryPackage), {
+    recursive: true,
+    filter: (src) => !src.endsWith(".md"),
+  });
 
   // getfattr/setfattr need only libc; shipping them spares every image the `attr` package.
   mkdirSync(join(outDir, "libexec"), { recursive: true });
   for (const tool of ["getfattr", "setfattr"]) {
     const found = ["/usr/bin", "/bin", "/usr/local/bin"].map((d) => join(d, tool)).find((p) => existsSync(p));
-    if (!found) throw new Error(`${tool} not found on this host: install the attr package (scripts/apt-packages.txt)`);
+    if (!found)
+      throw new Error(`${tool} not found on this host: install the attr package (scripts/host-packages.json)`);
     copyFileSync(found, join(outDir, "libexec", tool));
     chmodSync(join(outDir, "libexec", tool), 0o755);
   }

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
 import { access } from "node:fs/promises";
 import { filesLayout } from "../../agent/layout.js";
 import { readImageManifest } from "../../rootfs/image.js";
@@ -29,26 +30,43 @@ export async function imageIsBuilt(env: CliEnvironment, template: string): Promi
  * Runs the image builder (`rootfs/cli.ts`) as a child with this terminal, so its step-by-step
  * progress shows as it goes. Ctrl-C reaches it too; it keeps nothing half-built.
  */
-export async function runImageBuilder(env: CliEnvironment, args: string[], signal?: AbortSignal): Promise<number> {
+export async function runImageBuilder(
+  env: CliEnvironment,
+  args: string[],
+  signal?: AbortSignal,
+  logFile?: string,
+): Promise<number> {
   const child = spawn(process.execPath, ["--import", "tsx", "rootfs/cli.ts", ...args], {
     cwd: packageRoot,
     env: { ...env.raw, AGENT_FILES_ROOTDIR: env.filesRoot },
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", logFile ? "pipe" : "inherit", logFile ? "pipe" : "inherit"],
+  });
+  // With a log file, the output goes both to this terminal (as it comes) and to the file.
+  const log = logFile ? createWriteStream(logFile, { flags: "a" }) : undefined;
+  log?.write(`\n=== ${new Date().toISOString()} image ${args.join(" ")}\n`);
+  child.stdout?.on("data", (chunk: Buffer) => {
+    process.stdout.write(chunk);
+    log?.write(chunk);
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    log?.write(chunk);
   });
   const onAbort = () => child.kill("SIGINT");
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     return await new Promise<number>((resolve, reject) => {
       child.once("error", reject);
-      child.once("exit", (code, sig) => resolve(code ?? (sig ? 130 : 1)));
+      child.once("close", (code, sig) => resolve(code ?? (sig ? 130 : 1)));
     });
   } finally {
     signal?.removeEventListener("abort", onAbort);
+    await new Promise<void>((resolve) => (log ? log.end(resolve) : resolve()));
   }
 }
 
 /** Builds a template's image unless it is already there; fails with a hint when the build fails. */
-export async function ensureImage(ctx: CommandContext, template: string): Promise<void> {
+export async function ensureImage(ctx: CommandContext, template: string, logFile?: string): Promise<void> {
   if (await imageIsBuilt(ctx.env, template)) return;
   if (!ctx.env.isRoot) {
     throw new CliError(
@@ -60,13 +78,15 @@ export async function ensureImage(ctx: CommandContext, template: string): Promis
     );
   }
   ctx.output.err(`building the guest image "${template}" (first start only; a few minutes)…`);
-  const code = await runImageBuilder(ctx.env, ["build", template], ctx.signal);
+  const started = performance.now();
+  const code = await runImageBuilder(ctx.env, ["build", template], ctx.signal, logFile);
   if (ctx.signal.aborted) throw new CliError("interrupted while building the image", { exitCode: 130 });
   if (code !== 0 || !(await imageIsBuilt(ctx.env, template))) {
     throw new CliError(`building the guest image "${template}" failed (exit ${code})`, {
-      hint: "the lines above say why; fix it and run the same command again (finished steps are cached)",
+      hint: `the lines above say why${logFile ? ` (the whole output: ${logFile})` : ""}; fix it and retry with the same command, e.g. \`npm start\` (finished steps are cached)`,
     });
   }
+  ctx.output.err(`guest image "${template}" built in ${((performance.now() - started) / 1000).toFixed(0)}s`);
 }
 
 /** `wrenn image …` */

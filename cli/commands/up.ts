@@ -17,20 +17,22 @@ import { ensureImage } from "./image.js";
  * part of start-up, and it runs while PGlite initialises its data directory in a worker.
  */
 async function loadEdge() {
-  const [drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause] = await Promise.all([
-    import("drizzle-orm"),
-    import("../../edge/clients/agent.js"),
-    import("../../edge/db/schema/index.js"),
-    import("../../edge/env.js"),
-    import("../../edge/logger.js"),
-    import("../../edge/node.js"),
-    import("../../edge/node/encryption-key.js"),
-    import("../../edge/services/crypto.js"),
-    import("../../edge/services/hosts/register.js"),
-    import("../../edge/services/sandboxes/destroy.js"),
-    import("../../edge/services/sandboxes/pause.js"),
-  ]);
-  return { drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause };
+  const [drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause, adminKey] =
+    await Promise.all([
+      import("drizzle-orm"),
+      import("../../edge/clients/agent.js"),
+      import("../../edge/db/schema/index.js"),
+      import("../../edge/env.js"),
+      import("../../edge/logger.js"),
+      import("../../edge/node.js"),
+      import("../../edge/node/encryption-key.js"),
+      import("../../edge/services/crypto.js"),
+      import("../../edge/services/hosts/register.js"),
+      import("../../edge/services/sandboxes/destroy.js"),
+      import("../../edge/services/sandboxes/pause.js"),
+      import("./admin-key.js"),
+    ]);
+  return { drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause, adminKey };
 }
 type EdgeModules = Awaited<ReturnType<typeof loadEdge>>;
 
@@ -171,13 +173,19 @@ export async function initialiseDatabase(dataDir: string, cacheDir: string, outp
     output.err(`note: preparing the database in the background failed (${failure.split("\n")[0]}); continuing`);
 }
 
-export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--runtime auto|firecracker|qemu|namespace]
+export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--runtime auto|firecracker|qemu|gvisor|namespace]
+                [--reset-admin-key]
 
-  Runs Wrenn on this machine (as root): builds the guest image if missing, starts the API with an
-  embedded database, starts one local agent with the best runtime and registers it.
-  Ctrl-C stops everything; sandboxes are destroyed, or paused with --keep.
+  Runs Wrenn on this machine (as root): checks the host (\`wrenn doctor\`'s fast checks), installs
+  missing host packages, builds the guest image if missing, starts the API with an embedded database,
+  starts one local agent with the safest runtime the host has and registers it. The admin key is
+  printed with the ready line; a start that died before showing it is followed by one that revokes it
+  and prints a new one. --reset-admin-key revokes the keys \`up\` made and prints a new one (for a
+  lost key; needs root on the data directory). Ctrl-C stops everything; sandboxes are destroyed, or
+  paused with --keep.
 
-Environment: WRENN_PORT (3000), WRENN_DATA_DIR (./.wrenn), WRENN_RUNTIME (auto), WRENN_ADMIN_API_KEY,
+Environment: WRENN_PORT (3000), WRENN_HOST (127.0.0.1), WRENN_DATA_DIR (./.wrenn), WRENN_RUNTIME (auto),
+WRENN_ADMIN_API_KEY,
 AGENT_FILES_ROOTDIR (/var/lib/wrenn), WRENN_AGENT_PORT, WRENN_LOG_LEVEL (warn),
 WRENN_CACHE_DIR (~/.cache/wrenn: a new database's template, made on the first run).`;
 
@@ -219,12 +227,12 @@ async function chooseAgentPort(configured: number | undefined, stateFile: string
 /** The copy-paste example printed once the stack is up. */
 export function quickstartExample(apiUrl: string, apiKey: string, directory = packageRoot): string[] {
   return [
-    `Try it (in another terminal, in ${directory}: \`npx wrenn\` is this checkout's CLI):`,
+    `Try it (in another terminal, in ${directory}: \`./wrenn\` is this checkout's CLI):`,
     "",
     `  export WRENN_API_URL=${apiUrl} WRENN_API_KEY=${apiKey}`,
-    "  id=$(npx wrenn sandbox create -q)",
-    '  npx wrenn sandbox exec "$id" -- echo hello',
-    '  npx wrenn sandbox kill "$id"',
+    "  id=$(./wrenn sandbox create -q)",
+    '  ./wrenn sandbox exec "$id" -- echo hello',
+    '  ./wrenn sandbox kill "$id"',
     "",
     "or with curl:",
     "",
@@ -232,6 +240,51 @@ export function quickstartExample(apiUrl: string, apiKey: string, directory = pa
     `  curl -s -X POST ${apiUrl}/v1/sandboxes/<id>/exec -H "X-API-Key: $WRENN_API_KEY" -H 'content-type: application/json' -d '{"cmd":"echo hello"}'`,
     "",
   ];
+}
+
+/** What each isolation class means, in one line, for the banner. */
+export const isolationMeaning: Record<string, string> = {
+  vm: "each sandbox is a VM with its own kernel",
+  gvisor: "a user-space kernel (gVisor) stands between guests and this host's kernel; no KVM needed",
+  namespace: "sandboxes share this host's kernel (namespaces only): run trusted code only",
+};
+
+/** The banner line that says where the API listens and what that exposes. */
+export function listenLine(host: string, port: number): string {
+  const loopback = host === "127.0.0.1" || host === "::1" || host === "localhost";
+  return loopback
+    ? `API listening on ${host}:${port} only (this machine); set WRENN_HOST=0.0.0.0 to serve others, behind TLS`
+    : `API listening on ${host.includes(":") ? `[${host}]` : host}:${port} (WRENN_HOST), plain HTTP: put TLS in front of it`;
+}
+
+/** A Progress whose running steps redraw one terminal line, or print a heartbeat when not a terminal. */
+async function upProgress(ctx: CommandContext, logFile: string) {
+  const { Progress } = await import("../../rootfs/progress.js");
+  const tty = ctx.env.stdoutIsTty && process.stderr.isTTY === true;
+  return new Progress(1, (line) => ctx.output.err(line), {
+    logFile,
+    retryCommand: "npm start",
+    ...(tty ? { redraw: (line: string) => ctx.output.rawErr(`\r\x1b[K${line}`) } : {}),
+  });
+}
+
+/**
+ * `wrenn doctor`'s fast checks, before anything long: a host that cannot work fails in the first
+ * second, with the fix, instead of after minutes of apt and image building.
+ */
+async function preflight(ctx: CommandContext, dataDir: string, port: number): Promise<void> {
+  const doctor = await import("./doctor.js");
+  const deps = await doctor.defaultDoctorDeps(ctx.env, { dataDir, port });
+  const results = await doctor.fastChecks(deps);
+  const failed = results.filter((r) => r.status === "fail");
+  for (const r of results) if (r.status !== "ok") ctx.output.err(doctor.formatCheck(r));
+  if (failed.length > 0) {
+    throw new CliError(`this host cannot run Wrenn yet (${failed.map((r) => r.name).join(", ")}; see above)`, {
+      exitCode: exitCodes.usage,
+      hint: "fix the lines marked FAIL and run the same command again; `./wrenn doctor` runs every check",
+    });
+  }
+  ctx.output.err(`host checks: ${results.length - failed.length} of ${results.length} fine`);
 }
 
 /** `wrenn up` */
@@ -243,6 +296,7 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
       port: { type: "string" },
       "data-dir": { type: "string" },
       runtime: { type: "string" },
+      "reset-admin-key": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
     upUsage,
@@ -263,22 +317,37 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   if (!Number.isInteger(port) || port < 0 || port > 65_535) usageError(`--port takes a port number`, upUsage);
   const dataDir = resolve(values["data-dir"] ?? env.dataDir);
   const runtime = values.runtime ?? env.runtime ?? env.raw.AGENT_RUNTIME ?? "auto";
-  if (!["auto", "firecracker", "qemu", "namespace"].includes(runtime)) {
-    usageError(`--runtime takes auto, firecracker, qemu or namespace, got "${runtime}"`, upUsage);
+  if (!["auto", "firecracker", "qemu", "gvisor", "namespace"].includes(runtime)) {
+    usageError(`--runtime takes auto, firecracker, qemu, gvisor or namespace, got "${runtime}"`, upUsage);
   }
+  // Loopback unless told otherwise: the API speaks plain HTTP.
+  const apiHost = env.raw.WRENN_HOST || "127.0.0.1";
+  const resetAdminKey = values["reset-admin-key"];
+  if (resetAdminKey && env.raw.WRENN_ADMIN_API_KEY) {
+    usageError("--reset-admin-key makes a new key, but WRENN_ADMIN_API_KEY names one: unset it or rotate it", upUsage);
+  }
+
+  // 0. The fast host checks, before anything that takes long.
+  await preflight(ctx, dataDir, port);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const logsDir = join(dataDir, "logs");
+  await mkdir(logsDir, { recursive: true, mode: 0o700 });
+  const adminKeyModule = await import("./admin-key.js");
+  // Before the database can mint a key: so a start that dies before showing it is noticed by the next.
+  if (!env.raw.WRENN_ADMIN_API_KEY) await adminKeyModule.markAdminKeyPending(dataDir, resetAdminKey);
 
   // 1. The API starts at once, on PGlite under the data directory (or DATABASE_URL), while host
   //    packages and the guest image are checked or built: /health answers early, and the database's
   //    first-run initialisation hides behind the image build.
   const databasePrepared = env.raw.DATABASE_URL ? undefined : initialiseDatabase(dataDir, env.cacheDir, output);
   const edgeModules = loadEdge();
-  output.err(`starting the API on port ${port} (data in ${dataDir})…`);
+  output.err(`starting the API on ${apiHost}:${port} (data in ${dataDir})…`);
   const edgeStarting = (async () => {
     const m = await edgeModules;
     const parsed = m.env.parseEnv({
       ...env.raw,
       WRENN_PORT: String(port),
+      WRENN_HOST: apiHost,
       WRENN_DATA_DIR: dataDir,
       WRENN_LOG_LEVEL: env.logLevel ?? "warn",
     });
@@ -308,9 +377,9 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   edgeStarting.catch(() => {});
   try {
     const { ensureHostTools } = await import("../../rootfs/host.js");
-    const { Progress } = await import("../../rootfs/progress.js");
-    await ensureHostTools(new Progress(1, (line) => output.err(line)), ctx.signal);
-    await ensureImage(ctx, defaultTemplate);
+    const aptLog = join(logsDir, "host-packages.log");
+    await ensureHostTools(await upProgress(ctx, aptLog), { signal: ctx.signal, logFile: aptLog });
+    await ensureImage(ctx, defaultTemplate, join(logsDir, "image-build.log"));
   } catch (err) {
     const started = await edgeStarting.catch(() => undefined);
     await started?.edge.close();
@@ -347,6 +416,7 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   };
   let agent: LocalAgent | undefined;
   let hostId: string | undefined;
+  let isolation = "";
   const stopAll = async (keep: boolean) => {
     if (hostId) await settleSandboxes(m, services, hostId, keep, (line) => output.err(line));
     await agent?.stop();
@@ -357,8 +427,12 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     output.err(`local agent ready (pid ${agent.pid})`);
     const { host } = await m.register.registerHost(services, { address: agent.url, token });
     hostId = host.id;
+    isolation = host.isolation;
     output.err(
       `registered host ${host.id} (${host.runtime}, ${host.capacity.vcpus} vCPU, ${host.capacity.memoryMb} MiB)`,
+    );
+    output.err(
+      `local agent runtime: ${host.runtime}, isolation ${host.isolation}: ${isolationMeaning[host.isolation] ?? "unknown"}`,
     );
   } catch (err) {
     await stopAll(false).catch(() => {});
@@ -369,22 +443,40 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     return 130;
   }
 
-  // 3. The key and the example, then the ready line.
-  const apiUrl = `http://localhost:${edge.port}`;
+  // 3. The key (minted or settled only now that everything is up) and the example, then the ready line.
+  const shownHost = apiHost === "0.0.0.0" || apiHost === "::" ? "127.0.0.1" : apiHost;
+  const apiUrl = `http://${shownHost.includes(":") ? `[${shownHost}]` : shownHost}:${edge.port}`;
+  output.err(listenLine(apiHost, edge.port));
+  if (isolation === "namespace") output.err("warning: namespace runtime: sandboxes share this host's kernel");
   output.out("");
-  if (edge.generatedAdminKey) {
-    output.out("Admin API key (shown once; store it now):");
-    output.out("");
-    output.out(`  ${edge.generatedAdminKey}`);
-    output.out("");
-    for (const line of quickstartExample(apiUrl, edge.generatedAdminKey)) output.out(line);
-  } else if (edgeEnv.WRENN_ADMIN_API_KEY) {
+  if (edgeEnv.WRENN_ADMIN_API_KEY) {
     output.out("Admin API key: the one in WRENN_ADMIN_API_KEY.");
     output.out("");
     for (const line of quickstartExample(apiUrl, "$WRENN_ADMIN_API_KEY")) output.out(line);
   } else {
-    output.out("Use the admin API key printed on the first start (or set WRENN_ADMIN_API_KEY to install a new one).");
-    output.out("");
+    const outcome = await m.adminKey.settleAdminKey(edge.database.db, dataDir, edge.generatedAdminKey);
+    if (outcome.kind === "new") {
+      if (outcome.reset) {
+        output.out(`--reset-admin-key: revoked ${outcome.replaced.length} admin key(s) made by wrenn up; the new one:`);
+        output.out("");
+      } else if (outcome.replaced.length > 0) {
+        output.out(
+          `A previous start minted an admin key at ${outcome.replaced.map((k) => k.createdAt.toISOString()).join(", ")} and stopped before showing it; it is revoked, and this one replaces it.`,
+        );
+        output.out("");
+      }
+      output.out("Admin API key (shown once; store it now):");
+      output.out("");
+      output.out(`  ${outcome.secret}`);
+      output.out("");
+      for (const line of quickstartExample(apiUrl, outcome.secret)) output.out(line);
+      await m.adminKey.markAdminKeyShown(dataDir, outcome.keyId);
+    } else {
+      output.out(
+        "Use the admin API key printed on the first start (lost it? `npm start -- --reset-admin-key` prints a new one).",
+      );
+      output.out("");
+    }
   }
   output.out(`Wrenn is ready at ${apiUrl}`);
 

@@ -55,7 +55,7 @@ describe.skipIf(!isRoot)(`built envd under tini in a PID namespace (${isRoot ? "
       "bin/envd",
       "bin/node",
       "lib/envd.mjs",
-      "node_modules/node-pty/build/Release/pty.node",
+      `node_modules/@lydell/node-pty-${process.platform}-${process.arch}/pty.node`,
       "libexec/getfattr",
       "libexec/setfattr",
       "VERSION",
