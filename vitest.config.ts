@@ -1,8 +1,26 @@
 import { defineConfig } from "vitest/config";
 
-// Three projects: fast co-located unit tests, integration tests against real processes
-// (agent, envd, Postgres, namespaces), and end-to-end tests that boot real VMs. They run one project
-// after the other (groupOrder), so real agents and TCG VMs do not compete for the same two cores.
+/**
+ * Integration files whose sandboxes run on the suite's runtime (test/helpers/agent-process.ts: the
+ * namespace runtime, or gVisor under WRENN_TEST_RUNTIME=gvisor): lifecycle, files, PTY, restart
+ * recovery, network isolation and the official e2b SDK. The project "integration-gvisor" runs them
+ * again with every such agent on gVisor.
+ */
+const RUNTIME_SUITE = [
+  "agent-lifecycle",
+  "agent-recovery",
+  "agent-network",
+  "e2b-sdk",
+  "sdk-sandbox",
+  "cli-sandbox",
+  "cli-shell",
+  "edge-agent",
+].map((name) => `test/integration/${name}.test.ts`);
+
+// Projects: fast co-located unit tests, integration tests against real processes (agent, envd,
+// Postgres, namespaces), the escape battery, the runtime suite again on gVisor, and end-to-end tests
+// that boot real VMs. They run one project after the other (groupOrder), so real agents, gVisor sandboxes
+// and TCG VMs do not compete for the same two cores.
 export default defineConfig({
   test: {
     projects: [
@@ -27,11 +45,33 @@ export default defineConfig({
       },
       {
         test: {
+          name: "security",
+          // The escape battery (test/security): real agents per runtime, root in the guest, bombs.
+          include: ["test/security/**/*.test.ts"],
+          testTimeout: 180_000,
+          hookTimeout: 300_000,
+          sequence: { groupOrder: 2 },
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "integration-gvisor",
+          include: RUNTIME_SUITE,
+          env: { WRENN_TEST_RUNTIME: "gvisor" },
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
+          sequence: { groupOrder: 3 },
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
           testTimeout: 300_000,
           hookTimeout: 600_000,
-          sequence: { groupOrder: 2 },
+          sequence: { groupOrder: 4 },
           fileParallelism: false,
         },
       },

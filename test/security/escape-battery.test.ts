@@ -1,0 +1,472 @@
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { execa } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { filesLayout } from "../../agent/layout.js";
+import { ISOLATION_OF, type IsolationClass, type RuntimeName } from "../../agent/runtimes/types.js";
+import { type AgentProcess, type AgentProcessOptions, startAgentProcess } from "../helpers/agent-process.js";
+import { IMAGES_ROOT, newSandboxId, readState, slotAddress, TEMPLATE, text } from "../integration/agent-fixtures.js";
+import {
+  BLOCK_DEVICE,
+  CORE_PATTERN,
+  DISK_FILL,
+  FORGED_PACKET,
+  FORK_BOMB,
+  LIST_PROCESSES,
+  LOAD_MODULE,
+  MEMORY_BOMB,
+  OPEN_BY_HANDLE,
+  parseReport,
+  REACH,
+  SET_CLOCK,
+  SIGNAL_AND_TRACE,
+  WRITE_BACK,
+} from "./guest-probes.js";
+import {
+  blockDeviceOf,
+  clockOffsetMs,
+  createHostMarker,
+  freeBytes,
+  HOST_KNOBS,
+  type HostMarker,
+  type HostSleeper,
+  hostBootId,
+  loadedModules,
+  pollHealth,
+  readKnob,
+  readOnlyMountOptions,
+  startHostSleeper,
+  writeBackValue,
+} from "./host-side.js";
+import { METADATA_IP, probeFromHost, startTestNet, type TestNet } from "./test-net.js";
+
+/**
+ * Issue 14's escape battery, run against every runtime this machine has. As root in a sandbox, each
+ * probe tries one way out; every probe is harmless even if it succeeds (guest-probes.ts), and every check
+ * also asserts the host side. What "fails or stays inside" means depends on the isolation class:
+ * - namespace, gvisor: the guest shares (namespace) or is served by (gvisor) the host kernel, so each
+ *   attempt must be refused outright.
+ * - vm: the guest has a kernel of its own; guest root may mount, write its own /proc/sys or set its own
+ *   clock. There the check is that the guest's kernel is another kernel (boot id) and the host value is
+ *   unchanged: the attempt stayed inside.
+ * One sandbox per runtime carries the whole battery (a TCG boot is ~13 s), plus a second one as the
+ * neighbour to reach. Egress is on for the battery's sandbox only, captured into the test's own netns.
+ */
+
+const layout = filesLayout(IMAGES_ROOT);
+const DISK_FILL_BOUND = 3 * 2 ** 30;
+const HEALTH_BUDGET_MS = 100;
+
+function skipReason(runtime: RuntimeName): string | undefined {
+  if (process.getuid?.() !== 0) return "needs root (network namespaces, mounts, cgroups)";
+  if (!existsSync(layout.imageManifest(TEMPLATE))) return `needs the ${TEMPLATE} image (npm run image -- build)`;
+  switch (runtime) {
+    case "namespace":
+      return undefined;
+    case "gvisor":
+      if (!existsSync(new URL("../../agent/runtimes/gvisor/runtime.ts", import.meta.url)))
+        return "the gvisor runtime is not in this checkout";
+      return existsSync("/usr/bin/runsc") ? undefined : "runsc is not installed";
+    case "qemu":
+      if (!existsSync(layout.kernelPath)) return `needs the guest kernel at ${layout.kernelPath}`;
+      return existsSync("/usr/bin/qemu-system-x86_64") ? undefined : "qemu-system-x86_64 is not installed";
+    case "firecracker":
+      return existsSync("/dev/kvm") ? undefined : "no /dev/kvm on this machine (Firecracker needs KVM)";
+  }
+}
+
+interface World {
+  runtime: RuntimeName;
+  isolation: IsolationClass;
+  agent: AgentProcess;
+  /** The sandbox under attack (256 MiB, egress on, captured into the test net). */
+  sandbox: string;
+  /** The neighbour: another sandbox with a service on port 8080. */
+  neighbour: string;
+  neighbourAddress: string;
+  slotNetns: string;
+  /** Host end of the attacked sandbox's veth: its gateway, where the agent's port is one hop away. */
+  slotGateway: string;
+  net: TestNet;
+  marker: HostMarker;
+  sleeper: HostSleeper;
+  hostBootId: string;
+  /** Boot id the guest reports: another kernel's id for a VM. */
+  guestBootId: string;
+}
+
+interface Outcome {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  report: Record<string, string>;
+}
+
+async function asRoot(w: World, cmd: string, args: string[], timeoutSec = 60): Promise<Outcome> {
+  const res = await w.agent.client.exec({ sandboxId: w.sandbox, cmd, args, user: "root", timeoutSec });
+  const stdout = text(res.stdout);
+  return { exitCode: res.exitCode, stdout, stderr: text(res.stderr), report: parseReport(stdout) };
+}
+const bash = (w: World, script: string, args: string[] = [], timeoutSec?: number) =>
+  asRoot(w, "/bin/bash", ["-c", script, "probe", ...args], timeoutSec);
+const python = (w: World, code: string, args: string[] = [], timeoutSec?: number) =>
+  asRoot(w, "python3", ["-c", code, ...args], timeoutSec);
+
+/** For a VM the attempt may succeed on the guest's own kernel: prove it is another kernel. */
+function expectOwnKernel(w: World): void {
+  expect(w.guestBootId).toMatch(/^[0-9a-f-]{36}$/);
+  expect(w.guestBootId).not.toBe(w.hostBootId);
+}
+
+/** Runs a bomb while polling the agent's /health; the agent must answer every poll within budget. */
+async function underHealthWatch<T>(w: World, bomb: () => Promise<T>): Promise<T> {
+  const poll = pollHealth(w.agent.url);
+  let result: T;
+  try {
+    result = await bomb();
+  } finally {
+    const health = await poll.stop();
+    expect.soft(health.failures, "failed /health polls during the bomb").toBe(0);
+    expect.soft(health.maxMs, `slowest /health during the bomb (of ${health.count})`).toBeLessThan(HEALTH_BUDGET_MS);
+  }
+  return result;
+}
+
+const checks: { name: string; run(w: World): Promise<void> }[] = [
+  {
+    name: "core_pattern: written back directly and through a fresh proc mount, the host's stays as it was",
+    async run(w) {
+      const before = await readKnob(HOST_KNOBS.corePattern);
+      expect(before).toBeDefined();
+      const out = await bash(w, CORE_PATTERN, [before ?? ""]);
+      expect(await readKnob(HOST_KNOBS.corePattern)).toBe(before);
+      if (w.isolation === "vm") {
+        expectOwnKernel(w);
+        return;
+      }
+      expect(out.report.direct, out.stdout).toBe("fail");
+      // Either the proc mount is refused, or the write through it is.
+      expect(out.report.mountproc === "fail" || out.report.viaproc === "fail", out.stdout).toBe(true);
+      expect(out.report.viaproc, out.stdout).toBe("fail");
+    },
+  },
+  {
+    name: "block device: mknod of the host disk, read and read-only mount, never reach host files",
+    async run(w) {
+      const disk = await blockDeviceOf(w.marker.path);
+      const out = await bash(w, BLOCK_DEVICE, [
+        String(disk.major),
+        String(disk.minor),
+        readOnlyMountOptions(disk.fsType),
+        w.marker.path,
+      ]);
+      expect(out.report.marker, out.stdout).toBe("absent");
+      expect(await readFile(w.marker.path, "utf8")).toBe(w.marker.content);
+      if (w.isolation === "vm") {
+        // Same numbers, the guest's own disk: whatever it mounts is not the host's.
+        expectOwnKernel(w);
+        return;
+      }
+      expect(out.report.read, out.stdout).toBe("fail");
+      expect(out.report.mount, out.stdout).toBe("fail");
+    },
+  },
+  {
+    name: "open_by_handle_at: a host file's handle opens nothing",
+    async run(w) {
+      const out = await python(w, OPEN_BY_HANDLE, [String(w.marker.handleType), w.marker.handleHex]);
+      const content = Buffer.from(out.report.content ?? "", "hex").toString("utf8");
+      expect(content).not.toContain(w.marker.content);
+      if (w.isolation === "vm") {
+        expectOwnKernel(w);
+        return;
+      }
+      expect(["EPERM", "ENOSYS", "EBADF"], out.stdout + out.stderr).toContain(out.report.open);
+    },
+  },
+  {
+    name: "kernel module: init_module and finit_module of a garbage image are refused, host modules unchanged",
+    async run(w) {
+      const before = await loadedModules();
+      const out = await python(w, LOAD_MODULE);
+      expect(await loadedModules()).toEqual(before);
+      const refused = w.isolation === "namespace" ? ["EPERM"] : w.isolation === "gvisor" ? ["EPERM", "ENOSYS"] : null;
+      for (const call of ["init", "finit"]) {
+        const result = out.report[call];
+        expect(result, out.stdout + out.stderr).toBeDefined();
+        expect(result, out.stdout).not.toBe("ok");
+        if (refused) expect(refused, `${call}: ${out.stdout}`).toContain(result);
+      }
+      if (w.isolation === "vm") expectOwnKernel(w);
+    },
+  },
+  {
+    name: "host process: signal 0 and ptrace seize of a host sleep fail, the sleep runs on untraced",
+    async run(w) {
+      const out = await python(w, SIGNAL_AND_TRACE, [String(w.sleeper.pid)]);
+      // A guest process may happen to have the same number; it must not be the host's sleep.
+      expect(out.report.cmdline ?? "", out.stdout).not.toContain(w.sleeper.marker);
+      const sameNumberInGuest = (out.report.cmdline ?? "") !== "";
+      if (!sameNumberInGuest) {
+        expect(["ESRCH", "EPERM"], out.stdout).toContain(out.report.kill);
+        expect(["ESRCH", "EPERM"], out.stdout).toContain(out.report.ptrace);
+      }
+      expect(w.sleeper.alive()).toBe(true);
+      const status = await w.sleeper.status();
+      expect(status.tracerPid).toBe(0);
+      expect(status.state).toBe("S");
+    },
+  },
+  {
+    name: "/proc: no host process is visible (not the host sleep, not the agent, not the test runner)",
+    async run(w) {
+      const out = await python(w, LIST_PROCESSES);
+      expect(out.exitCode, out.stderr).toBe(0);
+      const lines = out.stdout.split("\n").filter(Boolean);
+      expect(lines.length).toBeGreaterThan(0);
+      expect(out.stdout).not.toContain(w.sleeper.marker);
+      expect(out.stdout).not.toContain("agent/main.ts");
+      expect(out.stdout).not.toContain("vitest");
+    },
+  },
+  {
+    name: "/proc/sys and /sys: host-global knobs written back from inside, refused (or another kernel's)",
+    async run(w) {
+      const knobs = [
+        ["swappiness", HOST_KNOBS.swappiness],
+        ["thp", HOST_KNOBS.thpEnabled],
+      ] as const;
+      const before = Object.fromEntries(await Promise.all(knobs.map(async ([k, p]) => [k, await readKnob(p)])));
+      const present = knobs.filter(([k]) => before[k] !== undefined);
+      expect(present.length).toBeGreaterThan(0);
+      const args = present.flatMap(([k, p]) => [p, writeBackValue(before[k] ?? ""), k]);
+      const out = await bash(w, WRITE_BACK, args);
+      for (const [k, p] of present) {
+        expect(await readKnob(p), k).toBe(before[k]);
+        // Namespace: the host's own knob, so the write must be refused. gVisor: its Sentry serves /proc
+        // and /sys itself and has no way to reach these knobs; it refuses the write too, and we hold it to that.
+        if (w.isolation !== "vm") expect(out.report[k], `${k}: ${out.stdout}`).toBe("fail");
+      }
+      if (w.isolation === "vm") expectOwnKernel(w);
+    },
+  },
+  {
+    name: "clock: setting the time it already is fails, the host clock does not move",
+    async run(w) {
+      const before = clockOffsetMs();
+      const out = await bash(w, SET_CLOCK);
+      expect(Math.abs(clockOffsetMs() - before)).toBeLessThan(250);
+      if (w.isolation === "vm") {
+        expectOwnKernel(w);
+        return;
+      }
+      expect(out.report.date, out.stdout).toBe("fail");
+      expect(out.report.settime, out.stdout).toBe("EPERM");
+    },
+  },
+  {
+    name: "anti-spoofing: a raw packet with a forged source never leaves the slot; a legit one does",
+    async run(w) {
+      const nonce = randomBytes(6).toString("hex");
+      // Forge the neighbour's slot address: impersonating another sandbox.
+      const out = await python(w, FORGED_PACKET, [w.neighbourAddress, w.net.publicIp, String(w.net.udpPort), nonce]);
+      expect(out.report.legit, out.stdout + out.stderr).toBe("sent");
+      let seen: string[] = [];
+      for (let i = 0; i < 30; i++) {
+        seen = w.net.datagrams().filter((d) => d.includes(nonce));
+        if (seen.some((d) => d.includes(`LEGIT-${nonce}`))) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      seen = w.net.datagrams().filter((d) => d.includes(nonce));
+      // The control: egress from the guest's own address reaches the test host (so the path is open).
+      expect(
+        seen.some((d) => d.includes(`LEGIT-${nonce}`)),
+        JSON.stringify(seen),
+      ).toBe(true);
+      expect(seen.filter((d) => d.includes(`FORGED-${nonce}`))).toEqual([]);
+      if (out.report.raw === "sent") {
+        // The guest could send it: the slot's anti-spoofing rule is what stopped it.
+        const counter = await execa("ip", [
+          "netns",
+          "exec",
+          w.slotNetns,
+          "nft",
+          "list",
+          "counter",
+          "inet",
+          "wrenn",
+          "spoofed_dropped",
+        ]);
+        expect(Number(/packets (\d+)/.exec(counter.stdout)?.[1] ?? "0")).toBeGreaterThanOrEqual(3);
+      } else {
+        expect(["EPERM", "EACCES", "EAFNOSUPPORT", "EPROTONOSUPPORT", "ESOCKTNOSUPPORT"]).toContain(out.report.raw);
+      }
+    },
+  },
+  {
+    name: "reach: the agent's port, the neighbour, a private test host and 169.254.169.254 are all closed",
+    async run(w) {
+      // Controls: each target answers when reached the way it could be (so a "closed" means the firewall).
+      expect(await probeFromHost(w.slotGateway, w.agent.port), "agent port from the host").toBe(true);
+      expect(await probeFromHost(w.neighbourAddress, 8080), "neighbour from the host").toBe(true);
+      expect(await probeFromHost(w.net.privateIp, 80), "test host from the host").toBe(true);
+      const targets = [
+        ["agent", w.slotGateway, String(w.agent.port)],
+        ["neighbour", w.neighbourAddress, "8080"],
+        ["testhost", w.net.privateIp, "80"],
+        ["metadata", METADATA_IP, "80"],
+        // Same listener as the metadata stand-in, on the egress path: the guest does get there.
+        ["public", w.net.publicIp, "80"],
+      ];
+      const started = Date.now();
+      const out = await bash(w, REACH, targets.flat());
+      expect(Date.now() - started).toBeLessThan(30_000);
+      expect(out.report).toEqual({
+        agent: "closed",
+        neighbour: "closed",
+        testhost: "closed",
+        metadata: "closed",
+        public: "open",
+      });
+    },
+  },
+  {
+    name: "fork bomb: stops at the sandbox's process limit while the agent answers /health",
+    async run(w) {
+      const out = await underHealthWatch(w, () => python(w, FORK_BOMB, [], 90));
+      const forked = Number(out.report.forked ?? "NaN");
+      expect(forked, out.stdout + out.stderr).toBeLessThan(3000);
+      // A VM's kernel runs out of tasks (threads-max follows its memory) or memory; elsewhere pids.max says EAGAIN.
+      const limitErrors = w.isolation === "vm" ? ["EAGAIN", "ENOMEM"] : ["EAGAIN"];
+      expect(limitErrors, out.stdout).toContain(out.report.error);
+      expect((await asRoot(w, "echo", ["alive"])).stdout).toBe("alive\n");
+    },
+  },
+  {
+    name: "memory bomb: killed or refused below 2 GiB at the sandbox's limit while the agent answers /health",
+    async run(w) {
+      const out = await underHealthWatch(w, () => python(w, MEMORY_BOMB, [], 90));
+      const reached = Math.max(0, ...[...out.stdout.matchAll(/mib=(\d+)/g)].map((m) => Number(m[1])));
+      expect(out.report.outcome, `reached ${reached} MiB`).not.toBe("survived");
+      expect(reached).toBeLessThan(2048);
+      // Killed by the OOM killer (SIGKILL: -1 as a signal death, 137 shell-style), or MemoryError.
+      if (out.report.outcome !== "memoryerror") expect([-1, 137], out.stderr).toContain(out.exitCode);
+      expect((await asRoot(w, "echo", ["alive"])).stdout).toBe("alive\n");
+    },
+  },
+  {
+    name: "disk fill: ENOSPC before 3 GiB while the agent answers /health; host free space restored",
+    async run(w) {
+      const hostFreeBefore = await freeBytes(w.agent.stateDir);
+      const out = await underHealthWatch(w, () => bash(w, DISK_FILL, [String(DISK_FILL_BOUND)], 90));
+      expect(out.report.rc, out.stdout).not.toBe("0");
+      expect(out.report.error ?? "", out.stdout).toMatch(/No space left on device|Disk quota exceeded/);
+      // Other helpers share this disk: allow their noise, not a lost fill.
+      expect(await freeBytes(w.agent.stateDir)).toBeGreaterThan(hostFreeBefore - 256 * 2 ** 20);
+    },
+  },
+];
+
+const RUNTIMES: RuntimeName[] = ["namespace", "gvisor", "qemu", "firecracker"];
+
+describe.each(RUNTIMES)("escape battery: %s", (runtime) => {
+  const skip = skipReason(runtime);
+  if (skip !== undefined) {
+    it.skip(`skipped: ${skip}`, () => {});
+    return;
+  }
+  const isolation = ISOLATION_OF[runtime];
+  let world: World | undefined;
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+
+  beforeAll(async () => {
+    const ipForward = await readFile("/proc/sys/net/ipv4/ip_forward", "utf8");
+    // Egress on makes the agent switch on forwarding; put the host's setting back afterwards.
+    cleanups.push(() => writeFile("/proc/sys/net/ipv4/ip_forward", ipForward));
+    const net = await startTestNet();
+    cleanups.push(() => net.stop());
+    const marker = await createHostMarker();
+    cleanups.push(() => marker.remove());
+    const sleeper = startHostSleeper();
+    cleanups.push(() => sleeper.stop());
+    const options: AgentProcessOptions = {
+      runtime: runtime as AgentProcessOptions["runtime"],
+      rootDir: IMAGES_ROOT,
+      listenAll: true,
+      // The agent listens on every address so that its port really is there to be reached from the slot;
+      // plaintext is fine on this machine-local test.
+      env: { AGENT_EGRESS: "on", AGENT_ENVD_TIMEOUT_MS: "120000", AGENT_INSECURE_PLAINTEXT: "1" },
+    };
+    const agent = await startAgentProcess(options);
+    cleanups.push(() => agent.stop());
+    const sandbox = newSandboxId();
+    const neighbour = newSandboxId();
+    await Promise.all([
+      agent.client.createSandbox({
+        sandboxId: sandbox,
+        template: TEMPLATE,
+        memoryMb: 256,
+        vcpus: 1,
+        timeoutSec: 1800,
+        internetAccess: true,
+      }),
+      agent.client.createSandbox({ sandboxId: neighbour, template: TEMPLATE, timeoutSec: 1800, internetAccess: false }),
+    ]);
+    const state = await readState(agent, sandbox);
+    const index = state.slot?.index;
+    if (index === undefined) throw new Error("the battery's sandbox has no network slot");
+    const slotIp = await slotAddress(agent, sandbox);
+    const slotGateway = slotIp.replace(/\.(\d+)$/, (_, last: string) => `.${Number(last) - 1}`);
+    await net.captureSlot(`${agent.netPrefix}-${index}h`);
+    const neighbourAddress = await slotAddress(agent, neighbour);
+    await agent.client.exec({
+      sandboxId: neighbour,
+      cmd: "/bin/bash",
+      args: ["-c", "cd /tmp && (nohup python3 -m http.server 8080 >/dev/null 2>&1 &)"],
+    });
+    for (let i = 0; i < 300 && !(await probeFromHost(neighbourAddress, 8080)); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const bootId = await agent.client.exec({
+      sandboxId: sandbox,
+      cmd: "cat",
+      args: ["/proc/sys/kernel/random/boot_id"],
+    });
+    world = {
+      runtime,
+      isolation,
+      agent,
+      sandbox,
+      neighbour,
+      neighbourAddress,
+      slotNetns: `${agent.netPrefix}-${index}`,
+      slotGateway,
+      net,
+      marker,
+      sleeper,
+      hostBootId: await hostBootId(),
+      guestBootId: text(bootId.stdout).trim(),
+    };
+  });
+
+  afterAll(async () => {
+    // Reverse order: the agent (and its sandboxes) first, then the test net, the bait, the host setting.
+    const failures: unknown[] = [];
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch (err) {
+        failures.push(err);
+      }
+    }
+    if (failures.length > 0) throw failures[0];
+  });
+
+  for (const check of checks) {
+    it(check.name, async () => {
+      if (world === undefined) throw new Error(`the ${runtime} battery did not start`);
+      await check.run(world);
+    });
+  }
+});
