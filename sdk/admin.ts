@@ -6,6 +6,7 @@ import type {
   CreatedApiKeyInfo,
   HostInfo,
   TeamInfo,
+  UpdateApiKeyRequest,
   UpdateTeamRequest,
 } from "./types.js";
 
@@ -61,6 +62,11 @@ export class ApiKeys {
   /** Revokes a key; it stops working at once. */
   async revoke(keyId: string): Promise<ApiKeyInfo> {
     return this.api.json<ApiKeyInfo>("DELETE", `/v1/api-keys/${segment(keyId)}`);
+  }
+
+  /** Changes a key's name, scopes, expiry or (admin) rate limit. */
+  async update(keyId: string, request: UpdateApiKeyRequest): Promise<ApiKeyInfo> {
+    return this.api.json<ApiKeyInfo>("PATCH", `/v1/api-keys/${segment(keyId)}`, { json: request });
   }
 }
 

@@ -3,7 +3,13 @@
  * imports: the SDK ships no schema code, yet a change to a route shows up here at compile time.
  */
 import type { z } from "@hono/zod-openapi";
-import type { ApiKey, CreateApiKeyBody, CreatedApiKey } from "../edge/routes/api-keys/schemas.js";
+import type {
+  ApiKey,
+  ApiKeyScopeSchema,
+  CreateApiKeyBody,
+  CreatedApiKey,
+  UpdateApiKeyBody,
+} from "../edge/routes/api-keys/schemas.js";
 import type { Entry, WrittenFile } from "../edge/routes/files/schemas.js";
 import type { Host } from "../edge/routes/hosts/schemas.js";
 import type {
@@ -52,5 +58,9 @@ export type ApiKeyInfo = z.infer<typeof ApiKey>;
 export type CreatedApiKeyInfo = z.infer<typeof CreatedApiKey>;
 /** Body of `POST /v1/api-keys`. */
 export type CreateApiKeyRequest = z.input<typeof CreateApiKeyBody>;
+/** Body of `PATCH /v1/api-keys/{id}`: fields left out stay; `expiresAt`/`rateLimit` null reset them. */
+export type UpdateApiKeyRequest = z.input<typeof UpdateApiKeyBody>;
+/** What an API key may do (`sandboxes:read`, …, `admin`). */
+export type ApiKeyScope = z.infer<typeof ApiKeyScopeSchema>;
 /** The states a sandbox can be in. */
 export type SandboxState = SandboxInfo["state"];
