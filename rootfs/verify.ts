@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ResultPromise } from "execa";
 import { filesLayout } from "../agent/layout.js";
+import { claimIdRange, type IdRange, releaseIdRange } from "../agent/runtimes/namespace/id-ranges.js";
 import { namespaceGuestCommand } from "../agent/runtimes/namespace/launch.js";
 import { buildQemuArgs, qemuKernelCmdline } from "../agent/runtimes/qemu/cmdline.js";
 import { BuildError } from "./errors.js";
@@ -223,14 +224,14 @@ export async function bootNamespaceGuest(opts: BootGuestOptions): Promise<Booted
   const envdSocketPath = join(workDir, "envd.sock");
   let sandbox: ResultPromise | undefined;
   let bridge: ResultPromise | undefined;
-  let mounted = false;
+  let range: IdRange | undefined;
   let netnsCreated = false;
   let stopped = false;
   let log = "";
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    // bwrap's pid-namespace init takes everything inside with it when killed.
+    // The launcher's child is the pid namespace's init: killing it takes everything inside with it.
     if (sandbox?.pid) {
       const children = await readFile(`/proc/${sandbox.pid}/task/${sandbox.pid}/children`, "utf8").catch(() => "");
       for (const pid of children.trim().split(/\s+/).filter(Boolean)) {
@@ -244,27 +245,23 @@ export async function bootNamespaceGuest(opts: BootGuestOptions): Promise<Booted
     await killAndWait(sandbox);
     await killAndWait(bridge);
     if (netnsCreated) await run("ip", ["netns", "del", netns]).catch(() => undefined);
-    if (mounted) await run("umount", ["-l", merged]).catch(() => undefined);
+    if (range) await releaseIdRange(range).catch(() => undefined);
     await rm(workDir, { recursive: true, force: true });
   };
   try {
+    // The launcher makes the overlay inside the guest's own mount namespace: nothing to unmount here.
     for (const d of ["upper", "work", "merged"]) await mkdir(join(workDir, d));
-    await run("mount", [
-      "-t",
-      "overlay",
-      "overlay",
-      "-o",
-      `lowerdir=${lower},upperdir=${join(workDir, "upper")},workdir=${join(workDir, "work")}`,
-      merged,
-    ]);
-    mounted = true;
+    range = await claimIdRange(workDir);
     await run("ip", ["netns", "add", netns]);
     netnsCreated = true;
     await run("ip", ["-n", netns, "link", "set", "lo", "up"]);
     const launchedAt = performance.now();
     const [command, ...args] = namespaceGuestCommand({
       netns,
-      rootfs: merged,
+      lower,
+      mountsDir: merged,
+      writable: { upper: join(workDir, "upper"), work: join(workDir, "work") },
+      idBase: range.base,
       sandboxId: "sandbox",
       dieWithParent: true,
     });

@@ -5,10 +5,11 @@ import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { filesLayout } from "../../agent/layout.js";
+import { claimIdRange, type IdRange, releaseIdRange } from "../../agent/runtimes/namespace/id-ranges.js";
 import { namespaceGuestCommand } from "../../agent/runtimes/namespace/launch.js";
 import { loadImageBuilderConfig } from "../../rootfs/config.js";
 
-// Needs root: overlay mount, network namespace, bubblewrap with new pid/uts/ipc namespaces. CI runs as root.
+// Needs root: network namespace, the namespace launcher (user, mount, pid namespaces). CI runs as root.
 const isRoot = process.getuid?.() === 0;
 const config = loadImageBuilderConfig();
 
@@ -56,7 +57,7 @@ describe.skipIf(!isRoot)(
     let upper: string;
     let lowerHostsBefore: string;
     let sandbox: ResultPromise | undefined;
-    let mounted = false;
+    let range: IdRange | undefined;
     let netnsCreated = false;
     let log = "";
 
@@ -67,15 +68,7 @@ describe.skipIf(!isRoot)(
       upper = join(work, "upper");
       merged = join(work, "merged");
       for (const d of [upper, join(work, "work"), merged]) await mkdir(d);
-      await execa("mount", [
-        "-t",
-        "overlay",
-        "overlay",
-        "-o",
-        `lowerdir=${lower},upperdir=${upper},workdir=${join(work, "work")}`,
-        merged,
-      ]);
-      mounted = true;
+      range = await claimIdRange(work);
       await execa("ip", ["netns", "add", netns]);
       netnsCreated = true;
       // A veth (both ends inside the netns) with an address stands in for the agent's: wrenn-init must leave it alone.
@@ -84,7 +77,10 @@ describe.skipIf(!isRoot)(
       await execa("ip", ["-n", netns, "link", "set", "eth0", "up"]);
       const [command, ...args] = namespaceGuestCommand({
         netns,
-        rootfs: merged,
+        lower,
+        mountsDir: merged,
+        writable: { upper, work: join(work, "work") },
+        idBase: range.base,
         sandboxId: "sbx-test",
         dieWithParent: true,
       });
@@ -121,7 +117,7 @@ describe.skipIf(!isRoot)(
         await sandbox.catch(() => undefined);
       }
       if (netnsCreated) await execa("ip", ["netns", "del", netns], { reject: false });
-      if (mounted) await execa("umount", ["-l", merged], { reject: false });
+      if (range) await releaseIdRange(range);
       if (work) await rm(work, { recursive: true, force: true });
     });
 
@@ -130,16 +126,19 @@ describe.skipIf(!isRoot)(
       expect(log).toMatch(/chrony: not started: the namespace runtime shares the host's kernel clock/);
       expect(log).toMatch(/cgroup2: not mounted/);
       expect(log).toMatch(/network: eth0 already configured/);
-      // bwrap set the hostname; wrenn-init keeps it.
+      // The launcher set the hostname; wrenn-init keeps it.
       expect(log).not.toMatch(/hostname: /);
     });
 
-    it("runs tini as a subreaper with envd as its child", async () => {
+    it("runs tini as the pid namespace's init (pid 1, the reaper) with envd as its child", async () => {
       const table = await processTable();
       const inside = descendants(table, sandbox?.pid ?? -1);
       const tini = inside.find((p) => p.args.startsWith("/sbin/tini"));
       expect(tini, JSON.stringify(inside)).toBeDefined();
-      expect(tini?.args).toMatch(/^\/sbin\/tini -s -- \/usr\/local\/bin\/envd/);
+      expect(tini?.args).toMatch(/^\/sbin\/tini -- \/usr\/local\/bin\/envd/);
+      // NSpid: its pid on the host, then in the sandbox's pid namespace, where it is 1.
+      const status = await readFile(`/proc/${tini?.pid}/status`, "utf8");
+      expect(status).toMatch(/^NSpid:\s+\d+\s+1$/m);
       const envd = inside.find((p) => p.ppid === tini?.pid);
       expect(envd, JSON.stringify(inside)).toBeDefined();
       // No chronyd may run in a namespace sandbox: it would steer the host's clock.

@@ -8,8 +8,16 @@ import { dirname, join } from "node:path";
  * - hybrid (v1 controllers under /sys/fs/cgroup/<controller>, cgroup2 at /sys/fs/cgroup/unified with
  *   no controllers): limits in the v1 memory and cpu hierarchies, freeze and kill through the
  *   controller-less cgroup2 mount (cgroup.freeze and cgroup.kill need no controller), or the v1
- *   freezer when there is no cgroup2 mount at all.
+ *   freezer when there is no cgroup2 mount at all; the v1 pids controller, and the v1 blkio controller
+ *   where it has a proportional weight (only with the BFQ scheduler; mq-deadline has none).
+ * pids.max keeps a fork bomb inside its sandbox (threads count too).
  */
+
+/** Tasks (processes and threads) one sandbox may have at once, unless the runtime is told otherwise. */
+export const DEFAULT_PIDS_MAX = 1024;
+
+/** Proportional IO weight of a sandbox (the default of other cgroups is 100 in v2, 500 in v1 BFQ). */
+export const SANDBOX_IO_WEIGHT = { v1: 100, v2: 50 } as const;
 
 export interface CgroupLayout {
   kind: "unified" | "hybrid";
@@ -20,6 +28,10 @@ export interface CgroupLayout {
   unifiedRoot: string | undefined;
   /** v1 freezer root, used when there is no cgroup2 mount. */
   freezerRoot: string | undefined;
+  /** Where pids.max lives (v1 pids hierarchy, or the cgroup2 root on unified hosts); absent if neither. */
+  pidsRoot?: string | undefined;
+  /** v1 blkio hierarchy with blkio.weight, or the cgroup2 root with the io controller; else absent. */
+  ioWeightRoot?: string | undefined;
 }
 
 const exists = (path: string) =>
@@ -29,9 +41,17 @@ const exists = (path: string) =>
   );
 
 export async function detectCgroupLayout(base = "/sys/fs/cgroup"): Promise<CgroupLayout> {
-  const controllers = await readFile(join(base, "cgroup.controllers"), "utf8").catch(() => undefined);
-  if (controllers?.split(/\s+/).includes("memory")) {
-    return { kind: "unified", memoryRoot: base, cpuRoot: base, unifiedRoot: base, freezerRoot: undefined };
+  const controllers = (await readFile(join(base, "cgroup.controllers"), "utf8").catch(() => "")).split(/\s+/);
+  if (controllers.includes("memory")) {
+    return {
+      kind: "unified",
+      memoryRoot: base,
+      cpuRoot: base,
+      unifiedRoot: base,
+      freezerRoot: undefined,
+      pidsRoot: controllers.includes("pids") ? base : undefined,
+      ioWeightRoot: controllers.includes("io") ? base : undefined,
+    };
   }
   const unified = join(base, "unified");
   return {
@@ -40,6 +60,8 @@ export async function detectCgroupLayout(base = "/sys/fs/cgroup"): Promise<Cgrou
     cpuRoot: join(base, "cpu"),
     unifiedRoot: (await exists(join(unified, "cgroup.procs"))) ? unified : undefined,
     freezerRoot: (await exists(join(base, "freezer", "cgroup.procs"))) ? join(base, "freezer") : undefined,
+    pidsRoot: (await exists(join(base, "pids", "cgroup.procs"))) ? join(base, "pids") : undefined,
+    ioWeightRoot: (await exists(join(base, "blkio", "blkio.weight"))) ? join(base, "blkio") : undefined,
   };
 }
 
@@ -51,6 +73,10 @@ export interface SandboxCgroups {
   unified: string | undefined;
   /** v1 freezer directory, when there is no cgroup2. */
   freezer: string | undefined;
+  /** v1 pids directory (hybrid hosts; on unified hosts pids.max is in `memory`'s directory). */
+  pids?: string | undefined;
+  /** v1 blkio directory with blkio.weight (hybrid hosts with BFQ). */
+  blkio?: string | undefined;
 }
 
 export function sandboxCgroups(layout: CgroupLayout, group: string, sandboxId: string): SandboxCgroups {
@@ -64,45 +90,64 @@ export function sandboxCgroups(layout: CgroupLayout, group: string, sandboxId: s
     cpu: join(layout.cpuRoot, rel),
     unified: layout.unifiedRoot === undefined ? undefined : join(layout.unifiedRoot, rel),
     freezer: layout.unifiedRoot === undefined && layout.freezerRoot ? join(layout.freezerRoot, rel) : undefined,
+    pids: layout.pidsRoot === undefined ? undefined : join(layout.pidsRoot, rel),
+    blkio: layout.ioWeightRoot === undefined ? undefined : join(layout.ioWeightRoot, rel),
   };
 }
 
 /** Every distinct directory of a sandbox's cgroups; the first process is placed in each. */
 export function cgroupDirs(groups: SandboxCgroups): string[] {
-  return [...new Set([groups.memory, groups.cpu, groups.unified, groups.freezer].filter((d) => d !== undefined))];
+  return [
+    ...new Set(
+      [groups.memory, groups.cpu, groups.unified, groups.freezer, groups.pids, groups.blkio].filter(
+        (d) => d !== undefined,
+      ),
+    ),
+  ];
 }
 
-/** Sets (or changes) the memory and CPU limits of existing cgroups. */
+/** A sandbox's limits; pidsMax defaults to DEFAULT_PIDS_MAX where the host has a pids controller. */
+export interface CgroupLimits {
+  memoryMb: number;
+  vcpus: number;
+  pidsMax?: number;
+}
+
+/** Sets (or changes) the memory, CPU and task limits (and the IO weight) of existing cgroups. */
 export async function setCgroupLimits(
   layout: CgroupLayout,
   groups: SandboxCgroups,
-  limits: { memoryMb: number; vcpus: number },
+  limits: CgroupLimits,
 ): Promise<void> {
   const bytes = limits.memoryMb * 2 ** 20;
   const period = 100_000;
   const quota = limits.vcpus * period;
+  const pidsMax = String(limits.pidsMax ?? DEFAULT_PIDS_MAX);
   if (layout.kind === "unified") {
     await writeFile(join(groups.memory, "memory.max"), String(bytes));
     await writeFile(join(groups.cpu, "cpu.max"), `${quota} ${period}`);
+    if (layout.pidsRoot !== undefined) await writeFile(join(groups.memory, "pids.max"), pidsMax);
+    if (layout.ioWeightRoot !== undefined) {
+      await writeFile(join(groups.memory, "io.weight"), `default ${SANDBOX_IO_WEIGHT.v2}`).catch(() => {});
+    }
     return;
   }
   await writeFile(join(groups.memory, "memory.limit_in_bytes"), String(bytes));
   await writeFile(join(groups.cpu, "cpu.cfs_period_us"), String(period));
   await writeFile(join(groups.cpu, "cpu.cfs_quota_us"), String(quota));
+  if (groups.pids !== undefined) await writeFile(join(groups.pids, "pids.max"), pidsMax);
+  if (groups.blkio !== undefined) await writeFile(join(groups.blkio, "blkio.weight"), String(SANDBOX_IO_WEIGHT.v1));
 }
 
 /** Creates a sandbox's cgroups and sets their limits. */
-export async function createCgroups(
-  layout: CgroupLayout,
-  groups: SandboxCgroups,
-  limits: { memoryMb: number; vcpus: number },
-): Promise<void> {
+export async function createCgroups(layout: CgroupLayout, groups: SandboxCgroups, limits: CgroupLimits): Promise<void> {
   if (layout.kind === "unified") {
-    // Controllers must be enabled on every ancestor for memory.max / cpu.max to appear.
+    // Controllers must be enabled on every ancestor for memory.max / cpu.max / pids.max to appear.
     const parent = join(groups.memory, "..");
-    await writeFile(join(layout.memoryRoot, "cgroup.subtree_control"), "+memory +cpu").catch(() => {});
+    const wanted = ["+memory", "+cpu", layout.pidsRoot && "+pids", layout.ioWeightRoot && "+io"].filter(Boolean);
+    await writeFile(join(layout.memoryRoot, "cgroup.subtree_control"), wanted.join(" ")).catch(() => {});
     await mkdir(parent, { recursive: true });
-    await writeFile(join(parent, "cgroup.subtree_control"), "+memory +cpu");
+    await writeFile(join(parent, "cgroup.subtree_control"), wanted.join(" "));
     await mkdir(groups.memory, { recursive: true });
     await writeFile(join(groups.memory, "memory.swap.max"), "0").catch(() => {});
   } else {

@@ -1,4 +1,4 @@
-import { access, mkdir, readFile, realpath, rm } from "node:fs/promises";
+import { access, chmod, mkdir, readFile, realpath, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Exec } from "../../exec.js";
 import { spawnDetached } from "../../exec.js";
@@ -9,6 +9,7 @@ import {
   type CgroupLayout,
   cgroupDirs,
   createCgroups,
+  DEFAULT_PIDS_MAX,
   detectCgroupLayout,
   killAndRemoveCgroups,
   type SandboxCgroups,
@@ -16,34 +17,21 @@ import {
   setCgroupLimits,
   setFrozen,
 } from "./cgroups.js";
+import { DEFAULT_DISK_QUOTA_MB, DiskPool } from "./disks.js";
+import { claimIdRange, DEFAULT_CLAIMS_DIR, idRange, releaseIdRange } from "./id-ranges.js";
 import { GUEST_PATH, namespaceGuestCommand, WRENN_INIT } from "./launch.js";
 
 /**
- * The namespace runtime: no VM. The template's root tree is the read-only lower layer of an overlay
- * whose upper layer lives in sandboxes/<id>/; bubblewrap starts the guest's first process in new
- * pid, mount, uts and ipc namespaces inside the slot's netns, placed in the sandbox's cgroups first.
- * The process is detached (own session, stdio to sandboxes/<id>/console.log) and outlives the agent.
- * Weaker isolation than a VM (one kernel): for development, CI and trusted code.
+ * The namespace runtime: no VM. launcher.pl (see launch.ts) starts the guest's first process as root
+ * of its own user namespace, whose uids 0..65535 are an unprivileged host range of its own
+ * (id-ranges.ts), in new mount, pid, uts, ipc and cgroup namespaces inside the slot's netns, with a
+ * reduced capability bounding set and a seccomp filter, after joining the sandbox's cgroups (memory,
+ * CPU, pids). Its root is an overlay, made inside the sandbox's own mount namespace, of the template
+ * tree (idmapped so that it belongs to the guest's root) and a writable layer on the sandbox's own ext4
+ * image (the disk quota). The launcher's monitor process is detached (own session, stdio to
+ * sandboxes/<id>/console.log) and outlives the agent; everything a restarted agent needs is in the
+ * handle's data. One kernel is shared with the host: see docs/agent.md, "threat model".
  */
-
-/**
- * Capabilities removed from the bounding set of everything in the sandbox: no firewall or interface
- * changes, modules, clock, reboot or raw I/O. (bubblewrap run by root ignores --cap-drop, so the agent
- * drops them with setpriv before exec'ing bubblewrap; root inside cannot regain them.)
- */
-export const DROPPED_CAPS = [
-  "net_admin",
-  "sys_module",
-  "sys_time",
-  "sys_boot",
-  "sys_rawio",
-  "wake_alarm",
-  "block_suspend",
-  "mac_admin",
-  "mac_override",
-  "audit_control",
-  "syslog",
-];
 
 export interface NamespaceRuntimeDeps {
   exec: Exec;
@@ -52,11 +40,27 @@ export interface NamespaceRuntimeDeps {
   cgroupGroup: string;
   /** Injected for tests; detected from /sys/fs/cgroup by default. */
   cgroupLayout?: CgroupLayout;
+  /** Size of each sandbox's writable layer; 0 puts it on the host's file system without a limit. */
+  diskQuotaMb?: number;
+  /** Where formatted disk images wait (default: namespace-disks/ next to the sandboxes directory). */
+  diskPoolDir?: string;
+  /** Tasks one sandbox may have (default DEFAULT_PIDS_MAX). */
+  pidsMax?: number;
+  /** Where uid range claims live (default /run/wrenn/id-ranges); tests pass their own. */
+  idClaimsDir?: string;
 }
 
+/** What a restarted agent needs to stop, freeze or retarget a guest (kept in runtime.json). */
 interface NamespaceHandleData {
+  /** The sandbox's mount directory (the launcher's mount points; named `merged` for older handles). */
   merged: string;
   cgroups: SandboxCgroups;
+  /** The template tree in use (its real path: the image builder keeps versions that state files name). */
+  lower?: string;
+  /** uid range number (id-ranges.ts); absent in handles of agents before user namespaces. */
+  idRange?: number;
+  /** The writable layer's image, if the sandbox has a disk quota. */
+  disk?: string;
 }
 
 const exists = (path: string) =>
@@ -70,13 +74,20 @@ function dataOf(handle: GuestHandle): NamespaceHandleData {
   if (typeof data.merged !== "string" || typeof data.cgroups !== "object" || data.cgroups === null) {
     throw new Error("namespace runtime handle is missing its overlay or cgroup paths");
   }
-  return { merged: data.merged, cgroups: data.cgroups };
+  return {
+    merged: data.merged,
+    cgroups: data.cgroups,
+    lower: typeof data.lower === "string" ? data.lower : undefined,
+    idRange: typeof data.idRange === "number" ? data.idRange : undefined,
+    disk: typeof data.disk === "string" ? data.disk : undefined,
+  };
 }
 
 export class NamespaceRuntime implements Runtime {
   readonly name = "namespace" as const;
   readonly #deps: NamespaceRuntimeDeps;
   #layout: CgroupLayout | undefined;
+  #disks: DiskPool | undefined;
 
   constructor(deps: NamespaceRuntimeDeps) {
     this.#deps = deps;
@@ -92,81 +103,99 @@ export class NamespaceRuntime implements Runtime {
     return this.#layout;
   }
 
+  get #diskQuotaMb(): number {
+    return this.#deps.diskQuotaMb ?? DEFAULT_DISK_QUOTA_MB;
+  }
+
+  #diskPool(spec: GuestSpec): DiskPool {
+    this.#disks ??= new DiskPool({
+      exec: this.#deps.exec,
+      logger: this.#deps.logger,
+      dir: this.#deps.diskPoolDir ?? join(dirname(dirname(spec.sandboxDir)), "namespace-disks"),
+    });
+    return this.#disks;
+  }
+
   #paths(spec: GuestSpec) {
     return {
       upper: join(spec.sandboxDir, "upper"),
       work: join(spec.sandboxDir, "work"),
-      merged: join(spec.sandboxDir, "rootfs"),
+      /** The launcher's mount points (lower, disk); only inside the sandbox's mount namespace. */
+      mounts: join(spec.sandboxDir, "rootfs"),
+      disk: join(spec.sandboxDir, "disk.ext4"),
       console: join(spec.sandboxDir, "console.log"),
     };
   }
 
   async start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle> {
-    const { exec } = this.#deps;
     const paths = this.#paths(spec);
     const layout = await this.#cgroupLayout();
     const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
-    await Promise.all([paths.upper, paths.work, paths.merged].map((d) => mkdir(d, { recursive: true })));
-    // images/<t> is a symlink the image builder switches on rebuild; naming the version directory in the
-    // mount lets the builder see that this version is still in use and keep it.
-    const lower = await realpath(spec.imageRootfsTree);
-    await exec(
-      "mount",
-      [
-        "-t",
-        "overlay",
-        "overlay",
-        "-o",
-        `lowerdir=${lower},upperdir=${paths.upper},workdir=${paths.work}`,
-        paths.merged,
-      ],
-      { signal },
-    );
-    await createCgroups(layout, cgroups, { memoryMb: spec.memoryMb, vcpus: spec.vcpus });
-    // An image built before wrenn-init existed starts tini and envd directly.
-    const init = (await exists(join(paths.merged, WRENN_INIT[0])))
-      ? WRENN_INIT
-      : ["/usr/bin/tini", "-s", "--", "/usr/local/bin/envd"];
-    // sh joins the sandbox's cgroups, then `ip netns exec` enters the slot's netns and execs bubblewrap,
-    // so no process of the sandbox ever runs outside its limits. (The cgroups must be joined first:
-    // `ip netns exec` mounts a fresh /sys that hides the cgroup hierarchies.)
-    const joinCgroups =
-      'while [ "$1" != "--" ]; do echo $$ > "$1/cgroup.procs" || exit 1; shift; done; shift; exec "$@"';
-    const args = [
-      "-c",
-      joinCgroups,
-      "wrenn-sandbox",
-      ...cgroupDirs(cgroups),
-      "--",
-      "setpriv",
-      "--bounding-set",
-      DROPPED_CAPS.map((c) => `-${c}`).join(","),
-      "--",
-      ...namespaceGuestCommand({
+    const quotaMb = this.#diskQuotaMb;
+    await mkdir(paths.mounts, { recursive: true, mode: 0o700 });
+    // The sandbox directory holds the launcher's mount points and the disk image: root only.
+    await chmod(spec.sandboxDir, 0o700);
+    // images/<t> is a symlink the image builder switches on rebuild; naming the version directory
+    // lets the builder see (in runtime.json) that this version is still in use and keep it.
+    const [lower, range] = await Promise.all([
+      realpath(spec.imageRootfsTree),
+      claimIdRange(spec.sandboxDir, this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR),
+    ]);
+    try {
+      await Promise.all([
+        quotaMb > 0
+          ? this.#diskPool(spec).take(paths.disk, quotaMb, signal)
+          : Promise.all([paths.upper, paths.work].map((d) => mkdir(d, { recursive: true }))),
+        createCgroups(layout, cgroups, {
+          memoryMb: spec.memoryMb,
+          vcpus: spec.vcpus,
+          pidsMax: this.#deps.pidsMax ?? DEFAULT_PIDS_MAX,
+        }),
+      ]);
+      // An image built before wrenn-init existed starts tini and envd directly.
+      const init = (await exists(join(lower, WRENN_INIT[0])))
+        ? WRENN_INIT
+        : ["/usr/bin/tini", "-s", "--", "/usr/local/bin/envd"];
+      const [command, ...args] = namespaceGuestCommand({
         netns: spec.network.netns,
-        rootfs: paths.merged,
+        lower,
+        mountsDir: paths.mounts,
+        writable: quotaMb > 0 ? { disk: paths.disk } : { upper: paths.upper, work: paths.work },
+        idBase: range.base,
         sandboxId: spec.sandboxId,
+        // The launcher joins these first, so no process of the sandbox ever runs outside its limits.
+        cgroupDirs: cgroupDirs(cgroups),
         guestIp: spec.network.guestIp,
         dieWithParent: false,
         init,
-      }),
-    ];
-    const pid = await spawnDetached("/bin/sh", args, { logFile: paths.console, env: { PATH: GUEST_PATH } });
-    const pidStartTime = await readPidStartTime(pid);
-    if (pidStartTime === undefined) {
-      throw new Error(`sandbox process exited at once; see ${paths.console}`);
+      });
+      const pid = await spawnDetached(command, args, { logFile: paths.console, env: { PATH: GUEST_PATH } });
+      const pidStartTime = await readPidStartTime(pid);
+      if (pidStartTime === undefined) {
+        throw new Error(`sandbox process exited at once; see ${paths.console}`);
+      }
+      const data: NamespaceHandleData = {
+        merged: paths.mounts,
+        cgroups,
+        lower,
+        idRange: range.index,
+        ...(quotaMb > 0 ? { disk: paths.disk } : {}),
+      };
+      return { runtime: "namespace", pid, pidStartTime, data: { ...data } };
+    } catch (err) {
+      await killAndRemoveCgroups(cgroups).catch(() => {});
+      await releaseIdRange(range, this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR).catch(() => {});
+      throw err;
     }
-    const data: NamespaceHandleData = { merged: paths.merged, cgroups };
-    return { runtime: "namespace", pid, pidStartTime, data: { ...data } };
   }
 
   async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
     const layout = await this.#cgroupLayout();
     const data = handle ? dataOf(handle) : undefined;
     const cgroups = data?.cgroups ?? sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
-    // The handle knows where the overlay really is (a warm guest's directory may differ from spec's).
-    const merged = data?.merged ?? this.#paths(spec).merged;
-    const base = dirname(merged);
+    // The handle knows where the files really are (a warm guest's directory may differ from spec's).
+    const mounts = data?.merged ?? this.#paths(spec).mounts;
+    const base = dirname(mounts);
     if (handle && (await isSameProcessAlive(handle.pid, handle.pidStartTime))) {
       try {
         process.kill(handle.pid, "SIGKILL");
@@ -174,18 +203,29 @@ export class NamespaceRuntime implements Runtime {
         // Gone meanwhile.
       }
     }
+    // With its last process gone, the sandbox's mount namespace and every mount in it (overlay,
+    // idmapped template, disk image and its loop device) go away too: nothing to unmount here.
     await killAndRemoveCgroups(cgroups);
-    // Lazy unmount: a process that still holds the tree (briefly, while exiting) must not fail the stop.
-    await this.#deps.exec("umount", ["-l", merged], { allowFailure: true });
+    // Handles of agents before the launcher had the overlay mounted on the host.
+    if (data?.idRange === undefined) await this.#deps.exec("umount", ["-l", mounts], { allowFailure: true });
     await Promise.all(
-      ["upper", "work", "rootfs"].map((d) => rm(join(base, d), { recursive: true, force: true }).catch(() => {})),
+      ["upper", "work", "rootfs", "disk.ext4"].map((d) =>
+        rm(join(base, d), { recursive: true, force: true }).catch(() => {}),
+      ),
     );
+    if (data?.idRange !== undefined) {
+      await releaseIdRange(idRange(data.idRange), this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR);
+    }
   }
 
   /** A warm guest becomes sandbox `to`: its limits and hostname change; its overlay and cgroups stay. */
   async retarget(_from: GuestSpec, to: GuestSpec, handle: GuestHandle): Promise<GuestHandle> {
     const { cgroups } = dataOf(handle);
-    await setCgroupLimits(await this.#cgroupLayout(), cgroups, { memoryMb: to.memoryMb, vcpus: to.vcpus });
+    await setCgroupLimits(await this.#cgroupLayout(), cgroups, {
+      memoryMb: to.memoryMb,
+      vcpus: to.vcpus,
+      pidsMax: this.#deps.pidsMax ?? DEFAULT_PIDS_MAX,
+    });
     // bubblewrap's first child is inside the sandbox's uts namespace; bubblewrap itself is not.
     const children = await readFile(`/proc/${handle.pid}/task/${handle.pid}/children`, "utf8").catch(() => "");
     const inner = children.trim().split(/\s+/)[0];
