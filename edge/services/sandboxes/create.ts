@@ -18,7 +18,7 @@ import {
   effectiveQuotas,
   loadTeamPolicy,
   lockTeam,
-  teamUsage,
+  sandboxUsage,
 } from "../teams/quotas.js";
 import { compareAndSet, reloadSandbox } from "./transition.js";
 import { type SandboxView, toSandboxView } from "./view.js";
@@ -60,6 +60,10 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
   const teamId = ctx.principal.teamId;
   const policy = await loadTeamPolicy(ctx.db, teamId);
   checkTimeoutQuota(policy.quotas, input.timeoutSec);
+  // A cheap unlocked look first: a team already at its limit is refused without queueing on the
+  // team lock (a client hammering creates at its quota then costs one read each). The locked check
+  // below is the one that counts.
+  admitRunning(policy.quotas, await sandboxUsage(ctx.db, teamId), input);
   const minIsolation = strongerIsolation(input.isolation, policy.team.minIsolation);
   const host = await pickHost(ctx, {
     template: input.template,
@@ -75,7 +79,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
   const pending = await ctx.db.transaction(async (tx) => {
     // The lock serialises the count-then-insert of every admission of this team (see lockTeam).
     const team = await lockTeam(tx, teamId);
-    admitRunning(effectiveQuotas(team.quotas), await teamUsage(tx, teamId), input);
+    admitRunning(effectiveQuotas(team.quotas), await sandboxUsage(tx, teamId), input);
     const [row] = await tx
       .insert(sandboxes)
       .values({

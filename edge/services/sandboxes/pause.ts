@@ -1,7 +1,7 @@
 import { agentTimeouts } from "../../clients/agent.js";
 import { stateFromAgent } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
-import { admitPaused, effectiveQuotas, lockTeam, teamUsage } from "../teams/quotas.js";
+import { admitPaused, effectiveQuotas, lockTeam, sandboxUsage } from "../teams/quotas.js";
 import { runLifecycleStep } from "./lifecycle.js";
 import type { SandboxView } from "./view.js";
 
@@ -17,7 +17,7 @@ export async function pauseSandbox(ctx: TeamContext, sandboxId: string): Promise
     via: "pausing",
     admit: async (tx, sandbox) => {
       const team = await lockTeam(tx, sandbox.teamId);
-      admitPaused(effectiveQuotas(team.quotas), await teamUsage(tx, sandbox.teamId));
+      admitPaused(effectiveQuotas(team.quotas), await sandboxUsage(tx, sandbox.teamId));
     },
     call: async ({ agent }) => {
       const res = await agent.pauseSandbox({ sandboxId }, { timeoutMs: agentTimeouts.lifecycle });

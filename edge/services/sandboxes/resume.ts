@@ -1,7 +1,7 @@
 import { agentTimeouts } from "../../clients/agent.js";
 import { dateOrNull, stateFromAgent } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
-import { admitRunning, checkTimeoutQuota, effectiveQuotas, lockTeam, teamUsage } from "../teams/quotas.js";
+import { admitRunning, checkTimeoutQuota, effectiveQuotas, lockTeam, sandboxUsage } from "../teams/quotas.js";
 import { runLifecycleStep } from "./lifecycle.js";
 import type { SandboxView } from "./view.js";
 
@@ -23,7 +23,7 @@ export async function resumeSandbox(
       const team = await lockTeam(tx, sandbox.teamId);
       const quotas = effectiveQuotas(team.quotas);
       if (input.timeoutSec !== undefined) checkTimeoutQuota(quotas, input.timeoutSec);
-      admitRunning(quotas, await teamUsage(tx, sandbox.teamId), sandbox);
+      admitRunning(quotas, await sandboxUsage(tx, sandbox.teamId), sandbox);
     },
     call: async ({ agent }) => {
       const res = await agent.resumeSandbox(

@@ -68,8 +68,8 @@ export interface TeamUsage {
   apiKeys: number;
 }
 
-/** Counts what a team holds; inside a transaction that locked the team row, nobody else can change it meanwhile. */
-export async function teamUsage(db: Database, teamId: string): Promise<TeamUsage> {
+/** What a team's sandboxes hold, in the units of `TeamQuotas` (`apiKeys` left at 0). */
+export async function sandboxUsage(db: Database, teamId: string): Promise<TeamUsage> {
   const notPaused = sql`${sandboxes.state} <> 'paused'`;
   const [held] = await db
     .select({
@@ -82,18 +82,28 @@ export async function teamUsage(db: Database, teamId: string): Promise<TeamUsage
     })
     .from(sandboxes)
     .where(and(eq(sandboxes.teamId, teamId), inArray(sandboxes.state, [...activeSandboxStates])));
-  const [keys] = await db
-    .select({ n: sql<number>`count(*)::int` })
-    .from(apiKeys)
-    .where(and(eq(apiKeys.teamId, teamId), isNull(apiKeys.revokedAt)));
   return {
     runningSandboxes: held?.running ?? 0,
     vcpus: held?.vcpus ?? 0,
     memoryMb: held?.memoryMb ?? 0,
     pausedSandboxes: held?.paused ?? 0,
     pausedDiskMb: Math.ceil(Number(held?.pausedBytes ?? 0) / 1024 ** 2),
-    apiKeys: keys?.n ?? 0,
+    apiKeys: 0,
   };
+}
+
+/** How many keys of a team are not revoked. */
+export async function liveApiKeyCount(db: Database, teamId: string): Promise<number> {
+  const [keys] = await db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.teamId, teamId), isNull(apiKeys.revokedAt)));
+  return keys?.n ?? 0;
+}
+
+/** Everything a team holds; inside a transaction that locked the team row, nobody else can change it meanwhile. */
+export async function teamUsage(db: Database, teamId: string): Promise<TeamUsage> {
+  return { ...(await sandboxUsage(db, teamId)), apiKeys: await liveApiKeyCount(db, teamId) };
 }
 
 /**
@@ -170,13 +180,6 @@ export function admitPaused(quotas: TeamQuotas, usage: TeamUsage): void {
   }
 }
 
-/** Refuses one more API key over the team's limit. */
-export function admitApiKey(quotas: TeamQuotas, usage: TeamUsage): void {
-  if (usage.apiKeys + 1 > quotas.maxApiKeys) {
-    throw new QuotaExceededError("maxApiKeys", quotas.maxApiKeys, usage.apiKeys, "no more keys may be created");
-  }
-}
-
 /**
  * Checks a requested timeout against the team's limits: 0 (never) only when `allowNoTimeout`, and
  * at most `maxTimeoutSec`. A value no retry can fix is a 400 BAD_REQUEST naming the limit.
@@ -210,5 +213,9 @@ export async function loadTeamPolicy(db: Database, teamId: string): Promise<{ te
  */
 export async function admitNewApiKey(tx: Database, teamId: string): Promise<void> {
   const team = await lockTeam(tx, teamId);
-  admitApiKey(effectiveQuotas(team.quotas), await teamUsage(tx, teamId));
+  const quotas = effectiveQuotas(team.quotas);
+  const keys = await liveApiKeyCount(tx, teamId);
+  if (keys + 1 > quotas.maxApiKeys) {
+    throw new QuotaExceededError("maxApiKeys", quotas.maxApiKeys, keys, "no more keys may be created");
+  }
 }
