@@ -1,0 +1,138 @@
+import { loadavg } from "node:os";
+import { createApp } from "../edge/app.js";
+import type { App } from "../edge/context.js";
+import { noopLogger } from "../edge/logger.js";
+import { takeToken } from "../edge/services/rate-limit/take-token.js";
+import { addFakeHost, createEdgeHarness } from "../test/helpers/edge-app.js";
+import { startPostgres } from "../test/helpers/postgres.js";
+import { type Benchmark, type BenchRow, summarize, timeRuns } from "./stats.js";
+
+/**
+ * What the per-key rate limiter adds to a request: the same authenticated GET through two apps over
+ * one database, one with the limiter on (a bucket too large to ever refuse) and one without,
+ * interleaved so machine noise hits both alike; plus the bucket statement alone, and 32 requests in
+ * flight on one key (they serialise on the bucket row). In process (`app.request`), so the figures
+ * are the edge's own cost without HTTP.
+ */
+const N = 1500;
+const WARMUP = 200;
+
+async function interleaved(a: () => Promise<unknown>, b: () => Promise<unknown>) {
+  const as: number[] = [];
+  const bs: number[] = [];
+  for (let i = 0; i < WARMUP; i++) {
+    await a();
+    await b();
+  }
+  for (let i = 0; i < N; i++) {
+    let t0 = performance.now();
+    await a();
+    as.push(performance.now() - t0);
+    t0 = performance.now();
+    await b();
+    bs.push(performance.now() - t0);
+  }
+  return { a: summarize(as), b: summarize(bs) };
+}
+
+async function throughput(app: App, path: string, key: string, seconds: number): Promise<number> {
+  const until = performance.now() + seconds * 1000;
+  let n = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (performance.now() < until) {
+        const res = await app.request(path, { headers: { "x-api-key": key } });
+        if (res.status !== 200) throw new Error(`unexpected ${res.status}`);
+        await res.arrayBuffer();
+        n++;
+      }
+    }),
+  );
+  return n / seconds;
+}
+
+async function measure(rows: BenchRow[], database: "pglite" | "postgres"): Promise<void> {
+  const pg = database === "postgres" ? await startPostgres() : undefined;
+  const h = await createEdgeHarness(pg ? { databaseUrl: pg.url } : {});
+  try {
+    await addFakeHost(h);
+    const team = await h.newTeam();
+    const created = await h.request("POST", "/v1/sandboxes", { key: team.key, json: {} });
+    const { id } = (await created.json()) as { id: string };
+    const limited = createApp({
+      database: () => ({ db: h.database.db, close: async () => {} }),
+      agents: h.agents,
+      secrets: h.secrets,
+      logger: noopLogger,
+      config: { ...h.config, rateLimit: { perSec: 1_000_000, burst: 1_000_000 } },
+    });
+    const path = `/v1/sandboxes/${id}`;
+    const get = (app: App) => async () => {
+      const res = await app.request(path, { headers: { "x-api-key": team.key } });
+      if (res.status !== 200) throw new Error(`unexpected ${res.status}`);
+      await res.arrayBuffer();
+    };
+    const { a: off, b: on } = await interleaved(get(h.app), get(limited));
+    const label = database === "pglite" ? "PGlite in process" : "PostgreSQL via node-postgres, loopback";
+    rows.push({
+      name: `GET /v1/sandboxes/{id}, limiter off (${label})`,
+      unit: "ms",
+      value: off.median,
+      p95: off.p95,
+      n: off.n,
+    });
+    rows.push({
+      name: `GET /v1/sandboxes/{id}, limiter on (${label})`,
+      unit: "ms",
+      value: on.median,
+      p95: on.p95,
+      n: on.n,
+      ratio: { value: on.median / off.median, against: "vs off" },
+    });
+    rows.push({ name: `added per request, p50 difference (${label})`, unit: "ms", value: on.median - off.median });
+    const direct = summarize(
+      await timeRuns(N, WARMUP, () => takeToken(h.database.db, team.keyId, { perSec: 1_000_000, burst: 1_000_000 })),
+    );
+    rows.push({
+      name: `bucket statement alone (${label})`,
+      unit: "ms",
+      value: direct.median,
+      p95: direct.p95,
+      n: direct.n,
+    });
+    await throughput(h.app, path, team.key, 1);
+    const offRate = await throughput(h.app, path, team.key, 3);
+    const onRate = await throughput(limited, path, team.key, 3);
+    rows.push({ name: `32 in flight on one key, limiter off (${label})`, unit: "req/s", value: offRate });
+    rows.push({
+      name: `32 in flight on one key, limiter on (${label})`,
+      unit: "req/s",
+      value: onRate,
+      ratio: { value: onRate / offRate, against: "vs off" },
+    });
+  } finally {
+    await h.close();
+    await pg?.stop();
+  }
+}
+
+export const benchmark: Benchmark = {
+  name: "rate-limit",
+  description: "cost of the per-key token bucket (one upsert per request) on PGlite and PostgreSQL",
+  async run() {
+    const rows: BenchRow[] = [];
+    const notes = [
+      `load average at start: ${loadavg()[0]?.toFixed(1)} on the machine's CPUs (other work skews every row).`,
+    ];
+    await measure(rows, "pglite");
+    try {
+      await measure(rows, "postgres");
+    } catch (err) {
+      notes.push(`PostgreSQL rows skipped: ${(err as Error).message}`);
+    }
+    notes.push(
+      `latency rows: ${N} sequential requests each, interleaved off/on, after ${WARMUP} warm-up pairs; in process (app.request), no HTTP.`,
+    );
+    return { title: "Per-key rate limiter (bench/rate-limit.ts)", rows, notes };
+  },
+};
