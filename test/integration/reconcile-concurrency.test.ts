@@ -26,7 +26,14 @@ interface Stack {
 async function startStack(database: "pglite" | "postgres"): Promise<Stack> {
   const pg = database === "postgres" ? await startPostgres() : undefined;
   const h = await createEdgeHarness({ realAgents: true, ...(pg ? { databaseUrl: pg.url } : {}) });
-  const key = (await h.newTeam("concurrency")).key;
+  const team = await h.newTeam("concurrency");
+  const key = team.key;
+  // 24 sandboxes at once is over the default team quota maxRunningSandboxes (20).
+  const raised = await h.request("PATCH", `/v1/teams/${team.teamId}`, {
+    key: h.adminKey,
+    json: { quotas: { maxRunningSandboxes: 100, maxVcpus: 100 } },
+  });
+  expect(raised.status).toBe(200);
   const agent = await startScriptedAgent();
   const res = await h.request("POST", "/v1/hosts", {
     key: h.adminKey,
