@@ -157,6 +157,8 @@ export async function startTestNet(): Promise<TestNet> {
     udpPort,
     datagrams: () => [...lines],
     async captureSlot(hostVeth: string) {
+      // A replacement sandbox may get a freed slot again: its veth has the same name, the rules still hold.
+      if (captured.includes(hostVeth)) return;
       captured.push(hostVeth);
       await execa("ip", ["rule", "add", "iif", hostVeth, "lookup", String(table), "pref", String(rulePref)]);
       // Should the table ever lose its route, the next rule refuses rather than falling through to main.
