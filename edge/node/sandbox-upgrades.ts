@@ -7,7 +7,7 @@ import { codeToStatus, type ErrorCode } from "../errors/codes.js";
 import { errorBody } from "../errors/handle.js";
 import { requestIdHeader } from "../middleware/init.js";
 import { isRelayableStatus, sandboxBadResponse, sandboxUnavailable } from "../proxy/errors.js";
-import { decideSandboxRoute, guestRequestHeaders } from "../proxy/sandbox-proxy.js";
+import { decideSandboxRoute, guestRequestHeaders, refusalForAgentBody } from "../proxy/sandbox-proxy.js";
 import type { ServiceContext } from "../services/context.js";
 import { randomString } from "../services/ids.js";
 
@@ -111,7 +111,7 @@ async function handleUpgrade(
     upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
     if (head.length > 0) upstream.write(head);
     readAnswerHead(upstream).then(
-      (answer) => {
+      async (answer) => {
         if (socket.destroyed) return;
         if (answer.status === undefined) {
           deps.logger.warn("sandbox upgrade: malformed answer", {
@@ -123,8 +123,16 @@ async function handleUpgrade(
           upstream.destroy();
           return;
         }
-        // 101 (the upgrade) or an ordinary answer (a refusal by the agent, or a guest that does not
-        // upgrade): the head parsed, so it goes to the client as it came, then both ways are spliced.
+        if (answer.status !== 101) {
+          const refusal = await agentRefusalOf(upstream, answer, destination, requestId);
+          if (refusal) {
+            void writeError(socket, refusal);
+            upstream.destroy();
+            return;
+          }
+        }
+        // 101 (the upgrade) or an ordinary answer (a guest that does not upgrade): the head parsed,
+        // so it goes to the client as it came, then both ways are spliced.
         socket.write(answer.bytes);
         upstream.pipe(socket);
         socket.pipe(upstream);
@@ -153,6 +161,53 @@ const answered = new WeakSet<Duplex>();
 async function writeError(socket: Duplex, response: Response): Promise<void> {
   answered.add(socket);
   writeRaw(socket, response.status, await response.text());
+}
+
+/** The most an agent's own refusal body takes (a small JSON error). */
+const agentRefusalMaxBytes = 4096;
+
+/**
+ * When the answer is the agent's own refusal (404, 409 or 502 with a small JSON body: port not open,
+ * sandbox gone, the guest's answer malformed), the edge's answer for it, as on the HTTP path.
+ */
+async function agentRefusalOf(
+  upstream: Socket,
+  answer: { status: number; bytes: Buffer },
+  destination: { sandboxId: string; port: number },
+  requestId: string,
+): Promise<Response | undefined> {
+  if (answer.status !== 404 && answer.status !== 409 && answer.status !== 502) return undefined;
+  const end = answer.bytes.indexOf("\r\n\r\n");
+  const head = answer.bytes.subarray(0, end).toString("latin1").toLowerCase();
+  if (!/\r\ncontent-type: *application\/json/.test(head)) return undefined;
+  const length = Number(/\r\ncontent-length: *([0-9]+)/.exec(head)?.[1] ?? Number.NaN);
+  if (!(length > 0 && length < agentRefusalMaxBytes)) return undefined;
+  let body = answer.bytes.subarray(end + 4);
+  while (body.length < length) {
+    const more = await nextChunk(upstream);
+    if (more === undefined) return undefined;
+    body = Buffer.concat([body, more]);
+  }
+  return refusalForAgentBody(body.subarray(0, length).toString("utf8"), destination, requestId);
+}
+
+/** The next chunk a paused socket reads, or undefined at its end. */
+function nextChunk(upstream: Socket): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const done = (chunk: Buffer | undefined) => {
+      upstream.off("data", onData);
+      upstream.off("end", onEnd);
+      upstream.off("close", onEnd);
+      upstream.pause();
+      resolve(chunk);
+    };
+    const onData = (chunk: Buffer) => done(chunk);
+    const onEnd = () => done(undefined);
+    upstream.on("data", onData);
+    upstream.once("end", onEnd);
+    upstream.once("close", onEnd);
+    upstream.resume();
+  });
 }
 
 /** The most a response head from the agent may take before it is refused. */

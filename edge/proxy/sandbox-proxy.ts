@@ -232,13 +232,26 @@ async function agentRefusal(
   const length = Number(res.headers.get("content-length") ?? Number.NaN);
   if (!(length > 0 && length < agentRefusalMaxBytes)) return undefined;
   const text = await readTextLimited(res.clone(), agentRefusalMaxBytes).catch(() => "");
+  return refusalForAgentBody(text, destination, requestId);
+}
+
+/**
+ * The edge's answer for an agent's own refusal body (`{ error: { code, message } }`), or undefined
+ * when the body is not one (a guest's answer, relayed as it is). Shared with the upgrade path.
+ */
+export function refusalForAgentBody(
+  text: string,
+  destination: Pick<ProxyDestination, "sandboxId" | "port">,
+  requestId: string,
+): Response | undefined {
   let reason: unknown;
+  let message: unknown;
   try {
     const parsed: unknown = JSON.parse(text);
-    reason =
-      parsed && typeof parsed === "object" && "error" in parsed && parsed.error && typeof parsed.error === "object"
-        ? (parsed.error as Record<string, unknown>).code
-        : undefined;
+    if (parsed && typeof parsed === "object" && "error" in parsed && parsed.error && typeof parsed.error === "object") {
+      reason = (parsed.error as Record<string, unknown>).code;
+      message = (parsed.error as Record<string, unknown>).message;
+    }
   } catch {
     return undefined;
   }
@@ -247,7 +260,8 @@ async function agentRefusal(
   if (typeof reason === "string" && agentNotFoundReasons.has(reason)) return sandboxNotFound(sandboxId, requestId);
   if (reason === "UPSTREAM_ERROR") return sandboxUnavailable(sandboxId, "the guest connection failed", requestId);
   if (typeof reason === "string" && agentBadResponseReasons.has(reason)) {
-    return sandboxBadResponse(sandboxId, "the host agent could not parse it", requestId);
+    const detail = typeof message === "string" && message !== "" ? message.slice(0, 200) : "as its host agent reports";
+    return sandboxBadResponse(sandboxId, detail, requestId);
   }
   return undefined;
 }

@@ -1,6 +1,7 @@
 import type { TeamContext } from "../context.js";
 import { NotFoundError, ServiceError } from "../errors.js";
-import { envdFailure, envdHeaders, envdPort, proxyUnreachable } from "../files/envd-http.js";
+import { BodyTooLargeError, readJsonLimited } from "../files/bounded-read.js";
+import { envdAnswerMaxBytes, envdFailure, envdHeaders, envdPort, proxyUnreachable } from "../files/envd-http.js";
 import { loadPlacedSandbox } from "../sandboxes/load.js";
 
 /** One resource sample of a sandbox, in E2B's `SandboxMetric` shape. */
@@ -43,7 +44,15 @@ export async function sandboxMetrics(ctx: TeamContext, sandboxId: string): Promi
     throw proxyUnreachable(err, "read metrics");
   }
   if (!res.ok) throw await envdFailure(res, "read", "metrics");
-  const body: unknown = await res.json().catch(() => undefined);
+  let body: unknown;
+  try {
+    body = await readJsonLimited(res, envdAnswerMaxBytes);
+  } catch (err) {
+    if (err instanceof BodyTooLargeError) {
+      throw new ServiceError("AGENT_ERROR", `read metrics: envd's answer is larger than ${err.limit} bytes`);
+    }
+    body = undefined;
+  }
   if (!body || typeof body !== "object") {
     throw new ServiceError("AGENT_ERROR", "read metrics: envd answered something that is not a metrics object");
   }

@@ -1,6 +1,7 @@
 import type { TeamContext } from "../context.js";
 import { ServiceError } from "../errors.js";
 import type { PlacedSandbox } from "../sandboxes/load.js";
+import { readTextPrefix } from "./bounded-read.js";
 
 /** envd's port inside every guest. */
 export const envdPort = 49983;
@@ -17,8 +18,19 @@ export async function envdHeaders(ctx: TeamContext, placed: PlacedSandbox): Prom
   return { "x-access-token": await ctx.secrets.open(placed.sandbox.envdTokenSealed) };
 }
 
+/**
+ * The most of an envd answer the edge reads whole (an upload's JSON answer, `/metrics`): envd's
+ * answers are a few hundred bytes, and anything past this is a guest (root can replace envd) trying
+ * to make the edge hold its bytes.
+ */
+export const envdAnswerMaxBytes = 64 * 1024;
+
+/** How much of a failed answer's body becomes the error message. */
+const envdMessageMaxBytes = 500;
+
 async function envdMessage(res: Response): Promise<string> {
-  const text = (await res.text().catch(() => "")).slice(0, 500);
+  // Only the start is read and the rest cancelled: a failed answer's body may be endless.
+  const text = await readTextPrefix(res, envdMessageMaxBytes).catch(() => "");
   try {
     const parsed: unknown = JSON.parse(text);
     if (parsed && typeof parsed === "object" && "message" in parsed && typeof parsed.message === "string") {

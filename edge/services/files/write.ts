@@ -1,7 +1,15 @@
 import type { TeamContext } from "../context.js";
 import { BadRequestError, ServiceError } from "../errors.js";
 import { loadRunningSandbox, type PlacedSandbox } from "../sandboxes/load.js";
-import { envdFailure, envdFilesQuery, envdHeaders, envdPort, proxyUnreachable } from "./envd-http.js";
+import { readJsonLimited } from "./bounded-read.js";
+import {
+  envdAnswerMaxBytes,
+  envdFailure,
+  envdFilesQuery,
+  envdHeaders,
+  envdPort,
+  proxyUnreachable,
+} from "./envd-http.js";
 import { MultipartError, multipartBoundary, readMultipart, readTextPart } from "./multipart.js";
 
 /** A multipart upload as it arrived. */
@@ -131,13 +139,13 @@ async function sendToEnvd(
   }
   let writtenPath = path;
   try {
-    const entries: unknown = await res.json();
+    const entries: unknown = await readJsonLimited(res, envdAnswerMaxBytes);
     if (Array.isArray(entries) && entries[0] && typeof entries[0] === "object" && "path" in entries[0]) {
       const p = (entries[0] as { path: unknown }).path;
       if (typeof p === "string") writtenPath = p;
     }
   } catch {
-    // envd's body is informational; the status already said it worked
+    // envd's body is informational (the status already said it worked); an oversized one was cut off
   }
   ctx.logger.info("file written", { sandboxId: placed.sandbox.id, path: writtenPath, size });
   return { path: writtenPath, size };

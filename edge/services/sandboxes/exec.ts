@@ -1,6 +1,6 @@
 import { agentErrorToServiceError } from "../../clients/agent.js";
 import type { TeamContext } from "../context.js";
-import { toBase64Url } from "../crypto.js";
+import { ServiceError } from "../errors.js";
 import { loadRunningSandbox } from "./load.js";
 
 /** Input of `execCommand`. */
@@ -44,11 +44,89 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
   }
 }
 
-/** Standard base64 (with padding) of bytes. */
+const base64Chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const base64Codes = Uint8Array.from(base64Chars, (c) => c.charCodeAt(0));
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Two output characters per 12 input bits, packed as they lie in memory: half the stores per byte. */
+const base64Pairs = (() => {
+  const pairs = new Uint16Array(4096);
+  for (let i = 0; i < 4096; i++) {
+    const hi = base64Codes[i >> 6] as number;
+    const lo = base64Codes[i & 63] as number;
+    pairs[i] = littleEndian ? hi | (lo << 8) : (hi << 8) | lo;
+  }
+  return pairs;
+})();
+const asciiDecoder = new TextDecoder();
+
+type NativeBase64 = Uint8Array & { toBase64?: () => string };
+type BufferLike = { from(b: ArrayBufferLike, offset: number, length: number): { toString(enc: "base64"): string } };
+
+/**
+ * Standard base64 (with padding) of bytes, in one pass. Uses the runtime's native encoder when it has
+ * one (`Uint8Array.prototype.toBase64`; Node's `Buffer`, also on Workers with nodejs_compat), else a
+ * table encoder that writes two characters per store and decodes the ASCII once. (It replaced a
+ * string built one `String.fromCharCode` at a time, which took seconds for 16 MiB.)
+ */
 export function toBase64(bytes: Uint8Array): string {
-  const url = toBase64Url(bytes).replace(/-/g, "+").replace(/_/g, "/");
-  return url + "=".repeat((4 - (url.length % 4)) % 4);
+  const native = (bytes as NativeBase64).toBase64;
+  if (typeof native === "function") return native.call(bytes);
+  const buffer = (globalThis as { Buffer?: BufferLike }).Buffer;
+  if (buffer !== undefined) return buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("base64");
+  return toBase64Portable(bytes);
 }
+
+/** The table encoder of `toBase64`, for runtimes without a native one (exported for its tests). */
+export function toBase64Portable(bytes: Uint8Array): string {
+  const length = bytes.length;
+  const whole = length - (length % 3);
+  const out = new Uint8Array(Math.ceil(length / 3) * 4);
+  const out16 = new Uint16Array(out.buffer, 0, out.length >> 1);
+  let o = 0;
+  for (let i = 0; i < whole; i += 3) {
+    const n = ((bytes[i] as number) << 16) | ((bytes[i + 1] as number) << 8) | (bytes[i + 2] as number);
+    out16[o++] = base64Pairs[n >>> 12] as number;
+    out16[o++] = base64Pairs[n & 4095] as number;
+  }
+  const rest = length - whole;
+  if (rest > 0) {
+    const n = ((bytes[whole] as number) << 16) | (rest === 2 ? (bytes[whole + 1] as number) << 8 : 0);
+    let p = o * 2;
+    out[p++] = base64Codes[n >>> 18] as number;
+    out[p++] = base64Codes[(n >>> 12) & 63] as number;
+    out[p++] = rest === 2 ? (base64Codes[(n >>> 6) & 63] as number) : 61;
+    out[p] = 61;
+  }
+  return asciiDecoder.decode(out);
+}
+
+/** Input bytes encoded per turn of the event loop (a multiple of 3, so the pieces join into one encoding). */
+export const base64SliceBytes = 3 * 64 * 1024;
+
+/**
+ * `toBase64` in slices, yielding to the event loop between them, so encoding a large output (up to
+ * 16 MiB per stream) never holds the loop for more than one slice: other requests keep being served.
+ */
+export async function toBase64Yielding(bytes: Uint8Array): Promise<string> {
+  if (bytes.length <= base64SliceBytes) return toBase64(bytes);
+  // `+=` makes a rope of the slices in constant time; copying them into one flat string here would
+  // be one more pass over the whole output in a single turn (it is flattened once, when serialised).
+  let encoded = "";
+  for (let at = 0; at < bytes.length; at += base64SliceBytes) {
+    if (at > 0) await new Promise<void>((resolve) => setTimeout(resolve, 0));
+    encoded += toBase64(bytes.subarray(at, at + base64SliceBytes));
+  }
+  return encoded;
+}
+
+/**
+ * Unary exec calls one edge process runs at once. Each holds a command's whole output (up to 16 MiB
+ * per stream, then its base64) until it answers, so the cap bounds the memory exec can take; calls
+ * over it are refused at once with RATE_LIMITED rather than queued. Per process (per isolate on
+ * Workers): it protects the process, not the fleet; team quotas do that.
+ */
+export const maxConcurrentExecs = 16;
+let execsRunning = 0;
 
 /** The program and arguments to run: a bare `cmd` goes through a login shell. */
 export function commandLine(input: { cmd: string; args?: string[] }): { cmd: string; args: string[] } {
@@ -59,6 +137,22 @@ export function commandLine(input: { cmd: string; args?: string[] }): { cmd: str
 
 /** Runs a command in a running sandbox and returns its collected output. */
 export async function execCommand(ctx: TeamContext, sandboxId: string, input: ExecInput): Promise<ExecResult> {
+  if (execsRunning >= maxConcurrentExecs) {
+    throw new ServiceError(
+      "RATE_LIMITED",
+      `this API server is running ${maxConcurrentExecs} exec calls already; retry shortly or use exec/stream`,
+      { details: { retryAfterSec: 1 } },
+    );
+  }
+  execsRunning++;
+  try {
+    return await runExec(ctx, sandboxId, input);
+  } finally {
+    execsRunning--;
+  }
+}
+
+async function runExec(ctx: TeamContext, sandboxId: string, input: ExecInput): Promise<ExecResult> {
   const { agent } = await loadRunningSandbox(ctx, sandboxId);
   const timeoutSec = input.timeoutSec ?? defaultExecTimeoutSec;
   let res: Awaited<ReturnType<typeof agent.exec>>;
@@ -82,8 +176,8 @@ export async function execCommand(ctx: TeamContext, sandboxId: string, input: Ex
   const stderr = decodeUtf8(res.stderr);
   const asText = stdout !== undefined && stderr !== undefined;
   const result: ExecResult = {
-    stdout: asText ? stdout : toBase64(res.stdout),
-    stderr: asText ? stderr : toBase64(res.stderr),
+    stdout: asText ? stdout : await toBase64Yielding(res.stdout),
+    stderr: asText ? stderr : await toBase64Yielding(res.stderr),
     exitCode: res.exitCode,
     encoding: asText ? "utf-8" : "base64",
     truncated: res.truncated,
