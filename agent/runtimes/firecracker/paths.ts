@@ -93,21 +93,41 @@ export function vmPaths(input: PathsInput): VmPaths {
   };
 }
 
-/** Settings for running Firecracker under its jailer (chroot, privilege drop, own mount namespace). */
+/** Settings for running Firecracker under its jailer (chroot, privilege drop, own mount namespace, cgroup). */
 export interface JailerOptions {
   /** Path of the `jailer` binary. */
   jailerBin: string;
   /** User and group Firecracker drops to; they must own the disk and snapshot files. */
   uid: number;
   gid: number;
-  /** cgroup version the jailer uses for `--cgroup` settings (none are passed today). */
+  /** cgroup version of the host (default 2; the limits below are written in v2 files). */
   cgroupVersion?: 1 | 2;
+  /**
+   * cgroup the jailer creates each VM's own cgroup under (`--parent-cgroup`, default
+   * `wrenn-firecracker`); the cpu and memory controllers must be available there.
+   */
+  parentCgroup?: string;
+  /** Cap each VM's cgroup at its vCPUs (`cpu.max`) and its memory plus headroom (`memory.max`); default true. */
+  cgroupLimits?: boolean;
   /**
    * The jailer's `--chroot-base-dir` (default `<sandboxDir>/jail`). The API socket's host path runs
    * through it twice-nested with the sandbox id and must stay under 108 bytes, so a deep
    * AGENT_FILES_ROOTDIR needs a short base here, such as /srv/jailer.
    */
   chrootBaseDir?: string;
+}
+
+/** How Firecracker's own seccomp filter is set: its built-in one, none, or a compiled filter file. */
+export type SeccompSetting = "default" | "off" | { filterFile: string };
+
+/** Memory a VM's cgroup allows beyond the guest's RAM: the VMM's own heap, device queues, page tables. */
+export const VMM_MEMORY_HEADROOM_MIB = 128;
+
+/** Firecracker's arguments for a seccomp setting; `filterPath` is where Firecracker sees the filter file. */
+export function seccompArgs(setting: SeccompSetting | undefined, filterPath?: string): string[] {
+  if (setting === undefined || setting === "default") return [];
+  if (setting === "off") return ["--no-seccomp"];
+  return ["--seccomp-filter", filterPath ?? setting.filterFile];
 }
 
 /**
@@ -122,6 +142,10 @@ export function jailerArgv(opts: {
   jailBase: string;
   netns: string;
   socketVmPath: string;
+  vcpus: number;
+  memoryMb: number;
+  /** Arguments for Firecracker after `--`, besides the API socket (seccomp). */
+  firecrackerArgs?: string[];
 }): string[] {
   const { jailer } = opts;
   const argv = [
@@ -139,7 +163,26 @@ export function jailerArgv(opts: {
     "--netns",
     `/var/run/netns/${opts.netns}`,
   ];
-  if (jailer.cgroupVersion !== undefined) argv.push("--cgroup-version", String(jailer.cgroupVersion));
-  argv.push("--", "--api-sock", opts.socketVmPath);
+  if (jailer.cgroupLimits ?? true) {
+    const version = jailer.cgroupVersion ?? 2;
+    argv.push("--cgroup-version", String(version), "--parent-cgroup", jailer.parentCgroup ?? "wrenn-firecracker");
+    const memoryBytes = (opts.memoryMb + VMM_MEMORY_HEADROOM_MIB) * 1024 * 1024;
+    const periodUs = 100_000;
+    if (version === 2) {
+      argv.push("--cgroup", `memory.max=${memoryBytes}`, "--cgroup", `cpu.max=${opts.vcpus * periodUs} ${periodUs}`);
+    } else {
+      argv.push(
+        "--cgroup",
+        `memory.limit_in_bytes=${memoryBytes}`,
+        "--cgroup",
+        `cpu.cfs_period_us=${periodUs}`,
+        "--cgroup",
+        `cpu.cfs_quota_us=${opts.vcpus * periodUs}`,
+      );
+    }
+  } else if (jailer.cgroupVersion !== undefined) {
+    argv.push("--cgroup-version", String(jailer.cgroupVersion));
+  }
+  argv.push("--", "--api-sock", opts.socketVmPath, ...(opts.firecrackerArgs ?? []));
   return argv;
 }

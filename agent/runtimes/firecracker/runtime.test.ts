@@ -21,6 +21,7 @@ import {
   createTestNetns,
   type FakeKnobs,
   processesMentioning,
+  readJailerJournal,
   readJournal,
   requestSequence,
   type TestNetns,
@@ -242,18 +243,64 @@ describe("FirecrackerRuntime against the spec-checking double", { timeout: 60_00
 });
 
 describe("FirecrackerRuntime under the jailer", { timeout: 60_000 }, () => {
-  it("gives Firecracker jail-relative paths, owns its files for the jailed user, and cleans the jail", async () => {
-    const jailerBin = writeFakeJailer(join(root, "jailer-bin"));
-    const nobody = 65534;
-    const { fake, runtime, spec, snapshotDir, sandboxId } = setup(
-      {},
-      { jailer: { jailerBin, uid: nobody, gid: nobody } },
-    );
+  it("runs Firecracker jailed as uid:gid, in a chroot holding the files it needs, and cleans the jail", async () => {
+    const jailer = writeFakeJailer(join(root, "jailer-bin"));
+    const uid = 64_000;
+    const gid = 64_001;
+    const { fake, runtime, spec, snapshotDir, sandboxId } = setup({}, { jailer: { jailerBin: jailer.bin, uid, gid } });
     const s = spec(netnsA);
     const handle = await runtime.start(s);
     const jailRoot = join(s.sandboxDir, "jail/firecracker", sandboxId, "root");
     expect(handle.data.jailRoot).toBe(jailRoot);
+
+    // The process the runtime tracks is Firecracker itself, in the slot's netns, really running as uid:gid.
     expect(netnsInode(handle.pid)).toBe(statSync(`/var/run/netns/${netnsA.name}`).ino);
+    const status = readFileSync(`/proc/${handle.pid}/status`, "utf8");
+    expect(status).toMatch(new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, "m"));
+    expect(status).toMatch(new RegExp(`^Gid:\\t${gid}\\t${gid}\\t${gid}\\t${gid}$`, "m"));
+
+    // The jailer's command line, checked flag by flag by the double and asserted here.
+    const [call] = readJailerJournal(jailer.journal);
+    expect(call?.argv).toEqual([
+      "--id",
+      sandboxId,
+      "--exec-file",
+      fake.bin,
+      "--uid",
+      String(uid),
+      "--gid",
+      String(gid),
+      "--chroot-base-dir",
+      join(s.sandboxDir, "jail"),
+      "--netns",
+      `/var/run/netns/${netnsA.name}`,
+      "--cgroup-version",
+      "2",
+      "--parent-cgroup",
+      "wrenn-firecracker",
+      "--cgroup",
+      `memory.max=${(64 + 128) * MiB}`,
+      "--cgroup",
+      "cpu.max=200000 100000",
+      "--",
+      "--api-sock",
+      "/fc.sock",
+    ]);
+    // What the chroot held when Firecracker started: the kernel hard-linked (not copied), the disk and
+    // log owned by the jailed user, the device nodes the jailer makes, and the root itself theirs.
+    const files = new Map((call?.files ?? []).map((f) => [f.path, f]));
+    expect(files.get("/vmlinux")).toMatchObject({ type: "file", ino: statSync(kernelPath).ino });
+    expect(files.get("/rootfs.ext4")).toMatchObject({ type: "file", uid, gid });
+    expect((files.get("/rootfs.ext4")?.mode ?? 0) & 0o600).toBe(0o600);
+    expect(files.get("/firecracker.log")).toMatchObject({ type: "file", uid, gid });
+    expect(files.get("/dev/kvm")).toMatchObject({ type: "char", uid, gid });
+    expect(files.get("/dev/net/tun")).toMatchObject({ type: "char", uid, gid });
+    expect(files.get("/firecracker")).toMatchObject({ type: "file" });
+    expect(files.has("/fc.sock")).toBe(false); // Firecracker makes its socket itself
+    expect(statSync(jailRoot).uid).toBe(uid);
+    // ... and the API socket it made is the jailed user's.
+    expect(statSync(join(jailRoot, "fc.sock"))).toMatchObject({ uid });
+
     const start = readJournal(fake.journal).find((e) => e.event === "start" && e.pid === handle.pid);
     expect(start?.argv).toEqual([
       `--id=${sandboxId}`,
@@ -266,15 +313,18 @@ describe("FirecrackerRuntime under the jailer", { timeout: 60_000 }, () => {
     expect(boot.every((e) => e.status === 204)).toBe(true);
     expect(boot.find((e) => e.path === "/boot-source")?.body).toMatchObject({ kernel_image_path: "/vmlinux" });
     expect(boot.find((e) => e.path === "/drives/rootfs")?.body).toMatchObject({ path_on_host: "/rootfs.ext4" });
-    expect(statSync(join(jailRoot, "rootfs.ext4")).uid).toBe(nobody);
-    // The kernel is a hard link, not a copy, and keeps its owner.
-    expect(statSync(join(jailRoot, "vmlinux")).ino).toBe(statSync(kernelPath).ino);
 
+    // A snapshot is written by the jailed user into a directory the runtime gave it.
     const info = await runtime.snapshot(s, handle, snapshotDir);
     expect(info.files.find((f) => f.name === "memory")?.sizeBytes).toBe(64 * MiB);
     expect(existsSync(join(s.sandboxDir, "jail"))).toBe(false);
 
     const resumed = await runtime.restore(spec(netnsB), snapshotDir);
+    const restoreCall = readJailerJournal(jailer.journal)[1];
+    const restoreFiles = new Map((restoreCall?.files ?? []).map((f) => [f.path, f]));
+    expect(restoreFiles.get("/snapshot/vmstate")).toMatchObject({ uid, gid });
+    expect(restoreFiles.get("/snapshot/memory")).toMatchObject({ uid, gid });
+    expect(restoreFiles.get("/rootfs.ext4")).toMatchObject({ uid, gid });
     const load = requestsOf(fake.journal, resumed.pid).find((e) => e.path === "/snapshot/load");
     expect(load?.status).toBe(204);
     expect(load?.body).toEqual({
@@ -285,6 +335,69 @@ describe("FirecrackerRuntime under the jailer", { timeout: 60_000 }, () => {
     await runtime.stop(s, resumed);
     expect(existsSync(join(s.sandboxDir, "jail"))).toBe(false);
     expect(processesMentioning(jailRoot)).toEqual([]);
+  });
+
+  it("passes the seccomp setting to Firecracker, with a filter file copied into the jail for the jailed user", async () => {
+    const jailer = writeFakeJailer(join(root, "jailer-bin-seccomp"));
+    const filter = join(root, "filter.bpf");
+    writeFileSync(filter, "compiled filter", { mode: 0o600 });
+    const uid = 64_000;
+    const { runtime, spec } = setup(
+      {},
+      { jailer: { jailerBin: jailer.bin, uid, gid: uid, cgroupLimits: false }, seccomp: { filterFile: filter } },
+    );
+    const s = spec(netnsA);
+    const handle = await runtime.start(s);
+    const [call] = readJailerJournal(jailer.journal);
+    expect(call?.argv.slice(call.argv.indexOf("--"))).toEqual([
+      "--",
+      "--api-sock",
+      "/fc.sock",
+      "--seccomp-filter",
+      "/seccomp.bpf",
+    ]);
+    expect(call?.argv).not.toContain("--cgroup");
+    expect(call?.files.find((f) => f.path === "/seccomp.bpf")).toMatchObject({ uid });
+    await runtime.stop(s, handle);
+
+    // Unjailed, "off" is Firecracker's --no-seccomp.
+    const bare = setup({}, { seccomp: "off" });
+    const bareSpec = bare.spec(netnsA);
+    const bareHandle = await bare.runtime.start(bareSpec);
+    expect(readJournal(bare.fake.journal).find((e) => e.event === "start")?.argv).toEqual([
+      "--api-sock",
+      join(bareSpec.sandboxDir, "fc.sock"),
+      "--no-seccomp",
+    ]);
+    await bare.runtime.stop(bareSpec, bareHandle);
+  });
+
+  it("the double refuses what the jailer would refuse", async () => {
+    const jailer = writeFakeJailer(join(root, "jailer-bin-refuse"));
+    const refused = (args: string[]) => exec(jailer.bin, args, { allowFailure: true, timeoutMs: 30_000 });
+    const base = [
+      "--id",
+      "abc",
+      "--exec-file",
+      writeFakeFirecracker(join(root, "bin-refuse")).bin,
+      "--uid",
+      "1",
+      "--gid",
+      "1",
+      "--chroot-base-dir",
+      join(root, "refuse-base"),
+    ];
+    expect((await refused([...base, "--bogus", "1", "--", "--api-sock", "/s"])).stderr).toMatch(/unexpected argument/);
+    expect((await refused(["--id", "a/b", ...base.slice(2), "--", "--api-sock", "/s"])).stderr).toMatch(/invalid --id/);
+    expect((await refused([...base, "--cgroup", "memory.max", "--", "--api-sock", "/s"])).stderr).toMatch(
+      /--cgroup takes/,
+    );
+    expect(
+      (await refused([...base, "--cgroup-version", "2", "--cgroup", "cpu.shares=10", "--", "--api-sock", "/s"])).stderr,
+    ).toMatch(/cgroup v1 file/);
+    expect((await refused([...base, "--"])).stderr).toMatch(/needs --api-sock/);
+    // Every refusal came before the chroot was built.
+    expect(existsSync(join(root, "refuse-base"))).toBe(false);
   });
 
   it("refuses a binary the jailer would not exec", () => {
@@ -412,7 +525,7 @@ describe("FirecrackerRuntime failures leave nothing behind", { timeout: 60_000 }
   });
 
   it("refuses an API socket path longer than a unix socket allows", async () => {
-    const jailerBin = writeFakeJailer(join(root, "jailer-bin"));
+    const { bin: jailerBin } = writeFakeJailer(join(root, "jailer-bin"));
     const deepBase = join(root, "x".repeat(60));
     const { fake, runtime, spec } = setup({}, { jailer: { jailerBin, uid: 0, gid: 0, chrootBaseDir: deepBase } });
     const s = spec(netnsA);

@@ -7,7 +7,15 @@ import type { Logger } from "../../logger.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../types.js";
 import { FirecrackerApiClient, FirecrackerApiError, waitForApiSocket } from "./api-client.js";
 import { type FirecrackerErrorReason, FirecrackerRuntimeError } from "./errors.js";
-import { type JailerOptions, jailerArgv, snapshotFiles, type VmPaths, vmPaths } from "./paths.js";
+import {
+  type JailerOptions,
+  jailerArgv,
+  type SeccompSetting,
+  seccompArgs,
+  snapshotFiles,
+  type VmPaths,
+  vmPaths,
+} from "./paths.js";
 import { isProcessAlive, killProcessGroup, logTail, type ProcessIdentity, spawnDetached } from "./process.js";
 
 export interface FirecrackerRuntimeOptions {
@@ -15,8 +23,13 @@ export interface FirecrackerRuntimeOptions {
   logger: Logger;
   /** Absolute path of the firecracker binary (see detectFirecracker). */
   firecrackerBin: string;
-  /** Run Firecracker under the jailer; off by default. */
+  /**
+   * Run Firecracker under its jailer. The agent's configuration turns it on by default
+   * (AGENT_FIRECRACKER_JAILER); without it Firecracker runs as root with the agent's view of the host.
+   */
   jailer?: JailerOptions;
+  /** Firecracker's seccomp filter: its built-in one (default), none, or a compiled filter file. */
+  seccomp?: SeccompSetting;
   /** Bound on the wait for the API socket after spawning (default 5 s). */
   socketTimeoutMs?: number;
   /** Bound on one API request (default 60 s: a full snapshot of a large guest writes all its memory). */
@@ -286,7 +299,15 @@ export class FirecrackerRuntime implements Runtime {
   }
 
   async #spawn(spec: GuestSpec, paths: VmPaths, signal: AbortSignal | undefined): Promise<ProcessIdentity> {
-    const { jailer } = this.#opts;
+    const { jailer, seccomp } = this.#opts;
+    const jailed = jailer !== undefined && paths.jailBase !== undefined && paths.jailRoot !== undefined;
+    let filterVmPath: string | undefined;
+    if (jailed && typeof seccomp === "object" && paths.jailRoot !== undefined) {
+      // Firecracker reads the filter after the chroot, as the jailed user: a copy it may read.
+      filterVmPath = "/seccomp.bpf";
+      await copyFile(seccomp.filterFile, join(paths.jailRoot, filterVmPath));
+      await this.#ownForJail(paths, join(paths.jailRoot, filterVmPath));
+    }
     const argv =
       jailer !== undefined && paths.jailBase !== undefined
         ? jailerArgv({
@@ -296,8 +317,20 @@ export class FirecrackerRuntime implements Runtime {
             jailBase: paths.jailBase,
             netns: spec.network.netns,
             socketVmPath: paths.socket.vm,
+            vcpus: spec.vcpus,
+            memoryMb: spec.memoryMb,
+            firecrackerArgs: seccompArgs(seccomp, filterVmPath),
           })
-        : ["ip", "netns", "exec", spec.network.netns, this.#opts.firecrackerBin, "--api-sock", paths.socket.host];
+        : [
+            "ip",
+            "netns",
+            "exec",
+            spec.network.netns,
+            this.#opts.firecrackerBin,
+            "--api-sock",
+            paths.socket.host,
+            ...seccompArgs(seccomp),
+          ];
     // sun_path holds 108 bytes including the terminating NUL; a longer path cannot be connected to.
     if (Buffer.byteLength(paths.socket.host) > 107) {
       throw new Error(

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { JailerJournalEntry } from "./fake-jailer.js";
 
 /**
  * Test scaffolding for the Firecracker runtime: a stand-in `firecracker` executable (the spec-checking
@@ -12,6 +13,7 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, "../../../..");
 const fakeEntry = join(here, "fake-firecracker.ts");
+const fakeJailerEntry = join(here, "fake-jailer.ts");
 const tsxLoader = join(repoRoot, "node_modules/tsx/dist/loader.mjs");
 
 export interface FakeKnobs {
@@ -36,6 +38,9 @@ export function writeFakeFirecracker(dir: string, knobs: FakeKnobs = {}): FakeFi
   mkdirSync(dir, { recursive: true });
   const bin = join(dir, "firecracker");
   const journal = join(dir, "journal.jsonl");
+  // Writable by whoever the double runs as: under the fake jailer that is the jail's uid, not root.
+  writeFileSync(journal, "", { flag: "a" });
+  chmodSync(journal, 0o666);
   const env: Record<string, string> = { FAKE_FC_JOURNAL: journal };
   if (knobs.faults) env.FAKE_FC_FAULT = knobs.faults.join(",");
   if (knobs.exitOn) env.FAKE_FC_EXIT_ON = knobs.exitOn;
@@ -52,52 +57,46 @@ export function writeFakeFirecracker(dir: string, knobs: FakeKnobs = {}): FakeFi
   return { bin, journal };
 }
 
+/** The fake jailer's binary and the journal it appends to (see fake-jailer.ts). */
+export interface FakeJailer {
+  bin: string;
+  journal: string;
+}
+
 /**
- * Writes `<dir>/jailer`, a stand-in for Firecracker's jailer that follows its documented command line
- * and effects without the chroot and privilege drop: it validates the arguments, builds
- * `<chroot-base>/<exec name>/<id>/root`, copies the exec file into it and gives it to uid:gid, joins the
- * netns, and execs the copy with `--id` and the arguments after `--`. The double then resolves every
- * path against the jail root (FAKE_FC_ROOT) and checks ownership as the dropped user (FAKE_FC_UID).
+ * Writes `<dir>/jailer`, the spec-checking stand-in for Firecracker's jailer (fake-jailer.ts): it
+ * validates the command line, builds the chroot, journals both, and the wrapper then execs the
+ * command it prints, so the PID the runtime sees is Firecracker's, as with the real jailer (which
+ * execs too). Firecracker then really runs as the jail's uid:gid.
  */
-export function writeFakeJailer(dir: string): string {
+export function writeFakeJailer(dir: string): FakeJailer {
   mkdirSync(dir, { recursive: true });
   const bin = join(dir, "jailer");
+  const journal = join(dir, "jailer.jsonl");
   writeFileSync(
     bin,
     `#!/bin/sh
 set -eu
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --id) id=$2; shift 2;;
-    --exec-file) exe=$2; shift 2;;
-    --uid) uid=$2; shift 2;;
-    --gid) gid=$2; shift 2;;
-    --chroot-base-dir) base=$2; shift 2;;
-    --netns) netns=$2; shift 2;;
-    --cgroup-version) shift 2;;
-    --) shift; break;;
-    *) echo "jailer: unexpected argument $1" >&2; exit 1;;
-  esac
-done
-: "\${id:?--id is required}" "\${exe:?--exec-file is required}" "\${uid:?--uid is required}" "\${gid:?--gid is required}"
-base=\${base:-/srv/jailer}
-case "$id" in *[!a-zA-Z0-9-]*|'') echo "jailer: invalid id $id" >&2; exit 1;; esac
-[ \${#id} -le 64 ] || { echo "jailer: id longer than 64" >&2; exit 1; }
-name=$(basename "$exe")
-case "$name" in *firecracker*) ;; *) echo "jailer: exec file name must contain firecracker" >&2; exit 1;; esac
-root="$base/$name/$id/root"
-mkdir -p "$root"
-cp "$exe" "$root/$name"
-chown "$uid:$gid" "$root"
-set -- --id="$id" --start-time-us=0 --start-time-cpu-us=0 "$@"
-if [ -n "\${netns:-}" ]; then
-  exec nsenter --net="$netns" env FAKE_FC_ROOT="$root" FAKE_FC_UID="$uid" "$root/$name" "$@"
-fi
-exec env FAKE_FC_ROOT="$root" FAKE_FC_UID="$uid" "$root/$name" "$@"
+plan=$(FAKE_JAILER_JOURNAL=${shellQuote(journal)} ${shellQuote(process.execPath)} --import ${shellQuote(tsxLoader)} ${shellQuote(fakeJailerEntry)} "$@")
+IFS='
+'
+set -f
+# shellcheck disable=SC2086
+set -- $plan
+exec "$@"
 `,
   );
   chmodSync(bin, 0o755);
-  return bin;
+  return { bin, journal };
+}
+
+/** The fake jailer's journal entries. */
+export function readJailerJournal(path: string): JailerJournalEntry[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, "utf8")
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => JSON.parse(line) as JailerJournalEntry);
 }
 
 export interface JournalEntry {
