@@ -27,12 +27,14 @@ export interface LocalAgentOptions {
   host: string;
   port: number;
   token: string;
-  /** `auto` picks firecracker (KVM) > qemu (KVM) > namespace. */
+  /** `auto` picks firecracker (KVM) > qemu (KVM) > gvisor > qemu (TCG); namespace only when named. */
   runtime: string;
   /** Where the agent's output goes; undefined: this process's stdout/stderr. */
   logFile?: string;
   /** How long it may take to answer /health. */
   readyTimeoutMs?: number;
+  /** Called with the agent's PID as soon as it is spawned, before it answers. */
+  onSpawned?: (pid: number) => void;
 }
 
 /** Whether a TCP port is free on a host. */
@@ -120,6 +122,7 @@ export async function startLocalAgent(options: LocalAgentOptions): Promise<Local
   if (logFd !== undefined) closeSync(logFd);
   const pid = child.pid;
   if (pid === undefined) throw new CliError("could not start the agent process");
+  options.onSpawned?.(pid);
   let exitCode: number | null | undefined;
   const exited = new Promise<number | null>((resolve) =>
     child.once("exit", (code, signal) => {

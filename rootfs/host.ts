@@ -171,6 +171,8 @@ async function aptWithProgress(
   let all = "";
   const child = start("apt-get", ["-o", "APT::Status-Fd=1", "-o", "Dpkg::Use-Pty=0", ...args], {
     signal: options.signal,
+    // No terminal to answer debconf's questions (and package scripts must not wait for one).
+    env: { DEBIAN_FRONTEND: "noninteractive", LC_ALL: "C.UTF-8" },
     onOutput: (chunk) => {
       all += chunk;
       buffered += chunk;
@@ -226,7 +228,8 @@ export async function ensureHostTools(
       `install them, e.g. on Debian or Ubuntu as root: apt-get install --no-install-recommends ${pkgs.join(" ")}`,
     );
   }
-  await progress.step(`apt-get install ${pkgs.join(" ")}`, async (ticker) => {
+  progress.note(`missing host packages: ${pkgs.join(" ")}`);
+  await progress.step(`apt-get install ${pkgs.length === 1 ? pkgs[0] : `${pkgs.length} packages`}`, async (ticker) => {
     const hint = `check that apt can reach its mirror (apt-get update) and that no other apt is running${options.logFile ? `; apt's output: ${options.logFile}` : ""}`;
     ticker.update("apt-get update");
     await aptWithProgress(["update", "-qq"], ticker, { signal, logFile: options.logFile, hint });

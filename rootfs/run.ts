@@ -87,10 +87,16 @@ export async function runBinary(file: string, args: readonly string[], opts: Run
 export function start(
   file: string,
   args: readonly string[],
-  opts: { signal?: AbortSignal | undefined; onOutput?: (chunk: string) => void } = {},
+  opts: {
+    signal?: AbortSignal | undefined;
+    onOutput?: (chunk: string) => void;
+    /** Extra environment variables (merged over this process's). */
+    env?: Record<string, string>;
+  } = {},
 ): ResultPromise {
   const child = execa(file, args, {
     cancelSignal: opts.signal,
+    ...(opts.env ? { env: opts.env } : {}),
     forceKillAfterDelay: 5_000,
     reject: false,
     stdin: "ignore",

@@ -360,7 +360,10 @@ export async function slowChecks(deps: DoctorDeps): Promise<CheckResult[]> {
         },
   );
   const started = performance.now();
-  const gvisor = await probeGvisor({ exec: deps.exec, searchPath });
+  const runscPath = await deps.lookup("runsc");
+  const gvisor = runscPath
+    ? await probeGvisor({ exec: deps.exec, searchPath, runscBin: runscPath })
+    : ({ available: false, reason: "runsc is not installed" } as const);
   results.push(
     gvisor.available
       ? {
@@ -373,6 +376,27 @@ export async function slowChecks(deps: DoctorDeps): Promise<CheckResult[]> {
           status: kvm ? "warn" : "fail",
           detail: `gVisor unavailable: ${gvisor.reason}${kvm ? "" : "; without KVM the only safe runtime left is QEMU under TCG"}`,
           fix: "apt-get install runsc (wrenn up installs it); see docs/agent.md for what runsc needs",
+        },
+  );
+  // What `AGENT_RUNTIME=auto` makes of these (agent/runtimes/select.ts: the same order).
+  const auto =
+    firecracker.available && kvm
+      ? ["firecracker", "vm: each sandbox is a VM with its own kernel"]
+      : kvm
+        ? ["qemu (KVM)", "vm: each sandbox is a VM with its own kernel"]
+        : gvisor.available
+          ? ["gvisor", "a user-space kernel between guests and this host's kernel; no KVM needed"]
+          : qemu
+            ? ["qemu (TCG)", "vm: safe, but slow to boot without KVM"]
+            : undefined;
+  results.push(
+    auto
+      ? { name: "runtime", status: "ok", detail: `auto picks ${auto[0]}: ${auto[1]}` }
+      : {
+          name: "runtime",
+          status: "fail",
+          detail: "no runtime that isolates guests works here (no KVM, no runsc, no QEMU)",
+          fix: "apt-get install runsc qemu-system-x86 (wrenn up installs them)",
         },
   );
   const nft = await deps.lookup("nft");

@@ -378,7 +378,16 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   try {
     const { ensureHostTools } = await import("../../rootfs/host.js");
     const aptLog = join(logsDir, "host-packages.log");
-    await ensureHostTools(await upProgress(ctx, aptLog), { signal: ctx.signal, logFile: aptLog });
+    await ensureHostTools(await upProgress(ctx, aptLog), { signal: ctx.signal, logFile: aptLog }).catch(
+      (err: Error & { hint?: string }) => {
+        if (ctx.signal.aborted) throw new CliError("interrupted while installing host packages", { exitCode: 130 });
+        // A build error is the user's to act on: its message and hint, the log, and the retry.
+        if (err.name !== "BuildError") throw err;
+        throw new CliError(err.message, {
+          hint: `${err.hint ? `${err.hint}; ` : ""}apt's whole output: ${aptLog}; then retry with: npm start`,
+        });
+      },
+    );
     await ensureImage(ctx, defaultTemplate, join(logsDir, "image-build.log"));
   } catch (err) {
     const started = await edgeStarting.catch(() => undefined);
@@ -390,7 +399,15 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   const token = await resolveAgentToken(env);
   const logFile = join(dataDir, "agent.log");
   output.err(`starting the local agent (runtime ${runtime}) on 127.0.0.1:${agentPort}; log: ${logFile}`);
-  const agentStarting = startLocalAgent({ env, host: "127.0.0.1", port: agentPort, token, runtime, logFile });
+  const agentStarting = startLocalAgent({
+    env,
+    host: "127.0.0.1",
+    port: agentPort,
+    token,
+    runtime,
+    logFile,
+    onSpawned: (pid) => output.err(`local agent starting (pid ${pid})…`),
+  });
   agentStarting.catch(() => {});
   let started: Awaited<typeof edgeStarting>;
   try {

@@ -82,6 +82,13 @@ cleanup() {
   for l in $(ip -o link show 2>/dev/null | sed -nE "s/^[0-9]+: (${prefix}-[^:@]+).*/\1/p"); do ip link del "$l" 2>/dev/null || true; done
   nft delete table inet "wrenn_${prefix}" 2>/dev/null || true
   find /sys/fs/cgroup -depth -type d -name "*${prefix}*" -exec rmdir {} \; 2>/dev/null || true
+  if [ "$code" -ne 0 ] && [ -d "$root/work/wrenn/.wrenn" ]; then
+    # Kept for reading after a failure: wrenn up's logs (apt, image build, agent).
+    rm -rf "$cache/fresh-last-failure"
+    mkdir -p "$cache/fresh-last-failure"
+    cp -a "$root/work/wrenn/.wrenn/logs" "$root/work/wrenn/.wrenn/agent.log" "$cache/fresh-last-failure/" 2>/dev/null || true
+    echo "wrenn up's logs from inside the fresh root: $cache/fresh-last-failure/"
+  fi
   rm -rf "$run"
   exit "$code"
 }

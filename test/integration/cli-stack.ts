@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, freeSlotRange, removeAgentLeftovers } from "../helpers/agent-process.js";
+import { freePort, freeSlotRange, removeAgentLeftovers, suiteRuntime } from "../helpers/agent-process.js";
 
 /**
  * A real Wrenn stack for CLI, SDK and quickstart tests: `wrenn up` (edge on Node + PGlite + a real
@@ -68,7 +68,8 @@ export async function stackEnvironment(options: { adminKey?: boolean } = {}): Pr
     WRENN_PORT: String(port),
     WRENN_DATA_DIR: join(root, "data"),
     WRENN_AGENT_PORT: String(await freePort()),
-    WRENN_RUNTIME: "namespace",
+    // The namespace runtime, or gVisor in the "integration-gvisor" project (WRENN_TEST_RUNTIME).
+    WRENN_RUNTIME: suiteRuntime(),
     AGENT_FILES_ROOTDIR: filesRoot,
     WRENN_CONFIG: join(root, "config.json"),
     AGENT_STATE_DIR: join(root, "agent"),
@@ -223,4 +224,90 @@ export async function runWrenn(
   const code = await new Promise<number | null>((resolve) => child.once("close", (c) => resolve(c)));
   clearTimeout(timer);
   return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+}
+
+/** A `wrenn up` started without waiting for it to be ready, for tests that stop it part-way. */
+export interface StartingStack {
+  pid: number;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the first match of `pattern` in stderr (or stdout); rejects if up exits first or after `timeoutMs`. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  /** SIGKILL to its whole process group (and to `alsoKill`, e.g. the agent in its own group); waits for the exit. */
+  kill(alsoKill?: number[]): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+/** Spawns `command args` (by default `node bin/wrenn.js up`) in the stack environment, in its own process group. */
+export function spawnUp(
+  stack: StackEnvironment,
+  options: { command?: string; args?: string[]; env?: Record<string, string> } = {},
+): StartingStack {
+  const child = spawn(options.command ?? process.execPath, options.args ?? [join(repoRoot, "bin/wrenn.js"), "up"], {
+    cwd: repoRoot,
+    env: { ...stack.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("could not start wrenn up");
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => {
+      exitCode = code;
+      resolve(code);
+    }),
+  );
+  return {
+    pid,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exited,
+    async waitFor(pattern, timeoutMs = 120_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const match = pattern.exec(stderr) ?? pattern.exec(stdout);
+        if (match) return match;
+        if (exitCode !== undefined || Date.now() > deadline) {
+          throw new Error(
+            `wrenn up ${exitCode === undefined ? "timed out" : `exited (${exitCode})`} before ${pattern}:\n${stdout}\n${stderr}`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async kill(alsoKill = []) {
+      for (const target of [-pid, ...alsoKill]) {
+        try {
+          process.kill(target, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      await exited;
+      for (let i = 0; i < 100 && [-pid, ...alsoKill].some((p) => alive(p)); i++)
+        await new Promise((r) => setTimeout(r, 100));
+    },
+  };
+}
+
+/** Polls the API's /health until the database is open (no `starting` in the body). */
+export async function waitForDatabase(port: number, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const body = await fetch(`http://127.0.0.1:${port}/health`)
+      .then((r) => r.json() as Promise<{ starting?: string[] }>)
+      .catch(() => undefined);
+    if (body && !body.starting) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the API on port ${port} did not open its database within ${timeoutMs / 1000}s`);
 }

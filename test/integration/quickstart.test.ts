@@ -52,7 +52,7 @@ describe.skipIf(unavailable !== undefined)(
       expect(healthyAfterMs).toBeDefined();
       // Soft: on a busy machine the rest still runs, so one run shows everything that fails.
       expect.soft(healthyAfterMs, `/health answered after ${healthyAfterMs} ms`).toBeLessThan(10_000);
-      expect(running.stdout()).toMatch(new RegExp(`^Wrenn is ready at http://localhost:${stack.port}$`, "m"));
+      expect(running.stdout()).toMatch(new RegExp(`^Wrenn is ready at http://127\\.0\\.0\\.1:${stack.port}$`, "m"));
 
       // The example: the indented lines after "Try it:" up to the blank line.
       const out = running.stdout();
