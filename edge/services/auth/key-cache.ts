@@ -3,9 +3,10 @@ import type { Principal } from "../context.js";
 /**
  * A small per-instance cache of verified API keys, keyed by the secret as sent, so most requests skip
  * both the SHA-256 and the key lookup. (The secret is only held as long as the entry lives; the process
- * sees it on every request anyway.) Entries live `ttlMs`; a revoke on this instance drops the key at
- * once, and other instances (other Workers isolates, other Node processes) stop accepting it within
- * `ttlMs`.
+ * sees it on every request anyway.) Entries live `ttlMs`; a revoke or change on this instance drops
+ * the key at once. Other instances (other Workers isolates, other Node processes) see it on the key's
+ * next request when the key is rate-limited (the bucket statement re-reads the key row, see
+ * services/auth/authenticate.ts), and otherwise within `ttlMs`. Expiry is checked on every hit.
  */
 export interface ApiKeyCache {
   get(secret: string, now: number): Principal | undefined;
