@@ -224,6 +224,32 @@ async function underHealthWatch<T>(w: World, bomb: () => Promise<T>): Promise<T>
   return result;
 }
 
+/** Datagrams the test host got with this nonce, once the legit one arrived (or 3 s passed) and 0.5 s more. */
+async function datagramsOf(w: World, nonce: string): Promise<string[]> {
+  for (let i = 0; i < 30; i++) {
+    if (w.net.datagrams().some((d) => d.includes(`LEGIT-${nonce}`))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  return w.net.datagrams().filter((d) => d.includes(nonce));
+}
+
+/** Packets the slot's anti-spoofing rules dropped so far. */
+async function spoofedDropped(w: World): Promise<number> {
+  const counter = await execa("ip", [
+    "netns",
+    "exec",
+    w.slotNetns,
+    "nft",
+    "list",
+    "counter",
+    "inet",
+    "wrenn",
+    "spoofed_dropped",
+  ]);
+  return Number(/packets (\d+)/.exec(counter.stdout)?.[1] ?? "0");
+}
+
 const checks: { name: string; run(w: World): Promise<void> }[] = [
   {
     name: "core_pattern: written back directly and through a fresh proc mount, the host's stays as it was",
@@ -362,41 +388,62 @@ const checks: { name: string; run(w: World): Promise<void> }[] = [
   {
     name: "anti-spoofing: a raw packet with a forged source never leaves the slot; a legit one does",
     async run(w) {
-      const nonce = randomBytes(6).toString("hex");
       // Forge the neighbour's slot address: impersonating another sandbox.
-      const out = await python(w, FORGED_PACKET, [w.neighbourAddress, w.net.publicIp, String(w.net.udpPort), nonce]);
+      const forged = w.neighbourAddress;
+      const nonce = randomBytes(6).toString("hex");
+      const out = await python(w, FORGED_PACKET, [forged, w.net.publicIp, String(w.net.udpPort), nonce]);
       expect(out.report.legit, out.stdout + out.stderr).toBe("sent");
-      let seen: string[] = [];
-      for (let i = 0; i < 30; i++) {
-        seen = w.net.datagrams().filter((d) => d.includes(nonce));
-        if (seen.some((d) => d.includes(`LEGIT-${nonce}`))) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      await new Promise((r) => setTimeout(r, 500));
-      seen = w.net.datagrams().filter((d) => d.includes(nonce));
+      const seen = await datagramsOf(w, nonce);
       // The control: egress from the guest's own address reaches the test host (so the path is open).
       expect(
         seen.some((d) => d.includes(`LEGIT-${nonce}`)),
         JSON.stringify(seen),
       ).toBe(true);
       expect(seen.filter((d) => d.includes(`FORGED-${nonce}`))).toEqual([]);
-      if (out.report.raw === "sent") {
-        // The guest could send it: the slot's anti-spoofing rule is what stopped it.
-        const counter = await execa("ip", [
+      const droppedBefore = await spoofedDropped(w);
+      if (out.report.rawsocket !== "ok") {
+        // The guest may not even open a raw socket (no CAP_NET_RAW where its sockets are the host's).
+        expect(["EPERM", "EACCES", "EAFNOSUPPORT", "EPROTONOSUPPORT", "ESOCKTNOSUPPORT"], out.stdout).toContain(
+          out.report.rawsocket,
+        );
+      } else {
+        // The guest could send: the slot's anti-spoofing rule is what stopped each packet (sent from a
+        // VM's own kernel, or refused with EPERM where the guest's sockets are the netns's).
+        expect(out.report.raw, out.stdout).toMatch(/^(sent|EPERM),(sent|EPERM),(sent|EPERM)$/);
+        expect(droppedBefore).toBeGreaterThanOrEqual(3);
+      }
+      // The same from the slot's netns itself, as root with CAP_NET_RAW: what a namespace or gVisor guest
+      // would send if it ever got a raw socket. The rule must stop it there too.
+      const hostNonce = randomBytes(6).toString("hex");
+      const fromNetns = await execa(
+        "ip",
+        [
           "netns",
           "exec",
           w.slotNetns,
-          "nft",
-          "list",
-          "counter",
-          "inet",
-          "wrenn",
-          "spoofed_dropped",
-        ]);
-        expect(Number(/packets (\d+)/.exec(counter.stdout)?.[1] ?? "0")).toBeGreaterThanOrEqual(3);
-      } else {
-        expect(["EPERM", "EACCES", "EAFNOSUPPORT", "EPROTONOSUPPORT", "ESOCKTNOSUPPORT"]).toContain(out.report.raw);
-      }
+          "python3",
+          "-c",
+          FORGED_PACKET,
+          forged,
+          w.net.publicIp,
+          String(w.net.udpPort),
+          hostNonce,
+        ],
+        { reject: false },
+      );
+      // Each forged send is dropped on its way out of the netns (EPERM), the legit one goes.
+      expect(parseReport(fromNetns.stdout), fromNetns.stderr).toEqual({
+        rawsocket: "ok",
+        raw: "EPERM,EPERM,EPERM",
+        legit: "sent",
+      });
+      const seenFromNetns = await datagramsOf(w, hostNonce);
+      expect(
+        seenFromNetns.some((d) => d.includes(`LEGIT-${hostNonce}`)),
+        JSON.stringify(seenFromNetns),
+      ).toBe(true);
+      expect(seenFromNetns.filter((d) => d.includes(`FORGED-${hostNonce}`))).toEqual([]);
+      expect(await spoofedDropped(w)).toBeGreaterThanOrEqual(droppedBefore + 3);
     },
   },
   {

@@ -144,7 +144,9 @@ except OSError as e:
 
 /**
  * python; argv = forged source, destination, UDP port, nonce. Sends a UDP datagram with a forged source
- * through a raw socket (IP_HDRINCL), then the same with a normal socket (the control).
+ * through a raw socket (IP_HDRINCL) three times, then the same with a normal socket (the control).
+ * Reports whether the raw socket opened and, per send, "sent" or the error (EPERM when netfilter dropped
+ * it on the way out of this kernel).
  */
 export const FORGED_PACKET = `
 import errno, socket, struct, sys
@@ -157,13 +159,20 @@ payload = f"FORGED-{nonce}".encode()
 udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0x1234, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
 ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+# A packet that netfilter drops on the way out fails its sendto with EPERM: report each send.
 try:
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-    for _ in range(3): raw.sendto(ip + udp, (dst, 0))
-    print("raw=sent")
+    print("rawsocket=ok")
+    results = []
+    for _ in range(3):
+        try:
+            raw.sendto(ip + udp, (dst, 0)); results.append("sent")
+        except OSError as e:
+            results.append(errno.errorcode.get(e.errno, str(e.errno)))
+    print("raw=" + ",".join(results))
 except OSError as e:
-    print("raw=" + errno.errorcode.get(e.errno, str(e.errno)))
+    print("rawsocket=" + errno.errorcode.get(e.errno, str(e.errno)))
 try:
     legit = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for _ in range(3): legit.sendto(f"LEGIT-{nonce}".encode(), (dst, port))
