@@ -22,10 +22,9 @@
 # Arguments: see namespaceGuestCommand in launch.ts, which is the only caller.
 use strict;
 use warnings;
-use POSIX ();
 
 my %SYS = (
-  setsid => 112, setgroups => 116, setresuid => 117, setresgid => 119, pivot_root => 155, prctl => 157,
+  exit_group => 231, setsid => 112, setgroups => 116, setresuid => 117, setresgid => 119, pivot_root => 155, prctl => 157,
   mount => 165, umount2 => 166, sethostname => 170, unshare => 272, setns => 308, open_tree => 428,
   move_mount => 429, mount_setattr => 442,
 );
@@ -43,7 +42,9 @@ use constant {
   LOOP_CTL_GET_FREE => 0x4C82, LOOP_CONFIGURE => 0x4C0A, LO_FLAGS_AUTOCLEAR => 4,
 };
 
-sub fail { print STDERR "wrenn-launch: $_[0]: $!\n"; POSIX::_exit(125); }
+# _exit(2): no END blocks, no flushing of buffers a forked process shares (POSIX.pm costs ms to load).
+sub quit { my @code = ($_[0]); syscall($SYS{exit_group}, @code); }
+sub fail { print STDERR "wrenn-launch: $_[0]: $!\n"; quit(125); }
 # syscall() may write through string arguments, so it gets copies (literals are read-only).
 sub sys {
   my ($name, $what, @args) = @_;
@@ -145,7 +146,7 @@ if ($helper == 0) {
   if (-d "$root_at/sys/firmware") {
     sys('mount', 'mask /sys/firmware', "tmpfs", "$root_at/sys/firmware", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0");
   }
-  POSIX::_exit(0);
+  quit(0);
 }
 close($to_helper_r);
 close($from_helper_w);
@@ -187,7 +188,7 @@ sub attach_loop {
 my $child = fork() // fail('fork pid 1');
 if ($child != 0) {
   waitpid($child, 0);
-  POSIX::_exit(($? & 127) ? 128 + ($? & 127) : $? >> 8);
+  quit(($? & 127) ? 128 + ($? & 127) : $? >> 8);
 }
 
 # --- pid 1 --------------------------------------------------------------------------------------------
