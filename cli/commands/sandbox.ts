@@ -13,7 +13,6 @@ import { type CommandContext, connection } from "../context.js";
 import { CliError, exitCodes } from "../errors.js";
 import { printJson, relativeTime, renderFields, renderTable } from "../output.js";
 import { copy } from "./cp.js";
-import { shell } from "./shell.js";
 
 export const sandboxUsage = `usage: wrenn sandbox <command> [options]
 
@@ -97,7 +96,8 @@ export async function sandboxCommand(ctx: CommandContext, args: string[]): Promi
     case "exec":
       return exec(ctx, rest);
     case "shell":
-      return shell(ctx, rest);
+      // Loaded only here: the terminal's Connect client and protobuf are most of a quick command's start-up.
+      return (await import("./shell.js")).shell(ctx, rest);
     case "cp":
       return copy(ctx, rest);
     case "pause":
