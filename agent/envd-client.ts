@@ -6,6 +6,38 @@ import { AgentError } from "./errors.js";
 
 /** envd's port inside every guest. */
 export const ENVD_PORT = 49983;
+
+/**
+ * The largest Connect message the agent accepts from envd. envd sends process output in pipe-sized
+ * chunks and directory listings of at most a few MiB; Connect's default (4 GiB) would let a guest
+ * (root can replace envd) make the agent buffer whatever it declares. A larger message fails the call
+ * with RESOURCE_EXHAUSTED before its body is read.
+ */
+export const ENVD_READ_MAX_BYTES = 16 * 1024 * 1024;
+
+/** How much of an envd error answer becomes the error message; the rest is never read. */
+const ENVD_MESSAGE_MAX_BYTES = 4096;
+
+/** The first `maxBytes` of a body as text; the rest of the transfer is cancelled, not drained. */
+async function readPrefix(res: Response, maxBytes: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (total < maxBytes) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value.subarray(0, maxBytes - total));
+      total += Math.min(value.length, maxBytes - total);
+    }
+  } catch {
+    // A body that broke off: what arrived is the message.
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return Buffer.concat(parts).toString("utf8");
+}
 /** The sandbox user that processes and files belong to unless a call names another. */
 export const DEFAULT_USER = "user";
 export const DEFAULT_WORKDIR = "/home/user";
@@ -21,8 +53,9 @@ export class EnvdClient {
   readonly process: Client<typeof Process>;
   readonly filesystem: Client<typeof Filesystem>;
 
-  constructor(address: string, accessToken: string) {
-    this.baseUrl = `http://${address}:${ENVD_PORT}`;
+  /** `port` is envd's fixed port but for tests, which stand a fake envd up on a free one. */
+  constructor(address: string, accessToken: string, port = ENVD_PORT) {
+    this.baseUrl = `http://${address}:${port}`;
     this.#accessToken = accessToken;
     const headers: Interceptor = (next) => async (req) => {
       if (accessToken !== "") req.header.set("x-access-token", accessToken);
@@ -35,6 +68,7 @@ export class EnvdClient {
       baseUrl: this.baseUrl,
       httpVersion: "1.1",
       useBinaryFormat: true,
+      readMaxBytes: ENVD_READ_MAX_BYTES,
       interceptors: [headers],
     });
     this.process = createClient(Process, transport);
@@ -54,7 +88,8 @@ export class EnvdClient {
   async healthy(signal?: AbortSignal): Promise<boolean> {
     try {
       const res = await fetch(`${this.baseUrl}/health`, { signal: signal ?? AbortSignal.timeout(1_000) });
-      await res.arrayBuffer();
+      // The status is the answer; a body (which a guest could make endless) is not read.
+      await res.body?.cancel().catch(() => {});
       return res.ok;
     } catch {
       return false;
@@ -91,7 +126,7 @@ export class EnvdClient {
       body: JSON.stringify(body.accessToken === "" ? { ...body, accessToken: undefined } : body),
       signal: AbortSignal.timeout(10_000),
     });
-    const text = await res.text();
+    const text = await readPrefix(res, ENVD_MESSAGE_MAX_BYTES);
     if (!res.ok) {
       throw new AgentError(
         "UNAVAILABLE",
@@ -108,7 +143,7 @@ export class EnvdClient {
     form.append("file", new Blob([new Uint8Array(content)]), path);
     const url = `${this.baseUrl}/files?${new URLSearchParams({ path, username: user || DEFAULT_USER })}`;
     const res = await fetch(url, { method: "POST", headers: this.#headers(), body: form, signal });
-    const text = await res.text();
+    const text = await readPrefix(res, ENVD_MESSAGE_MAX_BYTES);
     if (!res.ok) throw filesError(res.status, text, path);
   }
 
@@ -116,7 +151,7 @@ export class EnvdClient {
   async readFile(path: string, user: string, signal?: AbortSignal): Promise<Response> {
     const url = `${this.baseUrl}/files?${new URLSearchParams({ path, username: user || DEFAULT_USER })}`;
     const res = await fetch(url, { headers: this.#headers({ "accept-encoding": "identity" }), signal });
-    if (!res.ok) throw filesError(res.status, await res.text(), path);
+    if (!res.ok) throw filesError(res.status, await readPrefix(res, ENVD_MESSAGE_MAX_BYTES), path);
     return res;
   }
 }
