@@ -3,7 +3,7 @@ import { createApp } from "../edge/app.js";
 import type { App } from "../edge/context.js";
 import { noopLogger } from "../edge/logger.js";
 import { takeToken } from "../edge/services/rate-limit/take-token.js";
-import { addFakeHost, createEdgeHarness } from "../test/helpers/edge-app.js";
+import { createEdgeHarness } from "../test/helpers/edge-app.js";
 import { startPostgres } from "../test/helpers/postgres.js";
 import { type Benchmark, type BenchRow, summarize, timeRuns } from "./stats.js";
 
@@ -55,10 +55,7 @@ async function measure(rows: BenchRow[], database: "pglite" | "postgres"): Promi
   const pg = database === "postgres" ? await startPostgres() : undefined;
   const h = await createEdgeHarness(pg ? { databaseUrl: pg.url } : {});
   try {
-    await addFakeHost(h);
     const team = await h.newTeam();
-    const created = await h.request("POST", "/v1/sandboxes", { key: team.key, json: {} });
-    const { id } = (await created.json()) as { id: string };
     const limited = createApp({
       database: () => ({ db: h.database.db, close: async () => {} }),
       agents: h.agents,
@@ -66,7 +63,8 @@ async function measure(rows: BenchRow[], database: "pglite" | "postgres"): Promi
       logger: noopLogger,
       config: { ...h.config, rateLimit: { perSec: 1_000_000, burst: 1_000_000 } },
     });
-    const path = `/v1/sandboxes/${id}`;
+    // The team's (empty) sandbox list: authentication plus one indexed read, no agent call.
+    const path = "/v1/sandboxes";
     const get = (app: App) => async () => {
       const res = await app.request(path, { headers: { "x-api-key": team.key } });
       if (res.status !== 200) throw new Error(`unexpected ${res.status}`);
@@ -75,14 +73,14 @@ async function measure(rows: BenchRow[], database: "pglite" | "postgres"): Promi
     const { a: off, b: on } = await interleaved(get(h.app), get(limited));
     const label = database === "pglite" ? "PGlite in process" : "PostgreSQL via node-postgres, loopback";
     rows.push({
-      name: `GET /v1/sandboxes/{id}, limiter off (${label})`,
+      name: `GET /v1/sandboxes, limiter off (${label})`,
       unit: "ms",
       value: off.median,
       p95: off.p95,
       n: off.n,
     });
     rows.push({
-      name: `GET /v1/sandboxes/{id}, limiter on (${label})`,
+      name: `GET /v1/sandboxes, limiter on (${label})`,
       unit: "ms",
       value: on.median,
       p95: on.p95,

@@ -55,10 +55,13 @@ export function requireAdmin(): MiddlewareHandler<AppEnv> {
  */
 export function requireScope(scope: ApiKeyScope): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    if (scope === "admin" && !c.get("team").principal.isAdmin) {
+    // A scoped route mounted where no key was checked must not run as nobody.
+    const principal = c.get("team")?.principal;
+    if (!principal) throw new ServiceError("UNAUTHORIZED", "send an API key in X-API-Key or Authorization: Bearer");
+    if (scope === "admin" && !principal.isAdmin) {
       throw new ServiceError("FORBIDDEN", "this route needs an admin API key", { details: { requiredScope: scope } });
     }
-    if (!hasScope(c.get("team").principal, scope)) {
+    if (!hasScope(principal, scope)) {
       throw new ServiceError("INSUFFICIENT_SCOPE", `this route needs an API key with the "${scope}" scope`, {
         details: { requiredScope: scope },
       });
