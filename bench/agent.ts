@@ -150,7 +150,7 @@ async function syscallOverhead(): Promise<BenchRow[]> {
         if (command.setup) await run(command.setup);
         await run(command.script);
         const samples: number[] = [];
-        for (let i = 0; i < 5; i++) {
+        for (let i = 0; i < 3; i++) {
           const t0 = performance.now();
           await run(command.script);
           samples.push(performance.now() - t0);

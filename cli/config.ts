@@ -60,8 +60,8 @@ const schema = z.object({
   WRENN_CACHE_DIR: z.string().startsWith("/", "WRENN_CACHE_DIR must be an absolute path").optional(),
   XDG_CACHE_HOME: z.string().optional(),
   WRENN_RUNTIME: z
-    .enum(["auto", "firecracker", "qemu", "namespace"], {
-      error: "WRENN_RUNTIME must be auto, firecracker, qemu or namespace",
+    .enum(["auto", "firecracker", "qemu", "gvisor", "namespace"], {
+      error: "WRENN_RUNTIME must be auto, firecracker, qemu, gvisor or namespace",
     })
     .optional(),
   AGENT_FILES_ROOTDIR: z

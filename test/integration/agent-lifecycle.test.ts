@@ -8,7 +8,7 @@ import {
   StopReason,
   TimeoutAction,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
   leftovers,
@@ -213,7 +213,9 @@ describe("agent: namespace sandbox lifecycle", () => {
     await c.destroySandbox({ sandboxId: id });
   });
 
-  it("holds a sandbox to its memory and CPU limits", async () => {
+  // Under gVisor all guest memory belongs to one host process, so the limit ends the whole sandbox
+  // instead of one process: test/integration/gvisor-runtime.test.ts asserts that behaviour there.
+  it.skipIf(suiteRuntime() === "gvisor")("holds a sandbox to its memory and CPU limits", async () => {
     const c = agent.client;
     const id = newSandboxId();
     await c.createSandbox({ sandboxId: id, template: TEMPLATE, memoryMb: 128, vcpus: 1 });

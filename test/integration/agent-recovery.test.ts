@@ -4,7 +4,7 @@ import { Code } from "@connectrpc/connect";
 import { execa } from "execa";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
   leftovers,
@@ -217,7 +217,7 @@ describe("agent: concurrency, TTL reaper, restart recovery", () => {
       JSON.stringify({
         id: failed,
         template: TEMPLATE,
-        runtime: "namespace",
+        runtime: suiteRuntime(),
         status: "error",
         error: "resume failed: test",
         vcpus: 1,

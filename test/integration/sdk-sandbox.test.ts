@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Sandbox, WrennClient, WrennError } from "../../sdk/index.js";
+import { suiteRuntime } from "../helpers/agent-process.js";
 import {
   type RunningStack,
   type StackEnvironment,
@@ -141,7 +142,7 @@ describe.skipIf(unavailable !== undefined)(
       const client = new WrennClient(conn());
       expect((await client.health()).status).toBe("ok");
       const hosts = await client.hosts.list();
-      expect(hosts.map((h) => h.runtime)).toEqual(["namespace"]);
+      expect(hosts.map((h) => h.runtime)).toEqual([suiteRuntime()]);
     });
 
     it("kill stops the sandbox", async () => {
