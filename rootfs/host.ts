@@ -160,7 +160,12 @@ export function parseAptStatus(line: string): { detail: string; fraction: number
   return { detail: `${phase}: ${m[4]}`, fraction: percent / 100 };
 }
 
-/** Runs apt-get with its status lines turned into progress, and all output appended to `logFile`. */
+/**
+ * Runs apt-get with its status lines (on fd 3) turned into progress, and its output appended to
+ * `logFile`. The status goes to its own descriptor, not stdout: package scripts write to stdout too,
+ * and with the status on the same non-blocking pipe their writes can fail (libgstreamer's postinst
+ * dies on `echo: I/O error`, which leaves qemu-system-x86 unconfigured).
+ */
 async function aptWithProgress(
   args: string[],
   ticker: { update(detail: string, fraction?: number): void },
@@ -169,12 +174,14 @@ async function aptWithProgress(
   const { appendFile } = await import("node:fs/promises");
   let buffered = "";
   let all = "";
-  const child = start("apt-get", ["-o", "APT::Status-Fd=1", "-o", "Dpkg::Use-Pty=0", ...args], {
+  const child = start("apt-get", ["-o", "APT::Status-Fd=3", "-o", "Dpkg::Use-Pty=0", ...args], {
     signal: options.signal,
     // No terminal to answer debconf's questions (and package scripts must not wait for one).
     env: { DEBIAN_FRONTEND: "noninteractive", LC_ALL: "C.UTF-8" },
     onOutput: (chunk) => {
       all += chunk;
+    },
+    onFd3: (chunk) => {
       buffered += chunk;
       const lines = buffered.split("\n");
       buffered = lines.pop() ?? "";
@@ -188,12 +195,7 @@ async function aptWithProgress(
   if (options.logFile) await appendFile(options.logFile, `$ apt-get ${args.join(" ")}\n${all}`).catch(() => {});
   if (result.isCanceled || options.signal?.aborted) throw new BuildError("interrupted while running apt-get");
   if (result.exitCode !== 0) {
-    const tail = all
-      .split("\n")
-      .filter((l) => !parseAptStatus(l))
-      .slice(-12)
-      .join("\n")
-      .trim();
+    const tail = all.split("\n").slice(-12).join("\n").trim();
     throw new BuildError(
       `apt-get ${args.join(" ")} failed (exit ${result.exitCode ?? result.signal})\n${tail}`,
       options.hint,
@@ -230,7 +232,7 @@ export async function ensureHostTools(
   }
   progress.note(`missing host packages: ${pkgs.join(" ")}`);
   await progress.step(`apt-get install ${pkgs.length === 1 ? pkgs[0] : `${pkgs.length} packages`}`, async (ticker) => {
-    const hint = `check that apt can reach its mirror (apt-get update) and that no other apt is running${options.logFile ? `; apt's output: ${options.logFile}` : ""}`;
+    const hint = "check that apt can reach its mirror (apt-get update) and that no other apt is running";
     ticker.update("apt-get update");
     await aptWithProgress(["update", "-qq"], ticker, { signal, logFile: options.logFile, hint });
     await aptWithProgress(["install", "-y", "-qq", "--no-install-recommends", ...pkgs], ticker, {

@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import { ExecaError, execa, type ResultPromise } from "execa";
 import { BuildError } from "./errors.js";
 
@@ -92,6 +93,8 @@ export function start(
     onOutput?: (chunk: string) => void;
     /** Extra environment variables (merged over this process's). */
     env?: Record<string, string>;
+    /** A pipe on the child's fd 3 (e.g. apt's APT::Status-Fd=3), its chunks given here. */
+    onFd3?: (chunk: string) => void;
   } = {},
 ): ResultPromise {
   const child = execa(file, args, {
@@ -99,15 +102,20 @@ export function start(
     ...(opts.env ? { env: opts.env } : {}),
     forceKillAfterDelay: 5_000,
     reject: false,
-    stdin: "ignore",
-    stdout: opts.onOutput ? "pipe" : "ignore",
-    stderr: "pipe",
+    stdio: ["ignore", opts.onOutput ? "pipe" : "ignore", "pipe", ...(opts.onFd3 ? (["pipe"] as const) : [])] as [
+      "ignore",
+      "ignore" | "pipe",
+      "pipe",
+      ...("pipe" | "ignore")[],
+    ],
     buffer: !opts.onOutput,
-  });
+  }) as ResultPromise;
   const onOutput = opts.onOutput;
   if (onOutput) {
     child.stdout?.on("data", (chunk: Buffer) => onOutput(chunk.toString()));
     child.stderr?.on("data", (chunk: Buffer) => onOutput(chunk.toString()));
   }
+  const onFd3 = opts.onFd3;
+  if (onFd3) (child.stdio[3] as Readable | undefined)?.on("data", (chunk: Buffer) => onFd3(chunk.toString()));
   return child;
 }
