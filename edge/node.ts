@@ -10,6 +10,7 @@ import { type Env, edgeConfigFrom, parseEnv } from "./env.js";
 import { codeToStatus, type ErrorCode } from "./errors/codes.js";
 import { createConsoleLogger, type Logger } from "./logger.js";
 import { createAgentProxyFetch } from "./node/agent-proxy-fetch.js";
+import { createPinnedAgentFetch } from "./node/agent-tls.js";
 import { openNodeDatabase } from "./node/database.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
@@ -48,6 +49,23 @@ export interface NodeEdgeOptions {
   onListening?: (url: string) => void;
 }
 
+/**
+ * Bounds of the Node edge's listener. A client gets 30 s to send a request's head (slowloris), an
+ * hour to send a whole request (uploads stream through to sandboxes and may be large; Node's default
+ * of 5 minutes cut them), and an idle kept-alive connection is closed after 65 s (longer than the
+ * usual 60 s idle timeout of a load balancer in front, so the balancer closes first). Answers are not
+ * bounded here: exec streams and downloads last as long as they need.
+ */
+export const nodeEdgeServerLimits = {
+  headersTimeout: 30_000,
+  requestTimeout: 3_600_000,
+  keepAliveTimeout: 65_000,
+  connectionsCheckingInterval: 5_000,
+} as const;
+
+/** Open connections the Node edge accepts at once. */
+export const NODE_EDGE_MAX_CONNECTIONS = 8_192;
+
 /** The `/health` body while the database is still being opened: live, and saying what it waits for. */
 export interface StartingHealth {
   status: "ok";
@@ -78,7 +96,8 @@ export async function startNodeEdge(
   const secrets = await createSecretBox(key);
   const config = edgeConfigFrom(env);
   // Transfers to sandboxes go over node:http rather than undici: see createAgentProxyFetch.
-  const agents = createAgentConnector({ proxyFetch: createAgentProxyFetch() });
+  // Hosts registered with a TLS pin or CA are reached through a verifying agent (node/agent-tls.ts).
+  const agents = createAgentConnector({ proxyFetch: createAgentProxyFetch(), pinnedFetch: createPinnedAgentFetch() });
   // Set once the database is open; no request reaches the app before then (see `fetch` below).
   let database: DatabaseHandle | undefined;
   const deps: AppDeps = {
@@ -116,10 +135,10 @@ export async function startNodeEdge(
     fetch: streamLargeBodies(guardRelayedBodies(fetch, logger)),
     port: env.WRENN_PORT,
     hostname: env.WRENN_HOST,
+    serverOptions: nodeEdgeServerLimits,
   });
-  // Uploads stream through to sandboxes and may take longer than Node's default 5-minute limit on
-  // receiving a request; slow clients are bounded by the headers timeout instead.
-  if ("requestTimeout" in server) server.requestTimeout = 0;
+  // Beyond this many open connections, new ones are closed as they arrive.
+  server.maxConnections = NODE_EDGE_MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once("listening", () => resolve());
     server.once("error", reject);

@@ -7,13 +7,31 @@ import { ServiceError } from "../services/errors.js";
 /** A generated, typed client of one host agent. */
 export type AgentClient = Client<typeof HostAgentService>;
 
+/**
+ * How the edge checks an agent's TLS certificate beyond the system's CAs: an exact certificate (its
+ * SHA-256 fingerprint, lowercase hex), a private CA, or both. Only the Node edge can apply it.
+ */
+export interface AgentTlsPolicy {
+  certSha256?: string;
+  caPem?: string;
+}
+
 /** What the edge needs to reach a host agent. `token` is the decrypted bearer token. */
 export interface HostTarget {
   id: string;
   /** Base URL of the agent, e.g. `http://10.0.0.5:9000`. */
   address: string;
   token: string;
+  /** Set when the host was registered with a pinned certificate or CA. */
+  tls?: AgentTlsPolicy;
 }
+
+/**
+ * Makes a `fetch` that verifies an agent's certificate against a policy. The Node edge provides one
+ * (edge/node/agent-tls.ts); Workers' `fetch` has no way to see or pin a peer certificate, so there a
+ * host with a policy is refused rather than reached unverified.
+ */
+export type PinnedFetchFactory = (policy: AgentTlsPolicy) => typeof fetch;
 
 /** Per-call options of `AgentConnector.proxy`. */
 export interface ProxyRequestInit {
@@ -90,13 +108,29 @@ export function createAgentConnector(
     fetch?: typeof fetch;
     /** `fetch` for the `/proxy` route only (the Node edge passes a faster one for large transfers). */
     proxyFetch?: typeof fetch;
+    /** For hosts with a TLS policy: both RPCs and proxied traffic go through the verifying `fetch`. */
+    pinnedFetch?: PinnedFetchFactory;
   } = {},
 ): AgentConnector {
   const baseFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
-  const proxyFetch = options.proxyFetch ?? baseFetch;
+  const plainProxyFetch = options.proxyFetch ?? baseFetch;
+  /** The fetch that may carry this host's token: a verifying one when the host has a TLS policy. */
+  const fetchFor = (host: HostTarget, plain: typeof fetch): typeof fetch => {
+    if (host.tls === undefined) return plain;
+    if (options.pinnedFetch === undefined) {
+      throw new ServiceError(
+        "AGENT_UNAVAILABLE",
+        `host ${host.id} is registered with a pinned TLS certificate or CA, which this edge runtime cannot verify ` +
+          "(Cloudflare Workers' fetch exposes no peer certificate); reach it from a Node edge, or register it without a pin behind a publicly trusted certificate",
+      );
+    }
+    return options.pinnedFetch(host.tls);
+  };
   return {
-    client: (host, requestId) => createClient(HostAgentService, createAgentTransport(host, requestId, baseFetch)),
-    proxy: (host, sandboxId, port, pathAndQuery, init) => {
+    client: (host, requestId) =>
+      createClient(HostAgentService, createAgentTransport(host, requestId, fetchFor(host, baseFetch))),
+    proxy: async (host, sandboxId, port, pathAndQuery, init) => {
+      const proxyFetch = fetchFor(host, plainProxyFetch);
       const url = `${host.address.replace(/\/+$/, "")}/proxy/${sandboxId}/${port}${pathAndQuery}`;
       const headers = { ...init.headers, authorization: `Bearer ${host.token}`, [requestIdHeader]: init.requestId };
       // `duplex: "half"` is required by Node's fetch for a streamed request body (Workers ignores it).

@@ -60,10 +60,11 @@ function abortReason(signal: AbortSignal): Error {
  * response's socket reads on without copying. It follows no redirects (the agent never sends one).
  * Bodies are streams, bytes or strings; nothing else is needed by the proxy callers.
  */
-export function createAgentProxyFetch(): typeof fetch {
+export function createAgentProxyFetch(options: { httpsAgent?: HttpsAgent } = {}): typeof fetch {
   const agents = {
     "http:": new HttpAgent({ keepAlive: true }),
-    "https:": new HttpsAgent({ keepAlive: true }),
+    // A host registered with a TLS pin or CA gets an agent that verifies it (edge/node/agent-tls.ts).
+    "https:": options.httpsAgent ?? new HttpsAgent({ keepAlive: true }),
   };
   return (input, init = {}) =>
     new Promise<Response>((resolve, reject) => {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server } from "node:http";
 import { connect as connectTcp, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { connect as connectTls } from "node:tls";
+import { connect as connectTls, type TLSSocket } from "node:tls";
 import type { AppDeps } from "../context.js";
 import { codeToStatus, type ErrorCode } from "../errors/codes.js";
 import { errorBody } from "../errors/handle.js";
@@ -10,6 +10,7 @@ import { isRelayableStatus, sandboxBadResponse, sandboxUnavailable } from "../pr
 import { decideSandboxRoute, guestRequestHeaders, refusalForAgentBody } from "../proxy/sandbox-proxy.js";
 import type { ServiceContext } from "../services/context.js";
 import { randomString } from "../services/ids.js";
+import { agentCertificateProblem, agentTlsOptions } from "./agent-tls.js";
 
 /**
  * WebSocket (and any HTTP/1.1 Upgrade) for the sandbox proxy on Node. Hono's `fetch` interface cannot
@@ -92,7 +93,12 @@ async function handleUpgrade(
   const tls = agentUrl.protocol === "https:";
   const port = Number(agentUrl.port || (tls ? 443 : 80));
   const upstream: Socket = tls
-    ? connectTls({ host: agentUrl.hostname, port, servername: agentUrl.hostname })
+    ? connectTls({
+        host: agentUrl.hostname,
+        port,
+        servername: agentUrl.hostname,
+        ...agentTlsOptions(destination.target.tls),
+      })
     : connectTcp({ host: agentUrl.hostname, port });
   const base = agentUrl.pathname.replace(/\/+$/, "");
   const lines = [
@@ -108,6 +114,17 @@ async function handleUpgrade(
     lines.push(`${name}: ${value.replace(/[\r\n]/g, " ")}`);
   }
   upstream.once(tls ? "secureConnect" : "connect", () => {
+    // A pinned host's certificate is checked before the token is written (see agent-tls.ts).
+    const certificateProblem = tls ? agentCertificateProblem(upstream as TLSSocket, destination.target.tls) : undefined;
+    if (certificateProblem !== undefined || (!tls && destination.target.tls !== undefined)) {
+      deps.logger.warn("sandbox upgrade: agent certificate refused", {
+        requestId,
+        reason: certificateProblem ?? "not https",
+      });
+      upstream.destroy();
+      socket.destroy();
+      return;
+    }
     upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
     if (head.length > 0) upstream.write(head);
     readAnswerHead(upstream).then(

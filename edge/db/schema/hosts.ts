@@ -25,6 +25,13 @@ export const hosts = pgTable(
     /** Base URL of the agent, e.g. `http://10.0.0.5:9000`. */
     address: text("address").notNull(),
     tokenSealed: text("token_sealed").notNull(),
+    /**
+     * SHA-256 fingerprint of the agent's TLS certificate (64 lowercase hex digits): when set, the edge
+     * talks to the agent only if it presents exactly that certificate. Node edges only (Workers cannot pin).
+     */
+    tlsPin: text("tls_pin"),
+    /** PEM of the CA the agent's certificate must chain to (with its host name checked); Node edges only. */
+    caPem: text("ca_pem"),
     status: text("status", { enum: hostStatuses }).notNull().default("active"),
     runtime: text("runtime").notNull().default(""),
     /**

@@ -39,6 +39,15 @@ export const RegisterHostBody = z
   .object({
     address: z.string().min(1).max(2048).openapi({ example: "http://10.0.0.5:9000" }),
     token: z.string().min(16).max(4096).openapi({ description: "The agent's bearer token" }),
+    tlsPin: z.string().max(200).optional().openapi({
+      description:
+        "SHA-256 fingerprint of the agent's TLS certificate (`openssl x509 -noout -fingerprint -sha256`); the edge then talks to this host only if it presents that certificate. https only; Node edges only (Workers cannot pin and refuse such hosts)",
+      example: "3A:7F:…:C2",
+    }),
+    caPem: z.string().max(65_536).optional().openapi({
+      description:
+        "PEM of the CA the agent's certificate must chain to, its host name checked against the address. https only; Node edges only",
+    }),
   })
   .openapi("RegisterHostRequest");
 

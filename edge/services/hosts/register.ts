@@ -1,4 +1,5 @@
 import { eq } from "drizzle-orm";
+import type { AgentTlsPolicy } from "../../clients/agent.js";
 import { hosts } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
 import { BadRequestError } from "../errors.js";
@@ -12,6 +13,10 @@ export interface RegisterHostInput {
   address: string;
   /** The agent's bearer token. */
   token: string;
+  /** SHA-256 fingerprint of the agent's certificate to pin (hex, colons allowed); https only. */
+  tlsPin?: string | undefined;
+  /** PEM of the CA the agent's certificate must chain to; https only. */
+  caPem?: string | undefined;
 }
 
 /**
@@ -24,7 +29,10 @@ export async function registerHost(
   input: RegisterHostInput,
 ): Promise<{ host: HostView; created: boolean }> {
   const address = normaliseAddress(input.address);
-  const info = await fetchHostInfo(ctx, { id: "unregistered", address, token: input.token });
+  const tls = agentTlsPolicy(address, input);
+  // The registration call itself goes through the pin, so a wrong pin fails here, before anything is stored.
+  const info = await fetchHostInfo(ctx, { id: "unregistered", address, token: input.token, ...(tls ? { tls } : {}) });
+  const tlsColumns = { tlsPin: tls?.certSha256 ?? null, caPem: tls?.caPem ?? null };
   const tokenSealed = await ctx.secrets.seal(input.token);
   const facts = hostInfoColumns(info);
   const now = ctx.now();
@@ -32,14 +40,22 @@ export async function registerHost(
   if (existing) {
     const [row] = await ctx.db
       .update(hosts)
-      .set({ ...facts, tokenSealed, lastSeenAt: now, updatedAt: now, consecutiveFailures: 0, lastError: null })
+      .set({
+        ...facts,
+        ...tlsColumns,
+        tokenSealed,
+        lastSeenAt: now,
+        updatedAt: now,
+        consecutiveFailures: 0,
+        lastError: null,
+      })
       .where(eq(hosts.id, existing.id))
       .returning();
     return { host: toHostView(row ?? existing), created: false };
   }
   const [row] = await ctx.db
     .insert(hosts)
-    .values({ id: newId("host"), address, tokenSealed, ...facts, lastSeenAt: now })
+    .values({ id: newId("host"), address, tokenSealed, ...tlsColumns, ...facts, lastSeenAt: now })
     .returning();
   if (!row) throw new Error("insert into hosts returned no row");
   ctx.logger.info("host registered", { hostId: row.id, address, runtime: row.runtime, isolation: row.isolation });
@@ -63,4 +79,41 @@ export function normaliseAddress(address: string): string {
     });
   }
   return `${url.protocol}//${url.host}`;
+}
+
+/**
+ * Checks and normalises the TLS pin and CA of a registration: both need an https address, the pin is
+ * a SHA-256 fingerprint (as `openssl x509 -noout -fingerprint -sha256` prints it, colons optional),
+ * the CA one or more PEM certificates.
+ */
+export function agentTlsPolicy(
+  address: string,
+  input: { tlsPin?: string | undefined; caPem?: string | undefined },
+): AgentTlsPolicy | undefined {
+  const pin = input.tlsPin?.trim();
+  const caPem = input.caPem?.trim();
+  if (!pin && !caPem) return undefined;
+  if (!address.startsWith("https:")) {
+    throw new BadRequestError("tlsPin and caPem need an https address", { address: "not https" });
+  }
+  const policy: AgentTlsPolicy = {};
+  if (pin) {
+    const hex = pin
+      .replace(/^sha256[:/]/i, "")
+      .replace(/:/g, "")
+      .toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(hex)) {
+      throw new BadRequestError("tlsPin must be the SHA-256 fingerprint of the agent's certificate (64 hex digits)", {
+        tlsPin: "not a SHA-256 fingerprint",
+      });
+    }
+    policy.certSha256 = hex;
+  }
+  if (caPem) {
+    if (!/^(-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----\s*)+$/.test(caPem)) {
+      throw new BadRequestError("caPem must be PEM certificates (-----BEGIN CERTIFICATE-----)", { caPem: "not PEM" });
+    }
+    policy.caPem = `${caPem}\n`;
+  }
+  return policy;
 }

@@ -4,7 +4,14 @@ import type { ServiceContext } from "../context.js";
 
 /** Decrypts a host's token and returns what the agent connector needs. */
 export async function hostTarget(ctx: ServiceContext, host: HostRow): Promise<HostTarget> {
-  return { id: host.id, address: host.address, token: await ctx.secrets.open(host.tokenSealed) };
+  const target: HostTarget = { id: host.id, address: host.address, token: await ctx.secrets.open(host.tokenSealed) };
+  if (host.tlsPin !== null || host.caPem !== null) {
+    target.tls = {
+      ...(host.tlsPin !== null ? { certSha256: host.tlsPin } : {}),
+      ...(host.caPem !== null ? { caPem: host.caPem } : {}),
+    };
+  }
+  return target;
 }
 
 /** A Connect client for a host, carrying the request id. */
