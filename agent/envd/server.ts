@@ -24,6 +24,11 @@ import { EnvdState } from "./state.js";
 import { ENVD_VERSION } from "./version.js";
 import { createMetadataStore } from "./xattr.js";
 
+/** Time a client has to send a request's head (and a new connection its first bytes). */
+const ENVD_HEADERS_TIMEOUT_MS = 30_000;
+/** Open connections envd serves at once; more are closed as they arrive (the agent pools at most 128 per guest). */
+const ENVD_MAX_CONNECTIONS = 1024;
+
 /** envd's own oom_score_adj in a guest: last to be killed. */
 const ENVD_OOM_SCORE_ADJ = -900;
 /** oom_score_adj for processes envd starts in a guest: the kernel's default weight. */
@@ -175,8 +180,19 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
   const shutdown = new AbortController();
   const handler = createHandler(config, full, state, processes, shutdown.signal);
 
-  // Uploads and output streams may last hours: no whole-request timeout, only a header deadline.
-  const h1 = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, handler);
+  // Uploads and client streams (process input) may last hours, and exec and watch streams are quiet
+  // for as long as their process is: no whole-request timeout, only a deadline on each request's head.
+  // The keep-alive timeout is longer than the agent's idle timeout on its pooled connections to envd
+  // (30 s), so the agent, not envd, closes an idle connection and never reuses one envd is closing.
+  const h1 = http.createServer(
+    {
+      requestTimeout: 0,
+      headersTimeout: ENVD_HEADERS_TIMEOUT_MS,
+      keepAliveTimeout: 65_000,
+      connectionsCheckingInterval: 5_000,
+    },
+    handler,
+  );
   // node:http2 is loaded with the first h2c connection: an idle envd that only ever sees HTTP/1.1
   // (the SDKs' file and RPC traffic) saves its memory.
   let h2: Promise<http2.Http2Server> | undefined;
@@ -184,7 +200,10 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
     h2 ??= import("node:http2").then((m) => m.createServer({}, handler));
     return h2;
   };
-  const { server: tcp, destroyConnections } = createDualProtocolListener(h1, h2Server);
+  const { server: tcp, destroyConnections } = createDualProtocolListener(h1, h2Server, {
+    firstBytesTimeoutMs: ENVD_HEADERS_TIMEOUT_MS,
+    maxConnections: ENVD_MAX_CONNECTIONS,
+  });
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
     tcp.listen(config.port, config.host, () => {

@@ -20,7 +20,15 @@ export interface DualProtocolListener {
 export function createDualProtocolListener(
   h1: http.Server,
   h2: () => Promise<http2.Http2Server>,
+  limits: { firstBytesTimeoutMs: number; maxConnections: number } = {
+    firstBytesTimeoutMs: 30_000,
+    maxConnections: 1024,
+  },
 ): DualProtocolListener {
+  // Node starts tracking an HTTP server's connections (what enforces its headersTimeout and
+  // requestTimeout) when the server emits "listening". h1 never listens itself, it is handed sockets
+  // from here, so without this its timeouts were never applied.
+  h1.emit("listening");
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     // http.Server would disable Nagle on sockets it accepts itself; these come from here, so do it
@@ -29,12 +37,17 @@ export function createDualProtocolListener(
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());
+    // A connection that never says which protocol it speaks is closed like one that never finishes its head.
+    const silent = () => socket.destroy();
+    socket.setTimeout(limits.firstBytesTimeoutMs, silent);
     let buffered = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       const n = Math.min(buffered.length, H2_PREFACE.length);
       const isH2 = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (isH2 && buffered.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.setTimeout(0);
+      socket.off("timeout", silent);
       socket.off("data", onData);
       socket.pause();
       if (isH2) {
@@ -52,6 +65,8 @@ export function createDualProtocolListener(
     };
     socket.on("data", onData);
   });
+  // Beyond this many open connections, new ones are closed as they arrive.
+  server.maxConnections = limits.maxConnections;
   return {
     server,
     destroyConnections() {
