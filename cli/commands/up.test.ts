@@ -5,9 +5,12 @@ import { PGlite } from "@electric-sql/pglite";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseEnv } from "../../edge/env.js";
 import { noopLogger } from "../../edge/logger.js";
+import { openNodeDatabase } from "../../edge/node/database.js";
 import { startNodeEdge } from "../../edge/node.js";
+import { ensureAdminKey } from "../../edge/services/auth/bootstrap.js";
 import type { Output } from "../output.js";
-import { initialiseDatabase } from "./up.js";
+import { markAdminKeyPending, markAdminKeyShown, readAdminKeyMarker, settleAdminKey } from "./admin-key.js";
+import { initialiseDatabase, listenLine } from "./up.js";
 
 // `wrenn up`'s start-up: /health answers while the database is still being prepared, requests that
 // come meanwhile wait for it, and a new data directory is a copy of a cached initdb template.
@@ -126,4 +129,75 @@ describe("wrenn up start-up", () => {
       await edge.close();
     }
   }, 60_000);
+});
+
+describe("wrenn up's admin key", () => {
+  it("is shown once; a key minted while pending but never shown is revoked and replaced; a reset replaces a shown one", async () => {
+    const root = await tempDir();
+    const dataDir = join(root, "data");
+    await initialiseDatabase(dataDir, cacheDir || join(root, "cache"), capture());
+    const handle = await openNodeDatabase({ pgliteDataDir: dataDir });
+    try {
+      const db = handle.db;
+      const bootstrap = (secret?: string) =>
+        ensureAdminKey({ db } as unknown as Parameters<typeof ensureAdminKey>[0], secret);
+      const activeUpKeys = async () =>
+        (await db.query.apiKeys.findMany()).filter((k) => k.isAdmin && k.revokedAt === null).map((k) => k.id);
+
+      // First start: pending before the database, the edge mints at open, `up` shows it at ready.
+      await markAdminKeyPending(dataDir, false);
+      expect(await readAdminKeyMarker(dataDir)).toMatchObject({ state: "pending" });
+      const minted = await bootstrap();
+      expect(minted.secret).toMatch(/^wrn_/);
+      const first = await settleAdminKey(db, dataDir, minted.secret);
+      expect(first).toMatchObject({ kind: "new", secret: minted.secret, replaced: [], reset: false });
+      if (first.kind !== "new") throw new Error("expected a key");
+      await markAdminKeyShown(dataDir, first.keyId);
+
+      // Later starts: nothing to show, and nothing revoked.
+      await markAdminKeyPending(dataDir, false);
+      expect(await readAdminKeyMarker(dataDir)).toMatchObject({ state: "shown", keyId: first.keyId });
+      expect(await settleAdminKey(db, dataDir, undefined)).toEqual({ kind: "shown-before" });
+      expect(await activeUpKeys()).toEqual([first.keyId]);
+
+      // --reset-admin-key: the shown key is revoked, a new one printed.
+      await markAdminKeyPending(dataDir, true);
+      const reset = await settleAdminKey(db, dataDir, undefined);
+      if (reset.kind !== "new") throw new Error("expected a key");
+      expect(reset.reset).toBe(true);
+      expect(reset.replaced.map((k) => k.id)).toEqual([first.keyId]);
+      expect(await activeUpKeys()).toEqual([reset.keyId]);
+      await markAdminKeyShown(dataDir, reset.keyId);
+    } finally {
+      await handle.close();
+    }
+
+    // A new data directory whose first start dies after the database minted its key: the next start
+    // revokes that one and makes a new one.
+    const other = join(root, "other");
+    await initialiseDatabase(other, cacheDir || join(root, "cache"), capture());
+    await markAdminKeyPending(other, false);
+    const second = await openNodeDatabase({ pgliteDataDir: other });
+    try {
+      const db = second.db;
+      const unseen = await ensureAdminKey({ db } as unknown as Parameters<typeof ensureAdminKey>[0]);
+      // (the start dies here; the next one opens the same database and mints nothing at open)
+      const again = await ensureAdminKey({ db } as unknown as Parameters<typeof ensureAdminKey>[0]);
+      expect(again.secret).toBeUndefined();
+      const next = await settleAdminKey(db, other, undefined);
+      if (next.kind !== "new") throw new Error("expected a key");
+      expect(next.replaced.map((k) => k.id)).toEqual([unseen.keyId]);
+      expect(next.secret).not.toBe(unseen.secret);
+      const keys = await db.query.apiKeys.findMany();
+      expect(keys.find((k) => k.id === unseen.keyId)?.revokedAt).toBeInstanceOf(Date);
+      expect(keys.find((k) => k.id === next.keyId)?.revokedAt).toBeNull();
+    } finally {
+      await second.close();
+    }
+  }, 120_000);
+
+  it("says where the API listens and what that exposes", () => {
+    expect(listenLine("127.0.0.1", 3000)).toMatch(/^API listening on 127\.0\.0\.1:3000 only \(this machine\)/);
+    expect(listenLine("0.0.0.0", 3000)).toMatch(/0\.0\.0\.0:3000 \(WRENN_HOST\), plain HTTP: put TLS in front/);
+  });
 });
