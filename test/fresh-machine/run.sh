@@ -99,6 +99,18 @@ cp -a --reflink=auto "$base/root" "$root"
 mkdir -p "$root/work/wrenn"
 (cd "$repo" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -C "$root/work/wrenn" -xf -
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# WRENN_FRESH_DROP_PACKAGE=attr takes a package out of the copied list (scripts/host-packages.json in the
+# fresh root only): how to show that this test catches a package missing from the list.
+if [ -n "${WRENN_FRESH_DROP_PACKAGE:-}" ]; then
+  node -e '
+    const fs = require("node:fs");
+    const [file, drop] = process.argv.slice(1);
+    const list = JSON.parse(fs.readFileSync(file, "utf8"));
+    list.packages = list.packages.filter((p) => p.package !== drop);
+    fs.writeFileSync(file, JSON.stringify(list, null, 2));
+  ' "$root/work/wrenn/scripts/host-packages.json" "$WRENN_FRESH_DROP_PACKAGE"
+  say "dropped $WRENN_FRESH_DROP_PACKAGE from the fresh root's scripts/host-packages.json (a demonstration: this run should fail)"
+fi
 # A machine whose HTTPS goes through an intercepting proxy trusts its CA through NODE_EXTRA_CA_CERTS:
 # that is the network's set-up, not Wrenn's, so the same file is put where the variable points.
 if [ -n "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f "$NODE_EXTRA_CA_CERTS" ]; then
@@ -166,18 +178,18 @@ INSIDE
 chmod +x "$root/fresh-machine-inside.sh"
 
 say "entering the root (private mount and PID namespaces, host network) for: npm ci && npm start (mode $mode)"
-quick_binds=""
+extra_binds=""
 # npm's download cache (content-addressed, verified by the lockfile's hashes) is shared with this host,
 # so `npm ci` inside installs from it rather than fetching ~200 packages again; WRENN_FRESH_NPM_CACHE=0
 # fetches everything from the registry instead.
 npm_cache=$(npm config get cache 2>/dev/null || true)
 if [ "${WRENN_FRESH_NPM_CACHE:-1}" != 0 ] && [ -d "$npm_cache/_cacache" ]; then
   mkdir -p "$root/root/.npm"
-  quick_binds+="mount --bind '$npm_cache' '$root/root/.npm';"
+  extra_binds+="mount --bind '$npm_cache' '$root/root/.npm';"
 fi
 if [ "$mode" = quick ]; then
   for d in images kernels; do
-    quick_binds+="mount --rbind '$files_root/$d' '$root$files_root/$d'; mount -o remount,bind,ro '$root$files_root/$d';"
+    extra_binds+="mount --rbind '$files_root/$d' '$root$files_root/$d'; mount -o remount,bind,ro '$root$files_root/$d';"
   done
 fi
 unshare --mount --pid --fork --kill-child=SIGKILL --propagation private sh -ec "
@@ -187,7 +199,7 @@ unshare --mount --pid --fork --kill-child=SIGKILL --propagation private sh -ec "
   mount --rbind /dev '$root/dev'
   mount -t tmpfs -o mode=0755 tmpfs '$root/run'
   mount -t tmpfs -o mode=1777 tmpfs '$root/tmp'
-  $quick_binds
+  $extra_binds
   cd '$root'
   mkdir -p .old-root
   pivot_root . .old-root
