@@ -3,19 +3,14 @@ import { defineConfig } from "vitest/config";
 /**
  * Integration files whose sandboxes run on the suite's runtime (test/helpers/agent-process.ts: the
  * namespace runtime, or gVisor under WRENN_TEST_RUNTIME=gvisor): lifecycle, files, PTY, restart
- * recovery, network isolation and the official e2b SDK. The project "integration-gvisor" runs them
- * again with every such agent on gVisor.
+ * recovery, network isolation, the official e2b SDK (through the edge and its proxy) and our SDK. The
+ * project "integration-gvisor" runs them again with every such agent on gVisor. Left out, as they test
+ * the edge and the CLI rather than the guest: edge-agent, cli-sandbox (their sandbox calls are the
+ * ones e2b-sdk and sdk-sandbox make).
  */
-const RUNTIME_SUITE = [
-  "agent-lifecycle",
-  "agent-recovery",
-  "agent-network",
-  "e2b-sdk",
-  "sdk-sandbox",
-  "cli-sandbox",
-  "cli-shell",
-  "edge-agent",
-].map((name) => `test/integration/${name}.test.ts`);
+const RUNTIME_SUITE = ["agent-lifecycle", "agent-recovery", "agent-network", "e2b-sdk", "sdk-sandbox", "cli-shell"].map(
+  (name) => `test/integration/${name}.test.ts`,
+);
 
 // Projects: fast co-located unit tests, integration tests against real processes (agent, envd,
 // Postgres, namespaces), the escape battery, the runtime suite again on gVisor, and end-to-end tests

@@ -24,7 +24,13 @@ import {
 interface GvisorState {
   handle?: {
     pid: number;
-    data: { stateDir?: string; netns?: string; merged?: string; cgroups?: Record<string, string | undefined> };
+    data: {
+      stateDir?: string;
+      netns?: string;
+      merged?: string;
+      diskMount?: string;
+      cgroups?: Record<string, string | undefined>;
+    };
   };
 }
 
@@ -125,10 +131,19 @@ describe("agent: gVisor runtime", () => {
     const content = new TextEncoder().encode("through the gofer\n");
     await c.writeFile({ sandboxId: id, path: "/home/user/g.txt", content });
     expect(text((await c.readFile({ sandboxId: id, path: "/home/user/g.txt" })).content)).toBe("through the gofer\n");
-    const upper = join(handle.data.merged ?? "", "..", "upper", "home", "user", "g.txt");
+    const upper = join(handle.data.diskMount ?? "", "upper", "home", "user", "g.txt");
     expect(await readFile(upper, "utf8")).toBe("through the gofer\n");
     const cat = await c.exec({ sandboxId: id, cmd: "cat", args: ["/home/user/g.txt"] });
     expect(text(cat.stdout)).toBe("through the gofer\n");
+    // The writable layer is a 4 GiB ext4 image: a bigger file fails inside, the host keeps its space.
+    const fill = await c.exec({
+      sandboxId: id,
+      cmd: "/bin/bash",
+      args: ["-c", "fallocate -l 5G /home/user/fill; rc=$?; rm -f /home/user/fill; exit $rc"],
+    });
+    expect(fill.exitCode).not.toBe(0);
+    expect(text(fill.stderr)).toMatch(/No space left on device/);
+    expect(await readFile("/proc/self/mountinfo", "utf8")).toContain(` ${handle.data.diskMount} `);
 
     // Pause freezes in place: the guest's processes keep their state and run on after resume.
     await c.exec({ sandboxId: id, cmd: "/bin/sh", args: ["-c", "sleep 600 >/dev/null 2>&1 &"] });

@@ -14,6 +14,7 @@ import {
   setCgroupLimits,
   setFrozen,
 } from "../namespace/cgroups.js";
+import { DEFAULT_DISK_QUOTA_MB, DiskPool } from "../namespace/disks.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
 import { buildStatxShim, installStatxShim } from "./shim.js";
 import { gvisorBundleConfig, runscGlobalArgs } from "./spec.js";
@@ -37,6 +38,10 @@ export interface GvisorRuntimeDeps {
   cgroupGroup: string;
   /** The runsc binary; "runsc" (from PATH) by default. */
   runscBin?: string;
+  /** Size of each sandbox's writable layer (an ext4 image); 0: no quota (the layer shares the host's disk). */
+  diskQuotaMb?: number;
+  /** Where formatted disk images wait (default: gvisor-disks/ next to the sandboxes directory). */
+  diskPoolDir?: string;
   /** Where the statx compatibility shim is compiled once (shim.ts); no shim when unset. */
   shimDir?: string;
   /** Injected for tests; detected from /sys/fs/cgroup by default. */
@@ -52,10 +57,19 @@ interface GvisorHandleData {
   netns: string;
   merged: string;
   cgroups: SandboxCgroups;
+  /** Where the writable layer's ext4 image is mounted (loop), when the sandbox has a disk quota. */
+  diskMount?: string;
 }
 
 /** How long `runsc run` may take before the start counts as failed (it is ~0.5 s here). */
 const START_TIMEOUT_MS = 30_000;
+
+/** Whether something is mounted at `path` (from /proc/self/mountinfo; octal escapes as the kernel writes them). */
+async function isMountPoint(path: string): Promise<boolean> {
+  const info = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  const escaped = path.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
+  return info.split("\n").some((line) => line.split(" ")[4] === escaped);
+}
 
 function dataOf(handle: GuestHandle): GvisorHandleData {
   const d = handle.data as Partial<GvisorHandleData>;
@@ -69,7 +83,14 @@ function dataOf(handle: GuestHandle): GvisorHandleData {
   ) {
     throw new Error("gvisor runtime handle is missing its runsc state, overlay or cgroup paths");
   }
-  return { containerId: d.containerId, stateDir: d.stateDir, netns: d.netns, merged: d.merged, cgroups: d.cgroups };
+  return {
+    containerId: d.containerId,
+    stateDir: d.stateDir,
+    netns: d.netns,
+    merged: d.merged,
+    cgroups: d.cgroups,
+    diskMount: typeof d.diskMount === "string" ? d.diskMount : undefined,
+  };
 }
 
 export class GvisorRuntime implements Runtime {
@@ -77,6 +98,7 @@ export class GvisorRuntime implements Runtime {
   readonly #deps: GvisorRuntimeDeps;
   readonly #runsc: string;
   #layout: CgroupLayout | undefined;
+  #disks: DiskPool | undefined;
   #shim: Promise<string | undefined> | undefined;
 
   constructor(deps: GvisorRuntimeDeps) {
@@ -110,10 +132,27 @@ export class GvisorRuntime implements Runtime {
     return this.#shim;
   }
 
-  #paths(sandboxDir: string) {
+  get #diskQuotaMb(): number {
+    return this.#deps.diskQuotaMb ?? DEFAULT_DISK_QUOTA_MB;
+  }
+
+  #diskPool(spec: GuestSpec): DiskPool {
+    this.#disks ??= new DiskPool({
+      exec: this.#deps.exec,
+      logger: this.#deps.logger,
+      dir: this.#deps.diskPoolDir ?? join(dirname(dirname(spec.sandboxDir)), "gvisor-disks"),
+    });
+    return this.#disks;
+  }
+
+  #paths(sandboxDir: string, quota = this.#diskQuotaMb > 0) {
+    const diskMount = join(sandboxDir, "disk");
+    const layer = quota ? diskMount : sandboxDir;
     return {
-      upper: join(sandboxDir, "upper"),
-      work: join(sandboxDir, "work"),
+      disk: join(sandboxDir, "disk.ext4"),
+      diskMount,
+      upper: join(layer, "upper"),
+      work: join(layer, "work"),
       merged: join(sandboxDir, "rootfs"),
       bundle: join(sandboxDir, "bundle"),
       state: join(sandboxDir, "runsc"),
@@ -131,6 +170,15 @@ export class GvisorRuntime implements Runtime {
     const paths = this.#paths(spec.sandboxDir);
     const layout = await this.#cgroupLayout();
     const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    const quotaMb = this.#diskQuotaMb;
+    if (quotaMb > 0) {
+      // The writable layer lives on its own ext4 image (the disk quota): filling it fails inside with
+      // ENOSPC while the host keeps its space. Loop-mounted in the host's mount namespace, so it
+      // outlives the agent with the guest; autoclear detaches the loop device at unmount.
+      await mkdir(paths.diskMount, { recursive: true, mode: 0o700 });
+      await this.#diskPool(spec).take(paths.disk, quotaMb, signal);
+      await exec("mount", ["-o", "loop,nodev,nosuid", paths.disk, paths.diskMount], { signal });
+    }
     await Promise.all(
       [paths.upper, paths.work, paths.merged, paths.bundle, paths.state].map((d) => mkdir(d, { recursive: true })),
     );
@@ -191,6 +239,7 @@ export class GvisorRuntime implements Runtime {
       netns: spec.network.netns,
       merged: paths.merged,
       cgroups,
+      ...(quotaMb > 0 ? { diskMount: paths.diskMount } : {}),
     };
     return { runtime: "gvisor", pid, pidStartTime, data: { ...data } };
   }
@@ -206,7 +255,7 @@ export class GvisorRuntime implements Runtime {
     const cgroups = data?.cgroups ?? sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
     // The handle knows where the guest really lives (a warm guest's directory differs from spec's).
     const merged = data?.merged ?? this.#paths(spec.sandboxDir).merged;
-    const paths = this.#paths(dirname(merged));
+    const paths = this.#paths(dirname(merged), data ? data.diskMount !== undefined : this.#diskQuotaMb > 0);
     await killAndRemoveCgroups(cgroups);
     if (handle && (await isSameProcessAlive(handle.pid, handle.pidStartTime))) {
       try {
@@ -217,8 +266,12 @@ export class GvisorRuntime implements Runtime {
     }
     // Lazy unmount: a process that still holds the tree (briefly, while exiting) must not fail the stop.
     await this.#deps.exec("umount", ["-l", merged], { allowFailure: true });
+    // The disk image's mount (whatever the handle says: a sandbox from before a quota change too).
+    if (await isMountPoint(paths.diskMount)) {
+      await this.#deps.exec("umount", ["-l", paths.diskMount], { allowFailure: true });
+    }
     await Promise.all(
-      [paths.upper, paths.work, paths.merged, paths.bundle, paths.state].map((d) =>
+      [paths.upper, paths.work, paths.merged, paths.bundle, paths.state, paths.diskMount, paths.disk].map((d) =>
         rm(d, { recursive: true, force: true }).catch(() => {}),
       ),
     );
