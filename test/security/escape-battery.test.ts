@@ -4,7 +4,10 @@ import { readFile, writeFile } from "node:fs/promises";
 import { ConnectError } from "@connectrpc/connect";
 import { execa } from "execa";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createExec } from "../../agent/exec.js";
 import { filesLayout } from "../../agent/layout.js";
+import { noopLogger } from "../../agent/logger.js";
+import { detectFirecracker } from "../../agent/runtimes/firecracker/detect.js";
 import { ISOLATION_OF, type IsolationClass, type RuntimeName } from "../../agent/runtimes/types.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, type AgentProcessOptions, startAgentProcess } from "../helpers/agent-process.js";
@@ -61,7 +64,7 @@ const layout = filesLayout(IMAGES_ROOT);
 const DISK_FILL_BOUND = 5 * 2 ** 30;
 const HEALTH_BUDGET_MS = 100;
 
-function skipReason(runtime: RuntimeName): string | undefined {
+async function skipReason(runtime: RuntimeName): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return "needs root (network namespaces, mounts, cgroups)";
   if (!existsSync(layout.imageManifest(TEMPLATE))) return `needs the ${TEMPLATE} image (npm run image -- build)`;
   switch (runtime) {
@@ -74,8 +77,11 @@ function skipReason(runtime: RuntimeName): string | undefined {
     case "qemu":
       if (!existsSync(layout.kernelPath)) return `needs the guest kernel at ${layout.kernelPath}`;
       return existsSync("/usr/bin/qemu-system-x86_64") ? undefined : "qemu-system-x86_64 is not installed";
-    case "firecracker":
-      return existsSync("/dev/kvm") ? undefined : "no /dev/kvm on this machine (Firecracker needs KVM)";
+    case "firecracker": {
+      // The agent's own check: a KVM device it can open read-write and a firecracker binary that runs.
+      const found = await detectFirecracker({ exec: createExec(noopLogger), searchPath: process.env.PATH ?? "" });
+      return found.available ? undefined : found.reason;
+    }
   }
 }
 
@@ -535,8 +541,10 @@ const checks: { name: string; run(w: World): Promise<void> }[] = [
 
 const RUNTIMES: RuntimeName[] = ["namespace", "gvisor", "qemu", "firecracker"];
 
+const SKIP_REASONS = new Map(await Promise.all(RUNTIMES.map(async (r) => [r, await skipReason(r)] as const)));
+
 describe.each(RUNTIMES)("escape battery: %s", (runtime) => {
-  const skip = skipReason(runtime);
+  const skip = SKIP_REASONS.get(runtime);
   if (skip !== undefined) {
     it.skip(`skipped: ${skip}`, () => {});
     return;
