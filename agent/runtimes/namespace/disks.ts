@@ -15,6 +15,9 @@ import type { Logger } from "../../logger.js";
  * the pool in the background; with no ready image it formats one inline.
  */
 
+/** How long after a take the pool starts formatting a replacement. */
+export const REFILL_DELAY_MS = 2_000;
+
 /** Default size of a sandbox's writable layer. */
 export const DEFAULT_DISK_QUOTA_MB = 4096;
 
@@ -73,13 +76,17 @@ export class DiskPool {
     this.refill(sizeMb);
   }
 
-  /** Tops the pool up to its target in the background (one image at a time). */
-  refill(sizeMb: number): void {
+  /**
+   * Tops the pool up to its target in the background (one image at a time), after a pause: mkfs must
+   * not compete for the CPU with the guest whose create just took an image.
+   */
+  refill(sizeMb: number, delayMs = REFILL_DELAY_MS): void {
     if (this.#refilling.has(sizeMb)) return;
     this.#refilling.add(sizeMb);
     const target = this.#deps.target ?? 2;
     void (async () => {
       try {
+        await new Promise((r) => setTimeout(r, delayMs).unref());
         await mkdir(this.#deps.dir, { recursive: true, mode: 0o700 });
         while ((await this.#ready(sizeMb)).length < target) {
           const tmp = join(this.#deps.dir, `.making-${randomBytes(6).toString("hex")}`);
