@@ -11,7 +11,16 @@ import { detectFirecracker } from "../../agent/runtimes/firecracker/detect.js";
 import { ISOLATION_OF, type IsolationClass, type RuntimeName } from "../../agent/runtimes/types.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, type AgentProcessOptions, startAgentProcess } from "../helpers/agent-process.js";
-import { IMAGES_ROOT, newSandboxId, readState, slotAddress, TEMPLATE, text } from "../integration/agent-fixtures.js";
+import {
+  IMAGES_ROOT,
+  newSandboxId,
+  readState,
+  requireImage,
+  requireRoot,
+  slotAddress,
+  TEMPLATE,
+  text,
+} from "../integration/agent-fixtures.js";
 import {
   BLOCK_DEVICE,
   CORE_PATTERN,
@@ -64,15 +73,15 @@ const layout = filesLayout(IMAGES_ROOT);
 const DISK_FILL_BOUND = 5 * 2 ** 30;
 const HEALTH_BUDGET_MS = 100;
 
+/**
+ * Why this machine cannot run a runtime at all (then its battery is skipped, saying so). Missing root or
+ * a missing image are failures instead (requireRoot, requireImage): CI must have both.
+ */
 async function skipReason(runtime: RuntimeName): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return "needs root (network namespaces, mounts, cgroups)";
-  if (!existsSync(layout.imageManifest(TEMPLATE))) return `needs the ${TEMPLATE} image (npm run image -- build)`;
   switch (runtime) {
     case "namespace":
       return undefined;
     case "gvisor":
-      if (!existsSync(new URL("../../agent/runtimes/gvisor/runtime.ts", import.meta.url)))
-        return "the gvisor runtime is not in this checkout";
       return existsSync("/usr/bin/runsc") ? undefined : "runsc is not installed";
     case "qemu":
       if (!existsSync(layout.kernelPath)) return `needs the guest kernel at ${layout.kernelPath}`;
@@ -554,6 +563,8 @@ describe.each(RUNTIMES)("escape battery: %s", (runtime) => {
   const cleanups: (() => Promise<unknown> | unknown)[] = [];
 
   beforeAll(async () => {
+    requireRoot();
+    await requireImage();
     const ipForward = await readFile("/proc/sys/net/ipv4/ip_forward", "utf8");
     // Egress on makes the agent switch on forwarding; put the host's setting back afterwards.
     cleanups.push(() => writeFile("/proc/sys/net/ipv4/ip_forward", ipForward));
