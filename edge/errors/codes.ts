@@ -20,6 +20,7 @@ export const ErrorCode = z.enum([
   "SANDBOX_UNREACHABLE",
   "SANDBOX_PORT_NOT_OPEN",
   "SANDBOX_BAD_RESPONSE",
+  "DB_UNAVAILABLE",
   "BAD_ENVIRONMENT",
   "INTERNAL_SERVER_ERROR",
 ]);
@@ -47,6 +48,7 @@ export const codeToStatus = {
   SANDBOX_UNREACHABLE: 502,
   SANDBOX_PORT_NOT_OPEN: 502,
   SANDBOX_BAD_RESPONSE: 502,
+  DB_UNAVAILABLE: 503,
   BAD_ENVIRONMENT: 500,
   INTERNAL_SERVER_ERROR: 500,
 } as const satisfies Record<ErrorCode, number>;

@@ -7,6 +7,7 @@ import type { AppEnv } from "../context.js";
 import { ServiceError } from "../services/errors.js";
 import { ApiError, type ErrorBody } from "./api-error.js";
 import { codeToStatus, type ErrorCode } from "./codes.js";
+import { isDatabaseUnavailable } from "./database-unavailable.js";
 
 /** Builds the one error body. */
 export function errorBody(
@@ -61,6 +62,9 @@ export function toApiError(err: unknown): ApiError {
       return new ApiError(code, message, { cause: err });
     }
   }
+  if (isDatabaseUnavailable(err)) {
+    return new ApiError("DB_UNAVAILABLE", "the database is unavailable; retry shortly", { cause: err });
+  }
   return new ApiError("INTERNAL_SERVER_ERROR", "internal error; quote the requestId when reporting it", { cause: err });
 }
 
@@ -70,6 +74,7 @@ export function handleError(err: Error, c: Context<AppEnv>): Response {
   const logger = c.get("logger");
   if (apiError.status >= 500) logger?.error("request failed", { err, code: apiError.code, cause: apiError.cause });
   else logger?.debug("request rejected", { code: apiError.code, message: apiError.message });
+  if (apiError.code === "DB_UNAVAILABLE") c.header("Retry-After", "1");
   return errorResponse(c, apiError.code, apiError.message, apiError.details);
 }
 

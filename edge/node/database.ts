@@ -21,6 +21,17 @@ export type NodeDatabaseOptions = { databaseUrl: string } | { pgliteDataDir: str
 export async function openNodeDatabase(options: NodeDatabaseOptions): Promise<DatabaseHandle> {
   if ("databaseUrl" in options) {
     const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10 });
+    // An idle pooled connection that the server closes (a restart, a failover, an admin's
+    // pg_terminate_backend) is reported here; without a listener it would be an uncaught error that
+    // ends the process. The pool has already dropped that client and connects anew on the next query;
+    // queries that were running fail on their own and answer 503 DB_UNAVAILABLE.
+    pool.on("error", () => {});
+    // The same for a connection lost while a request holds it between two queries (inside a
+    // transaction): node-postgres emits it on the client, where nobody listens, and the query that
+    // follows fails with it anyway.
+    pool.on("connect", (client) => {
+      client.on("error", () => {});
+    });
     const db = drizzlePg({ client: pool, schema });
     try {
       await migratePg(db, { migrationsFolder });
