@@ -115,7 +115,10 @@ async function buildBundle(name, entry, manifestFile) {
 /** Runs `entry` (a path relative to the package root, e.g. `cli/main.ts`), bundled under `name` when it can be. */
 export async function runProgram(name, entry) {
   const entryFile = `${root}${entry}`;
-  const manifestFile = `${cacheDir}${name}.json`;
+  // Per checkout: node_modules (and so this cache) may be shared by several checkouts (a git
+  // worktree linking the main one's node_modules), and each must run its own sources.
+  const checkout = createHash("sha256").update(root).digest("hex").slice(0, 12);
+  const manifestFile = `${cacheDir}${name}-${checkout}.json`;
   let main = currentBundle(manifestFile);
   if (main === undefined) {
     try {
