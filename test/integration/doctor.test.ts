@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -115,5 +115,44 @@ describe.skipIf(!isRoot)(`wrenn doctor${isRoot ? "" : " (skipped: needs root)"}`
       /^\[FAIL\] files root +AGENT_FILES_ROOTDIR is not writable \(.*EROFS\) — fix: run as root, or point AGENT_FILES_ROOTDIR at a writable directory/m,
     );
     expect(stdout).toMatch(/^\[ok\] +kernel +Linux /m);
+  }, 60_000);
+
+  it("wrenn up stops within seconds, before anything long, when a package is missing and apt cannot install it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "wrenn-doctor-up-"));
+    dirs.push(dir);
+    const list = JSON.parse(await readFile(join(repoRoot, "scripts/host-packages.json"), "utf8")) as {
+      packages: unknown[];
+    };
+    list.packages.push({
+      package: "wrenn-test-missing",
+      provides: [],
+      proof: "/nonexistent/wrenn-test-proof",
+      why: "test",
+      roles: ["runtime"],
+    });
+    await writeFile(join(dir, "host-packages.json"), JSON.stringify(list));
+    // Not Debian as far as `up` can tell, so it cannot install the package itself.
+    await writeFile(join(dir, "os-release"), "ID=plan9\n");
+    const script = [
+      `mount --bind ${dir}/host-packages.json ${repoRoot}scripts/host-packages.json`,
+      `mount --bind ${dir}/os-release /etc/os-release`,
+      `exec ${process.execPath} ${repoRoot}bin/wrenn.js up`,
+    ].join(" && ");
+    const started = performance.now();
+    const run = await execFileAsync("unshare", ["--mount", "--propagation", "private", "sh", "-c", script], {
+      env: { ...process.env, WRENN_DATA_DIR: join(dir, "data"), WRENN_PORT: "0" },
+      timeout: 60_000,
+    }).catch((err: { code: number; stdout: string; stderr: string }) => err);
+    const seconds = (performance.now() - started) / 1000;
+    const stderr = "stderr" in run ? run.stderr : "";
+    expect("code" in run ? run.code : 0, stderr).toBe(2);
+    expect(stderr).toMatch(
+      /^\[FAIL\] host packages +missing wrenn-test-missing \(\/nonexistent\/wrenn-test-proof\) — fix: as root: apt-get install --no-install-recommends wrenn-test-missing$/m,
+    );
+    expect(stderr).toMatch(/^wrenn: this host cannot run Wrenn yet \(host packages; see above\)$/m);
+    // Nothing long was started: no API, no apt, no image build.
+    expect(stderr).not.toContain("starting the API");
+    console.log(`wrenn up failed its host checks after ${seconds.toFixed(1)} s (CLI start-up included)`);
+    expect(seconds).toBeLessThan(15);
   }, 60_000);
 });
