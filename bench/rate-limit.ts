@@ -1,4 +1,5 @@
 import { loadavg } from "node:os";
+import pg from "pg";
 import { createApp } from "../edge/app.js";
 import type { App } from "../edge/context.js";
 import { noopLogger } from "../edge/logger.js";
@@ -51,9 +52,48 @@ async function throughput(app: App, path: string, key: string, seconds: number):
   return n / seconds;
 }
 
+/**
+ * Upserts per second on ONE bucket row, logged vs unlogged table (why rate_limit_buckets is
+ * UNLOGGED): concurrent requests of one key queue on the row for the length of the statement and
+ * its commit, and a logged table's commit writes WAL.
+ */
+async function hotRow(rows: BenchRow[], url: string): Promise<void> {
+  const pool = new pg.Pool({ connectionString: url, max: 32 });
+  try {
+    for (const kind of ["logged", "unlogged"] as const) {
+      await pool.query("drop table if exists bench_bucket");
+      await pool.query(
+        `create ${kind === "unlogged" ? "unlogged " : ""}table bench_bucket (key_id text primary key, tokens float8 not null, refilled_at timestamptz not null)`,
+      );
+      const upsert =
+        "insert into bench_bucket as b values ('k', 1e9, now()) on conflict (key_id) do update set tokens = b.tokens - 1, refilled_at = now() returning tokens";
+      for (const inFlight of [1, 32]) {
+        const until = performance.now() + 3000;
+        let n = 0;
+        await Promise.all(
+          Array.from({ length: inFlight }, async () => {
+            while (performance.now() < until) {
+              await pool.query(upsert);
+              n++;
+            }
+          }),
+        );
+        rows.push({
+          name: `one bucket row, ${inFlight} in flight, ${kind} table (PostgreSQL)`,
+          unit: "upserts/s",
+          value: n / 3,
+        });
+      }
+    }
+    await pool.query("drop table if exists bench_bucket");
+  } finally {
+    await pool.end();
+  }
+}
+
 async function measure(rows: BenchRow[], database: "pglite" | "postgres"): Promise<void> {
-  const pg = database === "postgres" ? await startPostgres() : undefined;
-  const h = await createEdgeHarness(pg ? { databaseUrl: pg.url } : {});
+  const server = database === "postgres" ? await startPostgres() : undefined;
+  const h = await createEdgeHarness(server ? { databaseUrl: server.url } : {});
   try {
     const team = await h.newTeam();
     const limited = createApp({
@@ -108,9 +148,10 @@ async function measure(rows: BenchRow[], database: "pglite" | "postgres"): Promi
       value: onRate,
       ratio: { value: onRate / offRate, against: "vs off" },
     });
+    if (server) await hotRow(rows, server.url);
   } finally {
     await h.close();
-    await pg?.stop();
+    await server?.stop();
   }
 }
 

@@ -174,6 +174,16 @@ describe("per-key token bucket", () => {
     expect((await json(reset)).rateLimit).toBeNull();
   });
 
+  it("keeps buckets in an unlogged table (no WAL per request; emptied after a crash)", async () => {
+    const result = await h.database.db.execute(
+      sql`select relpersistence from pg_class where relname = 'rate_limit_buckets'`,
+    );
+    const rows = (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as Array<{
+      relpersistence: string;
+    }>;
+    expect(rows[0]?.relpersistence).toBe("u");
+  });
+
   it("admin keys are limited only by their own override", async () => {
     for (let i = 0; i < limit.burst * 3; i++) {
       expect((await on(h.app, "GET", "/v1/sandboxes", h.adminKey)).status).toBe(200);
