@@ -13,8 +13,17 @@ import { dirname, join } from "node:path";
  * pids.max keeps a fork bomb inside its sandbox (threads count too).
  */
 
-/** Tasks (processes and threads) one sandbox may have at once, unless the runtime is told otherwise. */
+/** Tasks (processes and threads) one sandbox may have at once when nothing else says. */
 export const DEFAULT_PIDS_MAX = 1024;
+
+/**
+ * A sandbox's task limit from its memory: one task per MiB, at least 256 and at most 32768. A task
+ * costs kernel memory the sandbox's memory limit does not fully hold, and a sandbox cannot usefully run
+ * more tasks than that; a fork bomb then stops within a second or two even on a busy host.
+ */
+export function pidsMaxFor(memoryMb: number): number {
+  return Math.min(32_768, Math.max(256, Math.floor(memoryMb)));
+}
 
 /** Proportional IO weight of a sandbox (the default of other cgroups is 100 in v2, 500 in v1 BFQ). */
 export const SANDBOX_IO_WEIGHT = { v1: 100, v2: 50 } as const;

@@ -9,9 +9,9 @@ import {
   type CgroupLayout,
   cgroupDirs,
   createCgroups,
-  DEFAULT_PIDS_MAX,
   detectCgroupLayout,
   killAndRemoveCgroups,
+  pidsMaxFor,
   type SandboxCgroups,
   sandboxCgroups,
   setCgroupLimits,
@@ -44,7 +44,7 @@ export interface NamespaceRuntimeDeps {
   diskQuotaMb?: number;
   /** Where formatted disk images wait (default: namespace-disks/ next to the sandboxes directory). */
   diskPoolDir?: string;
-  /** Tasks one sandbox may have (default DEFAULT_PIDS_MAX). */
+  /** Tasks one sandbox may have (default: pidsMaxFor its memory). */
   pidsMax?: number;
   /** Where uid range claims live (default /run/wrenn/id-ranges); tests pass their own. */
   idClaimsDir?: string;
@@ -149,7 +149,7 @@ export class NamespaceRuntime implements Runtime {
         createCgroups(layout, cgroups, {
           memoryMb: spec.memoryMb,
           vcpus: spec.vcpus,
-          pidsMax: this.#deps.pidsMax ?? DEFAULT_PIDS_MAX,
+          pidsMax: this.#deps.pidsMax ?? pidsMaxFor(spec.memoryMb),
         }),
       ]);
       // An image built before wrenn-init existed starts tini and envd directly.
@@ -224,7 +224,7 @@ export class NamespaceRuntime implements Runtime {
     await setCgroupLimits(await this.#cgroupLayout(), cgroups, {
       memoryMb: to.memoryMb,
       vcpus: to.vcpus,
-      pidsMax: this.#deps.pidsMax ?? DEFAULT_PIDS_MAX,
+      pidsMax: this.#deps.pidsMax ?? pidsMaxFor(to.memoryMb),
     });
     // bubblewrap's first child is inside the sandbox's uts namespace; bubblewrap itself is not.
     const children = await readFile(`/proc/${handle.pid}/task/${handle.pid}/children`, "utf8").catch(() => "");
