@@ -67,6 +67,11 @@ function answerFor(guestPath: string, socket: Socket): void {
       );
       return;
     }
+    case "/ws":
+      // A guest that upgrades, then echoes what it gets (bytes that came with the head included).
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nhello ");
+      socket.on("data", (data: Buffer) => socket.write(data));
+      return;
     case "/metrics":
       streamEndlessly(socket, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n[");
       return;
@@ -280,6 +285,12 @@ describe("the Node edge in front of an agent that relays anything", () => {
     }
   });
 
+  it("still splices a real upgrade through, bytes after the head included", async () => {
+    const answer = await rawUpgrade(edgeUrl, "/ws", sandboxId, "ping");
+    expect(answer).toMatch(/^HTTP\/1\.1 101 /);
+    expect(answer.endsWith("\r\n\r\nhello ping")).toBe(true);
+  });
+
   it("cuts the client off when the relayed body stops halfway, with nothing printed outside the log", async () => {
     const res = await headerRouted("/cut");
     expect(res.status).toBe(200);
@@ -376,15 +387,22 @@ describe("the Node edge in front of an agent that relays anything", () => {
 });
 
 /** An Upgrade request for a user port of the sandbox, by Host, on a raw socket; returns all it got. */
-function rawUpgrade(edgeUrl: string, path: string, sandboxId: string): Promise<string> {
+function rawUpgrade(edgeUrl: string, path: string, sandboxId: string, send?: string): Promise<string> {
   const url = new URL(edgeUrl);
   return new Promise((resolve, reject) => {
     const socket = connect({ host: url.hostname, port: Number(url.port) });
     let answer = "";
+    let sentOnce = false;
     const timer = setTimeout(() => socket.destroy(), 10_000);
     socket.setEncoding("latin1");
     socket.on("data", (chunk: string) => {
       answer += chunk;
+      if (send === undefined) return;
+      // An upgraded connection stays open: send once after the head, finish once the echo is back.
+      if (answer.includes("\r\n\r\n") && !answer.includes(send)) {
+        if (!sentOnce) socket.write(send);
+        sentOnce = true;
+      } else if (answer.endsWith(send)) socket.destroy();
     });
     socket.on("close", () => {
       clearTimeout(timer);
