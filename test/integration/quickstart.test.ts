@@ -54,6 +54,13 @@ describe.skipIf(unavailable !== undefined)(
       expect.soft(healthyAfterMs, `/health answered after ${healthyAfterMs} ms`).toBeLessThan(10_000);
       expect(running.stdout()).toMatch(new RegExp(`^Wrenn is ready at http://127\\.0\\.0\\.1:${stack.port}$`, "m"));
 
+      // The banner says where the API listens (loopback unless WRENN_HOST) and what the runtime means.
+      expect(running.stderr()).toMatch(
+        new RegExp(`^API listening on 127\\.0\\.0\\.1:${stack.port} only \\(this machine\\)`, "m"),
+      );
+      expect(running.stderr()).toMatch(
+        /^local agent runtime: namespace, isolation namespace: sandboxes share this host's kernel \(namespaces only\): run trusted code only$/m,
+      );
       // The example: the indented lines after "Try it:" up to the blank line.
       const out = running.stdout();
       const key = /Admin API key \(shown once; store it now\):\n\n {2}(\S+)\n/.exec(out)?.[1];
