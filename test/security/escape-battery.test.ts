@@ -72,6 +72,8 @@ const layout = filesLayout(IMAGES_ROOT);
 // Above the namespace runtime's default 4 GiB writable layer and the VM image's 2 GiB disk.
 const DISK_FILL_BOUND = 5 * 2 ** 30;
 const HEALTH_BUDGET_MS = 100;
+/** Slots whose egress goes to the test net from the start (the agent takes the lowest free index). */
+const CAPTURED_SLOTS = 8;
 
 /**
  * Why this machine cannot run a runtime at all (then its battery is skipped, saying so). Missing root or
@@ -119,7 +121,7 @@ interface World extends Target {
   replaced: string[];
 }
 
-async function startTarget(agent: AgentProcess, net: TestNet): Promise<Target> {
+async function startTarget(agent: AgentProcess): Promise<Target> {
   const sandbox = newSandboxId();
   await agent.client.createSandbox({
     sandboxId: sandbox,
@@ -132,7 +134,8 @@ async function startTarget(agent: AgentProcess, net: TestNet): Promise<Target> {
   const state = await readState(agent, sandbox);
   const index = state.slot?.index;
   if (index === undefined) throw new Error("the battery's sandbox has no network slot");
-  await net.captureSlot(`${agent.netPrefix}-${index}h`);
+  // Its egress must be captured: the slots captured before the agent started are the first few.
+  if (index >= CAPTURED_SLOTS) throw new Error(`the battery's sandbox got slot ${index}, beyond the captured ones`);
   const slotIp = await slotAddress(agent, sandbox);
   const bootId = await agent.client.exec({ sandboxId: sandbox, cmd: "cat", args: ["/proc/sys/kernel/random/boot_id"] });
   return {
@@ -574,9 +577,13 @@ describe.each(RUNTIMES)("escape battery: %s", (runtime) => {
     cleanups.push(() => marker.remove());
     const sleeper = startHostSleeper();
     cleanups.push(() => sleeper.stop());
+    // The agent's names are chosen here, so its first slots are captured before any of them exists.
+    const netPrefix = `e${randomBytes(2).toString("hex")}`;
+    await net.captureSlots(Array.from({ length: CAPTURED_SLOTS }, (_, i) => `${netPrefix}-${i}h`));
     const options: AgentProcessOptions = {
       runtime: runtime as AgentProcessOptions["runtime"],
       rootDir: IMAGES_ROOT,
+      netPrefix,
       listenAll: true,
       // The agent listens on every address so that its port really is there to be reached from the slot;
       // plaintext is fine on this machine-local test.
@@ -586,7 +593,7 @@ describe.each(RUNTIMES)("escape battery: %s", (runtime) => {
     cleanups.push(() => agent.stop());
     const neighbour = newSandboxId();
     const [target] = await Promise.all([
-      startTarget(agent, net),
+      startTarget(agent),
       agent.client.createSandbox({ sandboxId: neighbour, template: TEMPLATE, timeoutSec: 1800, internetAccess: false }),
     ]);
     const neighbourAddress = await slotAddress(agent, neighbour);
@@ -617,7 +624,7 @@ describe.each(RUNTIMES)("escape battery: %s", (runtime) => {
     if (world === undefined || (await targetAnswers(world))) return;
     world.replaced.push(world.sandbox);
     await world.agent.client.destroySandbox({ sandboxId: world.sandbox }).catch(() => {});
-    Object.assign(world, await startTarget(world.agent, world.net));
+    Object.assign(world, await startTarget(world.agent));
   });
 
   afterAll(async () => {

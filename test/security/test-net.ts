@@ -9,9 +9,11 @@ import { execa } from "execa";
  * on 169.254.169.254, and a stand-in public address. A TCP service answers on port 80 of all three; a
  * UDP receiver records every datagram (source and payload) on `udpPort`.
  *
- * Sandbox egress is pointed here and nowhere else: `captureSlot` adds a policy-routing rule for the
- * slot's host veth whose table only routes into this netns, followed by an `unreachable` rule, so a
- * packet leaving that slot — whatever its destination — reaches this netns or nothing. The root netns's
+ * Sandbox egress is pointed here and nowhere else: `captureSlots` adds, per slot host veth, a
+ * policy-routing rule whose table only routes into this netns, followed by an `unreachable` rule, so a
+ * packet leaving that slot — whatever its destination — reaches this netns or nothing. Rules match the
+ * interface by name, so they are installed before the agent creates the slots (no window in which a
+ * sandbox with egress could reach anything else). The root netns's
  * main routing table is never changed, and no address outside this machine is ever sent to.
  */
 
@@ -30,8 +32,8 @@ export interface TestNet {
   udpPort: number;
   /** Datagrams received so far, as "source payload" lines. */
   datagrams(): string[];
-  /** Sends everything that arrives from this slot host veth into the test netns (egress → test host). */
-  captureSlot(hostVeth: string): Promise<void>;
+  /** Sends everything that arrives from these slot host veths into the test netns (egress → test host). */
+  captureSlots(hostVeths: readonly string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -83,13 +85,12 @@ export async function startTestNet(): Promise<TestNet> {
 
   const stop = async () => {
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    for (const hostVeth of captured) {
-      await execa("ip", ["rule", "del", "iif", hostVeth, "lookup", String(table), "pref", String(rulePref)], {
-        reject: false,
-      });
-      await execa("ip", ["rule", "del", "iif", hostVeth, "unreachable", "pref", String(rulePref + 1)], {
-        reject: false,
-      });
+    if (captured.length > 0) {
+      const batch = captured.flatMap((hostVeth) => [
+        `rule del iif ${hostVeth} lookup ${table} pref ${rulePref}`,
+        `rule del iif ${hostVeth} unreachable pref ${rulePref + 1}`,
+      ]);
+      await execa("ip", ["-force", "-batch", "-"], { input: `${batch.join("\n")}\n`, reject: false });
     }
     await execa("ip", ["route", "flush", "table", String(table)], { reject: false });
     await execa("ip", ["netns", "del", netns], { reject: false });
@@ -156,13 +157,15 @@ export async function startTestNet(): Promise<TestNet> {
     publicIp,
     udpPort,
     datagrams: () => [...lines],
-    async captureSlot(hostVeth: string) {
-      // A replacement sandbox may get a freed slot again: its veth has the same name, the rules still hold.
-      if (captured.includes(hostVeth)) return;
-      captured.push(hostVeth);
-      await execa("ip", ["rule", "add", "iif", hostVeth, "lookup", String(table), "pref", String(rulePref)]);
+    async captureSlots(hostVeths: readonly string[]) {
+      const fresh = hostVeths.filter((v) => !captured.includes(v));
+      captured.push(...fresh);
       // Should the table ever lose its route, the next rule refuses rather than falling through to main.
-      await execa("ip", ["rule", "add", "iif", hostVeth, "unreachable", "pref", String(rulePref + 1)]);
+      const batch = fresh.flatMap((hostVeth) => [
+        `rule add iif ${hostVeth} lookup ${table} pref ${rulePref}`,
+        `rule add iif ${hostVeth} unreachable pref ${rulePref + 1}`,
+      ]);
+      await execa("ip", ["-batch", "-"], { input: `${batch.join("\n")}\n` });
     },
     stop,
   };
