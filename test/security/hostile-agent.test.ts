@@ -329,6 +329,12 @@ describe("the Node edge in front of an agent that relays anything", () => {
     await routed.arrayBuffer();
   });
 
+  it("serves the Swagger page (same origin as signed downloads) without keeping the API key in localStorage", async () => {
+    const page = await (await fetch(`${edgeUrl}/docs`)).text();
+    expect(page).toContain("persistAuthorization: false");
+    expect(page).not.toContain("persistAuthorization: true");
+  });
+
   it("drops a guest's Set-Cookie on header-routed traffic, which may arrive on the API's own origin", async () => {
     const byHeaders = await headerRouted("/page");
     expect(byHeaders.headers.get("set-cookie")).toBeNull();
