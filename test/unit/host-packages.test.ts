@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -48,8 +48,11 @@ const ALWAYS_PRESENT: Record<string, string> = {
   runuser: "util-linux: Essential",
   chroot: "coreutils: Essential",
   gzip: "gzip: Essential",
+  rm: "coreutils: Essential",
+  mkdir: "coreutils: Essential",
+  readlink: "coreutils: Essential",
   xz: "xz-utils: Priority required (a kernel payload format the image builder unpacks)",
-  bash: "bash: Essential (and \`wrenn sandbox shell\` runs the guest's /bin/bash)",
+  bash: "bash: Essential (and `wrenn sandbox shell` runs the guest's /bin/bash)",
   "apt-get": "apt: Priority required (and the installer of everything else)",
   "apt-cache": "apt: Priority required",
   "dpkg-deb": "dpkg: Essential",
@@ -63,6 +66,7 @@ const OPTIONAL: Record<string, string> = {
   firecracker: "the Firecracker runtime is chosen only where its binary and KVM work (wrenn doctor says so)",
   jailer: "comes with firecracker",
   zstd: "only for a zstd-compressed guest kernel; Debian 12's kernels are not",
+  curl: "printed in `wrenn up`'s example for the user to run, not run by Wrenn",
 };
 
 /** Files whose programs run inside the guest (envd and the guest's init), not on the host. */
@@ -98,6 +102,21 @@ const PATTERNS: RegExp[] = [
 ];
 /** `for (const tool of ["getfattr", "setfattr"])` */
 const TOOL_LOOP = /for \(const (?:tool|bin|binary|program|command) of \[([^\]]+)\]/g;
+/**
+ * A shell line in a string: `"sysctl -qw net.ipv4.ip_forward=1"`, `` `ip -o link` ``. Only names that
+ * are programs on this host count (the rest are words in messages), so this finds what the host has
+ * and the code runs, which is what a fresh machine may lack.
+ */
+const SHELL_LINE = /["'`\n]\s*([a-z][\w.+-]*) --?[a-zA-Z]/g;
+const hostPrograms = new Set(
+  ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].flatMap((dir) => {
+    try {
+      return readdirSync(dir);
+    } catch {
+      return [];
+    }
+  }),
+);
 /** "/usr/bin/socat", "/usr/sbin/nft" */
 const ABSOLUTE = /["'`]\/(?:usr\/)?s?bin\/([\w.+-]+)["'`]/g;
 
@@ -111,6 +130,7 @@ function scanPrograms(): Map<string, Set<string>> {
   for (const file of sourceFiles()) {
     const text = readFileSync(join(repoRoot, file), "utf8");
     for (const re of [...PATTERNS, ABSOLUTE]) for (const m of text.matchAll(re)) if (m[1]) add(m[1], file);
+    for (const m of text.matchAll(SHELL_LINE)) if (m[1] && hostPrograms.has(m[1])) add(m[1], file);
     for (const m of text.matchAll(TOOL_LOOP)) {
       for (const q of (m[1] ?? "").matchAll(/["']([\w.+-]+)["']/g)) if (q[1]) add(q[1], file);
     }
