@@ -7,6 +7,7 @@ import { HostInventory } from "./host-inventory.js";
 import { createLogger, type Logger } from "./logger.js";
 import { AgentMetrics } from "./metrics.js";
 import { SlotManager, slotKindOf } from "./network/slots.js";
+import { type FirecrackerConfinement, firecrackerConfinement } from "./runtimes/firecracker/confinement.js";
 import { detectFirecracker } from "./runtimes/firecracker/detect.js";
 import { FirecrackerRuntime } from "./runtimes/firecracker/runtime.js";
 import { probeGvisor } from "./runtimes/gvisor/probe.js";
@@ -46,6 +47,7 @@ async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): P
   const log = logger.child({ component: "runtime" });
   const cgroupGroup = `wrenn-${config.network.prefix}`;
   let firecrackerBin: string | undefined;
+  let confinement: FirecrackerConfinement | undefined;
   let runscBin: string | undefined;
   const choice = await selectRuntime(config.runtime, {
     firecracker: async () => {
@@ -55,7 +57,11 @@ async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): P
         searchPath: config.searchPath,
       });
       if (!found.available) return found.reason;
+      // The jailer is on by default; without its binary Firecracker is not usable (see confinement.ts).
+      const confined = await firecrackerConfinement(config);
+      if (!confined.ok) return confined.reason;
       firecrackerBin = found.firecrackerBin;
+      confinement = confined.confinement;
       return undefined;
     },
     qemuKvm: () => probeKvm(exec),
@@ -83,7 +89,7 @@ async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): P
       return QemuRuntime.create({ exec, logger: log, kvm: choice.kvm });
     case "firecracker":
       if (firecrackerBin === undefined) throw new Error("firecracker was selected without a binary");
-      return new FirecrackerRuntime({ exec, logger: log, firecrackerBin });
+      return new FirecrackerRuntime({ exec, logger: log, firecrackerBin, ...confinement });
   }
 }
 
