@@ -335,11 +335,13 @@ describe("port forwarding through the proxy", () => {
   it("answers a closed port with 502 'port is not open'", async () => {
     const res = await viaProxy(sbx.sandboxId, 8999, "/");
     expect(res.status).toBe(502);
-    expect(await res.json()).toEqual({
+    // E2B's fields, plus the API's error shape under `error`.
+    expect(await res.json()).toMatchObject({
       sandboxId: sbx.sandboxId,
       message: "The sandbox is running but port is not open",
       port: 8999,
       code: 502,
+      error: { code: "SANDBOX_PORT_NOT_OPEN" },
     });
   });
 
@@ -411,10 +413,11 @@ describe("pause, resume and kill", () => {
       expect(await sbx.isRunning()).toBe(false);
       const proxied = await viaProxy(sbx.sandboxId, 49983, "/health");
       expect(proxied.status).toBe(502);
-      expect(await proxied.json()).toEqual({
+      expect(await proxied.json()).toMatchObject({
         sandboxId: sbx.sandboxId,
         message: "The sandbox was not found",
         code: 502,
+        error: { code: "SANDBOX_NOT_FOUND" },
       });
       const listed = await Sandbox.list({ query: { state: ["paused"] } }).nextItems();
       expect(listed.find((s) => s.sandboxId === sbx.sandboxId)?.state).toBe("paused");
