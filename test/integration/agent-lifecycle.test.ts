@@ -427,8 +427,11 @@ describe("agent: warm guests", () => {
       for (let i = 0; i < 150 && (await warmDirs()).length < 1; i++) await new Promise((r) => setTimeout(r, 100));
       const [warm] = await warmDirs();
       expect(warm).toBeDefined();
-      // Give the warm guest time to finish booting (envd answering) before the create.
-      await new Promise((r) => setTimeout(r, 3000));
+      // Wait until the warm guest has finished booting (envd answering) before the create: a gVisor
+      // guest on a loaded host takes longer than a fixed pause.
+      for (let i = 0; i < 600 && !(await agent.log()).includes('"warm guest ready"'); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
       const id = newSandboxId();
       await agent.client.createSandbox({ sandboxId: id, template: TEMPLATE, memoryMb: 256, envVars: { WARM: "yes" } });
       expect(await realpath(join(agent.stateDir, "sandboxes", id))).toBe(join(agent.stateDir, "sandboxes", warm ?? ""));

@@ -286,7 +286,8 @@ export class GvisorRuntime implements Runtime {
     const data = dataOf(handle);
     await Promise.all([
       setCgroupLimits(await this.#cgroupLayout(), data.cgroups, { memoryMb: to.memoryMb, vcpus: to.vcpus }),
-      this.#inGuest(data, ["--cap", "CAP_SYS_ADMIN"], ["/bin/sh", "-c", 'hostname "$1"', "sh", to.sandboxId]),
+      // hostname(1) directly, not through a shell: every exec inside gVisor is a ptrace round trip.
+      this.#inGuest(data, ["--cap", "CAP_SYS_ADMIN"], ["hostname", to.sandboxId]),
     ]);
     return handle;
   }
