@@ -181,11 +181,11 @@ except OSError as e:
     print("legit=" + errno.errorcode.get(e.errno, str(e.errno)))
 `;
 
-/** bash; argv = triples of (name, host, port): a TCP connect to each, 3 s at most, in parallel. */
+/** bash; argv = quadruples of (name, host, port, seconds): a TCP connect to each, bounded, in parallel. */
 export const REACH = `
-while [ $# -ge 3 ]; do
-  (timeout 3 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && echo "$1=open" || echo "$1=closed") &
-  shift 3
+while [ $# -ge 4 ]; do
+  (timeout "$4" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && echo "$1=open" || echo "$1=closed") &
+  shift 4
 done
 wait
 `;
