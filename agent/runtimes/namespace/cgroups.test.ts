@@ -55,8 +55,6 @@ describe("namespace runtime cgroups", () => {
     await createCgroups(layout, groups, { memoryMb: 512, vcpus: 1, pidsMax: 300 });
     expect(await readFile(join(root, "pids/wrenn-t/sbx/pids.max"), "utf8")).toBe("300");
     expect(await readFile(join(root, "memory/wrenn-t/sbx/memory.limit_in_bytes"), "utf8")).toBe(String(512 * 2 ** 20));
-    // All sandboxes of the agent weigh half the default against the host's processes.
-    expect(await readFile(join(root, "cpu/wrenn-t/cpu.shares"), "utf8")).toBe("512");
     await setCgroupLimits(layout, groups, { memoryMb: 512, vcpus: 1, pidsMax: 400 });
     expect(await readFile(join(root, "pids/wrenn-t/sbx/pids.max"), "utf8")).toBe("400");
   });
@@ -81,7 +79,6 @@ describe("namespace runtime cgroups", () => {
     await createCgroups(ul, ug, { memoryMb: 256, vcpus: 2, pidsMax: 256 });
     expect(await readFile(join(unified, "wrenn-t/cgroup.subtree_control"), "utf8")).toBe("+memory +cpu +pids +io");
     expect(await readFile(join(unified, "wrenn-t/sbx/pids.max"), "utf8")).toBe("256");
-    expect(await readFile(join(unified, "wrenn-t/cpu.weight"), "utf8")).toBe("50");
     expect(await readFile(join(unified, "wrenn-t/sbx/io.weight"), "utf8")).toBe("default 50");
   });
 });

@@ -25,13 +25,6 @@ export function pidsMaxFor(memoryMb: number): number {
   return Math.min(32_768, Math.max(256, Math.floor(memoryMb)));
 }
 
-/**
- * CPU weight of the agent's group of sandboxes (all of them together) against the host's other
- * processes, half the default: when sandboxes saturate the CPU (a fork bomb, a build), the agent and
- * the host still get their turn; an idle host leaves the sandboxes all of it.
- */
-export const SANDBOXES_CPU_WEIGHT = { v1: 512, v2: 50 } as const;
-
 /** Proportional IO weight of a sandbox (the default of other cgroups is 100 in v2, 500 in v1 BFQ). */
 export const SANDBOX_IO_WEIGHT = { v1: 100, v2: 50 } as const;
 
@@ -166,10 +159,8 @@ export async function createCgroups(layout: CgroupLayout, groups: SandboxCgroups
     await writeFile(join(parent, "cgroup.subtree_control"), wanted.join(" "));
     await mkdir(groups.memory, { recursive: true });
     await writeFile(join(groups.memory, "memory.swap.max"), "0").catch(() => {});
-    await writeFile(join(parent, "cpu.weight"), String(SANDBOXES_CPU_WEIGHT.v2)).catch(() => {});
   } else {
     for (const dir of cgroupDirs(groups)) await mkdir(dir, { recursive: true });
-    await writeFile(join(groups.cpu, "..", "cpu.shares"), String(SANDBOXES_CPU_WEIGHT.v1)).catch(() => {});
   }
   await setCgroupLimits(layout, groups, limits);
 }
