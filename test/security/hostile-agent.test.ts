@@ -76,6 +76,10 @@ function answerFor(guestPath: string, socket: Socket): void {
       streamEndlessly(socket, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n[");
       return;
     case "/files": {
+      if (new URLSearchParams(query).get("path") === "/bad-status") {
+        send("HTTP/1.1 600 Weird\r\ncontent-length: 2\r\n\r\nhi");
+        return;
+      }
       if (new URLSearchParams(query).get("path") === "/huge") {
         streamEndlessly(socket, "HTTP/1.1 500 Oops\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n");
         return;
@@ -275,6 +279,13 @@ describe("the Node edge in front of an agent that relays anything", () => {
       agent.relayFetch = createAgentProxyFetch();
     });
   }
+
+  it("answers the API's file read of a malformed envd answer with 502 SANDBOX_BAD_RESPONSE", async () => {
+    const read = await call("POST", `/v1/sandboxes/${sandboxId}/files/read`, { json: { path: "/bad-status" } });
+    const text = await read.text();
+    expect(read.status, text).toBe(502);
+    expect((JSON.parse(text) as ErrorShape).error?.code).toBe("SANDBOX_BAD_RESPONSE");
+  });
 
   it("answers 502 SANDBOX_BAD_RESPONSE on the upgrade path, whatever follows the agent's status line", async () => {
     for (const path of ["/600", "/999", "/garbage"]) {

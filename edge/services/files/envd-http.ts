@@ -1,3 +1,4 @@
+import { BadUpstreamResponse } from "../../proxy/errors.js";
 import type { TeamContext } from "../context.js";
 import { ServiceError } from "../errors.js";
 import type { PlacedSandbox } from "../sandboxes/load.js";
@@ -65,7 +66,12 @@ export async function envdFailure(res: Response, what: string, path: string): Pr
   }
 }
 
-/** A network failure reaching the agent's proxy. */
+/** A network failure reaching the agent's proxy, or an answer from envd that is not HTTP the edge can read. */
 export function proxyUnreachable(err: unknown, what: string): ServiceError {
+  if (err instanceof BadUpstreamResponse) {
+    return new ServiceError("SANDBOX_BAD_RESPONSE", `${what}: envd answered a malformed response (${err.message})`, {
+      cause: err,
+    });
+  }
   return new ServiceError("AGENT_UNAVAILABLE", `${what}: the host agent is unavailable; try again`, { cause: err });
 }
