@@ -126,6 +126,12 @@ const envSchema = z.object({
     .transform(Number)
     .pipe(z.number().int().max(16))
     .default(1),
+  AGENT_DISK_QUOTA_MB: z
+    .string()
+    .regex(/^[0-9]+$/, "AGENT_DISK_QUOTA_MB must be a whole number of MiB (0: no quota)")
+    .transform(Number)
+    .pipe(z.number().int().max(1_048_576))
+    .default(4096),
   AGENT_WARM_TEMPLATE: z
     .string()
     .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be a template name")
@@ -199,6 +205,8 @@ export interface AgentConfig {
    */
   warmSandboxes: number;
   warmTemplate: string;
+  /** Size of a namespace sandbox's writable layer (its own ext4 image); 0 leaves it unlimited on the host. */
+  diskQuotaMb: number;
   /** How long a new or resumed guest's envd may take to answer /health. */
   envdTimeoutMs: number;
   /** Where runtimes look for their binaries (the agent's PATH). */
@@ -287,6 +295,7 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       slotPool: e.AGENT_SLOT_POOL,
       warmSandboxes: e.AGENT_WARM_SANDBOXES,
       warmTemplate: e.AGENT_WARM_TEMPLATE,
+      diskQuotaMb: e.AGENT_DISK_QUOTA_MB,
       envdTimeoutMs: e.AGENT_ENVD_TIMEOUT_MS,
       searchPath: e.PATH,
       firecrackerBin: e.AGENT_FIRECRACKER_BIN,

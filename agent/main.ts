@@ -76,7 +76,7 @@ async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): P
   if (choice.warning !== undefined) log.warn(choice.warning, { runtime: choice.runtime });
   switch (choice.runtime) {
     case "namespace":
-      return new NamespaceRuntime({ exec, logger: log, cgroupGroup });
+      return new NamespaceRuntime({ exec, logger: log, cgroupGroup, diskQuotaMb: config.diskQuotaMb });
     case "gvisor":
       return new GvisorRuntime({
         exec,
