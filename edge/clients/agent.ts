@@ -194,6 +194,11 @@ export function connectCodeOf(err: unknown): Code {
 /** Turns a failure of an agent call into a ServiceError using `AGENT_ERROR_MAP`. */
 export function agentErrorToServiceError(err: unknown, what: string): ServiceError {
   if (err instanceof ServiceError) return err;
+  // A refused agent certificate (Node edge, pinned host) says what was presented and what was pinned:
+  // the operator needs that, and it holds nothing secret.
+  const certificate = certificateRefusal(err);
+  if (certificate !== undefined)
+    return new ServiceError("AGENT_UNAVAILABLE", `${what}: ${certificate}`, { cause: err });
   const connectError = ConnectError.from(err);
   const code = AGENT_ERROR_MAP[connectCodeOf(err)] ?? "AGENT_ERROR";
   const message = callerFacingCodes.has(code)
@@ -206,4 +211,14 @@ export function agentErrorToServiceError(err: unknown, what: string): ServiceErr
 export function isAgentAnswer(err: unknown): boolean {
   const code = connectCodeOf(err);
   return !(code === Code.Unavailable || code === Code.DeadlineExceeded || code === Code.Canceled);
+}
+
+/** The message of an AgentCertificateError (edge/node/agent-tls.ts) somewhere in `err`'s causes. */
+function certificateRefusal(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    if (current.name === "AgentCertificateError") return current.message;
+    current = current.cause;
+  }
+  return undefined;
 }

@@ -4,10 +4,11 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createAgentConnector, type HostTarget } from "../clients/agent.js";
+import { agentErrorToServiceError, createAgentConnector, type HostTarget } from "../clients/agent.js";
 import { agentTlsPolicy } from "../services/hosts/register.js";
-import { createPinnedAgentFetch } from "./agent-tls.js";
+import { AgentCertificateError, createPinnedAgentFetch } from "./agent-tls.js";
 
 // A real TLS server on loopback stands in for the agent; certificates come from openssl, made here.
 
@@ -84,6 +85,15 @@ describe("pinned agent fetch (Node edge)", () => {
       pinned({ caPem: otherCert.cert })(`${url}/health`, { headers: { authorization: "Bearer ca-wrong" } }),
     ).rejects.toThrow();
     expect(seen).not.toContain("Bearer ca-wrong");
+  });
+
+  it("tells the operator which certificate was refused, through the Connect error", () => {
+    const refused = new AgentCertificateError("the agent presented a certificate with SHA-256 ab, not the pinned cd");
+    const mapped = agentErrorToServiceError(ConnectError.from(refused), "registering the host");
+    expect(mapped).toMatchObject({
+      code: "AGENT_UNAVAILABLE",
+      message: "registering the host: the agent presented a certificate with SHA-256 ab, not the pinned cd",
+    });
   });
 
   it("refuses plain http under a policy", async () => {
