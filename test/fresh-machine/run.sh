@@ -150,7 +150,9 @@ cd /work/wrenn
 echo "--> npm ci"
 npm ci --no-audit --no-fund
 echo "--> npm start"
-npm start >/tmp/start.log 2>&1 &
+# In its own session and process group, which Ctrl-C would signal as a whole (npm does not pass a
+# SIGINT sent to it alone on to \`wrenn up\`).
+setsid npm start >/tmp/start.log 2>&1 &
 start_pid=\$!
 tail -n +1 -f /tmp/start.log &
 tail_pid=\$!
@@ -174,8 +176,15 @@ out=\$(./wrenn sandbox exec "\$id" -- echo hello)
 echo "exec printed: \$out"
 ./wrenn sandbox kill "\$id"
 [ "\$out" = hello ] || { echo "FRESH-MACHINE: expected hello"; exit 1; }
-kill -INT \$start_pid
+echo "--> Ctrl-C (SIGINT to npm start's process group)"
+kill -INT -- -\$start_pid
+# A stop that hangs is killed after 120 s (and fails the test below).
+( sleep 120; kill -KILL -- -\$start_pid 2>/dev/null ) &
+timer=\$!
 wait \$start_pid || true
+kill \$timer 2>/dev/null || true
+grep -E '^(stopping|stopped)' /tmp/start.log || true
+grep -q '^stopped$' /tmp/start.log || { echo "FRESH-MACHINE: wrenn up did not stop cleanly on SIGINT"; exit 1; }
 echo "FRESH-MACHINE: OK"
 INSIDE
 chmod +x "$root/fresh-machine-inside.sh"
