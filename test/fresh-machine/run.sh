@@ -177,9 +177,9 @@ echo "exec printed: \$out"
 ./wrenn sandbox kill "\$id"
 [ "\$out" = hello ] || { echo "FRESH-MACHINE: expected hello"; exit 1; }
 echo "--> Ctrl-C (SIGINT to npm start's process group)"
-kill -INT -- -\$start_pid
+node -e "process.kill(-\$start_pid, 'SIGINT')"  # dash cannot signal a group
 # A stop that hangs is killed after 120 s (and fails the test below).
-( sleep 120; kill -KILL -- -\$start_pid 2>/dev/null ) &
+( sleep 120; node -e "process.kill(-\$start_pid, 'SIGKILL')" 2>/dev/null ) &
 timer=\$!
 wait \$start_pid || true
 kill \$timer 2>/dev/null || true
