@@ -64,7 +64,7 @@ describe("output", () => {
   it("prints the quickstart example with the key and URL", () => {
     const lines = quickstartExample("http://localhost:3000", "wrn_k").join("\n");
     expect(lines).toContain("export WRENN_API_URL=http://localhost:3000 WRENN_API_KEY=wrn_k");
-    expect(lines).toContain('npx wrenn sandbox exec "$id" -- echo hello');
+    expect(lines).toContain('./wrenn sandbox exec "$id" -- echo hello');
   });
 });
 
