@@ -4,7 +4,7 @@
  *   dist/envd/bin/envd          sh wrapper; resolves its real directory (works through a symlink)
  *   dist/envd/bin/node          this host's node binary, stripped
  *   dist/envd/lib/envd.mjs      envd bundled with esbuild (all JS dependencies inlined)
- *   dist/envd/node_modules/node-pty   the PTY addon's JS (@lydell/node-pty, an npm alias: prebuilt, no compiler)
+ *   dist/envd/node_modules/@lydell/node-pty   the PTY addon's JS (node-pty with prebuilt addons: no compiler)
  *   dist/envd/node_modules/@lydell/node-pty-<platform>-<arch>/pty.node   its compiled addon
  *   dist/envd/libexec/{getfattr,setfattr}   this host's attr tools (libc only), for file metadata
  *   dist/envd/VERSION           the envd protocol version
@@ -48,7 +48,7 @@ export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<s
     format: "esm",
     target: "node20",
     // The native addon is shipped as a package beside the bundle; everything else is inlined.
-    external: ["node-pty"],
+    external: ["@lydell/node-pty"],
     // CommonJS dependencies (busboy) call require() for Node built-ins; give the ESM bundle one.
     banner: {
       js: "import { createRequire as __envdCreateRequire } from 'node:module'; const require = __envdCreateRequire(import.meta.url);",
@@ -57,10 +57,10 @@ export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<s
     logLevel: "warning",
   });
 
-  // node-pty is @lydell/node-pty (an npm alias): node-pty's JS with the compiled addon in a per-platform
-  // package, so installing needs no compiler. Both go beside the bundle.
-  const ptyRoot = dirname(require.resolve("node-pty/package.json"));
-  const ptyOut = join(outDir, "node_modules/node-pty");
+  // @lydell/node-pty is node-pty's JS with the compiled addon in a per-platform package, so installing
+  // needs no compiler. Both go beside the bundle.
+  const ptyRoot = dirname(require.resolve("@lydell/node-pty/package.json"));
+  const ptyOut = join(outDir, "node_modules/@lydell/node-pty");
   cpSync(ptyRoot, ptyOut, {
     recursive: true,
     filter: (src) => !src.endsWith(".map") && !src.endsWith(".md") && !src.endsWith(".d.ts"),

@@ -3,7 +3,7 @@ import { constants as fsConstants } from "node:fs";
 import { access, stat, writeFile } from "node:fs/promises";
 import { constants } from "node:os";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
-import type * as Pty from "node-pty";
+import type * as Pty from "@lydell/node-pty";
 import type { Logger } from "../log.js";
 import { type LinuxUser, STANDARD_PATH } from "../users.js";
 import { type OutputEvent, OutputFanout, type OutputSubscription } from "./output.js";
@@ -15,7 +15,7 @@ let ptyModule: Promise<typeof Pty> | undefined;
  * envd about 2.5 MiB, and most sandboxes never open a terminal.
  */
 function loadPty(): Promise<typeof Pty> {
-  ptyModule ??= import("node-pty");
+  ptyModule ??= import("@lydell/node-pty");
   return ptyModule;
 }
 
@@ -367,7 +367,9 @@ export class ProcessManager {
       pause: () => term.pause(),
       resume: () => term.resume(),
       write: async (data) => {
-        term.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+        // Bytes, not text: input may split UTF-8 sequences. The typings say string, but write() hands its
+        // argument to the PTY's socket as is, and a Buffer is what a socket takes without re-encoding.
+        term.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength) as unknown as string);
       },
       closeStdin: () => {
         // A terminal has no separate stdin to close; EOT at line start is what a shell reads as end-of-file.
