@@ -85,7 +85,7 @@ export async function startPostgres(): Promise<PostgresServer> {
       "-l",
       join(dir, "server.log"),
       "-o",
-      `-p ${port} -c listen_addresses=127.0.0.1 -k ${socketDir} -c fsync=off -c max_connections=50`,
+      `-p ${port} -c listen_addresses=127.0.0.1 -k ${socketDir} -c fsync=off -c max_connections=200`,
       "-w",
       "start",
     ]);

@@ -195,6 +195,8 @@ describe.skipIf(unavailable !== undefined)(
         AGENT_STATE_DIR: stateDir,
         AGENT_NET_PREFIX: prefix,
         AGENT_NET_CIDR: await freeSlotRange(),
+        // The key travels in the environment, never in argv (where `ps` shows it).
+        WRENN_API_KEY: running.apiKey,
       };
       const child = spawn(
         process.execPath,
@@ -207,8 +209,6 @@ describe.skipIf(unavailable !== undefined)(
           "namespace",
           "--register",
           running.apiUrl,
-          "--token",
-          running.apiKey,
         ],
         { cwd: repoRoot, env, stdio: ["ignore", "ignore", "pipe"] },
       );
@@ -216,12 +216,18 @@ describe.skipIf(unavailable !== undefined)(
       child.stderr.on("data", (d: Buffer) => {
         stderr += d.toString();
       });
-      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      let exitCode: number | null | undefined;
+      const exited = new Promise<number | null>((resolve) =>
+        child.once("exit", (code) => {
+          exitCode = code;
+          resolve(code);
+        }),
+      );
       try {
-        for (let i = 0; i < 1200 && !stderr.includes("registered with"); i++) {
+        for (let i = 0; i < 1200 && !stderr.includes("registered with") && exitCode === undefined; i++) {
           await new Promise((r) => setTimeout(r, 100));
         }
-        expect(stderr).toContain("registered with");
+        expect(stderr, `wrenn agent exited with ${exitCode}`).toContain("registered with");
         const hosts = json<Array<{ id: string; address: string; status: string }>>(await wrenn(["hosts", "--json"]));
         const second = hosts.find((h) => h.address === `http://127.0.0.1:${port}`);
         expect(hosts).toHaveLength(2);
