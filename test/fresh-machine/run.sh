@@ -81,7 +81,10 @@ cleanup() {
   # What the agent made in the host's network namespace and cgroup tree (its prefix only).
   for l in $(ip -o link show 2>/dev/null | sed -nE "s/^[0-9]+: (${prefix}-[^:@]+).*/\1/p"); do ip link del "$l" 2>/dev/null || true; done
   nft delete table inet "wrenn_${prefix}" 2>/dev/null || true
-  find /sys/fs/cgroup -depth -type d -name "*${prefix}*" -exec rmdir {} \; 2>/dev/null || true
+  # The agent's group and every sandbox group under it (those are named by sandbox, not by prefix).
+  for g in $(find /sys/fs/cgroup -type d -name "*${prefix}*" -prune 2>/dev/null); do
+    find "$g" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
   if [ "$code" -ne 0 ] && [ -d "$root/work/wrenn/.wrenn" ]; then
     # Kept for reading after a failure: wrenn up's logs (apt, image build, agent).
     rm -rf "$cache/fresh-last-failure"
