@@ -1,3 +1,4 @@
+import { apiKeyScopes } from "../../edge/services/auth/scopes.js";
 import { WrennClient } from "../../sdk/admin.js";
 import type { ApiKeyScope, CreateApiKeyRequest, UpdateApiKeyRequest } from "../../sdk/types.js";
 import { commonOptions, durationSeconds, parseCommand, usageError } from "../args.js";
@@ -5,17 +6,8 @@ import { type CommandContext, connection } from "../context.js";
 import { exitCodes } from "../errors.js";
 import { printJson, relativeTime, renderTable } from "../output.js";
 
-/** The scopes a key can carry, as the API names them (edge/services/auth/scopes.ts). */
-const knownScopes: readonly ApiKeyScope[] = [
-  "sandboxes:read",
-  "sandboxes:write",
-  "sandboxes:exec",
-  "files:read",
-  "files:write",
-  "keys:read",
-  "keys:write",
-  "admin",
-];
+/** The scopes a key can carry: the API's own list, so the CLI never drifts from it. */
+const knownScopes: readonly ApiKeyScope[] = apiKeyScopes;
 
 const keysUsage = `usage: wrenn keys [command] [options]
 

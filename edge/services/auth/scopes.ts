@@ -33,15 +33,9 @@ export const scopeDescriptions: Record<ApiKeyScope, string> = {
  * The scopes a key without an explicit list gets: everything but `admin`. It is also the database
  * default, so keys made before scopes existed keep the powers they had.
  */
-export const defaultKeyScopes: readonly Exclude<ApiKeyScope, "admin">[] = [
-  "sandboxes:read",
-  "sandboxes:write",
-  "sandboxes:exec",
-  "files:read",
-  "files:write",
-  "keys:read",
-  "keys:write",
-];
+export const defaultKeyScopes: readonly Exclude<ApiKeyScope, "admin">[] = apiKeyScopes.filter(
+  (s): s is Exclude<ApiKeyScope, "admin"> => s !== "admin",
+);
 
 /** Whether a key holding `held` (admin or not) may use a route that needs `needed`. */
 export function hasScope(held: { isAdmin: boolean; scopes: readonly string[] }, needed: ApiKeyScope): boolean {
