@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { buildSync } from "esbuild";
 import type { JailerJournalEntry } from "./fake-jailer.js";
 
 /**
@@ -49,10 +50,20 @@ export function writeFakeFirecracker(dir: string, knobs: FakeKnobs = {}): FakeFi
   const exports = Object.entries(env)
     .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
     .join("\n");
-  writeFileSync(
-    bin,
-    `#!/bin/sh\n${exports}\nexec ${shellQuote(process.execPath)} --import ${shellQuote(tsxLoader)} ${shellQuote(fakeEntry)} "$@"\n`,
-  );
+  // One bundled file beside the journal: under the fake jailer the double runs as the jail's uid, which
+  // cannot read a checkout in an owner-only directory (as a CI clone may be), so nothing of the repo is read.
+  const bundle = join(dir, "fake-firecracker.mjs");
+  buildSync({
+    entryPoints: [fakeEntry],
+    outfile: bundle,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    logLevel: "warning",
+  });
+  chmodSync(bundle, 0o644);
+  writeFileSync(bin, `#!/bin/sh\n${exports}\nexec ${shellQuote(process.execPath)} ${shellQuote(bundle)} "$@"\n`);
   chmodSync(bin, 0o755);
   return { bin, journal };
 }
