@@ -224,6 +224,19 @@ async function switchImage(layout: FilesLayout, name: string, versionDir: string
  */
 async function versionsInUse(layout: FilesLayout, candidates: string[]): Promise<Set<string>> {
   const texts: string[] = [await readFile("/proc/self/mountinfo", "utf8").catch(() => "")];
+  // Matched by full path: a version's name is a hash of its inputs, so another images root (a test's
+  // scratch root, a second install) can hold a version of the same name that its own sandboxes mount.
+  const dir = versionsDir(layout);
+  const realDir = await realpath(dir).catch(() => dir);
+  const refersTo = (text: string, c: string) =>
+    [dir, realDir].some((base) => {
+      const at = `${base}/${c}`;
+      for (let i = text.indexOf(at); i >= 0; i = text.indexOf(at, i + 1)) {
+        // The path must end there or go on into the version (not into a longer name).
+        if (!/[0-9a-z-]/.test(text[i + at.length] ?? "")) return true;
+      }
+      return false;
+    });
   for (const base of [layout.sandboxesDir, layout.snapshotsDir]) {
     for (const id of await readdir(base).catch(() => [] as string[])) {
       for (const file of await readdir(join(base, id)).catch(() => [] as string[])) {
@@ -233,7 +246,7 @@ async function versionsInUse(layout: FilesLayout, candidates: string[]): Promise
       }
     }
   }
-  return new Set(candidates.filter((c) => texts.some((t) => t.includes(c))));
+  return new Set(candidates.filter((c) => texts.some((t) => refersTo(t, c))));
 }
 
 /**

@@ -266,7 +266,16 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
       expect(now).toHaveLength(3);
       expect(now).toContain(previous);
       await rm(join(scratch.sandboxesDir, "sbxpinned"), { recursive: true, force: true });
-      await build("fourth");
+      // Another images root holding a version of the same name (the shared root of the sandboxes that
+      // other suites run meanwhile) has it mounted: that must not pin this root's version.
+      const elsewhere = join(root, "other-root", ".versions", previous, "rootfs");
+      await mkdir(elsewhere, { recursive: true });
+      await execa("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "wrenn-test", elsewhere]);
+      try {
+        await build("fourth");
+      } finally {
+        await execa("umount", [elsewhere]);
+      }
       now = (await readdir(versions)).filter((e) => e.startsWith("minimal-"));
       expect(now).toHaveLength(2);
       expect(now).not.toContain(previous);
