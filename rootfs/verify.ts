@@ -5,11 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ResultPromise } from "execa";
 import { filesLayout } from "../agent/layout.js";
+import { GUEST_NETWORK, guestKernelCmdline, hostTscKhz } from "../agent/runtimes/kernel-cmdline.js";
 import { claimIdRange, type IdRange, releaseIdRange } from "../agent/runtimes/namespace/id-ranges.js";
 import { namespaceGuestCommand } from "../agent/runtimes/namespace/launch.js";
 import { buildQemuArgs, qemuKernelCmdline } from "../agent/runtimes/qemu/cmdline.js";
 import { BuildError } from "./errors.js";
-import { GUEST_NETWORK, guestKernelCmdline, hostTscKhz } from "./kernel-cmdline.js";
 import { run, start } from "./run.js";
 
 /** envd's port inside the guest (E2B's). */

@@ -1,9 +1,9 @@
 import { constants } from "node:fs";
 import { access, chown, copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { guestKernelCmdline } from "../../../rootfs/kernel-cmdline.js";
 import type { Exec } from "../../exec.js";
 import type { Logger } from "../../logger.js";
+import { guestKernelCmdline } from "../kernel-cmdline.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../types.js";
 import { FirecrackerApiClient, FirecrackerApiError, waitForApiSocket } from "./api-client.js";
 import { type FirecrackerErrorReason, FirecrackerRuntimeError } from "./errors.js";

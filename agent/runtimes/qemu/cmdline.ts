@@ -1,4 +1,4 @@
-import { tcgTimingArgs } from "../../../rootfs/kernel-cmdline.js";
+import { tcgTimingArgs } from "../kernel-cmdline.js";
 
 /**
  * The QEMU command line for one Wrenn guest, as a pure function so that a restore can rebuild
@@ -197,7 +197,7 @@ function diskArgs(opts: QemuArgsOptions): string[] {
 }
 
 export interface QemuKernelCmdlineOptions {
-  /** The base guest command line shared with Firecracker (rootfs/kernel-cmdline.ts `guestKernelCmdline`). */
+  /** The base guest command line shared with Firecracker (agent/runtimes/kernel-cmdline.ts `guestKernelCmdline`). */
   base: string;
   kvm: boolean;
   /** Host TSC frequency in kHz; required for TCG (the guest's TSC reads the host's). */

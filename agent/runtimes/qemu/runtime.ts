@@ -17,10 +17,10 @@ import {
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
-import { guestKernelCmdline, hostTscKhz } from "../../../rootfs/kernel-cmdline.js";
 import type { Exec } from "../../exec.js";
 import type { Logger } from "../../logger.js";
 import { processAlive, readProcStat, waitForExit } from "../../process-identity.js";
+import { guestKernelCmdline, hostTscKhz } from "../kernel-cmdline.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../types.js";
 import { buildQemuArgs, migrateToFileUri, qemuKernelCmdline } from "./cmdline.js";
 import { QemuRuntimeError } from "./errors.js";
