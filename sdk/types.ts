@@ -1,8 +1,10 @@
 /**
- * The API's request and response shapes, taken from the edge's own route schemas with type-only
- * imports: the SDK ships no schema code, yet a change to a route shows up here at compile time.
+ * The API's request and response shapes, taken from the edge's own route schemas and contracts with
+ * type-only imports: the SDK ships no schema code, yet a change to a route shows up here at compile
+ * time. biome.json lets sdk/ import edge/routes/<resource>/schemas.ts and edge/contracts/ only.
  */
 import type { z } from "@hono/zod-openapi";
+import type { ExecStreamEvent } from "../edge/contracts/exec-stream.js";
 import type {
   ApiKey,
   ApiKeyScopeSchema,
@@ -22,7 +24,6 @@ import type {
   TimeoutBody,
 } from "../edge/routes/sandboxes/schemas.js";
 import type { Team, UpdateTeamBody } from "../edge/routes/teams/schemas.js";
-import type { ExecStreamEvent } from "../edge/services/sandboxes/exec-stream.js";
 
 /** A sandbox as the API describes it (`GET /v1/sandboxes/{id}`). */
 export type SandboxInfo = z.infer<typeof Sandbox>;

@@ -1,18 +1,14 @@
 import { boolean, integer, jsonb, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { hostStatuses, isolationClasses } from "../../contracts/enums.js";
 import { lifecycleDates, rowVersion } from "./util.js";
 
-/** Where a host is in its life: `active` takes new sandboxes, `draining` and `unhealthy` do not. */
-export const hostStatuses = ["active", "draining", "unhealthy"] as const;
-/** One of `hostStatuses`. */
-export type HostStatus = (typeof hostStatuses)[number];
-
-/**
- * How strongly a host's runtime separates a guest from the host kernel, strongest first: `vm`
- * (Firecracker, QEMU), `gvisor` (a user-space kernel), `namespace` (shares the host kernel).
- */
-export const isolationClasses = ["vm", "gvisor", "namespace"] as const;
-/** One of `isolationClasses`. */
-export type IsolationClassName = (typeof isolationClasses)[number];
+// The enums are the API's vocabulary (edge/contracts); the schema re-exports them for its own users.
+export {
+  type HostStatus,
+  hostStatuses,
+  type IsolationClassName,
+  isolationClasses,
+} from "../../contracts/enums.js";
 
 /**
  * Machines running a host agent. `tokenSealed` is the agent's bearer token, encrypted with the

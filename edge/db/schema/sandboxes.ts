@@ -1,46 +1,19 @@
 import { bigint, boolean, index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
-import { hosts, isolationClasses } from "./hosts.js";
+import { isolationClasses, sandboxStates, stopReasons, timeoutActions } from "../../contracts/enums.js";
+import { hosts } from "./hosts.js";
 import { teams } from "./teams.js";
 import { lifecycleDates, rowVersion } from "./util.js";
 
-/**
- * Sandbox states (DESIGN.md §3). `pending` is written before the agent is called, so a crash at any
- * step leaves a row the reconcile sweep can converge; `missing` means its host is unreachable.
- */
-export const sandboxStates = [
-  "pending",
-  "starting",
-  "running",
-  "pausing",
-  "paused",
-  "resuming",
-  "stopped",
-  "error",
-  "missing",
-] as const;
-/** One of `sandboxStates`. */
-export type SandboxStateName = (typeof sandboxStates)[number];
-
-/** States in which a sandbox still holds (or may hold) resources on its host. */
-export const activeSandboxStates = [
-  "pending",
-  "starting",
-  "running",
-  "pausing",
-  "paused",
-  "resuming",
-  "missing",
-] as const satisfies readonly SandboxStateName[];
-
-/** Why a sandbox stopped. */
-export const stopReasons = ["killed", "timeout", "error", "lost"] as const;
-/** One of `stopReasons`. */
-export type StopReasonName = (typeof stopReasons)[number];
-
-/** What happens when a sandbox's timeout runs out. */
-export const timeoutActions = ["kill", "pause"] as const;
-/** One of `timeoutActions`. */
-export type TimeoutActionName = (typeof timeoutActions)[number];
+// The enums are the API's vocabulary (edge/contracts); the schema re-exports them for its own users.
+export {
+  activeSandboxStates,
+  type SandboxStateName,
+  type StopReasonName,
+  sandboxStates,
+  stopReasons,
+  type TimeoutActionName,
+  timeoutActions,
+} from "../../contracts/enums.js";
 
 /**
  * Sandboxes: desired and observed state. Ids are 20 characters of [a-z0-9] (as E2B's), chosen by the

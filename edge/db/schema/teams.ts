@@ -1,5 +1,5 @@
 import { jsonb, pgTable, text } from "drizzle-orm/pg-core";
-import { type IsolationClassName, isolationClasses } from "./hosts.js";
+import { type IsolationClassName, isolationClasses } from "../../contracts/enums.js";
 import { lifecycleDates } from "./util.js";
 
 /**

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { hostStatuses, isolationClasses } from "../../db/schema/index.js";
+import { hostStatuses, isolationClasses } from "../../contracts/enums.js";
 
 /** Path parameter of /v1/hosts/{id}. */
 export const HostIdParam = z.object({

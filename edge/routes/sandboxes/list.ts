@@ -1,6 +1,6 @@
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
-import { type SandboxStateName, sandboxStates } from "../../db/schema/index.js";
+import { type SandboxStateName, sandboxStates } from "../../contracts/enums.js";
 import { ApiError, openApiErrorResponses } from "../../errors/api-error.js";
 import { scoped } from "../../middleware/auth.js";
 import { listSandboxes } from "../../services/sandboxes/list.js";

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { isolationClasses, sandboxStates, stopReasons, timeoutActions } from "../../db/schema/index.js";
+import { isolationClasses, sandboxStates, stopReasons, timeoutActions } from "../../contracts/enums.js";
 
 /** Path parameter of every /v1/sandboxes/{id} route. */
 export const SandboxIdParam = z.object({

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { isolationClasses } from "../../db/schema/index.js";
+import { isolationClasses } from "../../contracts/enums.js";
 
 /** Path parameter of /v1/teams/{id}; `me` is the caller's own team. */
 export const TeamIdParam = z.object({

@@ -1,14 +1,8 @@
 import { agentErrorToServiceError } from "../../clients/agent.js";
+import type { ExecStreamEvent } from "../../contracts/exec-stream.js";
 import type { TeamContext } from "../context.js";
 import { commandLine, decodeUtf8, type ExecInput, toBase64 } from "./exec.js";
 import { loadRunningSandbox } from "./load.js";
-
-/** One event of a streamed command, as sent to the client. */
-export type ExecStreamEvent =
-  | { type: "start"; pid: number }
-  | { type: "stdout" | "stderr"; data: string; encoding: "utf-8" | "base64" }
-  | { type: "exit"; exitCode: number; error?: string }
-  | { type: "error"; code: string; message: string };
 
 /**
  * Starts a command in a running sandbox and yields its events as they come. The sandbox is checked
