@@ -1,5 +1,6 @@
 import { type Client, Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-web";
+import { readAllBytes, type UniversalClientFn, universalClientResponseFromFetch } from "@connectrpc/connect/protocol";
+import { createTransport } from "@connectrpc/connect/protocol-connect";
 import { HostAgentService } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { ErrorCode } from "../errors/codes.js";
 import { ServiceError } from "../services/errors.js";
@@ -84,21 +85,60 @@ export function requestIdInterceptor(requestId: string): Interceptor {
 }
 
 /**
- * `fetch` with `redirect: "manual"` forced: connect-web asks for `redirect: "error"`, which workerd
- * rejects; an agent never redirects, so a 3xx surfaces as an error either way.
+ * Size limits of one Connect message between edge and agent. The agent's answers are under its own
+ * bounds (a file or each exec stream at 16 MiB, so a unary exec answer holds at most 32 MiB plus the
+ * envelope; the agent's server writes at most 40 MiB), and everything in them — exec output, file
+ * bytes, listings, status text — is shaped by a guest. Without a limit Connect accepts ~4 GiB, so
+ * a hostile or broken agent (or a guest it relays) could make the edge buffer gigabytes.
  */
-export function createAgentFetch(base: typeof fetch = globalThis.fetch): typeof fetch {
-  return (input, init) => base(input, { ...init, redirect: "manual" });
+export const agentMessageLimits = {
+  /** The agent server's `writeMaxBytes` (agent/server.ts): anything larger is not from a sound agent. */
+  readMaxBytes: 40 * 2 ** 20,
+  /** The agent server's `readMaxBytes`: larger would be refused there anyway, so fail before sending. */
+  writeMaxBytes: 17 * 2 ** 20,
+} as const;
+
+/**
+ * A Connect HTTP client over `fetch`. Every edge → agent call is unary or server-streaming, so the
+ * request is one message: it is collected (bounded by `writeMaxBytes`) and sent as a fixed body,
+ * which Node's fetch takes without `duplex` and workerd without a streamed upload. `redirect:
+ * "manual"` because an agent never redirects (and workerd rejects `redirect: "error"`).
+ */
+function agentHttpClient(fetchFn: typeof fetch): UniversalClientFn {
+  return async (req) => {
+    const body =
+      req.body === undefined ? undefined : await readAllBytes(req.body, agentMessageLimits.writeMaxBytes + 5);
+    const res = await fetchFn(req.url, {
+      method: req.method,
+      headers: req.header,
+      signal: req.signal,
+      redirect: "manual",
+      ...(body !== undefined ? { body: body as Uint8Array<ArrayBuffer> } : {}),
+    });
+    return universalClientResponseFromFetch(res);
+  };
 }
 
-/** Builds the Connect transport to one agent, with bearer token and request id. */
+/**
+ * Builds the Connect transport to one agent, with bearer token, request id and bounded messages.
+ * This is @connectrpc/connect's own Connect-protocol transport (connect-web's has no `readMaxBytes`):
+ * a unary answer is read up to the limit (checked against Content-Length first), a stream message
+ * by its envelope's length, so an oversized answer fails before it is buffered. No compression is
+ * offered, so nothing is inflated past the limit either.
+ */
 export function createAgentTransport(host: HostTarget, requestId: string, baseFetch?: typeof fetch): Transport {
-  return createConnectTransport({
+  const fetchFn = baseFetch ?? ((input, init) => globalThis.fetch(input, init));
+  return createTransport({
+    httpClient: agentHttpClient(fetchFn),
     baseUrl: host.address,
     useBinaryFormat: true,
-    fetch: createAgentFetch(baseFetch),
-    defaultTimeoutMs: agentTimeouts.default,
     interceptors: [bearerInterceptor(host.token), requestIdInterceptor(requestId)],
+    acceptCompression: [],
+    sendCompression: null,
+    compressMinBytes: 0,
+    readMaxBytes: agentMessageLimits.readMaxBytes,
+    writeMaxBytes: agentMessageLimits.writeMaxBytes,
+    defaultTimeoutMs: agentTimeouts.default,
   });
 }
 
@@ -200,6 +240,13 @@ export function agentErrorToServiceError(err: unknown, what: string): ServiceErr
   if (certificate !== undefined)
     return new ServiceError("AGENT_UNAVAILABLE", `${what}: ${certificate}`, { cause: err });
   const connectError = ConnectError.from(err);
+  if (isMessageSizeRefusal(connectError)) {
+    return new ServiceError(
+      "AGENT_ERROR",
+      `${what}: the host agent's answer is larger than the edge accepts (${agentMessageLimits.readMaxBytes / 2 ** 20} MiB per message)`,
+      { cause: err },
+    );
+  }
   const code = AGENT_ERROR_MAP[connectCodeOf(err)] ?? "AGENT_ERROR";
   const message = callerFacingCodes.has(code)
     ? `${what}: ${connectError.rawMessage}`
@@ -211,6 +258,20 @@ export function agentErrorToServiceError(err: unknown, what: string): ServiceErr
 export function isAgentAnswer(err: unknown): boolean {
   const code = connectCodeOf(err);
   return !(code === Code.Unavailable || code === Code.DeadlineExceeded || code === Code.Canceled);
+}
+
+/**
+ * Whether a ResourceExhausted failure is Connect's own message-size limit (this transport's
+ * `readMaxBytes`/`writeMaxBytes`, or the agent server's `readMaxBytes`) rather than the agent saying
+ * it has no room. The agent's own refusals always carry an `error-reason` (agent/error-map.ts);
+ * a size limit never does. Telling them apart keeps an oversized answer from reading as NO_CAPACITY.
+ */
+function isMessageSizeRefusal(err: ConnectError): boolean {
+  return (
+    err.code === Code.ResourceExhausted &&
+    err.metadata.get("error-reason") === null &&
+    /\b(read|write)MaxBytes\b/.test(err.rawMessage)
+  );
 }
 
 /** The message of an AgentCertificateError (edge/node/agent-tls.ts) somewhere in `err`'s causes. */
