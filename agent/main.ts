@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type AgentConfig, loadAgentConfig } from "./config.js";
+import { EnvdClient } from "./envd-client.js";
 import { createExec, type Exec } from "./exec.js";
 import { HostInventory } from "./host-inventory.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -16,6 +17,7 @@ import { NamespaceRuntime } from "./runtimes/namespace/runtime.js";
 import { probeKvm, QemuRuntime } from "./runtimes/qemu/runtime.js";
 import { selectRuntime } from "./runtimes/select.js";
 import type { Runtime } from "./runtimes/types.js";
+import { systemClock } from "./sandboxes/clock.js";
 import { SandboxManager } from "./sandboxes/manager.js";
 import { startServer } from "./server.js";
 
@@ -116,6 +118,8 @@ async function main(): Promise<void> {
     logger,
     slots,
     runtime,
+    envdClient: (address, accessToken) => new EnvdClient(address, accessToken),
+    clock: systemClock,
     observer: metrics,
     envdTimeoutMs: config.envdTimeoutMs,
   });

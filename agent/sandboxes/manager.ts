@@ -1,44 +1,40 @@
-import { randomBytes } from "node:crypto";
-import { access, realpath, rm, symlink } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { access, symlink } from "node:fs/promises";
+import { basename } from "node:path";
 import type { AgentConfig } from "../config.js";
-import { DEFAULT_USER, DEFAULT_WORKDIR, EnvdClient } from "../envd-client.js";
-import { AgentError, failedPrecondition, sandboxNotFound } from "../errors.js";
+import { DEFAULT_USER, DEFAULT_WORKDIR } from "../envd-client.js";
+import { AgentError, failedPrecondition } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { SlotKind } from "../network/rules.js";
-import { guestNetworkOf, type Slot, type SlotManager, SlotsExhaustedError, slotKindOf } from "../network/slots.js";
-import { isSameProcessAlive } from "../process-identity.js";
-import type { GuestHandle, GuestSpec, Runtime } from "../runtimes/types.js";
-import { assertSandboxId, assertTemplateName, SANDBOX_ID_PATTERN } from "./ids.js";
+import { type Slot, type SlotManager, SlotsExhaustedError, slotKindOf } from "../network/slots.js";
+import type { GuestSpec, Runtime } from "../runtimes/types.js";
+import type { Clock } from "./clock.js";
+import type { EnvdClientFactory, GuestEnvd } from "./guest-envd.js";
+import { GuestIo } from "./guest-io.js";
+import { guestSpec } from "./guest-spec.js";
+import { assertSandboxId, assertTemplateName } from "./ids.js";
 import { KeyedLock, Semaphore } from "./lock.js";
-import { type Reap, ReapLog, type ReapRetention, reapLogPath } from "./reaped.js";
+import type { Reap, ReapRetention } from "./reaped.js";
+import { Reaper } from "./reaper.js";
 import {
-  readRecords,
+  type CreateInput,
+  newRecord,
   type SandboxRecord,
   type StopReasonName,
   type TimeoutActionName,
-  UNSET_RECORD_FIELDS,
   writeRecord,
 } from "./record.js";
+import { Recovery } from "./recovery.js";
+import { type LiveSandbox, SandboxTable } from "./table.js";
+import { teardownSandbox } from "./teardown.js";
+import { WarmPool } from "./warm-pool.js";
 
 /**
- * The sandbox manager: ids, states, locks, capacity, network slots, the envd handshake, the TTL
- * reaper and restart recovery. It drives one Runtime and knows nothing of the wire protocol.
+ * The sandbox manager: ids, states, locks, capacity, network slots and the envd handshake. It owns
+ * its collaborators (the warm pool, the TTL reaper, restart recovery and guest I/O), drives one
+ * Runtime and knows nothing of the wire protocol.
  */
 
-export interface CreateInput {
-  sandboxId: string;
-  template: string;
-  vcpus: number;
-  memoryMb: number;
-  timeoutSec: number;
-  timeoutAction: TimeoutActionName;
-  envVars: Record<string, string>;
-  metadata: Record<string, string>;
-  accessToken: string;
-  internetAccess: boolean;
-  noWait: boolean;
-}
+export type { CreateInput } from "./record.js";
 
 /** Where the time of one create went (milliseconds), logged with "sandbox running". */
 export interface CreatePhases {
@@ -62,6 +58,10 @@ export interface SandboxManagerDeps {
   logger: Logger;
   slots: SlotManager;
   runtime: Runtime;
+  /** Makes the client of a guest's envd (tests stand in for envd here). */
+  envdClient: EnvdClientFactory;
+  /** Wall-clock time for timeouts, stop times and reaps. */
+  clock: Clock;
   observer?: ManagerObserver;
   /** How long to wait for envd after the runtime started the guest. */
   envdTimeoutMs?: number;
@@ -69,45 +69,61 @@ export interface SandboxManagerDeps {
   reapRetention?: Partial<ReapRetention>;
 }
 
-interface Live {
-  record: SandboxRecord;
-  slot: Slot | undefined;
-  envd: EnvdClient | undefined;
-}
-
-/** A guest booted ahead of demand under a placeholder id, waiting for a create to take it. */
-interface WarmGuest {
-  spec: GuestSpec;
-  slot: Slot;
-  handle: GuestHandle;
-}
-
-const WARM_DIR_PREFIX = ".warm-";
-
-/** Statuses whose sandbox holds host resources (a process, a slot, memory). */
-const HOLDS_RESOURCES = new Set(["starting", "running", "pausing", "resuming", "stopping"]);
-
 export class SandboxManager {
   readonly #deps: SandboxManagerDeps;
-  readonly #live = new Map<string, Live>();
-  readonly #stopped = new Map<string, SandboxRecord>();
-  readonly #reaps: ReapLog;
+  readonly #table: SandboxTable;
   readonly #lock = new KeyedLock();
   readonly #starts: Semaphore;
   readonly #slotKind: SlotKind;
-  readonly #warm: WarmGuest[] = [];
-  #warmTarget = 0;
-  #warming: Promise<void> | undefined;
+  readonly #envdTimeoutMs: number;
+  readonly #warm: WarmPool;
+  readonly #reaper: Reaper;
+  readonly #recovery: Recovery;
+  /** Processes and files in running guests. */
+  readonly guest: GuestIo;
 
   constructor(deps: SandboxManagerDeps) {
     this.#deps = deps;
-    this.#starts = new Semaphore(deps.config.maxConcurrentStarts);
-    this.#slotKind = slotKindOf(deps.runtime.name);
-    this.#reaps = new ReapLog({
-      file: reapLogPath(deps.config.layout.stateRoot),
-      logger: deps.logger,
-      ...(deps.reapRetention ? { retention: deps.reapRetention } : {}),
+    const { config, logger, slots, runtime, envdClient, clock } = deps;
+    this.#starts = new Semaphore(config.maxConcurrentStarts);
+    this.#slotKind = slotKindOf(runtime.name);
+    this.#envdTimeoutMs = deps.envdTimeoutMs ?? 30_000;
+    this.#table = new SandboxTable(clock);
+    this.#warm = new WarmPool({
+      config,
+      logger,
+      runtime,
+      slots,
+      slotKind: this.#slotKind,
+      envdClient,
+      clock,
+      envdTimeoutMs: this.#envdTimeoutMs,
     });
+    this.#reaper = new Reaper({
+      config,
+      logger,
+      runtime,
+      table: this.#table,
+      clock,
+      actions: {
+        pauseReaped: (id) => this.pause(id, { reaped: true }),
+        destroy: (id, reason) => this.destroy(id, reason),
+      },
+      reapRetention: deps.reapRetention,
+    });
+    this.#recovery = new Recovery({
+      config,
+      logger,
+      slots,
+      runtime,
+      table: this.#table,
+      envdClient,
+      clock,
+      warm: this.#warm,
+      reaper: this.#reaper,
+      teardown: (record, slot) => this.#teardown(record, slot),
+    });
+    this.guest = new GuestIo({ envdOf: (id) => this.envd(id) });
   }
 
   get runtime(): Runtime {
@@ -116,152 +132,41 @@ export class SandboxManager {
 
   /** The envd version the most recent guest reported (X-Envd-Version on /init), or "". */
   get envdVersion(): string {
-    let version = "";
-    for (const { record } of this.#live.values()) if (record.envdVersion !== "") version = record.envdVersion;
-    return version;
+    return this.#table.envdVersion;
   }
 
-  // ---------------------------------------------------------------- recovery
-
-  /**
-   * Rebuilds the in-memory map from sandboxes/<id>/state.json after a restart: sandboxes whose guest
-   * process still runs (same PID and start time) are adopted with their slot; paused-to-disk ones are
-   * adopted without one; anything half-made or dead is torn down. Then stale slots are removed.
-   */
-  async recover(): Promise<void> {
-    const { config, logger, slots, runtime } = this.#deps;
-    await this.#reaps.load();
-    const { records, orphans } = await readRecords(config.layout.sandboxesDir);
-    const keep: number[] = [];
-    const doomed: SandboxRecord[] = [];
-    for (const record of records) {
-      // (A state file without a runtime predates the field: it is this runtime's.)
-      record.runtime ??= runtime.name;
-      if (record.runtime !== runtime.name) {
-        // Another runtime's guest cannot be stopped correctly by this one: keep it visible as an
-        // error (nothing is deleted) until an agent with that runtime, or an operator, removes it.
-        record.status = "error";
-        record.error = `recorded by the ${record.runtime} runtime; this agent runs ${runtime.name}`;
-        if (record.slot) keep.push(slots.adopt(record.slot.index, record.slot.kind, record.slot.egress).index);
-        this.#live.set(record.id, { record, slot: undefined, envd: undefined });
-        logger.warn("sandbox from another runtime kept as error", { sandboxId: record.id, runtime: record.runtime });
-        continue;
-      }
-      const alive = record.handle !== undefined && (await runtime.isAlive(record.handle));
-      const pausedToDisk = record.status === "paused" && record.snapshot !== undefined && record.handle === undefined;
-      // A sandbox in error keeps its disk (and snapshot) until it is destroyed.
-      const inError = record.status === "error";
-      if (((record.status === "running" || record.status === "paused") && (alive || pausedToDisk)) || inError) {
-        const slot = record.slot ? slots.adopt(record.slot.index, record.slot.kind, record.slot.egress) : undefined;
-        if (slot) keep.push(slot.index);
-        this.#live.set(record.id, {
-          record,
-          slot,
-          envd: slot ? new EnvdClient(slot.slotIp, record.accessToken) : undefined,
-        });
-        logger.info("re-adopted sandbox", { sandboxId: record.id, status: record.status });
-      } else {
-        doomed.push(record);
-      }
-    }
-    await slots.init(keep);
-    for (const record of doomed) {
-      logger.warn("removing sandbox left half-made or dead by a previous agent", {
-        sandboxId: record.id,
-        status: record.status,
-      });
-      await this.#teardownResources(record, undefined).catch((err) =>
-        logger.error("cleanup of a stale sandbox failed", { sandboxId: record.id, err }),
-      );
-      if (record.status === "running" || record.status === "paused") {
-        this.#markStopped(record, "lost", "its process went away while the agent was down");
-        await this.#recordReap(record);
-      }
-    }
-    // Warm guests of a previous agent were never handed out (or their sandbox is gone): stop them.
-    const referenced = new Set<string>();
-    for (const { record } of this.#live.values()) {
-      referenced.add(await realpath(config.layout.sandboxDir(record.id)).catch(() => ""));
-    }
-    for (const name of orphans.filter((n) => n.startsWith(WARM_DIR_PREFIX))) {
-      const dir = join(config.layout.sandboxesDir, name);
-      if (referenced.has(await realpath(dir).catch(() => dir))) continue;
-      const spec = {
-        ...this.#spec(this.#orphanRecord(name.slice(WARM_DIR_PREFIX.length)), undefined),
-        sandboxDir: dir,
-      };
-      await runtime.stop(spec, undefined).catch((err) => logger.error("cleanup of a warm guest failed", { err }));
-      await rm(dir, { recursive: true, force: true });
-    }
-    // Only directories named like sandboxes are ours to remove.
-    for (const name of orphans.filter((n) => SANDBOX_ID_PATTERN.test(n))) {
-      await runtime
-        .stop(this.#spec(this.#orphanRecord(name), undefined), undefined)
-        .catch((err) => logger.error("cleanup of a sandbox directory failed", { sandboxId: name, err }));
-      await rm(config.layout.sandboxDir(name), { recursive: true, force: true });
-    }
-  }
-
-  #orphanRecord(id: string): SandboxRecord {
-    return this.#newRecord({
-      sandboxId: id,
-      template: "",
-      vcpus: 1,
-      memoryMb: 1,
-      timeoutSec: 0,
-      timeoutAction: "kill",
-      envVars: {},
-      metadata: {},
-      accessToken: "",
-      internetAccess: false,
-      noWait: false,
-    });
+  /** Re-adopts the sandboxes a previous agent left (see Recovery). Call once, before serving. */
+  recover(): Promise<void> {
+    return this.#recovery.run();
   }
 
   // ---------------------------------------------------------------- queries
 
   get(id: string): SandboxRecord {
-    assertSandboxId(id);
-    const live = this.#live.get(id);
-    if (live) return live.record;
-    const stopped = this.#stopped.get(id);
-    if (stopped) return stopped;
-    throw sandboxNotFound(id);
+    return this.#table.get(id);
   }
 
   /** Every sandbox the host holds (not stopped), and what the reaper did that the edge has not acknowledged. */
   list(): { sandboxes: SandboxRecord[]; reaps: readonly Reap[] } {
-    return { sandboxes: [...this.#live.values()].map((l) => l.record), reaps: this.#reaps.pending() };
+    return { sandboxes: this.#table.records(), reaps: this.#reaper.pending() };
   }
 
   /** Drops reaps the edge has recorded; returns how many were still held. */
   acknowledgeReaped(reapIds: readonly string[]): Promise<number> {
-    return this.#reaps.acknowledge(reapIds);
+    return this.#reaper.acknowledge(reapIds);
   }
 
   load(): { sandboxes: number; vcpus: number; memoryMb: number; slotsInUse: number } {
-    let sandboxes = 0;
-    let vcpus = 0;
-    let memoryMb = 0;
-    for (const { record, slot } of this.#live.values()) {
-      if (!HOLDS_RESOURCES.has(record.status) && !(record.status === "paused" && slot !== undefined)) continue;
-      sandboxes++;
-      vcpus += record.vcpus;
-      memoryMb += record.memoryMb;
-    }
-    return { sandboxes, vcpus, memoryMb, slotsInUse: this.#deps.slots.inUse };
+    return { ...this.#table.usage(), slotsInUse: this.#deps.slots.inUse };
   }
 
   countsByStatus(): Record<string, number> {
-    const counts: Record<string, number> = {};
-    for (const { record } of this.#live.values()) counts[record.status] = (counts[record.status] ?? 0) + 1;
-    counts.stopped = this.#stopped.size;
-    return counts;
+    return this.#table.countsByStatus();
   }
 
   /** The envd client of a running sandbox. */
-  envd(id: string): EnvdClient {
-    const live = this.#liveOrThrow(id);
+  envd(id: string): GuestEnvd {
+    const live = this.#table.liveOrThrow(id);
     if (live.record.status !== "running" || live.envd === undefined) {
       throw failedPrecondition("SANDBOX_NOT_RUNNING", `sandbox ${id} is ${live.record.status}, not running`);
     }
@@ -270,7 +175,7 @@ export class SandboxManager {
 
   /** Where the proxy reaches a running sandbox's ports. */
   proxyAddress(id: string): string {
-    const live = this.#liveOrThrow(id);
+    const live = this.#table.liveOrThrow(id);
     if (live.record.status === "paused" || live.record.status === "pausing") {
       throw failedPrecondition("SANDBOX_PAUSED", `sandbox ${id} is paused`);
     }
@@ -280,53 +185,10 @@ export class SandboxManager {
     return live.slot.slotIp;
   }
 
-  #liveOrThrow(id: string): Live {
-    assertSandboxId(id);
-    const live = this.#live.get(id);
-    if (!live) throw sandboxNotFound(id);
-    return live;
-  }
-
   // ---------------------------------------------------------------- create
 
-  #newRecord(input: CreateInput): SandboxRecord {
-    const now = Date.now();
-    return {
-      id: input.sandboxId,
-      template: input.template,
-      runtime: this.#deps.runtime.name,
-      vcpus: input.vcpus,
-      memoryMb: input.memoryMb,
-      createdAt: now,
-      endAt: input.timeoutSec > 0 ? now + input.timeoutSec * 1000 : undefined,
-      remainingMs: undefined,
-      timeoutMs: input.timeoutSec * 1000,
-      timeoutAction: input.timeoutAction,
-      metadata: input.metadata,
-      envVars: input.envVars,
-      accessToken: input.accessToken,
-      internetAccess: input.internetAccess,
-      status: "starting",
-      ...UNSET_RECORD_FIELDS,
-    };
-  }
-
   #spec(record: SandboxRecord, slot: Slot | undefined): GuestSpec {
-    const { layout } = this.#deps.config;
-    return {
-      sandboxId: record.id,
-      template: record.template,
-      vcpus: record.vcpus,
-      memoryMb: record.memoryMb,
-      sandboxDir: layout.sandboxDir(record.id),
-      network: slot
-        ? guestNetworkOf(slot)
-        : { netns: "", tapName: "", guestIp: "", gatewayIp: "", prefixLength: 30, guestMac: "" },
-      kernelPath: layout.kernelPath,
-      initrdPath: layout.initrdPath,
-      imageRootfsTree: layout.imageRootfsTree(record.template),
-      imageRootfsExt4: layout.imageRootfsExt4(record.template),
-    };
+    return guestSpec(this.#deps.config.layout, record, slot);
   }
 
   async #persist(record: SandboxRecord): Promise<void> {
@@ -339,7 +201,7 @@ export class SandboxManager {
     const { config } = this.#deps;
     const started = performance.now();
     return this.#lock.run(input.sandboxId, async () => {
-      const existing = this.#live.get(input.sandboxId);
+      const existing = this.#table.live.get(input.sandboxId);
       if (existing) return existing.record;
       const manifest = config.layout.imageManifest(input.template);
       if (
@@ -351,14 +213,14 @@ export class SandboxManager {
         throw new AgentError("NOT_FOUND", "TEMPLATE_NOT_FOUND", `template ${input.template} is not on this host`);
       }
       this.#checkCapacity(input);
-      this.#stopped.delete(input.sandboxId);
-      const record = this.#newRecord(input);
-      const live: Live = { record, slot: undefined, envd: undefined };
+      this.#table.stopped.delete(input.sandboxId);
+      const record = newRecord(input, this.#deps.runtime.name, this.#deps.clock.now());
+      const live: LiveSandbox = { record, slot: undefined, envd: undefined };
       // Inserted before the first await, so concurrent creates see it in the capacity check.
-      this.#live.set(record.id, live);
+      this.#table.live.set(record.id, live);
       const log = this.#deps.logger.child({ sandboxId: record.id });
       const phases: CreatePhases = { queueMs: 0, slotMs: 0, runtimeStartMs: 0, guestReadyMs: 0, initMs: 0 };
-      const warm = this.#takeWarm(input);
+      const warm = this.#warm.take(input.template, input.internetAccess);
       try {
         if (warm) {
           // A guest booted ahead of demand: point sandboxes/<id> at its directory and give it this identity.
@@ -403,25 +265,23 @@ export class SandboxManager {
           });
         const slot = live.slot;
         if (slot === undefined) throw new Error("slot missing after start");
-        live.envd = new EnvdClient(slot.slotIp, record.accessToken);
+        live.envd = this.#deps.envdClient(slot.slotIp, record.accessToken);
       } catch (err) {
         log.error("create failed", { err });
-        await this.#teardownResources(record, live.slot).catch((e) =>
-          log.error("cleanup after failed create", { err: e }),
-        );
-        this.#live.delete(record.id);
+        await this.#teardown(record, live.slot).catch((e) => log.error("cleanup after failed create", { err: e }));
+        this.#table.live.delete(record.id);
         throw toCreateError(err);
       }
       if (input.noWait) {
         void this.#lock.run(record.id, async () => {
           await this.#handshakeOrFail(live, log, started, phases);
-          if (warm) this.#refillWarm();
+          if (warm) this.#warm.refill();
         });
         return record;
       }
       await this.#handshakeOrFail(live, log, started, phases);
       // Boot the next warm guest only now, so it does not compete with this create.
-      if (warm) this.#refillWarm();
+      if (warm) this.#warm.refill();
       if (record.status !== "running") {
         throw new AgentError("UNAVAILABLE", "ENVD_NOT_READY", record.error ?? "sandbox did not become ready");
       }
@@ -449,7 +309,7 @@ export class SandboxManager {
   }
 
   /** Waits for envd and POSTs /init; on failure tears the sandbox down (a failed create leaves nothing). */
-  async #handshakeOrFail(live: Live, log: Logger, started: number, phases: CreatePhases): Promise<void> {
+  async #handshakeOrFail(live: LiveSandbox, log: Logger, started: number, phases: CreatePhases): Promise<void> {
     const { record } = live;
     try {
       await this.#handshake(live, phases);
@@ -462,19 +322,17 @@ export class SandboxManager {
       log.info("sandbox running", { ms: Math.round(totalMs), phases: rounded });
     } catch (err) {
       log.error("envd handshake failed", { err });
-      await this.#teardownResources(record, live.slot).catch((e) =>
-        log.error("cleanup after failed handshake", { err: e }),
-      );
-      this.#live.delete(record.id);
-      this.#markStopped(record, "error", (err as Error).message);
+      await this.#teardown(record, live.slot).catch((e) => log.error("cleanup after failed handshake", { err: e }));
+      this.#table.live.delete(record.id);
+      this.#table.markStopped(record, "error", (err as Error).message);
     }
   }
 
-  async #handshake(live: Live, phases?: CreatePhases): Promise<void> {
+  async #handshake(live: LiveSandbox, phases?: CreatePhases): Promise<void> {
     const envd = live.envd;
     if (envd === undefined) throw new Error("no envd client");
     let t = performance.now();
-    await envd.waitHealthy(this.#deps.envdTimeoutMs ?? 30_000);
+    await envd.waitHealthy(this.#envdTimeoutMs);
     if (phases) phases.guestReadyMs = performance.now() - t;
     t = performance.now();
     live.record.envdVersion = await envd.init({
@@ -482,7 +340,7 @@ export class SandboxManager {
       accessToken: live.record.accessToken,
       defaultUser: DEFAULT_USER,
       defaultWorkdir: DEFAULT_WORKDIR,
-      timestamp: new Date().toISOString(),
+      timestamp: new Date(this.#deps.clock.now()).toISOString(),
     });
     if (phases) phases.initMs = performance.now() - t;
   }
@@ -492,57 +350,25 @@ export class SandboxManager {
   async destroy(id: string, reason: StopReasonName = "killed"): Promise<SandboxRecord> {
     assertSandboxId(id);
     return this.#lock.run(id, async () => {
-      const live = this.#live.get(id);
-      if (!live) throw sandboxNotFound(id);
+      const live = this.#table.liveOrThrow(id);
       const { record } = live;
       record.status = "stopping";
       await this.#persist(record).catch(() => {});
       try {
-        await this.#teardownResources(record, live.slot);
+        await this.#teardown(record, live.slot);
       } finally {
-        this.#live.delete(id);
-        this.#markStopped(record, reason, undefined);
+        this.#table.live.delete(id);
+        this.#table.markStopped(record, reason, undefined);
       }
       this.#deps.logger.info("sandbox destroyed", { sandboxId: id, reason });
       return record;
     });
   }
 
-  #markStopped(record: SandboxRecord, reason: StopReasonName, error: string | undefined): void {
-    record.status = "stopped";
-    record.stopReason = reason;
-    record.stoppedAt = Date.now();
-    record.error = error;
-    record.endAt = undefined;
-    record.handle = undefined;
-    record.slot = undefined;
-    this.#stopped.set(record.id, record);
-  }
-
   /** Stops the guest, frees its slot and removes its directories. Every step runs even if one fails. */
-  async #teardownResources(record: SandboxRecord, slot: Slot | undefined): Promise<void> {
-    const { layout } = this.#deps.config;
-    const errors: unknown[] = [];
-    if (record.runtime === this.#deps.runtime.name) {
-      await this.#deps.runtime.stop(this.#spec(record, slot), record.handle).catch((e) => errors.push(e));
-    } else if (record.handle && (await isSameProcessAlive(record.handle.pid, record.handle.pidStartTime))) {
-      // A guest of another runtime: its process is all this agent can stop.
-      process.kill(record.handle.pid, "SIGKILL");
-    }
-    if (slot) await this.#deps.slots.release(slot).catch((e) => errors.push(e));
-    else if (record.slot) {
-      // Recovery: the slot was never adopted; release by description so its netns goes.
-      await this.#deps.slots
-        .release(this.#deps.slots.describe(record.slot.index, record.slot.kind, record.slot.egress))
-        .catch((e) => errors.push(e));
-    }
-    // A sandbox that took a warm guest lives in that guest's directory; sandboxes/<id> links to it.
-    const dir = layout.sandboxDir(record.id);
-    const real = await realpath(dir).catch(() => dir);
-    await rm(dir, { recursive: true, force: true }).catch((e) => errors.push(e));
-    if (real !== dir) await rm(real, { recursive: true, force: true }).catch((e) => errors.push(e));
-    await rm(layout.snapshotDir(record.id), { recursive: true, force: true }).catch((e) => errors.push(e));
-    if (errors.length > 0) throw new AggregateError(errors, `teardown of ${record.id} failed`);
+  #teardown(record: SandboxRecord, slot: Slot | undefined): Promise<void> {
+    const { config, runtime, slots } = this.#deps;
+    return teardownSandbox({ layout: config.layout, runtime, slots }, record, slot);
   }
 
   // ---------------------------------------------------------------- pause / resume / timeout
@@ -550,7 +376,7 @@ export class SandboxManager {
   async pause(id: string, options: { reaped?: boolean } = {}): Promise<SandboxRecord> {
     assertSandboxId(id);
     return this.#lock.run(id, async () => {
-      const live = this.#liveOrThrow(id);
+      const live = this.#table.liveOrThrow(id);
       const { record } = live;
       if (record.status === "paused") throw failedPrecondition("SANDBOX_PAUSED", `sandbox ${id} is already paused`);
       if (record.status !== "running") {
@@ -558,9 +384,9 @@ export class SandboxManager {
       }
       const handle = record.handle;
       if (handle === undefined) throw new AgentError("INTERNAL", "NO_HANDLE", `sandbox ${id} has no guest handle`);
-      const { runtime, slots, config } = this.#deps;
+      const { runtime, slots, config, clock } = this.#deps;
       record.status = "pausing";
-      const remaining = record.endAt === undefined ? undefined : Math.max(0, record.endAt - Date.now());
+      const remaining = record.endAt === undefined ? undefined : Math.max(0, record.endAt - clock.now());
       try {
         if (runtime.capabilities().pauseToDisk && runtime.snapshot) {
           record.snapshot = await runtime.snapshot(
@@ -586,7 +412,7 @@ export class SandboxManager {
       record.remainingMs = remaining;
       record.endAt = undefined;
       await this.#persist(record);
-      if (options.reaped) await this.#recordReap(record);
+      if (options.reaped) await this.#reaper.record(record);
       return record;
     });
   }
@@ -594,12 +420,12 @@ export class SandboxManager {
   async resume(id: string, timeoutSec: number | undefined, signal?: AbortSignal): Promise<SandboxRecord> {
     assertSandboxId(id);
     return this.#lock.run(id, async () => {
-      const live = this.#liveOrThrow(id);
+      const live = this.#table.liveOrThrow(id);
       const { record } = live;
       if (record.status !== "paused") {
         throw failedPrecondition("SANDBOX_NOT_PAUSED", `sandbox ${id} is ${record.status}, not paused`);
       }
-      const { runtime, slots, config } = this.#deps;
+      const { runtime, slots, config, clock } = this.#deps;
       record.status = "resuming";
       try {
         if (record.handle === undefined) {
@@ -609,7 +435,7 @@ export class SandboxManager {
           record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
           await this.#persist(record);
           record.handle = await runtime.restore(this.#spec(record, slot), config.layout.snapshotDir(id), signal);
-          live.envd = new EnvdClient(slot.slotIp, record.accessToken);
+          live.envd = this.#deps.envdClient(slot.slotIp, record.accessToken);
           await this.#handshake(live);
           // The snapshot files stay (and are overwritten by the next pause) until the sandbox is destroyed.
           record.snapshot = undefined;
@@ -629,7 +455,7 @@ export class SandboxManager {
       let ms = timeoutSec !== undefined ? timeoutSec * 1000 : (record.remainingMs ?? 0);
       if (timeoutSec === undefined && ms <= 0) ms = record.timeoutMs;
       else if (timeoutSec !== undefined) record.timeoutMs = ms;
-      record.endAt = ms > 0 ? Date.now() + ms : undefined;
+      record.endAt = ms > 0 ? clock.now() + ms : undefined;
       record.remainingMs = undefined;
       await this.#persist(record);
       return record;
@@ -639,162 +465,37 @@ export class SandboxManager {
   async setTimeout(id: string, timeoutSec: number, action: TimeoutActionName | undefined): Promise<SandboxRecord> {
     assertSandboxId(id);
     return this.#lock.run(id, async () => {
-      const { record } = this.#liveOrThrow(id);
+      const { record } = this.#table.liveOrThrow(id);
       if (action !== undefined) record.timeoutAction = action;
       const ms = timeoutSec > 0 ? timeoutSec * 1000 : undefined;
       record.timeoutMs = ms ?? 0;
       if (record.status === "paused") record.remainingMs = ms;
-      else record.endAt = ms === undefined ? undefined : Date.now() + ms;
+      else record.endAt = ms === undefined ? undefined : this.#deps.clock.now() + ms;
       await this.#persist(record);
       return record;
     });
   }
 
-  // ---------------------------------------------------------------- warm guests
+  // ---------------------------------------------------------------- warm guests and reaper
 
   /** Keeps `count` guests of the warm template booted (only for runtimes that can retarget a guest). */
   startWarm(count: number): void {
-    if (!this.#deps.runtime.retarget) return;
-    this.#warmTarget = count;
-    this.#refillWarm();
+    this.#warm.start(count);
   }
 
   /** Stops every warm guest (on shutdown: they hold no sandbox). */
-  async drainWarm(): Promise<void> {
-    this.#warmTarget = 0;
-    while (this.#warming) await this.#warming;
-    const guests = this.#warm.splice(0);
-    await Promise.all(guests.map((g) => this.#discardWarm(g)));
+  drainWarm(): Promise<void> {
+    return this.#warm.drain();
   }
-
-  #takeWarm(input: CreateInput): WarmGuest | undefined {
-    const egress = this.#deps.config.egress && input.internetAccess;
-    const i = this.#warm.findIndex((g) => g.spec.template === input.template && g.slot.egress === egress);
-    if (i < 0) return undefined;
-    return this.#warm.splice(i, 1)[0];
-  }
-
-  #refillWarm(): void {
-    if (this.#warming || this.#warm.length >= this.#warmTarget) return;
-    this.#warming = (async () => {
-      while (this.#warm.length < this.#warmTarget) {
-        const guest = await this.#bootWarm().catch((err) => {
-          this.#deps.logger.error("could not boot a warm guest", { err });
-          return undefined;
-        });
-        if (!guest) return;
-        this.#warm.push(guest);
-        this.#deps.logger.info("warm guest ready", { warmId: guest.spec.sandboxId, template: guest.spec.template });
-      }
-    })().finally(() => {
-      this.#warming = undefined;
-    });
-  }
-
-  async #bootWarm(): Promise<WarmGuest | undefined> {
-    const { config, runtime, slots } = this.#deps;
-    const template = config.warmTemplate;
-    if (
-      !(await access(config.layout.imageManifest(template)).then(
-        () => true,
-        () => false,
-      ))
-    )
-      return undefined;
-    const key = `w-${randomBytes(9).toString("hex")}`;
-    const slot = await slots.acquire(this.#slotKind, true);
-    const spec: GuestSpec = {
-      ...this.#spec(this.#orphanRecord(key), slot),
-      template,
-      vcpus: config.defaults.vcpus,
-      memoryMb: config.defaults.memoryMb,
-      imageRootfsTree: config.layout.imageRootfsTree(template),
-      imageRootfsExt4: config.layout.imageRootfsExt4(template),
-      sandboxDir: join(config.layout.sandboxesDir, `${WARM_DIR_PREFIX}${key}`),
-    };
-    let handle: GuestHandle | undefined;
-    try {
-      handle = await runtime.start(spec);
-      await new EnvdClient(slot.slotIp, "").waitHealthy(this.#deps.envdTimeoutMs ?? 30_000);
-      return { spec, slot, handle };
-    } catch (err) {
-      await this.#discardWarm({ spec, slot, handle }).catch(() => {});
-      throw err;
-    }
-  }
-
-  async #discardWarm(guest: { spec: GuestSpec; slot: Slot; handle: GuestHandle | undefined }): Promise<void> {
-    await this.#deps.runtime.stop(guest.spec, guest.handle).catch(() => {});
-    await this.#deps.slots.release(guest.slot).catch(() => {});
-    await rm(guest.spec.sandboxDir, { recursive: true, force: true });
-  }
-
-  // ---------------------------------------------------------------- reaper
 
   /** Runs the TTL reaper every reapIntervalMs until the signal aborts. */
   startReaper(signal: AbortSignal): void {
-    let running = false;
-    const timer = setInterval(() => {
-      // A slow pass (a pause to disk) must not overlap the next one.
-      if (running) return;
-      running = true;
-      void this.reapOnce()
-        .catch((err) => this.#deps.logger.error("reaper pass failed", { err }))
-        .finally(() => {
-          running = false;
-        });
-    }, this.#deps.config.reapIntervalMs);
-    timer.unref();
-    signal.addEventListener("abort", () => clearInterval(timer), { once: true });
+    this.#reaper.start(signal);
   }
 
   /** One reaper pass: timeouts, lost guests, and expiry of stopped records. */
-  async reapOnce(): Promise<void> {
-    const now = Date.now();
-    const { logger, runtime, config } = this.#deps;
-    for (const [id, live] of [...this.#live]) {
-      const { record } = live;
-      if (record.status === "running" && record.endAt !== undefined && record.endAt <= now) {
-        const log = logger.child({ sandboxId: id });
-        if (record.timeoutAction === "pause") {
-          log.info("timeout: pausing");
-          await this.pause(id, { reaped: true }).catch(async (err) => {
-            log.error("auto-pause failed; destroying", { err });
-            await this.#reapDestroy(id, "timeout");
-          });
-        } else {
-          log.info("timeout: destroying");
-          await this.#reapDestroy(id, "timeout");
-        }
-        continue;
-      }
-      if ((record.status === "running" || record.status === "paused") && record.handle !== undefined) {
-        if (!(await runtime.isAlive(record.handle))) {
-          logger.warn("sandbox process went away", { sandboxId: id });
-          await this.#reapDestroy(id, "lost");
-        }
-      }
-    }
-    for (const [id, record] of this.#stopped) {
-      if (record.stoppedAt !== undefined && now - record.stoppedAt > config.stoppedRetentionMs)
-        this.#stopped.delete(id);
-    }
-  }
-
-  /** Keeps a reap for the edge; a failed write keeps it in memory (reported until a restart). */
-  async #recordReap(record: SandboxRecord): Promise<void> {
-    await this.#reaps
-      .add(record)
-      .catch((err) => this.#deps.logger.error("writing the reap log failed", { sandboxId: record.id, err }));
-  }
-
-  async #reapDestroy(id: string, reason: StopReasonName): Promise<void> {
-    try {
-      const record = await this.destroy(id, reason);
-      await this.#recordReap(record);
-    } catch (err) {
-      this.#deps.logger.error("reaper could not destroy sandbox", { sandboxId: id, err });
-    }
+  reapOnce(): Promise<void> {
+    return this.#reaper.once();
   }
 }
 

@@ -69,6 +69,67 @@ export const UNSET_RECORD_FIELDS = {
   snapshot: undefined,
 } as const satisfies Partial<SandboxRecord>;
 
+/** What a create asks for (validated by the handler and the manager). */
+export interface CreateInput {
+  sandboxId: string;
+  template: string;
+  vcpus: number;
+  memoryMb: number;
+  timeoutSec: number;
+  timeoutAction: TimeoutActionName;
+  envVars: Record<string, string>;
+  metadata: Record<string, string>;
+  accessToken: string;
+  internetAccess: boolean;
+  noWait: boolean;
+}
+
+/** The record of a sandbox about to start on `runtime`, created at `now` (epoch ms). */
+export function newRecord(input: CreateInput, runtime: RuntimeName, now: number): SandboxRecord {
+  return {
+    id: input.sandboxId,
+    template: input.template,
+    runtime,
+    vcpus: input.vcpus,
+    memoryMb: input.memoryMb,
+    createdAt: now,
+    endAt: input.timeoutSec > 0 ? now + input.timeoutSec * 1000 : undefined,
+    remainingMs: undefined,
+    timeoutMs: input.timeoutSec * 1000,
+    timeoutAction: input.timeoutAction,
+    metadata: input.metadata,
+    envVars: input.envVars,
+    accessToken: input.accessToken,
+    internetAccess: input.internetAccess,
+    status: "starting",
+    ...UNSET_RECORD_FIELDS,
+  };
+}
+
+/**
+ * A stand-in record for a guest that has no state file of its own (a warm guest, or a directory a
+ * crash left half-made): enough to describe it to the runtime so that it can be stopped.
+ */
+export function placeholderRecord(id: string, runtime: RuntimeName, now: number): SandboxRecord {
+  return newRecord(
+    {
+      sandboxId: id,
+      template: "",
+      vcpus: 1,
+      memoryMb: 1,
+      timeoutSec: 0,
+      timeoutAction: "kill",
+      envVars: {},
+      metadata: {},
+      accessToken: "",
+      internetAccess: false,
+      noWait: false,
+    },
+    runtime,
+    now,
+  );
+}
+
 /** Every state file under sandboxes/, with the directory names that have none (half-made). */
 export async function readRecords(sandboxesDir: string): Promise<{ records: SandboxRecord[]; orphans: string[] }> {
   const names = await readdir(sandboxesDir).catch(() => [] as string[]);
