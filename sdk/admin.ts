@@ -10,6 +10,17 @@ import type {
   UpdateTeamRequest,
 } from "./types.js";
 
+/**
+ * How the edge checks a host agent's TLS certificate beyond the system's CAs (https addresses only,
+ * applied by Node edges; a Workers edge refuses a host registered with either).
+ */
+export interface RegisterHostOptions {
+  /** SHA-256 fingerprint of the agent's certificate, hex with or without colons (as `openssl x509 -fingerprint -sha256` prints it). */
+  tlsPin?: string;
+  /** PEM of the CA the agent's certificate must chain to; its host name is checked against the address. */
+  caPem?: string;
+}
+
 /** Host agents (every call needs an admin key). */
 export class Hosts {
   constructor(private readonly api: ApiClient) {}
@@ -19,9 +30,15 @@ export class Hosts {
     return (await this.api.json<{ hosts: HostInfo[] }>("GET", "/v1/hosts")).hosts;
   }
 
-  /** Registers an agent by its address and bearer token (the edge checks it answers first). */
-  async register(address: string, token: string): Promise<HostInfo> {
-    return this.api.json<HostInfo>("POST", "/v1/hosts", { json: { address, token } });
+  /**
+   * Registers an agent by its address and bearer token (the edge checks it answers first, through the
+   * pin or CA when given, so a wrong pin fails here and nothing is stored).
+   */
+  async register(address: string, token: string, options: RegisterHostOptions = {}): Promise<HostInfo> {
+    const json: { address: string; token: string } & RegisterHostOptions = { address, token };
+    if (options.tlsPin !== undefined) json.tlsPin = options.tlsPin;
+    if (options.caPem !== undefined) json.caPem = options.caPem;
+    return this.api.json<HostInfo>("POST", "/v1/hosts", { json });
   }
 
   /** Stops placing new sandboxes on a host. */

@@ -3,9 +3,24 @@
  * Cloudflare Workers.
  */
 
-export { ApiKeys, Hosts, Teams, WrennClient } from "./admin.js";
+export { ApiKeys, Hosts, type RegisterHostOptions, Teams, WrennClient } from "./admin.js";
+export {
+  type ChartData,
+  type CodeContext,
+  type CodeError,
+  CodeInterpreter,
+  type CodeResult,
+  type Execution,
+  type RunCodeOptions,
+} from "./code.js";
 export { type CommandEvent, type CommandOptions, type CommandResult, Commands, type RunOptions } from "./commands.js";
-export { type ConnectionOptions, defaultApiUrl } from "./config.js";
+export {
+  type ConnectionOptions,
+  defaultApiUrl,
+  type Transport,
+  type TransportAnswer,
+  type TransportRequest,
+} from "./config.js";
 export { type ClientErrorCode, WrennError } from "./errors.js";
 export { type FileOptions, Files, type WriteData } from "./files.js";
 export { ApiClient, type RequestOptions } from "./http.js";

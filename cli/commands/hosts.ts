@@ -1,13 +1,17 @@
-import { WrennClient } from "../../sdk/admin.js";
+import { readFile } from "node:fs/promises";
+import { type RegisterHostOptions, WrennClient } from "../../sdk/admin.js";
 import { commonOptions, parseCommand, usageError } from "../args.js";
 import { type CommandContext, connection } from "../context.js";
-import { exitCodes } from "../errors.js";
+import { CliError, exitCodes } from "../errors.js";
 import { printJson, relativeTime, renderTable } from "../output.js";
 
 const hostsUsage = `usage: wrenn hosts [command] [options]          (admin key)
 
   list                              every host agent (the default)
   register <address> --token T      add an agent, e.g. http://10.0.0.5:5007
+      [--tls-pin SHA256]            https only: talk to it only if it presents this certificate
+                                    (openssl x509 -noout -fingerprint -sha256 -in agent.crt)
+      [--ca-file PATH]              https only: its certificate must chain to this CA (PEM)
   drain <id> | activate <id>        stop / resume placing sandboxes on it
   delete <id> [--force]             remove it (--force even with sandboxes on it)`;
 
@@ -17,7 +21,13 @@ export async function hostsCommand(ctx: CommandContext, args: string[]): Promise
   const rest = verb === args[0] ? args.slice(1) : args;
   const { values, positionals } = parseCommand(
     rest,
-    { ...commonOptions, token: { type: "string" }, force: { type: "boolean", default: false } },
+    {
+      ...commonOptions,
+      token: { type: "string" },
+      "tls-pin": { type: "string" },
+      "ca-file": { type: "string" },
+      force: { type: "boolean", default: false },
+    },
     hostsUsage,
   );
   if (values.help) {
@@ -53,9 +63,20 @@ export async function hostsCommand(ctx: CommandContext, args: string[]): Promise
     case "register": {
       const address = positionals[0];
       if (!address || !values.token) usageError("hosts register needs an address and --token", hostsUsage);
-      const host = await client.hosts.register(address, values.token);
+      const tls = await registerTlsOptions({ tlsPin: values["tls-pin"], caFile: values["ca-file"] });
+      const host = await client.hosts.register(address, values.token, tls);
       if (values.json) printJson(ctx.output, host);
-      else ctx.output.out(`${host.id} ${host.address} ${host.status} (${host.runtime}, isolation ${host.isolation})`);
+      else {
+        const pinned = [
+          tls.tlsPin !== undefined ? "certificate pinned" : "",
+          tls.caPem !== undefined ? "CA pinned" : "",
+        ]
+          .filter(Boolean)
+          .join(", ");
+        ctx.output.out(
+          `${host.id} ${host.address} ${host.status} (${host.runtime}, isolation ${host.isolation}${pinned ? `, ${pinned}` : ""})`,
+        );
+      }
       return exitCodes.ok;
     }
     case "drain":
@@ -79,4 +100,36 @@ export async function hostsCommand(ctx: CommandContext, args: string[]): Promise
     default:
       return usageError(`unknown hosts command "${verb}"`, hostsUsage);
   }
+}
+
+/**
+ * The TLS options of `hosts register`: the pin is passed as typed (the edge normalises and checks it,
+ * so the CLI and the API accept the same spellings); the CA file is read here, and a file that is
+ * missing or holds no PEM certificate is a usage error before anything is sent.
+ */
+export async function registerTlsOptions(
+  flags: { tlsPin?: string | undefined; caFile?: string | undefined },
+  read: (path: string) => Promise<string> = (path) => readFile(path, "utf8"),
+): Promise<RegisterHostOptions> {
+  const options: RegisterHostOptions = {};
+  if (flags.tlsPin !== undefined) {
+    const pin = flags.tlsPin.trim();
+    if (pin === "") usageError("--tls-pin needs the SHA-256 fingerprint of the agent's certificate", hostsUsage);
+    options.tlsPin = pin;
+  }
+  if (flags.caFile !== undefined) {
+    let pem: string;
+    try {
+      pem = await read(flags.caFile);
+    } catch (err) {
+      throw new CliError(`cannot read --ca-file ${flags.caFile}: ${(err as NodeJS.ErrnoException).code ?? err}`, {
+        exitCode: exitCodes.usage,
+      });
+    }
+    if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+      usageError(`--ca-file ${flags.caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, hostsUsage);
+    }
+    options.caPem = pem;
+  }
+  return options;
 }
