@@ -1,0 +1,496 @@
+import { lstat, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient, createRouterTransport } from "@connectrpc/connect";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { Filesystem } from "../../proto/gen/envd/filesystem/filesystem_pb.js";
+import { Process } from "../../proto/gen/envd/process/process_pb.js";
+import { type AgentConfig, parseAgentConfig } from "../config.js";
+import { AgentError } from "../errors.js";
+import type { Exec, ExecOptions } from "../exec.js";
+import { type Logger, noopLogger } from "../logger.js";
+import { SlotManager } from "../network/slots.js";
+import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../runtimes/types.js";
+import type { Clock } from "./clock.js";
+import type { EnvdClientFactory, GuestEnvd } from "./guest-envd.js";
+import { type CreateInput, SandboxManager } from "./manager.js";
+import { STATE_FILE } from "./record.js";
+import { WARM_DIR_PREFIX } from "./warm-pool.js";
+
+// The manager built alone: its real collaborators, table, records on disk and slot allocator, with
+// test doubles only where it meets other programs — the runtime (agent/runtimes/types.ts), envd (the
+// guest's protocol, through the client factory), and the commands the slot manager runs (exec).
+
+const TEMPLATE = "minimal";
+
+/** A hypervisor in memory: guests are entries in a map, alive until stopped or "crashed" by the test. */
+class FakeRuntime implements Runtime {
+  readonly name = "qemu" as const;
+  readonly alive = new Map<number, GuestSpec>();
+  readonly calls: string[] = [];
+  readonly snapshots = new Map<string, GuestSpec>();
+  #nextPid = 1000;
+  readonly #pauseToDisk: boolean;
+  retarget?: Runtime["retarget"];
+
+  constructor(opts: { pauseToDisk: boolean; warm?: boolean }) {
+    this.#pauseToDisk = opts.pauseToDisk;
+    if (opts.warm) {
+      this.retarget = async (from, to, handle) => {
+        this.calls.push(`retarget ${from.sandboxId} ${to.sandboxId}`);
+        this.alive.set(handle.pid, { ...to, sandboxDir: from.sandboxDir });
+        return { ...handle, data: { ...handle.data, sandboxId: to.sandboxId } };
+      };
+    }
+  }
+
+  capabilities(): RuntimeCapabilities {
+    return { pauseToDisk: this.#pauseToDisk, guestPhc: false, kvm: false };
+  }
+
+  #launch(spec: GuestSpec): GuestHandle {
+    const pid = this.#nextPid++;
+    this.alive.set(pid, spec);
+    return { runtime: this.name, pid, pidStartTime: `t${pid}`, data: { sandboxId: spec.sandboxId } };
+  }
+
+  async start(spec: GuestSpec): Promise<GuestHandle> {
+    this.calls.push(`start ${spec.sandboxId} ${spec.network.netns}`);
+    await mkdir(spec.sandboxDir, { recursive: true });
+    return this.#launch(spec);
+  }
+
+  async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
+    this.calls.push(`stop ${spec.sandboxId}`);
+    if (handle) this.alive.delete(handle.pid);
+  }
+
+  async isAlive(handle: GuestHandle): Promise<boolean> {
+    return this.alive.has(handle.pid);
+  }
+
+  async freeze(spec: GuestSpec): Promise<void> {
+    this.calls.push(`freeze ${spec.sandboxId}`);
+  }
+
+  async thaw(spec: GuestSpec): Promise<void> {
+    this.calls.push(`thaw ${spec.sandboxId}`);
+  }
+
+  async snapshot(spec: GuestSpec, handle: GuestHandle, snapshotDir: string): Promise<SnapshotInfo> {
+    this.calls.push(`snapshot ${spec.sandboxId}`);
+    this.alive.delete(handle.pid);
+    this.snapshots.set(snapshotDir, spec);
+    return { dir: snapshotDir, files: [{ name: "memory", sizeBytes: spec.memoryMb * 2 ** 20 }] };
+  }
+
+  async restore(spec: GuestSpec, snapshotDir: string): Promise<GuestHandle> {
+    this.calls.push(`restore ${spec.sandboxId} ${spec.network.netns}`);
+    if (!this.snapshots.has(snapshotDir)) throw new Error(`no snapshot in ${snapshotDir}`);
+    return this.#launch(spec);
+  }
+
+  /** The guest's process dies behind the agent's back. */
+  crash(sandboxId: string): void {
+    for (const [pid, spec] of this.alive) if (spec.sandboxId === sandboxId) this.alive.delete(pid);
+  }
+}
+
+/**
+ * envd as the agent sees it: /health and /init answered from memory, and the Process service a
+ * Connect router in memory that runs `echo` (its arguments to stdout) and nothing else.
+ */
+class FakeEnvd {
+  readonly inits: { address: string; body: Parameters<GuestEnvd["init"]>[0] }[] = [];
+  /** Access tokens of sandboxes whose envd never answers /health. */
+  readonly unresponsive = new Set<string>();
+
+  readonly factory: EnvdClientFactory = (address, accessToken) => {
+    const transport = createRouterTransport(({ service }) => {
+      service(Process, {
+        async *start(req) {
+          yield { event: { event: { case: "start", value: { pid: 42 } } } };
+          if (req.process?.cmd === "echo") {
+            const text = new TextEncoder().encode(`${req.process.args.join(" ")}\n`);
+            yield { event: { event: { case: "data", value: { output: { case: "stdout", value: text } } } } };
+          }
+          const exitCode = req.process?.cmd === "echo" ? 0 : 127;
+          yield { event: { event: { case: "end", value: { exitCode, exited: true, status: "exit" } } } };
+        },
+      });
+      service(Filesystem, {});
+    });
+    return {
+      process: createClient(Process, transport),
+      filesystem: createClient(Filesystem, transport),
+      waitHealthy: async (timeoutMs: number) => {
+        if (this.unresponsive.has(accessToken)) {
+          throw new AgentError("UNAVAILABLE", "ENVD_NOT_READY", `envd did not answer within ${timeoutMs} ms`);
+        }
+      },
+      init: async (body) => {
+        this.inits.push({ address, body });
+        return "0.0.0-fake";
+      },
+      writeFile: async () => {
+        throw new Error("not used by these tests");
+      },
+      readFile: async () => {
+        throw new Error("not used by these tests");
+      },
+    };
+  };
+}
+
+/** The commands the slot manager would run (ip, nft), recorded and answered with success. */
+function recordingExec(): { exec: Exec; commands: string[] } {
+  const commands: string[] = [];
+  const exec: Exec = async (file: string, args: readonly string[], options?: ExecOptions) => {
+    commands.push([file, ...args, typeof options?.input === "string" ? options.input : ""].join(" "));
+    return { exitCode: 0, stdout: "", stderr: "" };
+  };
+  return { exec, commands };
+}
+
+class FakeClock implements Clock {
+  ms = Date.UTC(2026, 0, 1);
+  now(): number {
+    return this.ms;
+  }
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+/** A logger that keeps the messages, so a test can wait for the warm pool's "ready". */
+function recordingLogger(messages: string[]): Logger {
+  const logger: Logger = {
+    ...noopLogger,
+    info: (msg: string) => messages.push(msg),
+    child: () => logger,
+  };
+  return logger;
+}
+
+let root: string;
+let config: AgentConfig;
+
+beforeEach(async () => {
+  root = await mkdtemp(join(tmpdir(), "wrenn-manager-"));
+  const parsed = parseAgentConfig(
+    {
+      AGENT_FILES_ROOTDIR: root,
+      // Off, so the slot manager leaves the host's forwarding switch alone.
+      AGENT_EGRESS: "0",
+      AGENT_NET_PREFIX: "wmt",
+      AGENT_STOPPED_RETENTION_SEC: "600",
+    },
+    { cpuCount: 2, totalMemoryMb: 4096 },
+  );
+  if (!parsed.ok) throw new Error(parsed.errors.join("; "));
+  config = parsed.config;
+  await mkdir(config.layout.imageDir(TEMPLATE), { recursive: true });
+  await writeFile(config.layout.imageManifest(TEMPLATE), "{}");
+  await mkdir(config.layout.sandboxesDir, { recursive: true });
+});
+
+afterEach(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+interface Harness {
+  manager: SandboxManager;
+  runtime: FakeRuntime;
+  envd: FakeEnvd;
+  clock: FakeClock;
+  commands: string[];
+  messages: string[];
+}
+
+function harness(opts: { runtime?: FakeRuntime; clock?: FakeClock; envd?: FakeEnvd } = {}): Harness {
+  const runtime = opts.runtime ?? new FakeRuntime({ pauseToDisk: true });
+  const envd = opts.envd ?? new FakeEnvd();
+  const clock = opts.clock ?? new FakeClock();
+  const { exec, commands } = recordingExec();
+  const messages: string[] = [];
+  const logger = recordingLogger(messages);
+  const slots = new SlotManager({ exec, logger, prefix: "wmt", cidr: config.network.cidr, egress: false });
+  const manager = new SandboxManager({
+    config,
+    logger,
+    slots,
+    runtime,
+    envdClient: envd.factory,
+    clock,
+    envdTimeoutMs: 1_000,
+  });
+  return { manager, runtime, envd, clock, commands, messages };
+}
+
+let nextId = 0;
+function input(overrides: Partial<CreateInput> = {}): CreateInput {
+  nextId++;
+  return {
+    sandboxId: `sbx${String(nextId).padStart(17, "0")}`,
+    template: TEMPLATE,
+    vcpus: 1,
+    memoryMb: 256,
+    timeoutSec: 300,
+    timeoutAction: "kill",
+    envVars: { GREETING: "hi" },
+    metadata: { owner: "test" },
+    accessToken: "envd-token",
+    internetAccess: true,
+    noWait: false,
+    ...overrides,
+  };
+}
+
+async function stateOnDisk(id: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await readFile(join(config.layout.sandboxDir(id), STATE_FILE), "utf8"));
+}
+
+describe("SandboxManager.create", () => {
+  it("cold: takes a slot, starts the guest in it, hands envd its token and env, and records it", async () => {
+    const h = harness();
+    const req = input();
+    const record = await h.manager.create(req);
+
+    expect(record.status).toBe("running");
+    expect(record.envdVersion).toBe("0.0.0-fake");
+    expect(record.endAt).toBe(h.clock.ms + 300_000);
+    const slot = record.slot;
+    if (!slot) throw new Error("no slot recorded");
+    // The slot was made (its netns) before the runtime started the guest inside it.
+    expect(h.commands.some((c) => c.startsWith("ip -batch -") && c.includes(`wmt-${slot.index}`))).toBe(true);
+    expect(h.runtime.calls).toEqual([`start ${req.sandboxId} wmt-${slot.index}`]);
+    expect(h.envd.inits).toEqual([
+      {
+        address: h.manager.proxyAddress(req.sandboxId),
+        body: expect.objectContaining({ envVars: { GREETING: "hi" }, accessToken: "envd-token" }),
+      },
+    ]);
+    expect(await stateOnDisk(req.sandboxId)).toMatchObject({ id: req.sandboxId, status: "running" });
+    expect(h.manager.load()).toEqual({ sandboxes: 1, vcpus: 1, memoryMb: 256, slotsInUse: 1 });
+    // The guest's envd is reachable through the manager's guest I/O.
+    const result = await h.manager.guest.exec(
+      { sandboxId: req.sandboxId, cmd: "echo", args: ["hello"], envs: {}, cwd: "", user: "", timeoutSec: 5 },
+      undefined,
+      new AbortController().signal,
+    );
+    expect({ out: result.stdout.toString(), code: result.exitCode }).toEqual({ out: "hello\n", code: 0 });
+  });
+
+  it("cold: a guest whose envd never answers leaves nothing behind", async () => {
+    const h = harness();
+    const req = input({ accessToken: "silent-guest" });
+    h.envd.unresponsive.add("silent-guest");
+    await expect(h.manager.create(req)).rejects.toMatchObject({ reason: "ENVD_NOT_READY" });
+    expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "stopped", stopReason: "error" });
+    expect(h.runtime.alive.size).toBe(0);
+    expect(h.manager.load().slotsInUse).toBe(0);
+    await expect(lstat(config.layout.sandboxDir(req.sandboxId))).rejects.toThrow();
+  });
+
+  it("refuses a template the host does not have, and a create over capacity", async () => {
+    const h = harness();
+    await expect(h.manager.create(input({ template: "absent" }))).rejects.toMatchObject({
+      reason: "TEMPLATE_NOT_FOUND",
+    });
+    await expect(h.manager.create(input({ memoryMb: config.capacity.memoryMb + 1 }))).rejects.toMatchObject({
+      reason: "HOST_FULL",
+    });
+    expect(h.runtime.calls).toEqual([]);
+  });
+
+  it("warm: hands a booted guest to the sandbox instead of booting one, then boots the next", async () => {
+    const h = harness({ runtime: new FakeRuntime({ pauseToDisk: true, warm: true }) });
+    h.manager.startWarm(1);
+    await vi.waitFor(() => expect(h.messages).toContain("warm guest ready"), { timeout: 1_000, interval: 2 });
+    const [warmStart] = h.runtime.calls;
+    expect(warmStart).toMatch(/^start w-[0-9a-f]{18} wmt-0$/);
+
+    const req = input({ internetAccess: false });
+    const record = await h.manager.create(req);
+    expect(record.status).toBe("running");
+    expect(h.runtime.calls[1]).toMatch(new RegExp(`^retarget w-[0-9a-f]{18} ${req.sandboxId}$`));
+    // sandboxes/<id> is a link to the warm guest's directory, where its files already are.
+    expect(await readlink(config.layout.sandboxDir(req.sandboxId))).toMatch(new RegExp(`^\\${WARM_DIR_PREFIX}w-`));
+    expect(record.handle?.data).toMatchObject({ sandboxId: req.sandboxId });
+    expect(h.envd.inits).toHaveLength(1);
+
+    // The pool refills after the create, with a new boot.
+    await vi.waitFor(() => expect(h.messages.filter((m) => m === "warm guest ready")).toHaveLength(2), {
+      timeout: 1_000,
+      interval: 2,
+    });
+    await h.manager.drainWarm();
+    // Only the sandbox's guest is left running.
+    expect([...h.runtime.alive.values()].map((s) => s.sandboxId)).toEqual([req.sandboxId]);
+  });
+});
+
+describe("SandboxManager pause and resume", () => {
+  it("to disk: snapshots and frees the slot, keeps the time left, and restores on a fresh slot", async () => {
+    const h = harness();
+    const req = input({ timeoutSec: 100 });
+    await h.manager.create(req);
+    h.clock.advance(40_000);
+
+    const paused = await h.manager.pause(req.sandboxId);
+    expect(paused).toMatchObject({ status: "paused", remainingMs: 60_000, endAt: undefined, slot: undefined });
+    expect(paused.snapshot?.dir).toBe(config.layout.snapshotDir(req.sandboxId));
+    expect(h.manager.load().slotsInUse).toBe(0);
+    expect(() => h.manager.proxyAddress(req.sandboxId)).toThrow(/paused/);
+    await expect(h.manager.pause(req.sandboxId)).rejects.toMatchObject({ reason: "SANDBOX_PAUSED" });
+    expect(await stateOnDisk(req.sandboxId)).toMatchObject({ status: "paused", remainingMs: 60_000 });
+
+    h.clock.advance(3_600_000);
+    const resumed = await h.manager.resume(req.sandboxId, undefined);
+    expect(resumed).toMatchObject({ status: "running", endAt: h.clock.ms + 60_000, snapshot: undefined });
+    expect(h.runtime.calls.slice(1)).toEqual([
+      `snapshot ${req.sandboxId}`,
+      `restore ${req.sandboxId} wmt-${resumed.slot?.index}`,
+    ]);
+    // A restored guest gets the envd handshake again.
+    expect(h.envd.inits).toHaveLength(2);
+    expect(h.manager.load().slotsInUse).toBe(1);
+  });
+
+  it("in place: freezes and thaws the guest and keeps its slot", async () => {
+    const h = harness({ runtime: new FakeRuntime({ pauseToDisk: false }) });
+    const req = input({ timeoutSec: 0 });
+    const created = await h.manager.create(req);
+    const paused = await h.manager.pause(req.sandboxId);
+    expect(paused.status).toBe("paused");
+    expect(paused.slot).toEqual(created.slot);
+    expect(h.manager.load()).toMatchObject({ sandboxes: 1, slotsInUse: 1 });
+    const resumed = await h.manager.resume(req.sandboxId, 30);
+    expect(resumed).toMatchObject({ status: "running", endAt: h.clock.ms + 30_000, timeoutMs: 30_000 });
+    expect(h.runtime.calls).toEqual([
+      `start ${req.sandboxId} wmt-0`,
+      `freeze ${req.sandboxId}`,
+      `thaw ${req.sandboxId}`,
+    ]);
+    await expect(h.manager.resume(req.sandboxId, 30)).rejects.toMatchObject({ reason: "SANDBOX_NOT_PAUSED" });
+  });
+});
+
+describe("SandboxManager reaper", () => {
+  it("destroys a sandbox when its timeout runs out on the injected clock, and reports the reap", async () => {
+    const h = harness();
+    const req = input({ timeoutSec: 60 });
+    await h.manager.create(req);
+
+    h.clock.advance(59_999);
+    await h.manager.reapOnce();
+    expect(h.manager.get(req.sandboxId).status).toBe("running");
+
+    h.clock.advance(1);
+    await h.manager.reapOnce();
+    expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "stopped", stopReason: "timeout" });
+    expect(h.runtime.calls).toContain(`stop ${req.sandboxId}`);
+    expect(h.manager.load().slotsInUse).toBe(0);
+    const { sandboxes, reaps } = h.manager.list();
+    expect(sandboxes).toEqual([]);
+    expect(reaps.map((r) => [r.record.id, r.reapedAt])).toEqual([[req.sandboxId, h.clock.ms]]);
+    // The reap log holds it until the edge acknowledges it.
+    expect(await h.manager.acknowledgeReaped(reaps.map((r) => r.reapId))).toBe(1);
+    expect(h.manager.list().reaps).toEqual([]);
+
+    // A stopped record is kept for GetSandbox for the retention, then forgotten.
+    h.clock.advance(config.stoppedRetentionMs + 1);
+    await h.manager.reapOnce();
+    expect(() => h.manager.get(req.sandboxId)).toThrow(/not on this host/);
+  });
+
+  it("pauses a sandbox whose timeout action is pause, and destroys one whose guest went away", async () => {
+    const h = harness();
+    const pausing = input({ timeoutSec: 10, timeoutAction: "pause" });
+    const lost = input({ timeoutSec: 0 });
+    await h.manager.create(pausing);
+    await h.manager.create(lost);
+    h.runtime.crash(lost.sandboxId);
+    h.clock.advance(10_000);
+    await h.manager.reapOnce();
+
+    expect(h.manager.get(pausing.sandboxId)).toMatchObject({ status: "paused", remainingMs: 0 });
+    expect(h.manager.get(lost.sandboxId)).toMatchObject({ status: "stopped", stopReason: "lost" });
+    expect(
+      h.manager
+        .list()
+        .reaps.map((r) => [r.record.id, r.record.status])
+        .sort(),
+    ).toEqual(
+      [
+        [lost.sandboxId, "stopped"],
+        [pausing.sandboxId, "paused"],
+      ].sort(),
+    );
+    // Resumed after an auto-pause with no time left: the whole timeout again.
+    const resumed = await h.manager.resume(pausing.sandboxId, undefined);
+    expect(resumed.endAt).toBe(h.clock.ms + 10_000);
+  });
+});
+
+describe("SandboxManager.recover", () => {
+  it("re-adopts live and paused-to-disk sandboxes from their state files, and removes the rest", async () => {
+    const runtime = new FakeRuntime({ pauseToDisk: true });
+    const clock = new FakeClock();
+    const before = harness({ runtime, clock });
+    const running = input();
+    const paused = input();
+    const dead = input();
+    await before.manager.create(running);
+    await before.manager.create(paused);
+    await before.manager.create(dead);
+    await before.manager.pause(paused.sandboxId);
+    // While no agent runs: one guest dies, a create is cut short (a directory without a state
+    // file), and a warm guest is left behind.
+    runtime.crash(dead.sandboxId);
+    const halfMade = input().sandboxId;
+    await mkdir(config.layout.sandboxDir(halfMade));
+    const warmDir = join(config.layout.sandboxesDir, `${WARM_DIR_PREFIX}w-0123456789abcdef01`);
+    await mkdir(warmDir);
+    runtime.calls.length = 0;
+
+    const after = harness({ runtime, clock });
+    await after.manager.recover();
+
+    expect(after.manager.get(running.sandboxId).status).toBe("running");
+    expect(after.manager.proxyAddress(running.sandboxId)).toBe(before.manager.proxyAddress(running.sandboxId));
+    expect(after.manager.get(paused.sandboxId)).toMatchObject({ status: "paused", slot: undefined });
+    expect(after.manager.get(dead.sandboxId)).toMatchObject({ status: "stopped", stopReason: "lost" });
+    expect(after.manager.list().sandboxes.map((s) => s.id)).toEqual(
+      expect.arrayContaining([running.sandboxId, paused.sandboxId]),
+    );
+    expect(after.manager.list().reaps.map((r) => r.record.id)).toEqual([dead.sandboxId]);
+    // The slot manager kept the live sandbox's slot (only that one is in use) and swept the others.
+    expect(after.manager.load()).toMatchObject({ sandboxes: 1, slotsInUse: 1 });
+    expect(after.commands[0]).toMatch(/^nft -f - /);
+    expect(runtime.calls.sort()).toEqual(
+      [`stop ${dead.sandboxId}`, `stop ${halfMade}`, "stop w-0123456789abcdef01"].sort(),
+    );
+    for (const gone of [dead.sandboxId, halfMade]) {
+      await expect(lstat(config.layout.sandboxDir(gone))).rejects.toThrow();
+    }
+    await expect(lstat(warmDir)).rejects.toThrow();
+
+    // The adopted sandboxes work: the running one answers, the paused one resumes.
+    const echo = await after.manager.guest.exec(
+      {
+        sandboxId: running.sandboxId,
+        cmd: "echo",
+        args: ["still", "here"],
+        envs: {},
+        cwd: "",
+        user: "",
+        timeoutSec: 5,
+      },
+      undefined,
+      new AbortController().signal,
+    );
+    expect(echo.stdout.toString()).toBe("still here\n");
+    expect((await after.manager.resume(paused.sandboxId, undefined)).status).toBe("running");
+  });
+});
