@@ -13,6 +13,7 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import type { FilesLayout } from "../agent/layout.js";
+import { buildCodeInterpreter, CODE_INTERPRETER_DIR } from "../interpreter/build.js";
 import { BuildError } from "./errors.js";
 import { exists, hashFile, hashParts, hashTree, replaceSymlink, writeFileAtomic } from "./fsutil.js";
 import type { DebianMirrors } from "./host.js";
@@ -103,6 +104,12 @@ export async function assembleImage(opts: {
   const name = spec.name;
   const started = performance.now();
   const envdHash = await envdDistHash(opts.envdDist);
+  // The code-interpreter server goes into every image (a few hundred KB); only a template whose start
+  // command runs it (code-interpreter) uses it. Bundled here, so its hash keys the image like envd's.
+  const interpreterDist = await buildCodeInterpreter(
+    join(buildDir(layout), `.assemble-code-interpreter-${process.pid}`),
+  );
+  const interpreterHash = await hashTree(interpreterDist);
   const hostBinaryHashes = await Promise.all(
     [...hostTini, ...hostSocat].map(async (p) => ((await exists(p)) ? `${p}:${await hashFile(p)}` : `${p}:-`)),
   );
@@ -110,6 +117,7 @@ export async function assembleImage(opts: {
     IMAGE_BUILDER_VERSION,
     stage.key,
     envdHash,
+    interpreterHash,
     await readFile(join(guestDir, "wrenn-init")),
     await readFile(join(guestDir, "fstab.vm")),
     ...hostBinaryHashes,
@@ -117,6 +125,7 @@ export async function assembleImage(opts: {
 
   const current = await readImageManifest(layout, name);
   if (!opts.force && current?.key === key && (await exists(layout.imageRootfsExt4(name)))) {
+    await rm(interpreterDist, { recursive: true, force: true });
     progress.skip(`image ${name}`, `up to date (${current.versionDir})`);
     return { manifest: current, cached: true };
   }
@@ -157,6 +166,14 @@ export async function assembleImage(opts: {
         signal,
       });
       await injectEnvd(tree, opts.envdDist, signal);
+      await mkdir(join(tree, "opt/wrenn"), { recursive: true });
+      await run("cp", ["-a", "--no-preserve=ownership", interpreterDist, join(tree, CODE_INTERPRETER_DIR.slice(1))], {
+        signal,
+      });
+      // wrenn-init runs /etc/wrenn/start (the template's start command) and waits for it to be ready.
+      if (spec.startCommand !== null) {
+        await writeFile(join(tree, "etc/wrenn/start"), `#!/bin/sh\nexec ${spec.startCommand}\n`, { mode: 0o755 });
+      }
       await writeFile(
         join(tree, "etc/wrenn/image.json"),
         `${JSON.stringify({ template: name, key, builtAt: new Date().toISOString() }, null, 2)}\n`,
@@ -205,6 +222,8 @@ export async function assembleImage(opts: {
   } catch (err) {
     await rm(work, { recursive: true, force: true });
     throw err;
+  } finally {
+    await rm(interpreterDist, { recursive: true, force: true });
   }
 }
 

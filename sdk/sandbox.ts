@@ -1,3 +1,4 @@
+import { CodeInterpreter, type Execution, type RunCodeOptions } from "./code.js";
 import { Commands } from "./commands.js";
 import type { ConnectionOptions } from "./config.js";
 import { Files } from "./files.js";
@@ -41,6 +42,8 @@ export class Sandbox {
   readonly commands: Commands;
   /** Moves files in and out of the sandbox. */
   readonly files: Files;
+  /** Runs code in a `code-interpreter` sandbox's kernels (contexts); see also `runCode`. */
+  readonly code: CodeInterpreter;
   /** envd's access token; known only to the caller that created the sandbox. */
   readonly envdAccessToken: string | undefined;
   private latest: SandboxInfo;
@@ -55,12 +58,13 @@ export class Sandbox {
     this.envdAccessToken = envdAccessToken;
     this.commands = new Commands(api, info.id);
     this.files = new Files(api, info.id);
+    this.code = new CodeInterpreter(api, info.id, envdAccessToken);
   }
 
   /** Creates a sandbox and waits until it runs. */
   static async create(options: SandboxCreateOptions = {}): Promise<Sandbox> {
-    const { apiUrl, apiKey, fetch, requestTimeoutMs, ...request } = options;
-    const api = new ApiClient({ apiUrl, apiKey, fetch, requestTimeoutMs });
+    const { apiUrl, apiKey, fetch, transport, requestTimeoutMs, ...request } = options;
+    const api = new ApiClient({ apiUrl, apiKey, fetch, transport, requestTimeoutMs });
     const created = await api.json<CreatedSandboxInfo>("POST", "/v1/sandboxes", { json: request });
     const { envdAccessToken, ...info } = created;
     return new Sandbox(api, info, envdAccessToken);
@@ -132,6 +136,14 @@ export class Sandbox {
     if (options.onTimeout) json.onTimeout = options.onTimeout;
     this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/timeout`, { json });
     return this.latest;
+  }
+
+  /**
+   * Runs code in the sandbox's code interpreter (template `code-interpreter`) and returns its output,
+   * results (text, HTML, PNG, chart data…) and error. `sandbox.code` has contexts.
+   */
+  runCode(code: string, options?: RunCodeOptions): Promise<Execution> {
+    return this.code.runCode(code, options);
   }
 
   /** Destroys the sandbox and everything in it. Killing a stopped sandbox does nothing. */

@@ -35,6 +35,7 @@ describe("E2B mapping", () => {
   it("maps templates: base is minimal, tags are dropped, bad names refused", () => {
     expect(wrennTemplate("base")).toBe("minimal");
     expect(wrennTemplate("python:latest")).toBe("python");
+    expect(wrennTemplate("code-interpreter-v1")).toBe("code-interpreter");
     expect(() => wrennTemplate("../etc")).toThrow(BadRequestError);
   });
 

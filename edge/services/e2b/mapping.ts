@@ -70,14 +70,23 @@ export function parseE2bMetadataQuery(text: string | undefined): Record<string, 
   return out;
 }
 
+/** E2B's names for templates Wrenn ships under its own names. */
+const E2B_TEMPLATE_ALIASES: Record<string, string> = {
+  // The `e2b` SDK's default template.
+  base: "minimal",
+  // The `@e2b/code-interpreter` SDK's default template.
+  "code-interpreter-v1": "code-interpreter",
+};
+
 /**
  * Our template for an E2B `templateID`: `name` or `name:tag` (the tag is dropped: Wrenn templates
- * are not versioned). `base`, the SDK's default template, is Wrenn's `minimal`.
+ * are not versioned). `base`, the SDK's default template, is Wrenn's `minimal`; `code-interpreter-v1`
+ * is `code-interpreter`.
  */
 export function wrennTemplate(templateID: string): string {
   const name = templateID.split(":")[0] ?? "";
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) {
     throw new BadRequestError(`invalid templateID ${JSON.stringify(templateID)}`, { templateID: "invalid" });
   }
-  return name === "base" ? "minimal" : name;
+  return Object.hasOwn(E2B_TEMPLATE_ALIASES, name) ? (E2B_TEMPLATE_ALIASES[name] as string) : name;
 }
