@@ -25,6 +25,7 @@ export function rowsOf<T>(result: unknown): T[] {
  * Returns the rows that changed.
  */
 export async function applyTransitions(
+  /** The database, or the transaction that admitted the transitions (see pause-quota.ts). */
   db: Database,
   transitions: readonly Transition[],
   now: Date,
@@ -40,6 +41,7 @@ export async function applyTransitions(
       end_at: t.endAt?.toISOString() ?? null,
       keep_end_at: t.keepEndAt,
       error: t.error,
+      snapshot_bytes: t.snapshotBytes ?? null,
       detail: { rule: t.rule, cause: t.cause },
     })),
   );
@@ -48,7 +50,7 @@ export async function applyTransitions(
     with v as (
       select * from jsonb_to_recordset(${payload}::jsonb) as x(
         id text, version integer, from_state text, to_state text, stop_reason text,
-        end_at timestamptz, keep_end_at boolean, error text, detail jsonb)
+        end_at timestamptz, keep_end_at boolean, error text, snapshot_bytes bigint, detail jsonb)
     ),
     changed as (
       update sandboxes s set
@@ -56,6 +58,7 @@ export async function applyTransitions(
         stop_reason = v.stop_reason,
         end_at = case when v.keep_end_at then s.end_at else v.end_at end,
         error = coalesce(v.error, s.error),
+        snapshot_bytes = coalesce(v.snapshot_bytes, s.snapshot_bytes),
         stopped_at = case when v.to_state in ('stopped', 'error') then ${at}::timestamptz else s.stopped_at end,
         updated_at = ${at}::timestamptz,
         version = s.version + 1

@@ -9,12 +9,14 @@ import { hostTarget } from "../hosts/target.js";
 import { applyTransitions } from "./apply.js";
 import { mapWithLimit } from "./limit.js";
 import type { ReconcileOptions } from "./options.js";
+import { applyTransitionsWithPauseQuota } from "./pause-quota.js";
 import {
   type ObservedRow,
   planHost,
   type ReconcileRule,
   reapsToAcknowledge,
   reconcileRules,
+  snapshotBytesOf,
   type Transition,
 } from "./plan.js";
 
@@ -121,8 +123,15 @@ export async function reconcileHost(
           .from(sandboxes)
           .where(sql`${sandboxes.id} in (select jsonb_array_elements_text(${JSON.stringify(unknownIds)}::jsonb))`);
 
-  const plan = planHost(host.id, [...rows, ...others], listed, ctx.now(), options);
-  const applied = await applyTransitions(ctx.db, plan.transitions, ctx.now());
+  const planned = planHost(host.id, [...rows, ...others], listed, ctx.now(), options);
+  // Timeout pauses pass the team's paused quotas in the transaction that writes them; a refused one
+  // is a stop instead (pause-quota.ts), so `plan` from here on is what was decided.
+  const { transitions: decided, applied } = await applyTransitionsWithPauseQuota(
+    ctx.db,
+    planned.transitions,
+    ctx.now(),
+  );
+  const plan = { ...planned, transitions: decided };
   const appliedVersion = new Map(applied.map((a) => [a.id, a.version]));
   // Only now, with the rows written, may the host forget its reaps: a sweep that died before this
   // point leaves them to the next one, which still records `timeout` rather than `lost`.
@@ -175,8 +184,16 @@ export async function reconcileHost(
     const t = action.transition;
     const version = appliedVersion.get(t.id) ?? t.version;
     try {
-      await agent.pauseSandbox({ sandboxId: t.id }, { timeoutMs: options.actionTimeoutMs });
-      settle.push({ ...t, version, fromState: "pausing", toState: "paused", endAt: null, keepEndAt: false });
+      const paused = await agent.pauseSandbox({ sandboxId: t.id }, { timeoutMs: options.actionTimeoutMs });
+      settle.push({
+        ...t,
+        version,
+        fromState: "pausing",
+        toState: "paused",
+        endAt: null,
+        keepEndAt: false,
+        snapshotBytes: snapshotBytesOf(paused.sandbox),
+      });
     } catch (err) {
       outcome.actionFailures++;
       log.warn("pause on timeout failed", { sandboxId: t.id, error: describe(err) });

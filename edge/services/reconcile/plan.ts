@@ -37,6 +37,11 @@ export interface Transition {
   error: string | null;
   /** What the sweep does on the host once the row changed. */
   hostAction: "nothing" | "destroy" | "pause";
+  /**
+   * Bytes of the pause snapshot the host reported, for a row turning `paused` (the paused-disk
+   * quota sums them); left out, the row keeps what it had.
+   */
+  snapshotBytes?: number;
   /** Why, for the sandbox event. */
   cause: string;
 }
@@ -63,6 +68,11 @@ export interface HostReport {
 const settled: ReadonlySet<SandboxStateName> = new Set(["running", "paused", "missing"]);
 const stoppedInDb: ReadonlySet<SandboxStateName> = new Set(["stopped", "error"]);
 
+/** Bytes of the pause snapshot files the host reports for a sandbox (0 when it pauses in place). */
+export function snapshotBytesOf(sandbox: Sandbox | undefined): number {
+  return (sandbox?.snapshotFiles ?? []).reduce((sum, f) => sum + Number(f.sizeBytes), 0);
+}
+
 function reportedEndAt(sandbox: Sandbox): Date | null {
   return sandbox.endAt ? timestampDate(sandbox.endAt) : null;
 }
@@ -80,9 +90,12 @@ function transition(
   row: ObservedRow,
   rule: ReconcileRule,
   toState: SandboxStateName,
-  fields: Partial<Pick<Transition, "stopReason" | "endAt" | "keepEndAt" | "error" | "hostAction">> & { cause: string },
+  fields: Partial<Pick<Transition, "stopReason" | "endAt" | "keepEndAt" | "error" | "hostAction" | "snapshotBytes">> & {
+    cause: string;
+  },
 ): Transition {
   return {
+    ...(fields.snapshotBytes !== undefined ? { snapshotBytes: fields.snapshotBytes } : {}),
     id: row.id,
     version: row.version,
     rule,
@@ -114,7 +127,11 @@ function followHost(
     case "running":
       return transition(row, rule, "running", { endAt: reportedEndAt(live), cause: "host reports it running" });
     case "paused":
-      return transition(row, rule, "paused", { endAt: null, cause: "host reports it paused" });
+      return transition(row, rule, "paused", {
+        endAt: null,
+        snapshotBytes: snapshotBytesOf(live),
+        cause: "host reports it paused",
+      });
     case "error":
       return transition(row, rule, "error", { error: live.error || "the host reports an error", cause: "host error" });
     default:
