@@ -88,6 +88,70 @@ describe("configuration", () => {
   it("names a bad variable", () => {
     expect(() => loadEnvironment({ WRENN_PORT: "abc" })).toThrow(/WRENN_PORT must be a port number/);
     expect(() => loadEnvironment({ WRENN_API_URL: "not a url" })).toThrow(/WRENN_API_URL/);
+    expect(() => loadEnvironment({ WRENN_API_URL: "ftp://host" })).toThrow(/WRENN_API_URL must be a URL/);
+    expect(() => loadEnvironment({ WRENN_PORT: "70000" })).toThrow(/WRENN_PORT must be at most 65535/);
+    expect(() => loadEnvironment({ WRENN_RUNTIME: "docker" })).toThrow(/WRENN_RUNTIME must be auto, firecracker/);
+    expect(() => loadEnvironment({ WRENN_CACHE_DIR: "rel" })).toThrow(/WRENN_CACHE_DIR must be an absolute path/);
+    // Every bad variable at once, as a usage error with a hint.
+    const err = (() => {
+      try {
+        loadEnvironment({ AGENT_FILES_ROOTDIR: "x", WRENN_AGENT_PORT: "p" });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(CliError);
+    expect(err).toMatchObject({
+      exitCode: 2,
+      message: "AGENT_FILES_ROOTDIR must be an absolute path; WRENN_AGENT_PORT must be a port number",
+      hint: "fix or unset the variable",
+    });
+  });
+
+  it("applies defaults, and treats an empty variable as unset", () => {
+    const env = loadEnvironment({ HOME: "/home/u", WRENN_API_URL: "", WRENN_PORT: "", TERM: "xterm" });
+    expect(env).toMatchObject({
+      apiUrl: undefined,
+      apiKey: undefined,
+      port: 3000,
+      filesRoot: "/var/lib/wrenn",
+      dataDir: "./.wrenn",
+      term: "xterm",
+    });
+    const set = loadEnvironment({
+      WRENN_API_URL: "https://wrenn.example.com",
+      WRENN_PORT: "4000",
+      WRENN_AGENT_PORT: "5007",
+      WRENN_RUNTIME: "gvisor",
+      XDG_CONFIG_HOME: "/cfg",
+      XDG_CACHE_HOME: "relative",
+      WRENN_CACHE_DIR: "/cache",
+    });
+    expect(set).toMatchObject({
+      apiUrl: "https://wrenn.example.com",
+      port: 4000,
+      agentPort: 5007,
+      runtime: "gvisor",
+      configFile: "/cfg/wrenn/config.json",
+      cacheDir: "/cache",
+    });
+  });
+
+  it("names the file and the field of a bad config file", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "wrenn-cli-config-"));
+    try {
+      const file = join(dir, "config.json");
+      const env = loadEnvironment({ WRENN_CONFIG: file });
+      await writeFile(file, JSON.stringify({ apiUrl: "localhost:3000", apiKey: "" }));
+      await expect(resolveApiSettings(env, {})).rejects.toMatchObject({
+        exitCode: 2,
+        message: `${file}: apiUrl: must be a URL such as http://localhost:3000; apiKey: must be a non-empty string`,
+      });
+      await writeFile(file, "[]");
+      await expect(resolveApiSettings(env, {})).rejects.toThrow(`${file}: not a JSON object`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("takes flags over environment over the config file", async () => {

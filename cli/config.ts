@@ -1,7 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { z } from "zod";
 import { CliError } from "./errors.js";
 
 /**
@@ -45,64 +44,88 @@ export interface CliEnvironment {
   isRoot: boolean;
 }
 
-const portNumber = (name: string) =>
-  z
-    .string()
-    .regex(/^[0-9]{1,5}$/, `${name} must be a port number`)
-    .transform(Number)
-    .refine((n) => n <= 65_535, `${name} must be at most 65535`);
+/**
+ * Validation by hand, not with zod as the rest of the code base does: this runs before every
+ * command, and loading zod costs a short command a tenth of its start-up. Each failure names its
+ * variable and what it takes; all of them are reported together.
+ */
+class Problems {
+  readonly messages: string[] = [];
 
-const schema = z.object({
-  WRENN_API_URL: z.url({ error: "WRENN_API_URL must be a URL such as http://localhost:3000" }).optional(),
-  WRENN_API_KEY: z.string().min(1).optional(),
-  WRENN_CONFIG: z.string().min(1).optional(),
-  XDG_CONFIG_HOME: z.string().min(1).optional(),
-  WRENN_CACHE_DIR: z.string().startsWith("/", "WRENN_CACHE_DIR must be an absolute path").optional(),
-  XDG_CACHE_HOME: z.string().optional(),
-  WRENN_RUNTIME: z
-    .enum(["auto", "firecracker", "qemu", "gvisor", "namespace"], {
-      error: "WRENN_RUNTIME must be auto, firecracker, qemu, gvisor or namespace",
-    })
-    .optional(),
-  AGENT_FILES_ROOTDIR: z
-    .string()
-    .startsWith("/", "AGENT_FILES_ROOTDIR must be an absolute path")
-    .default("/var/lib/wrenn"),
-  AGENT_STATE_DIR: z.string().startsWith("/", "AGENT_STATE_DIR must be an absolute path").optional(),
-  WRENN_AGENT_PORT: portNumber("WRENN_AGENT_PORT").optional(),
-  WRENN_DATA_DIR: z.string().min(1).default("./.wrenn"),
-  WRENN_PORT: portNumber("WRENN_PORT").default(3000),
-  WRENN_LOG_LEVEL: z.string().optional(),
-  TERM: z.string().optional(),
-});
+  add(message: string): undefined {
+    this.messages.push(message);
+    return undefined;
+  }
+
+  /** An http(s) URL. */
+  url(value: string | undefined, message: string): string | undefined {
+    if (value === undefined) return undefined;
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      return this.add(message);
+    }
+    return url.protocol === "http:" || url.protocol === "https:" ? value : this.add(message);
+  }
+
+  absolutePath(value: string | undefined, name: string): string | undefined {
+    if (value === undefined || value.startsWith("/")) return value;
+    return this.add(`${name} must be an absolute path`);
+  }
+
+  port(value: string | undefined, name: string): number | undefined {
+    if (value === undefined) return undefined;
+    if (!/^[0-9]{1,5}$/.test(value)) return this.add(`${name} must be a port number`);
+    const port = Number(value);
+    return port <= 65_535 ? port : this.add(`${name} must be at most 65535`);
+  }
+
+  oneOf<const T extends string>(value: string | undefined, allowed: readonly T[], message: string): T | undefined {
+    if (value === undefined) return undefined;
+    return (allowed as readonly string[]).includes(value) ? (value as T) : this.add(message);
+  }
+}
+
+const runtimes = ["auto", "firecracker", "qemu", "gvisor", "namespace"] as const;
+const apiUrlMessage = "WRENN_API_URL must be a URL such as http://localhost:3000";
 
 /** Reads and validates the environment once; a bad value is a usage error naming the variable. */
 export function loadEnvironment(env: NodeJS.ProcessEnv = process.env): CliEnvironment {
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
-  const parsed = schema.safeParse(present);
-  if (!parsed.success) {
-    throw new CliError(parsed.error.issues.map((i) => i.message).join("; "), {
-      exitCode: 2,
-      hint: "fix or unset the variable",
-    });
+  // An empty variable counts as unset.
+  const get = (name: string) => (env[name] === "" ? undefined : env[name]);
+  const problems = new Problems();
+  const apiUrl = problems.url(get("WRENN_API_URL"), apiUrlMessage);
+  const runtime = problems.oneOf(
+    get("WRENN_RUNTIME"),
+    runtimes,
+    "WRENN_RUNTIME must be auto, firecracker, qemu, gvisor or namespace",
+  );
+  const cacheDir = problems.absolutePath(get("WRENN_CACHE_DIR"), "WRENN_CACHE_DIR");
+  const filesRoot = problems.absolutePath(get("AGENT_FILES_ROOTDIR"), "AGENT_FILES_ROOTDIR") ?? "/var/lib/wrenn";
+  const agentStateDir = problems.absolutePath(get("AGENT_STATE_DIR"), "AGENT_STATE_DIR");
+  const agentPort = problems.port(get("WRENN_AGENT_PORT"), "WRENN_AGENT_PORT");
+  const port = problems.port(get("WRENN_PORT"), "WRENN_PORT") ?? 3000;
+  if (problems.messages.length > 0) {
+    throw new CliError(problems.messages.join("; "), { exitCode: 2, hint: "fix or unset the variable" });
   }
-  const e = parsed.data;
-  const configHome = e.XDG_CONFIG_HOME ?? join(homedir(), ".config");
+  const configHome = get("XDG_CONFIG_HOME") ?? join(homedir(), ".config");
   // The XDG spec says to ignore a relative XDG_CACHE_HOME.
-  const cacheHome = e.XDG_CACHE_HOME?.startsWith("/") ? e.XDG_CACHE_HOME : join(homedir(), ".cache");
+  const xdgCache = get("XDG_CACHE_HOME");
+  const cacheHome = xdgCache?.startsWith("/") ? xdgCache : join(homedir(), ".cache");
   return {
-    apiUrl: e.WRENN_API_URL,
-    apiKey: e.WRENN_API_KEY,
-    configFile: e.WRENN_CONFIG ?? join(configHome, "wrenn", "config.json"),
-    runtime: e.WRENN_RUNTIME,
-    filesRoot: e.AGENT_FILES_ROOTDIR,
-    agentStateDir: e.AGENT_STATE_DIR,
-    agentPort: e.WRENN_AGENT_PORT,
-    dataDir: e.WRENN_DATA_DIR,
-    port: e.WRENN_PORT,
-    cacheDir: e.WRENN_CACHE_DIR ?? join(cacheHome, "wrenn"),
-    logLevel: e.WRENN_LOG_LEVEL,
-    term: e.TERM,
+    apiUrl,
+    apiKey: get("WRENN_API_KEY"),
+    configFile: get("WRENN_CONFIG") ?? join(configHome, "wrenn", "config.json"),
+    runtime,
+    filesRoot,
+    agentStateDir,
+    agentPort,
+    dataDir: get("WRENN_DATA_DIR") ?? "./.wrenn",
+    port,
+    cacheDir: cacheDir ?? join(cacheHome, "wrenn"),
+    logLevel: get("WRENN_LOG_LEVEL"),
+    term: get("TERM"),
     raw: { ...env },
     stdoutIsTty: process.stdout.isTTY === true,
     stdinIsTty: process.stdin.isTTY === true,
@@ -111,11 +134,14 @@ export function loadEnvironment(env: NodeJS.ProcessEnv = process.env): CliEnviro
 }
 
 /** The config file's contents: `{ "apiUrl": "...", "apiKey": "..." }`. */
-export const ConfigFile = z.object({
-  apiUrl: z.url().optional(),
-  apiKey: z.string().min(1).optional(),
-});
-export type ConfigFile = z.infer<typeof ConfigFile>;
+export interface ConfigFile {
+  apiUrl?: string;
+  apiKey?: string;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
 
 /** Reads the config file; absent means empty, malformed is an error that names the file. */
 export async function readConfigFile(path: string): Promise<ConfigFile> {
@@ -126,19 +152,31 @@ export async function readConfigFile(path: string): Promise<ConfigFile> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
     throw new CliError(`cannot read ${path}: ${(err as Error).message}`);
   }
+  const expected = 'expected {"apiUrl": "…", "apiKey": "…"}';
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
-    throw new CliError(`${path} is not valid JSON`, { exitCode: 2, hint: 'expected {"apiUrl": "…", "apiKey": "…"}' });
+    throw new CliError(`${path} is not valid JSON`, { exitCode: 2, hint: expected });
   }
-  const parsed = ConfigFile.safeParse(json);
-  if (!parsed.success) {
-    throw new CliError(`${path}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`, {
-      exitCode: 2,
-    });
+  if (!isRecord(json)) throw new CliError(`${path}: not a JSON object`, { exitCode: 2, hint: expected });
+  const problems = new Problems();
+  const file: ConfigFile = {};
+  if (json.apiUrl !== undefined) {
+    const apiUrl = problems.url(
+      typeof json.apiUrl === "string" ? json.apiUrl : "",
+      "apiUrl: must be a URL such as http://localhost:3000",
+    );
+    if (apiUrl !== undefined) file.apiUrl = apiUrl;
   }
-  return parsed.data;
+  if (json.apiKey !== undefined) {
+    if (typeof json.apiKey === "string" && json.apiKey !== "") file.apiKey = json.apiKey;
+    else problems.add("apiKey: must be a non-empty string");
+  }
+  if (problems.messages.length > 0) {
+    throw new CliError(`${path}: ${problems.messages.join("; ")}`, { exitCode: 2, hint: expected });
+  }
+  return file;
 }
 
 /** Where the API is and which key to use: flags, then environment, then the config file. */

@@ -1,6 +1,7 @@
 import type { ConnectionOptions } from "../sdk/config.js";
 import { type CliEnvironment, resolveApiSettings } from "./config.js";
 import { CliError, exitCodes } from "./errors.js";
+import { nodeTransport } from "./node-transport.js";
 import type { Output } from "./output.js";
 
 /** What every command runs with. */
@@ -24,7 +25,8 @@ export async function connection(
       hint: `set WRENN_API_KEY, pass --api-key, or put {"apiKey": "…"} in ${ctx.env.configFile}; \`wrenn up\` prints a key on first run`,
     });
   }
-  const result: ConnectionOptions = { apiUrl: settings.apiUrl };
+  // node:http for the calls read whole: the global fetch would load undici first (see node-transport.ts).
+  const result: ConnectionOptions = { apiUrl: settings.apiUrl, transport: nodeTransport };
   if (settings.apiKey) result.apiKey = settings.apiKey;
   return result;
 }

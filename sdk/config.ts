@@ -13,6 +13,12 @@ export interface ConnectionOptions {
   apiKey?: string;
   /** The `fetch` to use (tests, proxies, a Worker's service binding). Default: the global `fetch`. */
   fetch?: typeof fetch;
+  /**
+   * Sends the calls whose answer is read whole (everything but streams and file transfers) instead
+   * of `fetch`. The CLI passes one built on `node:http`: on Node 20 the global `fetch` loads undici
+   * first, a fifth of a short command's start-up. Default: `fetch`.
+   */
+  transport?: Transport;
   /** Deadline of ordinary (non-streaming) requests, in milliseconds. Default 300 000 (creating a VM may be slow). */
   requestTimeoutMs?: number;
 }
@@ -22,8 +28,30 @@ export interface ResolvedConnection {
   apiUrl: string;
   apiKey: string | undefined;
   fetch: typeof fetch;
+  transport: Transport | undefined;
   requestTimeoutMs: number;
 }
+
+/** One request of a `Transport`: its body, when there is one, is already text (JSON). */
+export interface TransportRequest {
+  method: string;
+  url: URL;
+  headers: Record<string, string>;
+  body?: string;
+  /** Aborting it must reject the call with the signal's reason (a timeout's is a `TimeoutError`). */
+  signal?: AbortSignal;
+}
+
+/** An answer as the SDK reads it when it reads it whole; a `Response` is one. Redirects are not followed. */
+export interface TransportAnswer {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: { get(name: string): string | null };
+  text(): Promise<string>;
+}
+
+/** Sends one request; rejects only when no answer arrived (the SDK reports a non-2xx answer itself). */
+export type Transport = (request: TransportRequest) => Promise<TransportAnswer>;
 
 /** The default API address: what `npm start` serves. */
 export const defaultApiUrl = "http://localhost:3000";
@@ -43,6 +71,7 @@ export function resolveConnection(options: ConnectionOptions = {}): ResolvedConn
     apiKey: options.apiKey ?? (env.WRENN_API_KEY || undefined),
     // Bound so that runtimes which check `this` (Workers) accept the call.
     fetch: options.fetch ?? ((input, init) => globalThis.fetch(input, init)),
+    transport: options.transport,
     requestTimeoutMs: options.requestTimeoutMs ?? 300_000,
   };
 }

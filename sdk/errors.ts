@@ -1,3 +1,5 @@
+import type { TransportAnswer } from "./config.js";
+
 /**
  * Every failure the SDK reports is a `WrennError` with the API's error code, the HTTP status and the
  * request id to quote, plus a hint that says what to do about the common ones.
@@ -53,7 +55,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 }
 
 /** Builds a WrennError from a non-2xx answer, reading the API's `{ error: { code, message, requestId } }` body. */
-export async function errorFromResponse(res: Response, what: string): Promise<WrennError> {
+export async function errorFromResponse(res: TransportAnswer, what: string): Promise<WrennError> {
   const text = await res.text().catch(() => "");
   let body: unknown;
   try {

@@ -1,4 +1,10 @@
-import { type ConnectionOptions, type ResolvedConnection, resolveConnection } from "./config.js";
+import {
+  type ConnectionOptions,
+  type ResolvedConnection,
+  resolveConnection,
+  type TransportAnswer,
+  type TransportRequest,
+} from "./config.js";
 import { errorFromResponse, WrennError } from "./errors.js";
 
 /** Options of one API call. */
@@ -15,9 +21,19 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
+/** A call ready to send: the parts `fetch` and a `Transport` share. */
+interface PreparedCall {
+  url: URL;
+  headers: Record<string, string>;
+  body: BodyInit | undefined;
+  signal: AbortSignal | undefined;
+  timeoutMs: number;
+}
+
 /**
  * The one place the SDK talks HTTP: adds the API key, applies the deadline, and turns failures into
- * `WrennError`s. Uses only `fetch`, so it runs on Node and on Workers.
+ * `WrennError`s. Uses `fetch` (so it runs on Node and on Workers), or for calls whose answer is read
+ * whole the connection's `transport` when one is given.
  */
 export class ApiClient {
   readonly connection: ResolvedConnection;
@@ -33,38 +49,16 @@ export class ApiClient {
 
   /** Sends a request and returns the response when it is 2xx; anything else throws a `WrennError`. */
   async raw(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
-    const url = new URL(`${this.connection.apiUrl}${path}`);
-    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
-    const headers: Record<string, string> = { accept: "application/json", ...options.headers };
-    if (this.connection.apiKey) headers["x-api-key"] = this.connection.apiKey;
-    let body: BodyInit | undefined = options.body;
-    if (options.json !== undefined) {
-      headers["content-type"] = "application/json";
-      body = JSON.stringify(options.json);
-    }
-    const timeoutMs = options.timeoutMs ?? this.connection.requestTimeoutMs;
-    const signals = [options.signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined].filter(
-      (s): s is AbortSignal => s !== undefined,
-    );
-    const init: RequestInit & { duplex?: "half" } = { method, headers, redirect: "manual" };
-    if (body !== undefined) init.body = body;
-    if (body instanceof ReadableStream) init.duplex = "half";
-    if (signals.length > 0) init.signal = signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    const call = this.prepare(path, options);
+    const init: RequestInit & { duplex?: "half" } = { method, headers: call.headers, redirect: "manual" };
+    if (call.body !== undefined) init.body = call.body;
+    if (call.body instanceof ReadableStream) init.duplex = "half";
+    if (call.signal) init.signal = call.signal;
     let res: Response;
     try {
-      res = await this.connection.fetch(url, init);
+      res = await this.connection.fetch(call.url, init);
     } catch (err) {
-      if (options.signal?.aborted) throw options.signal.reason ?? err;
-      if (err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError")) {
-        throw new WrennError(
-          "TIMEOUT",
-          `${method} ${path}: no answer from ${this.connection.apiUrl} in ${timeoutMs} ms`,
-          {
-            cause: err,
-          },
-        );
-      }
-      throw new WrennError("NETWORK_ERROR", `cannot reach the Wrenn API at ${this.connection.apiUrl}`, { cause: err });
+      throw this.failure(err, method, path, call.timeoutMs, options.signal);
     }
     if (!res.ok) throw await errorFromResponse(res, `${method} ${path}`);
     return res;
@@ -72,7 +66,7 @@ export class ApiClient {
 
   /** Sends a request and parses its JSON answer. */
   async json<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-    const res = await this.raw(method, path, options);
+    const res = await this.whole(method, path, options);
     const text = await res.text();
     try {
       return JSON.parse(text) as T;
@@ -86,8 +80,63 @@ export class ApiClient {
 
   /** Sends a request whose answer has no body (204). */
   async empty(method: string, path: string, options: RequestOptions = {}): Promise<void> {
-    const res = await this.raw(method, path, options);
-    await res.body?.cancel();
+    const res = await this.whole(method, path, options);
+    // A fetch Response's body is cancelled unread; a transport's answer is drained.
+    const body = (res as { body?: ReadableStream | null }).body;
+    if (body) await body.cancel();
+    else if (body === undefined) await res.text();
+  }
+
+  /** A 2xx answer to be read whole: through the connection's transport when there is one and the body is JSON or none. */
+  private async whole(method: string, path: string, options: RequestOptions): Promise<TransportAnswer> {
+    const transport = this.connection.transport;
+    if (transport === undefined || options.body !== undefined) return this.raw(method, path, options);
+    const call = this.prepare(path, options);
+    const request: TransportRequest = { method, url: call.url, headers: call.headers };
+    if (typeof call.body === "string") request.body = call.body;
+    if (call.signal) request.signal = call.signal;
+    let res: TransportAnswer;
+    try {
+      res = await transport(request);
+    } catch (err) {
+      throw this.failure(err, method, path, call.timeoutMs, options.signal);
+    }
+    if (res.status < 200 || res.status > 299) throw await errorFromResponse(res, `${method} ${path}`);
+    return res;
+  }
+
+  /** The URL, headers (with the key), body and deadline of a call. */
+  private prepare(path: string, options: RequestOptions): PreparedCall {
+    const url = new URL(`${this.connection.apiUrl}${path}`);
+    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
+    const headers: Record<string, string> = { accept: "application/json", ...options.headers };
+    if (this.connection.apiKey) headers["x-api-key"] = this.connection.apiKey;
+    let body: BodyInit | undefined = options.body;
+    if (options.json !== undefined) {
+      headers["content-type"] = "application/json";
+      body = JSON.stringify(options.json);
+    }
+    const timeoutMs = options.timeoutMs ?? this.connection.requestTimeoutMs;
+    const signals = [options.signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined].filter(
+      (s): s is AbortSignal => s !== undefined,
+    );
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+    return { url, headers, body, signal, timeoutMs };
+  }
+
+  /** The error to throw when no answer arrived: the caller's own abort as it is, else TIMEOUT or NETWORK_ERROR. */
+  private failure(err: unknown, method: string, path: string, timeoutMs: number, signal?: AbortSignal): unknown {
+    if (signal?.aborted) return signal.reason ?? err;
+    if (err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError")) {
+      return new WrennError(
+        "TIMEOUT",
+        `${method} ${path}: no answer from ${this.connection.apiUrl} in ${timeoutMs} ms`,
+        {
+          cause: err,
+        },
+      );
+    }
+    return new WrennError("NETWORK_ERROR", `cannot reach the Wrenn API at ${this.connection.apiUrl}`, { cause: err });
   }
 }
 

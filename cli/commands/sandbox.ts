@@ -12,7 +12,6 @@ import {
 import { type CommandContext, connection } from "../context.js";
 import { CliError, exitCodes } from "../errors.js";
 import { printJson, relativeTime, renderFields, renderTable } from "../output.js";
-import { copy } from "./cp.js";
 
 export const sandboxUsage = `usage: wrenn sandbox <command> [options]
 
@@ -23,6 +22,7 @@ export const sandboxUsage = `usage: wrenn sandbox <command> [options]
   exec     <id> [--cwd DIR] [--env K=V]… [--user U] [--timeout 60s] -- <command> [args…]
   shell    <id> [--user U] [--cwd DIR] [--cmd /bin/bash]
   cp       <src> <dst>          one side is <id>:<path>, e.g. ./a.txt abc…:/home/user/a.txt
+  run-code <id> --file x.py     run Python in a code-interpreter sandbox (images saved to files)
   pause    <id>
   resume   <id> [--timeout 5m]
   kill     <id>…
@@ -99,7 +99,10 @@ export async function sandboxCommand(ctx: CommandContext, args: string[]): Promi
       // Loaded only here: the terminal's Connect client and protobuf are most of a quick command's start-up.
       return (await import("./shell.js")).shell(ctx, rest);
     case "cp":
-      return copy(ctx, rest);
+      // Loaded on demand: its file streams are no part of the other verbs.
+      return (await import("./cp.js")).copy(ctx, rest);
+    case "run-code":
+      return (await import("./run-code.js")).runCode(ctx, rest);
     case "pause":
     case "resume":
       return lifecycle(ctx, verb, rest);

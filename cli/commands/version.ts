@@ -1,5 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { WrennError } from "../../sdk/errors.js";
+import { ApiClient } from "../../sdk/http.js";
 import { parseCommand } from "../args.js";
 import { type CommandContext, connection } from "../context.js";
 import { exitCodes } from "../errors.js";
@@ -33,16 +35,23 @@ export async function versionCommand(ctx: CommandContext, args: string[]): Promi
     return exitCodes.ok;
   }
   const cli = await cliVersion();
-  const { apiUrl } = await connection(ctx, { "api-url": values["api-url"] }, { keyRequired: false });
+  const options = await connection(ctx, { "api-url": values["api-url"] }, { keyRequired: false });
+  const apiUrl = options.apiUrl ?? "";
   let api: string | undefined;
   let apiError: string | undefined;
   try {
-    const res = await fetch(new URL("/health", apiUrl), { signal: AbortSignal.timeout(3_000) });
-    const body = (await res.json()) as { version?: unknown };
+    // /health needs no key; a 5xx or non-JSON answer is reported as what it is.
+    const body = await new ApiClient(options).json<{ version?: unknown }>("GET", "/health", {
+      timeoutMs: 3_000,
+      signal: ctx.signal,
+    });
     if (typeof body.version === "string") api = body.version;
     else apiError = `no version in ${apiUrl}/health`;
   } catch (err) {
-    apiError = `not reachable (${(err as Error).message})`;
+    if (err instanceof WrennError && err.status > 0) apiError = `answered ${err.status}: ${err.message}`;
+    else if (err instanceof WrennError && err.code === "NETWORK_ERROR" && err.cause instanceof Error) {
+      apiError = `not reachable (${err.cause.message})`;
+    } else apiError = `not reachable (${(err as Error).message})`;
   }
   if (values.json) {
     printJson(ctx.output, { cli, api: { url: apiUrl, version: api ?? null, error: apiError ?? null } });
