@@ -1,10 +1,10 @@
-import { constants } from "node:fs";
-import { access, chown, copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chown, copyFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Exec } from "../../exec.js";
 import type { Logger } from "../../logger.js";
 import { guestKernelCmdline } from "../kernel-cmdline.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../types.js";
+import { exists, linkOrCopy, moveFile } from "../vm-files.js";
 import { FirecrackerApiClient, FirecrackerApiError, waitForApiSocket } from "./api-client.js";
 import { type FirecrackerErrorReason, FirecrackerRuntimeError } from "./errors.js";
 import {
@@ -433,37 +433,6 @@ async function readPidFile(path: string): Promise<ProcessIdentity | undefined> {
     return { pid, startTime };
   } catch {
     return undefined;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.F_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** rename(2), falling back to copy + unlink across filesystems. */
-async function moveFile(from: string, to: string): Promise<void> {
-  try {
-    await rename(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
-    await copyFile(from, to);
-    await rm(from, { force: true });
-  }
-}
-
-/** A hard link (no copy of a large file) when source and jail share a filesystem, a copy otherwise. */
-async function linkOrCopy(from: string, to: string): Promise<void> {
-  await rm(to, { force: true });
-  try {
-    await link(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
-    await copyFile(from, to);
   }
 }
 
