@@ -132,20 +132,35 @@ export async function setCgroupLimits(
   const period = 100_000;
   const quota = limits.vcpus * period;
   const pidsMax = String(limits.pidsMax ?? DEFAULT_PIDS_MAX);
+  // Each file is its own write; they do not depend on each other.
+  const writes: Promise<unknown>[] = [];
   if (layout.kind === "unified") {
-    await writeFile(join(groups.memory, "memory.max"), String(bytes));
-    await writeFile(join(groups.cpu, "cpu.max"), `${quota} ${period}`);
-    if (layout.pidsRoot !== undefined) await writeFile(join(groups.memory, "pids.max"), pidsMax);
+    writes.push(writeFile(join(groups.memory, "memory.max"), String(bytes)));
+    writes.push(writeFile(join(groups.cpu, "cpu.max"), `${quota} ${period}`));
+    if (layout.pidsRoot !== undefined) writes.push(writeFile(join(groups.memory, "pids.max"), pidsMax));
     if (layout.ioWeightRoot !== undefined) {
-      await writeFile(join(groups.memory, "io.weight"), `default ${SANDBOX_IO_WEIGHT.v2}`).catch(() => {});
+      writes.push(writeFile(join(groups.memory, "io.weight"), `default ${SANDBOX_IO_WEIGHT.v2}`).catch(() => {}));
     }
-    return;
+  } else {
+    writes.push(writeFile(join(groups.memory, "memory.limit_in_bytes"), String(bytes)));
+    // The period first: a quota is checked against the period in place.
+    writes.push(
+      writeFile(join(groups.cpu, "cpu.cfs_period_us"), String(period)).then(() =>
+        writeFile(join(groups.cpu, "cpu.cfs_quota_us"), String(quota)),
+      ),
+    );
+    if (groups.pids !== undefined) writes.push(writeFile(join(groups.pids, "pids.max"), pidsMax));
+    if (groups.blkio !== undefined) {
+      writes.push(writeFile(join(groups.blkio, "blkio.weight"), String(SANDBOX_IO_WEIGHT.v1)));
+    }
   }
-  await writeFile(join(groups.memory, "memory.limit_in_bytes"), String(bytes));
-  await writeFile(join(groups.cpu, "cpu.cfs_period_us"), String(period));
-  await writeFile(join(groups.cpu, "cpu.cfs_quota_us"), String(quota));
-  if (groups.pids !== undefined) await writeFile(join(groups.pids, "pids.max"), pidsMax);
-  if (groups.blkio !== undefined) await writeFile(join(groups.blkio, "blkio.weight"), String(SANDBOX_IO_WEIGHT.v1));
+  await settleAll(writes);
+}
+
+/** Awaits every promise (none is left running), then throws the first failure. */
+async function settleAll(promises: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(promises)).find((r) => r.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 /** Creates a sandbox's cgroups and sets their limits. */
@@ -160,7 +175,7 @@ export async function createCgroups(layout: CgroupLayout, groups: SandboxCgroups
     await mkdir(groups.memory, { recursive: true });
     await writeFile(join(groups.memory, "memory.swap.max"), "0").catch(() => {});
   } else {
-    for (const dir of cgroupDirs(groups)) await mkdir(dir, { recursive: true });
+    await settleAll(cgroupDirs(groups).map((dir) => mkdir(dir, { recursive: true })));
   }
   await setCgroupLimits(layout, groups, limits);
 }

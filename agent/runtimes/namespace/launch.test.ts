@@ -1,3 +1,4 @@
+import { execa } from "execa";
 import { describe, expect, it } from "vitest";
 import { GUEST_CAPABILITIES, LAUNCHER, namespaceGuestCommand } from "./launch.js";
 import { namespaceSeccompFilterHex } from "./seccomp.js";
@@ -90,6 +91,18 @@ describe("namespaceGuestCommand", () => {
 
     const tool = namespaceGuestCommand({ ...base, netns: "ns-2", dieWithParent: true });
     expect(tool).toContain("--die-with-parent");
+    expect(tool).not.toContain("--timing");
     expect(pairs(tool, "--setenv").some((e) => e.startsWith("WRENN_ENVD_ARGS="))).toBe(false);
+    expect(namespaceGuestCommand({ ...base, timing: true })).toContain("--timing");
+  });
+});
+
+describe("launcher.pl", () => {
+  it("compiles without a warning and loads no module but strict (each costs start-up time)", async () => {
+    // The script has no `use warnings` (warnings.pm is slow to load); -w turns them on for this check.
+    // A CHECK block runs after compilation, also under -c: it lists every module loaded so far.
+    const check = "-Mstrict; CHECK { print STDERR 'modules=', join(' ', sort keys %INC), qq(\\n) }";
+    const { stderr } = await execa("perl", ["-w", "-c", check, LAUNCHER]);
+    expect(stderr.trim().split("\n")).toEqual(["modules=strict.pm", `${LAUNCHER} syntax OK`]);
   });
 });

@@ -87,6 +87,11 @@ export interface NamespaceGuestLaunch {
   dieWithParent: boolean;
   /** The guest's first process and its arguments; WRENN_INIT by default. */
   init?: readonly string[];
+  /**
+   * Whether the launcher writes "wrenn-launch: at <unix ms> <step>" lines to its stderr (the console
+   * log): where a start's time goes, for the agent's debug log and the benchmark.
+   */
+  timing?: boolean;
 }
 
 /** The argv (`perl launcher.pl …`) that starts a namespace guest; run it as root. */
@@ -128,6 +133,7 @@ export function namespaceGuestCommand(launch: NamespaceGuestLaunch): [command: s
     "--seccomp",
     namespaceSeccompFilterHex(),
     ...(launch.dieWithParent ? ["--die-with-parent"] : []),
+    ...(launch.timing ? ["--timing"] : []),
     ...env.flatMap(([name, value]) => ["--setenv", name, value]),
     "--",
     ...(launch.init ?? WRENN_INIT),

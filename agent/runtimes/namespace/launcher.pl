@@ -20,27 +20,53 @@
 #   pid 1 (child)    /proc with masked and read-only paths, a minimal /dev, /run; pivot_root; hostname;
 #                    capability bounding set; seccomp filter; exec the first process.
 # Arguments: see namespaceGuestCommand in launch.ts, which is the only caller.
+# No `use warnings` here: warnings.pm costs milliseconds of every start; launch.test.ts compiles the
+# script with -w instead, so a warning still fails a test.
 use strict;
-use warnings;
 
 my %SYS = (
   exit_group => 231, setsid => 112, setgroups => 116, setresuid => 117, setresgid => 119, pivot_root => 155, prctl => 157,
   mount => 165, umount2 => 166, sethostname => 170, unshare => 272, setns => 308, open_tree => 428,
   move_mount => 429, mount_setattr => 442,
 );
-use constant {
-  CLONE_NEWNS => 0x00020000, CLONE_NEWCGROUP => 0x02000000, CLONE_NEWUTS => 0x04000000,
-  CLONE_NEWIPC => 0x08000000, CLONE_NEWUSER => 0x10000000, CLONE_NEWPID => 0x20000000,
-  CLONE_NEWNET => 0x40000000,
-  MS_RDONLY => 1, MS_NOSUID => 2, MS_NODEV => 4, MS_NOEXEC => 8, MS_REMOUNT => 32, MS_BIND => 4096,
-  MS_REC => 16384, MS_PRIVATE => 1 << 18, MS_SLAVE => 1 << 19,
-  MNT_DETACH => 2, AT_FDCWD => -100, AT_EMPTY_PATH => 0x1000, AT_RECURSIVE => 0x8000,
-  OPEN_TREE_CLONE => 1, OPEN_TREE_CLOEXEC => 0x80000, MOVE_MOUNT_F_EMPTY_PATH => 4,
-  MOUNT_ATTR_IDMAP => 0x00100000,
-  PR_SET_PDEATHSIG => 1, PR_SET_SECCOMP => 22, PR_CAPBSET_DROP => 24, PR_CAP_AMBIENT => 47,
-  PR_CAP_AMBIENT_CLEAR_ALL => 4, SECCOMP_MODE_FILTER => 2,
-  LOOP_CTL_GET_FREE => 0x4C82, LOOP_CONFIGURE => 0x4C0A, LO_FLAGS_AUTOCLEAR => 4,
-};
+# Constants as subs with an empty prototype, which perl inlines (constant.pm costs milliseconds to load).
+sub CLONE_NEWNS() { 0x00020000 }
+sub CLONE_NEWCGROUP() { 0x02000000 }
+sub CLONE_NEWUTS() { 0x04000000 }
+sub CLONE_NEWIPC() { 0x08000000 }
+sub CLONE_NEWUSER() { 0x10000000 }
+sub CLONE_NEWPID() { 0x20000000 }
+sub CLONE_NEWNET() { 0x40000000 }
+sub MS_RDONLY() { 1 }
+sub MS_NOSUID() { 2 }
+sub MS_NODEV() { 4 }
+sub MS_NOEXEC() { 8 }
+sub MS_REMOUNT() { 32 }
+sub MS_BIND() { 4096 }
+sub MS_REC() { 16384 }
+sub MS_PRIVATE() { 1 << 18 }
+sub MS_SLAVE() { 1 << 19 }
+sub MNT_DETACH() { 2 }
+sub AT_FDCWD() { -100 }
+sub AT_EMPTY_PATH() { 0x1000 }
+sub AT_RECURSIVE() { 0x8000 }
+sub OPEN_TREE_CLONE() { 1 }
+sub OPEN_TREE_CLOEXEC() { 0x80000 }
+sub MOVE_MOUNT_F_EMPTY_PATH() { 4 }
+sub MOUNT_ATTR_IDMAP() { 0x00100000 }
+sub PR_SET_PDEATHSIG() { 1 }
+sub PR_SET_SECCOMP() { 22 }
+sub PR_CAPBSET_DROP() { 24 }
+sub PR_CAP_AMBIENT() { 47 }
+sub PR_CAP_AMBIENT_CLEAR_ALL() { 4 }
+sub SECCOMP_MODE_FILTER() { 2 }
+sub LOOP_CTL_GET_FREE() { 0x4C82 }
+sub LOOP_CONFIGURE() { 0x4C0A }
+sub LO_FLAGS_AUTOCLEAR() { 4 }
+# errno values (Errno.pm, which %! loads, costs milliseconds too).
+sub EBUSY() { 16 }
+sub EEXIST() { 17 }
+sub EINVAL() { 22 }
 
 # _exit(2): no END blocks, no flushing of buffers a forked process shares (POSIX.pm costs ms to load).
 sub quit { my @code = ($_[0]); syscall($SYS{exit_group}, @code); }
@@ -51,6 +77,17 @@ sub sys {
   my $r = syscall($SYS{$name}, @args);
   fail($what) if $r == -1;
   return $r;
+}
+# --timing: "wrenn-launch: at <unix ms> <step>" lines on stderr (the console log), for the agent's debug
+# log and the benchmark's phase split; clock_gettime(CLOCK_REALTIME) directly (Time::HiRes is not in
+# perl-base), so the agent can line them up with its own clock.
+my $timing = 0;
+sub mark {
+  return unless $timing;
+  my $t = "\0" x 16;
+  syscall(228, 0, $t);
+  my ($s, $ns) = unpack('q q', $t);
+  printf STDERR "wrenn-launch: at %.1f %s\n", $s * 1000 + $ns / 1e6, $_[0];
 }
 sub write_file {
   my ($path, $text) = @_;
@@ -70,6 +107,7 @@ while (@ARGV) {
   elsif ($a eq '--setenv') { push @env, [shift @ARGV, shift @ARGV]; }
   elsif ($a eq '--keep-cap') { push @keep_caps, shift @ARGV; }
   elsif ($a eq '--die-with-parent') { $o{die_with_parent} = 1; }
+  elsif ($a eq '--timing') { $timing = 1; }
   elsif ($a =~ /^--(netns|lower|mounts|upper|work|disk|id-base|id-count|hostname|seccomp)$/) {
     my $k = $1; $k =~ s/-/_/g; $o{$k} = shift @ARGV;
   }
@@ -79,9 +117,11 @@ $o{count} = $o{id_count} if defined $o{id_count};
 for my $k (qw(lower mounts id_base hostname seccomp)) { unless (defined $o{$k}) { $! = 22; fail("missing --$k"); } }
 unless (@init) { $! = 22; fail("missing the first process after --"); }
 unless (defined $o{disk} or (defined $o{upper} and defined $o{work})) { $! = 22; fail("need --disk or --upper and --work"); }
+mark('started');
 
 # --- host root: cgroups, network namespace, private mount namespace ----------------------------------
 for my $dir (@cgroups) { write_file("$dir/cgroup.procs", "$$\n"); }
+mark('joined cgroups');
 if (defined $o{netns}) {
   open(my $ns, '<', "/run/netns/$o{netns}") or fail("open netns $o{netns}");
   sys('setns', "setns $o{netns}", fileno($ns), CLONE_NEWNET);
@@ -91,6 +131,7 @@ for my $s (@sysctls) {
   (my $path = $s->[0]) =~ s{\.}{/}g;
   write_file("/proc/sys/$path", "$s->[1]\n");
 }
+mark('entered netns');
 prctl_pdeathsig() if $o{die_with_parent};
 sub prctl_pdeathsig { sys('prctl', 'parent death signal', PR_SET_PDEATHSIG, 9, 0, 0, 0); }
 
@@ -111,36 +152,42 @@ if ($helper == 0) {
   write_file("/proc/$monitor/uid_map", $map);
   write_file("/proc/$monitor/gid_map", $map);
   open(my $userns, '<', "/proc/$monitor/ns/user") or fail('open the user namespace');
+  mark('helper: id maps written');
   syswrite($from_helper_w, "m") // fail('signal the monitor');
   sysread($to_helper_r, $b, 1) or fail('wait for the mount namespace');
   # Mounts made here, in a mount namespace the sandbox's user namespace owns, are not locked: pid 1 can
   # pivot_root into them. Only root of the initial user namespace may make them (overlay, sysfs, loop).
   open(my $mntns, '<', "/proc/$monitor/ns/mnt") or fail('open the mount namespace');
   sys('setns', 'enter the mount namespace', fileno($mntns), CLONE_NEWNS);
+  mark('helper: entered the mount namespace');
 
   # The template tree, idmapped so that its root-owned files belong to the guest's root.
   my $tree = sys('open_tree', "open_tree $o{lower}", AT_FDCWD, $o{lower}, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
   my $attr = pack('QQQQ', MOUNT_ATTR_IDMAP, 0, 0, fileno($userns));
   sys('mount_setattr', 'idmap the template tree', $tree, "", AT_EMPTY_PATH | AT_RECURSIVE, $attr, length($attr));
   my $lower_at = "$o{mounts}/lower";
-  mkdir($lower_at, 0700) or $!{EEXIST} or fail("mkdir $lower_at");
+  mkdir($lower_at, 0700) or $! == EEXIST or fail("mkdir $lower_at");
   sys('move_mount', 'mount the idmapped template tree', $tree, "", AT_FDCWD, $lower_at, MOVE_MOUNT_F_EMPTY_PATH);
+  mark('helper: idmapped template mounted');
 
   my ($upper, $work) = ($o{upper}, $o{work});
   if (defined $o{disk}) {
     # The writable layer lives on the sandbox's own ext4 image: filling it is ENOSPC for the sandbox only.
     my $disk_at = "$o{mounts}/disk";
-    mkdir($disk_at, 0700) or $!{EEXIST} or fail("mkdir $disk_at");
+    mkdir($disk_at, 0700) or $! == EEXIST or fail("mkdir $disk_at");
     # The loop device stays open until the mount holds it: with autoclear, the last close detaches it.
     my ($dev, $loop) = attach_loop($o{disk});
-    sys('mount', "mount $o{disk}", $dev, $disk_at, "ext4", MS_NOSUID | MS_NODEV, "");
+    mark('helper: loop attached');
+    sys('mount', "mount $o{disk}", $dev, $disk_at, "ext4", MS_NOSUID | MS_NODEV, "noinit_itable");
     close($loop);
+    mark('helper: disk mounted');
     ($upper, $work) = ("$disk_at/upper", "$disk_at/work");
-    for my $d ($upper, $work) { mkdir($d, 0755) or $!{EEXIST} or fail("mkdir $d"); }
+    for my $d ($upper, $work) { mkdir($d, 0755) or $! == EEXIST or fail("mkdir $d"); }
   }
   # The merged root is the upper directory's inode: it must belong to the guest's root.
   chown($o{id_base}, $o{id_base}, $upper) or fail("chown $upper");
   sys('mount', 'mount the overlay', "overlay", $root_at, "overlay", MS_NODEV, "lowerdir=$lower_at,upperdir=$upper,workdir=$work");
+  mark('helper: overlay mounted');
   # sysfs shows the mounter's network namespace; only root of the initial user namespace may mount it.
   sys('mount', 'mount sysfs', "sysfs", "$root_at/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
   if (-d "$root_at/sys/firmware") {
@@ -149,8 +196,10 @@ if ($helper == 0) {
   quit(0);
 }
 close($to_helper_r);
+mark('helper forked');
 close($from_helper_w);
 sys('unshare', 'unshare user namespace', CLONE_NEWUSER);
+mark('user namespace');
 syswrite($to_helper_w, "u") // fail('signal the helper');
 sysread($from_helper_r, my $ack, 1) or helper_failed();
 sys('setgroups', 'setgroups', 0, 0);
@@ -159,10 +208,12 @@ sys('setresuid', 'setresuid', 0, 0, 0);
 prctl_pdeathsig() if $o{die_with_parent};
 sys('unshare', 'unshare namespaces', CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP);
 sys('mount', 'make / private', "none", "/", 0, MS_REC | MS_PRIVATE, 0);
+mark('namespaces');
 syswrite($to_helper_w, "n") // fail('signal the helper');
 close($to_helper_w);
 waitpid($helper, 0);
 helper_failed() if $? != 0;
+mark('helper done');
 
 sub helper_failed { $! = 5; fail('the root helper failed (see above)'); }
 
@@ -178,7 +229,7 @@ sub attach_loop {
     my $info = pack('x52 L x176', LO_FLAGS_AUTOCLEAR);
     my $config = pack('L L', fileno($backing), 0) . $info . ("\0" x 64);
     if (ioctl($loop, LOOP_CONFIGURE, $config)) { return ("/dev/loop$n", $loop); }
-    fail("LOOP_CONFIGURE /dev/loop$n") unless $!{EBUSY};
+    fail("LOOP_CONFIGURE /dev/loop$n") unless $! == EBUSY;
     # Another launcher took this device between GET_FREE and CONFIGURE: ask again.
   }
   fail('no free loop device');
@@ -195,6 +246,7 @@ if ($child != 0) {
 sys('setsid', 'setsid');
 prctl_pdeathsig() if $o{die_with_parent};
 chdir($root_at) or fail("chdir into the sandbox's root");
+mark('pid 1');
 sys('mount', 'mount /proc', "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
 # Docker's masked and read-only paths: kernel memory, keys, timers and host-wide knobs stay out of reach.
 for my $f (qw(kcore keys timer_list sched_debug latency_stats timer_stats)) {
@@ -226,6 +278,7 @@ sys('mount', 'mount /dev/mqueue', "mqueue", "dev/mqueue", "mqueue", MS_NOSUID | 
 symlink("/proc/self/fd", "dev/fd") or fail('symlink /dev/fd');
 symlink("/proc/self/fd/$_->[1]", "dev/$_->[0]") or fail("symlink /dev/$_->[0]") for (["stdin", 0], ["stdout", 1], ["stderr", 2]);
 sys('mount', 'mount /run', "tmpfs", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755");
+mark('pid 1: proc, dev, run mounted');
 
 sys('pivot_root', 'pivot_root', ".", ".");
 sys('umount2', 'detach the host root', ".", MNT_DETACH);
@@ -238,9 +291,10 @@ for my $cap (0 .. 63) {
   next if $keep{$cap};
   my @args = (PR_CAPBSET_DROP, $cap, 0, 0, 0);
   my $r = syscall($SYS{prctl}, @args);
-  fail("drop capability $cap") if $r == -1 && !$!{EINVAL};
+  fail("drop capability $cap") if $r == -1 && $! != EINVAL;
 }
 sys('prctl', 'clear ambient capabilities', PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+mark('pid 1: pivoted, capabilities dropped');
 
 %ENV = ();
 $ENV{$_->[0]} = $_->[1] for @env;
@@ -250,4 +304,5 @@ $ENV{$_->[0]} = $_->[1] for @env;
 my $program = pack('H*', $o{seccomp});
 my $fprog = pack('S x6 Q', length($program) / 8, unpack('J', pack('p', $program)));
 sys('prctl', 'load the seccomp filter', PR_SET_SECCOMP, SECCOMP_MODE_FILTER, $fprog, 0, 0);
+mark('exec');
 exec { $init[0] } @init or fail("exec $init[0]");

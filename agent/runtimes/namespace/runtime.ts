@@ -18,7 +18,7 @@ import {
   setFrozen,
 } from "./cgroups.js";
 import { DEFAULT_DISK_QUOTA_MB, DiskPool } from "./disks.js";
-import { claimIdRange, DEFAULT_CLAIMS_DIR, idRange, releaseIdRange } from "./id-ranges.js";
+import { claimIdRange, DEFAULT_CLAIMS_DIR, type IdRange, idRange, releaseIdRange } from "./id-ranges.js";
 import { GUEST_PATH, namespaceGuestCommand, WRENN_INIT } from "./launch.js";
 
 /**
@@ -88,6 +88,7 @@ export class NamespaceRuntime implements Runtime {
   readonly #deps: NamespaceRuntimeDeps;
   #layout: CgroupLayout | undefined;
   #disks: DiskPool | undefined;
+  readonly #inits = new Map<string, readonly string[]>();
 
   constructor(deps: NamespaceRuntimeDeps) {
     this.#deps = deps;
@@ -127,64 +128,117 @@ export class NamespaceRuntime implements Runtime {
     };
   }
 
+  /** The guest's first process for a template tree (a version directory never changes: cached). */
+  async #init(lower: string): Promise<readonly string[]> {
+    let init = this.#inits.get(lower);
+    if (init === undefined) {
+      // An image built before wrenn-init existed starts tini and envd directly.
+      init = (await exists(join(lower, WRENN_INIT[0])))
+        ? WRENN_INIT
+        : ["/usr/bin/tini", "-s", "--", "/usr/local/bin/envd"];
+      this.#inits.set(lower, init);
+    }
+    return init;
+  }
+
   async start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle> {
+    // Step times go to the debug log (and the launcher's to the console log): where a start goes.
+    const t0 = performance.now();
+    const ms = (from: number) => Math.round((performance.now() - from) * 10) / 10;
+    const steps: Record<string, number> = {};
+    const timed = async <T>(name: string, step: () => Promise<T>): Promise<T> => {
+      const t = performance.now();
+      const result = await step();
+      steps[name] = ms(t);
+      return result;
+    };
     const paths = this.#paths(spec);
     const layout = await this.#cgroupLayout();
     const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
     const quotaMb = this.#diskQuotaMb;
-    await mkdir(paths.mounts, { recursive: true, mode: 0o700 });
-    // The sandbox directory holds the launcher's mount points and the disk image: root only.
-    await chmod(spec.sandboxDir, 0o700);
-    // images/<t> is a symlink the image builder switches on rebuild; naming the version directory
-    // lets the builder see (in runtime.json) that this version is still in use and keep it.
-    const [lower, range] = await Promise.all([
-      realpath(spec.imageRootfsTree),
-      claimIdRange(spec.sandboxDir, this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR),
-    ]);
-    try {
-      await Promise.all([
-        quotaMb > 0
-          ? this.#diskPool(spec).take(paths.disk, quotaMb, signal)
-          : Promise.all([paths.upper, paths.work].map((d) => mkdir(d, { recursive: true }))),
+    const claimsDir = this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR;
+    // The steps before the launcher do not depend on each other, except that the sandbox directory
+    // must exist before a disk image moves into it or a uid range names it: they run side by side.
+    const directory = (async () => {
+      await mkdir(paths.mounts, { recursive: true, mode: 0o700 });
+      // The sandbox directory holds the launcher's mount points and the disk image: root only.
+      await chmod(spec.sandboxDir, 0o700);
+    })();
+    const [lowerAndInit, range, disk, created] = await Promise.allSettled([
+      timed("templateMs", async () => {
+        // images/<t> is a symlink the image builder switches on rebuild; naming the version directory
+        // lets the builder see (in runtime.json) that this version is still in use and keep it.
+        const lower = await realpath(spec.imageRootfsTree);
+        return { lower, init: await this.#init(lower) };
+      }),
+      timed("idRangeMs", async () => {
+        await directory;
+        return claimIdRange(spec.sandboxDir, claimsDir);
+      }),
+      timed("diskMs", async () => {
+        await directory;
+        if (quotaMb > 0) await this.#diskPool(spec).take(paths.disk, quotaMb, signal);
+        else await Promise.all([paths.upper, paths.work].map((d) => mkdir(d, { recursive: true })));
+      }),
+      timed("cgroupsMs", () =>
         createCgroups(layout, cgroups, {
           memoryMb: spec.memoryMb,
           vcpus: spec.vcpus,
           pidsMax: this.#deps.pidsMax ?? pidsMaxFor(spec.memoryMb),
         }),
-      ]);
-      // An image built before wrenn-init existed starts tini and envd directly.
-      const init = (await exists(join(lower, WRENN_INIT[0])))
-        ? WRENN_INIT
-        : ["/usr/bin/tini", "-s", "--", "/usr/local/bin/envd"];
+      ),
+    ]);
+    const undo = async () => {
+      await killAndRemoveCgroups(cgroups).catch(() => {});
+      if (range.status === "fulfilled") await releaseIdRange(range.value, claimsDir).catch(() => {});
+    };
+    for (const step of [lowerAndInit, range, disk, created]) {
+      if (step.status === "rejected") {
+        await undo();
+        throw step.reason;
+      }
+    }
+    const { lower, init } = (lowerAndInit as PromiseFulfilledResult<{ lower: string; init: readonly string[] }>).value;
+    const { base, index } = (range as PromiseFulfilledResult<IdRange>).value;
+    try {
+      const t = performance.now();
       const [command, ...args] = namespaceGuestCommand({
         netns: spec.network.netns,
         lower,
         mountsDir: paths.mounts,
         writable: quotaMb > 0 ? { disk: paths.disk } : { upper: paths.upper, work: paths.work },
-        idBase: range.base,
+        idBase: base,
         sandboxId: spec.sandboxId,
         // The launcher joins these first, so no process of the sandbox ever runs outside its limits.
         cgroupDirs: cgroupDirs(cgroups),
         guestIp: spec.network.guestIp,
         dieWithParent: false,
         init,
+        timing: true,
       });
       const pid = await spawnDetached(command, args, { logFile: paths.console, env: { PATH: GUEST_PATH } });
       const pidStartTime = await readPidStartTime(pid);
       if (pidStartTime === undefined) {
         throw new Error(`sandbox process exited at once; see ${paths.console}`);
       }
+      steps.spawnMs = ms(t);
+      this.#deps.logger.debug("namespace guest spawned", {
+        sandboxId: spec.sandboxId,
+        pid,
+        spawnedAt: Date.now(),
+        totalMs: ms(t0),
+        ...steps,
+      });
       const data: NamespaceHandleData = {
         merged: paths.mounts,
         cgroups,
         lower,
-        idRange: range.index,
+        idRange: index,
         ...(quotaMb > 0 ? { disk: paths.disk } : {}),
       };
       return { runtime: "namespace", pid, pidStartTime, data: { ...data } };
     } catch (err) {
-      await killAndRemoveCgroups(cgroups).catch(() => {});
-      await releaseIdRange(range, this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR).catch(() => {});
+      await undo();
       throw err;
     }
   }
