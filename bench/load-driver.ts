@@ -7,11 +7,9 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { createAgentConnector } from "../edge/clients/agent.js";
 import { noopLogger } from "../edge/logger.js";
 import { openNodeDatabase } from "../edge/node/database.js";
-import type { ServiceContext } from "../edge/services/context.js";
-import { createSecretBox } from "../edge/services/crypto.js";
+import { createServiceDeps, serviceContext } from "../edge/services/context.js";
 import { type ReconcileSummary, runReconcileSweep } from "../edge/services/reconcile/sweep.js";
 import { type AgentProcess, freePort, startAgentProcess } from "../test/helpers/agent-process.js";
 import { type PostgresServer, startPostgres } from "../test/helpers/postgres.js";
@@ -116,6 +114,8 @@ export interface MixedLoadResult {
     runtimeSandboxesAfter: number;
     sweep?: Pick<ReconcileSummary, "ran" | "changed" | "destroyedOnHost" | "actionFailures">;
   };
+  /** Hostile outcomes by path: `/600` → { "502 SANDBOX_BAD_RESPONSE": n }. */
+  hostileByPath: Record<string, Record<string, number>>;
   /** The edge's stderr lines that are not JSON log lines (a raw stack trace, an `Error: aborted`). */
   edgeRawLines: string[];
   /** The edge's `error`-level log lines (every 5xx it answered is one). */
@@ -528,12 +528,20 @@ async function drive(options: MixedLoadOptions, stack: Stack): Promise<MixedLoad
     });
   };
   /** envd's PID and start time in the guest: the parent of the shell envd runs for the exec. */
+  /**
+   * envd's PID, start time and command line in the guest: the parent of the shell envd runs for an
+   * exec. Asked of the agent directly, so an edge that went down is not taken for an envd that did.
+   */
   const envdIdentity = async (id: string) => {
-    const out = await exec(
-      id,
-      'p=$PPID; printf "%s %s " "$p" "$(cut -d" " -f22 /proc/$p/stat)"; tr "\\0" " " < /proc/$p/cmdline',
+    const script = 'p=$PPID; printf "%s %s " "$p" "$(cut -d" " -f22 /proc/$p/stat)"; tr "\\0" " " < /proc/$p/cmdline';
+    const answer = await agent.client.exec(
+      { sandboxId: id, cmd: "/bin/bash", args: ["-c", script], timeoutSec: 30 },
+      { timeoutMs: 60_000 },
     );
-    if (!out.includes("envd")) throw new Error(`the exec's parent in ${id} is not envd: ${out}`);
+    const out = new TextDecoder().decode(answer.stdout);
+    if (answer.exitCode !== 0 || !out.includes("envd")) {
+      throw new Error(`the exec's parent in ${id} is not envd: ${out} ${new TextDecoder().decode(answer.stderr)}`);
+    }
     return out.trim();
   };
   const hostIdentity = async (id: string) => {
@@ -653,6 +661,7 @@ async function drive(options: MixedLoadOptions, stack: Stack): Promise<MixedLoad
     }
   };
 
+  const hostileByPath: Record<string, Record<string, number>> = {};
   const createdOk: string[] = [];
   const killedOk: string[] = [];
   const churn = new Slots(options.maxLiveChurn);
@@ -754,6 +763,9 @@ async function drive(options: MixedLoadOptions, stack: Stack): Promise<MixedLoad
       label = labelOfError(err);
       detail = String(err);
     }
+    const byPath = hostileByPath[path] ?? {};
+    byPath[label] = (byPath[label] ?? 0) + 1;
+    hostileByPath[path] = byPath;
     note("hostile proxy", label, performance.now() - t0, hostileAllowed(path, label), `${via} ${path} ${detail}`);
   };
   // Two more loops hit the hostile guest without pause, one per routing style.
@@ -810,7 +822,8 @@ async function drive(options: MixedLoadOptions, stack: Stack): Promise<MixedLoad
   let sweep: MixedLoadResult["accounting"]["sweep"];
   try {
     // Creates whose client gave up may still be finishing on the edge: let them settle first.
-    const settleBy = Date.now() + 120_000;
+    // (A dead edge finishes nothing: then the sweep below settles them.)
+    const settleBy = Date.now() + (edge.exit ? 0 : 120_000);
     for (;;) {
       const { rows: busy } = await database.query<{ n: string }>(
         "select count(*) as n from sandboxes where team_id = $1 and state in ('pending','starting')",
@@ -837,15 +850,12 @@ async function drive(options: MixedLoadOptions, stack: Stack): Promise<MixedLoad
     // One sweep with no grace: whatever the live paths left behind on either side is settled by it.
     const db = await openNodeDatabase({ databaseUrl: stack.postgres.url });
     try {
-      const ctx: ServiceContext = {
-        db: db.db,
-        agents: createAgentConnector(),
-        secrets: await createSecretBox(stack.encryptionKey),
-        logger: noopLogger,
-        requestId: "load-sweep",
+      const deps = await createServiceDeps({
+        encryptionKey: stack.encryptionKey,
         config: { maxUploadBytes: 1024 ** 3, maxJsonBytes: 1024 ** 2 },
-        now: () => new Date(),
-      };
+        logger: noopLogger,
+      });
+      const ctx = serviceContext(deps, { db: db.db, requestId: "load-sweep" });
       // The edge's own sweep may hold the lease for a moment.
       for (let attempt = 0; attempt < 30; attempt++) {
         const summary = await runReconcileSweep(ctx, { orphanGraceMs: 1_000, stuckAfterMs: 1_000 });
@@ -905,6 +915,7 @@ async function drive(options: MixedLoadOptions, stack: Stack): Promise<MixedLoad
       runtimeSandboxesAfter: runtimeAfter.length,
       ...(sweep ? { sweep } : {}),
     },
+    hostileByPath,
     edgeRawLines,
     edgeErrorLines,
     loadAvgBefore,

@@ -43,6 +43,15 @@ export function loadReport(result: MixedLoadResult): BenchReport {
   notes.push(
     `${o.clients} clients for ${o.seconds} s (${result.elapsedSec.toFixed(1)} s until the last operation ended) on a ${o.runtime} agent, edge on Node + PostgreSQL as separate processes, rate limiter off; ${o.workSandboxes} long-lived work sandboxes (exec, 64 KiB upload then download, 256 KiB GET through the proxy from python's http.server), create→exec→kill churn with at most ${o.maxLiveChurn} churn sandboxes at once, and one hostile sandbox hit by two dedicated loops plus 10% of each client's operations.`,
     "Hostile answers allowed: 502 SANDBOX_BAD_RESPONSE (or SANDBOX_UNREACHABLE when the guest resets before answering), a relayed 200 whose body is then cut (broken chunking, short or reset body), and the client's own 8 s timeout for slowloris; anything else counts as unexpected.",
+    `Hostile answers by path: ${Object.entries(result.hostileByPath)
+      .sort(([x], [y]) => x.localeCompare(y))
+      .map(
+        ([path, labels]) =>
+          `${path} → ${Object.entries(labels)
+            .map(([label, n]) => `${label} ×${n}`)
+            .join(", ")}`,
+      )
+      .join("; ")}.`,
     `Rows: ${a.created} creates answered 201, ${a.killed} kills answered 204, ${a.rows} rows for the team; after the final sweep ${a.activeRowsAfter} active rows and ${a.runtimeSandboxesAfter} runtime sandboxes remain. Sweep: ${JSON.stringify(a.sweep ?? "did not run")}.`,
     `Edge log: ${result.edgeErrorLines} error-level lines, ${result.edgeRawLines.length} lines outside the JSON log.`,
     `Load average (1/5/15 min) before ${result.loadAvgBefore.map((x) => x.toFixed(2)).join("/")}, after ${result.loadAvgAfter.map((x) => x.toFixed(2)).join("/")} on ${cpus().length} cores; the machine is shared with other sessions, so latencies are an upper bound for this hardware.`,
@@ -65,7 +74,8 @@ export function loadVerdict(result: MixedLoadResult): string[] {
 
 export const benchmark: Benchmark = {
   name: "load",
-  description: "60 s mixed load from 20 clients while a hostile guest answers garbage: p99s, crashes, lost rows",
+  description:
+    "mixed load (60 s, 20 clients; WRENN_LOAD_SECONDS, WRENN_LOAD_CLIENTS) while a hostile guest answers garbage: p99s, crashes, lost rows",
   async run() {
     const result = await runMixedLoad(loadOptionsFromEnv());
     const report = loadReport(result);
