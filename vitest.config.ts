@@ -6,10 +6,10 @@ import { defineConfig } from "vitest/config";
  * recovery, network isolation, the official e2b SDK (through the edge and its proxy) and our SDK. The
  * project "integration-gvisor" runs them again with every such agent on gVisor. Left out, as they test
  * the edge and the CLI rather than the guest: edge-agent, cli-sandbox (their sandbox calls are the
- * ones e2b-sdk and sdk-sandbox make). cli-shell is out because it fails on gVisor: Ctrl-C typed into a
- * PTY does not interrupt the foreground program on this runsc build (docs/agent.md, gVisor runtime).
+ * ones e2b-sdk and sdk-sandbox make). cli-shell is in: Ctrl-C typed into a PTY must interrupt the
+ * foreground program on gVisor too (envd's PTY signal relay, agent/envd/gvisor.ts).
  */
-const RUNTIME_SUITE = ["agent-lifecycle", "agent-recovery", "agent-network", "e2b-sdk", "sdk-sandbox"].map(
+const RUNTIME_SUITE = ["agent-lifecycle", "agent-recovery", "agent-network", "e2b-sdk", "sdk-sandbox", "cli-shell"].map(
   (name) => `test/integration/${name}.test.ts`,
 );
 

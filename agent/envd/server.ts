@@ -13,6 +13,7 @@ import type { EnvdConfig } from "./config.js";
 import { createExec, type Exec } from "./exec.js";
 import { createFilesystemService } from "./filesystem/service.js";
 import { PortForwarder } from "./forwarder.js";
+import { detectGvisorHelper, startSudoDaemon } from "./gvisor.js";
 import { type EnvdRequest, type EnvdResponse, header, jsonError, jsonReply } from "./http/common.js";
 import { CpuSampler, getMetrics, postInit } from "./http/control.js";
 import { getFile, postFiles, sendFilesError } from "./http/files.js";
@@ -65,6 +66,8 @@ export interface Envd {
 export interface EnvdDeps {
   logger: Logger;
   exec?: Exec;
+  /** The environment envd was started with (read once here); process.env by default. */
+  env?: NodeJS.ProcessEnv;
 }
 
 function eth0Address(): string | undefined {
@@ -167,7 +170,11 @@ function createHandler(
  * services `process.Process` and `filesystem.Filesystem` in JSON and binary, and the HTTP routes.
  */
 export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Envd> {
-  const full: Required<EnvdDeps> = { logger: deps.logger, exec: deps.exec ?? createExec() };
+  const full: Required<EnvdDeps> = {
+    logger: deps.logger,
+    exec: deps.exec ?? createExec(),
+    env: deps.env ?? process.env,
+  };
   const logger = full.logger;
   const state = new EnvdState(config);
   if (!config.debug) {
@@ -176,7 +183,15 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
       logger.warn("could not lower envd's OOM score", { err }),
     );
   }
-  const processes = new ProcessManager(logger, () => state.envVars, config.debug ? undefined : CHILD_OOM_SCORE_ADJ);
+  // On gVisor the agent's guest helper stands in for what this runsc's kernel lacks (gvisor.ts).
+  const gvisorHelper = config.debug ? undefined : await detectGvisorHelper(full.env);
+  if (gvisorHelper !== undefined) startSudoDaemon(gvisorHelper, logger);
+  const processes = new ProcessManager(
+    logger,
+    () => state.envVars,
+    config.debug ? undefined : CHILD_OOM_SCORE_ADJ,
+    gvisorHelper,
+  );
   const shutdown = new AbortController();
   const handler = createHandler(config, full, state, processes, shutdown.signal);
 

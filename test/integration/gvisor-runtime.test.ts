@@ -114,10 +114,39 @@ describe("agent: gVisor runtime", () => {
     expect(text((await c.exec({ sandboxId: id, cmd: "id", args: ["-un"] })).stdout).trim()).toBe("user");
     const root = await c.exec({ sandboxId: id, cmd: "id", args: ["-u"], user: "root" });
     expect(text(root.stdout).trim()).toBe("0");
-    // gVisor sets no_new_privs on every process, so setuid programs such as sudo cannot raise privileges.
+    // This gVisor ignores set-user-ID bits; sudo works through the guest tools' root daemon, which runs
+    // the real sudo for the caller, so /etc/sudoers decides (the sandbox's user may do anything).
     const sudo = await c.exec({ sandboxId: id, cmd: "sudo", args: ["-n", "id", "-u"] });
-    expect(sudo.exitCode).not.toBe(0);
-    expect(text(sudo.stderr)).toMatch(/no new privileges/);
+    expect(text(sudo.stderr)).toBe("");
+    expect(text(sudo.stdout)).toBe("0\n");
+    expect(sudo.exitCode).toBe(0);
+    const sudoEnv = await c.exec({
+      sandboxId: id,
+      cmd: "/bin/bash",
+      args: ["-c", "cd /tmp && echo piped | sudo -n sh -c 'echo \"$SUDO_USER $(pwd) $(cat)\"; exit 7'"],
+    });
+    expect(text(sudoEnv.stdout)).toBe("user /tmp piped\n");
+    expect(sudoEnv.exitCode).toBe(7);
+    // Root through sudo is root of gVisor's kernel only: no CAP_SYS_ADMIN, core_pattern stays read-only
+    // (the value already there is written back, so nothing changes even if the write went through).
+    const hostCorePattern = await readFile("/proc/sys/kernel/core_pattern", "utf8");
+    const sudoRoot = await c.exec({
+      sandboxId: id,
+      cmd: "/bin/bash",
+      args: [
+        "-c",
+        "sudo -n sh -c 'grep CapEff /proc/self/status; cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern && echo WROTE'",
+      ],
+    });
+    const sudoCapEff = BigInt(`0x${text(sudoRoot.stdout).split(/\s+/)[1]}`);
+    expect(sudoCapEff & CAP_SYS_ADMIN).toBe(0n);
+    expect(text(sudoRoot.stdout)).not.toContain("WROTE");
+    expect(await readFile("/proc/sys/kernel/core_pattern", "utf8")).toBe(hostCorePattern);
+    // sudoers still decides: an account it does not name gets no root.
+    await c.exec({ sandboxId: id, cmd: "useradd", args: ["-m", "stranger"], user: "root" });
+    const refused = await c.exec({ sandboxId: id, cmd: "sudo", args: ["-n", "id", "-u"], user: "stranger" });
+    expect(refused.exitCode).not.toBe(0);
+    expect(text(refused.stdout)).toBe("");
     // coreutils' statx calls work through the agent's shim (this runsc rejects AT_NO_AUTOMOUNT).
     const ls = await c.exec({
       sandboxId: id,

@@ -4,6 +4,7 @@ import { access, stat, writeFile } from "node:fs/promises";
 import { constants } from "node:os";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
 import type * as Pty from "@lydell/node-pty";
+import { PtySignalRelay } from "../gvisor.js";
 import type { Logger } from "../log.js";
 import { type LinuxUser, STANDARD_PATH } from "../users.js";
 import { type OutputEvent, OutputFanout, type OutputSubscription } from "./output.js";
@@ -201,6 +202,11 @@ export class ProcessManager {
     private readonly defaults: () => Record<string, string>,
     /** oom_score_adj for started processes (guests only; undefined leaves it inherited). */
     private readonly childOomScoreAdj?: number,
+    /**
+     * The gVisor guest helper (gvisor.ts), in a gVisor guest only: PTY programs start through its
+     * tty-signals mode, so ^C, ^\ and ^Z typed into a PTY signal its foreground process group.
+     */
+    private readonly gvisorHelper?: string,
   ) {}
 
   /** Live processes, oldest first. */
@@ -349,9 +355,13 @@ export class ProcessManager {
   ): Promise<ManagedProcess> {
     const size = spec.pty ?? { cols: 80, rows: 24 };
     const pty = await loadPty();
+    const relay = this.gvisorHelper === undefined ? undefined : await PtySignalRelay.open(this.logger);
+    // The helper forks its watcher (as root, in the PTY's session) and execs the launch: same pid.
+    const file = relay && this.gvisorHelper ? this.gvisorHelper : launch.file;
+    const args = relay ? ["tty-signals", relay.socketPath, "--", launch.file, ...launch.args] : launch.args;
     let term: Pty.IPty;
     try {
-      term = pty.spawn(launch.file, launch.args, {
+      term = pty.spawn(file, args, {
         name: env.TERM ?? "xterm-256color",
         cols: Math.max(1, size.cols || 80),
         rows: Math.max(1, size.rows || 24),
@@ -361,15 +371,19 @@ export class ProcessManager {
         encoding: null,
       });
     } catch (err) {
+      relay?.close();
       throw new ProcessError("invalid_argument", `failed to start ${spec.cmd} on a PTY: ${(err as Error).message}`);
     }
+    // Bytes, not text: input may split UTF-8 sequences. The typings say string, but write() hands its
+    // argument to the PTY's socket as is, and a Buffer is what a socket takes without re-encoding.
+    const type = (data: Uint8Array) =>
+      term.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength) as unknown as string);
     const io: ProcessIo = {
       pause: () => term.pause(),
       resume: () => term.resume(),
       write: async (data) => {
-        // Bytes, not text: input may split UTF-8 sequences. The typings say string, but write() hands its
-        // argument to the PTY's socket as is, and a Buffer is what a socket takes without re-encoding.
-        term.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength) as unknown as string);
+        if (relay) await relay.write(data, type);
+        else type(data);
       },
       closeStdin: () => {
         // A terminal has no separate stdin to close; EOT at line start is what a shell reads as end-of-file.
@@ -382,7 +396,10 @@ export class ProcessManager {
       const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
       proc.output.publish({ kind: "data", stream: "pty", data: bytes });
     });
-    term.onExit(({ exitCode, signal }) => proc.finish(endEventFor(exitCode, signal ?? null)));
+    term.onExit(({ exitCode, signal }) => {
+      relay?.close();
+      proc.finish(endEventFor(exitCode, signal ?? null));
+    });
     return proc;
   }
 

@@ -16,6 +16,7 @@ import {
 } from "../namespace/cgroups.js";
 import { DEFAULT_DISK_QUOTA_MB, DiskPool } from "../namespace/disks.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
+import { buildGuestTools, type GuestTools, installGuestTools } from "./guest-tools.js";
 import { buildStatxShim, installStatxShim } from "./shim.js";
 import { gvisorBundleConfig, runscGlobalArgs } from "./spec.js";
 
@@ -42,7 +43,10 @@ export interface GvisorRuntimeDeps {
   diskQuotaMb?: number;
   /** Where formatted disk images wait (default: gvisor-disks/ next to the sandboxes directory). */
   diskPoolDir?: string;
-  /** Where the statx compatibility shim is compiled once (shim.ts); no shim when unset. */
+  /**
+   * Where the statx compatibility shim (shim.ts) and the guest tools (guest-tools.ts: Ctrl-C on a PTY,
+   * sudo) are compiled once; neither when unset.
+   */
   shimDir?: string;
   /** Injected for tests; detected from /sys/fs/cgroup by default. */
   cgroupLayout?: CgroupLayout;
@@ -100,6 +104,7 @@ export class GvisorRuntime implements Runtime {
   #layout: CgroupLayout | undefined;
   #disks: DiskPool | undefined;
   #shim: Promise<string | undefined> | undefined;
+  #tools: Promise<GuestTools | undefined> | undefined;
 
   constructor(deps: GvisorRuntimeDeps) {
     this.#deps = deps;
@@ -130,6 +135,21 @@ export class GvisorRuntime implements Runtime {
       return path;
     });
     return this.#shim;
+  }
+
+  /** The guest tools on the host, built on first use; undefined (logged once) when they cannot be. */
+  #guestTools(): Promise<GuestTools | undefined> {
+    const { shimDir, exec, logger } = this.#deps;
+    if (shimDir === undefined) return Promise.resolve(undefined);
+    this.#tools ??= buildGuestTools(exec, shimDir).then(({ tools, reason }) => {
+      if (reason !== undefined) {
+        logger.warn("gVisor guests run without the guest tools: Ctrl-C on a PTY and sudo do not work in them", {
+          reason,
+        });
+      }
+      return tools;
+    });
+    return this.#tools;
   }
 
   get #diskQuotaMb(): number {
@@ -185,8 +205,9 @@ export class GvisorRuntime implements Runtime {
     // images/<t> is a symlink the image builder switches on rebuild; naming the version directory in the
     // mount lets the builder see that this version is still in use and keep it.
     const lower = await realpath(spec.imageRootfsTree);
-    const shim = await this.#statxShim();
+    const [shim, tools] = await Promise.all([this.#statxShim(), this.#guestTools()]);
     if (shim !== undefined) await installStatxShim(shim, lower, paths.upper);
+    if (tools !== undefined) await installGuestTools(tools, paths.upper);
     await exec(
       "mount",
       [
