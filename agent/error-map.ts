@@ -1,5 +1,5 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { AgentError, type AgentErrorCode } from "./errors.js";
+import { AgentError, type AgentErrorCode, isHostDiskFull } from "./errors.js";
 import type { Logger } from "./logger.js";
 
 /** The one table from the agent's domain errors to Connect codes. */
@@ -32,6 +32,8 @@ export const HTTP_STATUS: Record<AgentErrorCode, number> = {
  * generic Internal error so no internal detail leaks.
  */
 export function toConnectError(err: unknown, logger: Logger): ConnectError {
+  const diskFull = hostDiskFull(err, logger);
+  if (diskFull) return diskFull;
   if (err instanceof AgentError) {
     return new ConnectError(err.message, CONNECT_CODE[err.code], { "error-reason": err.reason });
   }
@@ -41,6 +43,29 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
   }
   logger.error("unhandled error in handler", { err });
   return new ConnectError("internal error", Code.Internal, { "error-reason": "INTERNAL" });
+}
+
+/**
+ * A failure that comes down to the host's disk being full (ENOSPC or EDQUOT anywhere in it) is not an
+ * agent bug but a capacity limit: RESOURCE_EXHAUSTED with reason HOST_DISK_FULL, which the edge
+ * answers as 503 NO_CAPACITY. The message is fixed (the errno text names host paths); the detail is
+ * logged. A create that fails this way has already been torn down (SandboxManager.create), so the
+ * message can say nothing of it is left. Domain errors that already chose a code other than
+ * INTERNAL keep it, and envd's own errors (a guest's disk, not the host's) pass through untouched.
+ */
+function hostDiskFull(err: unknown, logger: Logger): ConnectError | undefined {
+  if (err instanceof ConnectError) return undefined;
+  if (err instanceof AgentError && err.code !== "INTERNAL") return undefined;
+  if (!isHostDiskFull(err)) return undefined;
+  const creating = err instanceof AgentError && err.reason === "CREATE_FAILED";
+  logger.warn("the host's disk is full", { err });
+  return new ConnectError(
+    creating
+      ? "no space left on the host's disk: the sandbox was not created, and nothing of it is left on the host"
+      : "no space left on the host's disk",
+    Code.ResourceExhausted,
+    { "error-reason": "HOST_DISK_FULL" },
+  );
 }
 
 export function errorInterceptor(logger: Logger): Interceptor {
