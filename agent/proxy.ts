@@ -226,6 +226,9 @@ export class SandboxProxy {
             });
             return;
           }
+          // Send the head now: a streamed answer (a code cell that prints nothing for a minute) must not
+          // hold the client's headers back until its first byte, or the client's request timer fires.
+          (res as Partial<ServerResponse>).flushHeaders?.();
           response.on("data", (chunk: Buffer) => {
             if (!(res as ServerResponse).write(chunk)) {
               response.pause();

@@ -15,7 +15,7 @@ Events (one JSON object per line on stdout):
   {"id", "event": "stream", "name": "stdout"|"stderr", "text"}
   {"id", "event": "result", "main": bool, "data": {mime: value}}
   {"id", "event": "error", "name", "value", "traceback": [...]}
-  {"id", "event": "done", "execution_count": n|null}
+  {"id", "event": "done", "execution_count": n|null, "kernel_ms": ms|null}   (ms: request sent to kernel idle)
   {"event": "fatal", "message"} when the kernel cannot be started
 """
 
@@ -167,7 +167,9 @@ class Bridge:
     def execute(self, rid, code, env):
         if env:
             self.silent(f"import _wrenn; _wrenn.set_env({json.dumps(env)})")
+        sent = time.monotonic()
         msg_id = self.kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
+        kernel_ms = None
         count = None
         died = False
         while True:
@@ -204,6 +206,7 @@ class Bridge:
             elif kind == "execute_input":
                 count = content.get("execution_count")
             elif kind == "status" and content.get("execution_state") == "idle":
+                kernel_ms = round((time.monotonic() - sent) * 1000, 2)
                 break
         if died:
             emit(
@@ -228,7 +231,7 @@ class Bridge:
                     self.silent("import _wrenn; _wrenn.restore_env()")
                 except RuntimeError:
                     pass
-        emit({"id": rid, "event": "done", "execution_count": count})
+        emit({"id": rid, "event": "done", "execution_count": count, "kernel_ms": kernel_ms})
 
     def drain_shell(self, msg_id):
         deadline = time.monotonic() + 5

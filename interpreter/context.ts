@@ -8,7 +8,7 @@ export type ExecutionEvent =
   | { event: "stream"; name: "stdout" | "stderr"; text: string }
   | { event: "result"; main: boolean; data: Record<string, unknown> }
   | { event: "error"; name: string; value: string; traceback: string[] }
-  | { event: "done"; execution_count: number | null };
+  | { event: "done"; execution_count: number | null; kernel_ms?: number | null };
 
 type BridgeLine =
   | { event: "ready" | "restarted" }

@@ -150,17 +150,28 @@ def _wrenn_setup(cwd):
             return None
 
     def register(mime, module, name, func):
+        # Matched by class name rather than registered with for_type_by_name: the inline backend pops
+        # every formatter's Figure printer when it is activated (the first pyplot import).
         class Formatter(BaseFormatter):
             format_type = Unicode(mime)
             _return_type = dict
             print_method = ObjectName("_repr_wrenn_none_")
 
-        formatter = Formatter(parent=ip.display_formatter)
-        formatter.for_type_by_name(module, name, func)
-        ip.display_formatter.formatters[mime] = formatter
+            def __call__(self, obj):
+                if not any((c.__module__, c.__name__) == (module, name) for c in type(obj).__mro__):
+                    return None
+                try:
+                    return func(obj)
+                except Exception:  # noqa: BLE001 - the object's other formats still display
+                    return None
+
+        ip.display_formatter.formatters[mime] = Formatter(parent=ip.display_formatter)
 
     register("application/vnd.wrenn.chart+json", "matplotlib.figure", "Figure", chart_of_figure)
     register("application/vnd.wrenn.data+json", "pandas.core.frame", "DataFrame", data_of_frame)
+
+    # Plain tracebacks: they are read by programs and language models, not terminals.
+    ip.run_line_magic("colors", "NoColor")
 
     if cwd:
         os.makedirs(cwd, exist_ok=True)

@@ -191,17 +191,20 @@ export function createInterpreterServer(opts: InterpreterServerOptions): { serve
     res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
     res.flushHeaders();
     res.socket?.setNoDelay(true);
+    let kernelMs: number | null = null;
     await ctx.execute(
       body.code,
       body.env_vars ?? {},
       (event) => {
+        if (event.event === "done") kernelMs = event.kernel_ms ?? null;
         const line = executionLine(event);
         if (line && !res.destroyed) res.write(`${JSON.stringify(line)}\n`);
       },
       aborted.signal,
       registry.baseEnvFor(ctx, sandboxEnvs),
     );
-    if (!res.destroyed) res.end(`${JSON.stringify({ type: "end_of_execution" })}\n`);
+    // kernel_ms (the kernel's own time, as the bridge saw it) lets a benchmark split the round trip.
+    if (!res.destroyed) res.end(`${JSON.stringify({ type: "end_of_execution", kernel_ms: kernelMs })}\n`);
   };
 
   const route = async (req: IncomingMessage, res: ServerResponse) => {
