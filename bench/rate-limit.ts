@@ -96,13 +96,7 @@ async function measure(rows: BenchRow[], database: "pglite" | "postgres"): Promi
   const h = await createEdgeHarness(server ? { databaseUrl: server.url } : {});
   try {
     const team = await h.newTeam();
-    const limited = createApp({
-      database: () => ({ db: h.database.db, close: async () => {} }),
-      agents: h.agents,
-      secrets: h.secrets,
-      logger: noopLogger,
-      config: { ...h.config, rateLimit: { perSec: 1_000_000, burst: 1_000_000 } },
-    });
+    const limited = createApp(h.appDeps({ ...h.config, rateLimit: { perSec: 1_000_000, burst: 1_000_000 } }));
     // The team's (empty) sandbox list: authentication plus one indexed read, no agent call.
     const path = "/v1/sandboxes";
     const get = (app: App) => async () => {

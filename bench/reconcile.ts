@@ -5,13 +5,11 @@ import { fileURLToPath } from "node:url";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
-import { createAgentConnector } from "../edge/clients/agent.js";
 import { type Database, schema } from "../edge/db/client.js";
 import { hosts, sandboxes, teams } from "../edge/db/schema/index.js";
 import { noopLogger } from "../edge/logger.js";
 import { openNodeDatabase } from "../edge/node/database.js";
-import type { ServiceContext } from "../edge/services/context.js";
-import { createSecretBox } from "../edge/services/crypto.js";
+import { createServiceDeps, type ServiceContext, serviceContext } from "../edge/services/context.js";
 import { newSandboxId } from "../edge/services/ids.js";
 import type { ReconcileOptions } from "../edge/services/reconcile/options.js";
 import { type ReconcileSummary, runReconcileSweep } from "../edge/services/reconcile/sweep.js";
@@ -132,15 +130,12 @@ export const benchmark: Benchmark = {
       await migrated.close();
       let statements = 0;
       const db: Database = drizzle({ client: pool, schema, logger: { logQuery: () => void statements++ } });
-      const ctx: ServiceContext = {
-        db,
-        agents: createAgentConnector(),
-        secrets: await createSecretBox(randomBytes(32).toString("hex")),
-        logger: noopLogger,
-        requestId: "bench",
+      const deps = await createServiceDeps({
+        encryptionKey: randomBytes(32).toString("hex"),
         config: { maxUploadBytes: 1024, maxJsonBytes: 1024 },
-        now: () => new Date(),
-      };
+        logger: noopLogger,
+      });
+      const ctx = serviceContext(deps, { db, requestId: "bench" });
       await db.insert(teams).values({ id: "team_bench", name: "bench" });
       fleet = await seedFleet(db, ctx, "team_bench");
 

@@ -1,10 +1,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { AgentConnector } from "./clients/agent.js";
 import type { DatabaseFactory } from "./db/client.js";
-import type { EdgeConfig } from "./env.js";
 import type { Logger } from "./logger.js";
-import type { ServiceContext, TeamContext } from "./services/context.js";
-import type { SecretBox } from "./services/crypto.js";
+import type { ServiceContext, ServiceDeps, TeamContext } from "./services/context.js";
 
 /**
  * Serves the static assets of the Swagger UI page (`swagger-ui.css`, `swagger-ui-bundle.js`, …) by
@@ -12,16 +9,13 @@ import type { SecretBox } from "./services/crypto.js";
  */
 export type DocsAssets = (name: string) => Promise<Response | undefined>;
 
-/** Everything `createApp` is built from; entry points (Node, Workers, tests) assemble it. */
-export interface AppDeps {
+/**
+ * Everything `createApp` is built from; entry points (Node, Workers, tests) assemble it from
+ * `createServiceDeps()` plus a database factory.
+ */
+export interface AppDeps extends ServiceDeps {
   database: DatabaseFactory;
-  agents: AgentConnector;
-  secrets: SecretBox;
-  logger: Logger;
-  config: EdgeConfig;
   docsAssets?: DocsAssets;
-  /** The clock; tests may pin it. */
-  now?: () => Date;
   /** Version string reported by /health. */
   version?: string;
 }

@@ -19,7 +19,7 @@ import { streamLargeBodies } from "./node/request-body.js";
 import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
 import { packageVersion } from "./node/version.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
-import { createSecretBox } from "./services/crypto.js";
+import { createServiceDeps, type ServiceContext, serviceContext } from "./services/context.js";
 import { randomString } from "./services/ids.js";
 import { type ReconcileLoop, startReconcileLoop } from "./services/reconcile/loop.js";
 import { reconcileOptionsFromEnv } from "./services/reconcile/options.js";
@@ -34,6 +34,11 @@ export interface NodeEdge {
   port: number;
   /** The admin key generated on first run (shown once), if one was. */
   generatedAdminKey?: string;
+  /**
+   * A ServiceContext on this edge's database and deps, for work done outside a request (`wrenn up`
+   * registers its host and settles its sandboxes with it); `requestId` names the work in logs.
+   */
+  services(requestId: string): ServiceContext;
   close(): Promise<void>;
 }
 
@@ -93,22 +98,22 @@ export async function startNodeEdge(
     dataDir: pgliteDataDir,
   });
   if (generated) logger.info("generated an encryption key", { file: `${pgliteDataDir}/encryption.key` });
-  const secrets = await createSecretBox(key);
-  const config = edgeConfigFrom(env);
-  // Transfers to sandboxes go over node:http rather than undici: see createAgentProxyFetch.
-  // Hosts registered with a TLS pin or CA are reached through a verifying agent (node/agent-tls.ts).
-  const agents = createAgentConnector({ proxyFetch: createAgentProxyFetch(), pinnedFetch: createPinnedAgentFetch() });
+  const services = await createServiceDeps({
+    encryptionKey: key,
+    config: edgeConfigFrom(env),
+    logger,
+    // Transfers to sandboxes go over node:http rather than undici: see createAgentProxyFetch.
+    // Hosts registered with a TLS pin or CA are reached through a verifying agent (node/agent-tls.ts).
+    agents: createAgentConnector({ proxyFetch: createAgentProxyFetch(), pinnedFetch: createPinnedAgentFetch() }),
+  });
   // Set once the database is open; no request reaches the app before then (see `fetch` below).
   let database: DatabaseHandle | undefined;
   const deps: AppDeps = {
+    ...services,
     database: () => {
       if (!database) throw new Error("the database is not open yet");
       return { db: database.db, close: async () => {} };
     },
-    agents,
-    secrets,
-    logger,
-    config,
     docsAssets: nodeDocsAssets(),
     version: packageVersion(),
   };
@@ -159,7 +164,7 @@ export async function startNodeEdge(
     );
     try {
       bootstrap = await ensureAdminKey(
-        { db: opened.db, agents, secrets, logger, requestId: "startup", config, now: () => new Date() },
+        serviceContext(deps, { db: opened.db, requestId: "startup" }),
         env.WRENN_ADMIN_API_KEY,
       );
     } catch (err) {
@@ -182,11 +187,7 @@ export async function startNodeEdge(
     reconcile = startReconcileLoop({
       intervalMs: env.WRENN_RECONCILE_INTERVAL_SEC * 1000,
       logger,
-      sweep: () =>
-        runReconcileSweep(
-          { db: opened.db, agents, secrets, logger, requestId: "reconcile", config, now: () => new Date() },
-          sweepOptions,
-        ),
+      sweep: () => runReconcileSweep(serviceContext(deps, { db: opened.db, requestId: "reconcile" }), sweepOptions),
     });
   }
   // End of the reconcile wiring.
@@ -195,6 +196,7 @@ export async function startNodeEdge(
     database: opened,
     url,
     port,
+    services: (requestId) => serviceContext(deps, { db: opened.db, requestId }),
     close: async () => {
       await closeServer();
       await reconcile?.stop();

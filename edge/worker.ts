@@ -1,26 +1,20 @@
 import type { ExecutionContext } from "hono";
 import { createApp } from "./app.js";
-import { type AgentConnector, createAgentConnector } from "./clients/agent.js";
 import type { App } from "./context.js";
 import type { DatabaseFactory } from "./db/client.js";
 import { neonDatabase } from "./db/neon.js";
-import { type EdgeConfig, type Env, edgeConfigFrom, parseEnv } from "./env.js";
-import { createConsoleLogger, type Logger } from "./logger.js";
+import { type Env, edgeConfigFrom, parseEnv } from "./env.js";
+import { createConsoleLogger } from "./logger.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
-import type { ServiceContext } from "./services/context.js";
-import { createSecretBox, type SecretBox } from "./services/crypto.js";
+import { createServiceDeps, type ServiceDeps, serviceContext } from "./services/context.js";
 import { reconcileOptionsFromEnv } from "./services/reconcile/options.js";
 import { runReconcileSweep } from "./services/reconcile/sweep.js";
 
 /** What the Worker builds once per isolate and set of bindings. It holds no request state: the DB Pool is per request. */
-interface WorkerDeps {
+interface WorkerDeps extends ServiceDeps {
   env: Env;
   app: App;
   database: DatabaseFactory;
-  agents: AgentConnector;
-  secrets: SecretBox;
-  logger: Logger;
-  config: EdgeConfig;
   /** Whether WRENN_ADMIN_API_KEY is known to be installed in the database (checked once per isolate). */
   adminKeyInstalled: boolean;
 }
@@ -43,12 +37,13 @@ function depsFor(bindings: Record<string, unknown>): Promise<WorkerDeps> | { err
     if (!env.DATABASE_URL) throw new Error("DATABASE_URL is required on Workers");
     if (!env.WRENN_ENCRYPTION_KEY) throw new Error("WRENN_ENCRYPTION_KEY is required on Workers");
     const database = neonDatabase({ connectionString: env.DATABASE_URL, wsProxy: env.WRENN_NEON_WSPROXY });
-    const agents = createAgentConnector();
-    const secrets = await createSecretBox(env.WRENN_ENCRYPTION_KEY);
-    const logger = createConsoleLogger(env.WRENN_LOG_LEVEL);
-    const config = edgeConfigFrom(env);
-    const app = createApp({ database, agents, secrets, logger, config });
-    return { env, app, database, agents, secrets, logger, config, adminKeyInstalled: !env.WRENN_ADMIN_API_KEY };
+    const services = await createServiceDeps({
+      encryptionKey: env.WRENN_ENCRYPTION_KEY,
+      config: edgeConfigFrom(env),
+      logger: createConsoleLogger(env.WRENN_LOG_LEVEL),
+    });
+    const app = createApp({ ...services, database });
+    return { ...services, env, app, database, adminKeyInstalled: !env.WRENN_ADMIN_API_KEY };
   })();
   // A failed start-up is not cached, so fixed bindings (or a transient failure) recover on the next event.
   deps.catch(() => {
@@ -56,18 +51,6 @@ function depsFor(bindings: Record<string, unknown>): Promise<WorkerDeps> | { err
   });
   cached = { key, deps };
   return deps;
-}
-
-function serviceContext(deps: WorkerDeps, db: ServiceContext["db"], logger: Logger, requestId: string): ServiceContext {
-  return {
-    db,
-    agents: deps.agents,
-    secrets: deps.secrets,
-    logger,
-    requestId,
-    config: deps.config,
-    now: () => new Date(),
-  };
 }
 
 /**
@@ -80,7 +63,7 @@ async function installAdminKey(deps: WorkerDeps, ctx: ExecutionContext): Promise
   if (deps.adminKeyInstalled || !key) return;
   const handle = deps.database();
   try {
-    await ensureAdminKey(serviceContext(deps, handle.db, deps.logger, "bootstrap"), key);
+    await ensureAdminKey(serviceContext(deps, { db: handle.db, requestId: "bootstrap" }), key);
     deps.adminKeyInstalled = true;
   } catch (err) {
     deps.logger.warn("installing WRENN_ADMIN_API_KEY failed; retrying on the next request", { err });
@@ -102,7 +85,11 @@ async function sweep(event: CronEvent, deps: WorkerDeps, ctx: ExecutionContext):
   const handle = deps.database();
   try {
     await runReconcileSweep(
-      serviceContext(deps, handle.db, deps.logger.child({ cron: event.cron }), "reconcile"),
+      serviceContext(deps, {
+        db: handle.db,
+        requestId: "reconcile",
+        logger: deps.logger.child({ requestId: "reconcile", cron: event.cron }),
+      }),
       // Workers allow six simultaneous outgoing connections per event (more wait in a queue, eating
       // into per-host deadlines): one is the database's WebSocket, five are for agents.
       { ...reconcileOptionsFromEnv(deps.env), hostConcurrency: 5, actionConcurrency: 1 },

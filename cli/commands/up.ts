@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import { access, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
-import type { ServiceContext, TeamContext } from "../../edge/services/context.js";
+import type { Env } from "../../edge/env.js";
+import type { NodeEdge } from "../../edge/node.js";
 import { parseCommand, usageError } from "../args.js";
 import type { CommandContext } from "../context.js";
 import { CliError, exitCodes } from "../errors.js";
@@ -14,25 +15,20 @@ import { ensureImage } from "./image.js";
 
 /**
  * The edge's modules, loaded on demand: importing them (hono, zod-openapi, drizzle, PGlite) is a good
- * part of start-up, and it runs while PGlite initialises its data directory in a worker.
+ * part of start-up, and it runs while PGlite initialises its data directory in a worker. `up` builds
+ * nothing of the edge itself: `startNodeEdge` composes it, and its `services()` serve the host's
+ * registration and settling.
  */
 async function loadEdge() {
-  const [drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause, adminKey] =
-    await Promise.all([
-      import("drizzle-orm"),
-      import("../../edge/clients/agent.js"),
-      import("../../edge/db/schema/index.js"),
-      import("../../edge/env.js"),
-      import("../../edge/logger.js"),
-      import("../../edge/node.js"),
-      import("../../edge/node/encryption-key.js"),
-      import("../../edge/services/crypto.js"),
-      import("../../edge/services/hosts/register.js"),
-      import("../../edge/services/sandboxes/destroy.js"),
-      import("../../edge/services/sandboxes/pause.js"),
-      import("./admin-key.js"),
-    ]);
-  return { drizzle, agent, schema, env, logger, node, key, crypto, register, destroy, pause, adminKey };
+  const [env, logger, node, register, settle, adminKey] = await Promise.all([
+    import("../../edge/env.js"),
+    import("../../edge/logger.js"),
+    import("../../edge/node.js"),
+    import("../../edge/services/hosts/register.js"),
+    import("../../edge/services/hosts/settle.js"),
+    import("./admin-key.js"),
+  ]);
+  return { env, logger, node, register, settle, adminKey };
 }
 type EdgeModules = Awaited<ReturnType<typeof loadEdge>>;
 
@@ -287,8 +283,18 @@ async function preflight(ctx: CommandContext, dataDir: string, port: number): Pr
   ctx.output.err(`host checks: ${results.length - failed.length} of ${results.length} fine`);
 }
 
-/** `wrenn up` */
-export async function upCommand(ctx: CommandContext, args: string[]): Promise<number> {
+/** The options of one `wrenn up`, from its arguments and the environment. */
+interface UpOptions {
+  keep: boolean;
+  port: number;
+  dataDir: string;
+  runtime: string;
+  /** Loopback unless told otherwise: the API speaks plain HTTP. */
+  apiHost: string;
+  resetAdminKey: boolean;
+}
+
+function parseUpOptions(ctx: CommandContext, args: string[]): UpOptions | "help" {
   const { values, positionals } = parseCommand(
     args,
     {
@@ -301,12 +307,9 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     },
     upUsage,
   );
-  if (values.help) {
-    ctx.output.out(upUsage);
-    return exitCodes.ok;
-  }
+  if (values.help) return "help";
   if (positionals.length > 0) usageError("up takes no positional arguments", upUsage);
-  const { env, output } = ctx;
+  const { env } = ctx;
   if (!env.isRoot) {
     throw new CliError("wrenn up needs root: sandboxes use network namespaces, cgroups and (with KVM) VMs", {
       exitCode: exitCodes.usage,
@@ -315,17 +318,151 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   }
   const port = values.port === undefined ? env.port : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) usageError(`--port takes a port number`, upUsage);
-  const dataDir = resolve(values["data-dir"] ?? env.dataDir);
   const runtime = values.runtime ?? env.runtime ?? env.raw.AGENT_RUNTIME ?? "auto";
   if (!["auto", "firecracker", "qemu", "gvisor", "namespace"].includes(runtime)) {
     usageError(`--runtime takes auto, firecracker, qemu, gvisor or namespace, got "${runtime}"`, upUsage);
   }
-  // Loopback unless told otherwise: the API speaks plain HTTP.
-  const apiHost = env.raw.WRENN_HOST || "127.0.0.1";
   const resetAdminKey = values["reset-admin-key"];
   if (resetAdminKey && env.raw.WRENN_ADMIN_API_KEY) {
     usageError("--reset-admin-key makes a new key, but WRENN_ADMIN_API_KEY names one: unset it or rotate it", upUsage);
   }
+  return {
+    keep: values.keep,
+    port,
+    dataDir: resolve(values["data-dir"] ?? env.dataDir),
+    runtime,
+    apiHost: env.raw.WRENN_HOST || "127.0.0.1",
+    resetAdminKey,
+  };
+}
+
+/** The Node edge `up` runs, once its database is open. */
+interface StartedEdge {
+  edgeEnv: Env;
+  edge: NodeEdge;
+}
+
+/**
+ * Starts the API at once, on PGlite under the data directory (or DATABASE_URL): /health answers
+ * early, and the database's first-run initialisation (`databasePrepared`) hides behind the host
+ * packages and the image build. Resolves once the database is open.
+ */
+async function startEdge(
+  ctx: CommandContext,
+  options: UpOptions,
+  edgeModules: Promise<EdgeModules>,
+  databasePrepared: Promise<void> | undefined,
+): Promise<StartedEdge> {
+  const m = await edgeModules;
+  const parsed = m.env.parseEnv({
+    ...ctx.env.raw,
+    WRENN_PORT: String(options.port),
+    WRENN_HOST: options.apiHost,
+    WRENN_DATA_DIR: options.dataDir,
+    WRENN_LOG_LEVEL: ctx.env.logLevel ?? "warn",
+  });
+  if (!parsed.ok) {
+    throw new CliError(
+      `invalid environment: ${Object.entries(parsed.errors)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join("; ")}`,
+      { exitCode: exitCodes.usage },
+    );
+  }
+  const logger = m.logger.createConsoleLogger(parsed.env.WRENN_LOG_LEVEL);
+  try {
+    const edge = await m.node.startNodeEdge(parsed.env, logger, databasePrepared ? { databasePrepared } : {});
+    return { edgeEnv: parsed.env, edge };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
+      throw new CliError(`port ${options.port} is already in use`, {
+        exitCode: exitCodes.usage,
+        hint: "stop what uses it (another `wrenn up`?) or pick another port with WRENN_PORT",
+      });
+    }
+    throw err;
+  }
+}
+
+/** Installs missing host packages and builds the guest image if missing, reporting build failures with their log. */
+async function prepareHost(ctx: CommandContext, logsDir: string): Promise<void> {
+  const { ensureHostTools } = await import("../../rootfs/host.js");
+  const aptLog = join(logsDir, "host-packages.log");
+  await ensureHostTools(await upProgress(ctx, aptLog), { signal: ctx.signal, logFile: aptLog }).catch(
+    (err: Error & { hint?: string }) => {
+      if (ctx.signal.aborted) throw new CliError("interrupted while installing host packages", { exitCode: 130 });
+      // A build error is the user's to act on: its message and hint, the log, and the retry.
+      if (err.name !== "BuildError") throw err;
+      throw new CliError(err.message, {
+        hint: `${err.hint ? `${err.hint}; ` : ""}apt's whole output: ${aptLog}; then retry with: npm start`,
+      });
+    },
+  );
+  await ensureImage(ctx, defaultTemplate, join(logsDir, "image-build.log"));
+}
+
+/**
+ * Prints the admin key (minted or settled only now that everything is up) and the copy-paste
+ * example; a key is marked shown only after it was printed.
+ */
+async function printAdminKey(
+  output: Output,
+  m: EdgeModules,
+  { edgeEnv, edge }: StartedEdge,
+  dataDir: string,
+  apiUrl: string,
+): Promise<void> {
+  if (edgeEnv.WRENN_ADMIN_API_KEY) {
+    output.out("Admin API key: the one in WRENN_ADMIN_API_KEY.");
+    output.out("");
+    for (const line of quickstartExample(apiUrl, "$WRENN_ADMIN_API_KEY")) output.out(line);
+    return;
+  }
+  const outcome = await m.adminKey.settleAdminKey(edge.database.db, dataDir, edge.generatedAdminKey);
+  if (outcome.kind !== "new") {
+    output.out(
+      "Use the admin API key printed on the first start (lost it? `npm start -- --reset-admin-key` prints a new one).",
+    );
+    output.out("");
+    return;
+  }
+  if (outcome.reset) {
+    output.out(`--reset-admin-key: revoked ${outcome.replaced.length} admin key(s) made by wrenn up; the new one:`);
+    output.out("");
+  } else if (outcome.replaced.length > 0) {
+    output.out(
+      `A previous start minted an admin key at ${outcome.replaced.map((k) => k.createdAt.toISOString()).join(", ")} and stopped before showing it; it is revoked, and this one replaces it.`,
+    );
+    output.out("");
+  }
+  output.out("Admin API key (shown once; store it now):");
+  output.out("");
+  output.out(`  ${outcome.secret}`);
+  output.out("");
+  for (const line of quickstartExample(apiUrl, outcome.secret)) output.out(line);
+  await m.adminKey.markAdminKeyShown(dataDir, outcome.keyId);
+}
+
+/** Resolves with why `up` stops: Ctrl-C / SIGTERM, or the local agent exiting on its own. */
+function stopReason(signal: AbortSignal, agent: LocalAgent): Promise<"signal" | "agent"> {
+  return Promise.race([
+    new Promise<"signal">((resolveSignal) => {
+      if (signal.aborted) resolveSignal("signal");
+      signal.addEventListener("abort", () => resolveSignal("signal"), { once: true });
+    }),
+    agent.exited.then(() => "agent" as const),
+  ]);
+}
+
+/** `wrenn up` */
+export async function upCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const options = parseUpOptions(ctx, args);
+  if (options === "help") {
+    ctx.output.out(upUsage);
+    return exitCodes.ok;
+  }
+  const { env, output } = ctx;
+  const { dataDir, port, runtime, apiHost } = options;
 
   // 0. The fast host checks, before anything that takes long.
   await preflight(ctx, dataDir, port);
@@ -334,61 +471,17 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   await mkdir(logsDir, { recursive: true, mode: 0o700 });
   const adminKeyModule = await import("./admin-key.js");
   // Before the database can mint a key: so a start that dies before showing it is noticed by the next.
-  if (!env.raw.WRENN_ADMIN_API_KEY) await adminKeyModule.markAdminKeyPending(dataDir, resetAdminKey);
+  if (!env.raw.WRENN_ADMIN_API_KEY) await adminKeyModule.markAdminKeyPending(dataDir, options.resetAdminKey);
 
-  // 1. The API starts at once, on PGlite under the data directory (or DATABASE_URL), while host
-  //    packages and the guest image are checked or built: /health answers early, and the database's
-  //    first-run initialisation hides behind the image build.
+  // 1. The API starts at once, while host packages and the guest image are checked or built.
   const databasePrepared = env.raw.DATABASE_URL ? undefined : initialiseDatabase(dataDir, env.cacheDir, output);
   const edgeModules = loadEdge();
   output.err(`starting the API on ${apiHost}:${port} (data in ${dataDir})…`);
-  const edgeStarting = (async () => {
-    const m = await edgeModules;
-    const parsed = m.env.parseEnv({
-      ...env.raw,
-      WRENN_PORT: String(port),
-      WRENN_HOST: apiHost,
-      WRENN_DATA_DIR: dataDir,
-      WRENN_LOG_LEVEL: env.logLevel ?? "warn",
-    });
-    if (!parsed.ok) {
-      throw new CliError(
-        `invalid environment: ${Object.entries(parsed.errors)
-          .map(([k, v]) => `${k}: ${v}`)
-          .join("; ")}`,
-        { exitCode: exitCodes.usage },
-      );
-    }
-    const logger = m.logger.createConsoleLogger(parsed.env.WRENN_LOG_LEVEL);
-    try {
-      const edge = await m.node.startNodeEdge(parsed.env, logger, databasePrepared ? { databasePrepared } : {});
-      return { edgeEnv: parsed.env, logger, edge };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
-        throw new CliError(`port ${port} is already in use`, {
-          exitCode: exitCodes.usage,
-          hint: "stop what uses it (another `wrenn up`?) or pick another port with WRENN_PORT",
-        });
-      }
-      throw err;
-    }
-  })();
+  const edgeStarting = startEdge(ctx, options, edgeModules, databasePrepared);
   // Handled below; this only keeps an early failure from being reported as unhandled meanwhile.
   edgeStarting.catch(() => {});
   try {
-    const { ensureHostTools } = await import("../../rootfs/host.js");
-    const aptLog = join(logsDir, "host-packages.log");
-    await ensureHostTools(await upProgress(ctx, aptLog), { signal: ctx.signal, logFile: aptLog }).catch(
-      (err: Error & { hint?: string }) => {
-        if (ctx.signal.aborted) throw new CliError("interrupted while installing host packages", { exitCode: 130 });
-        // A build error is the user's to act on: its message and hint, the log, and the retry.
-        if (err.name !== "BuildError") throw err;
-        throw new CliError(err.message, {
-          hint: `${err.hint ? `${err.hint}; ` : ""}apt's whole output: ${aptLog}; then retry with: npm start`,
-        });
-      },
-    );
-    await ensureImage(ctx, defaultTemplate, join(logsDir, "image-build.log"));
+    await prepareHost(ctx, logsDir);
   } catch (err) {
     const started = await edgeStarting.catch(() => undefined);
     await started?.edge.close();
@@ -409,7 +502,7 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     onSpawned: (pid) => output.err(`local agent starting (pid ${pid})…`),
   });
   agentStarting.catch(() => {});
-  let started: Awaited<typeof edgeStarting>;
+  let started: StartedEdge;
   try {
     started = await edgeStarting;
   } catch (err) {
@@ -417,25 +510,19 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     throw err;
   }
   const m = await edgeModules;
-  const { edgeEnv, logger, edge } = started;
-  const { key } = await m.key.resolveEncryptionKey({
-    configured: edgeEnv.WRENN_ENCRYPTION_KEY,
-    dataDir: edgeEnv.DATABASE_URL ? undefined : dataDir,
-  });
-  const services: ServiceContext = {
-    db: edge.database.db,
-    agents: m.agent.createAgentConnector(),
-    secrets: await m.crypto.createSecretBox(key),
-    logger,
-    requestId: "wrenn-up",
-    config: m.env.edgeConfigFrom(edgeEnv),
-    now: () => new Date(),
-  };
+  const { edge } = started;
+  const services = edge.services("wrenn-up");
   let agent: LocalAgent | undefined;
   let hostId: string | undefined;
   let isolation = "";
   const stopAll = async (keep: boolean) => {
-    if (hostId) await settleSandboxes(m, services, hostId, keep, (line) => output.err(line));
+    if (hostId) {
+      await m.settle.settleHostSandboxes(services, hostId, {
+        keep,
+        onSettled: (s) =>
+          output.err(s.outcome === "failed" ? `  ${s.sandboxId}: ${s.message}` : `  ${s.outcome} ${s.sandboxId}`),
+      });
+    }
     await agent?.stop();
     await edge.close();
   };
@@ -460,99 +547,25 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
     return 130;
   }
 
-  // 3. The key (minted or settled only now that everything is up) and the example, then the ready line.
+  // 3. The key and the example, then the ready line.
   const shownHost = apiHost === "0.0.0.0" || apiHost === "::" ? "127.0.0.1" : apiHost;
   const apiUrl = `http://${shownHost.includes(":") ? `[${shownHost}]` : shownHost}:${edge.port}`;
   output.err(listenLine(apiHost, edge.port));
   if (isolation === "namespace") output.err("warning: namespace runtime: sandboxes share this host's kernel");
   output.out("");
-  if (edgeEnv.WRENN_ADMIN_API_KEY) {
-    output.out("Admin API key: the one in WRENN_ADMIN_API_KEY.");
-    output.out("");
-    for (const line of quickstartExample(apiUrl, "$WRENN_ADMIN_API_KEY")) output.out(line);
-  } else {
-    const outcome = await m.adminKey.settleAdminKey(edge.database.db, dataDir, edge.generatedAdminKey);
-    if (outcome.kind === "new") {
-      if (outcome.reset) {
-        output.out(`--reset-admin-key: revoked ${outcome.replaced.length} admin key(s) made by wrenn up; the new one:`);
-        output.out("");
-      } else if (outcome.replaced.length > 0) {
-        output.out(
-          `A previous start minted an admin key at ${outcome.replaced.map((k) => k.createdAt.toISOString()).join(", ")} and stopped before showing it; it is revoked, and this one replaces it.`,
-        );
-        output.out("");
-      }
-      output.out("Admin API key (shown once; store it now):");
-      output.out("");
-      output.out(`  ${outcome.secret}`);
-      output.out("");
-      for (const line of quickstartExample(apiUrl, outcome.secret)) output.out(line);
-      await m.adminKey.markAdminKeyShown(dataDir, outcome.keyId);
-    } else {
-      output.out(
-        "Use the admin API key printed on the first start (lost it? `npm start -- --reset-admin-key` prints a new one).",
-      );
-      output.out("");
-    }
-  }
+  await printAdminKey(output, m, started, dataDir, apiUrl);
   output.out(`Wrenn is ready at ${apiUrl}`);
 
   // 4. Run until Ctrl-C / SIGTERM or until the agent dies.
-  const agentExit = agent.exited;
-  const reason = await Promise.race([
-    new Promise<"signal">((resolveSignal) => {
-      if (ctx.signal.aborted) resolveSignal("signal");
-      ctx.signal.addEventListener("abort", () => resolveSignal("signal"), { once: true });
-    }),
-    agentExit.then(() => "agent" as const),
-  ]);
-  if (reason === "agent") {
-    output.err(`wrenn: the local agent exited (code ${await agentExit}); stopping. See ${join(dataDir, "agent.log")}`);
+  if ((await stopReason(ctx.signal, agent)) === "agent") {
+    output.err(
+      `wrenn: the local agent exited (code ${await agent.exited}); stopping. See ${join(dataDir, "agent.log")}`,
+    );
     await edge.close();
     return exitCodes.failure;
   }
-  output.err(values.keep ? "stopping; pausing sandboxes (--keep)…" : "stopping; destroying sandboxes…");
-  await stopAll(values.keep);
+  output.err(options.keep ? "stopping; pausing sandboxes (--keep)…" : "stopping; destroying sandboxes…");
+  await stopAll(options.keep);
   output.err("stopped");
   return exitCodes.ok;
-}
-
-/**
- * Destroys (or, with `keep`, pauses) every sandbox the database places on the local host, through
- * the same services the API uses, so the database stays true. Each runs on behalf of its own team.
- */
-async function settleSandboxes(
-  m: EdgeModules,
-  services: ServiceContext,
-  hostId: string,
-  keep: boolean,
-  log: (line: string) => void,
-): Promise<void> {
-  const { and, eq, inArray } = m.drizzle;
-  const { sandboxes, activeSandboxStates } = m.schema;
-  const rows = await services.db
-    .select({ id: sandboxes.id, teamId: sandboxes.teamId, state: sandboxes.state })
-    .from(sandboxes)
-    .where(and(eq(sandboxes.hostId, hostId), inArray(sandboxes.state, [...activeSandboxStates])));
-  await Promise.all(
-    rows.map(async (row) => {
-      const ctx: TeamContext = {
-        ...services,
-        principal: { teamId: row.teamId, keyId: "wrenn-up", isAdmin: true, scopes: [] },
-      };
-      try {
-        if (keep) {
-          if (row.state === "running") {
-            await m.pause.pauseSandbox(ctx, row.id);
-            log(`  paused ${row.id}`);
-          }
-        } else {
-          await m.destroy.destroySandbox(ctx, row.id);
-          log(`  destroyed ${row.id}`);
-        }
-      } catch (err) {
-        log(`  ${row.id}: ${(err as Error).message}`);
-      }
-    }),
-  );
 }

@@ -3,6 +3,7 @@ import type { AppEnv } from "../context.js";
 import { ApiError } from "../errors/api-error.js";
 import { authenticate } from "../services/auth/authenticate.js";
 import { type ApiKeyScope, hasScope, scopeDescriptions } from "../services/auth/scopes.js";
+import { teamContext } from "../services/context.js";
 import { ServiceError } from "../services/errors.js";
 import { RateLimitedError } from "../services/rate-limit/errors.js";
 
@@ -26,7 +27,7 @@ export async function authenticateRequest(c: Context<AppEnv>, missing: () => Err
   const services = c.get("services");
   try {
     const principal = await authenticate(services, secret);
-    c.set("team", { ...services, principal, logger: services.logger.child({ teamId: principal.teamId }) });
+    c.set("team", teamContext(services, principal));
   } catch (err) {
     if (err instanceof RateLimitedError) c.header("Retry-After", String(err.retryAfterSec));
     throw err;

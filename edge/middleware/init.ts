@@ -2,6 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import type { AppDeps, AppEnv } from "../context.js";
 import { isProcessDatabase } from "../db/client.js";
 import { createApiKeyCache } from "../services/auth/key-cache.js";
+import { serviceContext } from "../services/context.js";
 
 /** Header carrying the request id, in both directions. */
 export const requestIdHeader = "X-Request-Id";
@@ -15,7 +16,6 @@ const acceptableRequestId = /^[A-Za-z0-9._:-]{8,128}$/;
  * request); a shared one (Node) is left open.
  */
 export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
-  const now = deps.now ?? (() => new Date());
   const keyCache = createApiKeyCache();
   return async (c, next) => {
     const incoming = c.req.header(requestIdHeader);
@@ -28,16 +28,7 @@ export function init(deps: AppDeps): MiddlewareHandler<AppEnv> {
     c.set("logger", logger);
     c.header(requestIdHeader, requestId);
     const handle = deps.database();
-    c.set("services", {
-      db: handle.db,
-      agents: deps.agents,
-      secrets: deps.secrets,
-      logger,
-      requestId,
-      config: deps.config,
-      now,
-      keyCache,
-    });
+    c.set("services", serviceContext(deps, { db: handle.db, requestId, logger, keyCache }));
     if (isProcessDatabase(handle.db)) {
       await next();
       return;

@@ -8,7 +8,7 @@ import { errorBody } from "../errors/handle.js";
 import { requestIdHeader } from "../middleware/init.js";
 import { isRelayableStatus, sandboxBadResponse, sandboxUnavailable } from "../proxy/errors.js";
 import { decideSandboxRoute, guestRequestHeaders, refusalForAgentBody } from "../proxy/sandbox-proxy.js";
-import type { ServiceContext } from "../services/context.js";
+import { serviceContext } from "../services/context.js";
 import { randomString } from "../services/ids.js";
 import { agentCertificateProblem, agentTlsOptions } from "./agent-tls.js";
 
@@ -59,15 +59,7 @@ async function handleUpgrade(
   const database = deps.database();
   let decision: Awaited<ReturnType<typeof decideSandboxRoute>>;
   try {
-    const ctx: ServiceContext = {
-      db: database.db,
-      agents: deps.agents,
-      secrets: deps.secrets,
-      logger: deps.logger.child({ requestId }),
-      requestId,
-      config: deps.config,
-      now: deps.now ?? (() => new Date()),
-    };
+    const ctx = serviceContext(deps, { db: database.db, requestId });
     const headers = requestHeaders(req);
     // The Host header (which routes) travels in `headers`; the URL's host is a placeholder because a
     // sandbox host like `8000-<id>.127.0.0.1:3000` is not a valid URL host.

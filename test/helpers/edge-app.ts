@@ -3,8 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createApp } from "../../edge/app.js";
 import type { AgentConnector, HostTarget, ProxyRequestInit } from "../../edge/clients/agent.js";
-import { createAgentConnector } from "../../edge/clients/agent.js";
-import type { App } from "../../edge/context.js";
+import type { App, AppDeps } from "../../edge/context.js";
 import type { DatabaseHandle } from "../../edge/db/client.js";
 import type { EdgeConfig } from "../../edge/env.js";
 import { type Logger, noopLogger } from "../../edge/logger.js";
@@ -13,8 +12,8 @@ import { nodeDocsAssets } from "../../edge/node/docs-assets.js";
 import { createApiKey } from "../../edge/services/api-keys/create.js";
 import { ensureAdminKey } from "../../edge/services/auth/bootstrap.js";
 import { verifyApiKey } from "../../edge/services/auth/verify-api-key.js";
-import type { ServiceContext, TeamContext } from "../../edge/services/context.js";
-import { createSecretBox, type SecretBox } from "../../edge/services/crypto.js";
+import { createServiceDeps, type ServiceContext, serviceContext, teamContext } from "../../edge/services/context.js";
+import type { SecretBox } from "../../edge/services/crypto.js";
 import {
   type CreateSandboxRequest,
   EntrySchema,
@@ -466,6 +465,11 @@ export interface EdgeHarness {
   config: EdgeConfig;
   /** A ServiceContext for calling services directly. */
   services(): ServiceContext;
+  /**
+   * The deps of another edge over the same database and agents (`createApp(h.appDeps(…))`): its own
+   * key cache and process state, as a second copy of the edge behind a load balancer has.
+   */
+  appDeps(config?: EdgeConfig): AppDeps;
   /** Creates a new team with a (non-admin) key; returns its secret and team id. */
   newTeam(name?: string): Promise<{ key: string; teamId: string; keyId: string }>;
   /** Shorthand for `app.request` with an API key and a JSON body. */
@@ -499,29 +503,23 @@ export async function createEdgeHarness(options: EdgeHarnessOptions = {}): Promi
   const database = await openNodeDatabase(
     options.databaseUrl ? { databaseUrl: options.databaseUrl } : { pgliteDataDir: "memory://" },
   );
-  const secrets = await createSecretBox(testEncryptionKey);
   const fakes = options.realAgents ? undefined : new FakeAgentConnector();
-  const agents: AgentConnector = fakes ?? createAgentConnector();
-  const logger = options.logger ?? noopLogger;
-  const config: EdgeConfig = { maxUploadBytes: 1024 ** 3, maxJsonBytes: 1024 ** 2, ...options.config };
-  const services = (): ServiceContext => ({
-    db: database.db,
-    agents,
-    secrets,
-    logger,
-    requestId: "test",
-    config,
-    now: () => new Date(),
+  const deps = await createServiceDeps({
+    encryptionKey: testEncryptionKey,
+    config: { maxUploadBytes: 1024 ** 3, maxJsonBytes: 1024 ** 2, ...options.config },
+    logger: options.logger ?? noopLogger,
+    ...(fakes ? { agents: fakes } : {}),
   });
+  const { secrets, agents, config } = deps;
+  const services = (): ServiceContext => serviceContext(deps, { db: database.db, requestId: "test" });
   await ensureAdminKey(services(), adminKeyForTests);
-  const app = createApp({
+  const appDeps = (edgeConfig: EdgeConfig = config): AppDeps => ({
+    ...deps,
+    config: edgeConfig,
     database: () => ({ db: database.db, close: async () => {} }),
-    agents,
-    secrets,
-    logger,
-    config,
     docsAssets: nodeDocsAssets(),
   });
+  const app = createApp(appDeps());
   options.extendApp?.(app);
   const adminPrincipal = await verifyApiKey(services(), adminKeyForTests);
   const harness: EdgeHarness = {
@@ -532,8 +530,9 @@ export async function createEdgeHarness(options: EdgeHarnessOptions = {}): Promi
     adminKey: adminKeyForTests,
     config,
     services,
+    appDeps,
     async newTeam(name = `team-${Math.random().toString(36).slice(2, 8)}`) {
-      const ctx: TeamContext = { ...services(), principal: adminPrincipal };
+      const ctx = teamContext(services(), adminPrincipal);
       const created = await createApiKey(ctx, { name: `${name} key`, newTeamName: name });
       return { key: created.secret, teamId: created.teamId, keyId: created.id };
     },

@@ -8,7 +8,6 @@ import { createApp } from "../../edge/app.js";
 import type { ProxyRequestInit } from "../../edge/clients/agent.js";
 import type { AppDeps } from "../../edge/context.js";
 import type { Database, DatabaseHandle } from "../../edge/db/client.js";
-import type { EdgeConfig } from "../../edge/env.js";
 import { noopLogger } from "../../edge/logger.js";
 import { createAgentProxyFetch } from "../../edge/node/agent-proxy-fetch.js";
 import { openNodeDatabase } from "../../edge/node/database.js";
@@ -16,7 +15,7 @@ import { guardRelayedBodies } from "../../edge/node/relay-failures.js";
 import { streamLargeBodies } from "../../edge/node/request-body.js";
 import { attachSandboxUpgrades } from "../../edge/node/sandbox-upgrades.js";
 import { ensureAdminKey } from "../../edge/services/auth/bootstrap.js";
-import { createSecretBox } from "../../edge/services/crypto.js";
+import { createServiceDeps, serviceContext } from "../../edge/services/context.js";
 import { envdFileSignature } from "../../edge/services/e2b/signature.js";
 import { signedUrlIndexRefreshMs } from "../../edge/services/e2b/signed-url-index.js";
 import { FakeAgent, FakeAgentConnector, testEncryptionKey } from "../helpers/edge-app.js";
@@ -215,22 +214,19 @@ describe("the Node edge in front of an agent that relays anything", () => {
     rawAgent = await startRawAgent();
     database = await openNodeDatabase({ pgliteDataDir: "memory://" });
     counted = countingDatabase(database.db);
-    const secrets = await createSecretBox(testEncryptionKey);
     const fakes = new FakeAgentConnector();
     agent = new RelayingAgent(rawAgent.url, `host-token-${randomBytes(8).toString("hex")}`);
     fakes.add(agent);
-    const config: EdgeConfig = { maxUploadBytes: 1024 ** 3, maxJsonBytes: 1024 ** 2 };
     const deps: AppDeps = {
+      ...(await createServiceDeps({
+        encryptionKey: testEncryptionKey,
+        config: { maxUploadBytes: 1024 ** 3, maxJsonBytes: 1024 ** 2 },
+        logger: noopLogger,
+        agents: fakes,
+      })),
       database: () => ({ db: counted.db, close: async () => {} }),
-      agents: fakes,
-      secrets,
-      logger: noopLogger,
-      config,
     };
-    await ensureAdminKey(
-      { db: database.db, agents: fakes, secrets, logger: noopLogger, requestId: "t", config, now: () => new Date() },
-      adminKey,
-    );
+    await ensureAdminKey(serviceContext(deps, { db: database.db, requestId: "t" }), adminKey);
     const app = createApp(deps);
     server = serve({
       fetch: streamLargeBodies(guardRelayedBodies(app.fetch, noopLogger)),

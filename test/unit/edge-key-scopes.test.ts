@@ -299,13 +299,7 @@ describe("changes reach every edge", () => {
     // A second edge over the same database, with its own key cache; both limit keys (which makes
     // each request read the key row).
     const config = { ...h.config, rateLimit: { perSec: 1000, burst: 1000 } };
-    second = createApp({
-      database: () => ({ db: h.database.db, close: async () => {} }),
-      agents: h.agents,
-      secrets: h.secrets,
-      logger: noopLogger,
-      config,
-    });
+    second = createApp(h.appDeps(config));
   });
 
   const onSecond = (method: string, path: string, key: string, json?: unknown) =>

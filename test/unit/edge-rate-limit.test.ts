@@ -71,13 +71,7 @@ beforeAll(async () => {
   h = await createEdgeHarness({ config: { rateLimit: limit } });
   await addFakeHost(h);
   // A second edge over the same database: its own key cache and process state, one shared bucket.
-  second = createApp({
-    database: () => ({ db: h.database.db, close: async () => {} }),
-    agents: h.agents,
-    secrets: h.secrets,
-    logger: noopLogger,
-    config: h.config,
-  });
+  second = createApp(h.appDeps());
 }, 60_000);
 
 afterAll(async () => {
