@@ -1,0 +1,139 @@
+import { randomBytes } from "node:crypto";
+import { Sandbox } from "@e2b/code-interpreter";
+import { parseEnv } from "../edge/env.js";
+import { noopLogger } from "../edge/logger.js";
+import { startNodeEdge } from "../edge/node.js";
+import { startAgentProcess } from "../test/helpers/agent-process.js";
+import { IMAGES_ROOT } from "../test/integration/agent-fixtures.js";
+import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
+
+/**
+ * The code interpreter on the real stack (edge on Node + PGlite, a real agent, the code-interpreter
+ * image; needs root), through the official @e2b/code-interpreter SDK: create → first runCode result,
+ * runCode('1+1') against a bare `python3 -c` in the same sandbox, and the round trip over the
+ * kernel's own time (the guest server reports it in its end_of_execution line). Runtimes:
+ * WRENN_BENCH_CODE_RUNTIMES (default "gvisor,namespace").
+ */
+
+const runtimes = (process.env.WRENN_BENCH_CODE_RUNTIMES ?? "gvisor,namespace")
+  .split(",")
+  .map((r) => r.trim())
+  .filter((r): r is "gvisor" | "namespace" => r === "gvisor" || r === "namespace");
+
+async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], notes: string[]): Promise<void> {
+  const adminKey = `wrn_bench_admin_${randomBytes(16).toString("hex")}`;
+  const agent = await startAgentProcess({ runtime, namespaceOnly: runtime === "namespace", rootDir: IMAGES_ROOT });
+  const parsed = parseEnv({
+    WRENN_PORT: "0",
+    WRENN_HOST: "127.0.0.1",
+    WRENN_DATA_DIR: "memory://",
+    WRENN_ADMIN_API_KEY: adminKey,
+    WRENN_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
+    WRENN_RECONCILE_INTERVAL_SEC: "0",
+  });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+  const edge = await startNodeEdge(parsed.env, noopLogger);
+  const sandboxes: Sandbox[] = [];
+  try {
+    await fetch(`${edge.url}/v1/hosts`, {
+      method: "POST",
+      headers: { "x-api-key": adminKey, "content-type": "application/json" },
+      body: JSON.stringify({ address: agent.url, token: agent.token }),
+    });
+    const opts = { apiKey: adminKey, apiUrl: edge.url, sandboxUrl: edge.url };
+
+    const createOnly: number[] = [];
+    const firstResult = await timeRuns(3, 0, async () => {
+      const t0 = performance.now();
+      const sbx = await Sandbox.create({ ...opts, timeoutMs: 600_000 });
+      createOnly.push(performance.now() - t0);
+      sandboxes.push(sbx);
+      const execution = await sbx.runCode("1+1");
+      if (execution.text !== "2") throw new Error(`runCode('1+1') gave ${execution.text}`);
+    });
+    const first = summarize(firstResult);
+    const created = summarize(createOnly);
+    rows.push({ name: `[${runtime}] Sandbox.create (code-interpreter-v1)`, unit: "ms", value: created.median, n: 3 });
+    rows.push({
+      name: `[${runtime}] create → first runCode('1+1') result`,
+      unit: "ms",
+      value: first.median,
+      p95: first.p95,
+      n: 3,
+      goal: runtime === "gvisor" ? "≤ 2000 ms" : "",
+    });
+    if (runtime === "gvisor")
+      notes.push(
+        `create → first result on gvisor: goal ≤ 2000 ms, measured ${first.median.toFixed(0)} ms (median of 3)`,
+      );
+
+    const sbx = sandboxes[0];
+    if (!sbx) throw new Error("no sandbox");
+    const run = summarize(await timeRuns(50, 5, () => sbx.runCode("1+1")));
+    rows.push({ name: `[${runtime}] runCode('1+1')`, unit: "ms", value: run.median, p95: run.p95, n: 50 });
+    const bare = summarize(await timeRuns(20, 2, () => sbx.commands.run("python3 -c '1+1'")));
+    rows.push({
+      name: `[${runtime}] commands.run("python3 -c '1+1'")`,
+      unit: "ms",
+      value: bare.median,
+      p95: bare.p95,
+      n: 20,
+      ratio: { value: run.median / bare.median, against: "runCode('1+1') / python3 -c" },
+    });
+
+    // The same call by hand, reading the kernel's own time from the end_of_execution line.
+    const token = (sbx as unknown as { envdAccessToken?: string }).envdAccessToken ?? "";
+    const over: number[] = [];
+    const kernel: number[] = [];
+    await timeRuns(50, 5, async () => {
+      const t0 = performance.now();
+      const res = await fetch(`${edge.url}/execute`, {
+        method: "POST",
+        headers: { "E2b-Sandbox-Id": sbx.sandboxId, "E2b-Sandbox-Port": "49999", "X-Access-Token": token },
+        body: JSON.stringify({ code: "1+1" }),
+      });
+      const text = await res.text();
+      const ms = performance.now() - t0;
+      const end = JSON.parse(text.trim().split("\n").at(-1) ?? "{}") as { kernel_ms?: number };
+      if (typeof end.kernel_ms !== "number") throw new Error(`no kernel_ms in ${text}`);
+      kernel.push(end.kernel_ms);
+      over.push(ms - end.kernel_ms);
+    });
+    const k = summarize(kernel);
+    const o = summarize(over);
+    rows.push({
+      name: `[${runtime}] kernel's own time for '1+1' (bridge: sent → idle)`,
+      unit: "ms",
+      value: k.median,
+      p95: k.p95,
+      n: 50,
+    });
+    rows.push({
+      name: `[${runtime}] round trip over the kernel's own time`,
+      unit: "ms",
+      value: o.median,
+      p95: o.p95,
+      n: 50,
+      goal: "≤ 30 ms",
+    });
+    notes.push(
+      `[${runtime}] runCode round trip over the kernel's time: goal ≤ 30 ms p50, measured ${o.median.toFixed(1)} ms`,
+    );
+  } finally {
+    await Promise.all(sandboxes.map((s) => s.kill().catch(() => {})));
+    await edge.close().catch(() => {});
+    await agent.stop().catch(() => {});
+  }
+}
+
+export const benchmark: Benchmark = {
+  name: "code",
+  description:
+    "code interpreter (official @e2b/code-interpreter SDK): create → first result, runCode('1+1') vs python3 -c",
+  async run(): Promise<BenchReport> {
+    const rows: BenchRow[] = [];
+    const notes: string[] = [];
+    for (const runtime of runtimes) await benchRuntime(runtime, rows, notes);
+    return { title: "code interpreter (official @e2b/code-interpreter SDK)", rows, notes };
+  },
+};
