@@ -12,7 +12,7 @@ import {
   stackEnvironment,
   stackUnavailable,
   startStack,
-} from "../test/integration/cli-stack.js";
+} from "../test/helpers/cli-stack.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize } from "./stats.js";
 
 /**

@@ -4,7 +4,7 @@ import { parseEnv } from "../edge/env.js";
 import { noopLogger } from "../edge/logger.js";
 import { startNodeEdge } from "../edge/node.js";
 import { startAgentProcess } from "../test/helpers/agent-process.js";
-import { IMAGES_ROOT } from "../test/integration/agent-fixtures.js";
+import { IMAGES_ROOT } from "../test/helpers/agent-fixtures.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
 /**

@@ -1,5 +1,5 @@
 import { newSandboxId } from "../edge/services/ids.js";
-import { type ScriptedAgent, startScriptedAgent } from "../test/integration/reconcile-scripted-agent.js";
+import { type ScriptedAgent, startScriptedAgent } from "../test/helpers/reconcile-scripted-agent.js";
 
 /**
  * The agents of bench/reconcile.ts, in a child process of their own (as real agents run on other

@@ -10,7 +10,7 @@ import {
   stackEnvironment,
   stackUnavailable,
   startStack,
-} from "../test/integration/cli-stack.js";
+} from "../test/helpers/cli-stack.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize } from "./stats.js";
 
 /**

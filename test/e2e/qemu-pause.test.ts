@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { filesLayout } from "../../agent/layout.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
-import { IMAGES_ROOT, newSandboxId, QEMU_AGENT_ENV, qemuAgentSkipReason, sh } from "./qemu-helpers.js";
+import { IMAGES_ROOT, newSandboxId, QEMU_AGENT_ENV, qemuAgentSkipReason, sh } from "../helpers/qemu-helpers.js";
 
 /**
  * Issue 6 acceptance for QEMU (TCG here): pause to disk and resume through a real agent. A

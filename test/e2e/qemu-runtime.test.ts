@@ -4,7 +4,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Runtime, SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
-import { IMAGES_ROOT, newSandboxId, QEMU_AGENT_ENV, qemuAgentSkipReason, sh } from "./qemu-helpers.js";
+import { IMAGES_ROOT, newSandboxId, QEMU_AGENT_ENV, qemuAgentSkipReason, sh } from "../helpers/qemu-helpers.js";
 
 /**
  * Issue 5 acceptance for the qemu runtime: create → exec → files → destroy on a real VM (TCG on

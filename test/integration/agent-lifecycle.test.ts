@@ -18,7 +18,7 @@ import {
   requireRoot,
   TEMPLATE,
   text,
-} from "./agent-fixtures.js";
+} from "../helpers/agent-fixtures.js";
 
 /**
  * Issue 5 acceptance for the namespace runtime, against a real agent process: create → exec → files →

@@ -13,7 +13,7 @@ import {
   slotAddress,
   TEMPLATE,
   text,
-} from "./agent-fixtures.js";
+} from "../helpers/agent-fixtures.js";
 
 /**
  * Isolation and the proxy. From inside sandbox A: sandbox B's envd, the agent's port, a service on the

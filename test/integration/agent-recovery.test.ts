@@ -14,7 +14,7 @@ import {
   requireRoot,
   TEMPLATE,
   text,
-} from "./agent-fixtures.js";
+} from "../helpers/agent-fixtures.js";
 
 /**
  * Issue 5 acceptance: 20 concurrent creates, the TTL reaper (kill and auto-pause, reported until the

@@ -18,7 +18,7 @@ import {
   stackUnavailable,
   startStack,
   uniqueNetPrefix,
-} from "./cli-stack.js";
+} from "../helpers/cli-stack.js";
 
 /**
  * The `wrenn` CLI against a real stack started by `wrenn up` itself: edge on Node + PGlite, a real

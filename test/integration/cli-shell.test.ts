@@ -11,7 +11,7 @@ import {
   stackEnvironment,
   stackUnavailable,
   startStack,
-} from "./cli-stack.js";
+} from "../helpers/cli-stack.js";
 
 /**
  * `wrenn sandbox shell` driven like a person would: in a real terminal (tmux, on its own socket),

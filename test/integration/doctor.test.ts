@@ -8,7 +8,7 @@ import { type CheckResult, defaultDoctorDeps, doctorCommand, fastChecks } from "
 import { loadEnvironment } from "../../cli/config.js";
 import type { Output } from "../../cli/output.js";
 import { which } from "../../rootfs/host.js";
-import { repoRoot } from "./cli-stack.js";
+import { repoRoot } from "../helpers/cli-stack.js";
 
 /**
  * `wrenn doctor` prints one line per check, each failure with its fix. Here on this machine with two

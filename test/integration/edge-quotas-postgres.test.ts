@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { activeSandboxStates, sandboxes } from "../../edge/db/schema/index.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
-import { type ScriptedAgent, startScriptedAgent } from "./reconcile-scripted-agent.js";
+import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
 /**
  * Team quotas under real concurrency: a PostgreSQL server (the edge's statements run on up to 10

@@ -16,7 +16,7 @@ import {
   sdkSandbox,
   startEnvdProcess,
   tempRoot,
-} from "./envd-harness.js";
+} from "../helpers/envd-harness.js";
 
 describe.skipIf(!isRoot)(`built envd under tini in a PID namespace (${isRoot ? "root" : ROOT_REASON})`, () => {
   const tmp = tempRoot("build");

@@ -29,7 +29,7 @@ import {
   sdkSandbox,
   startEnvdProcess,
   tempRoot,
-} from "./envd-harness.js";
+} from "../helpers/envd-harness.js";
 
 const TOKEN = "test-token-0123456789abcdef";
 const UNAUTHORIZED = {

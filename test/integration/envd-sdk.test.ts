@@ -16,7 +16,7 @@ import {
   sdkSandbox,
   startEnvdProcess,
   tempRoot,
-} from "./envd-harness.js";
+} from "../helpers/envd-harness.js";
 
 const until = async (cond: () => boolean | Promise<boolean>, timeoutMs = 10_000) => {
   const end = Date.now() + timeoutMs;

@@ -13,7 +13,7 @@ import {
   requireRoot,
   TEMPLATE,
   text,
-} from "./agent-fixtures.js";
+} from "../helpers/agent-fixtures.js";
 
 /**
  * Issue 14, the gVisor runtime against a real agent and real runsc sandboxes: a guest runs on gVisor's

@@ -18,7 +18,7 @@ import {
 import { DiskPool } from "../../agent/runtimes/namespace/disks.js";
 import { claimIdRange, type IdRange, releaseIdRange } from "../../agent/runtimes/namespace/id-ranges.js";
 import { GUEST_CAPABILITIES, namespaceGuestCommand } from "../../agent/runtimes/namespace/launch.js";
-import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "./agent-fixtures.js";
+import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 
 /**
  * The namespace launcher by effect: guests started exactly as the agent starts them (same command

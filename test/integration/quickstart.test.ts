@@ -9,7 +9,7 @@ import {
   stackEnvironment,
   stackUnavailable,
   startStack,
-} from "./cli-stack.js";
+} from "../helpers/cli-stack.js";
 
 /**
  * The README quickstart, as a user runs it: `npm start` (first run, so it generates and prints the

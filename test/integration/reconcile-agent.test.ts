@@ -8,8 +8,8 @@ import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
-import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "./agent-fixtures.js";
-import { refuseSandboxUpdates } from "./reconcile-db-fault.js";
+import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
+import { refuseSandboxUpdates } from "../helpers/reconcile-db-fault.js";
 
 /**
  * Each convergence rule against the real host agent (namespace runtime: real processes, namespaces,

@@ -5,7 +5,7 @@ import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
-import { type ScriptedAgent, startScriptedAgent } from "./reconcile-scripted-agent.js";
+import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
 /**
  * Sweeps run back to back while the API creates, pauses and deletes sandboxes on the same host.

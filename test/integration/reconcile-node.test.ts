@@ -5,7 +5,7 @@ import { parseEnv } from "../../edge/env.js";
 import { noopLogger } from "../../edge/logger.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
 import { newSandboxId } from "../../edge/services/ids.js";
-import { type ScriptedAgent, startScriptedAgent } from "./reconcile-scripted-agent.js";
+import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
 /** The Node edge runs the sweep on its own every WRENN_RECONCILE_INTERVAL_SEC seconds. */
 

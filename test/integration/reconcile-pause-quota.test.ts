@@ -8,7 +8,7 @@ import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState, SnapshotFileSchema, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
-import { type ScriptedAgent, startScriptedAgent } from "./reconcile-scripted-agent.js";
+import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
 /**
  * A sandbox that reaches its timeout with `onTimeout: "pause"` becomes a paused sandbox, which the

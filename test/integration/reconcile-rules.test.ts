@@ -9,8 +9,8 @@ import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { pickHost } from "../../edge/services/scheduler/pick-host.js";
 import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
-import { refuseSandboxUpdates } from "./reconcile-db-fault.js";
-import { type ScriptedAgent, startScriptedAgent } from "./reconcile-scripted-agent.js";
+import { refuseSandboxUpdates } from "../helpers/reconcile-db-fault.js";
+import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
 /**
  * Each convergence rule of the reconcile sweep, at the protocol boundary: the edge's real services

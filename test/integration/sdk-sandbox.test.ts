@@ -8,7 +8,7 @@ import {
   stackEnvironment,
   stackUnavailable,
   startStack,
-} from "./cli-stack.js";
+} from "../helpers/cli-stack.js";
 
 /**
  * The TypeScript SDK against a real stack (`wrenn up`: edge + PGlite + real agent, namespace

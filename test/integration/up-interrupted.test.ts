@@ -12,7 +12,7 @@ import {
   stackUnavailable,
   startStack,
   waitForDatabase,
-} from "./cli-stack.js";
+} from "../helpers/cli-stack.js";
 
 /**
  * The admin key is never lost (issue 16): a first `wrenn up` killed (SIGKILL, as a crash or a closed

@@ -20,7 +20,7 @@ import {
   slotAddress,
   TEMPLATE,
   text,
-} from "../integration/agent-fixtures.js";
+} from "../helpers/agent-fixtures.js";
 import {
   BLOCK_DEVICE,
   CORE_PATTERN,
@@ -36,7 +36,7 @@ import {
   SET_CLOCK,
   SIGNAL_AND_TRACE,
   WRITE_BACK,
-} from "./guest-probes.js";
+} from "../helpers/guest-probes.js";
 import {
   blockDeviceOf,
   clockOffsetMs,
@@ -52,8 +52,8 @@ import {
   readOnlyMountOptions,
   startHostSleeper,
   writeBackValue,
-} from "./host-side.js";
-import { METADATA_IP, probeFromHost, startTestNet, type TestNet } from "./test-net.js";
+} from "../helpers/host-side.js";
+import { METADATA_IP, probeFromHost, startTestNet, type TestNet } from "../helpers/test-net.js";
 
 /**
  * Issue 14's escape battery, run against every runtime this machine has. As root in a sandbox, each

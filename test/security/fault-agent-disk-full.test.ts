@@ -18,7 +18,7 @@ import {
   requireImage,
   requireRoot,
   TEMPLATE,
-} from "../integration/agent-fixtures.js";
+} from "../helpers/agent-fixtures.js";
 
 /**
  * The agent's disk fills up while sandboxes are being created. A real agent (the suite's runtime) keeps

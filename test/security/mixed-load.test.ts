@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { loadOptionsFromEnv, type MixedLoadResult, opKinds, runMixedLoad } from "../../bench/load-driver.js";
-import { requireImage, requireRoot } from "../integration/agent-fixtures.js";
+import { requireImage, requireRoot } from "../helpers/agent-fixtures.js";
 
 /**
  * The short form of `npm run bench -- load` (bench/load-driver.ts, the same code): 15 s of mixed

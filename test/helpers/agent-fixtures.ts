@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { access, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
-import type { AgentProcess } from "../helpers/agent-process.js";
+import type { AgentProcess } from "./agent-process.js";
 
 /**
  * Shared pieces of the agent integration tests: which image to boot, sandbox ids, and probes of what a

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, freeSlotRange, removeAgentLeftovers, suiteRuntime } from "../helpers/agent-process.js";
+import { freePort, freeSlotRange, removeAgentLeftovers, suiteRuntime } from "./agent-process.js";
 
 /**
  * A real Wrenn stack for CLI, SDK and quickstart tests: `wrenn up` (edge on Node + PGlite + a real
