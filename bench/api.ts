@@ -14,10 +14,10 @@ import { parseEnv } from "../edge/env.js";
 import { noopLogger } from "../edge/logger.js";
 import { startNodeEdge } from "../edge/node.js";
 import { Process } from "../proto/gen/envd/process/process_pb.js";
+import { IMAGES_ROOT, readState, slotAddress, TEMPLATE } from "../test/helpers/agent-fixtures.js";
 import { startAgentProcess } from "../test/helpers/agent-process.js";
 import { addFakeHost, createEdgeHarness } from "../test/helpers/edge-app.js";
 import { startPostgres } from "../test/helpers/postgres.js";
-import { IMAGES_ROOT, readState, slotAddress, TEMPLATE } from "../test/helpers/agent-fixtures.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
 /**

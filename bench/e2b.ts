@@ -3,8 +3,8 @@ import { Sandbox } from "e2b";
 import { parseEnv } from "../edge/env.js";
 import { noopLogger } from "../edge/logger.js";
 import { startNodeEdge } from "../edge/node.js";
-import { startAgentProcess } from "../test/helpers/agent-process.js";
 import { IMAGES_ROOT } from "../test/helpers/agent-fixtures.js";
+import { startAgentProcess } from "../test/helpers/agent-process.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
 /**

@@ -8,7 +8,6 @@ import {
   StopReason,
   TimeoutAction,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
   leftovers,
@@ -19,6 +18,7 @@ import {
   TEMPLATE,
   text,
 } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 
 /**
  * Issue 5 acceptance for the namespace runtime, against a real agent process: create → exec → files →

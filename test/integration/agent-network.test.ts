@@ -3,7 +3,6 @@ import { randomBytes } from "node:crypto";
 import { connect, createServer, type Server } from "node:net";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
   newSandboxId,
@@ -14,6 +13,7 @@ import {
   TEMPLATE,
   text,
 } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 
 /**
  * Isolation and the proxy. From inside sandbox A: sandbox B's envd, the agent's port, a service on the

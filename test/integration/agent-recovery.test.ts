@@ -4,7 +4,6 @@ import { Code } from "@connectrpc/connect";
 import { execa } from "execa";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
   leftovers,
@@ -15,6 +14,7 @@ import {
   TEMPLATE,
   text,
 } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 
 /**
  * Issue 5 acceptance: 20 concurrent creates, the TTL reaper (kill and auto-pause, reported until the

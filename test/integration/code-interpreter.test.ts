@@ -7,8 +7,8 @@ import { parseEnv } from "../../edge/env.js";
 import { createConsoleLogger, noopLogger } from "../../edge/logger.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
 import { Sandbox as WrennSandbox } from "../../sdk/sandbox.js";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { IMAGES_ROOT, requireRoot } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 
 /**
  * Acceptance for issue 18: the official `@e2b/code-interpreter` SDK (2.8.0), unchanged, against the

@@ -7,8 +7,8 @@ import { parseEnv } from "../../edge/env.js";
 import { createConsoleLogger, noopLogger } from "../../edge/logger.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 
 /**
  * Acceptance for issue 10: the official `e2b` SDK (2.51.0), pointed at Wrenn with E2B_API_URL and

@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseEnv } from "../../edge/env.js";
 import { noopLogger } from "../../edge/logger.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
-import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 
 /**
  * The edge on Node, over HTTP, driving a real host agent (namespace runtime) — once with embedded

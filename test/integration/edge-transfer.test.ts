@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseEnv } from "../../edge/env.js";
 import { noopLogger } from "../../edge/logger.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 
 /**
  * Uploads through the Node edge's streamed path (node:http to the agent, envd's raw-body upload) with a

@@ -11,7 +11,14 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Sandbox } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EnvdProcess, ensureTestUser, isRoot, ROOT_REASON, startEnvdProcess, tempRoot } from "../helpers/envd-harness.js";
+import {
+  type EnvdProcess,
+  ensureTestUser,
+  isRoot,
+  ROOT_REASON,
+  startEnvdProcess,
+  tempRoot,
+} from "../helpers/envd-harness.js";
 
 const ns = `wrenn-envd-fwd-${randomBytes(3).toString("hex")}`;
 const address = "10.213.77.2";

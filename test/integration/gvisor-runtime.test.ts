@@ -3,7 +3,6 @@ import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { IsolationClass, Runtime, SandboxState, StopReason } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
   leftovers,
@@ -14,6 +13,7 @@ import {
   TEMPLATE,
   text,
 } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 
 /**
  * Issue 14, the gVisor runtime against a real agent and real runsc sandboxes: a guest runs on gVisor's

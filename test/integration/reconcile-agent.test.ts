@@ -6,9 +6,9 @@ import { newSandboxId } from "../../edge/services/ids.js";
 import type { ReconcileOptions } from "../../edge/services/reconcile/options.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
-import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { refuseSandboxUpdates } from "../helpers/reconcile-db-fault.js";
 
 /**

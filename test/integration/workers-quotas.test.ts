@@ -5,8 +5,8 @@ import { unstable_startWorker } from "wrangler";
 import type { DatabaseHandle } from "../../edge/db/client.js";
 import { openNodeDatabase } from "../../edge/node/database.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
-import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
+import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
 
 /**
  * Team quotas and isolation in the real Workers runtime (workerd via wrangler) on PostgreSQL through

@@ -6,11 +6,11 @@ import { unstable_startWorker } from "wrangler";
 import type { DatabaseHandle } from "../../edge/db/client.js";
 import { hosts, sandboxes } from "../../edge/db/schema/index.js";
 import { openNodeDatabase } from "../../edge/node/database.js";
+import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
-import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
-import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
+import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
 
 /**
  * The edge in the real Workers runtime (workerd, through wrangler's unstable_startWorker) on a real

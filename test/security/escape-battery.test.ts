@@ -10,7 +10,6 @@ import { noopLogger } from "../../agent/logger.js";
 import { detectFirecracker } from "../../agent/runtimes/firecracker/detect.js";
 import { ISOLATION_OF, type IsolationClass, type RuntimeName } from "../../agent/runtimes/types.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, type AgentProcessOptions, startAgentProcess } from "../helpers/agent-process.js";
 import {
   IMAGES_ROOT,
   newSandboxId,
@@ -21,6 +20,7 @@ import {
   TEMPLATE,
   text,
 } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, type AgentProcessOptions, startAgentProcess } from "../helpers/agent-process.js";
 import {
   BLOCK_DEVICE,
   CORE_PATTERN,

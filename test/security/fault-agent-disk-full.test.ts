@@ -9,8 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sandboxes } from "../../edge/db/schema/index.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
-import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
 import {
   IMAGES_ROOT,
   leftovers,
@@ -19,6 +17,8 @@ import {
   requireRoot,
   TEMPLATE,
 } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
 
 /**
  * The agent's disk fills up while sandboxes are being created. A real agent (the suite's runtime) keeps
