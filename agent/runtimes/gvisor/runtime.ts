@@ -1,20 +1,14 @@
 import { mkdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Exec } from "../../exec.js";
-import type { Logger } from "../../logger.js";
-import { isSameProcessAlive, readPidStartTime } from "../../process-identity.js";
+import { readPidStartTime } from "../../process-identity.js";
+import { type CgroupGuestDeps, CgroupGuestRuntime } from "../namespace/cgroup-guest-runtime.js";
 import {
-  type CgroupLayout,
   cgroupDirs,
   createCgroups,
-  detectCgroupLayout,
   killAndRemoveCgroups,
   type SandboxCgroups,
-  sandboxCgroups,
   setCgroupLimits,
-  setFrozen,
 } from "../namespace/cgroups.js";
-import { DEFAULT_DISK_QUOTA_MB, DiskPool } from "../namespace/disks.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
 import { buildGuestTools, type GuestTools, installGuestTools } from "./guest-tools.js";
 import { buildStatxShim, installStatxShim } from "./shim.js";
@@ -32,24 +26,15 @@ import { gvisorBundleConfig, runscGlobalArgs } from "./spec.js";
  * handle (runsc's state directory, the sandbox process's PID and start time, cgroups, overlay).
  */
 
-export interface GvisorRuntimeDeps {
-  exec: Exec;
-  logger: Logger;
-  /** Parent cgroup name, unique per agent (e.g. wrenn-<net prefix>). */
-  cgroupGroup: string;
+/** Disk images wait in gvisor-disks/ next to the sandboxes directory unless diskPoolDir says otherwise. */
+export interface GvisorRuntimeDeps extends CgroupGuestDeps {
   /** The runsc binary; "runsc" (from PATH) by default. */
   runscBin?: string;
-  /** Size of each sandbox's writable layer (an ext4 image); 0: no quota (the layer shares the host's disk). */
-  diskQuotaMb?: number;
-  /** Where formatted disk images wait (default: gvisor-disks/ next to the sandboxes directory). */
-  diskPoolDir?: string;
   /**
    * Where the statx compatibility shim (shim.ts) and the guest tools (guest-tools.ts: Ctrl-C on a PTY,
    * sudo) are compiled once; neither when unset.
    */
   shimDir?: string;
-  /** Injected for tests; detected from /sys/fs/cgroup by default. */
-  cgroupLayout?: CgroupLayout;
 }
 
 interface GvisorHandleData {
@@ -97,29 +82,26 @@ function dataOf(handle: GuestHandle): GvisorHandleData {
   };
 }
 
-export class GvisorRuntime implements Runtime {
+export class GvisorRuntime extends CgroupGuestRuntime implements Runtime {
   readonly name = "gvisor" as const;
   readonly #deps: GvisorRuntimeDeps;
   readonly #runsc: string;
-  #layout: CgroupLayout | undefined;
-  #disks: DiskPool | undefined;
   #shim: Promise<string | undefined> | undefined;
   #tools: Promise<GuestTools | undefined> | undefined;
 
   constructor(deps: GvisorRuntimeDeps) {
+    super(deps, "gvisor-disks");
     this.#deps = deps;
     this.#runsc = deps.runscBin ?? "runsc";
-    this.#layout = deps.cgroupLayout;
+  }
+
+  protected cgroupsOf(handle: GuestHandle): SandboxCgroups {
+    return dataOf(handle).cgroups;
   }
 
   capabilities(): RuntimeCapabilities {
     // runsc checkpoint/restore does not work on this build (docs/agent.md): pause freezes in place.
     return { pauseToDisk: false, guestPhc: false, kvm: false };
-  }
-
-  async #cgroupLayout(): Promise<CgroupLayout> {
-    this.#layout ??= await detectCgroupLayout();
-    return this.#layout;
   }
 
   /** The statx shim's path on the host, built on first use; undefined (logged once) when it cannot be. */
@@ -152,20 +134,7 @@ export class GvisorRuntime implements Runtime {
     return this.#tools;
   }
 
-  get #diskQuotaMb(): number {
-    return this.#deps.diskQuotaMb ?? DEFAULT_DISK_QUOTA_MB;
-  }
-
-  #diskPool(spec: GuestSpec): DiskPool {
-    this.#disks ??= new DiskPool({
-      exec: this.#deps.exec,
-      logger: this.#deps.logger,
-      dir: this.#deps.diskPoolDir ?? join(dirname(dirname(spec.sandboxDir)), "gvisor-disks"),
-    });
-    return this.#disks;
-  }
-
-  #paths(sandboxDir: string, quota = this.#diskQuotaMb > 0) {
+  #paths(sandboxDir: string, quota = this.diskQuotaMb > 0) {
     const diskMount = join(sandboxDir, "disk");
     const layer = quota ? diskMount : sandboxDir;
     return {
@@ -188,15 +157,15 @@ export class GvisorRuntime implements Runtime {
   async start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle> {
     const { exec } = this.#deps;
     const paths = this.#paths(spec.sandboxDir);
-    const layout = await this.#cgroupLayout();
-    const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
-    const quotaMb = this.#diskQuotaMb;
+    const layout = await this.cgroupLayout();
+    const cgroups = await this.sandboxCgroups(spec);
+    const quotaMb = this.diskQuotaMb;
     if (quotaMb > 0) {
       // The writable layer lives on its own ext4 image (the disk quota): filling it fails inside with
       // ENOSPC while the host keeps its space. Loop-mounted in the host's mount namespace, so it
       // outlives the agent with the guest; autoclear detaches the loop device at unmount.
       await mkdir(paths.diskMount, { recursive: true, mode: 0o700 });
-      await this.#diskPool(spec).take(paths.disk, quotaMb, signal);
+      await this.diskPool(spec).take(paths.disk, quotaMb, signal);
       await exec("mount", ["-o", "loop,nodev,nosuid", paths.disk, paths.diskMount], { signal });
     }
     await Promise.all(
@@ -271,20 +240,13 @@ export class GvisorRuntime implements Runtime {
    * cgroups, unmounts the overlay and deletes runsc's per-guest state directory with the rest.
    */
   async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
-    const layout = await this.#cgroupLayout();
     const data = handle ? dataOf(handle) : undefined;
-    const cgroups = data?.cgroups ?? sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    const cgroups = data?.cgroups ?? (await this.sandboxCgroups(spec));
     // The handle knows where the guest really lives (a warm guest's directory differs from spec's).
     const merged = data?.merged ?? this.#paths(spec.sandboxDir).merged;
-    const paths = this.#paths(dirname(merged), data ? data.diskMount !== undefined : this.#diskQuotaMb > 0);
+    const paths = this.#paths(dirname(merged), data ? data.diskMount !== undefined : this.diskQuotaMb > 0);
     await killAndRemoveCgroups(cgroups);
-    if (handle && (await isSameProcessAlive(handle.pid, handle.pidStartTime))) {
-      try {
-        process.kill(handle.pid, "SIGKILL");
-      } catch {
-        // Gone meanwhile.
-      }
-    }
+    await this.killGuestProcess(handle);
     // Lazy unmount: a process that still holds the tree (briefly, while exiting) must not fail the stop.
     await this.#deps.exec("umount", ["-l", merged], { allowFailure: true });
     // The disk image's mount (whatever the handle says: a sandbox from before a quota change too).
@@ -306,7 +268,7 @@ export class GvisorRuntime implements Runtime {
   async retarget(_from: GuestSpec, to: GuestSpec, handle: GuestHandle): Promise<GuestHandle> {
     const data = dataOf(handle);
     await Promise.all([
-      setCgroupLimits(await this.#cgroupLayout(), data.cgroups, { memoryMb: to.memoryMb, vcpus: to.vcpus }),
+      setCgroupLimits(await this.cgroupLayout(), data.cgroups, { memoryMb: to.memoryMb, vcpus: to.vcpus }),
       // hostname(1) directly, not through a shell: every exec inside gVisor is a ptrace round trip.
       this.#inGuest(data, ["--cap", "CAP_SYS_ADMIN"], ["hostname", to.sandboxId]),
     ]);
@@ -323,18 +285,5 @@ export class GvisorRuntime implements Runtime {
     ]);
     if (file === undefined) throw new Error("empty runsc command");
     return (await this.#deps.exec(file, args, { timeoutMs: 10_000 })).stdout;
-  }
-
-  async isAlive(handle: GuestHandle): Promise<boolean> {
-    return isSameProcessAlive(handle.pid, handle.pidStartTime);
-  }
-
-  /** Freezes the gofer and the sandbox (with its stubs) through the cgroup freezer. */
-  async freeze(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
-    await setFrozen(dataOf(handle).cgroups, true);
-  }
-
-  async thaw(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
-    await setFrozen(dataOf(handle).cgroups, false);
   }
 }

@@ -1,23 +1,17 @@
 import { access, chmod, mkdir, readFile, realpath, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Exec } from "../../exec.js";
 import { spawnDetached } from "../../exec.js";
-import type { Logger } from "../../logger.js";
-import { isSameProcessAlive, readPidStartTime } from "../../process-identity.js";
+import { readPidStartTime } from "../../process-identity.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
+import { type CgroupGuestDeps, CgroupGuestRuntime } from "./cgroup-guest-runtime.js";
 import {
-  type CgroupLayout,
   cgroupDirs,
   createCgroups,
-  detectCgroupLayout,
   killAndRemoveCgroups,
   pidsMaxFor,
   type SandboxCgroups,
-  sandboxCgroups,
   setCgroupLimits,
-  setFrozen,
 } from "./cgroups.js";
-import { DEFAULT_DISK_QUOTA_MB, DiskPool } from "./disks.js";
 import { claimIdRange, DEFAULT_CLAIMS_DIR, type IdRange, idRange, releaseIdRange } from "./id-ranges.js";
 import { GUEST_PATH, namespaceGuestCommand, WRENN_INIT } from "./launch.js";
 
@@ -33,17 +27,8 @@ import { GUEST_PATH, namespaceGuestCommand, WRENN_INIT } from "./launch.js";
  * handle's data. One kernel is shared with the host: see docs/agent.md, "threat model".
  */
 
-export interface NamespaceRuntimeDeps {
-  exec: Exec;
-  logger: Logger;
-  /** Parent cgroup name, unique per agent (e.g. wrenn-<net prefix>). */
-  cgroupGroup: string;
-  /** Injected for tests; detected from /sys/fs/cgroup by default. */
-  cgroupLayout?: CgroupLayout;
-  /** Size of each sandbox's writable layer; 0 puts it on the host's file system without a limit. */
-  diskQuotaMb?: number;
-  /** Where formatted disk images wait (default: namespace-disks/ next to the sandboxes directory). */
-  diskPoolDir?: string;
+/** Disk images wait in namespace-disks/ next to the sandboxes directory unless diskPoolDir says otherwise. */
+export interface NamespaceRuntimeDeps extends CgroupGuestDeps {
   /** Tasks one sandbox may have (default: pidsMaxFor its memory). */
   pidsMax?: number;
   /** Where uid range claims live (default /run/wrenn/id-ranges); tests pass their own. */
@@ -83,38 +68,22 @@ function dataOf(handle: GuestHandle): NamespaceHandleData {
   };
 }
 
-export class NamespaceRuntime implements Runtime {
+export class NamespaceRuntime extends CgroupGuestRuntime implements Runtime {
   readonly name = "namespace" as const;
   readonly #deps: NamespaceRuntimeDeps;
-  #layout: CgroupLayout | undefined;
-  #disks: DiskPool | undefined;
   readonly #inits = new Map<string, readonly string[]>();
 
   constructor(deps: NamespaceRuntimeDeps) {
+    super(deps, "namespace-disks");
     this.#deps = deps;
-    this.#layout = deps.cgroupLayout;
+  }
+
+  protected cgroupsOf(handle: GuestHandle): SandboxCgroups {
+    return dataOf(handle).cgroups;
   }
 
   capabilities(): RuntimeCapabilities {
     return { pauseToDisk: false, guestPhc: false, kvm: false };
-  }
-
-  async #cgroupLayout(): Promise<CgroupLayout> {
-    this.#layout ??= await detectCgroupLayout();
-    return this.#layout;
-  }
-
-  get #diskQuotaMb(): number {
-    return this.#deps.diskQuotaMb ?? DEFAULT_DISK_QUOTA_MB;
-  }
-
-  #diskPool(spec: GuestSpec): DiskPool {
-    this.#disks ??= new DiskPool({
-      exec: this.#deps.exec,
-      logger: this.#deps.logger,
-      dir: this.#deps.diskPoolDir ?? join(dirname(dirname(spec.sandboxDir)), "namespace-disks"),
-    });
-    return this.#disks;
   }
 
   #paths(spec: GuestSpec) {
@@ -153,9 +122,9 @@ export class NamespaceRuntime implements Runtime {
       return result;
     };
     const paths = this.#paths(spec);
-    const layout = await this.#cgroupLayout();
-    const cgroups = sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
-    const quotaMb = this.#diskQuotaMb;
+    const layout = await this.cgroupLayout();
+    const cgroups = await this.sandboxCgroups(spec);
+    const quotaMb = this.diskQuotaMb;
     const claimsDir = this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR;
     // The steps before the launcher do not depend on each other, except that the sandbox directory
     // must exist before a disk image moves into it or a uid range names it: they run side by side.
@@ -177,7 +146,7 @@ export class NamespaceRuntime implements Runtime {
       }),
       timed("diskMs", async () => {
         await directory;
-        if (quotaMb > 0) await this.#diskPool(spec).take(paths.disk, quotaMb, signal);
+        if (quotaMb > 0) await this.diskPool(spec).take(paths.disk, quotaMb, signal);
         else await Promise.all([paths.upper, paths.work].map((d) => mkdir(d, { recursive: true })));
       }),
       timed("cgroupsMs", () =>
@@ -244,19 +213,12 @@ export class NamespaceRuntime implements Runtime {
   }
 
   async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
-    const layout = await this.#cgroupLayout();
     const data = handle ? dataOf(handle) : undefined;
-    const cgroups = data?.cgroups ?? sandboxCgroups(layout, this.#deps.cgroupGroup, spec.sandboxId);
+    const cgroups = data?.cgroups ?? (await this.sandboxCgroups(spec));
     // The handle knows where the files really are (a warm guest's directory may differ from spec's).
     const mounts = data?.merged ?? this.#paths(spec).mounts;
     const base = dirname(mounts);
-    if (handle && (await isSameProcessAlive(handle.pid, handle.pidStartTime))) {
-      try {
-        process.kill(handle.pid, "SIGKILL");
-      } catch {
-        // Gone meanwhile.
-      }
-    }
+    await this.killGuestProcess(handle);
     // With its last process gone, the sandbox's mount namespace and every mount in it (overlay,
     // idmapped template, disk image and its loop device) go away too: nothing to unmount here.
     await killAndRemoveCgroups(cgroups);
@@ -275,7 +237,7 @@ export class NamespaceRuntime implements Runtime {
   /** A warm guest becomes sandbox `to`: its limits and hostname change; its overlay and cgroups stay. */
   async retarget(_from: GuestSpec, to: GuestSpec, handle: GuestHandle): Promise<GuestHandle> {
     const { cgroups } = dataOf(handle);
-    await setCgroupLimits(await this.#cgroupLayout(), cgroups, {
+    await setCgroupLimits(await this.cgroupLayout(), cgroups, {
       memoryMb: to.memoryMb,
       vcpus: to.vcpus,
       pidsMax: this.#deps.pidsMax ?? pidsMaxFor(to.memoryMb),
@@ -286,17 +248,5 @@ export class NamespaceRuntime implements Runtime {
     if (!inner) throw new Error(`sandbox process ${handle.pid} has no child to set the hostname through`);
     await this.#deps.exec("nsenter", ["-t", inner, "-u", "hostname", to.sandboxId]);
     return handle;
-  }
-
-  async isAlive(handle: GuestHandle): Promise<boolean> {
-    return isSameProcessAlive(handle.pid, handle.pidStartTime);
-  }
-
-  async freeze(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
-    await setFrozen(dataOf(handle).cgroups, true);
-  }
-
-  async thaw(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
-    await setFrozen(dataOf(handle).cgroups, false);
   }
 }
