@@ -302,14 +302,7 @@ export class SandboxProxy {
           response.once("aborted", () => socket.destroy());
         },
         onFailure: (failure) => {
-          if (failure.code !== "PORT_NOT_OPEN") {
-            this.#deps.logger.warn("proxy upgrade to the guest failed", {
-              sandboxId: target.sandboxId,
-              port: target.port,
-              reason: failure.code,
-              err: failure.message,
-            });
-          }
+          this.#warnUnlessClosed("proxy upgrade to the guest failed", target, failure);
           writeRawError(socket, 502, failure.code, this.#messageOf(target, failure));
         },
       },
@@ -319,15 +312,19 @@ export class SandboxProxy {
   }
 
   #failed(res: AnyResponse, target: ProxyTarget, failure: GuestFailure): void {
-    if (failure.code !== "PORT_NOT_OPEN") {
-      this.#deps.logger.warn("proxy upstream failed", {
-        sandboxId: target.sandboxId,
-        port: target.port,
-        reason: failure.code,
-        err: failure.message,
-      });
-    }
+    this.#warnUnlessClosed("proxy upstream failed", target, failure);
     sendJsonError(res, 502, failure.code, this.#messageOf(target, failure));
+  }
+
+  /** Logs a failure to reach the guest; a port nobody listens on is the client's business, not a warning. */
+  #warnUnlessClosed(message: string, target: ProxyTarget, failure: GuestFailure): void {
+    if (failure.code === "PORT_NOT_OPEN") return;
+    this.#deps.logger.warn(message, {
+      sandboxId: target.sandboxId,
+      port: target.port,
+      reason: failure.code,
+      err: failure.message,
+    });
   }
 
   #messageOf(target: ProxyTarget, failure: GuestFailure): string {

@@ -92,12 +92,9 @@ export class FirecrackerRuntime implements Runtime {
         timeoutMs: 300_000,
       });
       await this.#ownForJail(paths, paths.disk.host);
-      await this.#touchLog(paths);
 
       identity = await this.#spawn(spec, paths, signal);
-      const client = this.#client(paths.socket.host);
-      await client.putLogger({ log_path: paths.log.vm, level: "Warning", show_level: true, show_log_origin: false });
-      signal?.throwIfAborted();
+      const client = await this.#loggingClient(paths, signal);
       await client.putBootSource({
         kernel_image_path: paths.kernel.vm,
         boot_args: guestKernelCmdline({
@@ -258,12 +255,9 @@ export class FirecrackerRuntime implements Runtime {
         vmstateVm = join(paths.snapshotWork.vm, snapshotFiles.vmstate);
         memoryVm = join(paths.snapshotWork.vm, snapshotFiles.memory);
       }
-      await this.#touchLog(paths);
 
       identity = await this.#spawn(spec, paths, signal);
-      const client = this.#client(paths.socket.host);
-      await client.putLogger({ log_path: paths.log.vm, level: "Warning", show_level: true, show_log_origin: false });
-      signal?.throwIfAborted();
+      const client = await this.#loggingClient(paths, signal);
       await client.loadSnapshot({
         snapshot_path: vmstateVm,
         mem_backend: { backend_type: "File", backend_path: memoryVm },
@@ -298,7 +292,17 @@ export class FirecrackerRuntime implements Runtime {
     return new FirecrackerApiClient(socketPath, { timeoutMs: this.#opts.apiTimeoutMs ?? 60_000 });
   }
 
+  /** A client of a just-spawned Firecracker, which logs (warnings and worse) to the sandbox's log file. */
+  async #loggingClient(paths: VmPaths, signal: AbortSignal | undefined): Promise<FirecrackerApiClient> {
+    const client = this.#client(paths.socket.host);
+    await client.putLogger({ log_path: paths.log.vm, level: "Warning", show_level: true, show_log_origin: false });
+    signal?.throwIfAborted();
+    return client;
+  }
+
+  /** Starts Firecracker (jailed or not) with its log file ready, and waits for its API socket. */
   async #spawn(spec: GuestSpec, paths: VmPaths, signal: AbortSignal | undefined): Promise<ProcessIdentity> {
+    await this.#touchLog(paths);
     const { jailer, seccomp } = this.#opts;
     const jailed = jailer !== undefined && paths.jailBase !== undefined && paths.jailRoot !== undefined;
     let filterVmPath: string | undefined;

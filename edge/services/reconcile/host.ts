@@ -44,6 +44,19 @@ export function emptyCounts(): Record<ReconcileRule, number> {
   return Object.fromEntries(reconcileRules.map((r) => [r, 0])) as Record<ReconcileRule, number>;
 }
 
+/** A host's outcome before anything happened to it (and what a host whose sweep failed reports). */
+export function emptyOutcome(hostId: string): HostOutcome {
+  return {
+    hostId,
+    answered: false,
+    changed: emptyCounts(),
+    destroyedOnHost: 0,
+    actionFailures: 0,
+    becameUnhealthy: false,
+    recovered: false,
+  };
+}
+
 const observedColumns = {
   id: sandboxes.id,
   hostId: sandboxes.hostId,
@@ -76,15 +89,7 @@ export async function reconcileHost(
   deadline = Number.POSITIVE_INFINITY,
 ): Promise<HostOutcome> {
   const log = ctx.logger.child({ hostId: host.id });
-  const outcome: HostOutcome = {
-    hostId: host.id,
-    answered: false,
-    changed: emptyCounts(),
-    destroyedOnHost: 0,
-    actionFailures: 0,
-    becameUnhealthy: false,
-    recovered: false,
-  };
+  const outcome = emptyOutcome(host.id);
 
   // Read before asking the host: anything the API changes after this read bumps the version, so
   // the compare-and-sets below cannot overwrite it, and nothing the host reports predates the read.

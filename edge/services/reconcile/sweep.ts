@@ -2,7 +2,7 @@ import { asc } from "drizzle-orm";
 import { hosts } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
 import { randomString } from "../ids.js";
-import { emptyCounts, type HostOutcome, reconcileHost } from "./host.js";
+import { emptyCounts, emptyOutcome, type HostOutcome, reconcileHost } from "./host.js";
 import { acquireLease, reconcileLeaseName, releaseLease } from "./lease.js";
 import { mapWithLimit } from "./limit.js";
 import { type ReconcileOptions, resolveReconcileOptions } from "./options.js";
@@ -78,16 +78,7 @@ export async function runReconcileSweep(
       return reconcileHost(sweepCtx, host, options, deadline).catch((err: unknown): HostOutcome => {
         // A database failure on one host must not stop the others; the next sweep retries it.
         log.error("sweeping a host failed", { hostId: host.id, err });
-        return {
-          hostId: host.id,
-          answered: false,
-          changed: emptyCounts(),
-          destroyedOnHost: 0,
-          actionFailures: 0,
-          becameUnhealthy: false,
-          recovered: false,
-          error: err instanceof Error ? err.message : String(err),
-        };
+        return { ...emptyOutcome(host.id), error: err instanceof Error ? err.message : String(err) };
       });
     });
     for (const o of outcomes) {
