@@ -1,3 +1,5 @@
+// `--state all` asks for every state the API has; edge/contracts imports nothing, so it costs no start-up time.
+import { sandboxStates } from "../../edge/contracts/enums.js";
 import { Sandbox } from "../../sdk/sandbox.js";
 import type { SandboxInfo, SandboxState } from "../../sdk/types.js";
 import {
@@ -29,22 +31,6 @@ export const sandboxUsage = `usage: wrenn sandbox <command> [options]
   timeout  <id> <duration> [--on-timeout kill|pause]
 
 Every command takes --json, --api-url URL and --api-key KEY.`;
-
-/** Every state, for `--state all`. Kept here (not imported from the edge's schema) so the CLI starts fast. */
-const states = [
-  "pending",
-  "starting",
-  "running",
-  "pausing",
-  "paused",
-  "resuming",
-  "stopped",
-  "missing",
-  "error",
-] as const satisfies readonly SandboxState[];
-/** Fails to compile when the API gains a state this list lacks. */
-const statesComplete: [Exclude<SandboxState, (typeof states)[number]>] extends [never] ? true : false = true;
-void statesComplete;
 
 function oneId(positionals: string[], verb: string): string {
   const id = positionals[0];
@@ -182,7 +168,7 @@ async function list(ctx: CommandContext, args: string[]): Promise<number> {
   if (values.help) return help(ctx);
   if (positionals.length > 0) usageError("sandbox list takes no positional arguments", sandboxUsage);
   const wanted =
-    values.state === "all" ? [...states] : (values.state?.split(",").map((s) => s.trim()) as SandboxState[]);
+    values.state === "all" ? [...sandboxStates] : (values.state?.split(",").map((s) => s.trim()) as SandboxState[]);
   const options: Parameters<typeof Sandbox.list>[0] = { ...(await connection(ctx, values)) };
   if (wanted) options.states = wanted;
   if (values.metadata) options.metadata = keyValues(values.metadata, "--metadata");
