@@ -10,14 +10,11 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { serve } from "@hono/node-server";
 import { execa } from "execa";
 import { GUEST_IP } from "../agent/network/addresses.js";
-import { parseEnv } from "../edge/env.js";
-import { noopLogger } from "../edge/logger.js";
-import { startNodeEdge } from "../edge/node.js";
 import { Process } from "../proto/gen/envd/process/process_pb.js";
 import { IMAGES_ROOT, readState, slotAddress, TEMPLATE } from "../test/helpers/agent-fixtures.js";
-import { startAgentProcess } from "../test/helpers/agent-process.js";
 import { addFakeHost, createEdgeHarness } from "../test/helpers/edge-app.js";
 import { startPostgres } from "../test/helpers/postgres.js";
+import { startBenchStack } from "./stack.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
 /**
@@ -244,17 +241,9 @@ async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void
     notes.push(`exec and transfer rows skipped: they need root and the guest image (${manifest}).`);
     return;
   }
-  const adminKey = `wrn_bench_admin_${Date.now()}_0000000000`;
-  const agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
-  const parsed = parseEnv({
-    WRENN_PORT: "0",
-    WRENN_HOST: "127.0.0.1",
-    WRENN_DATA_DIR: "memory://",
-    WRENN_ENCRYPTION_KEY: "b".repeat(64),
-    WRENN_ADMIN_API_KEY: adminKey,
-  });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-  const edge = await startNodeEdge(parsed.env, noopLogger);
+  // Sweeps at the edge's default interval (30 s), as the edge runs in production.
+  const stack = await startBenchStack({ agent: { runtime: "namespace" }, reconcileIntervalSec: 30 });
+  const { agent, edge, adminKey } = stack;
   try {
     const api = (method: string, path: string, init: { json?: unknown; body?: BodyInit } = {}) =>
       fetch(`${edge.url}${path}`, {
@@ -266,8 +255,6 @@ async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void
             ? { body: init.body }
             : {}),
       });
-    const reg = await api("POST", "/v1/hosts", { json: { address: agent.url, token: agent.token } });
-    if (reg.status !== 201) throw new Error(`register: ${reg.status} ${await reg.text()}`);
     const created = await api("POST", "/v1/sandboxes", { json: { template: TEMPLATE, timeoutSec: 1800 } });
     if (created.status !== 201) throw new Error(`create: ${created.status} ${await created.text()}`);
     const sb = (await created.json()) as { id: string; envdAccessToken: string };
@@ -453,8 +440,7 @@ async function realAgentNumbers(rows: BenchRow[], notes: string[]): Promise<void
     );
     await api("DELETE", `/v1/sandboxes/${sb.id}`);
   } finally {
-    await edge.close();
-    await agent.stop();
+    await stack.close();
   }
 }
 

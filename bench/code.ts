@@ -1,10 +1,5 @@
-import { randomBytes } from "node:crypto";
 import { Sandbox } from "@e2b/code-interpreter";
-import { parseEnv } from "../edge/env.js";
-import { noopLogger } from "../edge/logger.js";
-import { startNodeEdge } from "../edge/node.js";
-import { IMAGES_ROOT } from "../test/helpers/agent-fixtures.js";
-import { startAgentProcess } from "../test/helpers/agent-process.js";
+import { startBenchStack } from "./stack.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
 /**
@@ -21,27 +16,10 @@ const runtimes = (process.env.WRENN_BENCH_CODE_RUNTIMES ?? "gvisor,namespace")
   .filter((r): r is "gvisor" | "namespace" => r === "gvisor" || r === "namespace");
 
 async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], notes: string[]): Promise<void> {
-  const adminKey = `wrn_bench_admin_${randomBytes(16).toString("hex")}`;
-  const agent = await startAgentProcess({ runtime, namespaceOnly: runtime === "namespace", rootDir: IMAGES_ROOT });
-  const parsed = parseEnv({
-    WRENN_PORT: "0",
-    WRENN_HOST: "127.0.0.1",
-    WRENN_DATA_DIR: "memory://",
-    WRENN_ADMIN_API_KEY: adminKey,
-    WRENN_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
-    WRENN_RECONCILE_INTERVAL_SEC: "0",
-  });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-  const edge = await startNodeEdge(parsed.env, noopLogger);
+  const stack = await startBenchStack({ agent: { runtime, namespaceOnly: runtime === "namespace" } });
+  const { edge, sdkOptions: opts } = stack;
   const sandboxes: Sandbox[] = [];
   try {
-    await fetch(`${edge.url}/v1/hosts`, {
-      method: "POST",
-      headers: { "x-api-key": adminKey, "content-type": "application/json" },
-      body: JSON.stringify({ address: agent.url, token: agent.token }),
-    });
-    const opts = { apiKey: adminKey, apiUrl: edge.url, sandboxUrl: edge.url };
-
     const createOnly: number[] = [];
     const firstResult = await timeRuns(3, 0, async () => {
       const t0 = performance.now();
@@ -121,8 +99,7 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
     );
   } finally {
     await Promise.all(sandboxes.map((s) => s.kill().catch(() => {})));
-    await edge.close().catch(() => {});
-    await agent.stop().catch(() => {});
+    await stack.close();
   }
 }
 

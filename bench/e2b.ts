@@ -1,10 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { Sandbox } from "e2b";
-import { parseEnv } from "../edge/env.js";
-import { noopLogger } from "../edge/logger.js";
-import { startNodeEdge } from "../edge/node.js";
-import { IMAGES_ROOT } from "../test/helpers/agent-fixtures.js";
-import { startAgentProcess } from "../test/helpers/agent-process.js";
+import { startBenchStack } from "./stack.js";
 import { type Benchmark, type BenchReport, type BenchRow, summarize, timeRuns } from "./stats.js";
 
 /**
@@ -38,27 +34,10 @@ export const benchmark: Benchmark = {
   async run(): Promise<BenchReport> {
     const rows: BenchRow[] = [];
     const notes: string[] = [];
-    const adminKey = `wrn_bench_admin_${randomBytes(16).toString("hex")}`;
-    const agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
-    const parsed = parseEnv({
-      WRENN_PORT: "0",
-      WRENN_HOST: "127.0.0.1",
-      WRENN_DATA_DIR: "memory://",
-      WRENN_ADMIN_API_KEY: adminKey,
-      WRENN_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
-      WRENN_RECONCILE_INTERVAL_SEC: "0",
-    });
-    if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-    const edge = await startNodeEdge(parsed.env, noopLogger);
+    const stack = await startBenchStack({ agent: { runtime: "namespace" } });
+    const { agent, edge, sdkOptions: opts } = stack;
     const sandboxes: Sandbox[] = [];
     try {
-      await fetch(`${edge.url}/v1/hosts`, {
-        method: "POST",
-        headers: { "x-api-key": adminKey, "content-type": "application/json" },
-        body: JSON.stringify({ address: agent.url, token: agent.token }),
-      });
-      const opts = { apiKey: adminKey, apiUrl: edge.url, sandboxUrl: edge.url };
-
       const createMs = await timeRuns(5, 1, async () => {
         sandboxes.push(await Sandbox.create({ ...opts, timeoutMs: 600_000 }));
       });
@@ -167,8 +146,7 @@ export const benchmark: Benchmark = {
       );
     } finally {
       await Promise.allSettled(sandboxes.map((s) => s.kill()));
-      await edge.close().catch(() => {});
-      await agent.stop().catch(() => {});
+      await stack.close();
     }
     return { title: "E2B surface and sandbox proxy (real stack)", rows, notes };
   },
