@@ -211,22 +211,20 @@ async function hopRows(rows: BenchRow[], hops: Hop[], tcp: number): Promise<void
   for (const hop of hops) {
     const up = await curlRate(hop.prefix, hop.upload, "speed_upload");
     const down = await curlRate(hop.prefix, hop.download, "speed_download");
-    rows.push({
-      name: `curl upload 256 MiB, ${hop.name}`,
-      unit: "MiB/s",
-      value: up,
-      ratio: previous
-        ? { value: up / previous.up, against: "vs the hop before" }
-        : { value: up / tcp, against: "vs TCP copy" },
-    });
-    rows.push({
-      name: `curl download 256 MiB, ${hop.name}`,
-      unit: "MiB/s",
-      value: down,
-      ratio: previous
-        ? { value: down / previous.down, against: "vs the hop before" }
-        : { value: down / tcp, against: "vs TCP copy" },
-    });
+    for (const [direction, rate, before] of [
+      ["upload", up, previous?.up],
+      ["download", down, previous?.down],
+    ] as const) {
+      rows.push({
+        name: `curl ${direction} 256 MiB, ${hop.name}`,
+        unit: "MiB/s",
+        value: rate,
+        ratio:
+          before !== undefined
+            ? { value: rate / before, against: "vs the hop before" }
+            : { value: rate / tcp, against: "vs TCP copy" },
+      });
+    }
     previous = { up, down };
   }
 }

@@ -240,6 +240,13 @@ export const benchmark: Benchmark = {
       const up = summarize(uploadRuns);
       const down = summarize(downloadRuns);
       const range = (x: { min: number; max: number }) => `${x.min.toFixed(0)}–${x.max.toFixed(0)}`;
+      /** The median CPU seconds of one side of a transfer. */
+      const cpuRow = (name: string, seconds: number[]): BenchRow => ({
+        name,
+        unit: "s",
+        value: summarize(seconds).median,
+        n: seconds.length,
+      });
 
       const rows: BenchRow[] = [
         {
@@ -280,30 +287,10 @@ export const benchmark: Benchmark = {
         { name: "loopback TCP copy (baseline)", unit: "MiB/s", value: tcp.median, n: tcp.n },
         { name: "  first upload in the process (cold, not in the median)", unit: "MiB/s", value: coldUpload },
         { name: "  first download in the process (cold, not in the median)", unit: "MiB/s", value: coldDownload },
-        {
-          name: "  upload CPU: envd (user + sys) per 256 MiB",
-          unit: "s",
-          value: summarize(uploadCpu.envd).median,
-          n: uploadCpu.envd.length,
-        },
-        {
-          name: "  upload CPU: SDK client (this process) per 256 MiB",
-          unit: "s",
-          value: summarize(uploadCpu.client).median,
-          n: uploadCpu.client.length,
-        },
-        {
-          name: "  download CPU: envd (user + sys) per 256 MiB",
-          unit: "s",
-          value: summarize(downloadCpu.envd).median,
-          n: downloadCpu.envd.length,
-        },
-        {
-          name: "  download CPU: SDK client (this process) per 256 MiB",
-          unit: "s",
-          value: summarize(downloadCpu.client).median,
-          n: downloadCpu.client.length,
-        },
+        cpuRow("  upload CPU: envd (user + sys) per 256 MiB", uploadCpu.envd),
+        cpuRow("  upload CPU: SDK client (this process) per 256 MiB", uploadCpu.client),
+        cpuRow("  download CPU: envd (user + sys) per 256 MiB", downloadCpu.envd),
+        cpuRow("  download CPU: SDK client (this process) per 256 MiB", downloadCpu.client),
         {
           name: `envd idle RSS (${SETTLE_MS / 1000} s after start)`,
           unit: "MiB",

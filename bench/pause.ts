@@ -6,9 +6,10 @@ import { join } from "node:path";
 import { createExec } from "../agent/exec.js";
 import { filesLayout } from "../agent/layout.js";
 import { noopLogger } from "../agent/logger.js";
+import { GUEST_NETWORK } from "../agent/runtimes/kernel-cmdline.js";
 import { QemuRuntime } from "../agent/runtimes/qemu/runtime.js";
 import type { GuestHandle, GuestSpec } from "../agent/runtimes/types.js";
-import { type Benchmark, type BenchRow, summarize } from "./stats.js";
+import { type Benchmark, type BenchRow, type Summary, summarize } from "./stats.js";
 
 /**
  * Pause to disk and resume of QEMU guests of 256 and 512 MiB running the minimal image with envd:
@@ -39,7 +40,7 @@ async function waitForEnvd(netns: string, timeoutMs: number): Promise<number> {
         "%{http_code}",
         "-m",
         "1",
-        "http://169.254.0.21:49983/health",
+        `http://${GUEST_NETWORK.guestIp}:49983/health`,
       ],
       { allowFailure: true, timeoutMs: 5_000 },
     );
@@ -68,21 +69,19 @@ async function measure(runtime: QemuRuntime, root: string, memoryMb: number): Pr
     vcpus: 1,
     memoryMb,
     sandboxDir: join(root, "sandboxes", name),
-    network: {
-      netns,
-      tapName: "tap0",
-      guestIp: "169.254.0.21",
-      gatewayIp: "169.254.0.22",
-      prefixLength: 30,
-      guestMac: "02:fc:00:00:00:01",
-    },
+    network: { netns, tapName: "tap0", ...GUEST_NETWORK, guestMac: "02:fc:00:00:00:01" },
     kernelPath: layout.kernelPath,
     initrdPath: layout.initrdPath,
     imageRootfsTree: layout.imageRootfsTree("minimal"),
     imageRootfsExt4: layout.imageRootfsExt4("minimal"),
   };
   const snapshotDir = join(root, "snapshots", name);
-  const batch = ["link set lo up", "tuntap add tap0 mode tap", "addr add 169.254.0.22/30 dev tap0", "link set tap0 up"];
+  const batch = [
+    "link set lo up",
+    "tuntap add tap0 mode tap",
+    `addr add ${GUEST_NETWORK.gatewayIp}/${GUEST_NETWORK.prefixLength} dev tap0`,
+    "link set tap0 up",
+  ];
   await exec("ip", ["netns", "add", netns]);
   let handle: GuestHandle | undefined;
   const result: SizeResult = {
@@ -144,33 +143,19 @@ export const benchmark: Benchmark = {
         const toEnvd = summarize(r.resumeToEnvdMs);
         const memFile = summarize(r.memoryFileBytes.map((b) => b / 2 ** 20));
         const label = `${memoryMb} MiB`;
+        /** A step's time, and its time per GiB of guest memory against the rate E2B publishes. */
+        const stepRows = (step: string, what: string, times: Summary, e2bSecondsPerGib: number): BenchRow[] => [
+          { name: `${label}: ${step} (${what})`, unit: "ms", value: times.median, p95: times.p95, n: times.n },
+          {
+            name: `${label}: ${step} per GiB`,
+            unit: "s/GiB",
+            value: times.median / 1000 / gib,
+            ratio: { value: times.median / 1000 / gib / e2bSecondsPerGib, against: `E2B's ≈${e2bSecondsPerGib} s/GiB` },
+          },
+        ];
         rows.push(
-          {
-            name: `${label}: pause (stop, save, quit, move disk)`,
-            unit: "ms",
-            value: pause.median,
-            p95: pause.p95,
-            n: pause.n,
-          },
-          {
-            name: `${label}: pause per GiB`,
-            unit: "s/GiB",
-            value: pause.median / 1000 / gib,
-            ratio: { value: pause.median / 1000 / gib / 4, against: "E2B's ≈4 s/GiB" },
-          },
-          {
-            name: `${label}: resume (restore to running)`,
-            unit: "ms",
-            value: resume.median,
-            p95: resume.p95,
-            n: resume.n,
-          },
-          {
-            name: `${label}: resume per GiB`,
-            unit: "s/GiB",
-            value: resume.median / 1000 / gib,
-            ratio: { value: resume.median / 1000 / gib, against: "E2B's ≈1 s/GiB" },
-          },
+          ...stepRows("pause", "stop, save, quit, move disk", pause, 4),
+          ...stepRows("resume", "restore to running", resume, 1),
           { name: `${label}: resume to envd /health`, unit: "ms", value: toEnvd.median, p95: toEnvd.p95, n: toEnvd.n },
           { name: `${label}: snapshot memory file`, unit: "MiB", value: memFile.median, n: memFile.n },
           { name: `${label}: snapshot disk overlay`, unit: "MiB", value: summarize(r.diskBytes).median / 2 ** 20 },
