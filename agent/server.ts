@@ -1,17 +1,11 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
-import {
-  createServer as createHttp2Server,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
-  type ServerHttp2Session,
-} from "node:http2";
-import { createServer as createNetServer, type Server, type Socket } from "node:net";
-import { Duplex } from "node:stream";
-import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import type { Socket } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createDualListener, createDualTlsListener } from "../lib/dual-listener.js";
 import { HostAgentService } from "../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { AgentConfig } from "./config.js";
 import { errorInterceptor } from "./error-map.js";
@@ -37,65 +31,12 @@ export interface ServerDeps {
   token: string;
 }
 
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-
 /** Constant-time bearer check: both sides hashed first so lengths never leak through timing. */
 export function bearerMatches(header: string | undefined, token: string): boolean {
   const presented = header?.startsWith("Bearer ") ? header.slice(7) : "";
   const a = createHash("sha256").update(presented).digest();
   const b = createHash("sha256").update(token).digest();
   return timingSafeEqual(a, b) && presented !== "";
-}
-
-/** A duplex over `socket` whose readable side starts with `first` (bytes already read from it). */
-function replaying(socket: Socket, first: Buffer): Duplex {
-  const duplex = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      socket.write(chunk, callback);
-    },
-    final(callback) {
-      socket.end(callback);
-    },
-    destroy(err, callback) {
-      socket.destroy(err ?? undefined);
-      callback(err);
-    },
-  });
-  duplex.push(first);
-  socket.on("data", (data: Buffer) => {
-    if (!duplex.push(data)) socket.pause();
-  });
-  socket.on("end", () => duplex.push(null));
-  socket.on("error", (err) => duplex.destroy(err));
-  socket.on("close", () => duplex.destroy());
-  return duplex;
-}
-
-/**
- * Closes an HTTP/2 connection that has carried no stream for `idleMs`, as keepAliveTimeout does for
- * HTTP/1.1. A connection with an open stream (an exec or a watch that is quiet for a while) stays.
- */
-function closeWhenIdle(session: ServerHttp2Session, idleMs: number): void {
-  let open = 0;
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => session.close(), idleMs);
-    timer.unref();
-  };
-  session.on("stream", (stream) => {
-    open += 1;
-    clearTimeout(timer);
-    stream.once("close", () => {
-      open -= 1;
-      if (open === 0) arm();
-    });
-  });
-  session.once("close", () => clearTimeout(timer));
-  arm();
 }
 
 export interface AgentServer {
@@ -162,10 +103,6 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     },
     handle,
   );
-  // Node starts tracking a server's connections (what enforces the two timeouts above and what
-  // closeAllConnections closes) when the server emits "listening". This one never listens: the
-  // listener below hands it connections, so without this the timeouts were never applied.
-  http1.emit("listening");
   http1.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const target = parseProxyUrl(req.url ?? "");
     if (!bearerMatches(req.headers.authorization, token) || target === undefined || !("port" in target)) {
@@ -175,54 +112,20 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     proxy.upgrade(req, socket, head, target);
   });
   const http2 = createHttp2Server({ maxSessionMemory: 64 }, handle);
-  http2.on("session", (session) => closeWhenIdle(session, limits.keepAliveTimeoutMs));
 
-  const open = new Set<Socket>();
-  const dispatch = (socket: Socket) => {
-    open.add(socket);
-    socket.once("close", () => open.delete(socket));
-    // A plain net/tls listener leaves Nagle's algorithm on (http.createServer turns it off): a unary
-    // Connect answer written as headers then body then waited for the client's delayed ACK, which
-    // added milliseconds to every Exec.
-    socket.setNoDelay(true);
-    if ((socket as TLSSocket).alpnProtocol === undefined) {
-      // Plain TCP: peek at the first bytes to tell h2c (prior knowledge) from HTTP/1.1. A client that
-      // sends nothing gets the headers timeout, as one that sends half a head would.
-      const silent = () => socket.destroy();
-      socket.setTimeout(limits.headersTimeoutMs, silent);
-      socket.on("error", () => socket.destroy());
-      socket.once("data", (chunk: Buffer) => {
-        socket.setTimeout(0);
-        socket.off("timeout", silent);
-        socket.pause();
-        const n = Math.min(chunk.length, H2_PREFACE.length);
-        if (n >= 3 && chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
-          // Node's HTTP/2 session reads the socket's native handle and would miss the peeked bytes,
-          // so it gets a JS stream that replays them first.
-          http2.emit("connection", replaying(socket, chunk));
-        } else {
-          socket.unshift(chunk);
-          http1.emit("connection", socket);
-          socket.resume();
-        }
-      });
-      return;
-    }
-    ((socket as TLSSocket).alpnProtocol === "h2" ? http2 : http1).emit("connection", socket);
+  // HTTP/1.1 and h2c on one port (or TLS with ALPN choosing), shared with envd (lib/dual-listener.ts).
+  // A connection that sends nothing gets the headers timeout, as one that sends half a head would.
+  const bounds = {
+    firstBytesTimeoutMs: limits.headersTimeoutMs,
+    maxConnections: limits.maxConnections,
+    h2IdleTimeoutMs: limits.keepAliveTimeoutMs,
   };
-
-  let listener: Server;
-  if (config.tls) {
-    const [cert, key] = await Promise.all([readFile(config.tls.certFile), readFile(config.tls.keyFile)]);
-    listener = createTlsServer(
-      { cert, key, ALPNProtocols: ["h2", "http/1.1"], handshakeTimeout: limits.headersTimeoutMs },
-      (socket) => dispatch(socket),
-    );
-  } else {
-    listener = createNetServer((socket) => dispatch(socket));
-  }
-  // Beyond this many open connections, new ones are closed as they arrive.
-  listener.maxConnections = limits.maxConnections;
+  const { server: listener, destroyConnections } = config.tls
+    ? await createDualTlsListener(http1, http2, {
+        ...bounds,
+        tls: { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) },
+      })
+    : createDualListener(http1, http2, bounds);
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
     listener.listen(config.listen.port, config.listen.host, () => resolve());
@@ -239,7 +142,7 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
         http1.closeAllConnections();
         http2.close();
         // Upgraded tunnels and HTTP/2 sessions are no longer the HTTP servers' to close.
-        for (const socket of open) socket.destroy();
+        destroyConnections();
       }),
   };
 }

@@ -76,14 +76,16 @@ async function newestMtime(dir: string): Promise<number> {
 }
 
 /**
- * Whether dist/envd is newer than everything it is built from (envd's sources, the generated protocol
- * code, the package manifests), so a rerun can skip `npm run build:envd` and stay a few seconds.
+ * Whether dist/envd is newer than everything it is built from (envd's sources and lib/, the generated
+ * protocol code, the package manifests), so a rerun can skip `npm run build:envd` and stay a few seconds.
  */
 async function envdDistFresh(repoDir: string, envdDist: string): Promise<boolean> {
   const built = await stat(join(envdDist, "bin", "envd")).catch(() => undefined);
   if (!built) return false;
   const sources = await Promise.all([
     newestMtime(join(repoDir, "agent", "envd")),
+    // envd's bundle also takes the shared logger and listener from lib/.
+    newestMtime(join(repoDir, "lib")),
     newestMtime(join(repoDir, "proto", "gen", "envd")),
     stat(join(repoDir, "package.json")).then(
       (s) => s.mtimeMs,

@@ -5,6 +5,7 @@ import type net from "node:net";
 import { networkInterfaces } from "node:os";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createDualListener } from "../../lib/dual-listener.js";
 import { Filesystem } from "../../proto/gen/envd/filesystem/filesystem_pb.js";
 import { Process } from "../../proto/gen/envd/process/process_pb.js";
 import { isOpenRoute, safeEqual, UNAUTHORIZED_MESSAGE } from "./auth.js";
@@ -17,7 +18,6 @@ import { detectGvisorHelper, startSudoDaemon } from "./gvisor.js";
 import { type EnvdRequest, type EnvdResponse, header, jsonError, jsonReply } from "./http/common.js";
 import { CpuSampler, getMetrics, postInit } from "./http/control.js";
 import { getFile, postFiles, sendFilesError } from "./http/files.js";
-import { createDualProtocolListener } from "./http/listener.js";
 import type { Logger } from "./log.js";
 import { ProcessManager } from "./process/manager.js";
 import { createProcessService } from "./process/service.js";
@@ -215,7 +215,8 @@ export async function startEnvd(config: EnvdConfig, deps: EnvdDeps): Promise<Env
     h2 ??= import("node:http2").then((m) => m.createServer({}, handler));
     return h2;
   };
-  const { server: tcp, destroyConnections } = createDualProtocolListener(h1, h2Server, {
+  // HTTP/1.1 and h2c on one port, shared with the agent (lib/dual-listener.ts).
+  const { server: tcp, destroyConnections } = createDualListener(h1, h2Server, {
     firstBytesTimeoutMs: ENVD_HEADERS_TIMEOUT_MS,
     maxConnections: ENVD_MAX_CONNECTIONS,
   });
