@@ -76,12 +76,10 @@ export class FirecrackerRuntime implements Runtime {
   async start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle> {
     const paths = this.#paths(spec);
     const log = this.#opts.logger.child({ sandboxId: spec.sandboxId, runtime: this.name });
-    await mkdir(spec.sandboxDir, { recursive: true });
-    await this.#removeRunFiles(paths);
+    await this.#clearRunDir(spec, paths);
     let identity: ProcessIdentity | undefined;
     try {
-      signal?.throwIfAborted();
-      await this.#prepareJail(paths);
+      await this.#prepareJail(paths, signal);
       const hasInitrd = await exists(spec.initrdPath);
       if (paths.jailRoot !== undefined) {
         await linkOrCopy(spec.kernelPath, paths.kernel.host);
@@ -236,12 +234,10 @@ export class FirecrackerRuntime implements Runtime {
       );
     }
 
-    await mkdir(spec.sandboxDir, { recursive: true });
-    await this.#removeRunFiles(paths);
+    await this.#clearRunDir(spec, paths);
     let identity: ProcessIdentity | undefined;
     try {
-      signal?.throwIfAborted();
-      await this.#prepareJail(paths);
+      await this.#prepareJail(paths, signal);
       if (await exists(snapshotDisk)) await moveFile(snapshotDisk, paths.disk.host);
       await this.#ownForJail(paths, paths.disk.host);
       let vmstateVm = join(snapshotDir, snapshotFiles.vmstate);
@@ -356,7 +352,15 @@ export class FirecrackerRuntime implements Runtime {
     return { runtime: this.name, pid: identity.pid, pidStartTime: identity.startTime, data: { ...data } };
   }
 
-  async #prepareJail(paths: VmPaths): Promise<void> {
+  /** The sandbox directory, without a previous run's API socket and pid file. */
+  async #clearRunDir(spec: GuestSpec, paths: VmPaths): Promise<void> {
+    await mkdir(spec.sandboxDir, { recursive: true });
+    await this.#removeRunFiles(paths);
+  }
+
+  /** Makes the jail's root (under the jailer), unless the caller has given up already. */
+  async #prepareJail(paths: VmPaths, signal: AbortSignal | undefined): Promise<void> {
+    signal?.throwIfAborted();
     if (paths.jailRoot === undefined) return;
     await mkdir(paths.jailRoot, { recursive: true });
   }

@@ -1,5 +1,6 @@
 import { mkdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import type { Exec } from "../../exec.js";
 import { readPidStartTime } from "../../process-identity.js";
 import { type CgroupGuestDeps, CgroupGuestRuntime } from "../namespace/cgroup-guest-runtime.js";
 import {
@@ -106,32 +107,32 @@ export class GvisorRuntime extends CgroupGuestRuntime implements Runtime {
 
   /** The statx shim's path on the host, built on first use; undefined (logged once) when it cannot be. */
   #statxShim(): Promise<string | undefined> {
-    const { shimDir, exec, logger } = this.#deps;
-    if (shimDir === undefined) return Promise.resolve(undefined);
-    this.#shim ??= buildStatxShim(exec, shimDir).then(({ path, reason }) => {
-      if (reason !== undefined) {
-        logger.warn("gVisor guests run without the statx shim: ls and stat fail inside them on this runsc", {
-          reason,
-        });
-      }
-      return path;
-    });
+    this.#shim ??= this.#buildInShimDir(
+      (exec, dir) => buildStatxShim(exec, dir).then(({ path, reason }) => ({ built: path, reason })),
+      "the statx shim: ls and stat fail inside them on this runsc",
+    );
     return this.#shim;
   }
 
   /** The guest tools on the host, built on first use; undefined (logged once) when they cannot be. */
   #guestTools(): Promise<GuestTools | undefined> {
-    const { shimDir, exec, logger } = this.#deps;
-    if (shimDir === undefined) return Promise.resolve(undefined);
-    this.#tools ??= buildGuestTools(exec, shimDir).then(({ tools, reason }) => {
-      if (reason !== undefined) {
-        logger.warn("gVisor guests run without the guest tools: Ctrl-C on a PTY and sudo do not work in them", {
-          reason,
-        });
-      }
-      return tools;
-    });
+    this.#tools ??= this.#buildInShimDir(
+      (exec, dir) => buildGuestTools(exec, dir).then(({ tools, reason }) => ({ built: tools, reason })),
+      "the guest tools: Ctrl-C on a PTY and sudo do not work in them",
+    );
     return this.#tools;
+  }
+
+  /** Builds something into shimDir; undefined when there is none, or (logged, with what guests lack) when it fails. */
+  async #buildInShimDir<T>(
+    build: (exec: Exec, dir: string) => Promise<{ built?: T; reason?: string }>,
+    lacking: string,
+  ): Promise<T | undefined> {
+    const { shimDir, exec, logger } = this.#deps;
+    if (shimDir === undefined) return undefined;
+    const { built, reason } = await build(exec, shimDir);
+    if (reason !== undefined) logger.warn(`gVisor guests run without ${lacking}`, { reason });
+    return built;
   }
 
   #paths(sandboxDir: string, quota = this.diskQuotaMb > 0) {
