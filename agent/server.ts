@@ -11,7 +11,7 @@ import type { AgentConfig } from "./config.js";
 import { errorInterceptor } from "./error-map.js";
 import { hostAgentHandlers } from "./handlers/host-agent.js";
 import type { HostInventory } from "./host-inventory.js";
-import type { Logger } from "./logger.js";
+import { type Logger, requestLogFields, withLogContext } from "./logger.js";
 import type { AgentMetrics } from "./metrics.js";
 import { PROXY_PREFIX, parseProxyUrl, SandboxProxy, sendJsonError } from "./proxy.js";
 import type { SandboxManager } from "./sandboxes/manager.js";
@@ -57,7 +57,7 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     writeMaxBytes: 40 * 2 ** 20,
   });
 
-  const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
+  const route = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
     const url = req.url ?? "/";
     if (url === "/health" && req.method === "GET") {
       res.writeHead(200, { "content-type": "application/json" });
@@ -91,6 +91,10 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     );
   };
 
+  // Every line logged while serving a request carries the edge's request id (agent/logger.ts).
+  const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) =>
+    withLogContext(requestLogFields(req.headers), () => route(req, res));
+
   const http1 = createHttpServer(
     {
       // Bounds the time to *receive* a request (head and body); answers may take as long as they
@@ -103,14 +107,17 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     },
     handle,
   );
-  http1.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+  const upgrade = (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const target = parseProxyUrl(req.url ?? "");
     if (!bearerMatches(req.headers.authorization, token) || target === undefined || !("port" in target)) {
       socket.end("HTTP/1.1 401 Unauthorized\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       return;
     }
     proxy.upgrade(req, socket, head, target);
-  });
+  };
+  http1.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) =>
+    withLogContext(requestLogFields(req.headers), () => upgrade(req, socket, head)),
+  );
   const http2 = createHttp2Server({ maxSessionMemory: 64 }, handle);
 
   // HTTP/1.1 and h2c on one port (or TLS with ALPN choosing), shared with envd (lib/dual-listener.ts).

@@ -46,6 +46,18 @@ describe("the shared logger", () => {
     expect(records()[1]).not.toHaveProperty("sandboxId");
   });
 
+  it("adds the fields of the work in progress, under bound and call-site fields", () => {
+    const lines: string[] = [];
+    let current: Record<string, unknown> | undefined = { requestId: "req_from_context" };
+    const logger = createLogger({ sink: (line) => lines.push(line), context: () => current });
+    logger.info("in a request");
+    logger.child({ requestId: "req_bound" }).info("bound wins");
+    current = undefined;
+    logger.info("outside any request");
+    const records = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(records.map((r) => r.requestId)).toEqual(["req_from_context", "req_bound", undefined]);
+  });
+
   it("does not let a field replace time, level or msg", () => {
     const { logger, records } = capture();
     logger.child({ level: "debug" }).error("real", { msg: "forged", time: "never" });

@@ -43,6 +43,11 @@ export interface LoggerOptions {
   sink: LogSink;
   /** Fields bound to every line (what child() adds to). */
   fields?: LogFields;
+  /**
+   * Fields of the work in progress, asked for at each line (the agent's request id, kept in an
+   * AsyncLocalStorage by its server). Bound and call-site fields of the same name win.
+   */
+  context?: () => LogFields | undefined;
   /** The clock (tests). */
   now?: () => Date;
 }
@@ -96,7 +101,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (!enabled(threshold, level)) return;
     const record: LogFields = { time: now().toISOString(), level, msg };
-    for (const source of [bound, fields ?? {}]) {
+    for (const source of [options.context?.() ?? {}, bound, fields ?? {}]) {
       for (const [key, value] of Object.entries(source)) if (!RESERVED.has(key)) record[key] = serialiseError(value);
     }
     options.sink(stringify(record), level);
