@@ -23,7 +23,8 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["{edge,agent,cli,sdk,proto,scripts}/**/*.test.ts", "test/unit/**/*.test.ts"],
+          // Unit tests live next to the code they test.
+          include: ["{edge,agent,cli,sdk,proto,scripts,rootfs,interpreter,lib}/**/*.test.ts"],
           testTimeout: 20_000,
           sequence: { groupOrder: 0 },
         },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { filesLayout } from "../../agent/layout.js";
+import { filesLayout } from "./layout.js";
 
 describe("filesLayout", () => {
   it("derives every path from the one root", () => {

@@ -2,13 +2,13 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { guestKernelCmdline, prefixToNetmask, tcgTimingArgs } from "../../agent/runtimes/kernel-cmdline.js";
-import { readElf, XEN_ELFNOTE_PHYS32_ENTRY } from "../../rootfs/elf.js";
-import { BuildError } from "../../rootfs/errors.js";
-import { hashTree } from "../../rootfs/fsutil.js";
-import { parseAptSources, pickDebianMirrors } from "../../rootfs/host.js";
-import { envFile } from "../../rootfs/stages.js";
-import { listTemplates, loadTemplate, templateChain } from "../../rootfs/templates.js";
+import { guestKernelCmdline, prefixToNetmask, tcgTimingArgs } from "../agent/runtimes/kernel-cmdline.js";
+import { readElf, XEN_ELFNOTE_PHYS32_ENTRY } from "./elf.js";
+import { BuildError } from "./errors.js";
+import { hashTree } from "./fsutil.js";
+import { parseAptSources, pickDebianMirrors } from "./host.js";
+import { envFile } from "./stages.js";
+import { listTemplates, loadTemplate, templateChain } from "./templates.js";
 
 describe("guest kernel command line", () => {
   it("carries the slot's static ip=, kvm-clock, root disk and wrenn-init", () => {

@@ -11,7 +11,7 @@ import {
   parseAptStatus,
   parseHostPackages,
   which,
-} from "../../rootfs/host.js";
+} from "../rootfs/host.js";
 
 /**
  * scripts/host-packages.json is the one list of host packages. These tests keep it true: every
@@ -28,7 +28,7 @@ import {
  * variable) is not seen; the fresh-machine test (test/fresh-machine/run.sh) is the backstop for those.
  */
 
-const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const repoRoot = fileURLToPath(new URL("../", import.meta.url));
 
 /** Always on a Debian or Ubuntu host (Essential or Priority: required, so in a minbase debootstrap), or given. */
 const ALWAYS_PRESENT: Record<string, string> = {

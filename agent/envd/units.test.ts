@@ -5,18 +5,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getSignature } from "e2b";
 import { afterAll, describe, expect, it } from "vitest";
-import { basicAuthUsername, checkFileSigning, fileSignature, isOpenRoute } from "../../agent/envd/auth.js";
-import { createClockStepper } from "../../agent/envd/clock.js";
-import { parseEnvdArgs } from "../../agent/envd/config.js";
-import { permissionString } from "../../agent/envd/entry.js";
-import type { Exec } from "../../agent/envd/exec.js";
-import { parseProcNetTcp } from "../../agent/envd/forwarder.js";
-import { parseRange, wantsGzip } from "../../agent/envd/http/files.js";
-import { silentLogger } from "../../agent/envd/log.js";
-import { endEventFor } from "../../agent/envd/process/manager.js";
-import { HIGH_WATER_BYTES, OutputFanout } from "../../agent/envd/process/output.js";
-import { lookupUser, PathError, resolveUserPath } from "../../agent/envd/users.js";
-import { parseGetfattrDump } from "../../agent/envd/xattr.js";
+import { basicAuthUsername, checkFileSigning, fileSignature, isOpenRoute } from "./auth.js";
+import { createClockStepper } from "./clock.js";
+import { parseEnvdArgs } from "./config.js";
+import { permissionString } from "./entry.js";
+import type { Exec } from "./exec.js";
+import { parseProcNetTcp } from "./forwarder.js";
+import { parseRange, wantsGzip } from "./http/files.js";
+import { silentLogger } from "./log.js";
+import { endEventFor } from "./process/manager.js";
+import { HIGH_WATER_BYTES, OutputFanout } from "./process/output.js";
+import { lookupUser, PathError, resolveUserPath } from "./users.js";
+import { parseGetfattrDump } from "./xattr.js";
 
 describe("file signatures", () => {
   it("match the SDK's getSignature byte for byte, with and without expiry", async () => {

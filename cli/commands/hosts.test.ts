@@ -2,12 +2,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { hostsCommand, registerTlsOptions } from "../../cli/commands/hosts.js";
-import { loadEnvironment } from "../../cli/config.js";
-import type { CommandContext } from "../../cli/context.js";
-import { CliError, exitCodes, reportError } from "../../cli/errors.js";
 import { Hosts } from "../../sdk/admin.js";
 import { ApiClient } from "../../sdk/http.js";
+import { loadEnvironment } from "../config.js";
+import type { CommandContext } from "../context.js";
+import { CliError, exitCodes, reportError } from "../errors.js";
+import { hostsCommand, registerTlsOptions } from "./hosts.js";
 
 // `wrenn hosts register --tls-pin / --ca-file`: what the flags become, and the SDK's request body.
 

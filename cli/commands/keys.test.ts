@@ -1,11 +1,11 @@
 import type { AddressInfo } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { keysCommand } from "../../cli/commands/keys.js";
-import { loadEnvironment } from "../../cli/config.js";
-import type { CommandContext } from "../../cli/context.js";
-import { reportError } from "../../cli/errors.js";
-import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { createEdgeHarness, type EdgeHarness } from "../../test/helpers/edge-app.js";
+import { loadEnvironment } from "../config.js";
+import type { CommandContext } from "../context.js";
+import { reportError } from "../errors.js";
+import { keysCommand } from "./keys.js";
 
 // `wrenn keys` with scopes, expiry and rate limits, against a test edge served on loopback.
 let h: EdgeHarness;

@@ -1,13 +1,13 @@
 import type { AddressInfo } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hostsCommand } from "../../cli/commands/hosts.js";
-import { teamsCommand } from "../../cli/commands/teams.js";
-import { loadEnvironment } from "../../cli/config.js";
-import type { CommandContext } from "../../cli/context.js";
-import { reportError } from "../../cli/errors.js";
 import { IsolationClass, Runtime } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../../test/helpers/edge-app.js";
+import { loadEnvironment } from "../config.js";
+import type { CommandContext } from "../context.js";
+import { reportError } from "../errors.js";
+import { hostsCommand } from "./hosts.js";
+import { teamsCommand } from "./teams.js";
 
 // `wrenn teams` and `wrenn hosts` against a test edge served on loopback.
 let h: EdgeHarness;

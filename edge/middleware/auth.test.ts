@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../../test/helpers/edge-app.js";
 
 // The auth matrix runs over every /v1 operation in the OpenAPI document, so a route added later
 // is covered without touching this file.

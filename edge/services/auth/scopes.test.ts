@@ -1,10 +1,9 @@
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createApp } from "../../edge/app.js";
-import type { App } from "../../edge/context.js";
-import { noopLogger } from "../../edge/logger.js";
-import { sha256Hex } from "../../edge/services/crypto.js";
-import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../../../test/helpers/edge-app.js";
+import { createApp } from "../../app.js";
+import type { App } from "../../context.js";
+import { sha256Hex } from "../crypto.js";
 
 // Key scopes, expiry and who may mint or revoke which keys (issue 15, item 6 and "Key scopes").
 let h: EdgeHarness;

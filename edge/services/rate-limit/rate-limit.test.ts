@@ -1,9 +1,8 @@
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createApp } from "../../edge/app.js";
-import type { App } from "../../edge/context.js";
-import { noopLogger } from "../../edge/logger.js";
-import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { addFakeHost, createEdgeHarness, type EdgeHarness } from "../../../test/helpers/edge-app.js";
+import { createApp } from "../../app.js";
+import type { App } from "../../context.js";
 
 // The per-key token bucket (issue 15, quotas: "a request rate per key"). The default here is
 // burst 3, refilled at 1 token/s, so a test sees the limit after three requests and a token back

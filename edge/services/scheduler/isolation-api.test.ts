@@ -1,9 +1,9 @@
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hosts } from "../../edge/db/schema/index.js";
-import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
-import { IsolationClass, Runtime } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { addFakeHost, createEdgeHarness, type EdgeHarness, type FakeAgent } from "../helpers/edge-app.js";
+import { IsolationClass, Runtime } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { addFakeHost, createEdgeHarness, type EdgeHarness, type FakeAgent } from "../../../test/helpers/edge-app.js";
+import { hosts } from "../../db/schema/index.js";
+import { runReconcileSweep } from "../reconcile/sweep.js";
 
 // One PGlite for the file; tests isolate themselves by team. The fleet: a roomy namespace host and a
 // small gVisor host, so "least loaded" alone would always pick the namespace one.

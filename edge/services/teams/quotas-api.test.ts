@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultTeamQuotas } from "../../edge/services/teams/quotas.js";
-import { addFakeHost, createEdgeHarness, type EdgeHarness, type FakeAgent } from "../helpers/edge-app.js";
+import { addFakeHost, createEdgeHarness, type EdgeHarness, type FakeAgent } from "../../../test/helpers/edge-app.js";
+import { defaultTeamQuotas } from "./quotas.js";
 
 // One PGlite for the file; every test makes its own team.
 let h: EdgeHarness;
