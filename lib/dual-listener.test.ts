@@ -103,21 +103,32 @@ async function splittingRelay(port: number, cuts: number[]): Promise<number> {
   return (relay.address() as net.AddressInfo).port;
 }
 
-/** One HTTP/2 request with prior knowledge (h2c), as Connect and gRPC clients make it. */
+/** A response body as text, once it has ended. */
+function textOf(body: NodeJS.ReadableStream): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    body.setEncoding("utf8");
+    body.on("data", (d: string) => {
+      text += d;
+    });
+    body.on("end", () => resolve(text));
+    body.on("error", reject);
+  });
+}
+
+/** One HTTP/2 request on `session`, whose errors fail it too. */
+function h2Request(session: http2.ClientHttp2Session, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    session.once("error", reject);
+    textOf(session.request({ ":path": path })).then(resolve, reject);
+  });
+}
+
+/** One HTTP/2 request on a new connection: h2c with prior knowledge (as Connect and gRPC clients make it), or TLS. */
 async function h2Get(port: number, path = "/", ca?: Buffer): Promise<string> {
   const session = http2.connect(`${ca ? "https" : "http"}://127.0.0.1:${port}`, ca ? { ca } : {});
   try {
-    return await new Promise<string>((resolve, reject) => {
-      session.on("error", reject);
-      const stream = session.request({ ":path": path });
-      let body = "";
-      stream.setEncoding("utf8");
-      stream.on("data", (d: string) => {
-        body += d;
-      });
-      stream.on("end", () => resolve(body));
-      stream.on("error", reject);
-    });
+    return await h2Request(session, path);
   } finally {
     session.close();
   }
@@ -217,16 +228,7 @@ describe("the dual-protocol listener", () => {
     session.on("error", () => {});
     const closed = new Promise<number>((resolve) => session.once("close", () => resolve(Date.now())));
     const streamStarted = Date.now();
-    const body = await new Promise<string>((resolve, reject) => {
-      const stream = session.request({ ":path": "/?quietMs=600" });
-      let text = "";
-      stream.setEncoding("utf8");
-      stream.on("data", (d: string) => {
-        text += d;
-      });
-      stream.on("end", () => resolve(text));
-      stream.on("error", reject);
-    });
+    const body = await h2Request(session, "/?quietMs=600");
     expect(body).toBe("2.0 GET");
     expect(Date.now() - streamStarted).toBeGreaterThanOrEqual(550);
     const closedAt = await closed;
@@ -237,37 +239,16 @@ describe("the dual-protocol listener", () => {
     const dir = await mkdtemp(join(tmpdir(), "wrenn-dual-listener-"));
     closers.push(() => rm(dir, { recursive: true, force: true }));
     const [certFile, keyFile] = [join(dir, "cert.pem"), join(dir, "key.pem")];
-    await execa("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-    ]);
+    // A throwaway P-256 certificate for 127.0.0.1.
+    const request = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost";
+    await execa(
+      "openssl",
+      [...request.split(" "), "-addext", "subjectAltName=IP:127.0.0.1"].concat(["-keyout", keyFile, "-out", certFile]),
+    );
     const [cert, key] = await Promise.all([readFile(certFile), readFile(keyFile)]);
     const { port } = await start({}, { tls: { cert, key } });
     const h1 = await new Promise<string>((resolve, reject) => {
-      const req = https.get({ host: "127.0.0.1", port, path: "/", ca: cert }, (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (d: string) => {
-          text += d;
-        });
-        res.on("end", () => resolve(text));
-      });
-      req.on("error", reject);
+      https.get({ host: "127.0.0.1", port, path: "/", ca: cert }, (res) => resolve(textOf(res))).on("error", reject);
     });
     expect(h1).toBe("1.1 GET");
     expect(await h2Get(port, "/", cert)).toBe("2.0 GET");
