@@ -1,16 +1,10 @@
-import { randomBytes } from "node:crypto";
-import { fileURLToPath } from "node:url";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { unstable_startWorker } from "wrangler";
-import type { DatabaseHandle } from "../../edge/db/client.js";
 import { hosts, sandboxes } from "../../edge/db/schema/index.js";
-import { openNodeDatabase } from "../../edge/node/database.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
-import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
-import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
+import { startWorkersStack, type WorkersStack } from "../helpers/workers-stack.js";
 
 /**
  * The edge in the real Workers runtime (workerd, through wrangler's unstable_startWorker) on a real
@@ -19,74 +13,32 @@ import { startWsProxy, type WsProxy } from "../helpers/wsproxy.js";
  * (`/__scheduled`) must record it `stopped`.
  */
 
-const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
-const adminKey = `wrn_workers_admin_${randomBytes(16).toString("hex")}`;
-const encryptionKey = randomBytes(32).toString("hex");
-
-type Worker = Awaited<ReturnType<typeof unstable_startWorker>>;
-
-let pg: PostgresServer | undefined;
-let proxy: WsProxy | undefined;
-let worker: Worker | undefined;
-let database: DatabaseHandle | undefined;
+let stack: WorkersStack | undefined;
 
 beforeAll(async () => {
-  pg = await startPostgres();
-  // What `npm run db:migrate` does before a deploy; the Worker itself never runs DDL.
-  database = await openNodeDatabase({ databaseUrl: pg.url });
-  proxy = await startWsProxy([`127.0.0.1:${pg.port}`]);
-  process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
-  process.env.WRANGLER_SEND_METRICS = "false";
-  worker = await unstable_startWorker({
-    config: `${repoRoot}wrangler.toml`,
-    build: { nodejsCompatMode: "v2" },
-    bindings: {
-      DATABASE_URL: { type: "plain_text", value: pg.url },
-      WRENN_ENCRYPTION_KEY: { type: "plain_text", value: encryptionKey },
-      WRENN_NEON_WSPROXY: { type: "plain_text", value: proxy.address },
-      WRENN_ADMIN_API_KEY: { type: "plain_text", value: adminKey },
-      WRENN_LOG_LEVEL: { type: "plain_text", value: "warn" },
-    },
-    dev: {
-      server: { hostname: "127.0.0.1", port: 0 },
-      inspector: false,
-      watch: false,
-      persist: false,
-      logLevel: "warn",
-      testScheduled: true,
-    },
-  });
-  await worker.ready;
+  stack = await startWorkersStack({ testScheduled: true });
 });
 
 afterAll(async () => {
-  await worker?.dispose();
-  await proxy?.close();
-  await database?.close();
-  await pg?.stop();
+  await stack?.close();
 });
 
 async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
-  if (!worker) throw new Error("worker not started");
-  const res = await worker.fetch(`http://edge.test${path}`, {
-    method,
-    headers: { "x-api-key": adminKey, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.text();
-  return { status: res.status, json: text ? (JSON.parse(text) as unknown) : null };
+  if (!stack) throw new Error("worker not started");
+  const { status, json } = await stack.call(stack.adminKey, method, path, body);
+  return { status, json };
 }
 
 async function triggerCron(): Promise<void> {
-  if (!worker) throw new Error("worker not started");
-  const res = await worker.fetch("http://edge.test/__scheduled?cron=*+*+*+*+*");
+  if (!stack) throw new Error("worker not started");
+  const res = await stack.worker.fetch("http://edge.test/__scheduled?cron=*+*+*+*+*");
   expect(res.status).toBe(200);
   await res.text();
 }
 
 async function stateOf(id: string): Promise<{ state: string; stopReason: string | null } | undefined> {
-  if (!database) throw new Error("no database");
-  const [row] = await database.db
+  if (!stack) throw new Error("no database");
+  const [row] = await stack.database.db
     .select({ state: sandboxes.state, stopReason: sandboxes.stopReason })
     .from(sandboxes)
     .where(eq(sandboxes.id, id));
@@ -109,15 +61,15 @@ async function createThroughWorker(
 }
 
 async function removeHost(hostId: string): Promise<void> {
-  await database?.db.delete(sandboxes).where(eq(sandboxes.hostId, hostId));
-  await database?.db.delete(hosts).where(eq(hosts.id, hostId));
+  await stack?.database.db.delete(sandboxes).where(eq(sandboxes.hostId, hostId));
+  await stack?.database.db.delete(hosts).where(eq(hosts.id, hostId));
 }
 
 describe("the Worker on workerd + Neon driver + PostgreSQL", () => {
   it("installs WRENN_ADMIN_API_KEY and reaches PostgreSQL through the Neon driver", async () => {
     const list = await call("GET", "/v1/hosts");
     expect(list.status).toBe(200);
-    expect(proxy?.opened()).toBeGreaterThan(0);
+    expect(stack?.proxy.opened()).toBeGreaterThan(0);
   });
 
   it("cron sweep: a sandbox destroyed behind the Worker's back becomes stopped (scripted agent)", async () => {
@@ -133,8 +85,8 @@ describe("the Worker on workerd + Neon driver + PostgreSQL", () => {
       expect(agent.calls).toContain("listSandboxes");
       // The cron's Pool is closed in waitUntil: the proxy sees every connection go away.
       const deadline = Date.now() + 5_000;
-      while (Date.now() < deadline && (proxy?.open() ?? 0) > 0) await new Promise((r) => setTimeout(r, 50));
-      expect(proxy?.open()).toBe(0);
+      while (Date.now() < deadline && (stack?.proxy.open() ?? 0) > 0) await new Promise((r) => setTimeout(r, 50));
+      expect(stack?.proxy.open()).toBe(0);
     } finally {
       if (hostId) await removeHost(hostId);
       await agent?.stop();
