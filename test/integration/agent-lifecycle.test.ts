@@ -1,6 +1,6 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
   EntryType,
   HostAgentService,
@@ -19,39 +19,20 @@ import {
   text,
 } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
+import { cleanUpSuiteAgent, codeOf, startSuiteAgent } from "../helpers/agent-suite.js";
 
 /**
  * Issue 5 acceptance for the namespace runtime, against a real agent process: create → exec → files →
  * streamed exec → freeze/thaw → destroy, leaving nothing behind; bad input; the wire and HTTP routes.
  */
 
-async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await p;
-    return "ok";
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-}
-
 describe("agent: namespace sandbox lifecycle", () => {
   let agent: AgentProcess;
 
   beforeAll(async () => {
-    requireRoot();
-    await requireImage();
-    agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
+    agent = await startSuiteAgent({ runtime: "namespace", rootDir: IMAGES_ROOT });
   });
-
-  afterEach(async () => {
-    // A failed test must not leave its sandboxes to the next one.
-    const { sandboxes } = await agent.client.listSandboxes({});
-    await Promise.allSettled(sandboxes.map((s) => agent.client.destroySandbox({ sandboxId: s.sandboxId })));
-  });
-
-  afterAll(async () => {
-    await agent?.stop();
-  });
+  cleanUpSuiteAgent(() => agent);
 
   it("creates, runs commands, moves files, streams output, freezes, thaws and destroys", async () => {
     const c = agent.client;

@@ -2,19 +2,11 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import { execa } from "execa";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import {
-  IMAGES_ROOT,
-  leftovers,
-  newSandboxId,
-  readState,
-  requireImage,
-  requireRoot,
-  TEMPLATE,
-  text,
-} from "../helpers/agent-fixtures.js";
+import { leftovers, newSandboxId, readState, TEMPLATE, text } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
+import { cleanUpSuiteAgent, startSuiteAgent } from "../helpers/agent-suite.js";
 
 /**
  * Issue 5 acceptance: 20 concurrent creates, the TTL reaper (kill and auto-pause, reported until the
@@ -36,24 +28,12 @@ describe("agent: concurrency, TTL reaper, restart recovery", () => {
   let agent: AgentProcess;
 
   beforeAll(async () => {
-    requireRoot();
-    await requireImage();
-    agent = await startAgentProcess({
+    agent = await startSuiteAgent({
       runtime: "namespace",
-      rootDir: IMAGES_ROOT,
       env: { AGENT_REAP_INTERVAL_MS: "500" },
     });
   });
-
-  afterEach(async () => {
-    // A failed test must not leave its sandboxes to the next one.
-    const { sandboxes } = await agent.client.listSandboxes({});
-    await Promise.allSettled(sandboxes.map((s) => agent.client.destroySandbox({ sandboxId: s.sandboxId })));
-  });
-
-  afterAll(async () => {
-    await agent?.stop();
-  });
+  cleanUpSuiteAgent(() => agent);
 
   it("starts 20 sandboxes at once, all usable, and removes them all", async () => {
     const c = agent.client;

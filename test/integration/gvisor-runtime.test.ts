@@ -1,7 +1,7 @@
 import { access, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
+import { beforeAll, describe, expect, it } from "vitest";
 import { IsolationClass, Runtime, SandboxState, StopReason } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import {
   IMAGES_ROOT,
@@ -14,6 +14,7 @@ import {
   text,
 } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { cleanUpSuiteAgent, codeOf, startSuiteAgent } from "../helpers/agent-suite.js";
 
 /**
  * Issue 14, the gVisor runtime against a real agent and real runsc sandboxes: a guest runs on gVisor's
@@ -53,32 +54,13 @@ async function cgroupProcs(groups: Record<string, string | undefined>): Promise<
 
 const cmdline = (pid: number) => readFile(`/proc/${pid}/cmdline`, "utf8").then((t) => t.split("\0").join(" "));
 
-async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await p;
-    return "ok";
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-}
-
 describe("agent: gVisor runtime", () => {
   let agent: AgentProcess;
 
   beforeAll(async () => {
-    requireRoot();
-    await requireImage();
-    agent = await startAgentProcess({ runtime: "gvisor", rootDir: IMAGES_ROOT });
+    agent = await startSuiteAgent({ runtime: "gvisor", rootDir: IMAGES_ROOT });
   });
-
-  afterEach(async () => {
-    const { sandboxes } = await agent.client.listSandboxes({});
-    await Promise.allSettled(sandboxes.map((s) => agent.client.destroySandbox({ sandboxId: s.sandboxId })));
-  });
-
-  afterAll(async () => {
-    await agent?.stop();
-  });
+  cleanUpSuiteAgent(() => agent);
 
   it("runs a guest on gVisor's kernel, in the agent's cgroups, and leaves nothing after destroy", async () => {
     const c = agent.client;
