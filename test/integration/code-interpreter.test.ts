@@ -3,12 +3,11 @@ import { access } from "node:fs/promises";
 import { join } from "node:path";
 import { Sandbox, TimeoutError } from "@e2b/code-interpreter";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseEnv } from "../../edge/env.js";
-import { createConsoleLogger, noopLogger } from "../../edge/logger.js";
-import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import type { NodeEdge } from "../../edge/node.js";
 import { Sandbox as WrennSandbox } from "../../sdk/sandbox.js";
 import { IMAGES_ROOT, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
  * Acceptance for issue 18: the official `@e2b/code-interpreter` SDK (2.8.0), unchanged, against the
@@ -22,12 +21,7 @@ let agent: AgentProcess | undefined;
 let edge: NodeEdge | undefined;
 let sbx: Sandbox | undefined;
 let apiKey = "";
-const savedEnv: Record<string, string | undefined> = {};
-
-function setEnv(name: string, value: string): void {
-  if (!(name in savedEnv)) savedEnv[name] = process.env[name];
-  process.env[name] = value;
-}
+let restoreEnv: (() => void) | undefined;
 
 function sandbox(): Sandbox {
   if (!sbx) throw new Error("sandbox not created");
@@ -48,41 +42,20 @@ beforeAll(async () => {
     throw new Error(`image missing: ${manifest} (build it with \`npm run image -- build code-interpreter\`)`);
   });
   agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
-  const parsed = parseEnv({
-    WRENN_PORT: "0",
-    WRENN_HOST: "127.0.0.1",
-    WRENN_DATA_DIR: "memory://",
-    WRENN_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
-    WRENN_ADMIN_API_KEY: adminKey,
-    WRENN_RECONCILE_INTERVAL_SEC: "0",
+  edge = await startEdgeForAgent(agent, {
+    adminKey,
+    env: { WRENN_RECONCILE_INTERVAL_SEC: "0" },
+    logger: sdkTestLogger(),
   });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-  edge = await startNodeEdge(parsed.env, process.env.E2B_TEST_LOG ? createConsoleLogger("error") : noopLogger);
-  const registered = await fetch(`${edge.url}/v1/hosts`, {
-    method: "POST",
-    headers: { "x-api-key": adminKey, "content-type": "application/json" },
-    body: JSON.stringify({ address: agent.url, token: agent.token }),
-  });
-  if (registered.status !== 201) throw new Error(`register host: ${registered.status} ${await registered.text()}`);
-  const made = await fetch(`${edge.url}/v1/api-keys`, {
-    method: "POST",
-    headers: { "x-api-key": adminKey, "content-type": "application/json" },
-    body: JSON.stringify({ name: "code-interpreter", newTeamName: `ci-${randomBytes(3).toString("hex")}` }),
-  });
-  apiKey = ((await made.json()) as { secret: string }).secret;
-  setEnv("E2B_API_URL", edge.url);
-  setEnv("E2B_SANDBOX_URL", edge.url);
-  setEnv("E2B_API_KEY", apiKey);
+  apiKey = await newTeamKey(edge, adminKey, "code-interpreter", `ci-${randomBytes(3).toString("hex")}`);
+  restoreEnv = pointE2bSdkAt(edge, apiKey);
   // The SDK's default template, code-interpreter-v1, unchanged.
   sbx = await Sandbox.create({ timeoutMs: 300_000, envs: { FROM_CREATE: "yes" } });
 }, 180_000);
 
 afterAll(async () => {
   await sbx?.kill().catch(() => {});
-  for (const [name, value] of Object.entries(savedEnv)) {
-    if (value === undefined) delete process.env[name];
-    else process.env[name] = value;
-  }
+  restoreEnv?.();
   await edge?.close().catch(() => {});
   await agent?.stop().catch(() => {});
 }, 120_000);

@@ -3,12 +3,11 @@ import { request as httpRequest } from "node:http";
 import { CommandExitError, FilesystemEventType, Sandbox, SandboxNotFoundError } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { parseEnv } from "../../edge/env.js";
-import { createConsoleLogger, noopLogger } from "../../edge/logger.js";
-import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import type { NodeEdge } from "../../edge/node.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
  * Acceptance for issue 10: the official `e2b` SDK (2.51.0), pointed at Wrenn with E2B_API_URL and
@@ -21,12 +20,7 @@ const adminKey = `wrn_e2b_admin_${randomBytes(16).toString("hex")}`;
 
 let agent: AgentProcess | undefined;
 let edge: NodeEdge | undefined;
-const savedEnv: Record<string, string | undefined> = {};
-
-function setEnv(name: string, value: string): void {
-  if (!(name in savedEnv)) savedEnv[name] = process.env[name];
-  process.env[name] = value;
-}
+let restoreEnv: (() => void) | undefined;
 
 function edgeUrl(): string {
   if (!edge) throw new Error("edge not started");
@@ -82,39 +76,18 @@ beforeAll(async () => {
     rootDir: IMAGES_ROOT,
     env: { AGENT_REAP_INTERVAL_MS: "500" },
   });
-  const parsed = parseEnv({
-    WRENN_PORT: "0",
-    WRENN_HOST: "127.0.0.1",
-    WRENN_DATA_DIR: "memory://",
-    WRENN_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
-    WRENN_ADMIN_API_KEY: adminKey,
-    WRENN_RECONCILE_INTERVAL_SEC: "0",
+  edge = await startEdgeForAgent(agent, {
+    adminKey,
+    env: { WRENN_RECONCILE_INTERVAL_SEC: "0" },
+    logger: sdkTestLogger(),
   });
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-  edge = await startNodeEdge(parsed.env, process.env.E2B_TEST_LOG ? createConsoleLogger("error") : noopLogger);
-  const registered = await fetch(`${edge.url}/v1/hosts`, {
-    method: "POST",
-    headers: { "x-api-key": adminKey, "content-type": "application/json" },
-    body: JSON.stringify({ address: agent.url, token: agent.token }),
-  });
-  if (registered.status !== 201) throw new Error(`register host: ${registered.status} ${await registered.text()}`);
-  const made = await fetch(`${edge.url}/v1/api-keys`, {
-    method: "POST",
-    headers: { "x-api-key": adminKey, "content-type": "application/json" },
-    body: JSON.stringify({ name: "e2b-sdk", newTeamName: `e2b-sdk-${randomBytes(3).toString("hex")}` }),
-  });
-  const { secret } = (await made.json()) as { secret: string };
+  const secret = await newTeamKey(edge, adminKey, "e2b-sdk", `e2b-sdk-${randomBytes(3).toString("hex")}`);
   // Exactly what a user sets: two URLs and a key. The SDK reads them when each call starts.
-  setEnv("E2B_API_URL", edge.url);
-  setEnv("E2B_SANDBOX_URL", edge.url);
-  setEnv("E2B_API_KEY", secret);
+  restoreEnv = pointE2bSdkAt(edge, secret);
 }, 120_000);
 
 afterAll(async () => {
-  for (const [name, value] of Object.entries(savedEnv)) {
-    if (value === undefined) delete process.env[name];
-    else process.env[name] = value;
-  }
+  restoreEnv?.();
   await edge?.close().catch(() => {});
   await agent?.stop().catch(() => {});
 }, 120_000);

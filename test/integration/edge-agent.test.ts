@@ -1,10 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseEnv } from "../../edge/env.js";
-import { noopLogger } from "../../edge/logger.js";
-import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import type { NodeEdge } from "../../edge/node.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { startEdgeForAgent } from "../helpers/edge-stack.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 
 /**
@@ -29,22 +28,11 @@ async function startStack(database: "pglite" | "postgres"): Promise<Stack> {
   let agent: AgentProcess | undefined;
   try {
     agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
-    const parsed = parseEnv({
-      WRENN_PORT: "0",
-      WRENN_HOST: "127.0.0.1",
-      WRENN_DATA_DIR: "memory://",
-      WRENN_ENCRYPTION_KEY: encryptionKey,
-      WRENN_ADMIN_API_KEY: adminKey,
-      ...(pg ? { DATABASE_URL: pg.url } : {}),
+    const edge = await startEdgeForAgent(agent, {
+      adminKey,
+      encryptionKey,
+      ...(pg ? { env: { DATABASE_URL: pg.url } } : {}),
     });
-    if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-    const edge = await startNodeEdge(parsed.env, noopLogger);
-    const res = await fetch(`${edge.url}/v1/hosts`, {
-      method: "POST",
-      headers: { "x-api-key": adminKey, "content-type": "application/json" },
-      body: JSON.stringify({ address: agent.url, token: agent.token }),
-    });
-    if (res.status !== 201) throw new Error(`register host: ${res.status} ${await res.text()}`);
     return pg ? { edge, agent, pg } : { edge, agent };
   } catch (err) {
     await agent?.stop().catch(() => {});

@@ -1,10 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseEnv } from "../../edge/env.js";
-import { noopLogger } from "../../edge/logger.js";
-import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import type { NodeEdge } from "../../edge/node.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
  * Uploads through the Node edge's streamed path (node:http to the agent, envd's raw-body upload) with a
@@ -76,18 +75,7 @@ describe("edge on Node: streamed uploads to a real sandbox", () => {
     requireRoot();
     await requireImage();
     agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
-    const parsed = parseEnv({
-      WRENN_PORT: "0",
-      WRENN_HOST: "127.0.0.1",
-      WRENN_DATA_DIR: "memory://",
-      WRENN_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
-      WRENN_ADMIN_API_KEY: adminKey,
-      WRENN_MAX_UPLOAD_BYTES: String(limit),
-    });
-    if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-    edge = await startNodeEdge(parsed.env, noopLogger);
-    const host = await json("/v1/hosts", { address: agent.url, token: agent.token });
-    expect(host.status).toBe(201);
+    edge = await startEdgeForAgent(agent, { adminKey, env: { WRENN_MAX_UPLOAD_BYTES: String(limit) } });
     const created = await json("/v1/sandboxes", { template: TEMPLATE, timeoutSec: 600 });
     expect(created.status).toBe(201);
     sandboxId = ((await created.json()) as { id: string }).id;

@@ -2,11 +2,10 @@ import { randomBytes } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { parseEnv } from "../../edge/env.js";
-import { noopLogger } from "../../edge/logger.js";
-import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import type { NodeEdge } from "../../edge/node.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { newTeamKey, startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
  * A hostile guest behind the whole proxy path: edge (Node) → real host agent → a namespace sandbox
@@ -142,27 +141,8 @@ describe("a hostile guest behind the proxy", () => {
       rawErrors.push(args.map(String).join(" "));
     });
     agent = await startAgentProcess({ runtime: "namespace", namespaceOnly: true, rootDir: IMAGES_ROOT });
-    const parsed = parseEnv({
-      WRENN_PORT: "0",
-      WRENN_HOST: "127.0.0.1",
-      WRENN_DATA_DIR: "memory://",
-      WRENN_ENCRYPTION_KEY: encryptionKey,
-      WRENN_ADMIN_API_KEY: adminKey,
-    });
-    if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-    edge = await startNodeEdge(parsed.env, noopLogger);
-    const registered = await fetch(`${edge.url}/v1/hosts`, {
-      method: "POST",
-      headers: { "x-api-key": adminKey, "content-type": "application/json" },
-      body: JSON.stringify({ address: agent.url, token: agent.token }),
-    });
-    if (registered.status !== 201) throw new Error(`register host: ${registered.status} ${await registered.text()}`);
-    const made = await fetch(`${edge.url}/v1/api-keys`, {
-      method: "POST",
-      headers: { "x-api-key": adminKey, "content-type": "application/json" },
-      body: JSON.stringify({ name: "hostile", newTeamName: "hostile-guest" }),
-    });
-    key = ((await made.json()) as { secret: string }).secret;
+    edge = await startEdgeForAgent(agent, { adminKey, encryptionKey });
+    key = await newTeamKey(edge, adminKey, "hostile", "hostile-guest");
     const created = await api("POST", "/v1/sandboxes", { template: TEMPLATE, timeoutSec: 600 });
     const createdText = await created.text();
     if (created.status !== 201) {
