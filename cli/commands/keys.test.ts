@@ -1,46 +1,25 @@
-import type { AddressInfo } from "node:net";
-import { type ServerType, serve } from "@hono/node-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli, serveOnLoopback } from "../../test/helpers/cli-run.js";
 import { createEdgeHarness, type EdgeHarness } from "../../test/helpers/edge-app.js";
-import { loadEnvironment } from "../config.js";
-import type { CommandContext } from "../context.js";
-import { reportError } from "../errors.js";
 import { keysCommand } from "./keys.js";
 
 // `wrenn keys` with scopes, expiry and rate limits, against a test edge served on loopback.
 let h: EdgeHarness;
-let server: ServerType;
-let apiUrl: string;
+let server: Awaited<ReturnType<typeof serveOnLoopback>>;
 
 beforeAll(async () => {
   h = await createEdgeHarness();
-  server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: h.app.fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
-  });
-  apiUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  server = await serveOnLoopback(h.app.fetch);
 }, 60_000);
 
 afterAll(async () => {
-  await new Promise<void>((resolve) => server?.close(() => resolve()));
+  await server?.close();
   await h?.close();
 });
 
 /** Runs `wrenn keys …` with a key; returns its exit code and what it printed. */
-async function run(args: string[], key: string) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const ctx: CommandContext = {
-    env: loadEnvironment({ HOME: "/nonexistent", XDG_CONFIG_HOME: "/nonexistent" }),
-    output: { out: (l) => out.push(l), err: (l) => err.push(l), rawOut: () => {}, rawErr: () => {} },
-    signal: new AbortController().signal,
-  };
-  let code: number;
-  try {
-    code = await keysCommand(ctx, [...args, "--api-url", apiUrl, "--api-key", key]);
-  } catch (e) {
-    code = reportError(e, (l) => err.push(l));
-  }
-  return { code, out: out.join("\n"), err: err.join("\n") };
+function run(args: string[], key: string) {
+  return runCli(keysCommand, [...args, "--api-url", server.url, "--api-key", key]);
 }
 
 describe("wrenn keys", () => {

@@ -9,14 +9,12 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostsCommand } from "../../cli/commands/hosts.js";
-import { loadEnvironment } from "../../cli/config.js";
-import type { CommandContext } from "../../cli/context.js";
-import { reportError } from "../../cli/errors.js";
 import { hosts } from "../../edge/db/schema/index.js";
 import { parseEnv } from "../../edge/env.js";
 import { noopLogger } from "../../edge/logger.js";
 import { openNodeDatabase } from "../../edge/node/database.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
+import { runCli } from "../helpers/cli-run.js";
 import { FakeAgent } from "../helpers/edge-app.js";
 
 /**
@@ -92,21 +90,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function wrenn(args: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const ctx: CommandContext = {
-    env: loadEnvironment({ HOME: "/nonexistent", XDG_CONFIG_HOME: "/nonexistent" }),
-    output: { out: (l) => out.push(l), err: (l) => err.push(l), rawOut: () => {}, rawErr: () => {} },
-    signal: new AbortController().signal,
-  };
-  let code: number;
-  try {
-    code = await hostsCommand(ctx, [...args, "--api-url", edge?.url ?? "", "--api-key", adminKey]);
-  } catch (e) {
-    code = reportError(e, (l) => err.push(l));
-  }
-  return { code, out: out.join("\n"), err: err.join("\n") };
+function wrenn(args: string[]) {
+  return runCli(hostsCommand, [...args, "--api-url", edge?.url ?? "", "--api-key", adminKey]);
 }
 
 async function createSandbox(): Promise<{ status: number; code?: string; message?: string }> {
