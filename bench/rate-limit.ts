@@ -2,7 +2,6 @@ import { loadavg } from "node:os";
 import pg from "pg";
 import { createApp } from "../edge/app.js";
 import type { App } from "../edge/context.js";
-import { noopLogger } from "../edge/logger.js";
 import { takeToken } from "../edge/services/rate-limit/take-token.js";
 import { createEdgeHarness } from "../test/helpers/edge-app.js";
 import { startPostgres } from "../test/helpers/postgres.js";
