@@ -2,6 +2,7 @@ import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { activeSandboxStates, sandboxes } from "../../edge/db/schema/index.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { registerHost } from "../helpers/edge-seed.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
@@ -19,11 +20,7 @@ beforeAll(async () => {
   pg = await startPostgres();
   h = await createEdgeHarness({ realAgents: true, databaseUrl: pg.url });
   agent = await startScriptedAgent();
-  const res = await h.request("POST", "/v1/hosts", {
-    key: h.adminKey,
-    json: { address: agent.url, token: agent.token },
-  });
-  expect(res.status).toBe(201);
+  await registerHost(h, agent);
 }, 120_000);
 
 afterAll(async () => {

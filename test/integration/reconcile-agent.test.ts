@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hosts, type SandboxRow, sandboxes } from "../../edge/db/schema/index.js";
+import { hosts, sandboxes } from "../../edge/db/schema/index.js";
 import { newSandboxId } from "../../edge/services/ids.js";
 import type { ReconcileOptions } from "../../edge/services/reconcile/options.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
@@ -9,6 +9,7 @@ import { SandboxState, TimeoutAction } from "../../proto/gen/hostagent/v1/hostag
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { registerHost, storedSandbox } from "../helpers/edge-seed.js";
 import { refuseSandboxUpdates } from "../helpers/reconcile-db-fault.js";
 
 /**
@@ -32,12 +33,7 @@ beforeAll(async () => {
   h = await createEdgeHarness({ realAgents: true });
   ({ key, teamId } = await h.newTeam("reconcile-agent"));
   agent = await startAgentProcess({ runtime: "namespace", rootDir: IMAGES_ROOT });
-  const res = await h.request("POST", "/v1/hosts", {
-    key: h.adminKey,
-    json: { address: agent.url, token: agent.token },
-  });
-  expect(res.status).toBe(201);
-  hostId = ((await res.json()) as { id: string }).id;
+  hostId = await registerHost(h, agent);
 });
 
 afterAll(async () => {
@@ -52,11 +48,7 @@ async function create(body: Record<string, unknown> = {}): Promise<string> {
   return ((await res.json()) as { id: string }).id;
 }
 
-async function row(id: string): Promise<SandboxRow> {
-  const [r] = await h.database.db.select().from(sandboxes).where(eq(sandboxes.id, id));
-  if (!r) throw new Error(`no row ${id}`);
-  return r;
-}
+const row = (id: string) => storedSandbox(h, id);
 
 /** The agent's view of one sandbox (GetSandbox, which also answers for one stopped recently). */
 async function onAgent(id: string, client = agent.client): Promise<SandboxState | "gone"> {

@@ -4,6 +4,7 @@ import { sandboxEvents, sandboxes } from "../../edge/db/schema/index.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { registerHost } from "../helpers/edge-seed.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
@@ -35,11 +36,7 @@ async function startStack(database: "pglite" | "postgres"): Promise<Stack> {
   });
   expect(raised.status).toBe(200);
   const agent = await startScriptedAgent();
-  const res = await h.request("POST", "/v1/hosts", {
-    key: h.adminKey,
-    json: { address: agent.url, token: agent.token },
-  });
-  expect(res.status).toBe(201);
+  await registerHost(h, agent);
   return { h, agent, key, ...(pg ? { pg } : {}) };
 }
 

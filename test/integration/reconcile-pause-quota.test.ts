@@ -2,11 +2,11 @@ import { create } from "@bufbuild/protobuf";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { hosts, type SandboxRow, sandboxEvents, sandboxes } from "../../edge/db/schema/index.js";
-import { newSandboxId } from "../../edge/services/ids.js";
 import type { ReconcileOptions } from "../../edge/services/reconcile/options.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState, SnapshotFileSchema, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { registerHost, seedSandbox, storedSandbox } from "../helpers/edge-seed.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
@@ -31,12 +31,7 @@ beforeAll(async () => {
   pg = await startPostgres();
   h = await createEdgeHarness({ realAgents: true, databaseUrl: pg.url });
   agent = await startScriptedAgent();
-  const res = await h.request("POST", "/v1/hosts", {
-    key: h.adminKey,
-    json: { address: agent.url, token: agent.token },
-  });
-  expect(res.status).toBe(201);
-  hostId = ((await res.json()) as { id: string }).id;
+  hostId = await registerHost(h, agent);
 }, 120_000);
 
 afterEach(async () => {
@@ -59,20 +54,8 @@ async function teamWith(quotas: Record<string, unknown>) {
   return team;
 }
 
-async function seed(teamId: string, fields: Partial<SandboxRow> & { state: SandboxRow["state"] }): Promise<string> {
-  const id = fields.id ?? newSandboxId();
-  await h.database.db.insert(sandboxes).values({
-    id,
-    teamId,
-    hostId,
-    template: "minimal",
-    vcpus: 1,
-    memoryMb: 256,
-    timeoutSec: 300,
-    envdTokenSealed: await h.secrets.seal("envd-token"),
-    ...fields,
-  });
-  return id;
+function seed(teamId: string, fields: Partial<SandboxRow> & { state: SandboxRow["state"] }): Promise<string> {
+  return seedSandbox(h, { teamId, hostId }, fields);
 }
 
 /** A running sandbox past its end, with onTimeout pause, in the database and on the host. */
@@ -82,11 +65,7 @@ async function expiring(teamId: string): Promise<string> {
   return id;
 }
 
-async function row(id: string): Promise<SandboxRow> {
-  const [r] = await h.database.db.select().from(sandboxes).where(eq(sandboxes.id, id));
-  if (!r) throw new Error(`no row ${id}`);
-  return r;
-}
+const row = (id: string) => storedSandbox(h, id);
 
 const sweep = () => runReconcileSweep(h.services(), options);
 

@@ -9,6 +9,7 @@ import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { pickHost } from "../../edge/services/scheduler/pick-host.js";
 import { SandboxState, StopReason, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
+import { registerHost, seedSandbox, storedSandbox } from "../helpers/edge-seed.js";
 import { refuseSandboxUpdates } from "../helpers/reconcile-db-fault.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
@@ -52,36 +53,14 @@ afterAll(async () => {
 async function newHost(): Promise<{ agent: ScriptedAgent; hostId: string }> {
   const agent = await startScriptedAgent();
   agents.push(agent);
-  const res = await h.request("POST", "/v1/hosts", {
-    key: h.adminKey,
-    json: { address: agent.url, token: agent.token },
-  });
-  expect(res.status).toBe(201);
-  const { id } = (await res.json()) as { id: string };
-  return { agent, hostId: id };
+  return { agent, hostId: await registerHost(h, agent) };
 }
 
-async function seed(hostId: string, fields: Partial<SandboxRow> & { state: SandboxRow["state"] }): Promise<string> {
-  const id = fields.id ?? newSandboxId();
-  await h.database.db.insert(sandboxes).values({
-    id,
-    teamId,
-    hostId,
-    template: "minimal",
-    vcpus: 1,
-    memoryMb: 256,
-    timeoutSec: 300,
-    envdTokenSealed: await h.secrets.seal("envd-token"),
-    ...fields,
-  });
-  return id;
+function seed(hostId: string, fields: Partial<SandboxRow> & { state: SandboxRow["state"] }): Promise<string> {
+  return seedSandbox(h, { teamId, hostId }, fields);
 }
 
-async function row(id: string): Promise<SandboxRow> {
-  const [r] = await h.database.db.select().from(sandboxes).where(eq(sandboxes.id, id));
-  if (!r) throw new Error(`no row ${id}`);
-  return r;
-}
+const row = (id: string) => storedSandbox(h, id);
 
 const sweep = (extra: Partial<ReconcileOptions> = {}) => runReconcileSweep(h.services(), { ...fast, ...extra });
 
