@@ -152,11 +152,8 @@ export class FakeVmm {
         });
       case "PUT /drives/{drive_id}":
         return this.#preBoot("drives", async () => {
-          if (fields.drive_id !== params.drive_id) {
-            return fault(
-              `The id from the path [${params.drive_id}] does not match the id from the body [${String(fields.drive_id)}]`,
-            );
-          }
+          const mismatch = idMismatch(params.drive_id, fields.drive_id);
+          if (mismatch) return mismatch;
           if (fields.socket === undefined && (fields.path_on_host === undefined || fields.is_read_only === undefined)) {
             return fault("A virtio-block drive needs path_on_host and is_read_only");
           }
@@ -176,11 +173,8 @@ export class FakeVmm {
         });
       case "PUT /network-interfaces/{iface_id}":
         return this.#preBoot("network-interfaces", async () => {
-          if (fields.iface_id !== params.iface_id) {
-            return fault(
-              `The id from the path [${params.iface_id}] does not match the id from the body [${String(fields.iface_id)}]`,
-            );
-          }
+          const mismatch = idMismatch(params.iface_id, fields.iface_id);
+          if (mismatch) return mismatch;
           const mac = fields.guest_mac;
           if (mac !== undefined && !/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(String(mac))) {
             return fault(`Invalid guest MAC address: ${String(mac)}`);
@@ -387,6 +381,12 @@ function ok(): FakeResponse {
 
 function fault(message: string): FakeResponse {
   return { status: 400, body: { fault_message: message } };
+}
+
+/** Firecracker's fault when a resource's id in the path and in the body differ; undefined when they agree. */
+function idMismatch(fromPath: string | undefined, fromBody: unknown): FakeResponse | undefined {
+  if (fromBody === fromPath) return undefined;
+  return fault(`The id from the path [${fromPath}] does not match the id from the body [${String(fromBody)}]`);
 }
 
 async function startsWith(path: string, marker: string): Promise<boolean> {

@@ -103,11 +103,7 @@ exec "$@"
 
 /** The fake jailer's journal entries. */
 export function readJailerJournal(path: string): JailerJournalEntry[] {
-  if (!existsSync(path)) return [];
-  return readFileSync(path, "utf8")
-    .split("\n")
-    .filter((line) => line !== "")
-    .map((line) => JSON.parse(line) as JailerJournalEntry);
+  return readJsonLines<JailerJournalEntry>(path);
 }
 
 export interface JournalEntry {
@@ -122,11 +118,16 @@ export interface JournalEntry {
 }
 
 export function readJournal(path: string): JournalEntry[] {
+  return readJsonLines<JournalEntry>(path);
+}
+
+/** A journal file's entries, one JSON value a line; none when the file does not exist (yet). */
+function readJsonLines<T>(path: string): T[] {
   if (!existsSync(path)) return [];
   return readFileSync(path, "utf8")
     .split("\n")
     .filter((line) => line !== "")
-    .map((line) => JSON.parse(line) as JournalEntry);
+    .map((line) => JSON.parse(line) as T);
 }
 
 /** Requests only, as `METHOD /path` strings, in order. */
