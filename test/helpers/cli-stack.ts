@@ -135,23 +135,10 @@ export async function startStack(
   );
   const pid = child.pid;
   if (pid === undefined) throw new Error("could not start wrenn up");
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  let exitCode: number | null | undefined;
-  const exited = new Promise<number | null>((resolve) =>
-    child.once("exit", (code) => {
-      exitCode = code;
-      resolve(code);
-    }),
-  );
+  const watched = watchChild(child);
+  const { exited } = watched;
   const agentPid = () => {
-    const match = /local agent ready \(pid (\d+)\)/.exec(stderr);
+    const match = /local agent ready \(pid (\d+)\)/.exec(watched.stderr());
     return match ? Number(match[1]) : undefined;
   };
   const stop = async (): Promise<number | null> => {
@@ -162,7 +149,7 @@ export async function startStack(
         // already gone
       }
     };
-    if (exitCode === undefined) signalGroup("SIGTERM");
+    if (watched.exitCode() === undefined) signalGroup("SIGTERM");
     const timer = setTimeout(() => signalGroup("SIGKILL"), 90_000);
     const code = await exited;
     // Under `npm start` the CLI is a grandchild: wait until the whole group has finished cleaning up.
@@ -176,21 +163,23 @@ export async function startStack(
     return code;
   };
   const deadline = Date.now() + (options.readyTimeoutMs ?? 120_000);
-  while (!/Wrenn is ready at (http:\/\/\S+)/.test(stdout)) {
-    if (exitCode !== undefined || Date.now() > deadline) {
+  while (!/Wrenn is ready at (http:\/\/\S+)/.test(watched.stdout())) {
+    if (watched.exitCode() !== undefined || Date.now() > deadline) {
       await stop();
-      throw new Error(`wrenn up did not get ready (exit ${exitCode}):\n${stdout}\n${stderr}`);
+      throw new Error(
+        `wrenn up did not get ready (exit ${watched.exitCode()}):\n${watched.stdout()}\n${watched.stderr()}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  const apiUrl = /Wrenn is ready at (http:\/\/\S+)/.exec(stdout)?.[1] ?? "";
-  const apiKey = stack.env.WRENN_ADMIN_API_KEY ?? /Admin API key[^\n]*\n\n\s+(\S+)/.exec(stdout)?.[1] ?? "";
+  const apiUrl = /Wrenn is ready at (http:\/\/\S+)/.exec(watched.stdout())?.[1] ?? "";
+  const apiKey = stack.env.WRENN_ADMIN_API_KEY ?? /Admin API key[^\n]*\n\n\s+(\S+)/.exec(watched.stdout())?.[1] ?? "";
   return {
     apiUrl,
     apiKey,
     cliEnv: { ...stack.env, WRENN_API_URL: apiUrl, WRENN_API_KEY: apiKey },
-    stdout: () => stdout,
-    stderr: () => stderr,
+    stdout: watched.stdout,
+    stderr: watched.stderr,
     pid,
     agentPid,
     stop,
@@ -251,34 +240,21 @@ export function spawnUp(
   });
   const pid = child.pid;
   if (pid === undefined) throw new Error("could not start wrenn up");
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  let exitCode: number | null | undefined;
-  const exited = new Promise<number | null>((resolve) =>
-    child.once("exit", (code) => {
-      exitCode = code;
-      resolve(code);
-    }),
-  );
+  const watched = watchChild(child);
+  const { exited } = watched;
   return {
     pid,
-    stdout: () => stdout,
-    stderr: () => stderr,
+    stdout: watched.stdout,
+    stderr: watched.stderr,
     exited,
     async waitFor(pattern, timeoutMs = 120_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        const match = pattern.exec(stderr) ?? pattern.exec(stdout);
+        const match = pattern.exec(watched.stderr()) ?? pattern.exec(watched.stdout());
         if (match) return match;
-        if (exitCode !== undefined || Date.now() > deadline) {
+        if (watched.exitCode() !== undefined || Date.now() > deadline) {
           throw new Error(
-            `wrenn up ${exitCode === undefined ? "timed out" : `exited (${exitCode})`} before ${pattern}:\n${stdout}\n${stderr}`,
+            `wrenn up ${watched.exitCode() === undefined ? "timed out" : `exited (${watched.exitCode()})`} before ${pattern}:\n${watched.stdout()}\n${watched.stderr()}`,
           );
         }
         await new Promise((r) => setTimeout(r, 50));
@@ -310,4 +286,33 @@ export async function waitForDatabase(port: number, timeoutMs = 120_000): Promis
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`the API on port ${port} did not open its database within ${timeoutMs / 1000}s`);
+}
+
+/** What `watchChild` keeps of a child: its output so far and how it ended. */
+export interface WatchedChild {
+  stdout(): string;
+  stderr(): string;
+  /** undefined while it runs. */
+  exitCode(): number | null | undefined;
+  exited: Promise<number | null>;
+}
+
+/** Collects a child's stdout and stderr (those that are pipes) as text and records its exit code. */
+export function watchChild(child: ChildProcess): WatchedChild {
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => {
+      exitCode = code;
+      resolve(code);
+    }),
+  );
+  return { stdout: () => stdout, stderr: () => stderr, exitCode: () => exitCode, exited };
 }

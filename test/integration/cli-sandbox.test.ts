@@ -18,6 +18,7 @@ import {
   stackUnavailable,
   startStack,
   uniqueNetPrefix,
+  watchChild,
 } from "../helpers/cli-stack.js";
 
 /**
@@ -212,22 +213,16 @@ describe.skipIf(unavailable !== undefined)(
         ],
         { cwd: repoRoot, env, stdio: ["ignore", "ignore", "pipe"] },
       );
-      let stderr = "";
-      child.stderr.on("data", (d: Buffer) => {
-        stderr += d.toString();
-      });
-      let exitCode: number | null | undefined;
-      const exited = new Promise<number | null>((resolve) =>
-        child.once("exit", (code) => {
-          exitCode = code;
-          resolve(code);
-        }),
-      );
+      const watched = watchChild(child);
       try {
-        for (let i = 0; i < 1200 && !stderr.includes("registered with") && exitCode === undefined; i++) {
+        for (
+          let i = 0;
+          i < 1200 && !watched.stderr().includes("registered with") && watched.exitCode() === undefined;
+          i++
+        ) {
           await new Promise((r) => setTimeout(r, 100));
         }
-        expect(stderr, `wrenn agent exited with ${exitCode}`).toContain("registered with");
+        expect(watched.stderr(), `wrenn agent exited with ${watched.exitCode()}`).toContain("registered with");
         const hosts = json<Array<{ id: string; address: string; status: string }>>(await wrenn(["hosts", "--json"]));
         const second = hosts.find((h) => h.address === `http://127.0.0.1:${port}`);
         expect(hosts).toHaveLength(2);
@@ -235,7 +230,7 @@ describe.skipIf(unavailable !== undefined)(
         const drained = await wrenn(["hosts", "drain", second?.id ?? ""]);
         expect(drained.stdout).toContain("draining");
         child.kill("SIGTERM");
-        expect(await exited).toBe(0);
+        expect(await watched.exited).toBe(0);
         expect((await wrenn(["hosts", "delete", second?.id ?? ""])).code).toBe(0);
         expect(json<unknown[]>(await wrenn(["hosts", "--json"]))).toHaveLength(1);
       } finally {
