@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { guestKernelCmdline, prefixToNetmask, tcgTimingArgs } from "../agent/runtimes/kernel-cmdline.js";
+import { REQUIRED_GUEST_PACKAGES } from "../test/helpers/guest-packages.js";
 import { readElf, XEN_ELFNOTE_PHYS32_ENTRY } from "./elf.js";
 import { BuildError } from "./errors.js";
 import { hashTree } from "./fsutil.js";
@@ -126,19 +127,7 @@ describe("templates", () => {
     expect(chain.map((t) => t.spec.name)).toEqual(["minimal", "python"]);
     const minimal = chain[0]?.spec;
     expect(minimal?.base).toBeNull();
-    for (const pkg of [
-      "bash",
-      "coreutils",
-      "procps",
-      "iproute2",
-      "python3",
-      "git",
-      "curl",
-      "sudo",
-      "ca-certificates",
-      "socat",
-      "chrony",
-    ]) {
+    for (const pkg of REQUIRED_GUEST_PACKAGES) {
       expect(minimal?.aptPackages).toContain(pkg);
     }
     expect(chain[1]?.spec.aptPackages).toEqual(expect.arrayContaining(["python3-pip", "python3-venv"]));

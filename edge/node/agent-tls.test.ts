@@ -1,11 +1,11 @@
-import { execFileSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { selfSignedCert } from "../../test/helpers/tls.js";
 import { agentErrorToServiceError, createAgentConnector, type HostTarget } from "../clients/agent.js";
 import { agentTlsPolicy } from "../services/hosts/register.js";
 import { AgentCertificateError, createPinnedAgentFetch } from "./agent-tls.js";
@@ -15,23 +15,7 @@ import { AgentCertificateError, createPinnedAgentFetch } from "./agent-tls.js";
 const dir = mkdtempSync(join(tmpdir(), "wrenn-agent-tls-"));
 
 function selfSigned(name: string, san: string): { cert: string; key: string } {
-  const cert = join(dir, `${name}.crt`);
-  const key = join(dir, `${name}.key`);
-  execFileSync(
-    "openssl",
-    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"].concat([
-      "-subj",
-      `/CN=${name}`,
-      "-addext",
-      `subjectAltName=${san}`,
-      "-keyout",
-      key,
-      "-out",
-      cert,
-    ]),
-    { stdio: "ignore" },
-  );
-  return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
+  return selfSignedCert(dir, name, san);
 }
 
 function sha256(certPem: string): string {

@@ -21,6 +21,7 @@ import { inChroot } from "../../rootfs/chroot.js";
 import { loadImageBuilderConfig } from "../../rootfs/config.js";
 import { readElf } from "../../rootfs/elf.js";
 import type { ImageManifest } from "../../rootfs/image.js";
+import { REQUIRED_GUEST_PACKAGES } from "../helpers/guest-packages.js";
 
 // Builds need root (debootstrap, chroot, device nodes); CI runs as root, so this suite runs there.
 const isRoot = process.getuid?.() === 0;
@@ -66,19 +67,7 @@ describe.skipIf(!isRoot)("npm run image -- build (needs root: debootstrap and ch
   });
 
   it("installs the required Debian packages from the mirror", async () => {
-    const pkgs = [
-      "bash",
-      "coreutils",
-      "procps",
-      "iproute2",
-      "python3",
-      "git",
-      "curl",
-      "sudo",
-      "ca-certificates",
-      "socat",
-      "chrony",
-    ];
+    const pkgs = REQUIRED_GUEST_PACKAGES;
     // dpkg-query's own format syntax, not a template string.
     const format = ["$", "{Package} $", "{Status}\\n"].join("");
     const { stdout } = await execa("chroot", [tree, "dpkg-query", "-W", "-f", format, ...pkgs]);

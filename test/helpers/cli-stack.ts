@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -315,4 +315,22 @@ export function watchChild(child: ChildProcess): WatchedChild {
     }),
   );
   return { stdout: () => stdout, stderr: () => stderr, exitCode: () => exitCode, exited };
+}
+
+/**
+ * Writes `dir`/host-packages.json: the real list plus one runtime package whose proof is absent, so
+ * that `wrenn up` and `wrenn doctor` find a package missing (a test binds it over the real list).
+ */
+export async function writeHostPackagesWithMissing(dir: string): Promise<void> {
+  const list = JSON.parse(await readFile(join(repoRoot, "scripts/host-packages.json"), "utf8")) as {
+    packages: unknown[];
+  };
+  list.packages.push({
+    package: "wrenn-test-missing",
+    provides: [],
+    proof: "/nonexistent/wrenn-test-proof",
+    why: "test",
+    roles: ["runtime"],
+  });
+  await writeFile(join(dir, "host-packages.json"), JSON.stringify(list));
 }

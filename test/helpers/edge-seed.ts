@@ -46,3 +46,11 @@ export async function storedSandbox(h: EdgeHarness, id: string): Promise<Sandbox
   if (!r) throw new Error(`no row ${id}`);
   return r;
 }
+
+/** A new team with the given quota overrides, set by the admin (expects 200). */
+export async function teamWithQuotas(h: EdgeHarness, quotas: Record<string, unknown>) {
+  const team = await h.newTeam();
+  const res = await h.request("PATCH", `/v1/teams/${team.teamId}`, { key: h.adminKey, json: { quotas } });
+  expect(res.status).toBe(200);
+  return team;
+}

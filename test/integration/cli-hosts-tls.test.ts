@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -16,6 +15,7 @@ import { openNodeDatabase } from "../../edge/node/database.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
 import { runCli } from "../helpers/cli-run.js";
 import { FakeAgent } from "../helpers/edge-app.js";
+import { selfSignedCert } from "../helpers/tls.js";
 
 /**
  * `wrenn hosts register --tls-pin / --ca-file` against the real Node edge (PGlite on disk, the
@@ -27,23 +27,7 @@ import { FakeAgent } from "../helpers/edge-app.js";
 const dir = mkdtempSync(join(tmpdir(), "wrenn-cli-hosts-tls-"));
 
 function selfSigned(name: string): { cert: string; key: string; certFile: string } {
-  const certFile = join(dir, `${name}.crt`);
-  const keyFile = join(dir, `${name}.key`);
-  execFileSync(
-    "openssl",
-    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"].concat([
-      "-subj",
-      `/CN=${name}`,
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-    ]),
-    { stdio: "ignore" },
-  );
-  return { cert: readFileSync(certFile, "utf8"), key: readFileSync(keyFile, "utf8"), certFile };
+  return selfSignedCert(dir, name);
 }
 
 /** The fingerprint as `openssl x509 -fingerprint -sha256` prints it: upper case, colon-separated. */

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -8,7 +8,7 @@ import { type CheckResult, defaultDoctorDeps, doctorCommand, fastChecks } from "
 import { loadEnvironment } from "../../cli/config.js";
 import type { Output } from "../../cli/output.js";
 import { which } from "../../rootfs/host.js";
-import { repoRoot } from "../helpers/cli-stack.js";
+import { repoRoot, writeHostPackagesWithMissing } from "../helpers/cli-stack.js";
 
 /**
  * `wrenn doctor` prints one line per check, each failure with its fix. Here on this machine with two
@@ -120,17 +120,7 @@ describe.skipIf(!isRoot)(`wrenn doctor${isRoot ? "" : " (skipped: needs root)"}`
   it("wrenn up stops within seconds, before anything long, when a package is missing and apt cannot install it", async () => {
     const dir = await mkdtemp(join(tmpdir(), "wrenn-doctor-up-"));
     dirs.push(dir);
-    const list = JSON.parse(await readFile(join(repoRoot, "scripts/host-packages.json"), "utf8")) as {
-      packages: unknown[];
-    };
-    list.packages.push({
-      package: "wrenn-test-missing",
-      provides: [],
-      proof: "/nonexistent/wrenn-test-proof",
-      why: "test",
-      roles: ["runtime"],
-    });
-    await writeFile(join(dir, "host-packages.json"), JSON.stringify(list));
+    await writeHostPackagesWithMissing(dir);
     // Not Debian as far as `up` can tell, so it cannot install the package itself.
     await writeFile(join(dir, "os-release"), "ID=plan9\n");
     const script = [

@@ -2,7 +2,7 @@ import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { activeSandboxStates, sandboxes } from "../../edge/db/schema/index.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
-import { registerHost } from "../helpers/edge-seed.js";
+import { registerHost, teamWithQuotas } from "../helpers/edge-seed.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
@@ -29,12 +29,7 @@ afterAll(async () => {
   await pg?.stop();
 });
 
-async function teamWith(quotas: Record<string, unknown>) {
-  const team = await h.newTeam();
-  const res = await h.request("PATCH", `/v1/teams/${team.teamId}`, { key: h.adminKey, json: { quotas } });
-  expect(res.status).toBe(200);
-  return team;
-}
+const teamWith = (quotas: Record<string, unknown>) => teamWithQuotas(h, quotas);
 
 function tally(statuses: number[]): Record<number, number> {
   const out: Record<number, number> = {};

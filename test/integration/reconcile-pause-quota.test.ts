@@ -6,7 +6,7 @@ import type { ReconcileOptions } from "../../edge/services/reconcile/options.js"
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState, SnapshotFileSchema, TimeoutAction } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { createEdgeHarness, type EdgeHarness } from "../helpers/edge-app.js";
-import { registerHost, seedSandbox, storedSandbox } from "../helpers/edge-seed.js";
+import { registerHost, seedSandbox, storedSandbox, teamWithQuotas } from "../helpers/edge-seed.js";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { type ScriptedAgent, startScriptedAgent } from "../helpers/reconcile-scripted-agent.js";
 
@@ -47,12 +47,7 @@ afterAll(async () => {
   await pg?.stop();
 });
 
-async function teamWith(quotas: Record<string, unknown>) {
-  const team = await h.newTeam();
-  const res = await h.request("PATCH", `/v1/teams/${team.teamId}`, { key: h.adminKey, json: { quotas } });
-  expect(res.status).toBe(200);
-  return team;
-}
+const teamWith = (quotas: Record<string, unknown>) => teamWithQuotas(h, quotas);
 
 function seed(teamId: string, fields: Partial<SandboxRow> & { state: SandboxRow["state"] }): Promise<string> {
   return seedSandbox(h, { teamId, hostId }, fields);

@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -12,6 +12,7 @@ import {
   stackUnavailable,
   startStack,
   waitForDatabase,
+  writeHostPackagesWithMissing,
 } from "../helpers/cli-stack.js";
 
 /**
@@ -82,17 +83,7 @@ describe.skipIf(unavailable !== undefined)(
       const dir = await mkdtemp(join(tmpdir(), "wrenn-fake-apt-"));
       cleanups.push(() => rm(dir, { recursive: true, force: true }));
       // The package list with one package whose proof is absent, so `up` runs apt for it…
-      const list = JSON.parse(await readFile(join(repoRoot, "scripts/host-packages.json"), "utf8")) as {
-        packages: unknown[];
-      };
-      list.packages.push({
-        package: "wrenn-test-missing",
-        provides: [],
-        proof: "/nonexistent/wrenn-test-proof",
-        why: "test",
-        roles: ["runtime"],
-      });
-      await writeFile(join(dir, "host-packages.json"), JSON.stringify(list));
+      await writeHostPackagesWithMissing(dir);
       // …and an apt-get that reports a little progress and hangs.
       await writeFile(join(dir, "apt-get"), "#!/bin/sh\necho 'dlstatus:1:5:Retrieving file 1 of 20'\nexec sleep 600\n");
       await chmod(join(dir, "apt-get"), 0o755);

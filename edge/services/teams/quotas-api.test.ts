@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { addFakeHost, createEdgeHarness, type EdgeHarness, type FakeAgent } from "../../../test/helpers/edge-app.js";
+import { teamWithQuotas } from "../../../test/helpers/edge-seed.js";
 import { defaultTeamQuotas } from "./quotas.js";
 
 // One PGlite for the file; every test makes its own team.
@@ -34,12 +35,7 @@ async function quotaError(res: Response, quota: string, limit: number, used: num
 }
 
 /** A new team with the given quota overrides. */
-async function teamWith(quotas: Record<string, unknown>) {
-  const team = await h.newTeam();
-  const res = await h.request("PATCH", `/v1/teams/${team.teamId}`, { key: h.adminKey, json: { quotas } });
-  expect(res.status).toBe(200);
-  return team;
-}
+const teamWith = (quotas: Record<string, unknown>) => teamWithQuotas(h, quotas);
 
 const create = (key: string, body: Record<string, unknown> = {}) =>
   h.request("POST", "/v1/sandboxes", { key, json: body });
