@@ -4,6 +4,10 @@ import { expectError, hostRow, newSandbox, routeStack } from "../../../test/help
 
 const stack = routeStack();
 
+/** POST /v1/hosts with the admin key. */
+const register = (json: Record<string, unknown>) =>
+  stack.h.request("POST", "/v1/hosts", { key: stack.h.adminKey, json });
+
 describe("hosts", () => {
   it("registers (checking the agent), lists, drains, activates and deletes", async () => {
     const extra = await addFakeHost(stack.h);
@@ -35,10 +39,7 @@ describe("hosts", () => {
 
   it("re-registering an address updates it in place", async () => {
     const extra = await addFakeHost(stack.h);
-    const again = await stack.h.request("POST", "/v1/hosts", {
-      key: stack.h.adminKey,
-      json: { address: `${extra.agent.address}/`, token: extra.agent.token },
-    });
+    const again = await register({ address: `${extra.agent.address}/`, token: extra.agent.token });
     expect(again.status).toBe(200);
     expect(((await again.json()) as { id: string }).id).toBe(extra.hostId);
     await stack.h.request("DELETE", `/v1/hosts/${extra.hostId}`, { key: stack.h.adminKey });
@@ -46,42 +47,18 @@ describe("hosts", () => {
 
   it("refuses unreachable agents, wrong tokens and bad addresses", async () => {
     await expectError(
-      await stack.h.request("POST", "/v1/hosts", {
-        key: stack.h.adminKey,
-        json: { address: "http://nobody.test:1", token: "x".repeat(20) },
-      }),
+      await register({ address: "http://nobody.test:1", token: "x".repeat(20) }),
       503,
       "AGENT_UNAVAILABLE",
     );
     await expectError(
-      await stack.h.request("POST", "/v1/hosts", {
-        key: stack.h.adminKey,
-        json: { address: stack.agent.address, token: "wrong-token-123456" },
-      }),
+      await register({ address: stack.agent.address, token: "wrong-token-123456" }),
       502,
       "AGENT_ERROR",
     );
-    await expectError(
-      await stack.h.request("POST", "/v1/hosts", {
-        key: stack.h.adminKey,
-        json: { address: "ftp://x", token: "x".repeat(20) },
-      }),
-      400,
-      "BAD_REQUEST",
-    );
-    await expectError(
-      await stack.h.request("POST", "/v1/hosts", {
-        key: stack.h.adminKey,
-        json: { address: "http://x/path", token: "x".repeat(20) },
-      }),
-      400,
-      "BAD_REQUEST",
-    );
-    await expectError(
-      await stack.h.request("POST", "/v1/hosts", { key: stack.h.adminKey, json: { address: "http://x" } }),
-      400,
-      "BAD_REQUEST",
-    );
+    await expectError(await register({ address: "ftp://x", token: "x".repeat(20) }), 400, "BAD_REQUEST");
+    await expectError(await register({ address: "http://x/path", token: "x".repeat(20) }), 400, "BAD_REQUEST");
+    await expectError(await register({ address: "http://x" }), 400, "BAD_REQUEST");
   });
 
   it("refuses to delete a host with sandboxes unless forced, then marks them lost", async () => {
