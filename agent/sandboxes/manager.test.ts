@@ -1,14 +1,15 @@
 import { lstat, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Filesystem } from "../../proto/gen/envd/filesystem/filesystem_pb.js";
 import { Process } from "../../proto/gen/envd/process/process_pb.js";
 import { type AgentConfig, parseAgentConfig } from "../config.js";
+import { toConnectError } from "../error-map.js";
 import { AgentError } from "../errors.js";
 import type { Exec, ExecOptions } from "../exec.js";
-import { type Logger, noopLogger } from "../logger.js";
+import { createLogger, type Logger, noopLogger } from "../logger.js";
 import { SlotManager } from "../network/slots.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../runtimes/types.js";
 import type { Clock } from "./clock.js";
@@ -104,6 +105,8 @@ class FakeEnvd {
   readonly inits: { address: string; body: Parameters<GuestEnvd["init"]>[0] }[] = [];
   /** Access tokens of sandboxes whose envd never answers /health. */
   readonly unresponsive = new Set<string>();
+  /** Access tokens of sandboxes whose /init fails because the host's disk is full. */
+  readonly diskFull = new Set<string>();
 
   readonly factory: EnvdClientFactory = (address, accessToken) => {
     const transport = createRouterTransport(({ service }) => {
@@ -129,6 +132,9 @@ class FakeEnvd {
         }
       },
       init: async (body) => {
+        if (this.diskFull.has(accessToken)) {
+          throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+        }
         this.inits.push({ address, body });
         return "0.0.0-fake";
       },
@@ -287,6 +293,25 @@ describe("SandboxManager.create", () => {
     h.envd.unresponsive.add("silent-guest");
     await expect(h.manager.create(req)).rejects.toMatchObject({ reason: "ENVD_NOT_READY" });
     expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "stopped", stopReason: "error" });
+    expect(h.runtime.alive.size).toBe(0);
+    expect(h.manager.load().slotsInUse).toBe(0);
+    await expect(lstat(config.layout.sandboxDir(req.sandboxId))).rejects.toThrow();
+  });
+
+  it("cold: a host disk that fills during the handshake is HOST_DISK_FULL, and leaves nothing behind", async () => {
+    const h = harness();
+    const req = input({ accessToken: "full-disk" });
+    h.envd.diskFull.add("full-disk");
+    const err = await h.manager.create(req).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: "INTERNAL", reason: "CREATE_FAILED" });
+    const mapped = toConnectError(
+      err,
+      createLogger("error", () => {}),
+    );
+    expect([Code[mapped.code], mapped.metadata.get("error-reason")]).toEqual(["ResourceExhausted", "HOST_DISK_FULL"]);
     expect(h.runtime.alive.size).toBe(0);
     expect(h.manager.load().slotsInUse).toBe(0);
     await expect(lstat(config.layout.sandboxDir(req.sandboxId))).rejects.toThrow();

@@ -2,7 +2,7 @@ import { access, symlink } from "node:fs/promises";
 import { basename } from "node:path";
 import type { AgentConfig } from "../config.js";
 import { DEFAULT_USER, DEFAULT_WORKDIR } from "../envd-client.js";
-import { AgentError, failedPrecondition } from "../errors.js";
+import { AgentError, failedPrecondition, isHostDiskFull } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { SlotKind } from "../network/rules.js";
 import { type Slot, type SlotManager, SlotsExhaustedError, slotKindOf } from "../network/slots.js";
@@ -279,10 +279,13 @@ export class SandboxManager {
         });
         return record;
       }
-      await this.#handshakeOrFail(live, log, started, phases);
+      const failure = await this.#handshakeOrFail(live, log, started, phases);
       // Boot the next warm guest only now, so it does not compete with this create.
       if (warm) this.#warm.refill();
       if (record.status !== "running") {
+        // A full host disk (the record or the guest's first writes) is a capacity limit, not a guest
+        // that failed to start: the error map answers HOST_DISK_FULL for it. The sandbox is torn down.
+        if (isHostDiskFull(failure)) throw toCreateError(failure);
         throw new AgentError("UNAVAILABLE", "ENVD_NOT_READY", record.error ?? "sandbox did not become ready");
       }
       return record;
@@ -309,7 +312,13 @@ export class SandboxManager {
   }
 
   /** Waits for envd and POSTs /init; on failure tears the sandbox down (a failed create leaves nothing). */
-  async #handshakeOrFail(live: LiveSandbox, log: Logger, started: number, phases: CreatePhases): Promise<void> {
+  /** Completes a create; on failure tears the sandbox down, marks it stopped and returns the error. */
+  async #handshakeOrFail(
+    live: LiveSandbox,
+    log: Logger,
+    started: number,
+    phases: CreatePhases,
+  ): Promise<unknown | undefined> {
     const { record } = live;
     try {
       await this.#handshake(live, phases);
@@ -325,7 +334,9 @@ export class SandboxManager {
       await this.#teardown(record, live.slot).catch((e) => log.error("cleanup after failed handshake", { err: e }));
       this.#table.live.delete(record.id);
       this.#table.markStopped(record, "error", (err as Error).message);
+      return err;
     }
+    return undefined;
   }
 
   async #handshake(live: LiveSandbox, phases?: CreatePhases): Promise<void> {
