@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { EnvdClient } from "./envd-client.js";
+import { withLogContext } from "./logger.js";
 
 /**
  * envd answers are guest-controlled (root in a guest can replace envd on its port). A stand-in envd
@@ -121,5 +122,22 @@ describe("EnvdClient against an endless guest", () => {
     await expect.poll(() => hungUp, { timeout: 10_000 }).toBe(true);
     expect(sent).toBeLessThan(rssLimit);
     expect(process.memoryUsage().rss - rss).toBeLessThan(rssLimit);
+  });
+});
+
+describe("EnvdClient passes the edge's request id on", () => {
+  it("sends x-request-id on /files and Connect calls made while serving a request, and none outside", async () => {
+    const seen: Array<string | undefined> = [];
+    const client = await standInEnvd((req, res) => {
+      seen.push(req.headers["x-request-id"] as string | undefined);
+      res.writeHead(404, { "content-type": "application/json" });
+      res.end("{}");
+    });
+    await withLogContext({ requestId: "req_0123456789" }, async () => {
+      await client.readFile("/tmp/x", "user").catch(() => {});
+      await client.process.list({}).catch(() => {});
+    });
+    await client.readFile("/tmp/x", "user").catch(() => {});
+    expect(seen).toEqual(["req_0123456789", "req_0123456789", undefined]);
   });
 });

@@ -1,5 +1,6 @@
 import { type Client, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { currentRequestId, REQUEST_ID_HEADER } from "../lib/request-context.js";
 import { Filesystem } from "../proto/gen/envd/filesystem/filesystem_pb.js";
 import { Process } from "../proto/gen/envd/process/process_pb.js";
 import { AgentError } from "./errors.js";
@@ -38,6 +39,13 @@ async function readPrefix(res: Response, maxBytes: number): Promise<string> {
   }
   return Buffer.concat(parts).toString("utf8");
 }
+
+/** Passes the edge's request id on to envd, so that envd's log lines for this call carry it too. */
+function passRequestId(headers: Headers): void {
+  const requestId = currentRequestId();
+  if (requestId !== undefined) headers.set(REQUEST_ID_HEADER, requestId);
+}
+
 /** The sandbox user that processes and files belong to unless a call names another. */
 export const DEFAULT_USER = "user";
 export const DEFAULT_WORKDIR = "/home/user";
@@ -59,6 +67,7 @@ export class EnvdClient {
     this.#accessToken = accessToken;
     const headers: Interceptor = (next) => async (req) => {
       if (accessToken !== "") req.header.set("x-access-token", accessToken);
+      passRequestId(req.header);
       const user = req.header.get("x-wrenn-user") ?? DEFAULT_USER;
       req.header.delete("x-wrenn-user");
       req.header.set("authorization", `Basic ${Buffer.from(`${user}:`).toString("base64")}`);
@@ -81,7 +90,9 @@ export class EnvdClient {
   }
 
   #headers(extra: Record<string, string> = {}): Record<string, string> {
-    return this.#accessToken === "" ? extra : { ...extra, "x-access-token": this.#accessToken };
+    const requestId = currentRequestId();
+    const withId = requestId === undefined ? extra : { ...extra, [REQUEST_ID_HEADER]: requestId };
+    return this.#accessToken === "" ? withId : { ...withId, "x-access-token": this.#accessToken };
   }
 
   /** Whether envd answers /health now. */

@@ -18,7 +18,7 @@ import { detectGvisorHelper, startSudoDaemon } from "./gvisor.js";
 import { type EnvdRequest, type EnvdResponse, header, jsonError, jsonReply } from "./http/common.js";
 import { CpuSampler, getMetrics, postInit } from "./http/control.js";
 import { getFile, postFiles, sendFilesError } from "./http/files.js";
-import type { Logger } from "./log.js";
+import { type Logger, requestLogFields, withLogContext } from "./log.js";
 import { ProcessManager } from "./process/manager.js";
 import { createProcessService } from "./process/service.js";
 import { EnvdState } from "./state.js";
@@ -142,7 +142,7 @@ function createHandler(
     },
   });
 
-  return (req: EnvdRequest, res: EnvdResponse) => {
+  const serve = (req: EnvdRequest, res: EnvdResponse) => {
     setCors(res);
     if (req.method === "OPTIONS") {
       res.writeHead(204, {
@@ -163,6 +163,8 @@ function createHandler(
     }
     connect(req, res);
   };
+  // Every line logged while serving a request carries the request id the agent passed on.
+  return (req: EnvdRequest, res: EnvdResponse) => withLogContext(requestLogFields(req.headers), () => serve(req, res));
 }
 
 /**
