@@ -108,9 +108,13 @@ function agentHttpClient(fetchFn: typeof fetch): UniversalClientFn {
   return async (req) => {
     const body =
       req.body === undefined ? undefined : await readAllBytes(req.body, agentMessageLimits.writeMaxBytes + 5);
+    // fetch offers gzip by itself (Accept-Encoding), and a Connect server then compresses a unary
+    // answer, which this transport (no compression: bounded reads) refuses. Ask for none.
+    const headers = new Headers(req.header);
+    headers.set("accept-encoding", "identity");
     const res = await fetchFn(req.url, {
       method: req.method,
-      headers: req.header,
+      headers,
       signal: req.signal,
       redirect: "manual",
       ...(body !== undefined ? { body: body as Uint8Array<ArrayBuffer> } : {}),
