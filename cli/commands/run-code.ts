@@ -1,4 +1,4 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CodeResult } from "../../sdk/code.js";
 import { Sandbox } from "../../sdk/sandbox.js";
@@ -99,6 +99,8 @@ async function saveImages(result: CodeResult, dir: string, stem: string): Promis
     const value = result[field];
     if (typeof value !== "string") continue;
     const path = join(dir, `${stem}.${ext}`);
+    // --out-dir names a directory that may not exist yet.
+    if (paths.length === 0) await mkdir(dir, { recursive: true });
     await writeFile(path, Buffer.from(value, encoding));
     paths.push(path);
   }

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { access } from "node:fs/promises";
+import { access, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Sandbox, TimeoutError } from "@e2b/code-interpreter";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -7,6 +8,7 @@ import type { NodeEdge } from "../../edge/node.js";
 import { Sandbox as WrennSandbox } from "../../sdk/sandbox.js";
 import { IMAGES_ROOT, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { runWrenn } from "../helpers/cli-stack.js";
 import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
@@ -231,5 +233,45 @@ describe("Wrenn's SDK runCode", () => {
     expect(execution.text).toBe("42");
     const failed = await wrenn.runCode("raise ValueError('bad')");
     expect(failed.error).toMatchObject({ name: "ValueError", value: "bad" });
+  });
+});
+
+describe("wrenn sandbox run-code", () => {
+  it("prints output and text results, saves a figure with its chart data, and exits 1 when the code raised", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "wrenn-run-code-"));
+    try {
+      const env = { ...process.env, WRENN_API_URL: edge?.url ?? "", WRENN_API_KEY: apiKey } as Record<string, string>;
+      const id = sandbox().sandboxId;
+      const text = await runWrenn(["sandbox", "run-code", id, "--code", "print('out')\n6 * 7"], env);
+      expect({ code: text.code, stdout: text.stdout, stderr: text.stderr }).toEqual({
+        code: 0,
+        stdout: "out\n42\n",
+        stderr: "",
+      });
+
+      const script = join(dir, "plot.py");
+      await writeFile(
+        script,
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4], label='l')\nplt.title('T')\nplt.show()\n",
+      );
+      const out = join(dir, "charts");
+      const plot = await runWrenn(["sandbox", "run-code", id, "--file", script, "--out-dir", out], env);
+      expect(plot.code, plot.stderr).toBe(0);
+      const saved = (await readdir(out)).sort();
+      expect(saved).toHaveLength(2);
+      const [chartFile, pngFile] = saved;
+      expect(chartFile).toMatch(/^result-\d+-1\.chart\.json$/);
+      expect(pngFile).toMatch(/^result-\d+-1\.png$/);
+      pngSize(await readFile(join(out, pngFile ?? "")));
+      const chart = JSON.parse(await readFile(join(out, chartFile ?? ""), "utf8")) as { type: string; title: string };
+      expect([chart.type, chart.title]).toEqual(["line", "T"]);
+      expect(plot.stderr).toContain(`saved ${join(out, pngFile ?? "")}`);
+
+      const failed = await runWrenn(["sandbox", "run-code", id, "--code", "raise ValueError('bad')"], env);
+      expect(failed.code).toBe(1);
+      expect(failed.stderr).toMatch(/ValueError: bad/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
