@@ -169,6 +169,27 @@ describe("official @e2b/code-interpreter SDK against Wrenn", () => {
     ]);
   });
 
+  it("returns each display MIME type in the field the SDK reads it from", async () => {
+    const execution = await sandbox().runCode(
+      [
+        "from IPython.display import display, Markdown, Latex, JSON, SVG, Javascript",
+        "display(Markdown('**bold**'))",
+        "display(Latex('$x^2$'))",
+        "display(JSON({'a': 1}))",
+        'display(SVG(\'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>\'))',
+        "display(Javascript('1 + 1'))",
+      ].join("\n"),
+    );
+    expect(execution.error).toBeUndefined();
+    const [markdown, latex, json, svg, javascript] = execution.results;
+    expect(markdown?.markdown).toBe("**bold**");
+    expect(latex?.latex).toBe("$x^2$");
+    expect(json?.json).toEqual({ a: 1 });
+    expect(svg?.svg).toContain("<svg");
+    expect(javascript?.javascript).toBe("1 + 1");
+    expect(execution.results.every((r) => !r.isMainResult)).toBe(true);
+  });
+
   it("returns a pandas DataFrame as HTML", async () => {
     const execution = await sandbox().runCode(
       "import pandas as pd\npd.DataFrame({'city': ['Oslo', 'Lima'], 'n': [1, 2]})",
