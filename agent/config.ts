@@ -132,6 +132,12 @@ const envSchema = z.object({
     .transform(Number)
     .pipe(z.number().int().max(1_048_576))
     .default(4096),
+  AGENT_WARM_REFILL_DELAY_MS: z
+    .string()
+    .regex(/^[0-9]+$/, "AGENT_WARM_REFILL_DELAY_MS must be a whole number of milliseconds")
+    .transform(Number)
+    .pipe(z.number().int().max(600_000))
+    .default(1000),
   AGENT_WARM_TEMPLATE: z
     .string()
     .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be a template name")
@@ -205,6 +211,11 @@ export interface AgentConfig {
    */
   warmSandboxes: number;
   warmTemplate: string;
+  /**
+   * How long after a create took a warm guest the pool boots its replacement: a boot right away (a
+   * gVisor Sentry, a TCG VM) competes for the CPU with the new sandbox's first commands.
+   */
+  warmRefillDelayMs: number;
   /** Size of a namespace sandbox's writable layer (its own ext4 image); 0 leaves it unlimited on the host. */
   diskQuotaMb: number;
   /** How long a new or resumed guest's envd may take to answer /health. */
@@ -295,6 +306,7 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       slotPool: e.AGENT_SLOT_POOL,
       warmSandboxes: e.AGENT_WARM_SANDBOXES,
       warmTemplate: e.AGENT_WARM_TEMPLATE,
+      warmRefillDelayMs: e.AGENT_WARM_REFILL_DELAY_MS,
       diskQuotaMb: e.AGENT_DISK_QUOTA_MB,
       envdTimeoutMs: e.AGENT_ENVD_TIMEOUT_MS,
       searchPath: e.PATH,

@@ -190,6 +190,7 @@ beforeEach(async () => {
       AGENT_EGRESS: "0",
       AGENT_NET_PREFIX: "wmt",
       AGENT_STOPPED_RETENTION_SEC: "600",
+      AGENT_WARM_REFILL_DELAY_MS: "150",
     },
     { cpuCount: 2, totalMemoryMb: 4096 },
   );
@@ -344,7 +345,9 @@ describe("SandboxManager.create", () => {
     expect(record.handle?.data).toMatchObject({ sandboxId: req.sandboxId });
     expect(h.envd.inits).toHaveLength(1);
 
-    // The pool refills after the create, with a new boot.
+    // The pool refills after the create, with a new boot — not at once: the sandbox's first commands
+    // get the CPU first (AGENT_WARM_REFILL_DELAY_MS, 150 ms here).
+    expect(h.runtime.calls.filter((c) => c.startsWith("start "))).toHaveLength(1);
     await vi.waitFor(() => expect(h.messages.filter((m) => m === "warm guest ready")).toHaveLength(2), {
       timeout: 1_000,
       interval: 2,

@@ -275,13 +275,14 @@ export class SandboxManager {
       if (input.noWait) {
         void this.#lock.run(record.id, async () => {
           await this.#handshakeOrFail(live, log, started, phases);
-          if (warm) this.#warm.refill();
+          if (warm) this.#warm.refillSoon();
         });
         return record;
       }
       const failure = await this.#handshakeOrFail(live, log, started, phases);
-      // Boot the next warm guest only now, so it does not compete with this create.
-      if (warm) this.#warm.refill();
+      // Boot the next warm guest only now and after a delay, so it competes neither with this create
+      // nor with the sandbox's first commands.
+      if (warm) this.#warm.refillSoon();
       if (record.status !== "running") {
         // A full host disk (the record or the guest's first writes) is a capacity limit, not a guest
         // that failed to start: the error map answers HOST_DISK_FULL for it. The sandbox is torn down.

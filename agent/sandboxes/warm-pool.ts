@@ -22,7 +22,7 @@ export interface WarmGuest {
 }
 
 export interface WarmPoolDeps {
-  config: Pick<AgentConfig, "layout" | "warmTemplate" | "defaults" | "egress">;
+  config: Pick<AgentConfig, "layout" | "warmTemplate" | "warmRefillDelayMs" | "defaults" | "egress">;
   logger: Logger;
   runtime: Runtime;
   slots: Pick<SlotManager, "acquire" | "release">;
@@ -41,6 +41,7 @@ export class WarmPool {
   readonly #guests: WarmGuest[] = [];
   #target = 0;
   #filling: Promise<void> | undefined;
+  #refillTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(deps: WarmPoolDeps) {
     this.#deps = deps;
@@ -56,6 +57,8 @@ export class WarmPool {
   /** Stops every warm guest (on shutdown: they hold no sandbox). */
   async drain(): Promise<void> {
     this.#target = 0;
+    clearTimeout(this.#refillTimer);
+    this.#refillTimer = undefined;
     while (this.#filling) await this.#filling;
     const guests = this.#guests.splice(0);
     await Promise.all(guests.map((g) => this.#discard(g)));
@@ -67,6 +70,24 @@ export class WarmPool {
     const i = this.#guests.findIndex((g) => g.spec.template === template && g.slot.egress === egress);
     if (i < 0) return undefined;
     return this.#guests.splice(i, 1)[0];
+  }
+
+  /**
+   * Refills after the configured delay (`warmRefillDelayMs`), once: called when a create took a warm
+   * guest, whose first commands should not share the CPU with the next guest's boot.
+   */
+  refillSoon(): void {
+    const delay = this.#deps.config.warmRefillDelayMs;
+    if (delay <= 0) {
+      this.refill();
+      return;
+    }
+    if (this.#refillTimer !== undefined) return;
+    this.#refillTimer = setTimeout(() => {
+      this.#refillTimer = undefined;
+      this.refill();
+    }, delay);
+    this.#refillTimer.unref();
   }
 
   /** Boots guests in the background until the pool holds its target again. */
