@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatIpv4, parseAgentConfig, parseIpv4 } from "./config.js";
+import { formatIpv4, parseAgentConfig, parseDnsUpstream, parseIpv4, parseResolvConf } from "./config.js";
 
 const host = { cpuCount: 2, totalMemoryMb: 24_000 };
 
@@ -182,5 +182,88 @@ describe("IPv4 helpers", () => {
     expect(parseIpv4("256.1.1.1")).toBeUndefined();
     expect(parseIpv4("1.2.3")).toBeUndefined();
     expect(parseIpv4("1.2.3.x")).toBeUndefined();
+  });
+});
+
+describe("egress services", () => {
+  it("defaults the ports, the inspection mode and the upstreams from the host's resolv.conf", () => {
+    const result = parseAgentConfig({}, { ...host, nameservers: ["10.255.255.53", "fe80::1", "bogus"] });
+    if (!result.ok) throw new Error(result.errors.join("; "));
+    expect(result.config.egressServices).toEqual({
+      httpPort: 15_080,
+      tlsPort: 15_443,
+      dnsPort: 15_353,
+      dnsUpstream: [
+        { address: "10.255.255.53", port: 53 },
+        { address: "fe80::1", port: 53 },
+      ],
+      inspect: "policy",
+      mark: 0x57,
+      routeTable: 15_080,
+    });
+  });
+
+  it("takes ports, upstreams, inspection and kernel ids from the environment", () => {
+    const result = parseAgentConfig(
+      {
+        AGENT_EGRESS_HTTP_PORT: "18080",
+        AGENT_EGRESS_TLS_PORT: "18443",
+        AGENT_DNS_PORT: "18053",
+        AGENT_DNS_UPSTREAM: "192.88.99.53, 192.88.99.54:5353,[::1]:53",
+        AGENT_EGRESS_INSPECT: "always",
+        AGENT_EGRESS_MARK: "0x1234",
+        AGENT_EGRESS_ROUTE_TABLE: "200",
+      },
+      { ...host, nameservers: ["10.0.0.1"] },
+    );
+    if (!result.ok) throw new Error(result.errors.join("; "));
+    expect(result.config.egressServices).toEqual({
+      httpPort: 18_080,
+      tlsPort: 18_443,
+      dnsPort: 18_053,
+      dnsUpstream: [
+        { address: "192.88.99.53", port: 53 },
+        { address: "192.88.99.54", port: 5353 },
+        { address: "::1", port: 53 },
+      ],
+      inspect: "always",
+      mark: 0x1234,
+      routeTable: 200,
+    });
+  });
+
+  it("names bad egress variables", () => {
+    const result = parseAgentConfig(
+      {
+        AGENT_EGRESS_HTTP_PORT: "70000",
+        AGENT_DNS_UPSTREAM: "1.1.1.1,dns.google",
+        AGENT_EGRESS_INSPECT: "sometimes",
+        AGENT_EGRESS_ROUTE_TABLE: "254",
+      },
+      host,
+    );
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    const text = result.errors.join("\n");
+    for (const name of ["AGENT_EGRESS_HTTP_PORT", "AGENT_EGRESS_INSPECT", "AGENT_EGRESS_ROUTE_TABLE"]) {
+      expect(text).toContain(name);
+    }
+    expect(text).toMatch(/AGENT_DNS_UPSTREAM: .*not an address: dns\.google/);
+    const clash = parseAgentConfig({ AGENT_EGRESS_TLS_PORT: "15353" }, host);
+    expect(clash).toEqual({
+      ok: false,
+      errors: ["AGENT_EGRESS_HTTP_PORT, AGENT_EGRESS_TLS_PORT and AGENT_DNS_PORT must all differ"],
+    });
+  });
+
+  it("reads nameservers from resolv.conf text", () => {
+    expect(
+      parseResolvConf(
+        "# generated\nsearch example.com\nnameserver 10.255.255.53\nnameserver fe80::1%eth0\n  nameserver 9.9.9.9 # quad9\n",
+      ),
+    ).toEqual(["10.255.255.53", "fe80::1", "9.9.9.9"]);
+    expect(parseDnsUpstream("1.2.3.4:99")).toEqual({ address: "1.2.3.4", port: 99 });
+    expect(parseDnsUpstream("300.1.1.1")).toBeUndefined();
+    expect(parseDnsUpstream("1.2.3.4:0")).toBeUndefined();
   });
 });

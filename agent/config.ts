@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
 import { type FilesLayout, filesLayout } from "./layout.js";
@@ -12,11 +13,83 @@ import type { RuntimeName } from "./runtimes/types.js";
 export interface HostFacts {
   cpuCount: number;
   totalMemoryMb: number;
+  /** The host's own nameservers (its /etc/resolv.conf): the egress resolver's default upstreams. */
+  nameservers?: string[];
 }
 
 export function hostFacts(): HostFacts {
-  return { cpuCount: cpus().length, totalMemoryMb: Math.floor(totalmem() / 2 ** 20) };
+  let resolvConf = "";
+  try {
+    resolvConf = readFileSync("/etc/resolv.conf", "utf8");
+  } catch {
+    // No resolv.conf: the resolver has no default upstream and AGENT_DNS_UPSTREAM must name one.
+  }
+  return {
+    cpuCount: cpus().length,
+    totalMemoryMb: Math.floor(totalmem() / 2 ** 20),
+    nameservers: parseResolvConf(resolvConf),
+  };
 }
+
+/** The `nameserver` addresses of a resolv.conf text, in order (a zone suffix such as `%eth0` dropped). */
+export function parseResolvConf(text: string): string[] {
+  const servers: string[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*nameserver\s+([0-9A-Fa-f:.]+)(?:%\S+)?\s*(?:[#;].*)?$/.exec(line);
+    if (m?.[1] !== undefined) servers.push(m[1]);
+  }
+  return servers;
+}
+
+/** A DNS server the egress resolver forwards to. */
+export interface DnsUpstream {
+  address: string;
+  port: number;
+}
+
+/** Parses `ip`, `ip:port`, `[ipv6]:port` or a bare IPv6 address; undefined when malformed. */
+export function parseDnsUpstream(text: string): DnsUpstream | undefined {
+  const t = text.trim();
+  const bracketed = /^\[([0-9A-Fa-f:.]+)\](?::([0-9]{1,5}))?$/.exec(t);
+  const v4 = /^([0-9]{1,3}(?:\.[0-9]{1,3}){3})(?::([0-9]{1,5}))?$/.exec(t);
+  const bareV6 = /^[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*$/.test(t) ? t : undefined;
+  const address = bracketed?.[1] ?? v4?.[1] ?? bareV6;
+  const port = Number(bracketed?.[2] ?? v4?.[2] ?? 53);
+  if (address === undefined || !(port >= 1 && port <= 65_535)) return undefined;
+  if (v4 && parseIpv4(address) === undefined) return undefined;
+  return { address, port };
+}
+
+const port = (name: string) =>
+  z
+    .string()
+    .regex(/^[0-9]{1,5}$/, `${name} must be a port number`)
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(65_535));
+
+const dnsUpstreamList = z.string().transform((v, ctx): DnsUpstream[] => {
+  const entries = v
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  const parsed = entries.map(parseDnsUpstream);
+  const bad = entries.filter((_, i) => parsed[i] === undefined);
+  if (entries.length === 0 || bad.length > 0) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a comma list of ip[:port] (e.g. 1.1.1.1,9.9.9.9:53)${bad.length > 0 ? `; not an address: ${bad.join(", ")}` : ""}`,
+    });
+    return z.NEVER;
+  }
+  return parsed.filter((u): u is DnsUpstream => u !== undefined);
+});
+
+const markNumber = (name: string) =>
+  z
+    .string()
+    .regex(/^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})$/, `${name} must be a number (decimal or 0x hex)`)
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(0xffffffff));
 
 const booleanFlag = z
   .enum(["1", "0", "true", "false", "on", "off", "yes", "no"], {
@@ -111,6 +184,25 @@ const envSchema = z.object({
     .regex(/^[a-z][a-z0-9]{0,5}$/, "must be 1-6 characters of [a-z0-9] starting with a letter")
     .default("wr"),
   AGENT_NET_CIDR: networkCidr.default({ base: (10 << 24) | (240 << 16), prefixLength: 16 }),
+  AGENT_EGRESS_HTTP_PORT: port("AGENT_EGRESS_HTTP_PORT").default(15_080),
+  AGENT_EGRESS_TLS_PORT: port("AGENT_EGRESS_TLS_PORT").default(15_443),
+  AGENT_DNS_PORT: port("AGENT_DNS_PORT").default(15_353),
+  AGENT_DNS_UPSTREAM: dnsUpstreamList.optional(),
+  AGENT_EGRESS_INSPECT: z.enum(["policy", "always"]).default("policy"),
+  AGENT_EGRESS_MARK: markNumber("AGENT_EGRESS_MARK").default(0x57),
+  AGENT_EGRESS_ROUTE_TABLE: z
+    .string()
+    .regex(/^[0-9]{1,10}$/, "AGENT_EGRESS_ROUTE_TABLE must be a routing table number")
+    .transform(Number)
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(1)
+        .max(0xfffffffe)
+        .refine((n) => n < 253 || n > 255, "tables 253-255 are the kernel's default, main and local"),
+    )
+    .default(15_080),
   AGENT_STOPPED_RETENTION_SEC: positiveInt("AGENT_STOPPED_RETENTION_SEC").default(600),
   AGENT_REAP_INTERVAL_MS: positiveInt("AGENT_REAP_INTERVAL_MS").default(2000),
   AGENT_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -200,6 +292,11 @@ export interface AgentConfig {
     /** The range slot addresses come from: one /30 per slot. */
     cidr: Ipv4Network;
   };
+  /**
+   * The agent's egress services (issue 20): a per-sandbox DNS resolver and a transparent proxy for
+   * ports 80/443, which judge names (DNS question, TLS SNI, HTTP Host) against a sandbox's egress policy.
+   */
+  egressServices: EgressServicesConfig;
   stoppedRetentionMs: number;
   reapIntervalMs: number;
   logLevel: LogLevel;
@@ -243,6 +340,27 @@ export interface AgentConfig {
   };
 }
 
+/** Ports and kernel ids of the egress resolver and proxy (see AgentConfig.egressServices). */
+export interface EgressServicesConfig {
+  /** The proxy's listener for a slot's port-80 connections (bound on 0.0.0.0, reached through AnyIP). */
+  httpPort: number;
+  /** The proxy's listener for a slot's port-443 connections. */
+  tlsPort: number;
+  /** The resolver's UDP and TCP port (bound on 0.0.0.0; slots' port-53 traffic is DNAT'd to it). */
+  dnsPort: number;
+  /** Where allowed questions are forwarded: AGENT_DNS_UPSTREAM, else the host's resolv.conf nameservers. */
+  dnsUpstream: DnsUpstream[];
+  /**
+   * `policy`: DNS and ports 80/443 of a sandbox go through the agent only when its policy has domain
+   * rules; `always`: for every sandbox with a policy, so every name is logged.
+   */
+  inspect: "policy" | "always";
+  /** Firewall mark of slot packets to the proxy ports, routed to the host's `local` table (AnyIP). */
+  mark: number;
+  /** Routing table holding `local 0.0.0.0/0 dev lo` for marked packets. */
+  routeTable: number;
+}
+
 /** Whether the agent listening on `host` is reachable only from this machine. */
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase();
@@ -276,6 +394,10 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
         "protected some other way (a VPN or a private cable).",
     );
   }
+  const egressPorts = [e.AGENT_EGRESS_HTTP_PORT, e.AGENT_EGRESS_TLS_PORT, e.AGENT_DNS_PORT];
+  if (new Set(egressPorts).size !== egressPorts.length) {
+    errors.push("AGENT_EGRESS_HTTP_PORT, AGENT_EGRESS_TLS_PORT and AGENT_DNS_PORT must all differ");
+  }
   if (errors.length > 0) return { ok: false, errors };
   const memoryMb = e.AGENT_MEMORY_MB ?? Math.max(512, Math.floor(host.totalMemoryMb * 0.9));
   return {
@@ -300,6 +422,20 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
           : undefined,
       egress: e.AGENT_EGRESS,
       network: { prefix: e.AGENT_NET_PREFIX, cidr: e.AGENT_NET_CIDR },
+      egressServices: {
+        httpPort: e.AGENT_EGRESS_HTTP_PORT,
+        tlsPort: e.AGENT_EGRESS_TLS_PORT,
+        dnsPort: e.AGENT_DNS_PORT,
+        dnsUpstream:
+          e.AGENT_DNS_UPSTREAM ??
+          (host.nameservers ?? []).flatMap((ns) => {
+            const upstream = parseDnsUpstream(ns);
+            return upstream ? [upstream] : [];
+          }),
+        inspect: e.AGENT_EGRESS_INSPECT,
+        mark: e.AGENT_EGRESS_MARK,
+        routeTable: e.AGENT_EGRESS_ROUTE_TABLE,
+      },
       stoppedRetentionMs: e.AGENT_STOPPED_RETENTION_SEC * 1000,
       reapIntervalMs: e.AGENT_REAP_INTERVAL_MS,
       logLevel: e.AGENT_LOG_LEVEL,
