@@ -250,6 +250,13 @@ describe.skipIf(!isRoot)(`envd with the e2b SDK (${isRoot ? "root" : ROOT_REASON
       ]);
       const deep = await sbx.files.list(`${base}/a`, { depth: 2 });
       expect(deep.map((e) => e.path)).toContain(`${base}/a/b/deep.txt`);
+      // E2B's order: depth-first, names sorted at each level.
+      await sbx.files.write(`${base}/order/b/x`, "");
+      await sbx.files.write(`${base}/order/a/y`, "");
+      await sbx.files.write(`${base}/order/a/x`, "");
+      await sbx.files.write(`${base}/order/c`, "");
+      const ordered = await sbx.files.list(`${base}/order`, { depth: 2 });
+      expect(ordered.map((e) => e.path.slice(`${base}/order/`.length))).toEqual(["a", "a/x", "a/y", "b", "b/x", "c"]);
 
       const info = await sbx.files.getInfo(`${base}/a/file.txt`);
       expect(info).toMatchObject({ name: "file.txt", type: "file", size: 5, permissions: "-rw-r--r--", owner: "user" });
@@ -313,6 +320,25 @@ describe.skipIf(!isRoot)(`envd with the e2b SDK (${isRoot ? "root" : ROOT_REASON
       expect(names).toContain("remove:top.txt");
       expect(names).toContain("rename:sub/inner.txt");
       expect(names).toContain("create:sub/renamed.txt");
+    });
+
+    it("reports what is made inside a directory created after the watch started, at once", async () => {
+      const base = `${dir}/watched-new`;
+      await sbx.files.makeDir(base);
+      const events: string[] = [];
+      const handle = await sbx.files.watchDir(base, (e) => void events.push(`${e.type}:${e.name}`), {
+        recursive: true,
+      });
+      // One command, no pause: the files exist before envd can watch the new directories.
+      await sbx.commands.run(`mkdir -p ${base}/n1/n2 && echo hi > ${base}/n1/n2/f.txt && touch ${base}/n1/g.txt`, {
+        user: "root",
+      });
+      await until(() => events.includes("create:n1/n2/f.txt") && events.includes("create:n1/g.txt"));
+      await sbx.files.write(`${base}/n1/n2/later.txt`, "x");
+      await until(() => events.includes("create:n1/n2/later.txt"));
+      await handle.stop();
+      expect(events).toContain("create:n1");
+      expect(events).toContain("create:n1/n2");
     });
   });
 });

@@ -76,24 +76,23 @@ async function mustExist(path: string): Promise<Stats> {
   }
 }
 
-/** Lists `root` down to `depth` levels (1 = its own entries), not descending into symlinks. */
+/**
+ * Lists `root` down to `depth` levels (1 = its own entries), not descending into symlinks, in E2B's
+ * order: depth-first, names sorted at each level (`a`, `a/x`, `a/y`, `b`, `b/x`…).
+ */
 async function listTree(root: string, depth: number): Promise<{ path: string; stats: Stats }[]> {
   const out: { path: string; stats: Stats }[] = [];
-  let level = [root];
-  for (let d = 0; d < depth && level.length > 0; d++) {
-    const next: string[] = [];
-    for (const dir of level) {
-      const names = await readdir(dir).catch(() => [] as string[]);
-      for (const name of names.sort()) {
-        const p = join(dir, name);
-        const st = await lstat(p).catch(() => undefined);
-        if (!st) continue;
-        out.push({ path: p, stats: st });
-        if (st.isDirectory()) next.push(p);
-      }
+  const walk = async (dir: string, level: number): Promise<void> => {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names.sort()) {
+      const p = join(dir, name);
+      const st = await lstat(p).catch(() => undefined);
+      if (!st) continue;
+      out.push({ path: p, stats: st });
+      if (st.isDirectory() && level + 1 < depth) await walk(p, level + 1);
     }
-    level = next;
-  }
+  };
+  await walk(root, 0);
   return out;
 }
 

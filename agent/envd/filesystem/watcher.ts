@@ -54,11 +54,16 @@ export class DirWatcher {
       throw err;
     }
     const w = new DirWatcher(root, recursive, onEvent, logger);
-    await w.addDir(root);
+    await w.addDir(root, false);
     return w;
   }
 
-  private async addDir(dir: string): Promise<void> {
+  /**
+   * Watches `dir` and records its entries. `reportEntries` is set for a directory created after the
+   * watch started: whatever is already in it when its own watch begins (`mkdir -p a/b && touch
+   * a/b/f` races the watch on `a`) was created since, so it is reported as CREATE, not missed.
+   */
+  private async addDir(dir: string, reportEntries: boolean): Promise<void> {
     if (this.closed || this.watchers.has(dir)) return;
     if (this.watchers.size >= MAX_WATCHED_DIRS) {
       this.logger.warn("watch limit reached; not watching deeper", { root: this.root, dir });
@@ -86,9 +91,13 @@ export class DirWatcher {
     }
     for (const e of entries) {
       const p = join(dir, e.name);
+      if (this.closed) return;
+      if (this.known.has(p)) continue;
       const st = await lstat(p).catch(() => undefined);
-      if (st) this.known.set(p, { mode: st.mode, isDir: st.isDirectory(), ino: st.ino });
-      if (this.recursive && e.isDirectory()) await this.addDir(p);
+      if (!st) continue;
+      this.known.set(p, { mode: st.mode, isDir: st.isDirectory(), ino: st.ino });
+      if (reportEntries) this.onEvent({ name: relative(this.root, p), path: p, type: EventType.CREATE });
+      if (this.recursive && st.isDirectory()) await this.addDir(p, reportEntries);
     }
   }
 
@@ -136,7 +145,7 @@ export class DirWatcher {
         this.onEvent({ name: moved.name, path: moved.path, type: EventType.RENAME });
       }
       this.onEvent({ name, path, type: EventType.CREATE });
-      if (this.recursive && st.isDirectory()) await this.addDir(path);
+      if (this.recursive && st.isDirectory()) await this.addDir(path, true);
       return;
     }
     if (kind === "rename") {
