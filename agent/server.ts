@@ -10,6 +10,7 @@ import { HostAgentService } from "../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { AgentConfig } from "./config.js";
 import { errorInterceptor } from "./error-map.js";
 import { hostAgentHandlers } from "./handlers/host-agent.js";
+import type { ConnectionLogReader } from "./handlers/network.js";
 import type { HostInventory } from "./host-inventory.js";
 import { type Logger, requestLogFields, withLogContext } from "./logger.js";
 import type { AgentMetrics } from "./metrics.js";
@@ -29,6 +30,8 @@ export interface ServerDeps {
   inventory: HostInventory;
   metrics: AgentMetrics;
   token: string;
+  /** The connection log the connection RPCs read (agent/egress/). */
+  connections?: ConnectionLogReader;
 }
 
 /** Constant-time bearer check: both sides hashed first so lengths never leak through timing. */

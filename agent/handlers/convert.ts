@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { EgressPolicy } from "../../lib/egress-policy.js";
 import { type EntryInfo, FileType } from "../../proto/gen/envd/filesystem/filesystem_pb.js";
 import {
   type Entry,
@@ -15,6 +16,7 @@ import {
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { IsolationClass, RuntimeName } from "../runtimes/types.js";
 import type { SandboxRecord, SandboxStatus, StopReasonName, TimeoutActionName } from "../sandboxes/record.js";
+import { policyToProto } from "./network.js";
 
 /** Conversions between the manager's records and the HostAgentService messages, in one place. */
 
@@ -72,6 +74,8 @@ export function sandboxToProto(r: SandboxRecord): Sandbox {
     internetAccess: r.internetAccess,
     remainingTimeoutSec: r.remainingMs === undefined ? 0 : Math.ceil(r.remainingMs / 1000),
     stoppedAt: r.stoppedAt === undefined ? undefined : timestampFromMs(r.stoppedAt),
+    // The record's policy field arrives with the manager's egress support (agent/sandboxes/record.ts).
+    network: policyToProto((r as SandboxRecord & { network?: EgressPolicy }).network),
   });
 }
 

@@ -1,17 +1,28 @@
 import { arch, hostname, loadavg, release } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { type EgressPolicy, EgressPolicyError, parseEgressPolicy } from "../../lib/egress-policy.js";
 import {
   type ExecStreamResponseSchema,
   type HostAgentService,
   Runtime as RuntimeEnum,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { AgentError } from "../errors.js";
+import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { HostInventory } from "../host-inventory.js";
 import { ISOLATION_OF } from "../runtimes/types.js";
 import type { SandboxManager } from "../sandboxes/manager.js";
+import type { SandboxRecord } from "../sandboxes/record.js";
 import { entryToProto, ISOLATION, RUNTIME, sandboxToProto, timeoutActionFromProto } from "./convert.js";
+import {
+  type ConnectionLogReader,
+  entryToProto as connectionToProto,
+  DEFAULT_CONNECTIONS_LIMIT,
+  MAX_CONNECTIONS_LIMIT,
+  policyFromProto,
+  protocolFromProto,
+  verdictFromProto,
+} from "./network.js";
 
 /**
  * HostAgentService over the sandbox manager. Handlers validate, call, shape: the logic of processes and
@@ -25,6 +36,24 @@ export interface HostAgentHandlerDeps {
     defaults: { vcpus: number; memoryMb: number };
     capacity: { maxSandboxes: number; vcpus: number; memoryMb: number };
   };
+  /** The agent's connection log (agent/egress/); without it the connection RPCs answer FAILED_PRECONDITION. */
+  connections?: ConnectionLogReader;
+}
+
+interface NetworkUpdater {
+  updateNetwork(id: string, policy: EgressPolicy, internetAccess?: boolean): Promise<SandboxRecord>;
+}
+
+/** Validates a policy from the wire (the edge validated it too; the agent never trusts that). */
+function checkedPolicy(policy: EgressPolicy | undefined): EgressPolicy | undefined {
+  if (!policy) return undefined;
+  try {
+    parseEgressPolicy(policy);
+  } catch (err) {
+    if (err instanceof EgressPolicyError) throw invalidArgument("INVALID_NETWORK_POLICY", err.message);
+    throw err;
+  }
+  return policy;
 }
 
 function requireField(value: string, name: string): void {
@@ -33,25 +62,28 @@ function requireField(value: string, name: string): void {
 
 export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeof HostAgentService> {
   const { manager, inventory, config } = deps;
+  const connectionLog = (): ConnectionLogReader => {
+    if (!deps.connections) throw failedPrecondition("NO_CONNECTION_LOG", "this agent keeps no connection log");
+    return deps.connections;
+  };
   return {
     async createSandbox(req, ctx) {
       requireField(req.template, "template");
-      const record = await manager.create(
-        {
-          sandboxId: req.sandboxId,
-          template: req.template,
-          vcpus: req.vcpus || config.defaults.vcpus,
-          memoryMb: req.memoryMb || config.defaults.memoryMb,
-          timeoutSec: req.timeoutSec,
-          timeoutAction: timeoutActionFromProto(req.timeoutAction),
-          envVars: req.envVars,
-          metadata: req.metadata,
-          accessToken: req.envdAccessToken,
-          internetAccess: req.internetAccess ?? true,
-          noWait: req.noWait,
-        },
-        ctx.signal,
-      );
+      const input = {
+        sandboxId: req.sandboxId,
+        template: req.template,
+        vcpus: req.vcpus || config.defaults.vcpus,
+        memoryMb: req.memoryMb || config.defaults.memoryMb,
+        timeoutSec: req.timeoutSec,
+        timeoutAction: timeoutActionFromProto(req.timeoutAction),
+        envVars: req.envVars,
+        metadata: req.metadata,
+        accessToken: req.envdAccessToken,
+        internetAccess: req.internetAccess ?? true,
+        noWait: req.noWait,
+        network: checkedPolicy(policyFromProto(req.network)),
+      };
+      const record = await manager.create(input, ctx.signal);
       return { sandbox: sandboxToProto(record) };
     },
 
@@ -131,6 +163,44 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
     async removePath(req, ctx) {
       await manager.guest.removePath(req, ctx.signal);
       return {};
+    },
+
+    async updateSandboxNetwork(req) {
+      requireField(req.sandboxId, "sandbox_id");
+      const policy = checkedPolicy(policyFromProto(req.network)) ?? { allowOut: [], denyOut: [] };
+      // updateNetwork arrives with the manager's egress support (agent/sandboxes/manager.ts).
+      const network = manager as SandboxManager & Partial<NetworkUpdater>;
+      if (!network.updateNetwork)
+        throw failedPrecondition("NO_EGRESS_POLICY", "this agent cannot change a sandbox's network");
+      return { sandbox: sandboxToProto(await network.updateNetwork(req.sandboxId, policy, req.internetAccess)) };
+    },
+
+    async listConnections(req) {
+      requireField(req.sandboxId, "sandbox_id");
+      const limit = Math.min(req.limit || DEFAULT_CONNECTIONS_LIMIT, MAX_CONNECTIONS_LIMIT);
+      const entries = await connectionLog().list(req.sandboxId, {
+        after: req.afterSeq > 0n ? Number(req.afterSeq) : undefined,
+        limit,
+        verdict: verdictFromProto(req.verdict),
+        since: req.since ? timestampMs(req.since) : undefined,
+        protocol: protocolFromProto(req.protocol),
+      });
+      const last = entries.at(-1);
+      return {
+        entries: entries.map(connectionToProto),
+        nextAfter: entries.length >= limit && last ? BigInt(last.seq) : 0n,
+      };
+    },
+
+    async *watchConnections(req, ctx) {
+      requireField(req.sandboxId, "sandbox_id");
+      const verdict = verdictFromProto(req.verdict);
+      const protocol = protocolFromProto(req.protocol);
+      for await (const entry of connectionLog().watch(req.sandboxId, Number(req.afterSeq), ctx.signal)) {
+        if (verdict !== undefined && entry.verdict !== verdict) continue;
+        if (protocol !== undefined && entry.protocol !== protocol) continue;
+        yield { entry: connectionToProto(entry) };
+      }
     },
 
     async getHostInfo() {

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hostagent/v1/hostagent.proto.
  */
 export const file_hostagent_v1_hostagent: GenFile = /*@__PURE__*/
-  fileDesc("Chxob3N0YWdlbnQvdjEvaG9zdGFnZW50LnByb3RvEgxob3N0YWdlbnQudjEijQUKB1NhbmRib3gSEgoKc2FuZGJveF9pZBgBIAEoCRIQCgh0ZW1wbGF0ZRgCIAEoCRIpCgVzdGF0ZRgDIAEoDjIaLmhvc3RhZ2VudC52MS5TYW5kYm94U3RhdGUSDQoFdmNwdXMYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKBmVuZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoOdGltZW91dF9hY3Rpb24YCCABKA4yGy5ob3N0YWdlbnQudjEuVGltZW91dEFjdGlvbhI1CghtZXRhZGF0YRgJIAMoCzIjLmhvc3RhZ2VudC52MS5TYW5kYm94Lk1ldGFkYXRhRW50cnkSJgoHcnVudGltZRgKIAEoDjIVLmhvc3RhZ2VudC52MS5SdW50aW1lEi0KC3N0b3BfcmVhc29uGAsgASgOMhguaG9zdGFnZW50LnYxLlN0b3BSZWFzb24SDQoFZXJyb3IYDCABKAkSMgoOc25hcHNob3RfZmlsZXMYDSADKAsyGi5ob3N0YWdlbnQudjEuU25hcHNob3RGaWxlEhQKDGVudmRfdmVyc2lvbhgOIAEoCRIXCg9pbnRlcm5ldF9hY2Nlc3MYDyABKAgSHQoVcmVtYWluaW5nX3RpbWVvdXRfc2VjGBAgASgNEi4KCnN0b3BwZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIwCgxTbmFwc2hvdEZpbGUSDAoEbmFtZRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEIu4DChRDcmVhdGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhAKCHRlbXBsYXRlGAIgASgJEg0KBXZjcHVzGAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRITCgt0aW1lb3V0X3NlYxgFIAEoDRIzCg50aW1lb3V0X2FjdGlvbhgGIAEoDjIbLmhvc3RhZ2VudC52MS5UaW1lb3V0QWN0aW9uEkEKCGVudl92YXJzGAcgAygLMi8uaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRJCCghtZXRhZGF0YRgIIAMoCzIwLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhkKEWVudmRfYWNjZXNzX3Rva2VuGAkgASgJEhwKD2ludGVybmV0X2FjY2VzcxgKIAEoCEgAiAEBEg8KB25vX3dhaXQYCyABKAgaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhIKEF9pbnRlcm5ldF9hY2Nlc3MiPwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCIrChVEZXN0cm95U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIYChZEZXN0cm95U2FuZGJveFJlc3BvbnNlIikKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSI+ChRQYXVzZVNhbmRib3hSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giVAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIYCgt0aW1lb3V0X3NlYxgCIAEoDUgAiAEBQg4KDF90aW1lb3V0X3NlYyI/ChVSZXN1bWVTYW5kYm94UmVzcG9uc2USJgoHc2FuZGJveBgBIAEoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94IokBChFTZXRUaW1lb3V0UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RpbWVvdXRfc2VjGAIgASgNEjgKDnRpbWVvdXRfYWN0aW9uGAMgASgOMhsuaG9zdGFnZW50LnYxLlRpbWVvdXRBY3Rpb25IAIgBAUIRCg9fdGltZW91dF9hY3Rpb24iPAoSU2V0VGltZW91dFJlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIjwKEkdldFNhbmRib3hSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QicgoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEigKCXNhbmRib3hlcxgBIAMoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94EiEKBXJlYXBzGAMgAygLMhIuaG9zdGFnZW50LnYxLlJlYXBKBAgCEANSBnJlYXBlZCJuCgRSZWFwEg8KB3JlYXBfaWQYASABKAkSLQoJcmVhcGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgdzYW5kYm94GAMgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giLAoYQWNrbm93bGVkZ2VSZWFwZWRSZXF1ZXN0EhAKCHJlYXBfaWRzGAEgAygJIiwKGUFja25vd2xlZGdlUmVhcGVkUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDSLbAQoLRXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRILCgNjbWQYAiABKAkSDAoEYXJncxgDIAMoCRIxCgRlbnZzGAQgAygLMiMuaG9zdGFnZW50LnYxLkV4ZWNSZXF1ZXN0LkVudnNFbnRyeRILCgNjd2QYBSABKAkSDAoEdXNlchgGIAEoCRITCgt0aW1lb3V0X3NlYxgHIAEoDRINCgVzdGRpbhgIIAEoDBorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ4CgxFeGVjUmVzcG9uc2USDgoGc3Rkb3V0GAEgASgMEg4KBnN0ZGVychgCIAEoDBIRCglleGl0X2NvZGUYAyABKBESDQoFZXJyb3IYBCABKAkSEQoJdHJ1bmNhdGVkGAUgASgIEhMKC2R1cmF0aW9uX21zGAYgASgNItgBChFFeGVjU3RyZWFtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgsKA2NtZBgCIAEoCRIMCgRhcmdzGAMgAygJEjcKBGVudnMYBCADKAsyKS5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbVJlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgFIAEoCRIMCgR1c2VyGAYgASgJEhMKC3RpbWVvdXRfc2VjGAcgASgNGisKCUVudnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpsBChJFeGVjU3RyZWFtUmVzcG9uc2USLAoHc3RhcnRlZBgBIAEoCzIZLmhvc3RhZ2VudC52MS5FeGVjU3RhcnRlZEgAEhAKBnN0ZG91dBgCIAEoDEgAEhAKBnN0ZGVychgDIAEoDEgAEioKBmV4aXRlZBgEIAEoCzIYLmhvc3RhZ2VudC52MS5FeGVjRXhpdGVkSABCBwoFZXZlbnQiGgoLRXhlY1N0YXJ0ZWQSCwoDcGlkGAEgASgNIi4KCkV4ZWNFeGl0ZWQSEQoJZXhpdF9jb2RlGAEgASgREg0KBWVycm9yGAIgASgJIr4BCgVFbnRyeRIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSJQoEdHlwZRgDIAEoDjIXLmhvc3RhZ2VudC52MS5FbnRyeVR5cGUSDAoEc2l6ZRgEIAEoBBIMCgRtb2RlGAUgASgNEi8KC21vZGlmaWVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5zeW1saW5rX3RhcmdldBgHIAEoCRINCgVvd25lchgIIAEoCSJTChBXcml0ZUZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIPCgdjb250ZW50GAMgASgMEgwKBHVzZXIYBCABKAkiNwoRV3JpdGVGaWxlUmVzcG9uc2USIgoFZW50cnkYASABKAsyEy5ob3N0YWdlbnQudjEuRW50cnkiQQoPUmVhZEZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR1c2VyGAMgASgJIiMKEFJlYWRGaWxlUmVzcG9uc2USDwoHY29udGVudBgBIAEoDCJHChVSZWFkRmlsZVN0cmVhbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHVzZXIYAyABKAkiJwoWUmVhZEZpbGVTdHJlYW1SZXNwb25zZRINCgVjaHVuaxgBIAEoDCJPCg5MaXN0RGlyUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDQoFZGVwdGgYAyABKA0SDAoEdXNlchgEIAEoCSI3Cg9MaXN0RGlyUmVzcG9uc2USJAoHZW50cmllcxgBIAMoCzITLmhvc3RhZ2VudC52MS5FbnRyeSJACg5NYWtlRGlyUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEdXNlchgDIAEoCSI1Cg9NYWtlRGlyUmVzcG9uc2USIgoFZW50cnkYASABKAsyEy5ob3N0YWdlbnQudjEuRW50cnkiQwoRUmVtb3ZlUGF0aFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHVzZXIYAyABKAkiFAoSUmVtb3ZlUGF0aFJlc3BvbnNlIhQKEkdldEhvc3RJbmZvUmVxdWVzdCKJAwoTR2V0SG9zdEluZm9SZXNwb25zZRImCgdydW50aW1lGAEgASgOMhUuaG9zdGFnZW50LnYxLlJ1bnRpbWUSMQoSYXZhaWxhYmxlX3J1bnRpbWVzGAIgAygOMhUuaG9zdGFnZW50LnYxLlJ1bnRpbWUSLAoIY2FwYWNpdHkYAyABKAsyGi5ob3N0YWdlbnQudjEuSG9zdENhcGFjaXR5EiQKBGxvYWQYBCABKAsyFi5ob3N0YWdlbnQudjEuSG9zdExvYWQSFQoNYWdlbnRfdmVyc2lvbhgFIAEoCRIUCgxlbnZkX3ZlcnNpb24YBiABKAkSDgoGa2VybmVsGAcgASgJEhAKCGhvc3RuYW1lGAggASgJEhUKDXBhdXNlX3RvX2Rpc2sYCSABKAgSEQoJdGVtcGxhdGVzGAogAygJEgsKA2t2bRgLIAEoCBIMCgRhcmNoGAwgASgJEi8KCWlzb2xhdGlvbhgNIAEoDjIcLmhvc3RhZ2VudC52MS5Jc29sYXRpb25DbGFzcyJHCgxIb3N0Q2FwYWNpdHkSDQoFdmNwdXMYASABKA0SEQoJbWVtb3J5X21iGAIgASgNEhUKDW1heF9zYW5kYm94ZXMYAyABKA0iawoISG9zdExvYWQSEQoJc2FuZGJveGVzGAEgASgNEg0KBXZjcHVzGAIgASgNEhEKCW1lbW9yeV9tYhgDIAEoDRIUCgxsb2FkX2F2ZXJhZ2UYBCABKAESFAoMc2xvdHNfaW5fdXNlGAUgASgNKoUCCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIZChVTQU5EQk9YX1NUQVRFX1BBVVNJTkcQAxIYChRTQU5EQk9YX1NUQVRFX1BBVVNFRBAEEhoKFlNBTkRCT1hfU1RBVEVfUkVTVU1JTkcQBRIaChZTQU5EQk9YX1NUQVRFX1NUT1BQSU5HEAYSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAcSFwoTU0FOREJPWF9TVEFURV9FUlJPUhAIKocBCgpTdG9wUmVhc29uEhsKF1NUT1BfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSU1RPUF9SRUFTT05fS0lMTEVEEAESFwoTU1RPUF9SRUFTT05fVElNRU9VVBACEhUKEVNUT1BfUkVBU09OX0VSUk9SEAMSFAoQU1RPUF9SRUFTT05fTE9TVBAEKmIKDVRpbWVvdXRBY3Rpb24SHgoaVElNRU9VVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIXChNUSU1FT1VUX0FDVElPTl9LSUxMEAESGAoUVElNRU9VVF9BQ1RJT05fUEFVU0UQAip4CgdSdW50aW1lEhcKE1JVTlRJTUVfVU5TUEVDSUZJRUQQABIXChNSVU5USU1FX0ZJUkVDUkFDS0VSEAESEAoMUlVOVElNRV9RRU1VEAISFQoRUlVOVElNRV9OQU1FU1BBQ0UQAxISCg5SVU5USU1FX0dWSVNPUhAEKoQBCg5Jc29sYXRpb25DbGFzcxIfChtJU09MQVRJT05fQ0xBU1NfVU5TUEVDSUZJRUQQABIWChJJU09MQVRJT05fQ0xBU1NfVk0QARIaChZJU09MQVRJT05fQ0xBU1NfR1ZJU09SEAISHQoZSVNPTEFUSU9OX0NMQVNTX05BTUVTUEFDRRADKm4KCUVudHJ5VHlwZRIaChZFTlRSWV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRU5UUllfVFlQRV9GSUxFEAESGAoURU5UUllfVFlQRV9ESVJFQ1RPUlkQAhIWChJFTlRSWV9UWVBFX1NZTUxJTksQAzKbCwoQSG9zdEFnZW50U2VydmljZRJYCg1DcmVhdGVTYW5kYm94EiIuaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJbCg5EZXN0cm95U2FuZGJveBIjLmhvc3RhZ2VudC52MS5EZXN0cm95U2FuZGJveFJlcXVlc3QaJC5ob3N0YWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXNwb25zZRJVCgxQYXVzZVNhbmRib3gSIS5ob3N0YWdlbnQudjEuUGF1c2VTYW5kYm94UmVxdWVzdBoiLmhvc3RhZ2VudC52MS5QYXVzZVNhbmRib3hSZXNwb25zZRJYCg1SZXN1bWVTYW5kYm94EiIuaG9zdGFnZW50LnYxLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLlJlc3VtZVNhbmRib3hSZXNwb25zZRJPCgpTZXRUaW1lb3V0Eh8uaG9zdGFnZW50LnYxLlNldFRpbWVvdXRSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLlNldFRpbWVvdXRSZXNwb25zZRJPCgpHZXRTYW5kYm94Eh8uaG9zdGFnZW50LnYxLkdldFNhbmRib3hSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLkdldFNhbmRib3hSZXNwb25zZRJYCg1MaXN0U2FuZGJveGVzEiIuaG9zdGFnZW50LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJkChFBY2tub3dsZWRnZVJlYXBlZBImLmhvc3RhZ2VudC52MS5BY2tub3dsZWRnZVJlYXBlZFJlcXVlc3QaJy5ob3N0YWdlbnQudjEuQWNrbm93bGVkZ2VSZWFwZWRSZXNwb25zZRI9CgRFeGVjEhkuaG9zdGFnZW50LnYxLkV4ZWNSZXF1ZXN0GhouaG9zdGFnZW50LnYxLkV4ZWNSZXNwb25zZRJRCgpFeGVjU3RyZWFtEh8uaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0GiAuaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXNwb25zZTABEkwKCVdyaXRlRmlsZRIeLmhvc3RhZ2VudC52MS5Xcml0ZUZpbGVSZXF1ZXN0Gh8uaG9zdGFnZW50LnYxLldyaXRlRmlsZVJlc3BvbnNlEkkKCFJlYWRGaWxlEh0uaG9zdGFnZW50LnYxLlJlYWRGaWxlUmVxdWVzdBoeLmhvc3RhZ2VudC52MS5SZWFkRmlsZVJlc3BvbnNlEl0KDlJlYWRGaWxlU3RyZWFtEiMuaG9zdGFnZW50LnYxLlJlYWRGaWxlU3RyZWFtUmVxdWVzdBokLmhvc3RhZ2VudC52MS5SZWFkRmlsZVN0cmVhbVJlc3BvbnNlMAESRgoHTGlzdERpchIcLmhvc3RhZ2VudC52MS5MaXN0RGlyUmVxdWVzdBodLmhvc3RhZ2VudC52MS5MaXN0RGlyUmVzcG9uc2USRgoHTWFrZURpchIcLmhvc3RhZ2VudC52MS5NYWtlRGlyUmVxdWVzdBodLmhvc3RhZ2VudC52MS5NYWtlRGlyUmVzcG9uc2USTwoKUmVtb3ZlUGF0aBIfLmhvc3RhZ2VudC52MS5SZW1vdmVQYXRoUmVxdWVzdBogLmhvc3RhZ2VudC52MS5SZW1vdmVQYXRoUmVzcG9uc2USUgoLR2V0SG9zdEluZm8SIC5ob3N0YWdlbnQudjEuR2V0SG9zdEluZm9SZXF1ZXN0GiEuaG9zdGFnZW50LnYxLkdldEhvc3RJbmZvUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Chxob3N0YWdlbnQvdjEvaG9zdGFnZW50LnByb3RvEgxob3N0YWdlbnQudjEiugUKB1NhbmRib3gSEgoKc2FuZGJveF9pZBgBIAEoCRIQCgh0ZW1wbGF0ZRgCIAEoCRIpCgVzdGF0ZRgDIAEoDjIaLmhvc3RhZ2VudC52MS5TYW5kYm94U3RhdGUSDQoFdmNwdXMYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKBmVuZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoOdGltZW91dF9hY3Rpb24YCCABKA4yGy5ob3N0YWdlbnQudjEuVGltZW91dEFjdGlvbhI1CghtZXRhZGF0YRgJIAMoCzIjLmhvc3RhZ2VudC52MS5TYW5kYm94Lk1ldGFkYXRhRW50cnkSJgoHcnVudGltZRgKIAEoDjIVLmhvc3RhZ2VudC52MS5SdW50aW1lEi0KC3N0b3BfcmVhc29uGAsgASgOMhguaG9zdGFnZW50LnYxLlN0b3BSZWFzb24SDQoFZXJyb3IYDCABKAkSMgoOc25hcHNob3RfZmlsZXMYDSADKAsyGi5ob3N0YWdlbnQudjEuU25hcHNob3RGaWxlEhQKDGVudmRfdmVyc2lvbhgOIAEoCRIXCg9pbnRlcm5ldF9hY2Nlc3MYDyABKAgSHQoVcmVtYWluaW5nX3RpbWVvdXRfc2VjGBAgASgNEi4KCnN0b3BwZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB25ldHdvcmsYEiABKAsyGi5ob3N0YWdlbnQudjEuRWdyZXNzUG9saWN5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIzCgxFZ3Jlc3NQb2xpY3kSEQoJYWxsb3dfb3V0GAEgAygJEhAKCGRlbnlfb3V0GAIgAygJIjAKDFNuYXBzaG90RmlsZRIMCgRuYW1lGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAQirAQKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEAoIdGVtcGxhdGUYAiABKAkSDQoFdmNwdXMYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEhMKC3RpbWVvdXRfc2VjGAUgASgNEjMKDnRpbWVvdXRfYWN0aW9uGAYgASgOMhsuaG9zdGFnZW50LnYxLlRpbWVvdXRBY3Rpb24SQQoIZW52X3ZhcnMYByADKAsyLy5ob3N0YWdlbnQudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuRW52VmFyc0VudHJ5EkIKCG1ldGFkYXRhGAggAygLMjAuaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHAoPaW50ZXJuZXRfYWNjZXNzGAogASgISACIAQESDwoHbm9fd2FpdBgLIAEoCBIwCgduZXR3b3JrGAwgASgLMhouaG9zdGFnZW50LnYxLkVncmVzc1BvbGljeUgBiAEBGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUISChBfaW50ZXJuZXRfYWNjZXNzQgoKCF9uZXR3b3JrIj8KFUNyZWF0ZVNhbmRib3hSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giKwoVRGVzdHJveVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiGAoWRGVzdHJveVNhbmRib3hSZXNwb25zZSIpChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiPgoUUGF1c2VTYW5kYm94UmVzcG9uc2USJgoHc2FuZGJveBgBIAEoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94IlQKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSGAoLdGltZW91dF9zZWMYAiABKA1IAIgBAUIOCgxfdGltZW91dF9zZWMiPwoVUmVzdW1lU2FuZGJveFJlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCKJAQoRU2V0VGltZW91dFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0aW1lb3V0X3NlYxgCIAEoDRI4Cg50aW1lb3V0X2FjdGlvbhgDIAEoDjIbLmhvc3RhZ2VudC52MS5UaW1lb3V0QWN0aW9uSACIAQFCEQoPX3RpbWVvdXRfYWN0aW9uIjwKElNldFRpbWVvdXRSZXNwb25zZRImCgdzYW5kYm94GAEgASgLMhUuaG9zdGFnZW50LnYxLlNhbmRib3giJwoRR2V0U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSI8ChJHZXRTYW5kYm94UmVzcG9uc2USJgoHc2FuZGJveBgBIAEoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94IhYKFExpc3RTYW5kYm94ZXNSZXF1ZXN0InIKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIoCglzYW5kYm94ZXMYASADKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveBIhCgVyZWFwcxgDIAMoCzISLmhvc3RhZ2VudC52MS5SZWFwSgQIAhADUgZyZWFwZWQibgoEUmVhcBIPCgdyZWFwX2lkGAEgASgJEi0KCXJlYXBlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoHc2FuZGJveBgDIAEoCzIVLmhvc3RhZ2VudC52MS5TYW5kYm94IiwKGEFja25vd2xlZGdlUmVhcGVkUmVxdWVzdBIQCghyZWFwX2lkcxgBIAMoCSIsChlBY2tub3dsZWRnZVJlYXBlZFJlc3BvbnNlEg8KB3JlbW92ZWQYASABKA0i2wEKC0V4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSCwoDY21kGAIgASgJEgwKBGFyZ3MYAyADKAkSMQoEZW52cxgEIAMoCzIjLmhvc3RhZ2VudC52MS5FeGVjUmVxdWVzdC5FbnZzRW50cnkSCwoDY3dkGAUgASgJEgwKBHVzZXIYBiABKAkSEwoLdGltZW91dF9zZWMYByABKA0SDQoFc3RkaW4YCCABKAwaKwoJRW52c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEieAoMRXhlY1Jlc3BvbnNlEg4KBnN0ZG91dBgBIAEoDBIOCgZzdGRlcnIYAiABKAwSEQoJZXhpdF9jb2RlGAMgASgREg0KBWVycm9yGAQgASgJEhEKCXRydW5jYXRlZBgFIAEoCBITCgtkdXJhdGlvbl9tcxgGIAEoDSLYAQoRRXhlY1N0cmVhbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRILCgNjbWQYAiABKAkSDAoEYXJncxgDIAMoCRI3CgRlbnZzGAQgAygLMikuaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0LkVudnNFbnRyeRILCgNjd2QYBSABKAkSDAoEdXNlchgGIAEoCRITCgt0aW1lb3V0X3NlYxgHIAEoDRorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKbAQoSRXhlY1N0cmVhbVJlc3BvbnNlEiwKB3N0YXJ0ZWQYASABKAsyGS5ob3N0YWdlbnQudjEuRXhlY1N0YXJ0ZWRIABIQCgZzdGRvdXQYAiABKAxIABIQCgZzdGRlcnIYAyABKAxIABIqCgZleGl0ZWQYBCABKAsyGC5ob3N0YWdlbnQudjEuRXhlY0V4aXRlZEgAQgcKBWV2ZW50IhoKC0V4ZWNTdGFydGVkEgsKA3BpZBgBIAEoDSIuCgpFeGVjRXhpdGVkEhEKCWV4aXRfY29kZRgBIAEoERINCgVlcnJvchgCIAEoCSK+AQoFRW50cnkSDAoEbmFtZRgBIAEoCRIMCgRwYXRoGAIgASgJEiUKBHR5cGUYAyABKA4yFy5ob3N0YWdlbnQudjEuRW50cnlUeXBlEgwKBHNpemUYBCABKAQSDAoEbW9kZRgFIAEoDRIvCgttb2RpZmllZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3ltbGlua190YXJnZXQYByABKAkSDQoFb3duZXIYCCABKAkiUwoQV3JpdGVGaWxlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDwoHY29udGVudBgDIAEoDBIMCgR1c2VyGAQgASgJIjcKEVdyaXRlRmlsZVJlc3BvbnNlEiIKBWVudHJ5GAEgASgLMhMuaG9zdGFnZW50LnYxLkVudHJ5IkEKD1JlYWRGaWxlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEdXNlchgDIAEoCSIjChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwiRwoVUmVhZEZpbGVTdHJlYW1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR1c2VyGAMgASgJIicKFlJlYWRGaWxlU3RyZWFtUmVzcG9uc2USDQoFY2h1bmsYASABKAwiTwoOTGlzdERpclJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEg0KBWRlcHRoGAMgASgNEgwKBHVzZXIYBCABKAkiNwoPTGlzdERpclJlc3BvbnNlEiQKB2VudHJpZXMYASADKAsyEy5ob3N0YWdlbnQudjEuRW50cnkiQAoOTWFrZURpclJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHVzZXIYAyABKAkiNQoPTWFrZURpclJlc3BvbnNlEiIKBWVudHJ5GAEgASgLMhMuaG9zdGFnZW50LnYxLkVudHJ5IkMKEVJlbW92ZVBhdGhSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR1c2VyGAMgASgJIhQKElJlbW92ZVBhdGhSZXNwb25zZSIUChJHZXRIb3N0SW5mb1JlcXVlc3QiiQMKE0dldEhvc3RJbmZvUmVzcG9uc2USJgoHcnVudGltZRgBIAEoDjIVLmhvc3RhZ2VudC52MS5SdW50aW1lEjEKEmF2YWlsYWJsZV9ydW50aW1lcxgCIAMoDjIVLmhvc3RhZ2VudC52MS5SdW50aW1lEiwKCGNhcGFjaXR5GAMgASgLMhouaG9zdGFnZW50LnYxLkhvc3RDYXBhY2l0eRIkCgRsb2FkGAQgASgLMhYuaG9zdGFnZW50LnYxLkhvc3RMb2FkEhUKDWFnZW50X3ZlcnNpb24YBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEg4KBmtlcm5lbBgHIAEoCRIQCghob3N0bmFtZRgIIAEoCRIVCg1wYXVzZV90b19kaXNrGAkgASgIEhEKCXRlbXBsYXRlcxgKIAMoCRILCgNrdm0YCyABKAgSDAoEYXJjaBgMIAEoCRIvCglpc29sYXRpb24YDSABKA4yHC5ob3N0YWdlbnQudjEuSXNvbGF0aW9uQ2xhc3MiRwoMSG9zdENhcGFjaXR5Eg0KBXZjcHVzGAEgASgNEhEKCW1lbW9yeV9tYhgCIAEoDRIVCg1tYXhfc2FuZGJveGVzGAMgASgNImsKCEhvc3RMb2FkEhEKCXNhbmRib3hlcxgBIAEoDRINCgV2Y3B1cxgCIAEoDRIRCgltZW1vcnlfbWIYAyABKA0SFAoMbG9hZF9hdmVyYWdlGAQgASgBEhQKDHNsb3RzX2luX3VzZRgFIAEoDSKQAQobVXBkYXRlU2FuZGJveE5ldHdvcmtSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSKwoHbmV0d29yaxgCIAEoCzIaLmhvc3RhZ2VudC52MS5FZ3Jlc3NQb2xpY3kSHAoPaW50ZXJuZXRfYWNjZXNzGAMgASgISACIAQFCEgoQX2ludGVybmV0X2FjY2VzcyJGChxVcGRhdGVTYW5kYm94TmV0d29ya1Jlc3BvbnNlEiYKB3NhbmRib3gYASABKAsyFS5ob3N0YWdlbnQudjEuU2FuZGJveCKeAwoPQ29ubmVjdGlvbkVudHJ5EgsKA3NlcRgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCghwcm90b2NvbBgDIAEoDjIgLmhvc3RhZ2VudC52MS5Db25uZWN0aW9uUHJvdG9jb2wSDwoHYWRkcmVzcxgEIAEoCRIMCgRwb3J0GAUgASgNEgwKBG5hbWUYBiABKAkSLQoLbmFtZV9zb3VyY2UYByABKA4yGC5ob3N0YWdlbnQudjEuTmFtZVNvdXJjZRIwCgd2ZXJkaWN0GAggASgOMh8uaG9zdGFnZW50LnYxLkNvbm5lY3Rpb25WZXJkaWN0EgwKBHJ1bGUYCSABKAkSDAoEbGlzdBgKIAEoCRIWCglieXRlc19vdXQYCyABKARIAIgBARIVCghieXRlc19pbhgMIAEoBEgBiAEBEiwKCGVuZGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIMCgpfYnl0ZXNfb3V0QgsKCV9ieXRlc19pbiLfAQoWTGlzdENvbm5lY3Rpb25zUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDRIwCgd2ZXJkaWN0GAQgASgOMh8uaG9zdGFnZW50LnYxLkNvbm5lY3Rpb25WZXJkaWN0EikKBXNpbmNlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCghwcm90b2NvbBgGIAEoDjIgLmhvc3RhZ2VudC52MS5Db25uZWN0aW9uUHJvdG9jb2wiXQoXTGlzdENvbm5lY3Rpb25zUmVzcG9uc2USLgoHZW50cmllcxgBIAMoCzIdLmhvc3RhZ2VudC52MS5Db25uZWN0aW9uRW50cnkSEgoKbmV4dF9hZnRlchgCIAEoBCKmAQoXV2F0Y2hDb25uZWN0aW9uc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSMAoHdmVyZGljdBgDIAEoDjIfLmhvc3RhZ2VudC52MS5Db25uZWN0aW9uVmVyZGljdBIyCghwcm90b2NvbBgEIAEoDjIgLmhvc3RhZ2VudC52MS5Db25uZWN0aW9uUHJvdG9jb2wiSAoYV2F0Y2hDb25uZWN0aW9uc1Jlc3BvbnNlEiwKBWVudHJ5GAEgASgLMh0uaG9zdGFnZW50LnYxLkNvbm5lY3Rpb25FbnRyeSqFAgoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAMSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBBIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAUSGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxAGEhkKFVNBTkRCT1hfU1RBVEVfU1RPUFBFRBAHEhcKE1NBTkRCT1hfU1RBVEVfRVJST1IQCCqHAQoKU3RvcFJlYXNvbhIbChdTVE9QX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKElNUT1BfUkVBU09OX0tJTExFRBABEhcKE1NUT1BfUkVBU09OX1RJTUVPVVQQAhIVChFTVE9QX1JFQVNPTl9FUlJPUhADEhQKEFNUT1BfUkVBU09OX0xPU1QQBCpiCg1UaW1lb3V0QWN0aW9uEh4KGlRJTUVPVVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFwoTVElNRU9VVF9BQ1RJT05fS0lMTBABEhgKFFRJTUVPVVRfQUNUSU9OX1BBVVNFEAIqeAoHUnVudGltZRIXChNSVU5USU1FX1VOU1BFQ0lGSUVEEAASFwoTUlVOVElNRV9GSVJFQ1JBQ0tFUhABEhAKDFJVTlRJTUVfUUVNVRACEhUKEVJVTlRJTUVfTkFNRVNQQUNFEAMSEgoOUlVOVElNRV9HVklTT1IQBCqEAQoOSXNvbGF0aW9uQ2xhc3MSHwobSVNPTEFUSU9OX0NMQVNTX1VOU1BFQ0lGSUVEEAASFgoSSVNPTEFUSU9OX0NMQVNTX1ZNEAESGgoWSVNPTEFUSU9OX0NMQVNTX0dWSVNPUhACEh0KGUlTT0xBVElPTl9DTEFTU19OQU1FU1BBQ0UQAypuCglFbnRyeVR5cGUSGgoWRU5UUllfVFlQRV9VTlNQRUNJRklFRBAAEhMKD0VOVFJZX1RZUEVfRklMRRABEhgKFEVOVFJZX1RZUEVfRElSRUNUT1JZEAISFgoSRU5UUllfVFlQRV9TWU1MSU5LEAMqkAEKEkNvbm5lY3Rpb25Qcm90b2NvbBIjCh9DT05ORUNUSU9OX1BST1RPQ09MX1VOU1BFQ0lGSUVEEAASGwoXQ09OTkVDVElPTl9QUk9UT0NPTF9UQ1AQARIbChdDT05ORUNUSU9OX1BST1RPQ09MX1VEUBACEhsKF0NPTk5FQ1RJT05fUFJPVE9DT0xfRE5TEAMqdgoRQ29ubmVjdGlvblZlcmRpY3QSIgoeQ09OTkVDVElPTl9WRVJESUNUX1VOU1BFQ0lGSUVEEAASHgoaQ09OTkVDVElPTl9WRVJESUNUX0FMTE9XRUQQARIdChlDT05ORUNUSU9OX1ZFUkRJQ1RfREVOSUVEEAIqaQoKTmFtZVNvdXJjZRIbChdOQU1FX1NPVVJDRV9VTlNQRUNJRklFRBAAEhMKD05BTUVfU09VUkNFX0ROUxABEhMKD05BTUVfU09VUkNFX1NOSRACEhQKEE5BTUVfU09VUkNFX0hPU1QQAzLPDQoQSG9zdEFnZW50U2VydmljZRJYCg1DcmVhdGVTYW5kYm94EiIuaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJbCg5EZXN0cm95U2FuZGJveBIjLmhvc3RhZ2VudC52MS5EZXN0cm95U2FuZGJveFJlcXVlc3QaJC5ob3N0YWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXNwb25zZRJVCgxQYXVzZVNhbmRib3gSIS5ob3N0YWdlbnQudjEuUGF1c2VTYW5kYm94UmVxdWVzdBoiLmhvc3RhZ2VudC52MS5QYXVzZVNhbmRib3hSZXNwb25zZRJYCg1SZXN1bWVTYW5kYm94EiIuaG9zdGFnZW50LnYxLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLlJlc3VtZVNhbmRib3hSZXNwb25zZRJPCgpTZXRUaW1lb3V0Eh8uaG9zdGFnZW50LnYxLlNldFRpbWVvdXRSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLlNldFRpbWVvdXRSZXNwb25zZRJPCgpHZXRTYW5kYm94Eh8uaG9zdGFnZW50LnYxLkdldFNhbmRib3hSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLkdldFNhbmRib3hSZXNwb25zZRJYCg1MaXN0U2FuZGJveGVzEiIuaG9zdGFnZW50LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMuaG9zdGFnZW50LnYxLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJkChFBY2tub3dsZWRnZVJlYXBlZBImLmhvc3RhZ2VudC52MS5BY2tub3dsZWRnZVJlYXBlZFJlcXVlc3QaJy5ob3N0YWdlbnQudjEuQWNrbm93bGVkZ2VSZWFwZWRSZXNwb25zZRI9CgRFeGVjEhkuaG9zdGFnZW50LnYxLkV4ZWNSZXF1ZXN0GhouaG9zdGFnZW50LnYxLkV4ZWNSZXNwb25zZRJRCgpFeGVjU3RyZWFtEh8uaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0GiAuaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXNwb25zZTABEkwKCVdyaXRlRmlsZRIeLmhvc3RhZ2VudC52MS5Xcml0ZUZpbGVSZXF1ZXN0Gh8uaG9zdGFnZW50LnYxLldyaXRlRmlsZVJlc3BvbnNlEkkKCFJlYWRGaWxlEh0uaG9zdGFnZW50LnYxLlJlYWRGaWxlUmVxdWVzdBoeLmhvc3RhZ2VudC52MS5SZWFkRmlsZVJlc3BvbnNlEl0KDlJlYWRGaWxlU3RyZWFtEiMuaG9zdGFnZW50LnYxLlJlYWRGaWxlU3RyZWFtUmVxdWVzdBokLmhvc3RhZ2VudC52MS5SZWFkRmlsZVN0cmVhbVJlc3BvbnNlMAESRgoHTGlzdERpchIcLmhvc3RhZ2VudC52MS5MaXN0RGlyUmVxdWVzdBodLmhvc3RhZ2VudC52MS5MaXN0RGlyUmVzcG9uc2USRgoHTWFrZURpchIcLmhvc3RhZ2VudC52MS5NYWtlRGlyUmVxdWVzdBodLmhvc3RhZ2VudC52MS5NYWtlRGlyUmVzcG9uc2USTwoKUmVtb3ZlUGF0aBIfLmhvc3RhZ2VudC52MS5SZW1vdmVQYXRoUmVxdWVzdBogLmhvc3RhZ2VudC52MS5SZW1vdmVQYXRoUmVzcG9uc2USUgoLR2V0SG9zdEluZm8SIC5ob3N0YWdlbnQudjEuR2V0SG9zdEluZm9SZXF1ZXN0GiEuaG9zdGFnZW50LnYxLkdldEhvc3RJbmZvUmVzcG9uc2USbQoUVXBkYXRlU2FuZGJveE5ldHdvcmsSKS5ob3N0YWdlbnQudjEuVXBkYXRlU2FuZGJveE5ldHdvcmtSZXF1ZXN0GiouaG9zdGFnZW50LnYxLlVwZGF0ZVNhbmRib3hOZXR3b3JrUmVzcG9uc2USXgoPTGlzdENvbm5lY3Rpb25zEiQuaG9zdGFnZW50LnYxLkxpc3RDb25uZWN0aW9uc1JlcXVlc3QaJS5ob3N0YWdlbnQudjEuTGlzdENvbm5lY3Rpb25zUmVzcG9uc2USYwoQV2F0Y2hDb25uZWN0aW9ucxIlLmhvc3RhZ2VudC52MS5XYXRjaENvbm5lY3Rpb25zUmVxdWVzdBomLmhvc3RhZ2VudC52MS5XYXRjaENvbm5lY3Rpb25zUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Sandbox is the agent's view of one sandbox.
@@ -143,6 +143,13 @@ export type Sandbox = Message<"hostagent.v1.Sandbox"> & {
    * @generated from field: google.protobuf.Timestamp stopped_at = 17;
    */
   stoppedAt?: Timestamp | undefined;
+
+  /**
+   * The sandbox's egress policy; unset when it has none (internet_access alone decides).
+   *
+   * @generated from field: hostagent.v1.EgressPolicy network = 18;
+   */
+  network?: EgressPolicy | undefined;
 };
 
 /**
@@ -151,6 +158,38 @@ export type Sandbox = Message<"hostagent.v1.Sandbox"> & {
  */
 export const SandboxSchema: GenMessage<Sandbox> = /*@__PURE__*/
   messageDesc(file_hostagent_v1_hostagent, 0);
+
+/**
+ * EgressPolicy is what a sandbox's code may connect to. Entries are IPv4/IPv6 addresses, CIDRs,
+ * domains and `*.domain` wildcards (lib/egress-policy.ts parses them). A destination matching
+ * allow_out is allowed even when deny_out also matches; else a deny_out match denies; else the
+ * sandbox's internet switch decides. The platform's blocks (private ranges, the agent, other
+ * sandboxes, the metadata address) come first and no rule opens them.
+ *
+ * @generated from message hostagent.v1.EgressPolicy
+ */
+export type EgressPolicy = Message<"hostagent.v1.EgressPolicy"> & {
+  /**
+   * Destinations always allowed (at most 512 entries).
+   *
+   * @generated from field: repeated string allow_out = 1;
+   */
+  allowOut: string[];
+
+  /**
+   * Destinations denied unless allowed (at most 512 entries); "0.0.0.0/0" is all traffic.
+   *
+   * @generated from field: repeated string deny_out = 2;
+   */
+  denyOut: string[];
+};
+
+/**
+ * Describes the message hostagent.v1.EgressPolicy.
+ * Use `create(EgressPolicySchema)` to create a new message.
+ */
+export const EgressPolicySchema: GenMessage<EgressPolicy> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 1);
 
 /**
  * SnapshotFile is one file of a pause snapshot.
@@ -178,7 +217,7 @@ export type SnapshotFile = Message<"hostagent.v1.SnapshotFile"> & {
  * Use `create(SnapshotFileSchema)` to create a new message.
  */
 export const SnapshotFileSchema: GenMessage<SnapshotFile> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 1);
+  messageDesc(file_hostagent_v1_hostagent, 2);
 
 /**
  * CreateSandboxRequest describes the sandbox to start.
@@ -262,6 +301,13 @@ export type CreateSandboxRequest = Message<"hostagent.v1.CreateSandboxRequest"> 
    * @generated from field: bool no_wait = 11;
    */
   noWait: boolean;
+
+  /**
+   * Egress policy; unset or empty lists mean none (internet_access alone decides).
+   *
+   * @generated from field: optional hostagent.v1.EgressPolicy network = 12;
+   */
+  network?: EgressPolicy | undefined;
 };
 
 /**
@@ -269,7 +315,7 @@ export type CreateSandboxRequest = Message<"hostagent.v1.CreateSandboxRequest"> 
  * Use `create(CreateSandboxRequestSchema)` to create a new message.
  */
 export const CreateSandboxRequestSchema: GenMessage<CreateSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 2);
+  messageDesc(file_hostagent_v1_hostagent, 3);
 
 /**
  * CreateSandboxResponse reports the created sandbox.
@@ -290,7 +336,7 @@ export type CreateSandboxResponse = Message<"hostagent.v1.CreateSandboxResponse"
  * Use `create(CreateSandboxResponseSchema)` to create a new message.
  */
 export const CreateSandboxResponseSchema: GenMessage<CreateSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 3);
+  messageDesc(file_hostagent_v1_hostagent, 4);
 
 /**
  * DestroySandboxRequest names the sandbox to destroy.
@@ -311,7 +357,7 @@ export type DestroySandboxRequest = Message<"hostagent.v1.DestroySandboxRequest"
  * Use `create(DestroySandboxRequestSchema)` to create a new message.
  */
 export const DestroySandboxRequestSchema: GenMessage<DestroySandboxRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 4);
+  messageDesc(file_hostagent_v1_hostagent, 5);
 
 /**
  * DestroySandboxResponse is empty.
@@ -326,7 +372,7 @@ export type DestroySandboxResponse = Message<"hostagent.v1.DestroySandboxRespons
  * Use `create(DestroySandboxResponseSchema)` to create a new message.
  */
 export const DestroySandboxResponseSchema: GenMessage<DestroySandboxResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 5);
+  messageDesc(file_hostagent_v1_hostagent, 6);
 
 /**
  * PauseSandboxRequest names the sandbox to pause.
@@ -347,7 +393,7 @@ export type PauseSandboxRequest = Message<"hostagent.v1.PauseSandboxRequest"> & 
  * Use `create(PauseSandboxRequestSchema)` to create a new message.
  */
 export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 6);
+  messageDesc(file_hostagent_v1_hostagent, 7);
 
 /**
  * PauseSandboxResponse reports the paused sandbox.
@@ -368,7 +414,7 @@ export type PauseSandboxResponse = Message<"hostagent.v1.PauseSandboxResponse"> 
  * Use `create(PauseSandboxResponseSchema)` to create a new message.
  */
 export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 7);
+  messageDesc(file_hostagent_v1_hostagent, 8);
 
 /**
  * ResumeSandboxRequest names the sandbox to resume.
@@ -396,7 +442,7 @@ export type ResumeSandboxRequest = Message<"hostagent.v1.ResumeSandboxRequest"> 
  * Use `create(ResumeSandboxRequestSchema)` to create a new message.
  */
 export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 8);
+  messageDesc(file_hostagent_v1_hostagent, 9);
 
 /**
  * ResumeSandboxResponse reports the resumed sandbox.
@@ -417,7 +463,7 @@ export type ResumeSandboxResponse = Message<"hostagent.v1.ResumeSandboxResponse"
  * Use `create(ResumeSandboxResponseSchema)` to create a new message.
  */
 export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 9);
+  messageDesc(file_hostagent_v1_hostagent, 10);
 
 /**
  * SetTimeoutRequest sets a sandbox's end time.
@@ -452,7 +498,7 @@ export type SetTimeoutRequest = Message<"hostagent.v1.SetTimeoutRequest"> & {
  * Use `create(SetTimeoutRequestSchema)` to create a new message.
  */
 export const SetTimeoutRequestSchema: GenMessage<SetTimeoutRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 10);
+  messageDesc(file_hostagent_v1_hostagent, 11);
 
 /**
  * SetTimeoutResponse reports the sandbox with its new end time.
@@ -473,7 +519,7 @@ export type SetTimeoutResponse = Message<"hostagent.v1.SetTimeoutResponse"> & {
  * Use `create(SetTimeoutResponseSchema)` to create a new message.
  */
 export const SetTimeoutResponseSchema: GenMessage<SetTimeoutResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 11);
+  messageDesc(file_hostagent_v1_hostagent, 12);
 
 /**
  * GetSandboxRequest names a sandbox.
@@ -494,7 +540,7 @@ export type GetSandboxRequest = Message<"hostagent.v1.GetSandboxRequest"> & {
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 12);
+  messageDesc(file_hostagent_v1_hostagent, 13);
 
 /**
  * GetSandboxResponse reports one sandbox.
@@ -515,7 +561,7 @@ export type GetSandboxResponse = Message<"hostagent.v1.GetSandboxResponse"> & {
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 13);
+  messageDesc(file_hostagent_v1_hostagent, 14);
 
 /**
  * ListSandboxesRequest is empty.
@@ -530,7 +576,7 @@ export type ListSandboxesRequest = Message<"hostagent.v1.ListSandboxesRequest"> 
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 14);
+  messageDesc(file_hostagent_v1_hostagent, 15);
 
 /**
  * ListSandboxesResponse reports the host's sandboxes.
@@ -562,7 +608,7 @@ export type ListSandboxesResponse = Message<"hostagent.v1.ListSandboxesResponse"
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 15);
+  messageDesc(file_hostagent_v1_hostagent, 16);
 
 /**
  * Reap is one act of a host's TTL reaper on one sandbox.
@@ -598,7 +644,7 @@ export type Reap = Message<"hostagent.v1.Reap"> & {
  * Use `create(ReapSchema)` to create a new message.
  */
 export const ReapSchema: GenMessage<Reap> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 16);
+  messageDesc(file_hostagent_v1_hostagent, 17);
 
 /**
  * AcknowledgeReapedRequest names the reaps the edge has recorded.
@@ -619,7 +665,7 @@ export type AcknowledgeReapedRequest = Message<"hostagent.v1.AcknowledgeReapedRe
  * Use `create(AcknowledgeReapedRequestSchema)` to create a new message.
  */
 export const AcknowledgeReapedRequestSchema: GenMessage<AcknowledgeReapedRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 17);
+  messageDesc(file_hostagent_v1_hostagent, 18);
 
 /**
  * AcknowledgeReapedResponse says how many reaps the host dropped.
@@ -640,7 +686,7 @@ export type AcknowledgeReapedResponse = Message<"hostagent.v1.AcknowledgeReapedR
  * Use `create(AcknowledgeReapedResponseSchema)` to create a new message.
  */
 export const AcknowledgeReapedResponseSchema: GenMessage<AcknowledgeReapedResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 18);
+  messageDesc(file_hostagent_v1_hostagent, 19);
 
 /**
  * ExecRequest runs one command.
@@ -710,7 +756,7 @@ export type ExecRequest = Message<"hostagent.v1.ExecRequest"> & {
  * Use `create(ExecRequestSchema)` to create a new message.
  */
 export const ExecRequestSchema: GenMessage<ExecRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 19);
+  messageDesc(file_hostagent_v1_hostagent, 20);
 
 /**
  * ExecResponse is the command's result.
@@ -766,7 +812,7 @@ export type ExecResponse = Message<"hostagent.v1.ExecResponse"> & {
  * Use `create(ExecResponseSchema)` to create a new message.
  */
 export const ExecResponseSchema: GenMessage<ExecResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 20);
+  messageDesc(file_hostagent_v1_hostagent, 21);
 
 /**
  * ExecStreamRequest runs one command and streams its output.
@@ -829,7 +875,7 @@ export type ExecStreamRequest = Message<"hostagent.v1.ExecStreamRequest"> & {
  * Use `create(ExecStreamRequestSchema)` to create a new message.
  */
 export const ExecStreamRequestSchema: GenMessage<ExecStreamRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 21);
+  messageDesc(file_hostagent_v1_hostagent, 22);
 
 /**
  * ExecStreamResponse is one event of a streamed command.
@@ -882,7 +928,7 @@ export type ExecStreamResponse = Message<"hostagent.v1.ExecStreamResponse"> & {
  * Use `create(ExecStreamResponseSchema)` to create a new message.
  */
 export const ExecStreamResponseSchema: GenMessage<ExecStreamResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 22);
+  messageDesc(file_hostagent_v1_hostagent, 23);
 
 /**
  * ExecStarted reports the started process.
@@ -903,7 +949,7 @@ export type ExecStarted = Message<"hostagent.v1.ExecStarted"> & {
  * Use `create(ExecStartedSchema)` to create a new message.
  */
 export const ExecStartedSchema: GenMessage<ExecStarted> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 23);
+  messageDesc(file_hostagent_v1_hostagent, 24);
 
 /**
  * ExecExited reports how the process ended.
@@ -931,7 +977,7 @@ export type ExecExited = Message<"hostagent.v1.ExecExited"> & {
  * Use `create(ExecExitedSchema)` to create a new message.
  */
 export const ExecExitedSchema: GenMessage<ExecExited> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 24);
+  messageDesc(file_hostagent_v1_hostagent, 25);
 
 /**
  * Entry describes a file or directory in a sandbox.
@@ -1001,7 +1047,7 @@ export type Entry = Message<"hostagent.v1.Entry"> & {
  * Use `create(EntrySchema)` to create a new message.
  */
 export const EntrySchema: GenMessage<Entry> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 25);
+  messageDesc(file_hostagent_v1_hostagent, 26);
 
 /**
  * WriteFileRequest writes one small file.
@@ -1043,7 +1089,7 @@ export type WriteFileRequest = Message<"hostagent.v1.WriteFileRequest"> & {
  * Use `create(WriteFileRequestSchema)` to create a new message.
  */
 export const WriteFileRequestSchema: GenMessage<WriteFileRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 26);
+  messageDesc(file_hostagent_v1_hostagent, 27);
 
 /**
  * WriteFileResponse reports the written file.
@@ -1064,7 +1110,7 @@ export type WriteFileResponse = Message<"hostagent.v1.WriteFileResponse"> & {
  * Use `create(WriteFileResponseSchema)` to create a new message.
  */
 export const WriteFileResponseSchema: GenMessage<WriteFileResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 27);
+  messageDesc(file_hostagent_v1_hostagent, 28);
 
 /**
  * ReadFileRequest reads one small file.
@@ -1099,7 +1145,7 @@ export type ReadFileRequest = Message<"hostagent.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 28);
+  messageDesc(file_hostagent_v1_hostagent, 29);
 
 /**
  * ReadFileResponse holds the file's content.
@@ -1120,7 +1166,7 @@ export type ReadFileResponse = Message<"hostagent.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 29);
+  messageDesc(file_hostagent_v1_hostagent, 30);
 
 /**
  * ReadFileStreamRequest reads a file of any size.
@@ -1155,7 +1201,7 @@ export type ReadFileStreamRequest = Message<"hostagent.v1.ReadFileStreamRequest"
  * Use `create(ReadFileStreamRequestSchema)` to create a new message.
  */
 export const ReadFileStreamRequestSchema: GenMessage<ReadFileStreamRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 30);
+  messageDesc(file_hostagent_v1_hostagent, 31);
 
 /**
  * ReadFileStreamResponse is one chunk of the file.
@@ -1176,7 +1222,7 @@ export type ReadFileStreamResponse = Message<"hostagent.v1.ReadFileStreamRespons
  * Use `create(ReadFileStreamResponseSchema)` to create a new message.
  */
 export const ReadFileStreamResponseSchema: GenMessage<ReadFileStreamResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 31);
+  messageDesc(file_hostagent_v1_hostagent, 32);
 
 /**
  * ListDirRequest lists a directory.
@@ -1218,7 +1264,7 @@ export type ListDirRequest = Message<"hostagent.v1.ListDirRequest"> & {
  * Use `create(ListDirRequestSchema)` to create a new message.
  */
 export const ListDirRequestSchema: GenMessage<ListDirRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 32);
+  messageDesc(file_hostagent_v1_hostagent, 33);
 
 /**
  * ListDirResponse holds the directory's entries.
@@ -1239,7 +1285,7 @@ export type ListDirResponse = Message<"hostagent.v1.ListDirResponse"> & {
  * Use `create(ListDirResponseSchema)` to create a new message.
  */
 export const ListDirResponseSchema: GenMessage<ListDirResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 33);
+  messageDesc(file_hostagent_v1_hostagent, 34);
 
 /**
  * MakeDirRequest creates a directory.
@@ -1274,7 +1320,7 @@ export type MakeDirRequest = Message<"hostagent.v1.MakeDirRequest"> & {
  * Use `create(MakeDirRequestSchema)` to create a new message.
  */
 export const MakeDirRequestSchema: GenMessage<MakeDirRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 34);
+  messageDesc(file_hostagent_v1_hostagent, 35);
 
 /**
  * MakeDirResponse reports the created directory.
@@ -1295,7 +1341,7 @@ export type MakeDirResponse = Message<"hostagent.v1.MakeDirResponse"> & {
  * Use `create(MakeDirResponseSchema)` to create a new message.
  */
 export const MakeDirResponseSchema: GenMessage<MakeDirResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 35);
+  messageDesc(file_hostagent_v1_hostagent, 36);
 
 /**
  * RemovePathRequest removes a path.
@@ -1330,7 +1376,7 @@ export type RemovePathRequest = Message<"hostagent.v1.RemovePathRequest"> & {
  * Use `create(RemovePathRequestSchema)` to create a new message.
  */
 export const RemovePathRequestSchema: GenMessage<RemovePathRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 36);
+  messageDesc(file_hostagent_v1_hostagent, 37);
 
 /**
  * RemovePathResponse is empty.
@@ -1345,7 +1391,7 @@ export type RemovePathResponse = Message<"hostagent.v1.RemovePathResponse"> & {
  * Use `create(RemovePathResponseSchema)` to create a new message.
  */
 export const RemovePathResponseSchema: GenMessage<RemovePathResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 37);
+  messageDesc(file_hostagent_v1_hostagent, 38);
 
 /**
  * GetHostInfoRequest is empty.
@@ -1360,7 +1406,7 @@ export type GetHostInfoRequest = Message<"hostagent.v1.GetHostInfoRequest"> & {
  * Use `create(GetHostInfoRequestSchema)` to create a new message.
  */
 export const GetHostInfoRequestSchema: GenMessage<GetHostInfoRequest> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 38);
+  messageDesc(file_hostagent_v1_hostagent, 39);
 
 /**
  * GetHostInfoResponse describes the host.
@@ -1465,7 +1511,7 @@ export type GetHostInfoResponse = Message<"hostagent.v1.GetHostInfoResponse"> & 
  * Use `create(GetHostInfoResponseSchema)` to create a new message.
  */
 export const GetHostInfoResponseSchema: GenMessage<GetHostInfoResponse> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 39);
+  messageDesc(file_hostagent_v1_hostagent, 40);
 
 /**
  * HostCapacity is what a host offers.
@@ -1500,7 +1546,7 @@ export type HostCapacity = Message<"hostagent.v1.HostCapacity"> & {
  * Use `create(HostCapacitySchema)` to create a new message.
  */
 export const HostCapacitySchema: GenMessage<HostCapacity> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 40);
+  messageDesc(file_hostagent_v1_hostagent, 41);
 
 /**
  * HostLoad is what a host uses now.
@@ -1549,7 +1595,315 @@ export type HostLoad = Message<"hostagent.v1.HostLoad"> & {
  * Use `create(HostLoadSchema)` to create a new message.
  */
 export const HostLoadSchema: GenMessage<HostLoad> = /*@__PURE__*/
-  messageDesc(file_hostagent_v1_hostagent, 41);
+  messageDesc(file_hostagent_v1_hostagent, 42);
+
+/**
+ * UpdateSandboxNetworkRequest replaces a sandbox's egress policy.
+ *
+ * @generated from message hostagent.v1.UpdateSandboxNetworkRequest
+ */
+export type UpdateSandboxNetworkRequest = Message<"hostagent.v1.UpdateSandboxNetworkRequest"> & {
+  /**
+   * Sandbox id.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * The new policy; it replaces the old one whole (unset = no rules).
+   *
+   * @generated from field: hostagent.v1.EgressPolicy network = 2;
+   */
+  network?: EgressPolicy | undefined;
+
+  /**
+   * The new internet switch; unset keeps the current one.
+   *
+   * @generated from field: optional bool internet_access = 3;
+   */
+  internetAccess?: boolean | undefined;
+};
+
+/**
+ * Describes the message hostagent.v1.UpdateSandboxNetworkRequest.
+ * Use `create(UpdateSandboxNetworkRequestSchema)` to create a new message.
+ */
+export const UpdateSandboxNetworkRequestSchema: GenMessage<UpdateSandboxNetworkRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 43);
+
+/**
+ * UpdateSandboxNetworkResponse reports the sandbox with its new policy.
+ *
+ * @generated from message hostagent.v1.UpdateSandboxNetworkResponse
+ */
+export type UpdateSandboxNetworkResponse = Message<"hostagent.v1.UpdateSandboxNetworkResponse"> & {
+  /**
+   * The sandbox.
+   *
+   * @generated from field: hostagent.v1.Sandbox sandbox = 1;
+   */
+  sandbox?: Sandbox | undefined;
+};
+
+/**
+ * Describes the message hostagent.v1.UpdateSandboxNetworkResponse.
+ * Use `create(UpdateSandboxNetworkResponseSchema)` to create a new message.
+ */
+export const UpdateSandboxNetworkResponseSchema: GenMessage<UpdateSandboxNetworkResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 44);
+
+/**
+ * ConnectionEntry is one outbound connection attempt of a sandbox.
+ *
+ * @generated from message hostagent.v1.ConnectionEntry
+ */
+export type ConnectionEntry = Message<"hostagent.v1.ConnectionEntry"> & {
+  /**
+   * Position in the sandbox's log: increasing, never reused; the cursor of ListConnections.
+   *
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * When the decision was made.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * How the attempt was made.
+   *
+   * @generated from field: hostagent.v1.ConnectionProtocol protocol = 3;
+   */
+  protocol: ConnectionProtocol;
+
+  /**
+   * Destination address; empty for a DNS question.
+   *
+   * @generated from field: string address = 4;
+   */
+  address: string;
+
+  /**
+   * Destination port; 53 for a DNS question.
+   *
+   * @generated from field: uint32 port = 5;
+   */
+  port: number;
+
+  /**
+   * The name asked for (DNS) or seen (SNI, Host); empty when none is known.
+   *
+   * @generated from field: string name = 6;
+   */
+  name: string;
+
+  /**
+   * Where name came from.
+   *
+   * @generated from field: hostagent.v1.NameSource name_source = 7;
+   */
+  nameSource: NameSource;
+
+  /**
+   * What the policy decided.
+   *
+   * @generated from field: hostagent.v1.ConnectionVerdict verdict = 8;
+   */
+  verdict: ConnectionVerdict;
+
+  /**
+   * The rule that decided: an allowOut/denyOut entry as written, "default", or the platform block.
+   *
+   * @generated from field: string rule = 9;
+   */
+  rule: string;
+
+  /**
+   * The list the rule is in: "allowOut", "denyOut", "default", "internet-off", "platform", "no-name".
+   *
+   * @generated from field: string list = 10;
+   */
+  list: string;
+
+  /**
+   * Bytes from the sandbox to the destination, once the connection ended (or so far).
+   *
+   * @generated from field: optional uint64 bytes_out = 11;
+   */
+  bytesOut?: bigint | undefined;
+
+  /**
+   * Bytes from the destination to the sandbox, once the connection ended (or so far).
+   *
+   * @generated from field: optional uint64 bytes_in = 12;
+   */
+  bytesIn?: bigint | undefined;
+
+  /**
+   * When the connection ended; unset while it is open or for a refused attempt.
+   *
+   * @generated from field: google.protobuf.Timestamp ended_at = 13;
+   */
+  endedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message hostagent.v1.ConnectionEntry.
+ * Use `create(ConnectionEntrySchema)` to create a new message.
+ */
+export const ConnectionEntrySchema: GenMessage<ConnectionEntry> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 45);
+
+/**
+ * ListConnectionsRequest reads a page of a sandbox's connection log.
+ *
+ * @generated from message hostagent.v1.ListConnectionsRequest
+ */
+export type ListConnectionsRequest = Message<"hostagent.v1.ListConnectionsRequest"> & {
+  /**
+   * Sandbox id.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Only entries with a seq above this (0 = from the start).
+   *
+   * @generated from field: uint64 after_seq = 2;
+   */
+  afterSeq: bigint;
+
+  /**
+   * Most entries to return (0 = the agent's default, 100; at most 1,000).
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+
+  /**
+   * Only entries with this verdict (unset = any).
+   *
+   * @generated from field: hostagent.v1.ConnectionVerdict verdict = 4;
+   */
+  verdict: ConnectionVerdict;
+
+  /**
+   * Only entries at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 5;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Only entries of this protocol (unset = any).
+   *
+   * @generated from field: hostagent.v1.ConnectionProtocol protocol = 6;
+   */
+  protocol: ConnectionProtocol;
+};
+
+/**
+ * Describes the message hostagent.v1.ListConnectionsRequest.
+ * Use `create(ListConnectionsRequestSchema)` to create a new message.
+ */
+export const ListConnectionsRequestSchema: GenMessage<ListConnectionsRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 46);
+
+/**
+ * ListConnectionsResponse is one page of a sandbox's connection log.
+ *
+ * @generated from message hostagent.v1.ListConnectionsResponse
+ */
+export type ListConnectionsResponse = Message<"hostagent.v1.ListConnectionsResponse"> & {
+  /**
+   * Entries, oldest first.
+   *
+   * @generated from field: repeated hostagent.v1.ConnectionEntry entries = 1;
+   */
+  entries: ConnectionEntry[];
+
+  /**
+   * The cursor for the next page (the last scanned seq); 0 when the log has nothing after this page.
+   *
+   * @generated from field: uint64 next_after = 2;
+   */
+  nextAfter: bigint;
+};
+
+/**
+ * Describes the message hostagent.v1.ListConnectionsResponse.
+ * Use `create(ListConnectionsResponseSchema)` to create a new message.
+ */
+export const ListConnectionsResponseSchema: GenMessage<ListConnectionsResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 47);
+
+/**
+ * WatchConnectionsRequest follows a sandbox's connection log.
+ *
+ * @generated from message hostagent.v1.WatchConnectionsRequest
+ */
+export type WatchConnectionsRequest = Message<"hostagent.v1.WatchConnectionsRequest"> & {
+  /**
+   * Sandbox id.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Start after this seq (0 = from the start of the kept log).
+   *
+   * @generated from field: uint64 after_seq = 2;
+   */
+  afterSeq: bigint;
+
+  /**
+   * Only entries with this verdict (unset = any).
+   *
+   * @generated from field: hostagent.v1.ConnectionVerdict verdict = 3;
+   */
+  verdict: ConnectionVerdict;
+
+  /**
+   * Only entries of this protocol (unset = any).
+   *
+   * @generated from field: hostagent.v1.ConnectionProtocol protocol = 4;
+   */
+  protocol: ConnectionProtocol;
+};
+
+/**
+ * Describes the message hostagent.v1.WatchConnectionsRequest.
+ * Use `create(WatchConnectionsRequestSchema)` to create a new message.
+ */
+export const WatchConnectionsRequestSchema: GenMessage<WatchConnectionsRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 48);
+
+/**
+ * WatchConnectionsResponse carries one log entry.
+ *
+ * @generated from message hostagent.v1.WatchConnectionsResponse
+ */
+export type WatchConnectionsResponse = Message<"hostagent.v1.WatchConnectionsResponse"> & {
+  /**
+   * The entry (an entry may come twice: when decided, and when completed with bytes and ended_at).
+   *
+   * @generated from field: hostagent.v1.ConnectionEntry entry = 1;
+   */
+  entry?: ConnectionEntry | undefined;
+};
+
+/**
+ * Describes the message hostagent.v1.WatchConnectionsResponse.
+ * Use `create(WatchConnectionsResponseSchema)` to create a new message.
+ */
+export const WatchConnectionsResponseSchema: GenMessage<WatchConnectionsResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 49);
 
 /**
  * SandboxState is where a sandbox is in its life.
@@ -1840,6 +2194,122 @@ export const EntryTypeSchema: GenEnum<EntryType> = /*@__PURE__*/
   enumDesc(file_hostagent_v1_hostagent, 5);
 
 /**
+ * ConnectionProtocol is how a logged connection attempt was made.
+ *
+ * @generated from enum hostagent.v1.ConnectionProtocol
+ */
+export enum ConnectionProtocol {
+  /**
+   * Not set (as a filter: any protocol).
+   *
+   * @generated from enum value: CONNECTION_PROTOCOL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A TCP connection.
+   *
+   * @generated from enum value: CONNECTION_PROTOCOL_TCP = 1;
+   */
+  TCP = 1,
+
+  /**
+   * A UDP flow.
+   *
+   * @generated from enum value: CONNECTION_PROTOCOL_UDP = 2;
+   */
+  UDP = 2,
+
+  /**
+   * A DNS question to the sandbox's resolver.
+   *
+   * @generated from enum value: CONNECTION_PROTOCOL_DNS = 3;
+   */
+  DNS = 3,
+}
+
+/**
+ * Describes the enum hostagent.v1.ConnectionProtocol.
+ */
+export const ConnectionProtocolSchema: GenEnum<ConnectionProtocol> = /*@__PURE__*/
+  enumDesc(file_hostagent_v1_hostagent, 6);
+
+/**
+ * ConnectionVerdict is what the policy decided.
+ *
+ * @generated from enum hostagent.v1.ConnectionVerdict
+ */
+export enum ConnectionVerdict {
+  /**
+   * Not set (as a filter: any verdict).
+   *
+   * @generated from enum value: CONNECTION_VERDICT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The connection (or DNS question) was let through.
+   *
+   * @generated from enum value: CONNECTION_VERDICT_ALLOWED = 1;
+   */
+  ALLOWED = 1,
+
+  /**
+   * The connection was refused (or the DNS question answered REFUSED).
+   *
+   * @generated from enum value: CONNECTION_VERDICT_DENIED = 2;
+   */
+  DENIED = 2,
+}
+
+/**
+ * Describes the enum hostagent.v1.ConnectionVerdict.
+ */
+export const ConnectionVerdictSchema: GenEnum<ConnectionVerdict> = /*@__PURE__*/
+  enumDesc(file_hostagent_v1_hostagent, 7);
+
+/**
+ * NameSource is where a logged connection's name came from.
+ *
+ * @generated from enum hostagent.v1.NameSource
+ */
+export enum NameSource {
+  /**
+   * No name is known.
+   *
+   * @generated from enum value: NAME_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The DNS question (or the resolver's earlier answer for the address).
+   *
+   * @generated from enum value: NAME_SOURCE_DNS = 1;
+   */
+  DNS = 1,
+
+  /**
+   * The TLS ClientHello's server name.
+   *
+   * @generated from enum value: NAME_SOURCE_SNI = 2;
+   */
+  SNI = 2,
+
+  /**
+   * The HTTP Host header.
+   *
+   * @generated from enum value: NAME_SOURCE_HOST = 3;
+   */
+  HOST = 3,
+}
+
+/**
+ * Describes the enum hostagent.v1.NameSource.
+ */
+export const NameSourceSchema: GenEnum<NameSource> = /*@__PURE__*/
+  enumDesc(file_hostagent_v1_hostagent, 8);
+
+/**
  * HostAgentService manages the sandboxes of one machine.
  *
  * @generated from service hostagent.v1.HostAgentService
@@ -2020,6 +2490,40 @@ export const HostAgentService: GenService<{
     methodKind: "unary";
     input: typeof GetHostInfoRequestSchema;
     output: typeof GetHostInfoResponseSchema;
+  },
+  /**
+   * UpdateSandboxNetwork replaces a sandbox's egress policy (and, when given, its internet switch)
+   * while it runs; new connections follow the new rules within a second. The policy is kept with the
+   * sandbox, so a pause/resume or an agent restart keeps it.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.UpdateSandboxNetwork
+   */
+  updateSandboxNetwork: {
+    methodKind: "unary";
+    input: typeof UpdateSandboxNetworkRequestSchema;
+    output: typeof UpdateSandboxNetworkResponseSchema;
+  },
+  /**
+   * ListConnections reads a sandbox's connection log (oldest first), also after the sandbox stopped,
+   * for as long as the host keeps the log (24 hours after the sandbox ends).
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.ListConnections
+   */
+  listConnections: {
+    methodKind: "unary";
+    input: typeof ListConnectionsRequestSchema;
+    output: typeof ListConnectionsResponseSchema;
+  },
+  /**
+   * WatchConnections streams a sandbox's connection log: the entries after after_seq, then each new
+   * entry (and each entry again when it is completed with byte counts) until the caller leaves.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.WatchConnections
+   */
+  watchConnections: {
+    methodKind: "server_streaming";
+    input: typeof WatchConnectionsRequestSchema;
+    output: typeof WatchConnectionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_hostagent_v1_hostagent, 0);
