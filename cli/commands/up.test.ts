@@ -124,7 +124,7 @@ describe("wrenn up start-up", () => {
       const body = (await ready.json()) as Record<string, unknown>;
       expect(body.status).toBe("ok");
       expect(body).not.toHaveProperty("starting");
-      expect(edge.generatedAdminKey).toMatch(/^wrn_/);
+      expect(edge.generatedAdminKey).toMatch(/^e2b_[0-9a-f]+$/);
     } finally {
       await edge.close();
     }
@@ -148,7 +148,7 @@ describe("wrenn up's admin key", () => {
       await markAdminKeyPending(dataDir, false);
       expect(await readAdminKeyMarker(dataDir)).toMatchObject({ state: "pending" });
       const minted = await bootstrap();
-      expect(minted.secret).toMatch(/^wrn_/);
+      expect(minted.secret).toMatch(/^e2b_[0-9a-f]+$/);
       const first = await settleAdminKey(db, dataDir, minted.secret);
       expect(first).toMatchObject({ kind: "new", secret: minted.secret, replaced: [], reset: false });
       if (first.kind !== "new") throw new Error("expected a key");

@@ -52,7 +52,7 @@ describe("ids and hashes", () => {
     for (const id of ids) expect(id).toMatch(/^[a-z0-9]{20}$/);
     expect(newId("host")).toMatch(/^host_[a-z0-9]{16}$/);
     expect(newId("team")).toMatch(/^team_/);
-    expect(newApiKeySecret()).toMatch(/^wrn_[A-Za-z0-9]{40}$/);
+    expect(newApiKeySecret()).toMatch(/^e2b_[0-9a-f]{64}$/);
   });
 
   it("hashes with SHA-256", async () => {

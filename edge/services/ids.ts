@@ -27,9 +27,13 @@ export function newId(prefix: "host" | "key" | "team"): string {
   return `${prefix}_${randomString(16, lowerAlnum)}`;
 }
 
-/** API key secrets: `wrn_` and 40 random characters (about 238 bits). */
+/**
+ * API key secrets: `e2b_` and 64 hex characters (256 bits), the form E2B's SDKs check client-side
+ * (`^e2b_[0-9a-f]+$`), so today's and future SDKs accept them. Keys made before (`wrn_…`) still work:
+ * a key is found by its hash, never by its form.
+ */
 export function newApiKeySecret(): string {
-  return `wrn_${randomString(40, alnum)}`;
+  return `e2b_${randomString(64, "0123456789abcdef")}`;
 }
 
 /** Tokens envd requires in `X-Access-Token`. */

@@ -64,7 +64,7 @@ beforeAll(async () => {
   agentUrl = `https://127.0.0.1:${(agentServer.address() as AddressInfo).port}`;
   edge = await startNodeEdge(edgeEnv(), noopLogger);
   adminKey = edge.generatedAdminKey ?? "";
-  expect(adminKey).toMatch(/^wrn_/);
+  expect(adminKey).toMatch(/^e2b_[0-9a-f]+$/);
 }, 60_000);
 
 afterAll(async () => {

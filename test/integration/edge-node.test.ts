@@ -26,7 +26,7 @@ describe("startNodeEdge", () => {
     let adminKey = "";
     try {
       adminKey = first.generatedAdminKey ?? "";
-      expect(adminKey).toMatch(/^wrn_/);
+      expect(adminKey).toMatch(/^e2b_[0-9a-f]+$/);
       const keyFile = join(dataDir, "encryption.key");
       expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
       expect((await readFile(keyFile, "utf8")).trim()).toMatch(/^[0-9a-f]{64}$/);

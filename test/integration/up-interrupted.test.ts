@@ -64,7 +64,7 @@ describe.skipIf(unavailable !== undefined)(
       const out = running.stdout();
       expect(out).toMatch(/A previous start minted an admin key at \S+ and stopped before showing it; it is revoked/);
       const key = /Admin API key \(shown once; store it now\):\n\n {2}(\S+)\n/.exec(out)?.[1] ?? "";
-      expect(key).toMatch(/^wrn_/);
+      expect(key).toMatch(/^e2b_[0-9a-f]+$/);
       const listed = await fetch(`${running.apiUrl}/v1/sandboxes`, { headers: { "x-api-key": key } });
       expect(listed.status).toBe(200);
       const keys = await listKeys(running.apiUrl, key);
@@ -129,13 +129,13 @@ describe.skipIf(unavailable !== undefined)(
       stack = await stackEnvironment({ adminKey: false });
       running = await startStack(stack);
       const oldKey = running.apiKey;
-      expect(oldKey).toMatch(/^wrn_/);
+      expect(oldKey).toMatch(/^e2b_[0-9a-f]+$/);
       expect(running.stdout()).not.toContain("A previous start");
       await running.stop();
       running = await startStack(stack, { args: [join(repoRoot, "bin/wrenn.js"), "up", "--reset-admin-key"] });
       const newKey = /Admin API key \(shown once; store it now\):\n\n {2}(\S+)\n/.exec(running.stdout())?.[1] ?? "";
       expect(running.stdout()).toContain("--reset-admin-key: revoked 1 admin key(s)");
-      expect(newKey).toMatch(/^wrn_/);
+      expect(newKey).toMatch(/^e2b_[0-9a-f]+$/);
       expect(newKey).not.toBe(oldKey);
       expect((await fetch(`${running.apiUrl}/v1/sandboxes`, { headers: { "x-api-key": newKey } })).status).toBe(200);
       expect((await fetch(`${running.apiUrl}/v1/sandboxes`, { headers: { "x-api-key": oldKey } })).status).toBe(401);
