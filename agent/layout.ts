@@ -15,6 +15,8 @@ export interface FilesLayout {
   sandboxesDir: string;
   snapshotsDir: string;
   tokenFile: string;
+  /** Per-sandbox egress connection logs (`<id>.jsonl`), kept 24 h after the sandbox ends. */
+  connectionsDir: string;
   /** Guest kernel (uncompressed ELF with a PVH entry; boots under QEMU microvm and Firecracker). */
   kernelPath: string;
   /** Initramfs that loads the virtio modules the kernel lacks; absent when the kernel has them built in. */
@@ -43,6 +45,7 @@ export function filesLayout(root: string, stateRoot: string = root): FilesLayout
     sandboxesDir,
     snapshotsDir,
     tokenFile: join(stateRoot, "token"),
+    connectionsDir: join(stateRoot, "connections"),
     kernelPath: join(kernelsDir, "current", "vmlinux"),
     initrdPath: join(kernelsDir, "current", "initramfs.cpio.gz"),
     imageDir: (template) => join(imagesDir, template),
