@@ -78,6 +78,9 @@ export interface TestInternet {
   dnsQuestions(): DnsEvent[];
   httpRequests(): HttpEvent[];
   tcpConnections(): TcpEvent[];
+  /** The first event (so far or within `timeoutMs`) matching; events arrive a moment after the answer. */
+  waitForEvent<E extends ServerEvent>(match: (e: ServerEvent) => e is E, timeoutMs?: number): Promise<E>;
+  waitForEvent(match: (e: ServerEvent) => boolean, timeoutMs?: number): Promise<ServerEvent>;
   /** Changes (or with null removes) a DNS record while running. */
   setRecord(name: string, addresses: string[] | null): Promise<void>;
   /** Sends everything that arrives from these slot host veths into the test netns. */
@@ -318,6 +321,15 @@ export async function startTestInternet(opts: TestInternetOptions = {}): Promise
     dnsQuestions: () => events.filter((e): e is DnsEvent => e.kind === "dns"),
     httpRequests: () => events.filter((e): e is HttpEvent => e.kind === "http"),
     tcpConnections: () => events.filter((e): e is TcpEvent => e.kind === "tcp"),
+    async waitForEvent(match: (e: ServerEvent) => boolean, timeoutMs = 2_000): Promise<ServerEvent> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = events.find(match);
+        if (found !== undefined) return found;
+        if (Date.now() > deadline) throw new Error(`no such test internet event within ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
     async setRecord(name: string, recordAddresses: string[] | null) {
       const acked = new Promise<void>((resolve) => acks.push(resolve));
       server?.stdin?.write(`${JSON.stringify({ name: name.toLowerCase(), addresses: recordAddresses })}\n`);

@@ -78,8 +78,10 @@ describe("test internet (the egress tests' fake internet)", () => {
       ].join("\n"),
     ]);
     expect(tcp.stdout.trim()).toBe(n.ipOf("b.example.test"));
+    await n.waitForEvent((e) => e.kind === "dns" && e.transport === "tcp");
     await n.setRecord("c.example.test", [n.ipOf("a.example.test")]);
     expect(await resolver.resolve4("c.example.test")).toEqual([n.ipOf("a.example.test")]);
+    await n.waitForEvent((e) => e.kind === "dns" && e.name === "c.example.test");
     const asked = n.dnsQuestions().map((q) => `${q.transport} ${q.name} ${q.rcode}`);
     expect(asked).toEqual(
       expect.arrayContaining([
@@ -105,7 +107,7 @@ describe("test internet (the egress tests' fake internet)", () => {
     const unnamed = n.unnamed[0] ?? "";
     const bytes = await get(`http://${unnamed}/bytes/100000`);
     expect(bytes.body.length).toBe(100_000);
-    expect(n.httpRequests().some((r) => r.path === "/bytes/100000" && r.bytes === 100_000)).toBe(true);
+    await n.waitForEvent((e) => e.kind === "http" && e.path === "/bytes/100000" && e.bytes === 100_000);
     // Without the CA the certificate is refused (the guest must be given the CA).
     await expect(get("https://a.example.test/", { lookupTo: a })).rejects.toThrow();
     expect(await n.leakedPackets()).toBe(0);
