@@ -1,4 +1,5 @@
 import { writeFile } from "node:fs/promises";
+import { hasDomainRules, type ParsedEgressPolicy } from "../../lib/egress-policy.js";
 import type { Ipv4Network } from "../config.js";
 import type { Exec } from "../exec.js";
 import type { Logger } from "../logger.js";
@@ -14,12 +15,27 @@ import {
   slotIndexOfName,
   TAP_NAME,
 } from "./addresses.js";
-import { hostBatch, hostRules, netnsBatch, type SlotKind, slotRules } from "./rules.js";
+import {
+  allowResolvedCommands,
+  anyIpBatch,
+  DEFAULT_EGRESS_PORTS,
+  type EgressPorts,
+  hasAnyIpRule,
+  hostBatch,
+  hostRules,
+  netnsBatch,
+  policyCommands,
+  type SlotKind,
+  slotRules,
+} from "./rules.js";
 
 /** A network slot in use: its addresses, and the guest's view of it for the runtime. */
 export interface Slot extends SlotAddresses {
   kind: SlotKind;
+  /** The effective internet switch of its sandbox (agent and sandbox); a policy update may change it. */
   egress: boolean;
+  /** Whether applyPolicy ever replaced its policy chain (else it is exactly as made). */
+  policed?: boolean;
 }
 
 /**
@@ -86,6 +102,10 @@ export interface SlotManagerDeps {
   cidr: Ipv4Network;
   /** The agent-wide egress switch; a sandbox can only narrow it. */
   egress: boolean;
+  /** Ports of the agent's resolver and proxy, and the AnyIP mark and table (default DEFAULT_EGRESS_PORTS). */
+  ports?: EgressPorts;
+  /** `always`: every policy sandbox's DNS and ports 80/443 go through the agent; `policy` (default): only with domain rules. */
+  inspect?: "policy" | "always";
 }
 
 /**
@@ -101,9 +121,11 @@ export class SlotManager {
   #poolSize = 0;
   #poolKind: SlotKind = "namespace";
   #refilling: Promise<void> | undefined;
+  readonly #ports: EgressPorts;
 
   constructor(deps: SlotManagerDeps) {
     this.#deps = deps;
+    this.#ports = deps.ports ?? DEFAULT_EGRESS_PORTS;
     this.#indices = new SlotIndexAllocator(slotCapacity(deps.cidr));
   }
 
@@ -165,7 +187,11 @@ export class SlotManager {
   async init(keep: readonly number[]): Promise<void> {
     const { exec, logger, prefix, cidr, egress } = this.#deps;
     for (const index of keep) this.#indices.reserve(index);
-    await exec("nft", ["-f", "-"], { input: hostRules(prefix, cidr, egress) });
+    const ports = this.#ports;
+    await exec("nft", ["-f", "-"], { input: hostRules(prefix, cidr, egress, ports) });
+    // AnyIP for the egress proxy: marked slot packets to its ports are local whatever their address.
+    const rules = await exec("ip", ["-4", "rule", "show"]);
+    await exec("ip", ["-batch", "-"], { input: anyIpBatch(ports, hasAnyIpRule(rules.stdout, ports)) });
     if (egress) {
       // Masquerade needs the host to forward; only ever switched on when sandboxes may reach out.
       await writeFile("/proc/sys/net/ipv4/ip_forward", "1\n");
@@ -229,6 +255,26 @@ export class SlotManager {
     }
   }
 
+  /**
+   * Replaces the slot's egress policy in one nft transaction (effect on the next new connection) and
+   * records the effective internet switch on the slot. `internetAccess` is narrowed by the agent's switch.
+   */
+  async applyPolicy(slot: Slot, policy: ParsedEgressPolicy, internetAccess: boolean): Promise<void> {
+    const egress = this.#deps.egress && internetAccess;
+    const inspect = this.#deps.inspect === "always" || hasDomainRules(policy);
+    const input = policyCommands(slot, policy, { internetAccess: egress, inspect, ports: this.#ports });
+    await this.#deps.exec("ip", ["netns", "exec", slot.netns, "nft", "-f", "-"], { input });
+    slot.egress = egress;
+    slot.policed = true;
+  }
+
+  /** Lets the slot reach these resolved addresses (any port) for ttlSec seconds: see EgressTargets.allowResolved. */
+  async allowResolved(slot: Slot, addresses: readonly string[], ttlSec: number): Promise<void> {
+    const input = allowResolvedCommands(addresses, ttlSec);
+    if (input === "") return;
+    await this.#deps.exec("ip", ["netns", "exec", slot.netns, "nft", "-f", "-"], { input });
+  }
+
   async release(slot: Slot): Promise<void> {
     await this.#remove(slot);
     this.#indices.free(slot.index);
@@ -245,7 +291,7 @@ export class SlotManager {
       netnsBatch(slot, slot.kind).trimEnd(),
       "WRENN_IP",
       "nft -f - <<'WRENN_NFT'",
-      slotRules(slot, { kind: slot.kind, egress: slot.egress }).trimEnd(),
+      slotRules(slot, { kind: slot.kind, egress: slot.egress, ports: this.#ports }).trimEnd(),
       "WRENN_NFT",
     ]
       .filter((l) => l !== "")

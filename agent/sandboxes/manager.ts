@@ -1,13 +1,16 @@
 import { access, symlink } from "node:fs/promises";
 import { basename } from "node:path";
+import type { EgressPolicy } from "../../lib/egress-policy.js";
 import type { AgentConfig } from "../config.js";
 import { DEFAULT_USER, DEFAULT_WORKDIR } from "../envd-client.js";
 import { AgentError, failedPrecondition, isHostDiskFull } from "../errors.js";
 import type { Logger } from "../logger.js";
+import type { EgressTargets } from "../network/egress-registry.js";
 import type { SlotKind } from "../network/rules.js";
 import { type Slot, type SlotManager, SlotsExhaustedError, slotKindOf } from "../network/slots.js";
 import type { GuestSpec, Runtime } from "../runtimes/types.js";
 import type { Clock } from "./clock.js";
+import { parsePolicyArgument, SandboxEgress } from "./egress.js";
 import type { EnvdClientFactory, GuestEnvd } from "./guest-envd.js";
 import { GuestIo } from "./guest-io.js";
 import { guestSpec } from "./guest-spec.js";
@@ -79,6 +82,7 @@ export class SandboxManager {
   readonly #warm: WarmPool;
   readonly #reaper: Reaper;
   readonly #recovery: Recovery;
+  readonly #egress: SandboxEgress;
   /** Processes and files in running guests. */
   readonly guest: GuestIo;
 
@@ -89,6 +93,7 @@ export class SandboxManager {
     this.#slotKind = slotKindOf(runtime.name);
     this.#envdTimeoutMs = deps.envdTimeoutMs ?? 30_000;
     this.#table = new SandboxTable(clock);
+    this.#egress = new SandboxEgress({ slots, agentEgress: config.egress });
     this.#warm = new WarmPool({
       config,
       logger,
@@ -121,9 +126,15 @@ export class SandboxManager {
       clock,
       warm: this.#warm,
       reaper: this.#reaper,
+      egress: this.#egress,
       teardown: (record, slot) => this.#teardown(record, slot),
     });
     this.guest = new GuestIo({ envdOf: (id) => this.envd(id) });
+  }
+
+  /** Sandboxes by slot address with their egress policies, for the agent's resolver and proxy. */
+  get egressTargets(): EgressTargets {
+    return this.#egress.registry;
   }
 
   get runtime(): Runtime {
@@ -198,6 +209,7 @@ export class SandboxManager {
   async create(input: CreateInput, signal?: AbortSignal): Promise<SandboxRecord> {
     assertSandboxId(input.sandboxId);
     assertTemplateName(input.template);
+    parsePolicyArgument(input.network);
     const { config } = this.#deps;
     const started = performance.now();
     return this.#lock.run(input.sandboxId, async () => {
@@ -227,6 +239,8 @@ export class SandboxManager {
           const t = performance.now();
           live.slot = warm.slot;
           record.handle = warm.handle;
+          // A warm guest's slot has no policy yet: the sandbox's goes on before it is handed over.
+          await this.#egress.attach(record, warm.slot);
           record.slot = { index: warm.slot.index, kind: warm.slot.kind, egress: warm.slot.egress };
           await symlink(basename(warm.spec.sandboxDir), config.layout.sandboxDir(record.id));
           const retarget = this.#deps.runtime.retarget;
@@ -256,6 +270,7 @@ export class SandboxManager {
             const slot = acquired.value;
             live.slot = slot;
             if (persisted.status === "rejected") throw persisted.reason;
+            await this.#egress.attach(record, slot);
             phases.slotMs = performance.now() - t;
             record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
             t = performance.now();
@@ -380,6 +395,7 @@ export class SandboxManager {
   /** Stops the guest, frees its slot and removes its directories. Every step runs even if one fails. */
   #teardown(record: SandboxRecord, slot: Slot | undefined): Promise<void> {
     const { config, runtime, slots } = this.#deps;
+    this.#egress.detach(record.id);
     return teardownSandbox({ layout: config.layout, runtime, slots }, record, slot);
   }
 
@@ -407,6 +423,7 @@ export class SandboxManager {
             config.layout.snapshotDir(id),
           );
           record.handle = undefined;
+          this.#egress.detach(id);
           if (live.slot) await slots.release(live.slot);
           live.slot = undefined;
           live.envd = undefined;
@@ -444,6 +461,7 @@ export class SandboxManager {
           if (!runtime.restore) throw new Error(`runtime ${runtime.name} cannot restore snapshots`);
           const slot = await slots.acquire(this.#slotKind, record.internetAccess, signal);
           live.slot = slot;
+          await this.#egress.attach(record, slot);
           record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
           await this.#persist(record);
           record.handle = await runtime.restore(this.#spec(record, slot), config.layout.snapshotDir(id), signal);
@@ -483,6 +501,28 @@ export class SandboxManager {
       record.timeoutMs = ms ?? 0;
       if (record.status === "paused") record.remainingMs = ms;
       else record.endAt = ms === undefined ? undefined : this.#deps.clock.now() + ms;
+      await this.#persist(record);
+      return record;
+    });
+  }
+
+  /**
+   * Replaces a sandbox's egress policy (empty lists: none) and, when given, its internet switch; takes
+   * effect on its next new connection and is persisted. A sandbox paused to disk gets it on resume.
+   */
+  async updateNetwork(id: string, policy: EgressPolicy, internetAccess?: boolean): Promise<SandboxRecord> {
+    assertSandboxId(id);
+    parsePolicyArgument(policy);
+    return this.#lock.run(id, async () => {
+      const live = this.#table.liveOrThrow(id);
+      const { record } = live;
+      const empty = policy.allowOut.length === 0 && policy.denyOut.length === 0;
+      record.network = empty ? undefined : { allowOut: [...policy.allowOut], denyOut: [...policy.denyOut] };
+      if (internetAccess !== undefined) record.internetAccess = internetAccess;
+      if (live.slot) {
+        await this.#egress.attach(record, live.slot);
+        if (record.slot) record.slot.egress = live.slot.egress;
+      }
       await this.#persist(record);
       return record;
     });

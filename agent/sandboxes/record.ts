@@ -1,5 +1,6 @@
 import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { EgressPolicy } from "../../lib/egress-policy.js";
 import type { SlotKind } from "../network/rules.js";
 import type { GuestHandle, RuntimeName, SnapshotInfo } from "../runtimes/types.js";
 
@@ -38,6 +39,8 @@ export interface SandboxRecord {
   envVars: Record<string, string>;
   accessToken: string;
   internetAccess: boolean;
+  /** The egress policy (issue 20); undefined: none (a state file of an older agent has none either). */
+  network?: EgressPolicy;
   status: SandboxStatus;
   stopReason: StopReasonName | undefined;
   stoppedAt: number | undefined;
@@ -81,6 +84,8 @@ export interface CreateInput {
   metadata: Record<string, string>;
   accessToken: string;
   internetAccess: boolean;
+  /** Egress policy; absent or empty lists: none (the internet switch alone). Validated by the manager. */
+  network?: EgressPolicy;
   noWait: boolean;
 }
 
@@ -101,6 +106,10 @@ export function newRecord(input: CreateInput, runtime: RuntimeName, now: number)
     envVars: input.envVars,
     accessToken: input.accessToken,
     internetAccess: input.internetAccess,
+    network:
+      input.network && (input.network.allowOut.length > 0 || input.network.denyOut.length > 0)
+        ? { allowOut: [...input.network.allowOut], denyOut: [...input.network.denyOut] }
+        : undefined,
     status: "starting",
     ...UNSET_RECORD_FIELDS,
   };
@@ -158,6 +167,7 @@ export async function readRecords(sandboxesDir: string): Promise<{ records: Sand
         envVars: {},
         accessToken: "",
         internetAccess: false,
+        network: undefined,
         ...UNSET_RECORD_FIELDS,
       };
       records.push({ ...defaults, ...parsed } as SandboxRecord);

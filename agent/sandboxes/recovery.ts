@@ -4,6 +4,7 @@ import type { Logger } from "../logger.js";
 import type { Slot, SlotManager } from "../network/slots.js";
 import type { Runtime } from "../runtimes/types.js";
 import type { Clock } from "./clock.js";
+import type { SandboxEgress } from "./egress.js";
 import type { EnvdClientFactory } from "./guest-envd.js";
 import { guestSpec } from "./guest-spec.js";
 import { SANDBOX_ID_PATTERN } from "./ids.js";
@@ -22,6 +23,8 @@ export interface RecoveryDeps {
   clock: Clock;
   warm: Pick<WarmPool, "removeLeftovers">;
   reaper: Pick<Reaper, "load" | "record">;
+  /** Puts a re-adopted sandbox's egress policy back on its slot (after the host rules are in place). */
+  egress: Pick<SandboxEgress, "attach">;
   /** Stops a sandbox's guest and removes its slot and files (the manager's teardown). */
   teardown(record: SandboxRecord, slot: Slot | undefined): Promise<void>;
 }
@@ -76,6 +79,12 @@ export class Recovery {
       }
     }
     await slots.init(keep);
+    for (const { record, slot } of table.live.values()) {
+      if (slot === undefined) continue;
+      await this.#deps.egress
+        .attach(record, slot)
+        .catch((err) => logger.error("could not re-apply a sandbox's egress policy", { sandboxId: record.id, err }));
+    }
     for (const record of doomed) {
       logger.warn("removing sandbox left half-made or dead by a previous agent", {
         sandboxId: record.id,
