@@ -522,3 +522,148 @@ describe("SandboxManager.recover", () => {
     expect((await after.manager.resume(paused.sandboxId, undefined)).status).toBe("running");
   });
 });
+
+describe("SandboxManager egress policy (issue 20)", () => {
+  const POLICY = { allowOut: ["192.88.99.7", "*.example.test"], denyOut: ["0.0.0.0/0"] };
+  /** The policy transactions run in a slot's netns (one `nft -f -` each). */
+  const policyCommands = (h: Harness, netns: string) =>
+    h.commands.filter((c) => c.startsWith(`ip netns exec ${netns} nft -f - flush chain inet wrenn policy_nat`));
+
+  it("refuses an invalid policy before anything starts", async () => {
+    const h = harness();
+    const req = input({ network: { allowOut: ["10.0.0.0/33"], denyOut: [] } });
+    await expect(h.manager.create(req)).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+      reason: "INVALID_NETWORK_POLICY",
+      message: expect.stringContaining("allowOut"),
+    });
+    expect(h.runtime.calls).toEqual([]);
+    expect(h.commands).toEqual([]);
+  });
+
+  it("puts the policy on the slot before the guest starts, records it, and registers the slot address", async () => {
+    const h = harness();
+    let policiesAtStart = -1;
+    const start = h.runtime.start.bind(h.runtime);
+    h.runtime.start = async (spec) => {
+      policiesAtStart = policyCommands(h, spec.network.netns).length;
+      return start(spec);
+    };
+    const req = input({ network: POLICY });
+    const record = await h.manager.create(req);
+    const netns = `wmt-${record.slot?.index}`;
+    expect(policiesAtStart).toBe(1);
+    const [applied] = policyCommands(h, netns);
+    expect(applied).toContain("add element inet wrenn allow_net { 192.88.99.7 }");
+    expect(applied).toContain("add element inet wrenn deny_net { 0.0.0.0/0 }");
+    // A domain rule: DNS and ports 80/443 go through the agent's resolver and proxy.
+    expect(applied).toContain("th dport 53 dnat ip to");
+    // Internet off on this agent (AGENT_EGRESS=0): whatever no rule allows is dropped.
+    expect(applied?.trimEnd().endsWith("add rule inet wrenn egress counter name policy_dropped drop")).toBe(true);
+    expect(record.network).toEqual(POLICY);
+    expect(await stateOnDisk(req.sandboxId)).toMatchObject({ network: POLICY });
+
+    const slotIp = h.manager.proxyAddress(req.sandboxId);
+    const target = h.manager.egressTargets.bySlotIp(slotIp);
+    expect(target).toMatchObject({ sandboxId: req.sandboxId, internetAccess: false, slot: { netns } });
+    expect(target?.policy.allow.map((r) => r.text)).toEqual(["192.88.99.7/32", "*.example.test"]);
+    expect(h.manager.egressTargets.bySlotIp(`::ffff:${slotIp}`)?.sandboxId).toBe(req.sandboxId);
+
+    // Addresses the resolver answered for an allowed name: added with the answer's TTL (clamped),
+    // blocked ones left out.
+    await h.manager.egressTargets.allowResolved(req.sandboxId, ["192.88.99.8", "10.1.2.3"], 1);
+    expect(h.commands.at(-1)).toBe(
+      `ip netns exec ${netns} nft -f - add element inet wrenn dns_ok { 192.88.99.8 }\n` +
+        "delete element inet wrenn dns_ok { 192.88.99.8 }\nadd element inet wrenn dns_ok { 192.88.99.8 timeout 5s }\n",
+    );
+
+    await h.manager.destroy(req.sandboxId);
+    expect(h.manager.egressTargets.bySlotIp(slotIp)).toBeUndefined();
+  });
+
+  it("without a policy runs no policy command at all (today's slot), but still registers the sandbox", async () => {
+    const h = harness();
+    const req = input();
+    const record = await h.manager.create(req);
+    // The slot is made as ever (its own `sh -s` script); no nft transaction follows in its netns.
+    expect(h.commands.some((c) => /^ip netns exec \S+ nft -f -/.test(c))).toBe(false);
+    expect(record.network).toBeUndefined();
+    expect(h.manager.egressTargets.bySlotIp(h.manager.proxyAddress(req.sandboxId))).toMatchObject({
+      sandboxId: req.sandboxId,
+      policy: { allow: [], deny: [] },
+    });
+  });
+
+  it("updateNetwork replaces the policy at once and persists it; empty lists give the slot back as made", async () => {
+    const h = harness();
+    const req = input();
+    const record = await h.manager.create(req);
+    const netns = `wmt-${record.slot?.index}`;
+
+    const updated = await h.manager.updateNetwork(req.sandboxId, { allowOut: ["192.88.99.0/24"], denyOut: [] });
+    expect(updated.network).toEqual({ allowOut: ["192.88.99.0/24"], denyOut: [] });
+    expect(await stateOnDisk(req.sandboxId)).toMatchObject({ network: { allowOut: ["192.88.99.0/24"] } });
+    const [first] = policyCommands(h, netns);
+    expect(first).toContain("add element inet wrenn allow_net { 192.88.99.0/24 }");
+    // Address rules only: no redirection to the resolver or proxy.
+    expect(first).not.toContain("dnat");
+    expect(h.manager.egressTargets.bySlotIp(h.manager.proxyAddress(req.sandboxId))?.policy.allow).toHaveLength(1);
+
+    await expect(
+      h.manager.updateNetwork(req.sandboxId, { allowOut: ["not a rule!"], denyOut: [] }),
+    ).rejects.toMatchObject({ reason: "INVALID_NETWORK_POLICY" });
+
+    const cleared = await h.manager.updateNetwork(req.sandboxId, { allowOut: [], denyOut: [] });
+    expect(cleared.network).toBeUndefined();
+    const all = policyCommands(h, netns);
+    expect(all).toHaveLength(2);
+    // Flushed, nothing added (egress off on this agent: the egress chain stays empty, as made).
+    expect(all[1]).not.toContain("add ");
+    expect((await stateOnDisk(req.sandboxId)).network).toBeUndefined();
+  });
+
+  it("a policy changed while paused to disk goes on the fresh slot at resume", async () => {
+    const h = harness();
+    const req = input();
+    await h.manager.create(req);
+    await h.manager.pause(req.sandboxId);
+    await h.manager.updateNetwork(req.sandboxId, POLICY);
+    const resumed = await h.manager.resume(req.sandboxId, undefined);
+    const netns = `wmt-${resumed.slot?.index}`;
+    expect(policyCommands(h, netns).at(-1)).toContain("add element inet wrenn allow_net { 192.88.99.7 }");
+    expect(h.manager.egressTargets.bySlotIp(h.manager.proxyAddress(req.sandboxId))?.sandboxId).toBe(req.sandboxId);
+  });
+
+  it("warm: the policy goes on the warm guest's slot when a create takes it", async () => {
+    const h = harness({ runtime: new FakeRuntime({ pauseToDisk: true, warm: true }) });
+    h.manager.startWarm(1);
+    await vi.waitFor(() => expect(h.messages).toContain("warm guest ready"), { timeout: 1_000, interval: 2 });
+    expect(policyCommands(h, "wmt-0")).toHaveLength(0);
+    const req = input({ internetAccess: false, network: POLICY });
+    await h.manager.create(req);
+    expect(h.runtime.calls[1]).toMatch(/^retarget /);
+    expect(policyCommands(h, "wmt-0")).toHaveLength(1);
+    expect(h.manager.egressTargets.bySlotIp(h.manager.proxyAddress(req.sandboxId))?.sandboxId).toBe(req.sandboxId);
+    await h.manager.drainWarm();
+  });
+
+  it("restart recovery puts a live sandbox's policy back on its slot", async () => {
+    const runtime = new FakeRuntime({ pauseToDisk: true });
+    const clock = new FakeClock();
+    const before = harness({ runtime, clock });
+    const req = input({ network: POLICY });
+    const record = await before.manager.create(req);
+    const after = harness({ runtime, clock });
+    await after.manager.recover();
+    const netns = `wmt-${record.slot?.index}`;
+    expect(policyCommands(after, netns)).toHaveLength(1);
+    // After the host rules and the AnyIP route (slots.init), not before.
+    const hostTable = after.commands.findIndex((c) => c.startsWith("nft -f - table inet wrenn_wmt"));
+    const applied = after.commands.findIndex((c) => c.includes(`${netns} nft -f - flush chain`));
+    expect(hostTable).toBeGreaterThanOrEqual(0);
+    expect(applied).toBeGreaterThan(hostTable);
+    expect(after.manager.egressTargets.bySlotIp(after.manager.proxyAddress(req.sandboxId))?.sandboxId).toBe(
+      req.sandboxId,
+    );
+  });
+});
