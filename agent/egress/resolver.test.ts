@@ -82,6 +82,7 @@ const targets: EgressLookup = {
 beforeEach(async () => {
   allowed = [];
   policy = { allowOut: ["*.example.test"], denyOut: ["0.0.0.0/0"] };
+  await log?.flush();
   await rm(join(dir, `${SB}.jsonl`), { force: true });
   log = new ConnectionLog({ dir, logger: noopLogger });
   resolver?.close();

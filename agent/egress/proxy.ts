@@ -1,0 +1,261 @@
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { type EgressVerdict, judgeEgress } from "../../lib/egress-policy.js";
+import type { Logger } from "../logger.js";
+import type { ConnectionLog } from "./connection-log.js";
+import { type FirstBytes, parseFirstBytes } from "./sni.js";
+import { type EgressLookup, platformBlock } from "./targets.js";
+
+/**
+ * The transparent egress proxy for a policy sandbox's ports 80 and 443. The slot's firewall DNATs
+ * those connections to the agent's listeners keeping the destination address, and a marked "AnyIP"
+ * route makes every address local, so the accepted socket's localAddress is the destination the guest
+ * asked for and its remoteAddress the slot (→ the sandbox). The proxy reads the first bytes (bounded),
+ * takes the TLS SNI or the HTTP Host as the name, applies the platform's block on the address, judges
+ * the rest against the sandbox's policy, and then either connects from the host to the original
+ * destination and relays both ways (replaying what it read, counting bytes), or closes (HTTP gets a
+ * 403 naming the rule). It never terminates TLS.
+ */
+
+/** At the client's FIN an incomplete head is all there is: a name if one was read, else none. */
+function parseFirstBytesFinal(bytes: Buffer): FirstBytes {
+  const first = parseFirstBytes(bytes);
+  return first.kind === "incomplete" ? { kind: "other" } : first;
+}
+
+export type ListenerKind = "http" | "tls";
+
+export interface Destination {
+  address: string;
+  port: number;
+}
+
+export interface EgressProxyOptions {
+  targets: Pick<EgressLookup, "bySlotIp">;
+  log: Pick<ConnectionLog, "append" | "complete">;
+  logger: Logger;
+  httpPort: number;
+  tlsPort: number;
+  /** Default 0.0.0.0 (AnyIP delivers connections for any address to it). */
+  host?: string;
+  /** The destination the guest asked for; default: the socket's local address, port 80 or 443 by listener. */
+  originalDestination?: (socket: Socket, kind: ListenerKind) => Destination;
+  /** Opens the upstream connection; default `net.connect` from the host. */
+  dial?: (destination: Destination) => Socket;
+  /** The host's own addresses, blocked like the private ranges. */
+  localAddresses?: () => ReadonlySet<string>;
+  /** Bounds on reading the first bytes (defaults 16 KiB, 5 s). */
+  peekMaxBytes?: number;
+  peekTimeoutMs?: number;
+  /** How long the upstream may take to accept (default 10 s). */
+  connectTimeoutMs?: number;
+}
+
+const defaultOriginalDestination = (socket: Socket, kind: ListenerKind): Destination => ({
+  address: (socket.localAddress ?? "").replace(/^::ffff:/, ""),
+  port: kind === "http" ? 80 : 443,
+});
+
+export class EgressProxy {
+  readonly #o: EgressProxyOptions;
+  readonly #servers: Server[] = [];
+  readonly #sockets = new Set<Socket>();
+  readonly #ports: Record<ListenerKind, number>;
+
+  constructor(options: EgressProxyOptions) {
+    this.#o = options;
+    this.#ports = { http: options.httpPort, tls: options.tlsPort };
+  }
+
+  /** Binds both listeners; a port in use fails with a message naming its variable. */
+  async start(): Promise<void> {
+    const host = this.#o.host ?? "0.0.0.0";
+    try {
+      for (const kind of ["http", "tls"] as const) {
+        // Half-open allowed: a client's FIN is passed on, and the answer still flows back.
+        const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(socket, kind));
+        await new Promise<void>((resolve, reject) => {
+          server.once("error", (err: NodeJS.ErrnoException) => {
+            const variable = kind === "http" ? "AGENT_EGRESS_HTTP_PORT" : "AGENT_EGRESS_TLS_PORT";
+            reject(
+              new Error(
+                err.code === "EADDRINUSE"
+                  ? `the egress proxy cannot listen on ${host}:${this.#ports[kind]}: the port is in use (set ${variable} to a free port)`
+                  : `the egress proxy cannot listen on ${host}:${this.#ports[kind]}: ${err.message}`,
+                { cause: err },
+              ),
+            );
+          });
+          server.listen(this.#ports[kind], host, () => resolve());
+        });
+        server.on("error", (err) => this.#o.logger.warn("egress proxy listener error", { err }));
+        this.#servers.push(server);
+        const address = server.address();
+        if (typeof address === "object" && address) this.#ports[kind] = address.port;
+      }
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+    this.#o.logger.info("egress proxy listening", { host, httpPort: this.#ports.http, tlsPort: this.#ports.tls });
+  }
+
+  /** The bound ports (useful with port 0 in tests). */
+  get ports(): Readonly<Record<ListenerKind, number>> {
+    return this.#ports;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    await Promise.all(this.#servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+
+  #track(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.once("close", () => this.#sockets.delete(socket));
+  }
+
+  #accept(client: Socket, kind: ListenerKind): void {
+    client.on("error", () => {});
+    const target = this.#o.targets.bySlotIp(client.remoteAddress ?? "");
+    // Not a sandbox's slot: nothing to proxy for it.
+    if (!target) {
+      client.destroy();
+      return;
+    }
+    this.#track(client);
+    const destination = (this.#o.originalDestination ?? defaultOriginalDestination)(client, kind);
+    void this.#peek(client).then(async ({ bytes, first, ended }) => {
+      if (client.destroyed) return;
+      const name = first.kind === "tls" || first.kind === "http" ? first.name : undefined;
+      const nameSource =
+        first.kind === "tls" ? ("sni" as const) : first.kind === "http" ? ("host" as const) : undefined;
+      const blocked = platformBlock(destination.address, this.#o.localAddresses?.() ?? new Set());
+      const verdict: EgressVerdict =
+        blocked !== undefined
+          ? { allowed: false, rule: blocked, list: "platform" }
+          : judgeEgress(target.policy, target.internetAccess, { address: destination.address, name });
+      const decision = {
+        protocol: "tcp" as const,
+        address: destination.address,
+        port: destination.port,
+        ...(name !== undefined ? { name, nameSource } : {}),
+        verdict: verdict.allowed ? ("allowed" as const) : ("denied" as const),
+        rule: verdict.rule,
+        list: verdict.list,
+      };
+      if (!verdict.allowed) {
+        await this.#o.log
+          .append(target.sandboxId, { ...decision, bytesOut: 0, bytesIn: 0, endedAt: Date.now() })
+          .catch((err: unknown) => this.#o.logger.warn("could not log a connection", { err }));
+        this.#deny(client, first, verdict, name ?? destination.address);
+        return;
+      }
+      const entry = await this.#o.log.append(target.sandboxId, decision).catch((err: unknown) => {
+        this.#o.logger.warn("could not log a connection", { err });
+        return undefined;
+      });
+      this.#relay(client, destination, { head: bytes, ended }, (bytesOut, bytesIn) => {
+        if (entry) {
+          void this.#o.log
+            .complete(target.sandboxId, entry.seq, { bytesOut, bytesIn })
+            .catch((err: unknown) => this.#o.logger.warn("could not complete a connection's log entry", { err }));
+        }
+      });
+    });
+  }
+
+  /** Reads until the first bytes say what they are, `peekMaxBytes` are in, the peer stops sending, or time runs out. */
+  #peek(client: Socket): Promise<{ bytes: Buffer; first: FirstBytes; ended: boolean }> {
+    const maxBytes = this.#o.peekMaxBytes ?? 16_384;
+    return new Promise((resolve) => {
+      let bytes = Buffer.alloc(0);
+      let settled = false;
+      let ended = false;
+      const finish = (first: FirstBytes) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        client.off("data", onData);
+        client.off("end", onEnd);
+        client.pause();
+        resolve({ bytes, first, ended });
+      };
+      const onData = (chunk: Buffer) => {
+        bytes = Buffer.concat([bytes, chunk]);
+        const first = parseFirstBytes(bytes);
+        if (first.kind !== "incomplete") finish(first);
+        else if (bytes.length >= maxBytes) finish({ kind: "other" });
+      };
+      const onEnd = () => {
+        ended = true;
+        finish(bytes.length > 0 ? parseFirstBytesFinal(bytes) : { kind: "other" });
+      };
+      const timer = setTimeout(() => finish({ kind: "other" }), this.#o.peekTimeoutMs ?? 5000);
+      client.on("data", onData);
+      client.on("end", onEnd);
+      client.once("close", () => finish({ kind: "other" }));
+    });
+  }
+
+  #deny(client: Socket, first: FirstBytes, verdict: EgressVerdict, what: string): void {
+    if (first.kind !== "http") {
+      client.destroy();
+      return;
+    }
+    const body = `wrenn: egress to ${what} is denied by the sandbox's network policy (${verdict.list} rule ${verdict.rule})\n`;
+    client.end(
+      `HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+    // A client that never reads must not hold the socket.
+    setTimeout(() => client.destroy(), 5000).unref();
+  }
+
+  #relay(
+    client: Socket,
+    destination: Destination,
+    { head, ended }: { head: Buffer; ended: boolean },
+    done: (bytesOut: number, bytesIn: number) => void,
+  ): void {
+    const dial = this.#o.dial ?? ((d: Destination) => connect({ host: d.address, port: d.port, allowHalfOpen: true }));
+    const upstream = dial(destination);
+    this.#track(upstream);
+    let bytesOut = head.length;
+    let bytesIn = 0;
+    let closed = 0;
+    const onClose = () => {
+      closed++;
+      if (closed === 2) done(bytesOut, bytesIn);
+    };
+    client.once("close", onClose);
+    upstream.once("close", onClose);
+    const connectTimer = setTimeout(() => upstream.destroy(), this.#o.connectTimeoutMs ?? 10_000);
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    // One side gone entirely: the other gets what is buffered and a FIN, and is cut if it lingers.
+    const wind = (other: Socket) => () => {
+      if (other.destroyed) return;
+      if (other.connecting) other.destroy();
+      else other.end();
+      setTimeout(() => other.destroy(), 5000).unref();
+    };
+    client.once("close", wind(upstream));
+    upstream.once("close", wind(client));
+    upstream.once("connect", () => {
+      clearTimeout(connectTimer);
+      upstream.setNoDelay(true);
+      client.setNoDelay(true);
+      if (head.length > 0) upstream.write(head);
+      // The client already sent its FIN while we read its first bytes: pass it on.
+      if (ended) upstream.end();
+      client.on("data", (chunk: Buffer) => {
+        bytesOut += chunk.length;
+      });
+      upstream.on("data", (chunk: Buffer) => {
+        bytesIn += chunk.length;
+      });
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+    });
+  }
+}
