@@ -1,7 +1,21 @@
 import { describe, expect, it } from "vitest";
+import { parseEgressPolicy } from "../../lib/egress-policy.js";
 import { parseIpv4 } from "../config.js";
 import { hostTableName, slotAddresses, slotCapacity, slotIndexOfName } from "./addresses.js";
-import { BLOCKED_RANGES, hostBatch, hostRules, netnsBatch, slotRules } from "./rules.js";
+import {
+  allowResolvedCommands,
+  anyIpBatch,
+  BLOCKED_RANGES,
+  DEFAULT_EGRESS_PORTS,
+  hasAnyIpRule,
+  hostBatch,
+  hostRules,
+  ipv4Elements,
+  isBlockedAddress,
+  netnsBatch,
+  policyCommands,
+  slotRules,
+} from "./rules.js";
 import { SlotIndexAllocator } from "./slots.js";
 
 const cidr = { base: parseIpv4("10.240.0.0") ?? 0, prefixLength: 16 };
@@ -121,5 +135,132 @@ describe("generated network commands", () => {
     expect(off.startsWith("table inet wrenn_wr {}\ndelete table inet wrenn_wr\n")).toBe(true);
     const on = hostRules("wr", cidr, true);
     expect(on).toContain('ip saddr 10.240.0.0/16 oifname != "wr-*" masquerade');
+  });
+});
+
+describe("egress policy rules (issue 20)", () => {
+  const slot = slotAddresses("wr", cidr, 1);
+  const ports = DEFAULT_EGRESS_PORTS;
+  const lines = (text: string) => text.trimEnd().split("\n");
+
+  it("makes every slot with empty policy sets and chains, and accepts the resolver only after a DNAT", () => {
+    for (const kind of ["vm", "namespace"] as const) {
+      const rules = slotRules(slot, { kind, egress: true });
+      expect(rules).toContain("set allow_net { type ipv4_addr; flags interval; }");
+      expect(rules).toContain("set deny_net { type ipv4_addr; flags interval; }");
+      expect(rules).toContain("set dns_ok { type ipv4_addr; flags timeout; }");
+      expect(rules).toContain("counter policy_dropped {}");
+      expect(rules).toMatch(/chain policy_nat \{\n\s+\}/);
+      // The resolver (on the host end, which is in the blocked slot range) is accepted before the
+      // private-range drop, but only for a connection the slot's own DNAT redirected.
+      const all = lines(rules);
+      const resolver = all.findIndex((l) =>
+        l.includes("ct status dnat ip daddr 10.240.0.5 meta l4proto { tcp, udp } th dport 15353 accept"),
+      );
+      const drop = all.findIndex((l) => l.includes("ip daddr @blocked counter name private_dropped drop"));
+      expect(resolver).toBeGreaterThan(0);
+      expect(drop).toBeGreaterThan(resolver);
+    }
+    // The redirections hook where the guest's packets pass: prerouting from a VM's TAP, nat output for
+    // a namespace guest's own sockets.
+    expect(slotRules(slot, { kind: "vm", egress: true })).toContain('iifname "tap0" jump policy_nat');
+    expect(slotRules(slot, { kind: "namespace", egress: true })).toMatch(
+      /chain nat_output \{\n\s+type nat hook output priority -100; policy accept;\n\s+oifname "eth0" jump policy_nat\n\s+\}/,
+    );
+    expect(slotRules(slot, { kind: "namespace", egress: true, ports: { ...ports, dnsPort: 5353 } })).toContain(
+      "th dport 5353 accept",
+    );
+  });
+
+  it("keeps only the outermost of nested CIDRs (interval sets refuse overlaps), IPv4 only", () => {
+    const parsed = parseEgressPolicy({
+      allowOut: ["5.6.0.0/16", "5.0.0.0/8", "5.6.7.8", "1.2.3.4", "1.2.3.4/32", "2001:db8::/32", "a.test"],
+      denyOut: [],
+    });
+    expect(ipv4Elements(parsed.allow)).toEqual(["1.2.3.4", "5.0.0.0/8"]);
+    expect(ipv4Elements(parseEgressPolicy({ allowOut: ["0.0.0.0/0", "8.8.8.8"], denyOut: [] }).allow)).toEqual([
+      "0.0.0.0/0",
+    ]);
+  });
+
+  it("replaces a policy in one transaction: flush, sets, redirections, then the verdict chain", () => {
+    const parsed = parseEgressPolicy({ allowOut: ["192.88.99.7", "*.example.test"], denyOut: ["0.0.0.0/0"] });
+    const text = policyCommands(slot, parsed, { internetAccess: true, inspect: true, ports });
+    expect(lines(text)).toEqual([
+      "flush chain inet wrenn policy_nat",
+      "flush chain inet wrenn egress",
+      "flush set inet wrenn allow_net",
+      "flush set inet wrenn deny_net",
+      "flush set inet wrenn dns_ok",
+      "add element inet wrenn allow_net { 192.88.99.7 }",
+      "add element inet wrenn deny_net { 0.0.0.0/0 }",
+      "add rule inet wrenn policy_nat meta l4proto { tcp, udp } th dport 53 dnat ip to 10.240.0.5:15353",
+      "add rule inet wrenn policy_nat tcp dport 80 ip daddr != @allow_net ip daddr != @blocked dnat ip to ip daddr:15080",
+      "add rule inet wrenn policy_nat tcp dport 443 ip daddr != @allow_net ip daddr != @blocked dnat ip to ip daddr:15443",
+      "add rule inet wrenn egress ct status dnat tcp dport { 15080, 15443 } accept",
+      "add rule inet wrenn egress ip daddr @allow_net accept",
+      "add rule inet wrenn egress ip daddr @dns_ok accept",
+      "add rule inet wrenn egress ip daddr @deny_net counter name policy_dropped drop",
+      "add rule inet wrenn egress accept",
+    ]);
+  });
+
+  it("without inspection redirects nothing; with the internet off the default is a counted drop", () => {
+    const parsed = parseEgressPolicy({ allowOut: ["192.88.99.0/24"], denyOut: [] });
+    const text = policyCommands(slot, parsed, { internetAccess: false, inspect: false, ports });
+    expect(text).not.toContain("policy_nat ");
+    expect(text).not.toContain("dnat");
+    expect(lines(text).at(-1)).toBe("add rule inet wrenn egress counter name policy_dropped drop");
+    expect(lines(text)).not.toContain("add rule inet wrenn egress accept");
+  });
+
+  it("an empty policy flushes back to the slot as made: the internet switch alone", () => {
+    const empty = parseEgressPolicy({ allowOut: [], denyOut: [] });
+    const on = lines(policyCommands(slot, empty, { internetAccess: true, inspect: true, ports }));
+    expect(on.filter((l) => !l.startsWith("flush "))).toEqual(["add rule inet wrenn egress accept"]);
+    const off = lines(policyCommands(slot, empty, { internetAccess: false, inspect: true, ports }));
+    expect(off.every((l) => l.startsWith("flush "))).toBe(true);
+  });
+
+  it("adds resolved addresses with a clamped TTL and never a blocked one", () => {
+    expect(isBlockedAddress("10.1.2.3")).toBe(true);
+    expect(isBlockedAddress("169.254.169.254")).toBe(true);
+    expect(isBlockedAddress("127.0.0.1")).toBe(true);
+    expect(isBlockedAddress("2001:db8::1")).toBe(true);
+    expect(isBlockedAddress("192.88.99.7")).toBe(false);
+    expect(lines(allowResolvedCommands(["192.88.99.7", "192.88.99.7", "192.168.1.1", "8.8.8.8"], 86_400))).toEqual([
+      "add element inet wrenn dns_ok { 192.88.99.7, 8.8.8.8 }",
+      "delete element inet wrenn dns_ok { 192.88.99.7, 8.8.8.8 }",
+      "add element inet wrenn dns_ok { 192.88.99.7 timeout 3600s, 8.8.8.8 timeout 3600s }",
+    ]);
+    expect(allowResolvedCommands(["192.88.99.7"], 0)).toContain("timeout 5s");
+    expect(allowResolvedCommands(["10.0.0.1", "::1"], 60)).toBe("");
+  });
+
+  it("marks slots' proxy-port packets in the root netns and accepts only them and the resolver", () => {
+    const rules = hostRules("wr", cidr, false, { ...ports, mark: 0x1234 });
+    expect(rules).toContain("type filter hook prerouting priority mangle; policy accept;");
+    expect(rules).toContain('iifname "wr-*" tcp dport { 15080, 15443 } meta mark set 0x1234');
+    const all = lines(rules);
+    const start = all.indexOf("  chain input {");
+    const input = all.slice(start + 1, all.indexOf("  }", start)).map((l) => l.trim());
+    expect(input).toEqual([
+      "type filter hook input priority filter - 10; policy accept;",
+      'iifname "wr-*" ct state established,related accept',
+      'iifname "wr-*" ip daddr 10.240.0.0/16 meta l4proto { tcp, udp } th dport 15353 accept',
+      'iifname "wr-*" meta mark 0x1234 tcp dport { 15080, 15443 } accept',
+      'iifname "wr-*" drop',
+    ]);
+  });
+
+  it("routes marked packets to a local route (AnyIP), adding the rule only once", () => {
+    expect(anyIpBatch(ports, false)).toBe(
+      "route replace local 0.0.0.0/0 dev lo table 5780\nrule add fwmark 0x57e0 lookup 5780 pref 1000\n",
+    );
+    expect(anyIpBatch(ports, true)).toBe("route replace local 0.0.0.0/0 dev lo table 5780\n");
+    const shown =
+      "0:\tfrom all lookup local\n1000:\tfrom all fwmark 0x57e0 lookup 5780\n32766:\tfrom all lookup main\n";
+    expect(hasAnyIpRule(shown, ports)).toBe(true);
+    expect(hasAnyIpRule(shown, { ...ports, routeTable: 5781 })).toBe(false);
   });
 });
