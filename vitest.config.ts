@@ -7,11 +7,18 @@ import { defineConfig } from "vitest/config";
  * project "integration-gvisor" runs them again with every such agent on gVisor. Left out, as they test
  * the edge and the CLI rather than the guest: edge-agent, cli-sandbox (their sandbox calls are the
  * ones e2b-sdk and sdk-sandbox make). cli-shell is in: Ctrl-C typed into a PTY must interrupt the
- * foreground program on gVisor too (envd's PTY signal relay, agent/envd/gvisor.ts).
+ * foreground program on gVisor too (envd's PTY signal relay, agent/envd/gvisor.ts). egress: the egress
+ * policy's kernel rules, resolver and proxy act on a gVisor guest's host sockets the same way.
  */
-const RUNTIME_SUITE = ["agent-lifecycle", "agent-recovery", "agent-network", "e2b-sdk", "sdk-sandbox", "cli-shell"].map(
-  (name) => `test/integration/${name}.test.ts`,
-);
+const RUNTIME_SUITE = [
+  "agent-lifecycle",
+  "agent-recovery",
+  "agent-network",
+  "e2b-sdk",
+  "sdk-sandbox",
+  "cli-shell",
+  "egress",
+].map((name) => `test/integration/${name}.test.ts`);
 
 // Projects: fast co-located unit tests, integration tests against real processes (agent, envd,
 // Postgres, namespaces), the escape battery, the runtime suite again on gVisor, and end-to-end tests

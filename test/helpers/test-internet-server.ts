@@ -25,6 +25,8 @@ export interface ServerConfig {
   certFile: string;
   keyFile: string;
   tcpPort: number;
+  /** Every address of the netns: a UDP socket each, so an answer leaves from the address asked. */
+  dnsAddresses: string[];
 }
 
 export interface DnsEvent {
@@ -104,13 +106,18 @@ function answer(query: Buffer, transport: "udp" | "tcp", from: string): Buffer {
   });
 }
 
-const udp = createSocket("udp4");
-udp.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
-  try {
-    udp.send(answer(msg, "udp", rinfo.address), rinfo.port, rinfo.address);
-  } catch {
-    // A malformed question gets no answer.
-  }
+// One socket per address: a socket on 0.0.0.0 would answer a question to 8.8.8.8 from the veth's
+// address, which the asker (and conntrack) would not take as the answer.
+const udpSockets = config.dnsAddresses.map((address) => {
+  const udp = createSocket("udp4");
+  udp.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
+    try {
+      udp.send(answer(msg, "udp", rinfo.address), rinfo.port, rinfo.address);
+    } catch {
+      // A malformed question gets no answer.
+    }
+  });
+  return { udp, address };
 });
 
 const dnsTcp = createTcpServer((socket) => {
@@ -209,7 +216,6 @@ const tcp = createTcpServer((socket) => {
   socket.end(`tcp-ok ${socket.localAddress ?? ""}\n`);
 });
 for (const server of [http, https, tcp, dnsTcp]) server.on("error", (err) => fail(err));
-udp.on("error", (err) => fail(err));
 
 function fail(err: Error): never {
   process.stderr.write(`test internet server: ${err.message}\n`);
@@ -234,7 +240,7 @@ process.stdin.on("data", (chunk: Buffer) => {
 process.stdin.on("end", () => process.exit(0));
 
 await Promise.all([
-  new Promise<void>((r) => udp.bind(53, "0.0.0.0", () => r())),
+  ...udpSockets.map(({ udp, address }) => new Promise<void>((r) => udp.bind(53, address, () => r()))),
   new Promise<void>((r) => dnsTcp.listen(53, "0.0.0.0", () => r())),
   new Promise<void>((r) => http.listen(80, "0.0.0.0", () => r())),
   new Promise<void>((r) => https.listen(443, "0.0.0.0", () => r())),

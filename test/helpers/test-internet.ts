@@ -263,6 +263,7 @@ export async function startTestInternet(opts: TestInternetOptions = {}): Promise
       certFile: certs.certFile,
       keyFile: certs.keyFile,
       tcpPort,
+      dnsAddresses: [privateIp, ...addresses, ...resolverAddresses],
     };
     const child = spawn(
       "ip",
