@@ -3,6 +3,7 @@ import { z } from "@hono/zod-openapi";
 /** Every error code the API answers with. One table; the HTTP status of each is in `codeToStatus`. */
 export const ErrorCode = z.enum([
   "BAD_REQUEST",
+  "INVALID_NETWORK_POLICY",
   "UNAUTHORIZED",
   "API_KEY_EXPIRED",
   "FORBIDDEN",
@@ -30,6 +31,7 @@ export type ErrorCode = z.infer<typeof ErrorCode>;
 /** HTTP status per error code; a `Record` so the compiler checks the table is complete. */
 export const codeToStatus = {
   BAD_REQUEST: 400,
+  INVALID_NETWORK_POLICY: 400,
   UNAUTHORIZED: 401,
   API_KEY_EXPIRED: 401,
   FORBIDDEN: 403,

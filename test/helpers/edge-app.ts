@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createApp } from "../../edge/app.js";
 import type { AgentConnector, HostTarget, ProxyRequestInit } from "../../edge/clients/agent.js";
@@ -15,6 +15,10 @@ import { verifyApiKey } from "../../edge/services/auth/verify-api-key.js";
 import { createServiceDeps, type ServiceContext, serviceContext, teamContext } from "../../edge/services/context.js";
 import type { SecretBox } from "../../edge/services/crypto.js";
 import {
+  type ConnectionEntry,
+  ConnectionEntrySchema,
+  ConnectionProtocol,
+  ConnectionVerdict,
   type CreateSandboxRequest,
   EntrySchema,
   EntryType,
@@ -66,6 +70,69 @@ export class FakeAgent {
   isolation: IsolationClass = IsolationClass.NAMESPACE;
   /** Bytes of snapshot files PauseSandbox reports (0: none, as when pausing in place). */
   snapshotBytes = 0;
+  /** Each sandbox's connection log, kept after the sandbox is destroyed (as the agent keeps it). */
+  readonly connections = new Map<string, ConnectionEntry[]>();
+  private readonly connectionWaiters = new Set<() => void>();
+
+  /** Appends to a sandbox's connection log (seq and time filled in when absent); watchers see it. */
+  addConnection(sandboxId: string, entry: Partial<Omit<ConnectionEntry, "$typeName">>): ConnectionEntry {
+    const log = this.connections.get(sandboxId) ?? [];
+    this.connections.set(sandboxId, log);
+    const full = create(ConnectionEntrySchema, {
+      seq: BigInt(log.length + 1),
+      time: timestampFromDate(new Date()),
+      protocol: ConnectionProtocol.TCP,
+      verdict: ConnectionVerdict.ALLOWED,
+      rule: "default",
+      list: "default",
+      ...entry,
+    });
+    log.push(full);
+    for (const wake of this.connectionWaiters) wake();
+    return full;
+  }
+
+  private connectionMatches(
+    e: ConnectionEntry,
+    req: { afterSeq: bigint; verdict: ConnectionVerdict; protocol: ConnectionProtocol },
+  ): boolean {
+    return (
+      e.seq > req.afterSeq &&
+      (req.verdict === ConnectionVerdict.UNSPECIFIED || e.verdict === req.verdict) &&
+      (req.protocol === ConnectionProtocol.UNSPECIFIED || e.protocol === req.protocol)
+    );
+  }
+
+  private async *watchConnectionEntries(
+    req: { sandboxId: string; afterSeq: bigint; verdict: ConnectionVerdict; protocol: ConnectionProtocol },
+    headerToken: string | null,
+    signal: AbortSignal,
+  ) {
+    this.check("watchConnections", req.sandboxId, headerToken);
+    let after = req.afterSeq;
+    try {
+      while (!signal.aborted) {
+        for (const entry of this.connections.get(req.sandboxId) ?? []) {
+          if (entry.seq <= after) continue;
+          after = entry.seq;
+          if (this.connectionMatches(entry, { ...req, afterSeq: 0n })) yield { entry };
+        }
+        if (signal.aborted) break;
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            this.connectionWaiters.delete(wake);
+            signal.removeEventListener("abort", wake);
+            resolve();
+          };
+          this.connectionWaiters.add(wake);
+          signal.addEventListener("abort", wake, { once: true });
+        });
+      }
+    } finally {
+      // Reached when the caller goes away, whether the generator waited or was stopped at a yield.
+      this.cancelledStreams.push(req.sandboxId);
+    }
+  }
 
   constructor(address: string, token: string) {
     this.address = address;
@@ -127,6 +194,8 @@ export class FakeAgent {
       metadata: req.metadata,
       runtime: this.runtime,
       envdVersion: "0.6.4",
+      internetAccess: req.internetAccess ?? true,
+      ...(req.network ? { network: req.network } : {}),
       ...(req.timeoutSec > 0 ? { endAt: timestampFromDate(new Date(now.getTime() + req.timeoutSec * 1000)) } : {}),
     });
     this.sandboxes.set(req.sandboxId, {
@@ -212,6 +281,28 @@ export class FakeAgent {
         if (req.timeoutAction !== undefined) sb.sandbox.timeoutAction = req.timeoutAction;
         return { sandbox: sb.sandbox };
       },
+      updateSandboxNetwork: async (req, ctx) => {
+        this.check("updateSandboxNetwork", req.sandboxId, auth(ctx));
+        const sb = this.get(req.sandboxId);
+        sb.sandbox.network = req.network;
+        if (req.internetAccess !== undefined) sb.sandbox.internetAccess = req.internetAccess;
+        return { sandbox: sb.sandbox };
+      },
+      listConnections: async (req, ctx) => {
+        this.check("listConnections", req.sandboxId, auth(ctx));
+        const log = this.connections.get(req.sandboxId);
+        if (!log && !this.sandboxes.has(req.sandboxId)) {
+          throw new ConnectError(`no connection log for ${req.sandboxId}`, Code.NotFound);
+        }
+        const since = req.since ? timestampDate(req.since).getTime() : 0;
+        const limit = req.limit || 100;
+        const matching = (log ?? []).filter(
+          (e) => this.connectionMatches(e, req) && (!e.time || timestampDate(e.time).getTime() >= since),
+        );
+        const entries = matching.slice(0, limit);
+        return { entries, nextAfter: matching.length > limit ? (entries.at(-1)?.seq ?? 0n) : 0n };
+      },
+      watchConnections: (req, ctx) => this.watchConnectionEntries(req, auth(ctx), ctx.signal),
       getSandbox: async (req, ctx) => {
         this.check("getSandbox", req.sandboxId, auth(ctx));
         return { sandbox: this.get(req.sandboxId).sandbox };

@@ -1,5 +1,6 @@
 import { bigint, boolean, index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
 import { isolationClasses, sandboxStates, stopReasons, timeoutActions } from "../../contracts/enums.js";
+import type { SandboxNetwork } from "../../contracts/network.js";
 import { hosts } from "./hosts.js";
 import { teams } from "./teams.js";
 import { lifecycleDates, rowVersion } from "./util.js";
@@ -38,6 +39,10 @@ export const sandboxes = pgTable(
     autoResume: boolean("auto_resume").notNull().default(false),
     /** When the timeout action runs; null while paused or without a timeout. */
     endAt: timestamp("end_at", { withTimezone: true, mode: "date" }),
+    /** Egress policy (allowOut/denyOut, lib/egress-policy.ts); null when the sandbox has none. */
+    network: jsonb("network").$type<SandboxNetwork>(),
+    /** The internet switch asked for at create or by the last network update; null = the default (on). */
+    internetAccess: boolean("internet_access"),
     metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),
     envdTokenSealed: text("envd_token_sealed").notNull(),
     envdVersion: text("envd_version").notNull().default(""),

@@ -11,6 +11,7 @@ import { registerE2bKillSandbox } from "./kill.js";
 import { registerE2bLifecycle } from "./lifecycle.js";
 import { registerE2bListSandboxes } from "./list.js";
 import { registerE2bSandboxMetrics } from "./metrics.js";
+import { registerE2bUpdateSandboxNetwork } from "./network.js";
 
 /** Path patterns of the E2B surface; mounted at "/", so middleware is scoped to these, never to "*". */
 const e2bPaths = [
@@ -29,7 +30,6 @@ const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: stri
   { method: "post", path: "/sandboxes/:sandboxID/snapshots", what: "snapshots" },
   { method: "get", path: "/snapshots", what: "snapshots" },
   { method: "delete", path: "/templates/:templateID", what: "deleting templates and snapshots" },
-  { method: "put", path: "/sandboxes/:sandboxID/network", what: "changing egress rules" },
   { method: "post", path: "/sandboxes/:sandboxID/refreshes", what: "refreshes (use /timeout)" },
   { method: "post", path: "/sandboxes/:sandboxID/resume", what: "the deprecated resume (use /connect)" },
   { method: "get", path: "/sandboxes/:sandboxID/logs", what: "sandbox logs" },
@@ -64,6 +64,7 @@ export function e2bRouter(): App {
   registerE2bLifecycle(app);
   registerE2bConnectSandbox(app);
   registerE2bSandboxMetrics(app);
+  registerE2bUpdateSandboxNetwork(app);
   for (const { method, path, what } of unsupported) {
     app.on(method.toUpperCase(), path, (c) => e2bErrorResponse(c, 501, `${what} is not supported by Wrenn`));
   }

@@ -11,7 +11,11 @@ export const SandboxIdParam = z.object({
 
 const stringMap = z.record(z.string().max(256), z.string().max(8192));
 
-/** E2B's egress settings; Wrenn maps "deny everything" onto its internet switch and refuses the rest. */
+/**
+ * E2B's egress settings: allowOut/denyOut are Wrenn's egress policy (docs/egress.md); request
+ * transforms (`rules`), `egressProxy` and `httpsPorts` are refused, `allowPublicTraffic: false` and
+ * `maskRequestHost` too (not supported yet).
+ */
 export const E2bNetworkConfig = z
   .object({
     allowPublicTraffic: z.boolean().optional(),
@@ -24,6 +28,27 @@ export const E2bNetworkConfig = z
   })
   .openapi("E2bNetworkConfig");
 export type E2bNetworkConfig = z.infer<typeof E2bNetworkConfig>;
+
+/** E2B's network settings as GET /sandboxes/{sandboxID} reports them. */
+export const E2bSandboxNetwork = z
+  .object({
+    allowOut: z.array(z.string()),
+    denyOut: z.array(z.string()),
+    allowPublicTraffic: z.boolean().optional(),
+    maskRequestHost: z.string().optional(),
+  })
+  .openapi("E2bSandboxNetworkConfig");
+
+/** Body of PUT /sandboxes/{sandboxID}/network: E2B's `SandboxNetworkUpdateConfig` (replaces the rules). */
+export const E2bNetworkUpdate = z
+  .object({
+    allowOut: z.array(z.string()).optional(),
+    denyOut: z.array(z.string()).optional(),
+    egressProxy: z.unknown().optional(),
+    rules: z.unknown().optional(),
+    allow_internet_access: z.boolean().nullable().optional(),
+  })
+  .openapi("E2bSandboxNetworkUpdateConfig");
 
 /** Body of POST /sandboxes (v1) and POST /v2/sandboxes: E2B's `NewSandbox`/`NewSandboxV2`. */
 export const NewSandbox = z
@@ -83,6 +108,7 @@ export const E2bListedSandbox = z
     diskSizeMB: z.number().int(),
     metadata: z.record(z.string(), z.string()),
     state: z.enum(["running", "paused"]),
+    network: E2bSandboxNetwork.optional(),
     volumeMounts: z.array(z.object({ name: z.string(), path: z.string() })),
   })
   .openapi("E2bListedSandbox");
@@ -93,6 +119,7 @@ export const E2bSandboxDetail = E2bListedSandbox.extend({
   envdAccessToken: z.string(),
   domain: z.string().nullable(),
   allowInternetAccess: z.boolean().nullable(),
+  network: E2bSandboxNetwork.optional(),
   lifecycle: z.object({ autoResume: z.boolean(), onTimeout: z.enum(["kill", "pause"]) }),
 }).openapi("E2bSandboxDetail");
 export type E2bSandboxDetail = z.infer<typeof E2bSandboxDetail>;

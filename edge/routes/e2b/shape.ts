@@ -55,6 +55,7 @@ export function toE2bListed(view: SandboxView, now: Date): E2bListedSandbox {
     diskSizeMB: 0,
     metadata: view.metadata,
     state: e2bState(view.state) ?? "running",
+    ...(view.network ? { network: view.network } : {}),
     volumeMounts: [],
   };
 }
@@ -69,7 +70,7 @@ export function toE2bDetail(
     ...toE2bListed(described.sandbox, now),
     envdAccessToken: described.envdAccessToken,
     domain,
-    allowInternetAccess: null,
+    allowInternetAccess: described.sandbox.internetAccess,
     lifecycle: { autoResume: described.autoResume, onTimeout: described.sandbox.onTimeout },
   };
 }

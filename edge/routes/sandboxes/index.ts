@@ -1,12 +1,14 @@
 import type { App } from "../../context.js";
 import { registerFileRoutes } from "../files/index.js";
 import { newRouter } from "../router.js";
+import { registerConnections } from "./connections.js";
 import { registerCreateSandbox } from "./create.js";
 import { registerDeleteSandbox } from "./delete.js";
 import { registerExec } from "./exec.js";
 import { registerExecStream } from "./exec-stream.js";
 import { registerGetSandbox } from "./get.js";
 import { registerListSandboxes } from "./list.js";
+import { registerUpdateSandboxNetwork } from "./network.js";
 import { registerPauseSandbox } from "./pause.js";
 import { registerResumeSandbox } from "./resume.js";
 import { registerSetSandboxTimeout } from "./timeout.js";
@@ -23,6 +25,8 @@ export function sandboxesRouter(): App {
   registerPauseSandbox(app);
   registerResumeSandbox(app);
   registerSetSandboxTimeout(app);
+  registerUpdateSandboxNetwork(app);
+  registerConnections(app);
   registerFileRoutes(app);
   return app;
 }

@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { isolationClasses, sandboxStates, stopReasons, timeoutActions } from "../../contracts/enums.js";
+import { connectionProtocols, connectionVerdicts, nameSources } from "../../contracts/network.js";
 
 /** Path parameter of every /v1/sandboxes/{id} route. */
 export const SandboxIdParam = z.object({
@@ -11,6 +12,28 @@ export const SandboxIdParam = z.object({
 });
 
 const stringMap = z.record(z.string().max(256), z.string().max(8192));
+
+const egressList = (description: string) => z.array(z.string().max(300)).max(512).default([]).openapi({ description });
+
+/** A sandbox's egress policy (docs/egress.md). */
+export const NetworkPolicy = z
+  .object({
+    allowOut: egressList(
+      "Destinations always allowed: IPv4/IPv6 addresses, CIDRs, domains and `*.domain` wildcards. Beats denyOut",
+    ),
+    denyOut: egressList('Destinations denied unless allowed (same forms); "0.0.0.0/0" is all traffic'),
+  })
+  .openapi("NetworkPolicy");
+
+/** A sandbox's egress policy as stored (E2B's extra settings included when they were given). */
+export const SandboxNetwork = z
+  .object({
+    allowOut: z.array(z.string()),
+    denyOut: z.array(z.string()),
+    allowPublicTraffic: z.boolean().optional(),
+    maskRequestHost: z.string().optional(),
+  })
+  .openapi("SandboxNetwork");
 
 /** A sandbox. */
 export const Sandbox = z
@@ -29,6 +52,10 @@ export const Sandbox = z
       .nullable()
       .openapi({ description: "When the timeout action runs (RFC 3339); null while paused or without timeout" }),
     metadata: z.record(z.string(), z.string()),
+    network: SandboxNetwork.nullable().openapi({ description: "Egress policy; null when it has none" }),
+    internetAccess: z
+      .boolean()
+      .openapi({ description: "Whether it may reach the internet where no egress rule decides" }),
     envdVersion: z.string(),
     runtime: z.string().openapi({ description: "Runtime of its host (firecracker, qemu, gvisor, namespace)" }),
     isolation: z
@@ -70,6 +97,9 @@ export const CreateSandboxBody = z
       .boolean()
       .optional()
       .openapi({ description: "Whether the sandbox may reach the internet (default true)" }),
+    network: NetworkPolicy.optional().openapi({
+      description: "Egress rules (allowOut beats denyOut; then internetAccess decides); see docs/egress.md",
+    }),
     isolation: z.enum(isolationClasses).optional().openapi({
       description:
         "The weakest isolation class the sandbox may run on (vm > gvisor > namespace). The team's minimum applies too; the stronger wins. No host that qualifies → 503 NO_CAPACITY",
@@ -155,3 +185,61 @@ export const TimeoutBody = z
     onTimeout: z.enum(timeoutActions).optional(),
   })
   .openapi("TimeoutRequest");
+
+/** Body of PUT /v1/sandboxes/{id}/network: replaces the rules whole (an omitted list is cleared). */
+export const UpdateNetworkBody = NetworkPolicy.extend({
+  internetAccess: z.boolean().optional().openapi({ description: "The new internet switch; omitted keeps it" }),
+}).openapi("UpdateNetworkRequest");
+
+/** One outbound connection attempt of a sandbox. */
+export const Connection = z
+  .object({
+    seq: z.number().int().openapi({ description: "Position in the log; the `after` cursor" }),
+    time: z.string().openapi({ description: "When the decision was made (RFC 3339)" }),
+    protocol: z.enum(connectionProtocols),
+    address: z.string().nullable().openapi({ description: "Destination address; null for a DNS question" }),
+    port: z.number().int(),
+    name: z.string().nullable().openapi({ description: "The name asked for (DNS) or seen (TLS SNI, HTTP Host)" }),
+    nameSource: z.enum(nameSources).nullable(),
+    verdict: z.enum(connectionVerdicts),
+    rule: z.string().openapi({ description: 'The deciding rule: an allowOut/denyOut entry, "default", …' }),
+    list: z
+      .string()
+      .openapi({ description: "Where the rule is: allowOut, denyOut, default, internet-off, platform, no-name" }),
+    bytesOut: z.number().int().nullable().openapi({ description: "Bytes sent by the sandbox, once it ended" }),
+    bytesIn: z.number().int().nullable().openapi({ description: "Bytes received by the sandbox, once it ended" }),
+    endedAt: z.string().nullable(),
+  })
+  .openapi("Connection");
+
+const connectionFilters = {
+  verdict: z.enum(connectionVerdicts).optional(),
+  protocol: z.enum(connectionProtocols).optional(),
+  after: z.coerce.number().int().min(0).optional().openapi({ description: "Only entries with a larger seq" }),
+};
+
+/** Query of GET /v1/sandboxes/{id}/connections. */
+export const ConnectionsQuery = z.object({
+  ...connectionFilters,
+  since: z
+    .string()
+    .datetime({ offset: true })
+    .optional()
+    .openapi({ description: "Only entries at or after (RFC 3339)" }),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+/** Query of GET /v1/sandboxes/{id}/connections/stream. */
+export const ConnectionsStreamQuery = z.object(connectionFilters);
+
+/** Answer of GET /v1/sandboxes/{id}/connections. */
+export const ConnectionPage = z
+  .object({
+    connections: z.array(Connection),
+    nextAfter: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: "Pass as `after` for the next page; null when this page reached the end" }),
+  })
+  .openapi("ConnectionPage");

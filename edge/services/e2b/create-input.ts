@@ -1,5 +1,7 @@
+import type { SandboxNetwork } from "../../contracts/network.js";
 import { BadRequestError } from "../errors.js";
 import type { CreateSandboxInput } from "../sandboxes/create.js";
+import type { UpdateNetworkInput } from "../sandboxes/network.js";
 import { wrennTemplate } from "./mapping.js";
 
 /** vCPUs and memory of sandboxes created through the E2B surface (E2B's `base` template has 2 and 512). */
@@ -44,41 +46,84 @@ export function checkTimeout(timeout: number): number {
   return timeout;
 }
 
-const allTraffic = new Set(["0.0.0.0/0", "::/0"]);
-
-/** Internet access from E2B's network settings; anything beyond "all or nothing" is refused clearly. */
-function internetAccessFrom(request: E2bCreateRequest): boolean | undefined {
-  const network = request.network;
-  let access = request.allow_internet_access ?? undefined;
-  if (!network) return access;
-  const unsupported = (what: string) =>
-    new BadRequestError(`network.${what} is not supported by Wrenn; egress is all or nothing`, {
-      [`network.${what}`]: "unsupported",
-    });
-  if (network.allowPublicTraffic === false) throw unsupported("allowPublicTraffic=false");
-  if (network.allowOut && network.allowOut.length > 0) throw unsupported("allowOut");
-  if (network.egressProxy !== undefined && network.egressProxy !== null) throw unsupported("egressProxy");
-  if (network.rules !== undefined && network.rules !== null) throw unsupported("rules");
-  if (network.maskRequestHost) throw unsupported("maskRequestHost");
-  if (network.httpsPorts && network.httpsPorts.length > 0) throw unsupported("httpsPorts");
-  const deny = network.denyOut ?? [];
-  if (deny.length > 0) {
-    if (!deny.every((cidr) => allTraffic.has(cidr.trim()))) throw unsupported("denyOut (other than 0.0.0.0/0)");
-    if (access === true) {
-      throw new BadRequestError("allow_internet_access=true contradicts network.denyOut=0.0.0.0/0", {
-        "network.denyOut": "contradicts allow_internet_access",
-      });
-    }
-    access = false;
+/** E2B network settings Wrenn refuses (clearly) rather than ignores: request transforms and an upstream proxy. */
+function refuseUnsupportedNetwork(network: E2bNetworkFields): void {
+  const unsupported = (what: string, why: string) =>
+    new BadRequestError(`network.${what} is not supported by Wrenn: ${why}`, { [`network.${what}`]: "unsupported" });
+  if (network.egressProxy !== undefined && network.egressProxy !== null) {
+    throw unsupported("egressProxy", "egress leaves through the sandbox's host, filtered by allowOut/denyOut");
   }
-  return access;
+  if (network.rules !== undefined && network.rules !== null) {
+    throw unsupported("rules", "request transforms are not applied; use allowOut/denyOut to choose destinations");
+  }
+}
+
+/** E2B's egress fields shared by create (`network`) and update (the body of PUT /sandboxes/{id}/network). */
+export interface E2bNetworkFields {
+  allowOut?: string[] | undefined;
+  denyOut?: string[] | undefined;
+  egressProxy?: unknown;
+  rules?: unknown;
+}
+
+/**
+ * The egress policy of E2B's create: `allowOut`/`denyOut` as given (checked by createSandbox, which
+ * answers INVALID_NETWORK_POLICY naming a bad entry), `allowPublicTraffic` and `maskRequestHost`
+ * stored when they are the default and refused otherwise (Wrenn's sandbox ports are public and
+ * the proxy does not rewrite Host), `httpsPorts` refused.
+ */
+function networkFrom(network: NonNullable<E2bCreateRequest["network"]>): SandboxNetwork | undefined {
+  refuseUnsupportedNetwork(network);
+  if (network.allowPublicTraffic === false) {
+    throw new BadRequestError(
+      "network.allowPublicTraffic=false is not supported by Wrenn yet: a sandbox's ports are reachable without a traffic token",
+      { "network.allowPublicTraffic": "unsupported" },
+    );
+  }
+  if (network.maskRequestHost) {
+    throw new BadRequestError(
+      "network.maskRequestHost is not supported by Wrenn yet: the proxy keeps the Host header",
+      {
+        "network.maskRequestHost": "unsupported",
+      },
+    );
+  }
+  if (network.httpsPorts && network.httpsPorts.length > 0) {
+    throw new BadRequestError("network.httpsPorts is not supported by Wrenn", { "network.httpsPorts": "unsupported" });
+  }
+  const allowOut = network.allowOut ?? [];
+  const denyOut = network.denyOut ?? [];
+  if (allowOut.length === 0 && denyOut.length === 0 && network.allowPublicTraffic === undefined) return undefined;
+  return {
+    allowOut,
+    denyOut,
+    ...(network.allowPublicTraffic !== undefined ? { allowPublicTraffic: network.allowPublicTraffic } : {}),
+  };
+}
+
+/**
+ * The body of E2B's `PUT /sandboxes/{id}/network` (SandboxNetworkUpdateConfig) as Wrenn's update:
+ * it replaces the rules whole, so an omitted list is cleared; `allow_internet_access`, when given,
+ * sets the internet switch.
+ */
+export function networkUpdateFromE2b(
+  body: E2bNetworkFields & { allow_internet_access?: boolean | null | undefined },
+): UpdateNetworkInput {
+  refuseUnsupportedNetwork(body);
+  return {
+    allowOut: body.allowOut ?? [],
+    denyOut: body.denyOut ?? [],
+    ...(body.allow_internet_access !== undefined && body.allow_internet_access !== null
+      ? { internetAccess: body.allow_internet_access }
+      : {}),
+  };
 }
 
 /**
  * Maps E2B's create request onto `createSandbox`'s input, with E2B's rules: a positive timeout
  * (`defaultTimeoutSec` when absent: 15 s on v1, 300 s on v2), `autoPause` → pause at the timeout,
  * `autoPauseMemory: false` only with `autoPause` and never with `autoResume`. Features Wrenn does
- * not have (MCP gateway, IAM tokens, volumes, egress rules) are refused rather than ignored.
+ * not have (MCP gateway, IAM tokens, volumes, request transforms) are refused rather than ignored.
  */
 export function createInputFromE2b(request: E2bCreateRequest, defaultTimeoutSec: number): CreateSandboxInput {
   const timeoutSec = checkTimeout(request.timeout ?? defaultTimeoutSec);
@@ -109,7 +154,10 @@ export function createInputFromE2b(request: E2bCreateRequest, defaultTimeoutSec:
     metadata: request.metadata ?? {},
     autoResume,
   };
-  const internetAccess = internetAccessFrom(request);
-  if (internetAccess !== undefined) input.internetAccess = internetAccess;
+  if (request.allow_internet_access !== undefined && request.allow_internet_access !== null) {
+    input.internetAccess = request.allow_internet_access;
+  }
+  const network = request.network ? networkFrom(request.network) : undefined;
+  if (network) input.network = network;
   return input;
 }

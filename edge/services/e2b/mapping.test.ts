@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { fileSignature } from "../../../agent/envd/auth.js";
 import { BadRequestError } from "../errors.js";
-import { createInputFromE2b } from "./create-input.js";
+import { createInputFromE2b, networkUpdateFromE2b } from "./create-input.js";
 import { e2bState, parseE2bMetadataQuery, parseE2bStates, wrennTemplate } from "./mapping.js";
 import { envdFileSignature } from "./signature.js";
 
@@ -52,16 +52,32 @@ describe("E2B mapping", () => {
       createInputFromE2b({ templateID: "base", autoPause: true, autoResume: { enabled: true } }, 15),
     ).toMatchObject({ timeoutSec: 15, onTimeout: "pause", autoResume: true });
     expect(createInputFromE2b({ templateID: "base", allow_internet_access: false }, 15).internetAccess).toBe(false);
-    expect(createInputFromE2b({ templateID: "base", network: { denyOut: ["0.0.0.0/0"] } }, 15).internetAccess).toBe(
-      false,
-    );
+    expect(
+      createInputFromE2b({ templateID: "base", network: { allowOut: ["1.2.3.4"], denyOut: ["0.0.0.0/0"] } }, 15)
+        .network,
+    ).toEqual({ allowOut: ["1.2.3.4"], denyOut: ["0.0.0.0/0"] });
+    expect(createInputFromE2b({ templateID: "base", network: { allowPublicTraffic: true } }, 15).network).toEqual({
+      allowOut: [],
+      denyOut: [],
+      allowPublicTraffic: true,
+    });
+    expect(createInputFromE2b({ templateID: "base", network: {} }, 15).network).toBeUndefined();
+    expect(networkUpdateFromE2b({ denyOut: ["0.0.0.0/0"], allow_internet_access: true })).toEqual({
+      allowOut: [],
+      denyOut: ["0.0.0.0/0"],
+      internetAccess: true,
+    });
+    expect(() => networkUpdateFromE2b({ rules: { "api.example.com": [{}] } })).toThrow(/not supported by Wrenn/);
     for (const bad of [
       { templateID: "base", timeout: 0 },
       { templateID: "base", timeout: 31 * 86_400 },
       { templateID: "base", autoPauseMemory: false },
       { templateID: "base", autoPause: true, autoPauseMemory: false, autoResume: { enabled: true } },
       { templateID: "base", network: { allowPublicTraffic: false } },
-      { templateID: "base", network: { denyOut: ["10.0.0.0/8"] } },
+      { templateID: "base", network: { maskRequestHost: "localhost:$PORT" } },
+      { templateID: "base", network: { egressProxy: { address: "proxy:1080" } } },
+      { templateID: "base", network: { rules: {} } },
+      { templateID: "base", network: { httpsPorts: [8443] } },
       { templateID: "base", volumeMounts: [{ name: "v", path: "/data" }] },
       { templateID: "base", iam: { tokens: {} } },
     ]) {

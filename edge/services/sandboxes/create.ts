@@ -1,4 +1,5 @@
 import { agentErrorToServiceError, agentTimeouts, isAgentAnswer } from "../../clients/agent.js";
+import type { SandboxNetwork } from "../../contracts/network.js";
 import {
   type IsolationClassName,
   type SandboxRow,
@@ -20,6 +21,7 @@ import {
   lockTeam,
   sandboxUsage,
 } from "../teams/quotas.js";
+import { checkNetworkPolicy, policyToAgent } from "./network.js";
 import { compareAndSet, reloadSandbox } from "./transition.js";
 import { type SandboxView, toSandboxView } from "./view.js";
 
@@ -33,6 +35,8 @@ export interface CreateSandboxInput {
   envVars: Record<string, string>;
   metadata: Record<string, string>;
   internetAccess?: boolean;
+  /** Egress policy; validated here (INVALID_NETWORK_POLICY). Empty lists are stored as given. */
+  network?: SandboxNetwork;
   /** Whether proxy traffic resumes the sandbox while paused (default false). */
   autoResume?: boolean;
   /**
@@ -58,6 +62,7 @@ export interface CreatedSandbox {
  */
 export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput): Promise<CreatedSandbox> {
   const teamId = ctx.principal.teamId;
+  const network = input.network ? checkNetworkPolicy(input.network) : undefined;
   const policy = await loadTeamPolicy(ctx.db, teamId);
   checkTimeoutQuota(policy.quotas, input.timeoutSec);
   // A cheap unlocked look first: a team already at its limit is refused without queueing on the
@@ -96,6 +101,8 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         onTimeout: input.onTimeout,
         autoResume: input.autoResume ?? false,
         metadata: input.metadata,
+        network: network ?? null,
+        internetAccess: input.internetAccess ?? null,
         envdTokenSealed,
         createdAt: now,
         updatedAt: now,
@@ -128,6 +135,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         metadata: input.metadata,
         envdAccessToken,
         internetAccess: input.internetAccess,
+        network: policyToAgent(network),
       },
       { timeoutMs: agentTimeouts.lifecycle },
     );

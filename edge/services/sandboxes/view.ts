@@ -1,3 +1,4 @@
+import type { SandboxNetwork } from "../../contracts/network.js";
 import type { SandboxRow } from "../../db/schema/index.js";
 
 /** A sandbox as the API shows it (never its envd token). */
@@ -13,6 +14,10 @@ export interface SandboxView {
   onTimeout: SandboxRow["onTimeout"];
   endAt: string | null;
   metadata: Record<string, string>;
+  /** Egress policy (allowOut/denyOut); null when the sandbox has none. */
+  network: SandboxNetwork | null;
+  /** Whether the sandbox may reach the internet where no rule decides (default true). */
+  internetAccess: boolean;
   envdVersion: string;
   /** Runtime of the host it was placed on ("" before placement). */
   runtime: string;
@@ -40,6 +45,8 @@ export function toSandboxView(row: SandboxRow): SandboxView {
     onTimeout: row.onTimeout,
     endAt: row.endAt?.toISOString() ?? null,
     metadata: row.metadata,
+    network: row.network ?? null,
+    internetAccess: row.internetAccess ?? true,
     envdVersion: row.envdVersion,
     runtime: row.runtime,
     isolation: row.isolation,
