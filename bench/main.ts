@@ -7,7 +7,20 @@ import { type Benchmark, renderReport } from "./stats.js";
  * report, and when all ran writes bench/results.md. Each benchmark lives in bench/<name>.ts and
  * exports `benchmark`.
  */
-const known = ["envd", "boot", "agent", "pause", "api", "reconcile", "e2b", "startup", "cli", "load", "code"] as const;
+const known = [
+  "envd",
+  "boot",
+  "agent",
+  "pause",
+  "api",
+  "reconcile",
+  "e2b",
+  "startup",
+  "cli",
+  "load",
+  "code",
+  "egress",
+] as const;
 
 async function load(name: string): Promise<Benchmark | undefined> {
   try {
