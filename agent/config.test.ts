@@ -198,8 +198,8 @@ describe("egress services", () => {
         { address: "fe80::1", port: 53 },
       ],
       inspect: "policy",
-      mark: 0x57,
-      routeTable: 15_080,
+      mark: 0x57e0,
+      routeTable: 5780,
     });
   });
 

@@ -189,7 +189,7 @@ const envSchema = z.object({
   AGENT_DNS_PORT: port("AGENT_DNS_PORT").default(15_353),
   AGENT_DNS_UPSTREAM: dnsUpstreamList.optional(),
   AGENT_EGRESS_INSPECT: z.enum(["policy", "always"]).default("policy"),
-  AGENT_EGRESS_MARK: markNumber("AGENT_EGRESS_MARK").default(0x57),
+  AGENT_EGRESS_MARK: markNumber("AGENT_EGRESS_MARK").default(0x57e0),
   AGENT_EGRESS_ROUTE_TABLE: z
     .string()
     .regex(/^[0-9]{1,10}$/, "AGENT_EGRESS_ROUTE_TABLE must be a routing table number")
@@ -202,7 +202,7 @@ const envSchema = z.object({
         .max(0xfffffffe)
         .refine((n) => n < 253 || n > 255, "tables 253-255 are the kernel's default, main and local"),
     )
-    .default(15_080),
+    .default(5780),
   AGENT_STOPPED_RETENTION_SEC: positiveInt("AGENT_STOPPED_RETENTION_SEC").default(600),
   AGENT_REAP_INTERVAL_MS: positiveInt("AGENT_REAP_INTERVAL_MS").default(2000),
   AGENT_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),

@@ -2,6 +2,8 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type AgentConfig, loadAgentConfig } from "./config.js";
+import { ConnectionLog } from "./egress/connection-log.js";
+import { type EgressServices, startEgressServices } from "./egress/services.js";
 import { EnvdClient } from "./envd-client.js";
 import { createExec, type Exec } from "./exec.js";
 import { HostInventory } from "./host-inventory.js";
@@ -111,8 +113,22 @@ async function main(): Promise<void> {
     prefix: config.network.prefix,
     cidr: config.network.cidr,
     egress: config.egress,
+    ports: {
+      httpPort: config.egressServices.httpPort,
+      tlsPort: config.egressServices.tlsPort,
+      dnsPort: config.egressServices.dnsPort,
+      mark: config.egressServices.mark,
+      routeTable: config.egressServices.routeTable,
+    },
+    inspect: config.egressServices.inspect,
   });
   const metrics = new AgentMetrics();
+  // Every sandbox's egress decisions (DNS questions, inspected 80/443 connections), read by the
+  // ListConnections/WatchConnections handlers; kept 24 h after a sandbox ends.
+  const connectionLog = new ConnectionLog({
+    dir: config.layout.connectionsDir,
+    logger: logger.child({ component: "connections" }),
+  });
   const manager = new SandboxManager({
     config,
     logger,
@@ -120,7 +136,14 @@ async function main(): Promise<void> {
     runtime,
     envdClient: (address, accessToken) => new EnvdClient(address, accessToken),
     clock: systemClock,
-    observer: metrics,
+    observer: {
+      createSeconds: (seconds) => metrics.createSeconds(seconds),
+      sandboxEnded: (sandboxId) => {
+        connectionLog
+          .sandboxEnded(sandboxId)
+          .catch((err: unknown) => logger.warn("could not mark a connection log ended", { sandboxId, err }));
+      },
+    },
     envdTimeoutMs: config.envdTimeoutMs,
   });
   await manager.recover();
@@ -128,7 +151,19 @@ async function main(): Promise<void> {
   manager.startWarm(config.warmSandboxes);
   const inventory = new HostInventory(config.layout);
   const shutdown = new AbortController();
-  const server = await startServer({ config, logger, manager, inventory, metrics, token });
+  // The resolver and proxy serve policy sandboxes; with AGENT_EGRESS off no sandbox reaches out at all.
+  let egress: EgressServices | undefined;
+  if (config.egress) {
+    egress = await startEgressServices({ config, exec, logger, targets: manager.egressTargets, log: connectionLog });
+  }
+  connectionLog.startSweeper(shutdown.signal, (sandboxId) => {
+    try {
+      return manager.get(sandboxId).status !== "stopped";
+    } catch {
+      return false;
+    }
+  });
+  const server = await startServer({ config, logger, manager, inventory, metrics, token, connections: connectionLog });
   manager.startReaper(shutdown.signal);
 
   const stop = (signal: string) => {
@@ -137,7 +172,11 @@ async function main(): Promise<void> {
     shutdown.abort();
     const force = setTimeout(() => process.exit(0), 10_000);
     force.unref();
-    void Promise.all([server.close(), manager.drainWarm().then(() => slots.drainPool())]).then(() => process.exit(0));
+    void Promise.all([
+      server.close(),
+      egress?.close() ?? connectionLog.flush(),
+      manager.drainWarm().then(() => slots.drainPool()),
+    ]).then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

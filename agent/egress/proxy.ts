@@ -48,6 +48,11 @@ export interface EgressProxyOptions {
   peekTimeoutMs?: number;
   /** How long the upstream may take to accept (default 10 s). */
   connectTimeoutMs?: number;
+  /**
+   * Runs on each listener once it listens, before the proxy counts as started: the agent makes them
+   * IP_TRANSPARENT here (agent/network/transparent.ts), without which AnyIP never answers a SYN.
+   */
+  prepareListener?: (server: Server) => Promise<void>;
 }
 
 const defaultOriginalDestination = (socket: Socket, kind: ListenerKind): Destination => ({
@@ -89,6 +94,7 @@ export class EgressProxy {
         });
         server.on("error", (err) => this.#o.logger.warn("egress proxy listener error", { err }));
         this.#servers.push(server);
+        await this.#o.prepareListener?.(server);
         const address = server.address();
         if (typeof address === "object" && address) this.#ports[kind] = address.port;
       }

@@ -51,9 +51,11 @@ export interface CreatePhases {
   initMs: number;
 }
 
-/** Observations the metrics endpoint reads. */
+/** Observations of the manager: the metrics endpoint reads creates, the egress connection log hears of ends. */
 export interface ManagerObserver {
   createSeconds(seconds: number): void;
+  /** A sandbox stopped for good (destroyed, reaped, or its create failed): its egress log starts its 24 h. */
+  sandboxEnded?(sandboxId: string): void;
 }
 
 export interface SandboxManagerDeps {
@@ -350,6 +352,7 @@ export class SandboxManager {
       await this.#teardown(record, live.slot).catch((e) => log.error("cleanup after failed handshake", { err: e }));
       this.#table.live.delete(record.id);
       this.#table.markStopped(record, "error", (err as Error).message);
+      this.#deps.observer?.sandboxEnded?.(record.id);
       return err;
     }
     return undefined;
@@ -386,6 +389,7 @@ export class SandboxManager {
       } finally {
         this.#table.live.delete(id);
         this.#table.markStopped(record, reason, undefined);
+        this.#deps.observer?.sandboxEnded?.(id);
       }
       this.#deps.logger.info("sandbox destroyed", { sandboxId: id, reason });
       return record;

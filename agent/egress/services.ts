@@ -1,0 +1,81 @@
+import type { AgentConfig } from "../config.js";
+import type { Exec } from "../exec.js";
+import type { Logger } from "../logger.js";
+import { makeTransparent } from "../network/transparent.js";
+import type { ConnectionLog } from "./connection-log.js";
+import { EgressProxy } from "./proxy.js";
+import { EgressResolver } from "./resolver.js";
+import { type EgressLookup, hostAddresses } from "./targets.js";
+
+/** The agent's running egress services: the resolver and the proxy. */
+export interface EgressServices {
+  resolver: EgressResolver;
+  proxy: EgressProxy;
+  close(): Promise<void>;
+}
+
+export interface EgressServicesDeps {
+  config: Pick<AgentConfig, "egressServices">;
+  exec: Exec;
+  logger: Logger;
+  /** The sandbox manager's registry (manager.egressTargets). */
+  targets: EgressLookup;
+  log: ConnectionLog;
+}
+
+/**
+ * Starts the resolver (UDP+TCP on AGENT_DNS_PORT) and the proxy (AGENT_EGRESS_HTTP_PORT,
+ * AGENT_EGRESS_TLS_PORT, made IP_TRANSPARENT for AnyIP). A port in use or a listener that cannot be
+ * made transparent fails the start with a message naming the cause; nothing is left listening then.
+ */
+export async function startEgressServices(deps: EgressServicesDeps): Promise<EgressServices> {
+  const { config, exec, logger, targets, log } = deps;
+  const c = config.egressServices;
+  const localAddresses = hostAddresses();
+  const resolver = new EgressResolver({
+    targets,
+    log,
+    logger: logger.child({ component: "egress-resolver" }),
+    upstreams: c.dnsUpstream,
+    port: c.dnsPort,
+    localAddresses,
+  });
+  const proxy = new EgressProxy({
+    targets,
+    log,
+    logger: logger.child({ component: "egress-proxy" }),
+    httpPort: c.httpPort,
+    tlsPort: c.tlsPort,
+    localAddresses,
+    prepareListener: async (server) => {
+      try {
+        await makeTransparent(server, exec);
+      } catch (err) {
+        throw new Error(
+          `the egress proxy's listener could not be made IP_TRANSPARENT (needs python3 and Linux >= 5.6): ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+    },
+  });
+  if (c.dnsUpstream.length === 0) {
+    logger.warn(
+      "the egress resolver has no upstream: set AGENT_DNS_UPSTREAM (the host's resolv.conf has no nameserver)",
+    );
+  }
+  await resolver.start();
+  try {
+    await proxy.start();
+  } catch (err) {
+    await resolver.close();
+    throw err;
+  }
+  return {
+    resolver,
+    proxy,
+    close: async () => {
+      await Promise.all([resolver.close(), proxy.close()]);
+      await log.flush();
+    },
+  };
+}
