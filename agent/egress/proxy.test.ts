@@ -202,6 +202,45 @@ describe("EgressProxy", () => {
     ]);
   });
 
+  it("answers 502 to an allowed HTTP request whose destination refuses", async () => {
+    destination = { address: "192.88.99.10", port: 81 };
+    const closed = createHttpServer();
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", () => r()));
+    const refusingPort = listenPort(closed);
+    await new Promise((r) => closed.close(r));
+    upstreamPorts = { ...upstreamPorts, tls: refusingPort };
+    try {
+      const answer = await exchange(proxy.ports.http, "GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n");
+      expect(answer).toMatch(/^HTTP\/1\.1 502 Bad Gateway/);
+    } finally {
+      upstreamPorts = { http: listenPort(httpUpstream), tls: listenPort(tlsUpstream) };
+    }
+    expect(await settledEntries()).toMatchObject([{ verdict: "allowed", bytesIn: 0 }]);
+  });
+
+  it("closes a sandbox's connections beyond its share", async () => {
+    await proxy.close();
+    proxy = new EgressProxy({
+      targets: {
+        bySlotIp: () => ({ sandboxId: SB, policy: parseEgressPolicy(policy), internetAccess: true }),
+      },
+      log,
+      logger: noopLogger,
+      httpPort: 0,
+      tlsPort: 0,
+      host: "127.0.0.1",
+      originalDestination: () => destination,
+      maxConnectionsPerSandbox: 2,
+      peekTimeoutMs: 5000,
+    });
+    await proxy.start();
+    const idle = [0, 1].map(() => connect({ host: "127.0.0.1", port: proxy.ports.tls }));
+    await Promise.all(idle.map((s) => new Promise((r) => s.once("connect", r))));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await exchange(proxy.ports.tls, "x")).toBe("");
+    for (const s of idle) s.destroy();
+  });
+
   it("closes connections from addresses that are not a sandbox's slot", async () => {
     destination = { address: "192.88.99.10", port: 80 };
     const answer = await exchange(proxy.ports.http, "GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n", "127.0.0.2");

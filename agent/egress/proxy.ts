@@ -53,6 +53,8 @@ export interface EgressProxyOptions {
    * IP_TRANSPARENT here (agent/network/transparent.ts), without which AnyIP never answers a SYN.
    */
   prepareListener?: (server: Server) => Promise<void>;
+  /** Open proxied connections of one sandbox at once; more are closed as they arrive (default 1024). */
+  maxConnectionsPerSandbox?: number;
 }
 
 const defaultOriginalDestination = (socket: Socket, kind: ListenerKind): Destination => ({
@@ -65,6 +67,7 @@ export class EgressProxy {
   readonly #servers: Server[] = [];
   readonly #sockets = new Set<Socket>();
   readonly #ports: Record<ListenerKind, number>;
+  readonly #open = new Map<string, number>();
 
   constructor(options: EgressProxyOptions) {
     this.#o = options;
@@ -128,6 +131,18 @@ export class EgressProxy {
       client.destroy();
       return;
     }
+    // A guest opening connections without end must not take every descriptor of the agent.
+    const open = this.#open.get(target.sandboxId) ?? 0;
+    if (open >= (this.#o.maxConnectionsPerSandbox ?? 1024)) {
+      client.destroy();
+      return;
+    }
+    this.#open.set(target.sandboxId, open + 1);
+    client.once("close", () => {
+      const left = (this.#open.get(target.sandboxId) ?? 1) - 1;
+      if (left <= 0) this.#open.delete(target.sandboxId);
+      else this.#open.set(target.sandboxId, left);
+    });
     this.#track(client);
     const destination = (this.#o.originalDestination ?? defaultOriginalDestination)(client, kind);
     void this.#peek(client).then(async ({ bytes, first, ended }) => {
@@ -160,7 +175,7 @@ export class EgressProxy {
         this.#o.logger.warn("could not log a connection", { err });
         return undefined;
       });
-      this.#relay(client, destination, { head: bytes, ended }, (bytesOut, bytesIn) => {
+      this.#relay(client, destination, { head: bytes, ended, http: first.kind === "http" }, (bytesOut, bytesIn) => {
         if (entry) {
           void this.#o.log
             .complete(target.sandboxId, entry.seq, { bytesOut, bytesIn })
@@ -219,7 +234,7 @@ export class EgressProxy {
   #relay(
     client: Socket,
     destination: Destination,
-    { head, ended }: { head: Buffer; ended: boolean },
+    { head, ended, http }: { head: Buffer; ended: boolean; http: boolean },
     done: (bytesOut: number, bytesIn: number) => void,
   ): void {
     const dial = this.#o.dial ?? ((d: Destination) => connect({ host: d.address, port: d.port, allowHalfOpen: true }));
@@ -234,8 +249,23 @@ export class EgressProxy {
     };
     client.once("close", onClose);
     upstream.once("close", onClose);
-    const connectTimer = setTimeout(() => upstream.destroy(), this.#o.connectTimeoutMs ?? 10_000);
-    upstream.on("error", () => client.destroy());
+    const connectTimer = setTimeout(
+      () => upstream.destroy(new Error("connect timed out")),
+      this.#o.connectTimeoutMs ?? 10_000,
+    );
+    upstream.on("error", () => {
+      clearTimeout(connectTimer);
+      // An HTTP client whose destination never answered gets a 502 rather than a bare reset.
+      if (http && bytesIn === 0 && !client.destroyed) {
+        const body = "wrenn: the destination did not accept the connection\n";
+        client.end(
+          `HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+        );
+        setTimeout(() => client.destroy(), 5000).unref();
+        return;
+      }
+      client.destroy();
+    });
     client.on("error", () => upstream.destroy());
     // One side gone entirely: the other gets what is buffered and a FIN, and is cut if it lingers.
     const wind = (other: Socket) => () => {

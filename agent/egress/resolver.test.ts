@@ -22,6 +22,7 @@ const RECORDS: Record<string, Answer[]> = {
     { type: "A", name: "rebind.example.test", ttl: 60, data: "169.254.169.254" },
   ],
   "open.test": [{ type: "A", name: "open.test", ttl: 300, data: "192.88.99.12" }],
+  "long.example.test": [{ type: "A", name: "long.example.test", ttl: 86_400, data: "192.88.99.13" }],
   "txt.example.test": [{ type: "TXT", name: "txt.example.test", ttl: 300, data: "hello" }],
 };
 
@@ -185,6 +186,12 @@ describe("EgressResolver", () => {
     expect(txt.answers?.[0]).toMatchObject({ type: "TXT" });
     // AAAA is not logged (no connection follows from it); TXT is.
     expect((await log.list(SB, { limit: 10 })).map((e) => e.name)).toEqual(["txt.example.test"]);
+  });
+
+  it("caps a TTL at the hour the firewall keeps an address open", async () => {
+    const reply = await askUdp(query("long.example.test"));
+    expect(reply.answers?.[0]).toMatchObject({ type: "A", ttl: 3600, data: "192.88.99.13" });
+    expect(allowed).toEqual([{ sandboxId: SB, addresses: ["192.88.99.13"], ttl: 3600 }]);
   });
 
   it("answers SERVFAIL when the upstream does not answer in time", async () => {

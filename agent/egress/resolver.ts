@@ -28,6 +28,8 @@ export interface EgressResolverOptions {
   timeoutMs?: number;
   /** The host's own addresses (blocked in answers as in the proxy); default none. */
   localAddresses?: () => ReadonlySet<string>;
+  /** Questions of one sandbox in flight at once; more are answered REFUSED (default 128). */
+  maxInFlightPerSandbox?: number;
 }
 
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, REFUSED: 5 } as const;
@@ -44,6 +46,7 @@ export class EgressResolver {
   #udp: UdpSocket | undefined;
   #tcp: Server | undefined;
   readonly #tcpSockets = new Set<Socket>();
+  readonly #inFlight = new Map<string, number>();
 
   constructor(options: EgressResolverOptions) {
     this.#o = options;
@@ -140,6 +143,25 @@ export class EgressResolver {
       return msg.length >= 12 ? rawError(msg, RCODE.FORMERR) : undefined;
     }
     if (query.flag_qr) return undefined;
+    // A guest flooding questions gets REFUSED beyond its share, not a socket and a process spawn each.
+    const inFlight = this.#inFlight.get(target.sandboxId) ?? 0;
+    if (inFlight >= (this.#o.maxInFlightPerSandbox ?? 128)) return errorReply(query, RCODE.REFUSED);
+    this.#inFlight.set(target.sandboxId, inFlight + 1);
+    try {
+      return await this.#judgeAndForward(query, msg, target, transport);
+    } finally {
+      const left = (this.#inFlight.get(target.sandboxId) ?? 1) - 1;
+      if (left <= 0) this.#inFlight.delete(target.sandboxId);
+      else this.#inFlight.set(target.sandboxId, left);
+    }
+  }
+
+  async #judgeAndForward(
+    query: DecodedPacket,
+    msg: Buffer,
+    target: NonNullable<ReturnType<EgressLookup["bySlotIp"]>>,
+    transport: "udp" | "tcp",
+  ): Promise<Buffer> {
     const question = query.questions?.[0];
     if (!question) return errorReply(query, RCODE.FORMERR);
     const name = question.name.toLowerCase().replace(/\.$/, "");
@@ -177,8 +199,15 @@ export class EgressResolver {
     const keep = (a: Answer) => a.type !== "AAAA" && !(a.type === "A" && platformBlock(a.data, local) !== undefined);
     const answers = response.answers ?? [];
     const additionals = response.additionals ?? [];
-    const filtered = answers.filter(keep);
-    const filteredAdditionals = additionals.filter(keep);
+    // The guest may cache an A record no longer than the firewall keeps its address open.
+    let capped = false;
+    const cap = (a: Answer): Answer => {
+      if (a.type !== "A" || (a.ttl ?? 0) <= MAX_TTL) return a;
+      capped = true;
+      return { ...a, ttl: MAX_TTL };
+    };
+    const filtered = answers.filter(keep).map(cap);
+    const filteredAdditionals = additionals.filter(keep).map(cap);
     const addresses = filtered.flatMap((a) => (a.type === "A" ? [a.data] : []));
     const ttls = filtered.flatMap((a) => (a.type === "A" ? [a.ttl ?? 0] : []));
     const ttl = Math.min(MAX_TTL, Math.max(MIN_TTL, ttls.length > 0 ? Math.min(...ttls) : MIN_TTL));
@@ -198,7 +227,7 @@ export class EgressResolver {
         verdict: "allowed",
       });
     }
-    const changed = filtered.length !== answers.length || filteredAdditionals.length !== additionals.length;
+    const changed = capped || filtered.length !== answers.length || filteredAdditionals.length !== additionals.length;
     const out = changed
       ? dnsPacket.encode({ ...response, answers: filtered, additionals: filteredAdditionals })
       : Buffer.from(upstream);
