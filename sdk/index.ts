@@ -24,5 +24,12 @@ export {
 export { type ClientErrorCode, WrennError } from "./errors.js";
 export { type FileOptions, Files, type WriteData } from "./files.js";
 export { ApiClient, type RequestOptions } from "./http.js";
-export { Sandbox, type SandboxCreateOptions, type SandboxListOptions } from "./sandbox.js";
+export {
+  type ConnectionFilter,
+  type ConnectionListOptions,
+  type ConnectionWatchOptions,
+  Sandbox,
+  type SandboxCreateOptions,
+  type SandboxListOptions,
+} from "./sandbox.js";
 export type * from "./types.js";

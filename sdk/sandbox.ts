@@ -1,15 +1,19 @@
 import { CodeInterpreter, type Execution, type RunCodeOptions } from "./code.js";
 import { Commands } from "./commands.js";
 import type { ConnectionOptions } from "./config.js";
+import { WrennError } from "./errors.js";
 import { Files } from "./files.js";
 import { ApiClient, segment } from "./http.js";
 import type {
+  ConnectionInfo,
+  ConnectionPageInfo,
   CreatedSandboxInfo,
   CreateSandboxRequest,
   SandboxInfo,
   SandboxPageInfo,
   SandboxState,
   TimeoutRequest,
+  UpdateNetworkRequest,
 } from "./types.js";
 
 /** Options of `Sandbox.create`: connection settings plus the sandbox's own. */
@@ -23,6 +27,55 @@ export interface SandboxListOptions extends ConnectionOptions {
   metadata?: Record<string, string>;
   /** Page size (default 100). */
   limit?: number;
+}
+
+/** Filters of `sandbox.connections()` and `sandbox.watchConnections()`. */
+export interface ConnectionFilter {
+  /** Only allowed or only denied attempts. */
+  verdict?: "allowed" | "denied";
+  /** Only TCP connections, UDP flows or DNS questions. */
+  protocol?: "tcp" | "udp" | "dns";
+  /** Only entries after this seq (a previous page's `nextAfter`, or the last seq seen). */
+  after?: number;
+}
+
+/** Options of `sandbox.connections()`: one page of the log. */
+export interface ConnectionListOptions extends ConnectionFilter {
+  /** Only entries at or after this time. */
+  since?: Date | string;
+  /** Page size, 1 to 1,000 (default 100). */
+  limit?: number;
+}
+
+/** Options of `sandbox.watchConnections()`. */
+export interface ConnectionWatchOptions extends ConnectionFilter {
+  /** Stops following (the iterator ends). */
+  signal?: AbortSignal;
+}
+
+/** Splits a byte stream into lines (the NDJSON of /connections/stream). */
+async function* readLines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  const reader = body.getReader();
+  let buffered = "";
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let newline = buffered.indexOf("\n");
+      while (newline >= 0) {
+        const line = buffered.slice(0, newline).trim();
+        buffered = buffered.slice(newline + 1);
+        if (line) yield line;
+        newline = buffered.indexOf("\n");
+      }
+    }
+    const rest = (buffered + decoder.decode()).trim();
+    if (rest) yield rest;
+  } finally {
+    reader.releaseLock();
+  }
 }
 
 /**
@@ -136,6 +189,86 @@ export class Sandbox {
     if (options.onTimeout) json.onTimeout = options.onTimeout;
     this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/timeout`, { json });
     return this.latest;
+  }
+
+  /**
+   * Replaces the sandbox's egress rules while it runs: `allowOut` and `denyOut` (addresses, CIDRs,
+   * domains, `*.domain`; allowOut wins over denyOut) replace the current lists whole, and
+   * `internetAccess`, when given, sets the switch that decides what no rule names. New connections
+   * follow within a second. See docs/egress.md.
+   */
+  async updateNetwork(policy: UpdateNetworkRequest): Promise<SandboxInfo> {
+    this.latest = await this.api.json<SandboxInfo>("PUT", `/v1/sandboxes/${segment(this.id)}/network`, {
+      json: policy,
+    });
+    return this.latest;
+  }
+
+  /**
+   * One page of the sandbox's connection log (oldest first): every outbound connection attempt and
+   * DNS question with its verdict, the deciding rule and bytes each way. Readable after the sandbox
+   * stopped (its host keeps the log for 24 hours). Pass `nextAfter` as `after` for the next page.
+   */
+  async connections(options: ConnectionListOptions = {}): Promise<ConnectionPageInfo> {
+    const since = options.since instanceof Date ? options.since.toISOString() : options.since;
+    return this.api.json<ConnectionPageInfo>("GET", `/v1/sandboxes/${segment(this.id)}/connections`, {
+      query: {
+        verdict: options.verdict,
+        protocol: options.protocol,
+        after: options.after === undefined ? undefined : String(options.after),
+        since,
+        limit: options.limit === undefined ? undefined : String(options.limit),
+      },
+    });
+  }
+
+  /**
+   * Follows the connection log: the entries after `after` (default: from the start of the kept log),
+   * then each new one as it happens, until `signal` aborts or the loop is left. An entry comes again
+   * when its connection ends (same `seq`, with bytes and `endedAt`).
+   */
+  async *watchConnections(options: ConnectionWatchOptions = {}): AsyncGenerator<ConnectionInfo> {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const res = await this.api.raw("GET", `/v1/sandboxes/${segment(this.id)}/connections/stream`, {
+        query: {
+          verdict: options.verdict,
+          protocol: options.protocol,
+          after: options.after === undefined ? undefined : String(options.after),
+        },
+        headers: { accept: "application/x-ndjson" },
+        signal: controller.signal,
+        timeoutMs: 0,
+      });
+      if (!res.body) throw new WrennError("BAD_RESPONSE", "connection stream: the answer has no body");
+      for await (const line of readLines(res.body)) {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(line);
+        } catch (err) {
+          throw new WrennError("BAD_RESPONSE", `connection stream: a line is not JSON: ${line.slice(0, 200)}`, {
+            cause: err,
+          });
+        }
+        const failure = (parsed as { error?: { code?: unknown; message?: unknown } }).error;
+        if (failure) {
+          throw new WrennError(
+            typeof failure.code === "string" ? failure.code : "AGENT_ERROR",
+            typeof failure.message === "string" ? failure.message : "the connection stream failed",
+          );
+        }
+        yield parsed as ConnectionInfo;
+      }
+    } catch (err) {
+      // Leaving on the caller's abort is the normal end of a follow.
+      if (options.signal?.aborted) return;
+      throw err;
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      controller.abort();
+    }
   }
 
   /**

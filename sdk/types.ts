@@ -15,16 +15,28 @@ import type {
 import type { Entry, WrittenFile } from "../edge/routes/files/schemas.js";
 import type { Host } from "../edge/routes/hosts/schemas.js";
 import type {
+  Connection,
+  ConnectionPage,
   CreatedSandbox,
   CreateSandboxBody,
   ExecBody,
   ExecResult,
+  NetworkPolicy as NetworkPolicySchema,
   Sandbox,
   SandboxPage,
   TimeoutBody,
+  UpdateNetworkBody,
 } from "../edge/routes/sandboxes/schemas.js";
 import type { Team, UpdateTeamBody } from "../edge/routes/teams/schemas.js";
 
+/** A sandbox's egress rules as given (`network` at create; `updateNetwork`). */
+export type NetworkPolicy = z.input<typeof NetworkPolicySchema>;
+/** The body of `PUT /v1/sandboxes/{id}/network`. */
+export type UpdateNetworkRequest = z.input<typeof UpdateNetworkBody>;
+/** One outbound connection attempt of a sandbox (its connection log). */
+export type ConnectionInfo = z.infer<typeof Connection>;
+/** A page of a sandbox's connection log. */
+export type ConnectionPageInfo = z.infer<typeof ConnectionPage>;
 /** A sandbox as the API describes it (`GET /v1/sandboxes/{id}`). */
 export type SandboxInfo = z.infer<typeof Sandbox>;
 /** The answer of `POST /v1/sandboxes`: the sandbox plus envd's access token. */

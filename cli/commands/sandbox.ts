@@ -18,7 +18,7 @@ import { printJson, relativeTime, renderFields, renderTable } from "../output.js
 export const sandboxUsage = `usage: wrenn sandbox <command> [options]
 
   create   [--template T] [--vcpus N] [--memory MiB] [--timeout 5m] [--on-timeout kill|pause]
-           [--env K=V]… [--metadata K=V]… [--no-internet] [-q]
+           [--env K=V]… [--metadata K=V]… [--no-internet] [--allow X]… [--deny Y]… [-q]
   list     [--state running,paused|all] [--metadata K=V]…
   get      <id>
   exec     <id> [--cwd DIR] [--env K=V]… [--user U] [--timeout 60s] -- <command> [args…]
@@ -29,6 +29,10 @@ export const sandboxUsage = `usage: wrenn sandbox <command> [options]
   resume   <id> [--timeout 5m]
   kill     <id>…
   timeout  <id> <duration> [--on-timeout kill|pause]
+  network  <id> [--allow X]… [--deny Y]… [--internet on|off] [--clear]
+           egress rules (addresses, CIDRs, domains, *.domain; allow beats deny); no options: show them
+  connections <id> [--follow] [--verdict allowed|denied] [--protocol tcp|udp|dns] [--limit N]
+           what the sandbox connected to (also after it stopped)
 
 Every command takes --json, --api-url URL and --api-key KEY.`;
 
@@ -63,6 +67,11 @@ function describe(info: SandboxInfo): Array<[string, string]> {
         .join(", "),
     ]);
   }
+  if (info.network) {
+    const list = (entries: string[]) => (entries.length > 0 ? entries.join(", ") : "-");
+    fields.push(["allow out", list(info.network.allowOut)], ["deny out", list(info.network.denyOut)]);
+  }
+  if (!info.internetAccess) fields.push(["internet", "off"]);
   if (info.error) fields.push(["error", info.error]);
   return fields;
 }
@@ -97,6 +106,10 @@ export async function sandboxCommand(ctx: CommandContext, args: string[]): Promi
       return kill(ctx, rest);
     case "timeout":
       return timeout(ctx, rest);
+    case "network":
+      return (await import("./network.js")).network(ctx, rest);
+    case "connections":
+      return (await import("./network.js")).connections(ctx, rest);
     case "help":
       ctx.output.out(sandboxUsage);
       return exitCodes.ok;
@@ -121,6 +134,8 @@ async function create(ctx: CommandContext, args: string[]): Promise<number> {
       env: { type: "string", short: "e", multiple: true },
       metadata: { type: "string", short: "m", multiple: true },
       "no-internet": { type: "boolean", default: false },
+      allow: { type: "string", multiple: true },
+      deny: { type: "string", multiple: true },
       quiet: { type: "boolean", short: "q", default: false },
     },
     sandboxUsage,
@@ -140,6 +155,7 @@ async function create(ctx: CommandContext, args: string[]): Promise<number> {
   if (values.env) request.envVars = keyValues(values.env, "--env");
   if (values.metadata) request.metadata = keyValues(values.metadata, "--metadata");
   if (values["no-internet"]) request.internetAccess = false;
+  if (values.allow || values.deny) request.network = { allowOut: values.allow ?? [], denyOut: values.deny ?? [] };
   if (!values.quiet && !values.json)
     ctx.output.err(`creating a sandbox from template ${request.template ?? "minimal"}…`);
   const started = performance.now();
