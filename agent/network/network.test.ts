@@ -251,6 +251,8 @@ describe("egress policy rules (issue 20)", () => {
       'iifname "wr-*" meta mark 0x1234 tcp dport { 15080, 15443 } accept',
       'iifname "wr-*" drop',
     ]);
+    // Never forwarded, whatever the routing says.
+    expect(rules).toContain('iifname "wr-*" meta mark 0x1234 drop');
   });
 
   it("routes marked packets to a local route (AnyIP), adding the rule only once", () => {

@@ -354,6 +354,8 @@ export function hostRules(
     "  chain forward {",
     "    type filter hook forward priority filter - 10; policy accept;",
     `    iifname ${ifaces} oifname ${ifaces} drop`,
+    // A marked packet is for the proxy; should the AnyIP route ever be missing, it is not forwarded on.
+    `    iifname ${ifaces} meta mark ${hex(ports.mark)} drop`,
     `    oifname ${ifaces} ct state established,related accept`,
     `    oifname ${ifaces} drop`,
     `    iifname ${ifaces} ip daddr @blocked drop`,

@@ -196,6 +196,44 @@ describe("egress kernel rules: slots, redirections and AnyIP (SlotManager, no ag
     expect(parseProbes(out.stdout)).toEqual({ web: "open", other: "open" });
     expect(accepted.length).toBe(before);
   });
+  it("a VM's slot (TAP, forward path): the same redirections and address rules", async () => {
+    // The VM is a netns on the far end of a veth named like the TAP, with the guest's address.
+    const vm = await slots.acquire("vm", true);
+    cleanups.push(() => slots.release(vm));
+    const guest = `${prefix}g`;
+    cleanups.push(() => execa("ip", ["netns", "del", guest], { reject: false }));
+    await execa("ip", ["netns", "add", guest]);
+    await execa("ip", ["-n", vm.netns, "link", "del", "tap0"]);
+    await execa("ip", ["-n", vm.netns, "link", "add", "tap0", "type", "veth", "peer", "name", "eth0", "netns", guest]);
+    await execa("ip", ["-n", vm.netns, "-batch", "-"], {
+      input: "addr add 169.254.0.22/30 dev tap0\nlink set tap0 up\n",
+    });
+    await execa("ip", ["-n", guest, "-batch", "-"], {
+      input:
+        "link set lo up\naddr add 169.254.0.21/30 dev eth0\nlink set eth0 up\nroute add default via 169.254.0.22\n",
+    });
+    await slots.applyPolicy(
+      vm,
+      parseEgressPolicy({ allowOut: [SECOND_PUBLIC, "*.example.test"], denyOut: ["0.0.0.0/0"] }),
+      true,
+    );
+    const inGuest = (script: string) => execa("ip", ["netns", "exec", guest, "bash", "-c", script], { reject: false });
+    const tls = await inGuest(`timeout 3 bash -c 'exec 3<>/dev/tcp/${net.publicIp}/443; head -c 6 <&3'`);
+    expect(tls.stdout).toBe("proxy");
+    expect(accepted.at(-1)).toEqual({ local: net.publicIp, localPort: ports.tlsPort, remote: vm.slotIp });
+    const dns = await inGuest(`exec 3<>/dev/udp/${net.publicIp}/53; printf vm-question >&3; timeout 3 head -c 6 <&3`);
+    expect(dns.stdout).toBe("answer");
+    expect(questions).toContain(`${vm.slotIp} vm-question`);
+    const probes = await inGuest(
+      probeScript(
+        { allowed: [SECOND_PUBLIC, OTHER_PORT], denied: [net.publicIp, OTHER_PORT], metadata: [METADATA_IP, 80] },
+        2,
+      ),
+    );
+    expect(parseProbes(probes.stdout)).toEqual({ allowed: "open", denied: "closed", metadata: "closed" });
+    expect(await counter(vm.netns, "policy_dropped")).toBeGreaterThan(0);
+    expect(await counter(vm.netns, "private_dropped")).toBeGreaterThan(0);
+  });
 });
 
 describe("egress kernel rules through the agent (namespace runtime)", () => {
