@@ -133,6 +133,12 @@ describe("HTTP Host", () => {
       name: "[2001:db8::1]",
     });
     expect(parseHttpHost(req("GET / HTTP/1.0\r\n\r\n"))).toEqual({ kind: "http", name: undefined });
+    // Not a host name: judged as if none was given (by the address).
+    expect(parseHttpHost(req("GET / HTTP/1.1\r\nHost: a b\u00ff\r\n\r\n"))).toEqual({ kind: "http", name: undefined });
+    expect(parseHttpHost(req(`GET / HTTP/1.1\r\nHost: ${"a".repeat(300)}\r\n\r\n`))).toEqual({
+      kind: "http",
+      name: undefined,
+    });
   });
 
   it("waits for more of a head split over segments", () => {

@@ -119,7 +119,8 @@ function stripPort(host: string): string {
   return colon >= 0 && /^[0-9]*$/.test(host.slice(colon + 1)) ? host.slice(0, colon) : host;
 }
 
+/** A host name as rules see it; anything that cannot be one (too long, odd bytes) counts as no name. */
 function normaliseHost(host: string): string | undefined {
   const h = host.toLowerCase().replace(/\.$/, "");
-  return h === "" ? undefined : h;
+  return h === "" || h.length > 253 || !/^[a-z0-9._:[\]-]+$/.test(h) ? undefined : h;
 }
