@@ -10,7 +10,7 @@ import {
   startAgentProcess,
   suiteRuntime,
 } from "../helpers/agent-process.js";
-import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
+import { newTeamKey, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
 import {
   GUEST_CA,
   type GuestAttempt,
@@ -53,27 +53,79 @@ interface Connection {
   endedAt: string | null;
 }
 
+/** An agent (its own slot range, every slot captured) and a Node edge in front of it, with a team key. */
+interface Stack {
+  agent: AgentProcess;
+  edge: NodeEdge;
+  teamKey: string;
+  /** What the official SDK is given (no process-wide E2B_* variables: two stacks run in this file). */
+  sdk: { apiKey: string; apiUrl: string; sandboxUrl: string };
+}
+
 let net: TestInternet | undefined;
-let agent: AgentProcess | undefined;
-let edge: NodeEdge | undefined;
-let teamKey = "";
-let restoreEnv: (() => void) | undefined;
+const stacks: Stack[] = [];
+let main: Stack | undefined;
 const sandboxes: Sandbox[] = [];
+/** Uploaded by the upload case (its bytes must show in the log). */
+const UPLOAD_BYTES = 100_000;
 
 function internet(): TestInternet {
   if (!net) throw new Error("test internet not started");
   return net;
 }
 
-function edgeUrl(): string {
-  if (!edge) throw new Error("edge not started");
-  return edge.url;
+function mainStack(): Stack {
+  if (!main) throw new Error("stack not started");
+  return main;
 }
 
-async function create(opts: SandboxOpts = {}): Promise<Sandbox> {
-  const sbx = await Sandbox.create({ timeoutMs: 600_000, ...opts });
+/** Free ports for the agent's egress proxy (HTTP, TLS) and resolver. */
+async function egressPorts(): Promise<Record<string, string>> {
+  const [http, tls, dns] = [await freePort(), await freePort(), await freePort()];
+  return { AGENT_EGRESS_HTTP_PORT: String(http), AGENT_EGRESS_TLS_PORT: String(tls), AGENT_DNS_PORT: String(dns) };
+}
+
+async function startStack(env: Record<string, string> = {}): Promise<Stack> {
+  const n = internet();
+  const netPrefix = `e${randomBytes(2).toString("hex")}`;
+  const netCidr = await freeSlotRange();
+  // Every slot this agent can make sends its egress into the test netns, and nothing else.
+  await n.captureSlots(Array.from({ length: SLOTS }, (_, i) => `${netPrefix}-${i}h`));
+  await n.watchSlots(netCidr);
+  const agent = await startAgentProcess({
+    runtime: "namespace",
+    rootDir: IMAGES_ROOT,
+    netPrefix,
+    netCidr,
+    env: {
+      AGENT_EGRESS: "on",
+      AGENT_DNS_UPSTREAM: n.dnsUpstream,
+      // Ports of its own, so another test's agent on this machine cannot clash with it.
+      ...(await egressPorts()),
+      ...env,
+    },
+  });
+  try {
+    const edge = await startEdgeForAgent(agent, {
+      adminKey,
+      env: { WRENN_RECONCILE_INTERVAL_SEC: "0" },
+      logger: sdkTestLogger(),
+    });
+    const teamKey = await newTeamKey(edge, adminKey, "egress", `egress-${randomBytes(3).toString("hex")}`);
+    const stack = { agent, edge, teamKey, sdk: { apiKey: teamKey, apiUrl: edge.url, sandboxUrl: edge.url } };
+    stacks.push(stack);
+    return stack;
+  } catch (err) {
+    await agent.stop().catch(() => {});
+    throw err;
+  }
+}
+
+async function create(opts: SandboxOpts = {}, stack: Stack = mainStack()): Promise<Sandbox> {
+  const sbx = await Sandbox.create({ timeoutMs: 600_000, ...stack.sdk, ...opts });
   sandboxes.push(sbx);
   await sbx.files.write(GUEST_CA, internet().caPem);
+  await sbx.files.write("/tmp/upload.bin", new Uint8Array(UPLOAD_BYTES).fill(0x75).buffer);
   return sbx;
 }
 
@@ -102,13 +154,16 @@ function asked(result: GuestResult | undefined): Record<string, unknown> {
   }
 }
 
-async function connectionLog(sandboxId: string, query = ""): Promise<Connection[]> {
+async function connectionLog(sandboxId: string, query = "", stack: Stack = mainStack()): Promise<Connection[]> {
   const all: Connection[] = [];
   let after = 0;
   for (let page = 0; page < 100; page++) {
-    const res = await fetch(`${edgeUrl()}/v1/sandboxes/${sandboxId}/connections?limit=1000&after=${after}${query}`, {
-      headers: { "x-api-key": teamKey },
-    });
+    const res = await fetch(
+      `${stack.edge.url}/v1/sandboxes/${sandboxId}/connections?limit=1000&after=${after}${query}`,
+      {
+        headers: { "x-api-key": stack.teamKey },
+      },
+    );
     if (res.status !== 200) throw new Error(`connections: ${res.status} ${await res.text()}`);
     const body = (await res.json()) as { connections: Connection[]; nextAfter: number | null };
     all.push(...body.connections);
@@ -119,10 +174,15 @@ async function connectionLog(sandboxId: string, query = ""): Promise<Connection[
 }
 
 /** Polls the log until `check` passes (entries are completed, with bytes, when their connection closes). */
-async function eventuallyLog(sandboxId: string, check: (log: Connection[]) => void, timeoutMs = 10_000) {
+async function eventuallyLog(
+  sandboxId: string,
+  check: (log: Connection[]) => void,
+  stack: Stack = mainStack(),
+  timeoutMs = 10_000,
+) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const log = await connectionLog(sandboxId);
+    const log = await connectionLog(sandboxId, "", stack);
     try {
       check(log);
       return log;
@@ -146,40 +206,11 @@ async function expectNothingLeft(): Promise<void> {
 const ok = (r: GuestResult | undefined) => succeeded(r);
 const show = (results: Record<string, GuestResult>) => JSON.stringify(results, null, 1);
 
-/** Free ports for the agent's egress proxy (HTTP, TLS) and resolver. */
-async function egressPorts(): Promise<Record<string, string>> {
-  const [http, tls, dns] = [await freePort(), await freePort(), await freePort()];
-  return { AGENT_EGRESS_HTTP_PORT: String(http), AGENT_EGRESS_TLS_PORT: String(tls), AGENT_DNS_PORT: String(dns) };
-}
-
 beforeAll(async () => {
   requireRoot();
   await requireImage();
   net = await startTestInternet({ extraRecords: { "rebind.example.test": ["10.1.2.3"] } });
-  const netPrefix = `e${randomBytes(2).toString("hex")}`;
-  const netCidr = await freeSlotRange();
-  // Every slot this agent can make sends its egress into the test netns, and nothing else.
-  await net.captureSlots(Array.from({ length: SLOTS }, (_, i) => `${netPrefix}-${i}h`));
-  await net.watchSlots(netCidr);
-  agent = await startAgentProcess({
-    runtime: "namespace",
-    rootDir: IMAGES_ROOT,
-    netPrefix,
-    netCidr,
-    env: {
-      AGENT_EGRESS: "on",
-      AGENT_DNS_UPSTREAM: net.dnsUpstream,
-      // Ports of its own, so another test's agent on this machine cannot clash with it.
-      ...(await egressPorts()),
-    },
-  });
-  edge = await startEdgeForAgent(agent, {
-    adminKey,
-    env: { WRENN_RECONCILE_INTERVAL_SEC: "0" },
-    logger: sdkTestLogger(),
-  });
-  teamKey = await newTeamKey(edge, adminKey, "egress", `egress-${randomBytes(3).toString("hex")}`);
-  restoreEnv = pointE2bSdkAt(edge, teamKey);
+  main = await startStack();
 }, 180_000);
 
 afterEach(async () => {
@@ -187,14 +218,86 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  restoreEnv?.();
-  await edge?.close().catch(() => {});
-  await agent?.stop().catch(() => {});
+  for (const stack of stacks.splice(0)) {
+    await stack.edge.close().catch(() => {});
+    await stack.agent.stop().catch(() => {});
+  }
   const leaked = await net?.leakedPackets().catch(() => Number.NaN);
   await net?.stop();
   // Checked once more over the whole file, after every sandbox is gone.
   expect(leaked).toBe(0);
 }, 120_000);
+
+/** Deny all + allow one IP (b's): only that address, on every port; nothing reaches `a`. */
+async function denyAllButOne(stack: Stack, inspected: boolean): Promise<void> {
+  const n = internet();
+  const b = n.ipOf("b.example.test");
+  const a = n.ipOf("a.example.test");
+  const sbx = await create({ network: { denyOut: [ALL_TRAFFIC], allowOut: [b] } }, stack);
+  const before = n.events().length;
+  const info = await sbx.getInfo();
+  expect(info.network).toMatchObject({ allowOut: [b], denyOut: [ALL_TRAFFIC] });
+  const seen = await attempt(sbx, {
+    allowedHttp: curl(`http://${b}/`),
+    allowedHttps: curl("--resolve", `b.example.test:443:${b}`, "https://b.example.test/"),
+    allowedTcp: tcp(b, n.tcpPort),
+    otherHttp: curl(`http://${a}/`),
+    otherHttps: curl("--resolve", `a.example.test:443:${a}`, "https://a.example.test/"),
+    otherTcp: tcp(a, n.tcpPort),
+    privateHost: curl(`http://${n.privateIp}/`),
+    byName: curl("http://a.example.test/"),
+  });
+  expect(
+    {
+      allowedHttp: ok(seen.allowedHttp),
+      allowedHttps: ok(seen.allowedHttps),
+      allowedTcp: ok(seen.allowedTcp),
+      otherHttp: ok(seen.otherHttp),
+      otherHttps: ok(seen.otherHttps),
+      otherTcp: ok(seen.otherTcp),
+      privateHost: ok(seen.privateHost),
+      byName: ok(seen.byName),
+    },
+    show(seen),
+  ).toEqual({
+    allowedHttp: true,
+    allowedHttps: true,
+    allowedTcp: true,
+    otherHttp: false,
+    otherHttps: false,
+    otherTcp: false,
+    privateHost: false,
+    byName: false,
+  });
+  expect(asked(seen.allowedHttp)).toMatchObject({ address: b });
+  // The test host never saw the denied ones.
+  expect(
+    n
+      .events()
+      .slice(before)
+      .filter((e) => e.kind !== "dns" && e.address === a),
+  ).toEqual([]);
+  if (inspected) {
+    // The agent saw 80/443 (proxy) and DNS (resolver): every denial is in the log, with its rule.
+    await eventuallyLog(
+      sbx.sandboxId,
+      (log) => {
+        const denied = { verdict: "denied", rule: ALL_TRAFFIC, list: "denyOut" } as const;
+        expect(find(log, { protocol: "tcp", address: a, port: 80, ...denied })).toBeDefined();
+        expect(find(log, { protocol: "tcp", address: a, port: 443, name: "a.example.test", ...denied })).toBeDefined();
+        expect(find(log, { protocol: "dns", name: "a.example.test", ...denied })).toBeDefined();
+        expect(log.filter((e) => e.verdict === "allowed" && e.address === a)).toEqual([]);
+      },
+      stack,
+    );
+  } else {
+    // Without inspection an address-only policy is the kernel's alone (AGENT_EGRESS_INSPECT=policy):
+    // the agent sees none of these connections, and the log says nothing was let through to `a`.
+    const log = await connectionLog(sbx.sandboxId, "", stack);
+    expect(log.filter((e) => e.verdict === "allowed" && e.address === a)).toEqual([]);
+  }
+  await expectNothingLeft();
+}
 
 describe(`egress policy (${runtime})`, () => {
   it("a sandbox with no rules behaves as today: internet on reaches every test host, off reaches none", async () => {
@@ -225,56 +328,8 @@ describe(`egress policy (${runtime})`, () => {
     await expectNothingLeft();
   });
 
-  it("deny all + allow one IP: only that address, on every port; the denials are logged", async () => {
-    const n = internet();
-    const b = n.ipOf("b.example.test");
-    const a = n.ipOf("a.example.test");
-    const sbx = await create({ network: { denyOut: [ALL_TRAFFIC], allowOut: [b] } });
-    const before = n.events().length;
-    const info = await sbx.getInfo();
-    expect(info.network).toMatchObject({ allowOut: [b], denyOut: [ALL_TRAFFIC] });
-    const seen = await attempt(sbx, {
-      allowedHttp: curl(`http://${b}/`),
-      allowedHttps: curl("--resolve", `b.example.test:443:${b}`, "https://b.example.test/"),
-      allowedTcp: tcp(b, n.tcpPort),
-      otherHttp: curl(`http://${a}/`),
-      otherHttps: curl("--resolve", `a.example.test:443:${a}`, "https://a.example.test/"),
-      otherTcp: tcp(a, n.tcpPort),
-      privateHost: curl(`http://${n.privateIp}/`),
-    });
-    expect(
-      {
-        allowedHttp: ok(seen.allowedHttp),
-        allowedHttps: ok(seen.allowedHttps),
-        allowedTcp: ok(seen.allowedTcp),
-        otherHttp: ok(seen.otherHttp),
-        otherHttps: ok(seen.otherHttps),
-        otherTcp: ok(seen.otherTcp),
-        privateHost: ok(seen.privateHost),
-      },
-      show(seen),
-    ).toEqual({
-      allowedHttp: true,
-      allowedHttps: true,
-      allowedTcp: true,
-      otherHttp: false,
-      otherHttps: false,
-      otherTcp: false,
-      privateHost: false,
-    });
-    expect(asked(seen.allowedHttp)).toMatchObject({ address: b });
-    // The test host never saw the denied ones.
-    expect(
-      n
-        .events()
-        .slice(before)
-        .filter((e) => e.kind !== "dns" && e.address === a),
-    ).toEqual([]);
-    await eventuallyLog(sbx.sandboxId, (log) => {
-      expect(find(log, { address: a, port: 80, verdict: "denied", rule: ALL_TRAFFIC, list: "denyOut" })).toBeDefined();
-      expect(find(log, { address: a, port: 443, verdict: "denied", rule: ALL_TRAFFIC, list: "denyOut" })).toBeDefined();
-    });
-    await expectNothingLeft();
+  it("deny all + allow one IP: only that address, on every port", async () => {
+    await denyAllButOne(mainStack(), false);
   });
 
   it("allow *.example.test only: names by DNS, SNI and Host; a forbidden SNI or Host on an allowed IP is refused; all logged", async () => {
@@ -288,7 +343,7 @@ describe(`egress policy (${runtime})`, () => {
       httpsByName: curl("https://a.example.test/"),
       httpByName: curl("http://b.example.test/"),
       download: curl("https://a.example.test/bytes/300000"),
-      upload: curl("--data-binary", "@/etc/services", "https://b.example.test/echo"),
+      upload: curl("--data-binary", "@/tmp/upload.bin", "https://b.example.test/echo"),
       otherPortByName: tcp("a.example.test", n.tcpPort),
       directIpHttp: curl(`http://${other}/`),
       directIpHttps: curl("-k", `https://${other}/`),
@@ -339,7 +394,8 @@ describe(`egress policy (${runtime})`, () => {
       );
       expect(download, "the download's entry with its bytes").toBeDefined();
       const upload = entries.find(
-        (e) => e.port === 443 && e.name === "b.example.test" && e.verdict === "allowed" && (e.bytesOut ?? 0) >= 10_000,
+        (e) =>
+          e.port === 443 && e.name === "b.example.test" && e.verdict === "allowed" && (e.bytesOut ?? 0) >= UPLOAD_BYTES,
       );
       expect(upload, "the upload's entry with its bytes").toBeDefined();
       expect(
@@ -412,16 +468,16 @@ describe(`egress policy (${runtime})`, () => {
     expect(denied.every((e) => e.verdict === "denied")).toBe(true);
     const dns = await connectionLog(sbx.sandboxId, "&protocol=dns");
     expect(dns.every((e) => e.protocol === "dns")).toBe(true);
-    const firstPage = await fetch(`${edgeUrl()}/v1/sandboxes/${sbx.sandboxId}/connections?limit=2`, {
-      headers: { "x-api-key": teamKey },
+    const firstPage = await fetch(`${mainStack().edge.url}/v1/sandboxes/${sbx.sandboxId}/connections?limit=2`, {
+      headers: { "x-api-key": mainStack().teamKey },
     });
     const page = (await firstPage.json()) as { connections: Connection[]; nextAfter: number | null };
     expect(page.connections.length).toBe(2);
     expect(page.nextAfter).toBe(page.connections[1]?.seq);
     // The stream starts with what is already there.
     const abort = new AbortController();
-    const stream = await fetch(`${edgeUrl()}/v1/sandboxes/${sbx.sandboxId}/connections/stream?after=0`, {
-      headers: { "x-api-key": teamKey },
+    const stream = await fetch(`${mainStack().edge.url}/v1/sandboxes/${sbx.sandboxId}/connections/stream?after=0`, {
+      headers: { "x-api-key": mainStack().teamKey },
       signal: abort.signal,
     });
     expect(stream.status).toBe(200);
@@ -486,9 +542,9 @@ describe(`egress policy (${runtime})`, () => {
     expect((await sbx.getInfo()).network?.allowOut ?? []).toEqual([]);
 
     // And closed again through Wrenn's own API, internet switch included.
-    const put = await fetch(`${edgeUrl()}/v1/sandboxes/${sbx.sandboxId}/network`, {
+    const put = await fetch(`${mainStack().edge.url}/v1/sandboxes/${sbx.sandboxId}/network`, {
       method: "PUT",
-      headers: { "x-api-key": teamKey, "content-type": "application/json" },
+      headers: { "x-api-key": mainStack().teamKey, "content-type": "application/json" },
       body: JSON.stringify({ allowOut: [], denyOut: [], internetAccess: false }),
     });
     expect(put.status).toBeLessThan(300);
@@ -515,7 +571,22 @@ describe(`egress policy (${runtime})`, () => {
       rebinding: curl("http://rebind.example.test/"),
     });
     expect(Object.values(seen).map(ok), show(seen)).toEqual([false, false, false, false]);
-    await expect(Sandbox.create({ network: { allowOut: ["not a rule!"] } })).rejects.toThrow(/not a rule/);
+    await expect(Sandbox.create({ ...mainStack().sdk, network: { allowOut: ["not a rule!"] } })).rejects.toThrow(
+      /not a rule/,
+    );
     await expectNothingLeft();
+  });
+});
+
+describe(`egress policy with AGENT_EGRESS_INSPECT=always (${runtime})`, () => {
+  let inspecting: Stack | undefined;
+
+  beforeAll(async () => {
+    inspecting = await startStack({ AGENT_EGRESS_INSPECT: "always" });
+  }, 180_000);
+
+  it("deny all + allow one IP: the same verdicts, and every denied 80/443 connection and DNS question is logged", async () => {
+    if (!inspecting) throw new Error("stack not started");
+    await denyAllButOne(inspecting, true);
   });
 });
