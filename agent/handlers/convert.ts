@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { EgressPolicy } from "../../lib/egress-policy.js";
 import { type EntryInfo, FileType } from "../../proto/gen/envd/filesystem/filesystem_pb.js";
 import {
   type Entry,
@@ -74,8 +73,7 @@ export function sandboxToProto(r: SandboxRecord): Sandbox {
     internetAccess: r.internetAccess,
     remainingTimeoutSec: r.remainingMs === undefined ? 0 : Math.ceil(r.remainingMs / 1000),
     stoppedAt: r.stoppedAt === undefined ? undefined : timestampFromMs(r.stoppedAt),
-    // The record's policy field arrives with the manager's egress support (agent/sandboxes/record.ts).
-    network: policyToProto((r as SandboxRecord & { network?: EgressPolicy }).network),
+    network: policyToProto(r.network),
   });
 }
 

@@ -12,7 +12,6 @@ import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { HostInventory } from "../host-inventory.js";
 import { ISOLATION_OF } from "../runtimes/types.js";
 import type { SandboxManager } from "../sandboxes/manager.js";
-import type { SandboxRecord } from "../sandboxes/record.js";
 import { entryToProto, ISOLATION, RUNTIME, sandboxToProto, timeoutActionFromProto } from "./convert.js";
 import {
   type ConnectionLogReader,
@@ -40,10 +39,6 @@ export interface HostAgentHandlerDeps {
   connections?: ConnectionLogReader;
 }
 
-interface NetworkUpdater {
-  updateNetwork(id: string, policy: EgressPolicy, internetAccess?: boolean): Promise<SandboxRecord>;
-}
-
 /** Validates a policy from the wire (the edge validated it too; the agent never trusts that). */
 function checkedPolicy(policy: EgressPolicy | undefined): EgressPolicy | undefined {
   if (!policy) return undefined;
@@ -69,21 +64,23 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
   return {
     async createSandbox(req, ctx) {
       requireField(req.template, "template");
-      const input = {
-        sandboxId: req.sandboxId,
-        template: req.template,
-        vcpus: req.vcpus || config.defaults.vcpus,
-        memoryMb: req.memoryMb || config.defaults.memoryMb,
-        timeoutSec: req.timeoutSec,
-        timeoutAction: timeoutActionFromProto(req.timeoutAction),
-        envVars: req.envVars,
-        metadata: req.metadata,
-        accessToken: req.envdAccessToken,
-        internetAccess: req.internetAccess ?? true,
-        noWait: req.noWait,
-        network: checkedPolicy(policyFromProto(req.network)),
-      };
-      const record = await manager.create(input, ctx.signal);
+      const record = await manager.create(
+        {
+          sandboxId: req.sandboxId,
+          template: req.template,
+          vcpus: req.vcpus || config.defaults.vcpus,
+          memoryMb: req.memoryMb || config.defaults.memoryMb,
+          timeoutSec: req.timeoutSec,
+          timeoutAction: timeoutActionFromProto(req.timeoutAction),
+          envVars: req.envVars,
+          metadata: req.metadata,
+          accessToken: req.envdAccessToken,
+          internetAccess: req.internetAccess ?? true,
+          noWait: req.noWait,
+          network: checkedPolicy(policyFromProto(req.network)),
+        },
+        ctx.signal,
+      );
       return { sandbox: sandboxToProto(record) };
     },
 
@@ -168,11 +165,7 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
     async updateSandboxNetwork(req) {
       requireField(req.sandboxId, "sandbox_id");
       const policy = checkedPolicy(policyFromProto(req.network)) ?? { allowOut: [], denyOut: [] };
-      // updateNetwork arrives with the manager's egress support (agent/sandboxes/manager.ts).
-      const network = manager as SandboxManager & Partial<NetworkUpdater>;
-      if (!network.updateNetwork)
-        throw failedPrecondition("NO_EGRESS_POLICY", "this agent cannot change a sandbox's network");
-      return { sandbox: sandboxToProto(await network.updateNetwork(req.sandboxId, policy, req.internetAccess)) };
+      return { sandbox: sandboxToProto(await manager.updateNetwork(req.sandboxId, policy, req.internetAccess)) };
     },
 
     async listConnections(req) {

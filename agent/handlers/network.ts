@@ -37,6 +37,8 @@ export interface LogEntry {
   bytesIn?: number;
   /** Epoch milliseconds of the connection's end. */
   endedAt?: number;
+  /** For a DNS question: the answer's addresses. */
+  addresses?: string[];
 }
 
 export interface LogQuery {
@@ -105,5 +107,6 @@ export function entryToProto(e: LogEntry): ConnectionEntry {
     bytesOut: e.bytesOut === undefined ? undefined : BigInt(e.bytesOut),
     bytesIn: e.bytesIn === undefined ? undefined : BigInt(e.bytesIn),
     endedAt: e.endedAt === undefined ? undefined : timestampFromMs(e.endedAt),
+    addresses: e.addresses ?? [],
   });
 }

@@ -38,7 +38,7 @@ export interface ConnectionRecord {
   /** When the decision was made (ISO 8601). */
   time: string;
   protocol: ConnectionProtocolName;
-  /** Destination address; null for a DNS question. */
+  /** Destination address (for a DNS question: the answer's first address); null when there is none. */
   address: string | null;
   port: number;
   /** The name asked for (DNS) or seen (TLS SNI, HTTP Host); null when none is known. */
@@ -53,6 +53,8 @@ export interface ConnectionRecord {
   bytesOut: number | null;
   /** Bytes to the sandbox, once the connection ended; null before or for a refused attempt. */
   bytesIn: number | null;
-  /** When the connection ended (ISO 8601); null while open or for a refused attempt. */
+  /** When the connection ended, or a DNS question or refusal was answered (ISO 8601); null while open. */
   endedAt: string | null;
+  /** For a DNS question: every address the answer carried (empty otherwise). */
+  addresses: string[];
 }

@@ -90,6 +90,7 @@ describe("sandbox network (egress policy)", () => {
     stack.agent.addConnection(sb.id, {
       protocol: ConnectionProtocol.DNS,
       port: 53,
+      addresses: ["192.88.99.7", "192.88.99.8"],
       name: "a.example.test",
       nameSource: NameSource.DNS,
       rule: "*.example.test",
@@ -128,6 +129,7 @@ describe("sandbox network (egress policy)", () => {
       nameSource: "dns",
       verdict: "allowed",
       bytesOut: null,
+      addresses: ["192.88.99.7", "192.88.99.8"],
     });
     expect(page.connections[2]).toMatchObject({ address: "192.88.99.7", bytesOut: 517, bytesIn: 4096 });
 

@@ -197,7 +197,10 @@ export const Connection = z
     seq: z.number().int().openapi({ description: "Position in the log; the `after` cursor" }),
     time: z.string().openapi({ description: "When the decision was made (RFC 3339)" }),
     protocol: z.enum(connectionProtocols),
-    address: z.string().nullable().openapi({ description: "Destination address; null for a DNS question" }),
+    address: z
+      .string()
+      .nullable()
+      .openapi({ description: "Destination address (DNS: the answer's first address); null when none" }),
     port: z.number().int(),
     name: z.string().nullable().openapi({ description: "The name asked for (DNS) or seen (TLS SNI, HTTP Host)" }),
     nameSource: z.enum(nameSources).nullable(),
@@ -208,7 +211,11 @@ export const Connection = z
       .openapi({ description: "Where the rule is: allowOut, denyOut, default, internet-off, platform, no-name" }),
     bytesOut: z.number().int().nullable().openapi({ description: "Bytes sent by the sandbox, once it ended" }),
     bytesIn: z.number().int().nullable().openapi({ description: "Bytes received by the sandbox, once it ended" }),
-    endedAt: z.string().nullable(),
+    endedAt: z
+      .string()
+      .nullable()
+      .openapi({ description: "When it ended (DNS, refusals: when answered); null while open" }),
+    addresses: z.array(z.string()).openapi({ description: "DNS: every address the answer carried" }),
   })
   .openapi("Connection");
 

@@ -167,6 +167,7 @@ export function connectionFromAgent(e: ConnectionEntry): ConnectionRecord {
     bytesOut: e.bytesOut === undefined ? null : Number(e.bytesOut),
     bytesIn: e.bytesIn === undefined ? null : Number(e.bytesIn),
     endedAt: e.endedAt ? timestampDate(e.endedAt).toISOString() : null,
+    addresses: [...e.addresses],
   };
 }
 
