@@ -205,6 +205,16 @@ describe("egress policy rules (issue 20)", () => {
     ]);
   });
 
+  it("keeps the resolved addresses only when asked (restart recovery)", () => {
+    const parsed = parseEgressPolicy({ allowOut: ["*.example.test"], denyOut: ["0.0.0.0/0"] });
+    expect(policyCommands(slot, parsed, { internetAccess: true, inspect: true, ports })).toContain(
+      "flush set inet wrenn dns_ok",
+    );
+    const kept = policyCommands(slot, parsed, { internetAccess: true, inspect: true, ports, keepResolved: true });
+    expect(kept).not.toContain("dns_ok\n");
+    expect(kept).toContain("flush set inet wrenn allow_net");
+  });
+
   it("without inspection redirects nothing; with the internet off the default is a counted drop", () => {
     const parsed = parseEgressPolicy({ allowOut: ["192.88.99.0/24"], denyOut: [] });
     const text = policyCommands(slot, parsed, { internetAccess: false, inspect: false, ports });

@@ -267,6 +267,8 @@ export interface PolicyOptions {
    */
   inspect: boolean;
   ports: EgressPorts;
+  /** Keep the resolved addresses (restart recovery re-applying the same policy); default: drop them. */
+  keepResolved?: boolean;
 }
 
 /**
@@ -285,7 +287,7 @@ export function policyCommands(slot: SlotAddresses, policy: ParsedEgressPolicy, 
     "flush chain inet wrenn egress",
     "flush set inet wrenn allow_net",
     "flush set inet wrenn deny_net",
-    "flush set inet wrenn dns_ok",
+    opts.keepResolved ? "" : "flush set inet wrenn dns_ok",
     allow.length > 0 ? `add element inet wrenn allow_net { ${allow.join(", ")} }` : "",
     deny.length > 0 ? `add element inet wrenn deny_net { ${deny.join(", ")} }` : "",
   ];

@@ -259,10 +259,20 @@ export class SlotManager {
    * Replaces the slot's egress policy in one nft transaction (effect on the next new connection) and
    * records the effective internet switch on the slot. `internetAccess` is narrowed by the agent's switch.
    */
-  async applyPolicy(slot: Slot, policy: ParsedEgressPolicy, internetAccess: boolean): Promise<void> {
+  async applyPolicy(
+    slot: Slot,
+    policy: ParsedEgressPolicy,
+    internetAccess: boolean,
+    options: { keepResolved?: boolean } = {},
+  ): Promise<void> {
     const egress = this.#deps.egress && internetAccess;
     const inspect = this.#deps.inspect === "always" || hasDomainRules(policy);
-    const input = policyCommands(slot, policy, { internetAccess: egress, inspect, ports: this.#ports });
+    const input = policyCommands(slot, policy, {
+      internetAccess: egress,
+      inspect,
+      ports: this.#ports,
+      keepResolved: options.keepResolved,
+    });
     await this.#deps.exec("ip", ["netns", "exec", slot.netns, "nft", "-f", "-"], { input });
     slot.egress = egress;
     slot.policed = true;

@@ -47,13 +47,15 @@ export class SandboxEgress {
   /**
    * Puts the record's policy and internet switch on its slot and registers it. A slot that never had a
    * policy, gets an empty one and keeps its internet switch is left exactly as made (no command at all).
+   * `keepResolved`: restart recovery, re-applying the policy the slot already has — the addresses the
+   * resolver opened stay open for their TTL.
    */
-  async attach(record: SandboxRecord, slot: Slot): Promise<void> {
+  async attach(record: SandboxRecord, slot: Slot, options: { keepResolved?: boolean } = {}): Promise<void> {
     const policy = record.network ?? NO_POLICY;
     const parsed = parsePolicyArgument(policy);
     const egress = this.#deps.agentEgress && record.internetAccess;
     if (!isEmptyPolicy(policy) || slot.policed || egress !== slot.egress) {
-      await this.#deps.slots.applyPolicy(slot, parsed, record.internetAccess);
+      await this.#deps.slots.applyPolicy(slot, parsed, record.internetAccess, options);
     }
     this.registry.set({ sandboxId: record.id, policy: parsed, internetAccess: slot.egress, slot });
   }

@@ -657,6 +657,8 @@ describe("SandboxManager egress policy (issue 20)", () => {
     await after.manager.recover();
     const netns = `wmt-${record.slot?.index}`;
     expect(policyCommands(after, netns)).toHaveLength(1);
+    // The addresses the resolver opened before the restart stay open.
+    expect(policyCommands(after, netns)[0]).not.toContain("flush set inet wrenn dns_ok");
     // After the host rules and the AnyIP route (slots.init), not before.
     const hostTable = after.commands.findIndex((c) => c.startsWith("nft -f - table inet wrenn_wmt"));
     const applied = after.commands.findIndex((c) => c.includes(`${netns} nft -f - flush chain`));

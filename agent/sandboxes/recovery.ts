@@ -82,7 +82,7 @@ export class Recovery {
     for (const { record, slot } of table.live.values()) {
       if (slot === undefined) continue;
       await this.#deps.egress
-        .attach(record, slot)
+        .attach(record, slot, { keepResolved: true })
         .catch((err) => logger.error("could not re-apply a sandbox's egress policy", { sandboxId: record.id, err }));
     }
     for (const record of doomed) {
