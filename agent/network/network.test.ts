@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { parseEgressPolicy } from "../../lib/egress-policy.js";
 import { parseIpv4 } from "../config.js";
+import type { Exec } from "../exec.js";
+import { noopLogger } from "../logger.js";
 import { hostTableName, slotAddresses, slotCapacity, slotIndexOfName } from "./addresses.js";
 import {
   allowResolvedCommands,
@@ -16,7 +18,7 @@ import {
   policyCommands,
   slotRules,
 } from "./rules.js";
-import { SlotIndexAllocator } from "./slots.js";
+import { type Slot, SlotIndexAllocator, SlotManager } from "./slots.js";
 
 const cidr = { base: parseIpv4("10.240.0.0") ?? 0, prefixLength: 16 };
 
@@ -274,5 +276,44 @@ describe("egress policy rules (issue 20)", () => {
       "0:\tfrom all lookup local\n1000:\tfrom all fwmark 0x57e0 lookup 5780\n32766:\tfrom all lookup main\n";
     expect(hasAnyIpRule(shown, ports)).toBe(true);
     expect(hasAnyIpRule(shown, { ...ports, routeTable: 5781 })).toBe(false);
+  });
+});
+
+describe("SlotManager.applyPolicy (issue 20)", () => {
+  function manager(egress: boolean, inspect: "policy" | "always" = "policy") {
+    const inputs: string[] = [];
+    const exec: Exec = async (file, args, options) => {
+      inputs.push([file, ...args, typeof options?.input === "string" ? options.input : ""].join(" "));
+      return { exitCode: 0, stdout: "", stderr: "" };
+    };
+    return { slots: new SlotManager({ exec, logger: noopLogger, prefix: "wr", cidr, egress, inspect }), inputs };
+  }
+  const slot = (slots: SlotManager): Slot => slots.describe(2, "namespace", true);
+  const addressOnly = parseEgressPolicy({ allowOut: ["192.88.99.7"], denyOut: ["0.0.0.0/0"] });
+  const withNames = parseEgressPolicy({ allowOut: ["*.example.test"], denyOut: ["0.0.0.0/0"] });
+
+  it("runs one nft transaction in the slot's netns and records the effective switch", async () => {
+    const { slots, inputs } = manager(true);
+    const s = slot(slots);
+    await slots.applyPolicy(s, withNames, false);
+    expect(inputs).toHaveLength(1);
+    expect(inputs[0]?.startsWith("ip netns exec wr-2 nft -f - flush chain inet wrenn policy_nat\n")).toBe(true);
+    expect(inputs[0]).toContain("dnat ip to 10.240.0.9:15353");
+    expect(s).toMatchObject({ egress: false, policed: true });
+  });
+
+  it("redirects to the resolver and proxy for domain rules, or always when told; never with the agent's egress off", async () => {
+    const policyMode = manager(true);
+    await policyMode.slots.applyPolicy(slot(policyMode.slots), addressOnly, true);
+    expect(policyMode.inputs[0]).not.toContain("dnat");
+    const always = manager(true, "always");
+    await always.slots.applyPolicy(slot(always.slots), addressOnly, true);
+    expect(always.inputs[0]).toContain("dnat ip to ip daddr:15443");
+    const off = manager(false, "always");
+    const s = slot(off.slots);
+    await off.slots.applyPolicy(s, withNames, true);
+    expect(off.inputs[0]).not.toContain("dnat");
+    expect(s.egress).toBe(false);
+    expect(off.inputs[0]?.trimEnd().endsWith("add rule inet wrenn egress counter name policy_dropped drop")).toBe(true);
   });
 });

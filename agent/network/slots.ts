@@ -266,7 +266,9 @@ export class SlotManager {
     options: { keepResolved?: boolean } = {},
   ): Promise<void> {
     const egress = this.#deps.egress && internetAccess;
-    const inspect = this.#deps.inspect === "always" || hasDomainRules(policy);
+    // With the agent's egress off nothing may leave the host: the proxy and resolver, which connect
+    // from the host itself, must not be reachable either (the kernel drops everything anyway).
+    const inspect = this.#deps.egress && (this.#deps.inspect === "always" || hasDomainRules(policy));
     const input = policyCommands(slot, policy, {
       internetAccess: egress,
       inspect,
