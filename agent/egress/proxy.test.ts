@@ -10,6 +10,7 @@ import { selfSignedCert } from "../../test/helpers/tls.js";
 import { noopLogger } from "../logger.js";
 import { type ConnectionEntry, ConnectionLog } from "./connection-log.js";
 import { type Destination, EgressProxy } from "./proxy.js";
+import { ResolvedNames } from "./resolved-names.js";
 
 const SB = "p1p2p3p4p5p6p7p8p9p0";
 
@@ -239,6 +240,40 @@ describe("EgressProxy", () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(await exchange(proxy.ports.tls, "x")).toBe("");
     for (const s of idle) s.destroy();
+  });
+
+  it("names a connection without SNI by the name the resolver answered its address for", async () => {
+    await proxy.close();
+    const resolvedNames = new ResolvedNames();
+    resolvedNames.remember(SB, "a.example.test", ["192.88.99.10"], 60);
+    proxy = new EgressProxy({
+      targets: {
+        bySlotIp: () => ({ sandboxId: SB, policy: parseEgressPolicy(policy), internetAccess: true }),
+      },
+      log,
+      logger: noopLogger,
+      httpPort: 0,
+      tlsPort: 0,
+      host: "127.0.0.1",
+      originalDestination: () => destination,
+      dial: () => connect({ host: "127.0.0.1", port: upstreamPorts.tls }),
+      resolvedNames,
+      peekTimeoutMs: 300,
+    });
+    await proxy.start();
+    destination = { address: "192.88.99.10", port: 443 };
+    expect(await tlsHandshake("")).toEqual({ ok: false }); // reaches the server; its cert names no address
+    destination = { address: "192.88.99.20", port: 443 };
+    expect(await tlsHandshake("")).toEqual({ ok: false });
+    // A name the connection carries wins over the resolved one.
+    destination = { address: "192.88.99.10", port: 443 };
+    expect(await tlsHandshake("forbidden.test")).toEqual({ ok: false });
+    const entries = await settledEntries();
+    expect(entries.map((e) => [e.address, e.name, e.nameSource, e.verdict])).toEqual([
+      ["192.88.99.10", "a.example.test", "dns", "allowed"],
+      ["192.88.99.20", undefined, undefined, "denied"],
+      ["192.88.99.10", "forbidden.test", "sni", "denied"],
+    ]);
   });
 
   it("closes connections from addresses that are not a sandbox's slot", async () => {

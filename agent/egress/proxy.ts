@@ -1,7 +1,8 @@
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { type EgressVerdict, judgeEgress } from "../../lib/egress-policy.js";
 import type { Logger } from "../logger.js";
-import type { ConnectionLog } from "./connection-log.js";
+import type { ConnectionLog, NameSource } from "./connection-log.js";
+import type { ResolvedNames } from "./resolved-names.js";
 import { type FirstBytes, parseFirstBytes } from "./sni.js";
 import { type EgressLookup, platformBlock } from "./targets.js";
 
@@ -53,6 +54,8 @@ export interface EgressProxyOptions {
    * IP_TRANSPARENT here (agent/network/transparent.ts), without which AnyIP never answers a SYN.
    */
   prepareListener?: (server: Server) => Promise<void>;
+  /** Names the resolver answered addresses for: the name of a connection that carries none. */
+  resolvedNames?: Pick<ResolvedNames, "nameOf">;
   /** Open proxied connections of one sandbox at once; more are closed as they arrive (default 1024). */
   maxConnectionsPerSandbox?: number;
 }
@@ -147,9 +150,13 @@ export class EgressProxy {
     const destination = (this.#o.originalDestination ?? defaultOriginalDestination)(client, kind);
     void this.#peek(client).then(async ({ bytes, first, ended }) => {
       if (client.destroyed) return;
-      const name = first.kind === "tls" || first.kind === "http" ? first.name : undefined;
-      const nameSource =
-        first.kind === "tls" ? ("sni" as const) : first.kind === "http" ? ("host" as const) : undefined;
+      // The name the connection carries; else the one the sandbox's resolver answered this address for.
+      const carried = first.kind === "tls" || first.kind === "http" ? first.name : undefined;
+      const resolved =
+        carried === undefined ? this.#o.resolvedNames?.nameOf(target.sandboxId, destination.address) : undefined;
+      const name = carried ?? resolved;
+      const nameSource: NameSource | undefined =
+        carried !== undefined ? (first.kind === "tls" ? "sni" : "host") : resolved !== undefined ? "dns" : undefined;
       const blocked = platformBlock(destination.address, this.#o.localAddresses?.() ?? new Set());
       const verdict: EgressVerdict =
         blocked !== undefined

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type EgressPolicy, parseEgressPolicy } from "../../lib/egress-policy.js";
 import { noopLogger } from "../logger.js";
 import { ConnectionLog } from "./connection-log.js";
+import { ResolvedNames } from "./resolved-names.js";
 import { EgressResolver } from "./resolver.js";
 import type { EgressLookup } from "./targets.js";
 
@@ -71,6 +72,7 @@ let allowed: { sandboxId: string; addresses: readonly string[]; ttl: number }[];
 let policy: EgressPolicy;
 let log: ConnectionLog;
 let resolver: EgressResolver;
+let resolvedNames: ResolvedNames;
 
 const targets: EgressLookup = {
   bySlotIp: (ip) =>
@@ -87,7 +89,9 @@ beforeEach(async () => {
   await rm(join(dir, `${SB}.jsonl`), { force: true });
   log = new ConnectionLog({ dir, logger: noopLogger });
   resolver?.close();
+  resolvedNames = new ResolvedNames();
   resolver = new EgressResolver({
+    resolvedNames,
     targets,
     log,
     logger: noopLogger,
@@ -149,6 +153,7 @@ describe("EgressResolver", () => {
     expect(reply.flag_qr).toBe(true);
     expect(aRecords(reply)).toEqual(["192.88.99.10"]);
     expect(allowed).toEqual([{ sandboxId: SB, addresses: ["192.88.99.10"], ttl: 30 }]);
+    expect(resolvedNames.nameOf(SB, "192.88.99.10")).toBe("a.example.test");
     const [entry] = await log.list(SB, { limit: 10 });
     expect(entry).toMatchObject({
       protocol: "dns",

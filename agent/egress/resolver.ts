@@ -5,6 +5,7 @@ import { judgeEgress } from "../../lib/egress-policy.js";
 import type { DnsUpstream } from "../config.js";
 import type { Logger } from "../logger.js";
 import type { ConnectionDecision, ConnectionLog } from "./connection-log.js";
+import type { ResolvedNames } from "./resolved-names.js";
 import { type EgressLookup, platformBlock } from "./targets.js";
 
 /**
@@ -28,6 +29,8 @@ export interface EgressResolverOptions {
   timeoutMs?: number;
   /** The host's own addresses (blocked in answers as in the proxy); default none. */
   localAddresses?: () => ReadonlySet<string>;
+  /** Where answered names are kept for the proxy's connections that carry no name of their own. */
+  resolvedNames?: ResolvedNames;
   /** Questions of one sandbox in flight at once; more are answered REFUSED (default 128). */
   maxInFlightPerSandbox?: number;
 }
@@ -219,6 +222,7 @@ export class EgressResolver {
         return errorReply(query, RCODE.SERVFAIL);
       }
     }
+    this.#o.resolvedNames?.remember(target.sandboxId, name, addresses, ttl);
     if (logged) {
       await this.#log(target.sandboxId, {
         ...base,

@@ -4,6 +4,7 @@ import type { Logger } from "../logger.js";
 import { makeTransparent } from "../network/transparent.js";
 import type { ConnectionLog } from "./connection-log.js";
 import { EgressProxy } from "./proxy.js";
+import { ResolvedNames } from "./resolved-names.js";
 import { EgressResolver } from "./resolver.js";
 import { type EgressLookup, hostAddresses } from "./targets.js";
 
@@ -32,6 +33,9 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
   const { config, exec, logger, targets, log } = deps;
   const c = config.egressServices;
   const localAddresses = hostAddresses();
+  const resolvedNames = new ResolvedNames();
+  const prune = setInterval(() => resolvedNames.prune(), 60_000);
+  prune.unref();
   const resolver = new EgressResolver({
     targets,
     log,
@@ -39,6 +43,7 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
     upstreams: c.dnsUpstream,
     port: c.dnsPort,
     localAddresses,
+    resolvedNames,
   });
   const proxy = new EgressProxy({
     targets,
@@ -47,6 +52,7 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
     httpPort: c.httpPort,
     tlsPort: c.tlsPort,
     localAddresses,
+    resolvedNames,
     prepareListener: async (server) => {
       try {
         await makeTransparent(server, exec);
@@ -63,10 +69,11 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
       "the egress resolver has no upstream: set AGENT_DNS_UPSTREAM (the host's resolv.conf has no nameserver)",
     );
   }
-  await resolver.start();
   try {
+    await resolver.start();
     await proxy.start();
   } catch (err) {
+    clearInterval(prune);
     await resolver.close();
     throw err;
   }
@@ -74,6 +81,7 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
     resolver,
     proxy,
     close: async () => {
+      clearInterval(prune);
       await Promise.all([resolver.close(), proxy.close()]);
       await log.flush();
     },
