@@ -135,6 +135,22 @@ describe("ConnectionLog", () => {
     expect(seen).toEqual([1]);
   });
 
+  it("lets an idle live sandbox's ring leave memory, keeping it while a connection is open", async () => {
+    const log = newLog();
+    const open = await log.append(SB, tcp("192.88.99.1"));
+    await log.append(OTHER, tcp("192.88.99.1"));
+    now += 11 * 60_000;
+    await log.sweep();
+    // OTHER's ring was dropped and is read back from its file; SB's stays (its connection is open).
+    expect(await log.list(OTHER, { limit: 10 })).toHaveLength(1);
+    await log.complete(SB, open.seq, { bytesOut: 5, bytesIn: 6 });
+    now += 11 * 60_000;
+    await log.sweep();
+    const reloaded = await log.list(SB, { limit: 10 });
+    expect(reloaded).toMatchObject([{ seq: 1, bytesOut: 5, bytesIn: 6 }]);
+    expect((await log.append(SB, tcp("192.88.99.2"))).seq).toBe(2);
+  });
+
   it("removes a file 24 h after its sandbox ended, and marks orphans ended", async () => {
     const log = newLog();
     await log.append(SB, tcp("192.88.99.1"));

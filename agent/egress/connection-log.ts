@@ -74,6 +74,8 @@ export const DEFAULT_LOG_CAPACITY = 10_000;
 export const DEFAULT_LOG_RETENTION_MS = 24 * 3600 * 1000;
 /** An ended sandbox's ring leaves memory this long after its end (its file stays until the retention). */
 const ENDED_MEMORY_MS = 60_000;
+/** A live sandbox's ring leaves memory after this long unused (reloaded from its file when next read). */
+const IDLE_MEMORY_MS = 10 * 60_000;
 
 interface Stream {
   /** Ascending by seq; at most capacity (trimmed in batches). */
@@ -89,6 +91,10 @@ interface Stream {
   watchers: Set<Watcher>;
   /** Epoch ms the sandbox ended, if it did. */
   endedAt: number | undefined;
+  /** Epoch ms of the last append, complete, list or watch. */
+  usedAt: number;
+  /** Connections logged and not completed yet: the ring stays in memory while any is open. */
+  open: number;
 }
 
 interface Watcher {
@@ -129,14 +135,16 @@ export class ConnectionLog {
   }
 
   /** The sandbox's stream, loaded from its file on first use. */
-  #stream(sandboxId: string): Promise<Stream> {
+  async #stream(sandboxId: string): Promise<Stream> {
     assertSandboxId(sandboxId);
-    let stream = this.#streams.get(sandboxId);
-    if (!stream) {
-      stream = this.#load(sandboxId);
-      this.#streams.set(sandboxId, stream);
-      stream.catch(() => this.#streams.delete(sandboxId));
+    let loading = this.#streams.get(sandboxId);
+    if (!loading) {
+      loading = this.#load(sandboxId);
+      this.#streams.set(sandboxId, loading);
+      loading.catch(() => this.#streams.delete(sandboxId));
     }
+    const stream = await loading;
+    stream.usedAt = this.#clock.now();
     return stream;
   }
 
@@ -169,6 +177,8 @@ export class ConnectionLog {
       flushScheduled: false,
       watchers: new Set(),
       endedAt,
+      usedAt: this.#clock.now(),
+      open: 0,
     };
   }
 
@@ -176,6 +186,7 @@ export class ConnectionLog {
   async append(sandboxId: string, decision: ConnectionDecision): Promise<ConnectionEntry> {
     const stream = await this.#stream(sandboxId);
     const entry: ConnectionEntry = { ...decision, seq: stream.nextSeq++, time: decision.time ?? this.#clock.now() };
+    if (entry.endedAt === undefined) stream.open++;
     stream.entries.push(entry);
     // Trim in batches so a busy sandbox does not shift a 10,000-entry array on every append.
     if (stream.entries.length > this.#capacity + Math.ceil(this.#capacity / 10)) {
@@ -194,6 +205,7 @@ export class ConnectionLog {
   ): Promise<void> {
     const stream = await this.#stream(sandboxId);
     const entry = findBySeq(stream.entries, seq);
+    if (entry?.endedAt === undefined) stream.open = Math.max(0, stream.open - 1);
     if (!entry) return;
     entry.bytesOut = result.bytesOut;
     entry.bytesIn = result.bytesIn;
@@ -285,18 +297,26 @@ export class ConnectionLog {
   }
 
   /**
-   * Removes the files of sandboxes that ended more than `retentionMs` ago and drops ended sandboxes'
-   * rings from memory. A file whose sandbox is not live and never got an end mark (the agent was down
-   * when it ended) is marked ended now.
+   * Removes the files of sandboxes that ended more than `retentionMs` ago and drops from memory the
+   * rings of ended sandboxes and of live ones unused for ten minutes (with no open connection). A file
+   * whose sandbox is not live and never got an end mark (the agent was down when it ended) is marked
+   * ended now.
    */
   async sweep(isLive: (sandboxId: string) => boolean = () => true): Promise<void> {
     const now = this.#clock.now();
     for (const [id, loaded] of this.#streams) {
       const stream = await loaded.catch(() => undefined);
-      if (stream?.endedAt !== undefined && now - stream.endedAt > ENDED_MEMORY_MS && stream.watchers.size === 0) {
-        await this.#flush(id, stream);
-        this.#streams.delete(id);
-      }
+      // A live sandbox's ring stays while a connection is open (its completion finds it); an ended
+      // sandbox's connections were cut with its slot, and a late completion only appends a line.
+      const unused = (st: Stream) =>
+        st.watchers.size === 0 &&
+        (st.endedAt !== undefined
+          ? now - st.endedAt > ENDED_MEMORY_MS
+          : st.open === 0 && now - st.usedAt > IDLE_MEMORY_MS);
+      if (!stream || !unused(stream)) continue;
+      await this.#flush(id, stream);
+      // Checked again after the write: something may have been logged meanwhile.
+      if (stream.pending.length === 0 && unused(stream)) this.#streams.delete(id);
     }
     const names = await readdir(this.#dir).catch(() => [] as string[]);
     const ids = new Set(names.map((n) => /^([a-z0-9]{20})\.(?:jsonl|ended)$/.exec(n)?.[1]).filter((id) => id));
