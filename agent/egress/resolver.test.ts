@@ -177,6 +177,16 @@ describe("EgressResolver", () => {
     ]);
   });
 
+  it("logs a lookup once when the stub resolver repeats it", async () => {
+    for (let i = 0; i < 4; i++) expect(rcode(await askUdp(query("forbidden.test")))).toBe("REFUSED");
+    await askUdp(query("a.example.test"));
+    await askUdp(query("a.example.test"));
+    expect((await log.list(SB, { limit: 10 })).map((e) => [e.name, e.verdict])).toEqual([
+      ["forbidden.test", "denied"],
+      ["a.example.test", "allowed"],
+    ]);
+  });
+
   it("drops answer addresses in the platform's blocked ranges (DNS rebinding)", async () => {
     const reply = await askUdp(query("rebind.example.test"));
     expect(aRecords(reply)).toEqual(["192.88.99.11"]);

@@ -42,6 +42,8 @@ const TCP_IDLE_MS = 10_000;
 /** Bounds on a TTL the firewall keeps (as the kernel side clamps). */
 const MIN_TTL = 5;
 const MAX_TTL = 3600;
+/** The same question with the same outcome within this window is logged once (resolver retries). */
+const REPEAT_WINDOW_MS = 2000;
 
 export class EgressResolver {
   readonly #o: EgressResolverOptions;
@@ -50,6 +52,8 @@ export class EgressResolver {
   #tcp: Server | undefined;
   readonly #tcpSockets = new Set<Socket>();
   readonly #inFlight = new Map<string, number>();
+  /** When each (sandbox, name, verdict, answer) was last logged: repeats within a moment are not. */
+  readonly #recent = new Map<string, number>();
 
   constructor(options: EgressResolverOptions) {
     this.#o = options;
@@ -240,6 +244,16 @@ export class EgressResolver {
   }
 
   async #log(sandboxId: string, entry: ConnectionDecision): Promise<void> {
+    // A stub resolver asks each nameserver it knows, and again: one lookup is one entry, not four.
+    const now = Date.now();
+    const key = `${sandboxId} ${entry.name} ${entry.verdict} ${entry.addresses?.join(",") ?? ""}`;
+    const last = this.#recent.get(key);
+    if (last !== undefined && now - last < REPEAT_WINDOW_MS) return;
+    this.#recent.set(key, now);
+    if (this.#recent.size > 4096) {
+      for (const [k, t] of this.#recent)
+        if (now - t >= REPEAT_WINDOW_MS || this.#recent.size > 4096) this.#recent.delete(k);
+    }
     await this.#o.log
       .append(sandboxId, { ...entry, endedAt: Date.now() })
       .catch((err: unknown) => this.#o.logger.warn("could not log a DNS question", { sandboxId, err }));
