@@ -34,6 +34,17 @@ export function signatureMatchesNoSandbox(requestId: string): Response {
   );
 }
 
+/** A request to a port of a sandbox created with `allowPublicTraffic: false`, without its traffic token. */
+export function trafficTokenRequired(sandboxId: string, requestId: string): Response {
+  return json(
+    403,
+    "FORBIDDEN",
+    requestId,
+    "The sandbox's ports are not public: send its traffic access token in the e2b-traffic-access-token header",
+    { sandboxId },
+  );
+}
+
 /** A sandbox whose host does not answer, or whose guest connection broke. */
 export function sandboxUnavailable(sandboxId: string, message: string, requestId: string): Response {
   return json(502, "SANDBOX_UNREACHABLE", requestId, `The sandbox is not reachable: ${message}`, { sandboxId });

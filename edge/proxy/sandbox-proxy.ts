@@ -15,6 +15,7 @@ import {
   sandboxNotFound,
   sandboxUnavailable,
   signatureMatchesNoSandbox,
+  trafficTokenRequired,
 } from "./errors.js";
 import { markRelayed } from "./relayed.js";
 import {
@@ -46,7 +47,24 @@ const hopByHop = new Set([
 ]);
 
 /** Request headers that are about routing through Wrenn, not for the guest. */
-const routingOnly = new Set([sandboxIdHeader, sandboxPortHeader, "x-api-key", guestAuthorizationHeader]);
+/** The header that carries a non-public sandbox's traffic access token (E2B's name). */
+export const trafficTokenHeader = "e2b-traffic-access-token";
+
+const routingOnly = new Set([
+  sandboxIdHeader,
+  sandboxPortHeader,
+  "x-api-key",
+  guestAuthorizationHeader,
+  trafficTokenHeader,
+]);
+
+/** Compares two secrets in time that depends on their length only (the proxy runs on Workers too). */
+function sameSecret(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
 
 /** Codings `fetch` decodes by itself: when one was applied, the body we hold is already plain. */
 const decodedCodings = new Set(["gzip", "x-gzip", "deflate", "br"]);
@@ -125,6 +143,12 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
   if (destination.kind === "not-found") return { kind: "refuse", response: sandboxNotFound(sandboxId, requestId) };
   if (destination.kind === "unavailable") {
     return { kind: "refuse", response: sandboxUnavailable(sandboxId, destination.message, requestId) };
+  }
+  // E2B's allowPublicTraffic: false guards the sandbox's own ports; envd has its own access token.
+  if (destination.trafficToken !== null && port !== envdPort) {
+    if (!sameSecret(request.headers.get(trafficTokenHeader) ?? "", destination.trafficToken)) {
+      return { kind: "refuse", response: trafficTokenRequired(sandboxId, requestId) };
+    }
   }
   const forward: ProxyDestination = {
     sandboxId,

@@ -118,9 +118,14 @@ describe("create", () => {
       /autoPause/,
     );
     await expectE2bError(
-      await e2b("POST", "/v2/sandboxes", { templateID: "base", network: { allowOut: ["example.com"] } }),
+      await e2b("POST", "/v2/sandboxes", { templateID: "base", network: { allowOut: ["not a host!"] } }),
       400,
-      /allowOut/,
+      /allowOut.*not a host!/,
+    );
+    await expectE2bError(
+      await e2b("POST", "/v2/sandboxes", { templateID: "base", network: { rules: { "a.example.com": [{}] } } }),
+      400,
+      /network\.rules is not supported/,
     );
     await expectE2bError(await e2b("POST", "/v2/sandboxes", { templateID: "base", mcp: { x: {} } }), 400, /MCP/);
     await expectE2bError(await e2b("POST", "/v2/sandboxes", { templateID: "no/such" }), 400, /templateID/);
@@ -128,17 +133,14 @@ describe("create", () => {
     expect(agent.sandboxes.size).toBe(count);
   });
 
-  it("maps denyOut 0.0.0.0/0 and allow_internet_access=false onto internet off", async () => {
-    const made = await create({ network: { denyOut: ["0.0.0.0/0"] } });
-    expect(agent.sandboxes.get(made.sandboxID)).toBeDefined();
-    await expectE2bError(
-      await e2b("POST", "/v2/sandboxes", {
-        templateID: "base",
-        allow_internet_access: true,
-        network: { denyOut: ["0.0.0.0/0"] },
-      }),
-      400,
-    );
+  it("passes network rules and allow_internet_access to the agent as the sandbox's egress policy", async () => {
+    const made = await create({ network: { allowOut: ["*.example.test"], denyOut: ["0.0.0.0/0"] } });
+    const sandbox = agent.sandboxes.get(made.sandboxID)?.sandbox;
+    expect(sandbox?.network?.allowOut).toEqual(["*.example.test"]);
+    expect(sandbox?.network?.denyOut).toEqual(["0.0.0.0/0"]);
+    // allowOut beats denyOut, and the switch decides only what no rule names: no contradiction.
+    const both = await create({ allow_internet_access: false, network: { denyOut: ["0.0.0.0/0"] } });
+    expect(agent.sandboxes.get(both.sandboxID)?.sandbox.internetAccess).toBe(false);
   });
 });
 

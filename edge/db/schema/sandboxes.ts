@@ -45,6 +45,11 @@ export const sandboxes = pgTable(
     internetAccess: boolean("internet_access"),
     metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),
     envdTokenSealed: text("envd_token_sealed").notNull(),
+    /**
+     * E2B's traffic access token, encrypted at rest: set when the sandbox was created with
+     * `allowPublicTraffic: false`, and then required (header `e2b-traffic-access-token`) on its ports.
+     */
+    trafficTokenSealed: text("traffic_token_sealed"),
     envdVersion: text("envd_version").notNull().default(""),
     /** Runtime of the host it was placed on (`firecracker`, `qemu`, `gvisor`, `namespace`); "" before placement. */
     runtime: text("runtime").notNull().default(""),

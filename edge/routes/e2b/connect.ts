@@ -56,14 +56,24 @@ export const registerE2bConnectSandbox = (app: App) => {
     const { sandboxID } = c.req.valid("param");
     const timeoutSec = checkTimeout(c.req.valid("json").timeout);
     const connected = await connectSandbox(c.get("team"), sandboxID, { timeoutSec });
-    const body = toE2bSandbox(connected.sandbox, connected.envdAccessToken, sandboxDomain(c));
+    const body = toE2bSandbox(
+      connected.sandbox,
+      connected.envdAccessToken,
+      sandboxDomain(c),
+      connected.trafficAccessToken,
+    );
     return connected.resumed ? c.json(body, 201) : c.json(body, 200);
   });
   app.openapi(v2, async (c) => {
     const { sandboxID } = c.req.valid("param");
     const timeoutSec = checkTimeout(c.req.valid("json").timeout ?? 300);
     const connected = await connectSandbox(c.get("team"), sandboxID, { timeoutSec });
-    const body = toE2bSandbox(connected.sandbox, connected.envdAccessToken, sandboxDomain(c));
+    const body = toE2bSandbox(
+      connected.sandbox,
+      connected.envdAccessToken,
+      sandboxDomain(c),
+      connected.trafficAccessToken,
+    );
     return connected.resumed ? c.json(body, 201) : c.json(body, 200);
   });
 };

@@ -33,10 +33,12 @@ export type E2bCreateSandboxResponse = z.infer<typeof E2bSandbox>;
 export const registerE2bCreateSandbox = (app: App) => {
   app.openapi(v1, async (c) => {
     const created = await createSandbox(c.get("team"), createInputFromE2b(c.req.valid("json"), 15));
-    return c.json(toE2bSandbox(created.sandbox, created.envdAccessToken, sandboxDomain(c)), 201);
+    const traffic = created.trafficAccessToken ?? null;
+    return c.json(toE2bSandbox(created.sandbox, created.envdAccessToken, sandboxDomain(c), traffic), 201);
   });
   app.openapi(v2, async (c) => {
     const created = await createSandbox(c.get("team"), createInputFromE2b(c.req.valid("json"), 300));
-    return c.json(toE2bSandbox(created.sandbox, created.envdAccessToken, sandboxDomain(c)), 201);
+    const traffic = created.trafficAccessToken ?? null;
+    return c.json(toE2bSandbox(created.sandbox, created.envdAccessToken, sandboxDomain(c), traffic), 201);
   });
 };

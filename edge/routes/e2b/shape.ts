@@ -26,14 +26,19 @@ function envdVersion(view: SandboxView): string {
 }
 
 /** E2B's `Sandbox` (create and connect answers). */
-export function toE2bSandbox(view: SandboxView, envdAccessToken: string, domain: string | null): E2bSandbox {
+export function toE2bSandbox(
+  view: SandboxView,
+  envdAccessToken: string,
+  domain: string | null,
+  trafficAccessToken: string | null = null,
+): E2bSandbox {
   return {
     templateID: view.template,
     sandboxID: view.id,
     clientID: view.hostId ?? "wrenn",
     envdVersion: envdVersion(view),
     envdAccessToken,
-    trafficAccessToken: null,
+    trafficAccessToken,
     domain,
   };
 }

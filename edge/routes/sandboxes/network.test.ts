@@ -225,7 +225,6 @@ describe("E2B network", () => {
       [{ allowOut: ["not a host!"] }, "not a host!"],
       [{ rules: { "api.example.com": [{ transform: { headers: {} } }] } }, "network.rules is not supported by Wrenn"],
       [{ egressProxy: { address: "proxy:1080" } }, "network.egressProxy is not supported by Wrenn"],
-      [{ allowPublicTraffic: false }, "allowPublicTraffic=false is not supported by Wrenn"],
       [{ maskRequestHost: "localhost:$PORT" }, "maskRequestHost is not supported by Wrenn"],
     ] as const) {
       const res = await stack.h.request("POST", "/v2/sandboxes", {
@@ -264,5 +263,50 @@ describe("E2B network", () => {
     await updateSandboxRow(stack.h, sb.id, { state: "stopped", stopReason: "killed" });
     const gone = await stack.h.request("PUT", `/sandboxes/${sb.id}/network`, { key: team.key, json: {} });
     expect(gone.status).toBe(404);
+  });
+});
+
+describe("E2B allowPublicTraffic: false", () => {
+  it("returns a traffic access token at create and connect, and the proxy requires it on the sandbox's ports", async () => {
+    const team = await stack.h.newTeam();
+    const created = await stack.h.request("POST", "/v2/sandboxes", {
+      key: team.key,
+      json: { templateID: "base", network: { allowPublicTraffic: false } },
+    });
+    expect(created.status).toBe(201);
+    const { sandboxID, trafficAccessToken, envdAccessToken } = (await created.json()) as {
+      sandboxID: string;
+      trafficAccessToken: string | null;
+      envdAccessToken: string;
+    };
+    expect(trafficAccessToken).toMatch(/^[A-Za-z0-9]{40}$/);
+    const info = await stack.h.request("GET", `/sandboxes/${sandboxID}`, { key: team.key });
+    expect(await info.json()).toMatchObject({ network: { allowOut: [], denyOut: [], allowPublicTraffic: false } });
+    const connected = await stack.h.request("POST", `/sandboxes/${sandboxID}/connect`, {
+      key: team.key,
+      json: { timeout: 300 },
+    });
+    expect(((await connected.json()) as { trafficAccessToken: string }).trafficAccessToken).toBe(trafficAccessToken);
+
+    const toPort = (port: number, headers: Record<string, string> = {}) =>
+      stack.h.app.request("/", {
+        headers: { "e2b-sandbox-id": sandboxID, "e2b-sandbox-port": String(port), ...headers },
+      });
+    const proxied = () => stack.agent.calls.filter((c) => c === `proxy GET ${sandboxID}`).length;
+    const before = proxied();
+    const refused = await toPort(8000);
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { message: string }).message).toMatch(/e2b-traffic-access-token/);
+    expect((await toPort(8000, { "e2b-traffic-access-token": "wrong" })).status).toBe(403);
+    expect(proxied()).toBe(before);
+    await toPort(8000, { "e2b-traffic-access-token": trafficAccessToken ?? "" });
+    expect(proxied()).toBe(before + 1);
+    // envd keeps its own token: the traffic token is not asked for on port 49983.
+    await toPort(49983, { "x-access-token": envdAccessToken });
+    expect(proxied()).toBe(before + 2);
+
+    // A sandbox with public traffic (the default) has no token and needs none.
+    const open = await stack.h.request("POST", "/v2/sandboxes", { key: team.key, json: { templateID: "base" } });
+    expect(((await open.json()) as { trafficAccessToken: string | null }).trafficAccessToken).toBeNull();
   });
 });

@@ -1,6 +1,6 @@
 import type { TeamContext } from "../context.js";
 import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
-import { getEnvdAccessToken } from "../sandboxes/get.js";
+import { getEnvdAccessToken, getTrafficAccessToken } from "../sandboxes/get.js";
 import { loadSandbox } from "../sandboxes/load.js";
 import { resumeSandbox } from "../sandboxes/resume.js";
 import { setSandboxTimeout } from "../sandboxes/set-timeout.js";
@@ -11,8 +11,17 @@ import { settlePollMs, settleTimeoutMs, sleep, transitionalStates } from "./sett
 export interface ConnectedSandbox {
   sandbox: SandboxView;
   envdAccessToken: string;
+  /** The token its ports require, or null when they are public (E2B's `allowPublicTraffic`). */
+  trafficAccessToken: string | null;
   /** True when the sandbox was paused and this call resumed it. */
   resumed: boolean;
+}
+
+async function tokens(ctx: TeamContext, sandboxId: string) {
+  return {
+    envdAccessToken: await getEnvdAccessToken(ctx, sandboxId),
+    trafficAccessToken: await getTrafficAccessToken(ctx, sandboxId),
+  };
 }
 
 /**
@@ -35,7 +44,7 @@ export async function connectSandbox(
     if (row.state === "paused") {
       try {
         const sandbox = await resumeSandbox(ctx, sandboxId, { timeoutSec: input.timeoutSec });
-        return { sandbox, envdAccessToken: await getEnvdAccessToken(ctx, sandboxId), resumed: true };
+        return { sandbox, ...(await tokens(ctx, sandboxId)), resumed: true };
       } catch (err) {
         if (!(err instanceof ConflictError)) throw err;
         // A concurrent connect or auto-resume is resuming it; wait and look again.
@@ -46,7 +55,7 @@ export async function connectSandbox(
       const sandbox = extends_
         ? await setSandboxTimeout(ctx, sandboxId, { timeoutSec: input.timeoutSec })
         : toSandboxView(row);
-      return { sandbox, envdAccessToken: await getEnvdAccessToken(ctx, sandboxId), resumed: false };
+      return { sandbox, ...(await tokens(ctx, sandboxId)), resumed: false };
     } else if (!transitionalStates.has(row.state)) {
       throw new ConflictError(`sandbox ${sandboxId} is ${row.state}`);
     }

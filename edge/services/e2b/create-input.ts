@@ -68,18 +68,12 @@ export interface E2bNetworkFields {
 
 /**
  * The egress policy of E2B's create: `allowOut`/`denyOut` as given (checked by createSandbox, which
- * answers INVALID_NETWORK_POLICY naming a bad entry), `allowPublicTraffic` and `maskRequestHost`
- * stored when they are the default and refused otherwise (Wrenn's sandbox ports are public and
- * the proxy does not rewrite Host), `httpsPorts` refused.
+ * answers INVALID_NETWORK_POLICY naming a bad entry), `allowPublicTraffic` stored (false: the
+ * sandbox's ports then need its traffic access token), `maskRequestHost` refused (the proxy does not
+ * rewrite Host), `httpsPorts` refused.
  */
 function networkFrom(network: NonNullable<E2bCreateRequest["network"]>): SandboxNetwork | undefined {
   refuseUnsupportedNetwork(network);
-  if (network.allowPublicTraffic === false) {
-    throw new BadRequestError(
-      "network.allowPublicTraffic=false is not supported by Wrenn yet: a sandbox's ports are reachable without a traffic token",
-      { "network.allowPublicTraffic": "unsupported" },
-    );
-  }
   if (network.maskRequestHost) {
     throw new BadRequestError(
       "network.maskRequestHost is not supported by Wrenn yet: the proxy keeps the Host header",

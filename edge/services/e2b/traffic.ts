@@ -18,7 +18,13 @@ export type { SignedFileRequest } from "./signed-url-index.js";
  * envd checks its own access token, and user ports are public, so these lookups are not team-scoped.
  */
 export type TrafficDestination =
-  | { kind: "ready"; sandboxId: string; target: HostTarget }
+  | {
+      kind: "ready";
+      sandboxId: string;
+      target: HostTarget;
+      /** The traffic access token its ports require (E2B's `allowPublicTraffic: false`), or null. */
+      trafficToken: string | null;
+    }
   | { kind: "not-found"; sandboxId: string }
   | { kind: "unavailable"; sandboxId: string; message: string };
 
@@ -59,7 +65,11 @@ export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: stri
     const { sandbox, host } = row;
     if (sandbox.state === "running" && host) {
       const target = await hostTarget(ctx, host);
-      if (!(await pausedAtTimeoutByHost(ctx, sandbox, target))) return { kind: "ready", sandboxId, target };
+      if (!(await pausedAtTimeoutByHost(ctx, sandbox, target))) {
+        const trafficToken =
+          sandbox.trafficTokenSealed === null ? null : await ctx.secrets.open(sandbox.trafficTokenSealed);
+        return { kind: "ready", sandboxId, target, trafficToken };
+      }
       continue;
     }
     if (sandbox.state === "missing") {

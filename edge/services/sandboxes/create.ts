@@ -50,6 +50,8 @@ export interface CreateSandboxInput {
 export interface CreatedSandbox {
   sandbox: SandboxView;
   envdAccessToken: string;
+  /** The token its ports require (`e2b-traffic-access-token`), when `network.allowPublicTraffic` is false. */
+  trafficAccessToken?: string;
 }
 
 /**
@@ -80,6 +82,8 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
   const id = newSandboxId();
   const envdAccessToken = newEnvdAccessToken();
   const envdTokenSealed = await ctx.secrets.seal(envdAccessToken);
+  const trafficAccessToken = network?.allowPublicTraffic === false ? newEnvdAccessToken() : undefined;
+  const trafficTokenSealed = trafficAccessToken ? await ctx.secrets.seal(trafficAccessToken) : null;
   const now = ctx.now();
   const pending = await ctx.db.transaction(async (tx) => {
     // The lock serialises the count-then-insert of every admission of this team (see lockTeam).
@@ -104,6 +108,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         network: network ?? null,
         internetAccess: input.internetAccess ?? null,
         envdTokenSealed,
+        trafficTokenSealed,
         createdAt: now,
         updatedAt: now,
       })
@@ -178,5 +183,9 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
     }
   }
   log.info("sandbox created", { state: result?.state });
-  return { sandbox: toSandboxView(result ?? pending), envdAccessToken };
+  return {
+    sandbox: toSandboxView(result ?? pending),
+    envdAccessToken,
+    ...(trafficAccessToken ? { trafficAccessToken } : {}),
+  };
 }
