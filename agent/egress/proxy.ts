@@ -128,28 +128,34 @@ export class EgressProxy {
 
   #accept(client: Socket, kind: ListenerKind): void {
     client.on("error", () => {});
-    const target = this.#o.targets.bySlotIp(client.remoteAddress ?? "");
+    const owner = this.#o.targets.bySlotIp(client.remoteAddress ?? "");
     // Not a sandbox's slot: nothing to proxy for it.
-    if (!target) {
+    if (!owner) {
       client.destroy();
       return;
     }
     // A guest opening connections without end must not take every descriptor of the agent.
-    const open = this.#open.get(target.sandboxId) ?? 0;
+    const open = this.#open.get(owner.sandboxId) ?? 0;
     if (open >= (this.#o.maxConnectionsPerSandbox ?? 1024)) {
       client.destroy();
       return;
     }
-    this.#open.set(target.sandboxId, open + 1);
+    this.#open.set(owner.sandboxId, open + 1);
     client.once("close", () => {
-      const left = (this.#open.get(target.sandboxId) ?? 1) - 1;
-      if (left <= 0) this.#open.delete(target.sandboxId);
-      else this.#open.set(target.sandboxId, left);
+      const left = (this.#open.get(owner.sandboxId) ?? 1) - 1;
+      if (left <= 0) this.#open.delete(owner.sandboxId);
+      else this.#open.set(owner.sandboxId, left);
     });
     this.#track(client);
     const destination = (this.#o.originalDestination ?? defaultOriginalDestination)(client, kind);
+    const source = client.remoteAddress ?? "";
     void this.#peek(client).then(async ({ bytes, first, ended }) => {
-      if (client.destroyed) return;
+      // Looked up again: the policy may have changed (or the sandbox gone) while the first bytes came.
+      const target = this.#o.targets.bySlotIp(source);
+      if (client.destroyed || target?.sandboxId !== owner.sandboxId) {
+        client.destroy();
+        return;
+      }
       // The name the connection carries; else the one the sandbox's resolver answered this address for.
       const carried = first.kind === "tls" || first.kind === "http" ? first.name : undefined;
       const resolved =
