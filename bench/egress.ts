@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { cpus, loadavg } from "node:os";
 import { ALL_TRAFFIC, Sandbox } from "e2b";
 import { freePort, freeSlotRange } from "../test/helpers/agent-process.js";
 import { GUEST_CA, measureUpdateEffect } from "../test/helpers/egress-guest.js";
@@ -18,10 +20,13 @@ import { type Benchmark, type BenchReport, type BenchRow, type Summary, summariz
  * - throughput: an HTTP download of WRENN_BENCH_EGRESS_MIB (default 128) MiB, proxy vs direct (goal ≥ 0.8×);
  * - rule update: PUT the network (SDK updateNetwork) → the first success of a previously denied
  *   connection, seen by a loop in the guest.
- * Runtime: WRENN_BENCH_EGRESS_RUNTIME (namespace, default, or gvisor).
+ * Runtimes: WRENN_BENCH_EGRESS_RUNTIMES (default "namespace"; "namespace,gvisor" for both).
  */
 
-const runtime = process.env.WRENN_BENCH_EGRESS_RUNTIME === "gvisor" ? "gvisor" : "namespace";
+const runtimes = (process.env.WRENN_BENCH_EGRESS_RUNTIMES ?? "namespace")
+  .split(",")
+  .map((r) => r.trim())
+  .filter((r): r is "gvisor" | "namespace" => r === "gvisor" || r === "namespace");
 const MIB = Number(process.env.WRENN_BENCH_EGRESS_MIB ?? 128);
 const CONNECTS = 60;
 const DOWNLOADS = 5;
@@ -34,9 +39,26 @@ const over = (proxied: Summary, direct: Summary) => {
   return `${diff >= 0 ? "+" : ""}${diff.toFixed(2)} ms over direct at p50`;
 };
 
+/** CPU seconds (user + sys) a process has used, from /proc/<pid>/stat. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 async function run(): Promise<BenchReport> {
   const rows: BenchRow[] = [];
   const notes: string[] = [];
+  const before = loadavg();
+  for (const runtime of runtimes) await benchRuntime(runtime, rows, notes);
+  const after = loadavg();
+  notes.push(
+    `Load average (1/5/15 min) before ${before.map((l) => l.toFixed(2)).join("/")}, after ${after.map((l) => l.toFixed(2)).join("/")} on ${cpus().length} cores; the machine is shared with other sessions.`,
+  );
+  return { title: `Egress policy: proxy vs direct, rule updates (${runtimes.join(", ")})`, rows, notes };
+}
+
+async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], notes: string[]): Promise<void> {
   const net = await startTestInternet();
   const netPrefix = `b${randomBytes(2).toString("hex")}`;
   const netCidr = await freeSlotRange();
@@ -150,13 +172,16 @@ async function run(): Promise<BenchReport> {
     const download = (url: string) => `curl -s -o /dev/null -w '%{speed_download} %{size_download}\\n' ${url}`;
     const proxied: number[] = [];
     const direct: number[] = [];
+    const agentCpu: number[] = [];
     await sh(`${download(`http://a.example.test/bytes/${bytes}`)}; ${download(`http://${b}/bytes/${bytes}`)}`);
     for (let i = 0; i < DOWNLOADS; i++) {
       for (const [url, into] of [
         [`http://a.example.test/bytes/${bytes}`, proxied],
         [`http://${b}/bytes/${bytes}`, direct],
       ] as const) {
+        const cpu0 = await cpuSeconds(stack.agent.pid);
         const [speed, size] = (await sh(download(url))).split(/\s+/).map(Number);
+        if (into === proxied) agentCpu.push((await cpuSeconds(stack.agent.pid)) - cpu0);
         if (size !== bytes) throw new Error(`download of ${url} got ${size} of ${bytes} bytes`);
         into.push((speed ?? 0) / 2 ** 20);
       }
@@ -176,6 +201,13 @@ async function run(): Promise<BenchReport> {
       unit: "MiB/s",
       value: d.median,
       n: d.n,
+    });
+    const cpu = summarize(agentCpu);
+    rows.push({
+      name: `[${runtime}]   agent CPU (user + sys) per proxied ${MIB} MiB download (${range(cpu, "s", 2)})`,
+      unit: "s",
+      value: cpu.median,
+      n: cpu.n,
     });
     notes.push(
       `Throughput: ${(p.median / d.median).toFixed(2)}× direct (goal ≥ 0.8×); 1 unmeasured round, then ${DOWNLOADS} rounds of (proxy, direct); curl writes to /dev/null in the guest, the server is node in the test netns on this same machine, so both share the two CPUs with the agent's proxy.`,
@@ -223,7 +255,6 @@ async function run(): Promise<BenchReport> {
     await stack?.close();
     await net.stop();
   }
-  return { title: `Egress policy: proxy vs direct, rule updates (${runtime})`, rows, notes };
 }
 
 export const benchmark: Benchmark = {
