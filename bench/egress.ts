@@ -164,7 +164,7 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
       n: dHttp.n,
     });
     notes.push(
-      `Connection set-up p50 over direct: HTTPS +${(pTls.median - dTls.median).toFixed(2)} ms, HTTP +${(pHttp.median - dHttp.median).toFixed(2)} ms (goal ≤ +2 ms); curl's own clock in the guest, ${CONNECTS} of each after 5 unmeasured, the four kinds interleaved; names pinned with --resolve so DNS is not in the figure. Through the proxy the guest's TCP connect ends at the agent (time_connect ${summarize(need("ptls").connect).median.toFixed(2)} ms vs ${summarize(need("dtls").connect).median.toFixed(2)} ms direct); the upstream connect happens once the ClientHello/Host is read, so the set-up figure is the one to compare.`,
+      `[${runtime}] connection set-up p50 over direct: HTTPS +${(pTls.median - dTls.median).toFixed(2)} ms, HTTP +${(pHttp.median - dHttp.median).toFixed(2)} ms (goal ≤ +2 ms); curl's own clock in the guest, ${CONNECTS} of each after 5 unmeasured, the four kinds interleaved; names pinned with --resolve so DNS is not in the figure. Through the proxy the guest's TCP connect ends at the agent (time_connect ${summarize(need("ptls").connect).median.toFixed(2)} ms vs ${summarize(need("dtls").connect).median.toFixed(2)} ms direct); the upstream connect happens once the ClientHello/Host is read, so the set-up figure is the one to compare.`,
     );
 
     // --- throughput: large HTTP download, interleaved ---
@@ -210,7 +210,7 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
       n: cpu.n,
     });
     notes.push(
-      `Throughput: ${(p.median / d.median).toFixed(2)}× direct (goal ≥ 0.8×); 1 unmeasured round, then ${DOWNLOADS} rounds of (proxy, direct); curl writes to /dev/null in the guest, the server is node in the test netns on this same machine, so both share the two CPUs with the agent's proxy.`,
+      `[${runtime}] throughput: ${(p.median / d.median).toFixed(2)}× direct (goal ≥ 0.8×); 1 unmeasured round, then ${DOWNLOADS} rounds of (proxy, direct); curl writes to /dev/null in the guest, the server is node in the test netns on this same machine, so both share the two CPUs with the agent's proxy.`,
     );
 
     // --- rule update: PUT → a previously denied connection works ---
@@ -243,11 +243,11 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
       n: put.n,
     });
     notes.push(
-      `Rule update: one python3 loop in the guest retries GET http://<denied address>/ every ~5 ms (the proxy's 403 is a failure; a connect bounded to 0.2 s) and notes its first 200; the figure is from the SDK's updateNetwork being sent to that first 200 (PUT → edge → agent → nft), and includes up to one retry period. Guest and host share the clock (${runtime}).`,
+      `[${runtime}] rule update: one python3 loop in the guest retries GET http://<denied address>/ every ~5 ms (the proxy's 403 is a failure; a connect bounded to 0.2 s) and notes its first 200; the figure is from the SDK's updateNetwork being sent to that first 200 (PUT → edge → agent → nft), and includes up to one retry period. Guest and host share the clock (${runtime}).`,
     );
     const leaked = await net.leakedPackets();
     notes.push(
-      `Default-route counter (packets from the slot range or to the test addresses on the host's default-route interface): ${leaked}.`,
+      `[${runtime}] default-route counter (packets from the slot range or to the test addresses on the host's default-route interface): ${leaked}.`,
     );
     if (leaked !== 0) throw new Error(`${leaked} packets left by the default route`);
   } finally {
