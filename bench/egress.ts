@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { ALL_TRAFFIC, Sandbox } from "e2b";
 import { freePort, freeSlotRange } from "../test/helpers/agent-process.js";
@@ -50,7 +50,13 @@ async function run(): Promise<BenchReport> {
   const rows: BenchRow[] = [];
   const notes: string[] = [];
   const before = loadavg();
-  for (const runtime of runtimes) await benchRuntime(runtime, rows, notes);
+  // Egress on makes the agent switch on forwarding; the host's setting is put back afterwards.
+  const ipForward = await readFile("/proc/sys/net/ipv4/ip_forward", "utf8");
+  try {
+    for (const runtime of runtimes) await benchRuntime(runtime, rows, notes);
+  } finally {
+    await writeFile("/proc/sys/net/ipv4/ip_forward", ipForward);
+  }
   const after = loadavg();
   notes.push(
     `Load average (1/5/15 min) before ${before.map((l) => l.toFixed(2)).join("/")}, after ${after.map((l) => l.toFixed(2)).join("/")} on ${cpus().length} cores; the machine is shared with other sessions.`,

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
 import { ALL_TRAFFIC, Sandbox, type SandboxOpts } from "e2b";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { NodeEdge } from "../../edge/node.js";
@@ -207,9 +208,13 @@ async function expectNothingLeft(): Promise<void> {
 const ok = (r: GuestResult | undefined) => succeeded(r);
 const show = (results: Record<string, GuestResult>) => JSON.stringify(results, null, 1);
 
+/** The host's forwarding switch before the agents turned it on (egress on), put back at the end. */
+let ipForward: string | undefined;
+
 beforeAll(async () => {
   requireRoot();
   await requireImage();
+  ipForward = await readFile("/proc/sys/net/ipv4/ip_forward", "utf8");
   net = await startTestInternet({ extraRecords: { "rebind.example.test": ["10.1.2.3"] } });
   main = await startStack();
 }, 180_000);
@@ -225,6 +230,7 @@ afterAll(async () => {
   }
   const leaked = await net?.leakedPackets().catch(() => Number.NaN);
   await net?.stop();
+  if (ipForward !== undefined) await writeFile("/proc/sys/net/ipv4/ip_forward", ipForward);
   // Checked once more over the whole file, after every sandbox is gone.
   expect(leaked).toBe(0);
 }, 120_000);
