@@ -76,7 +76,7 @@ function networkFrom(network: NonNullable<E2bCreateRequest["network"]>): Sandbox
   refuseUnsupportedNetwork(network);
   if (network.maskRequestHost) {
     throw new BadRequestError(
-      "network.maskRequestHost is not supported by Wrenn yet: the proxy keeps the Host header",
+      "network.maskRequestHost is not supported by Wrenn yet: the guest always sees Host <its address>:<port>",
       {
         "network.maskRequestHost": "unsupported",
       },
