@@ -594,3 +594,28 @@ describe(`egress policy with AGENT_EGRESS_INSPECT=always (${runtime})`, () => {
     await denyAllButOne(inspecting, true);
   });
 });
+
+describe(`egress policy on an agent with AGENT_EGRESS=off (${runtime})`, () => {
+  let closed: Stack | undefined;
+
+  beforeAll(async () => {
+    closed = await startStack({ AGENT_EGRESS: "off" });
+  }, 180_000);
+
+  it("as today, no sandbox reaches out, with or without rules (a policy opens nothing the host keeps shut)", async () => {
+    if (!closed) throw new Error("stack not started");
+    const n = internet();
+    const a = n.ipOf("a.example.test");
+    const plain = await create({}, closed);
+    const ruled = await create({ network: { allowOut: [a, "*.example.test"] } }, closed);
+    for (const sbx of [plain, ruled]) {
+      const seen = await attempt(sbx, {
+        ip: curl(`http://${a}/`),
+        name: curl("https://a.example.test/"),
+        rawTcp: tcp(a, n.tcpPort),
+      });
+      expect([ok(seen.ip), ok(seen.name), ok(seen.rawTcp)], show(seen)).toEqual([false, false, false]);
+    }
+    await expectNothingLeft();
+  });
+});
