@@ -121,6 +121,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Three distinct free ports for the agent's egress proxy (HTTP, TLS) and resolver. */
+async function egressPorts(): Promise<Record<string, string>> {
+  const ports = new Set<number>();
+  while (ports.size < 3) ports.add(await freePort());
+  const [http, tls, dns] = [...ports].map(String);
+  return { AGENT_EGRESS_HTTP_PORT: http ?? "", AGENT_EGRESS_TLS_PORT: tls ?? "", AGENT_DNS_PORT: dns ?? "" };
+}
+
 /** IPv4 networks already routed on this host, from /proc/net/route (little-endian hex). */
 async function routedNetworks(): Promise<{ base: number; mask: number }[]> {
   const text = await readFile("/proc/net/route", "utf8").catch(() => "");
@@ -256,6 +264,9 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     AGENT_SLOT_POOL: "0",
     // No warm guests either (each holds a running sandbox); the warm-guest test and the benchmark turn them on.
     AGENT_WARM_SANDBOXES: "0",
+    // The egress proxy and resolver bind these on 0.0.0.0 when egress is on: two test agents at once
+    // (the escape battery runs several) must not share them.
+    ...(await egressPorts()),
     ...(opts.tls ? { AGENT_TLS_CERT: opts.tls.certFile, AGENT_TLS_KEY: opts.tls.keyFile } : {}),
     ...opts.env,
   };
