@@ -187,6 +187,51 @@ describe("list", () => {
   });
 });
 
+describe("list order and filters", () => {
+  it("orders oldest first with order=asc, and filters by template and startedAfter before paging", async () => {
+    const tag = `order-${Date.now()}`;
+    const all: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      all.push((await create({ metadata: { tag } })).sandboxID);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const byTag = `/v2/sandboxes?metadata=${encodeURIComponent(`tag=${tag}`)}`;
+    const pageThrough = async (extra: string) => {
+      const seen: string[][] = [];
+      let next: string | null = null;
+      do {
+        const res = await e2b("GET", `${byTag}${extra}${next ? `&nextToken=${encodeURIComponent(next)}` : ""}`);
+        expect(res.status, await res.clone().text()).toBe(200);
+        seen.push(((await res.json()) as Array<{ sandboxID: string }>).map((s) => s.sandboxID));
+        next = res.headers.get("x-next-token");
+      } while (next && seen.length < 10);
+      return seen;
+    };
+    expect(await pageThrough("&order=asc&limit=2")).toEqual([all.slice(0, 2), all.slice(2, 4), all.slice(4)]);
+    expect((await pageThrough("&order=desc&limit=5")).flat()).toEqual([...all].reverse());
+    // Filters act in the query: every page but the last is full.
+    expect(await pageThrough("&order=asc&limit=2&template=base")).toEqual([
+      all.slice(0, 2),
+      all.slice(2, 4),
+      all.slice(4),
+    ]);
+    expect(await pageThrough("&template=code-interpreter-v1")).toEqual([[]]);
+    const second = (await (await e2b("GET", `/sandboxes/${all[1]}`)).json()) as { startedAt: string };
+    expect(await pageThrough(`&order=desc&limit=2&startedAfter=${encodeURIComponent(second.startedAt)}`)).toEqual([
+      [all[4], all[3]],
+      [all[2]],
+    ]);
+    // A cursor from one order is refused in the other, rather than skipping or repeating sandboxes.
+    const first = await e2b("GET", `${byTag}&order=asc&limit=1`);
+    const token = first.headers.get("x-next-token") ?? "";
+    await expectE2bError(
+      await e2b("GET", `${byTag}&order=desc&limit=1&nextToken=${encodeURIComponent(token)}`),
+      400,
+      /order/,
+    );
+  });
+});
+
 describe("lifecycle", () => {
   it("pause answers 204 then 409; connect resumes (201) and then just extends (200)", async () => {
     const sbx = await create({ timeout: 60 });

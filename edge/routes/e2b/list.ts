@@ -2,7 +2,6 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { scoped } from "../../middleware/auth.js";
 import { parseE2bMetadataQuery, parseE2bStates, wrennStatesFor, wrennTemplate } from "../../services/e2b/mapping.js";
-import { BadRequestError } from "../../services/errors.js";
 import { listSandboxes } from "../../services/sandboxes/list.js";
 import type { SandboxView } from "../../services/sandboxes/view.js";
 import { e2bErrorResponses } from "./errors.js";
@@ -16,7 +15,7 @@ const v2 = createRoute({
   operationId: "e2bListSandboxesV2",
   summary: "List running and paused sandboxes, newest first (E2B v2)",
   description:
-    "The next page's cursor is in the `X-Next-Token` header (absent on the last page). Only `order=desc` is supported; `template` and `startedAfter` filter within each page, so a page may hold fewer than `limit` sandboxes.",
+    "The next page's cursor is in the `X-Next-Token` header (absent on the last page); `order` is by creation time (default `desc`), and `state`, `metadata`, `template` and `startedAfter` filter before paging, so every page but the last holds `limit` sandboxes.",
   ...scoped("sandboxes:read"),
   request: { query: ListSandboxesV2Query },
   responses: {
@@ -53,24 +52,22 @@ const v1PageLimit = 10;
 export const registerE2bListSandboxes = (app: App) => {
   app.openapi(v2, async (c) => {
     const query = c.req.valid("query");
-    if (query.order === "asc") throw new BadRequestError("order=asc is not supported; sandboxes list newest first");
     const states = parseE2bStates(query.state === undefined ? [] : [query.state].flat());
     const template = query.template === undefined ? undefined : wrennTemplate(query.template);
-    const startedAfter = query.startedAfter === undefined ? undefined : Date.parse(query.startedAfter);
     const team = c.get("team");
     const page = await listSandboxes(team, {
       states,
       metadata: parseE2bMetadataQuery(query.metadata),
       limit: query.limit,
+      order: query.order ?? "desc",
+      ...(template === undefined ? {} : { template }),
+      ...(query.startedAfter === undefined ? {} : { startedAfter: new Date(query.startedAfter) }),
       ...(query.nextToken ? { nextToken: query.nextToken } : {}),
     });
-    const keep = (s: SandboxView) =>
-      (template === undefined || s.template === template) &&
-      (startedAfter === undefined || Date.parse(s.startedAt ?? s.createdAt) > startedAfter);
     if (page.nextToken) c.header("X-Next-Token", page.nextToken);
     const now = team.now();
     return c.json(
-      page.sandboxes.filter(keep).map((s) => toE2bListed(s, now)),
+      page.sandboxes.map((s) => toE2bListed(s, now)),
       200,
     );
   });
