@@ -60,9 +60,30 @@ export class EgressResolver {
     this.#timeoutMs = options.timeoutMs ?? 3000;
   }
 
-  /** Binds UDP and TCP; a port in use fails with a message naming AGENT_DNS_PORT. */
+  /**
+   * Binds UDP and TCP on one port; a port in use fails with a message naming AGENT_DNS_PORT. With port
+   * 0 the kernel picks the UDP port and TCP takes the same number, which another socket may already
+   * hold: then both are let go and another number is tried.
+   */
   async start(): Promise<void> {
     const host = this.#o.host ?? "0.0.0.0";
+    const attempts = this.#o.port === 0 ? 8 : 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#bind(host);
+        break;
+      } catch (err) {
+        if (attempt >= attempts || (err as { cause?: NodeJS.ErrnoException }).cause?.code !== "EADDRINUSE") throw err;
+      }
+    }
+    this.#o.logger.info("egress resolver listening", {
+      host,
+      port: this.port,
+      upstreams: this.#o.upstreams.map((u) => `${u.address}:${u.port}`),
+    });
+  }
+
+  async #bind(host: string): Promise<void> {
     const udp = createSocket({ type: isIPv6(host) ? "udp6" : "udp4" });
     udp.on("message", (msg, rinfo) => {
       void this.#onUdp(udp, msg, rinfo);
@@ -72,7 +93,6 @@ export class EgressResolver {
       udp.bind(this.#o.port, host, () => resolve());
     });
     udp.on("error", (err) => this.#o.logger.warn("resolver UDP socket error", { err }));
-    this.#udp = udp;
     const tcp = createServer((socket) => this.#onTcp(socket));
     await new Promise<void>((resolve, reject) => {
       tcp.once("error", (err) => reject(bindError(err, host, this.#o.port)));
@@ -82,12 +102,8 @@ export class EgressResolver {
       udp.close();
       throw err;
     });
+    this.#udp = udp;
     this.#tcp = tcp;
-    this.#o.logger.info("egress resolver listening", {
-      host,
-      port: this.port,
-      upstreams: this.#o.upstreams.map((u) => `${u.address}:${u.port}`),
-    });
   }
 
   /** The bound port (useful with port 0 in tests). */
@@ -97,7 +113,12 @@ export class EgressResolver {
   }
 
   async close(): Promise<void> {
-    this.#udp?.close();
+    // Closing twice (or a socket whose start failed) is not an error.
+    const udp = this.#udp;
+    this.#udp = undefined;
+    try {
+      udp?.close();
+    } catch {}
     for (const s of this.#tcpSockets) s.destroy();
     await new Promise<void>((resolve) => (this.#tcp ? this.#tcp.close(() => resolve()) : resolve()));
   }
