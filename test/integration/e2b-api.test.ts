@@ -229,6 +229,8 @@ describe("list order and filters", () => {
       400,
       /order/,
     );
+    // The team's quota of running sandboxes is shared by the whole file.
+    for (const id of all) expect((await e2b("DELETE", `/sandboxes/${id}`)).status).toBe(204);
   });
 });
 
