@@ -209,6 +209,22 @@ describe("the official e2b SDK against Wrenn", () => {
     expect(await expired.json()).toEqual({ code: 401, message: "signature is already expired" });
   });
 
+  it("writes a signed upload whose file part has no filename (FormData with a string) and answers the entry", async () => {
+    for (const [user, home] of [
+      [undefined, "/home/user"],
+      ["root", "/root"],
+    ] as const) {
+      const name = `nameless-${user ?? "default"}.txt`;
+      const url = await sbx.uploadUrl(name, user ? { user } : undefined);
+      const form = new FormData();
+      form.append("file", `text part for ${user ?? "user"}`);
+      const up = await fetch(url, { method: "POST", body: form });
+      expect(up.status, await up.clone().text()).toBe(200);
+      expect(await up.json()).toEqual([{ path: `${home}/${name}`, name, type: "file" }]);
+      expect(await sbx.files.read(`${home}/${name}`, { user: "root" })).toBe(`text part for ${user ?? "user"}`);
+    }
+  });
+
   it("opens a PTY, types into it and reads the echo", async () => {
     let output = "";
     const decoder = new TextDecoder();

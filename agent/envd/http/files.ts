@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { chown, lstat, open, rename, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import busboy from "busboy";
@@ -282,6 +282,9 @@ async function writeUpload(
   return written;
 }
 
+/** The largest `file` part without a filename (busboy holds it in memory as a string). */
+const TEXT_PART_MAX_BYTES = 16 * 1024 * 1024;
+
 /** POST /files: multipart (`file` parts; filename = destination unless `path` is given) or octet-stream with `path`. */
 export async function postFiles(req: EnvdRequest, res: EnvdResponse, url: URL, deps: FilesDeps): Promise<void> {
   const { user, path } = await authorize(req, url, deps, "write");
@@ -331,6 +334,7 @@ function handleMultipart(
         headers: req.headers as Record<string, string>,
         preservePath: true,
         highWaterMark: 1024 * 1024,
+        limits: { fieldSize: TEXT_PART_MAX_BYTES },
       });
     } catch (err) {
       body.resume();
@@ -341,18 +345,14 @@ function handleMultipart(
     const seen = new Set<string>();
     let failure: HttpError | undefined;
     let chain: Promise<void> = Promise.resolve();
-    parser.on("file", (field, stream, info) => {
-      if (field !== "file" || failure) {
-        stream.resume();
-        return;
-      }
+    const takePart = (stream: Readable, filename: string | undefined) => {
       chain = chain.then(async () => {
         if (failure) {
           stream.resume();
           return;
         }
         try {
-          const target = path ?? info.filename;
+          const target = path ?? filename;
           if (!target) throw new HttpError(400, "a file part has no filename and no path query parameter was given");
           const destination = resolveFor(target, user, deps.state);
           if (seen.has(destination)) {
@@ -368,6 +368,26 @@ function handleMultipart(
           stream.resume();
         }
       });
+    };
+    parser.on("file", (field, stream, info) => {
+      if (field !== "file" || failure) {
+        stream.resume();
+        return;
+      }
+      takePart(stream, info.filename);
+    });
+    // A `file` part without a filename (what `FormData.append("file", "some text")` sends) is a form
+    // field to busboy; E2B's envd writes it like any file part, to the `path` given in the query.
+    parser.on("field", (field, value, info) => {
+      if (field !== "file" || failure) return;
+      if (info.valueTruncated) {
+        failure = new HttpError(
+          413,
+          `a file part without a filename is read as text and may be at most ${TEXT_PART_MAX_BYTES} bytes; send it with a filename`,
+        );
+        return;
+      }
+      takePart(Readable.from([Buffer.from(value, "utf8")]), undefined);
     });
     parser.on("error", (err: Error) => {
       failure ??= new HttpError(400, `error reading form: ${err.message}`);
