@@ -159,6 +159,8 @@ export interface GuestRequest {
   agent: Agent | false;
   host: string;
   port: number;
+  /** The Host header the guest gets; default `<host>:<port>`. */
+  hostHeader?: string | undefined;
   method: string;
   path: string;
   /** Headers to send, without hop-by-hop ones; Host and the body framing are set here. */
@@ -216,7 +218,10 @@ export function sendToGuest(
   body: ClientBody | undefined,
   handlers: GuestExchangeHandlers,
 ): GuestExchange {
-  const headers: Record<string, string | string[]> = { ...request.headers, host: `${request.host}:${request.port}` };
+  const headers: Record<string, string | string[]> = {
+    ...request.headers,
+    host: request.hostHeader ?? `${request.host}:${request.port}`,
+  };
   if (request.body.kind === "length") headers["content-length"] = String(request.body.bytes);
   if (request.body.kind === "chunked") headers["transfer-encoding"] = "chunked";
   const upgrade = handlers.onUpgrade !== undefined;

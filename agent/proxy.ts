@@ -24,6 +24,21 @@ export const PROXY_PREFIX = "/proxy/";
 export const GUEST_AUTHORIZATION_HEADER = "wrenn-guest-authorization";
 
 /**
+ * The Host the guest should see (E2B's `maskRequestHost`, resolved by the edge); without it the guest
+ * sees `<its address>:<port>`. Only the edge reaches this proxy (it holds the agent's token).
+ */
+export const GUEST_HOST_HEADER = "wrenn-guest-host";
+
+/** A Host value: a name or address with an optional port, nothing that could split a header. */
+const HOST_VALUE = /^[A-Za-z0-9._~\-[\]:]{1,300}$/;
+
+/** The Host header for the guest: the edge's mask when it sent a well-formed one. */
+function guestHostHeader(headers: IncomingHttpHeaders): string | undefined {
+  const value = headers[GUEST_HOST_HEADER];
+  return typeof value === "string" && HOST_VALUE.test(value) ? value : undefined;
+}
+
+/**
  * Set on every error the agent's proxy answers itself, so the edge can tell the agent's 502 from a
  * guest's own; removed from guests' answers so a guest cannot forge one.
  */
@@ -40,6 +55,7 @@ const HOP_BY_HOP = new Set([
   "host",
   "authorization",
   GUEST_AUTHORIZATION_HEADER,
+  GUEST_HOST_HEADER,
   "http2-settings",
 ]);
 
@@ -207,6 +223,7 @@ export class SandboxProxy {
         agent: this.connections.agentFor(target.sandboxId, resolved.address),
         host: resolved.address,
         port: target.port,
+        hostHeader: guestHostHeader(req.headers),
         method: req.method ?? "GET",
         path: target.path,
         headers: upstreamHeaders(req.headers),
@@ -262,6 +279,7 @@ export class SandboxProxy {
       const name = req.rawHeaders[i] ?? "";
       const lower = name.toLowerCase();
       if (lower === "host" || lower === "authorization" || lower === GUEST_AUTHORIZATION_HEADER) continue;
+      if (lower === GUEST_HOST_HEADER) continue;
       const value = req.rawHeaders[i + 1] ?? "";
       const existing = headers[lower];
       headers[lower] = existing === undefined ? value : [...(Array.isArray(existing) ? existing : [existing]), value];
@@ -274,6 +292,7 @@ export class SandboxProxy {
         agent: false,
         host: resolved.address,
         port: target.port,
+        hostHeader: guestHostHeader(req.headers),
         method: req.method ?? "GET",
         path: target.path,
         headers,

@@ -12,7 +12,7 @@ export interface SandboxNetwork {
   denyOut: string[];
   /** E2B's `allowPublicTraffic`: whether the sandbox's ports are reachable without a traffic token (true). */
   allowPublicTraffic?: boolean;
-  /** E2B's `maskRequestHost` (Host header rewrite for proxied requests); Wrenn stores none yet. */
+  /** E2B's `maskRequestHost`: the Host header of proxied requests to its ports, `${PORT}` replaced by the port. */
   maskRequestHost?: string;
 }
 

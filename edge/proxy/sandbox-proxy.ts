@@ -4,6 +4,7 @@ import type { AppEnv } from "../context.js";
 import type { ServiceContext } from "../services/context.js";
 import { findSandboxBySignature, resolveSandboxTraffic } from "../services/e2b/traffic.js";
 import { readTextLimited } from "../services/files/bounded-read.js";
+import { maskedHost } from "../services/sandboxes/network.js";
 import {
   BadUpstreamResponse,
   badSandboxRoute,
@@ -30,6 +31,8 @@ import {
 
 /** Header the agent's proxy turns back into `Authorization` for the guest (the real one carries its token). */
 export const guestAuthorizationHeader = "wrenn-guest-authorization";
+/** The Host a guest's server should see (E2B's `maskRequestHost`); the agent's proxy sets it. */
+export const guestHostHeader = "wrenn-guest-host";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and ones the edge sets itself; never forwarded either way. */
 const hopByHop = new Set([
@@ -55,6 +58,7 @@ const routingOnly = new Set([
   sandboxPortHeader,
   "x-api-key",
   guestAuthorizationHeader,
+  guestHostHeader,
   trafficTokenHeader,
 ]);
 
@@ -94,6 +98,8 @@ export interface ProxyDestination {
   responsePolicy: ResponsePolicy;
   /** For downloads: the file name offered to the client (the last segment of `path`). */
   downloadName?: string;
+  /** The Host header the guest's server gets (E2B's `maskRequestHost`); default: its address and port. */
+  guestHost?: string;
 }
 
 /** A request resolved to a destination, or refused with its answer. */
@@ -157,6 +163,10 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
     pathAndQuery: `${pathname}${search}`,
     responsePolicy,
   };
+  if (destination.maskRequestHost !== null && port !== envdPort) {
+    const guestHost = maskedHost(destination.maskRequestHost, port);
+    if (guestHost !== undefined) forward.guestHost = guestHost;
+  }
   if (responsePolicy === "download") {
     const name = (new URLSearchParams(search).get("path") ?? "").split("/").pop();
     if (name) forward.downloadName = name;
@@ -170,7 +180,7 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
  * `Accept-Encoding: identity` because `fetch` would decode a compressed answer while keeping its
  * `Content-Encoding`, and the client would decode it twice.
  */
-export function guestRequestHeaders(headers: Headers): Record<string, string> {
+export function guestRequestHeaders(headers: Headers, guestHost?: string): Record<string, string> {
   const out: Record<string, string> = {};
   const connectionListed = new Set(
     (headers.get("connection") ?? "")
@@ -184,6 +194,7 @@ export function guestRequestHeaders(headers: Headers): Record<string, string> {
     else if (name !== "accept-encoding") out[name] = value;
   });
   out["accept-encoding"] = "identity";
+  if (guestHost !== undefined) out[guestHostHeader] = guestHost;
   return out;
 }
 
@@ -310,7 +321,7 @@ export async function forwardToSandbox(
       destination.pathAndQuery,
       {
         method: request.method,
-        headers: guestRequestHeaders(request.headers),
+        headers: guestRequestHeaders(request.headers, destination.guestHost),
         body: hasBody ? request.body : null,
         signal: request.signal,
         requestId: ctx.requestId,

@@ -321,6 +321,44 @@ describe("port forwarding through the proxy", () => {
     expect(byHost).toEqual({ status: 200, body: "served from 127.0.0.1:8000" });
   });
 
+  it("gives the guest's server the Host of network.maskRequestHost with the port filled in, by headers and by host", async () => {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: E2B's own placeholder, replaced by the proxy.
+    const mask = "localhost:${PORT}";
+    const masked = await Sandbox.create({ timeoutMs: 120_000, network: { maskRequestHost: mask } });
+    try {
+      expect((await masked.getInfo()).network?.maskRequestHost).toBe(mask);
+      const server = [
+        "import http.server",
+        "class H(http.server.BaseHTTPRequestHandler):",
+        "    def do_GET(self):",
+        "        body = (self.headers.get('Host') or '').encode()",
+        "        self.send_response(200); self.send_header('content-length', str(len(body))); self.end_headers()",
+        "        self.wfile.write(body)",
+        "http.server.HTTPServer(('127.0.0.1', 8001), H).serve_forever()",
+      ].join("\n");
+      await masked.files.write("/home/user/echo_host.py", server);
+      await masked.commands.run("python3 /home/user/echo_host.py", { background: true });
+      const seen = await eventually("the echo server", async () => {
+        const res = await viaProxy(masked.sandboxId, 8001, "/");
+        return res.status === 200 ? res.text() : undefined;
+      });
+      expect(seen).toBe("localhost:8001");
+      // A client cannot pick the Host itself with the agent's header.
+      const forged = await rawRequest("/", { host: masked.getHost(8001), "wrenn-guest-host": "evil.example" });
+      expect(forged).toEqual({ status: 200, body: "localhost:8001" });
+      // Without a mask the guest sees its own address and port.
+      await sbx.files.write("/home/user/echo_host.py", server);
+      await sbx.commands.run("python3 /home/user/echo_host.py", { background: true });
+      const plain = await eventually("the unmasked echo server", async () => {
+        const res = await viaProxy(sbx.sandboxId, 8001, "/");
+        return res.status === 200 ? res.text() : undefined;
+      });
+      expect(plain).toMatch(/^[0-9.]+:8001$/);
+    } finally {
+      await masked.kill().catch(() => {});
+    }
+  });
+
   it("answers a closed port with 502 'port is not open'", async () => {
     const res = await viaProxy(sbx.sandboxId, 8999, "/");
     expect(res.status).toBe(502);

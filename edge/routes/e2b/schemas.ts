@@ -13,8 +13,8 @@ const stringMap = z.record(z.string().max(256), z.string().max(8192));
 
 /**
  * E2B's egress settings: allowOut/denyOut are Wrenn's egress policy (docs/egress.md); request
- * transforms (`rules`), `egressProxy` and `httpsPorts` are refused, `allowPublicTraffic: false` and
- * `maskRequestHost` too (not supported yet).
+ * transforms (`rules`), `egressProxy` and `httpsPorts` are refused; `allowPublicTraffic` and
+ * `maskRequestHost` (the Host header the sandbox's servers see, `${PORT}` replaced) are kept.
  */
 export const E2bNetworkConfig = z
   .object({

@@ -225,7 +225,8 @@ describe("E2B network", () => {
       [{ allowOut: ["not a host!"] }, "not a host!"],
       [{ rules: { "api.example.com": [{ transform: { headers: {} } }] } }, "network.rules is not supported by Wrenn"],
       [{ egressProxy: { address: "proxy:1080" } }, "network.egressProxy is not supported by Wrenn"],
-      [{ maskRequestHost: "localhost:$PORT" }, "maskRequestHost is not supported by Wrenn"],
+      [{ maskRequestHost: "local host:8000" }, "network.maskRequestHost: must be a host name"],
+      [{ maskRequestHost: "a\r\nx-evil: 1" }, "network.maskRequestHost: must be a host name"],
     ] as const) {
       const res = await stack.h.request("POST", "/v2/sandboxes", {
         key: team.key,

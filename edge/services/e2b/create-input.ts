@@ -69,29 +69,31 @@ export interface E2bNetworkFields {
 /**
  * The egress policy of E2B's create: `allowOut`/`denyOut` as given (checked by createSandbox, which
  * answers INVALID_NETWORK_POLICY naming a bad entry), `allowPublicTraffic` stored (false: the
- * sandbox's ports then need its traffic access token), `maskRequestHost` refused (the proxy does not
- * rewrite Host), `httpsPorts` refused.
+ * sandbox's ports then need its traffic access token), `maskRequestHost` checked and stored (the Host
+ * header the sandbox's servers see on proxied requests, `${PORT}` replaced), `httpsPorts` refused.
  */
 function networkFrom(network: NonNullable<E2bCreateRequest["network"]>): SandboxNetwork | undefined {
   refuseUnsupportedNetwork(network);
-  if (network.maskRequestHost) {
-    throw new BadRequestError(
-      "network.maskRequestHost is not supported by Wrenn yet: the guest always sees Host <its address>:<port>",
-      {
-        "network.maskRequestHost": "unsupported",
-      },
-    );
-  }
+  // Checked with the rules by createSandbox (checkNetworkPolicy).
+  const maskRequestHost = network.maskRequestHost || undefined;
   if (network.httpsPorts && network.httpsPorts.length > 0) {
     throw new BadRequestError("network.httpsPorts is not supported by Wrenn", { "network.httpsPorts": "unsupported" });
   }
   const allowOut = network.allowOut ?? [];
   const denyOut = network.denyOut ?? [];
-  if (allowOut.length === 0 && denyOut.length === 0 && network.allowPublicTraffic === undefined) return undefined;
+  if (
+    allowOut.length === 0 &&
+    denyOut.length === 0 &&
+    network.allowPublicTraffic === undefined &&
+    maskRequestHost === undefined
+  ) {
+    return undefined;
+  }
   return {
     allowOut,
     denyOut,
     ...(network.allowPublicTraffic !== undefined ? { allowPublicTraffic: network.allowPublicTraffic } : {}),
+    ...(maskRequestHost !== undefined ? { maskRequestHost } : {}),
   };
 }
 

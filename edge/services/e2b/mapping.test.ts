@@ -73,7 +73,6 @@ describe("E2B mapping", () => {
       { templateID: "base", timeout: 31 * 86_400 },
       { templateID: "base", autoPauseMemory: false },
       { templateID: "base", autoPause: true, autoPauseMemory: false, autoResume: { enabled: true } },
-      { templateID: "base", network: { maskRequestHost: "localhost:$PORT" } },
       { templateID: "base", network: { egressProxy: { address: "proxy:1080" } } },
       { templateID: "base", network: { rules: {} } },
       { templateID: "base", network: { httpsPorts: [8443] } },

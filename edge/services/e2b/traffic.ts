@@ -24,6 +24,8 @@ export type TrafficDestination =
       target: HostTarget;
       /** The traffic access token its ports require (E2B's `allowPublicTraffic: false`), or null. */
       trafficToken: string | null;
+      /** E2B's `maskRequestHost`: the Host its servers see (`${PORT}` not yet replaced), or null. */
+      maskRequestHost: string | null;
     }
   | { kind: "not-found"; sandboxId: string }
   | { kind: "unavailable"; sandboxId: string; message: string };
@@ -68,7 +70,13 @@ export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: stri
       if (!(await pausedAtTimeoutByHost(ctx, sandbox, target))) {
         const trafficToken =
           sandbox.trafficTokenSealed === null ? null : await ctx.secrets.open(sandbox.trafficTokenSealed);
-        return { kind: "ready", sandboxId, target, trafficToken };
+        return {
+          kind: "ready",
+          sandboxId,
+          target,
+          trafficToken,
+          maskRequestHost: sandbox.network?.maskRequestHost ?? null,
+        };
       }
       continue;
     }

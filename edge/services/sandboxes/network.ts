@@ -45,8 +45,31 @@ export function checkNetworkPolicy(network: SandboxNetwork, field = "network"): 
   }
   const checked: SandboxNetwork = { allowOut: [...network.allowOut], denyOut: [...network.denyOut] };
   if (network.allowPublicTraffic !== undefined) checked.allowPublicTraffic = network.allowPublicTraffic;
-  if (network.maskRequestHost !== undefined) checked.maskRequestHost = network.maskRequestHost;
+  if (network.maskRequestHost !== undefined) {
+    const key = field ? `${field}.maskRequestHost` : "maskRequestHost";
+    if (maskedHost(network.maskRequestHost, 65535) === undefined) {
+      const message = `must be a host name or address with an optional port, where ${PORT_PLACEHOLDER} stands for the port asked for (e.g. localhost:${PORT_PLACEHOLDER})`;
+      throw new ServiceError("INVALID_NETWORK_POLICY", `${key}: ${message}`, { details: { [key]: message } });
+    }
+    checked.maskRequestHost = network.maskRequestHost;
+  }
   return checked;
+}
+
+/** E2B's placeholder in `maskRequestHost` for the port a request was sent to. */
+const PORT_PLACEHOLDER = ["$", "{PORT}"].join("");
+
+/** A Host header value: a name or address with an optional port, nothing that could split a header. */
+const HOST_VALUE = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/**
+ * E2B's `maskRequestHost` for one request: the Host header a sandbox's server sees when traffic comes
+ * through the proxy, with `${PORT}` replaced by the port asked for; undefined when the result is not a
+ * valid Host value (at most 255 characters).
+ */
+export function maskedHost(mask: string, port: number): string | undefined {
+  const host = mask.replaceAll(PORT_PLACEHOLDER, String(port));
+  return host.length <= 255 && HOST_VALUE.test(host) ? host : undefined;
 }
 
 /** The agent's policy message for a stored policy (unset when there is none). */
