@@ -205,6 +205,9 @@ const envSchema = z.object({
     .default(5780),
   AGENT_STOPPED_RETENTION_SEC: positiveInt("AGENT_STOPPED_RETENTION_SEC").default(600),
   AGENT_REAP_INTERVAL_MS: positiveInt("AGENT_REAP_INTERVAL_MS").default(2000),
+  AGENT_METRICS_INTERVAL_MS: positiveInt("AGENT_METRICS_INTERVAL_MS")
+    .pipe(z.number().min(200, "AGENT_METRICS_INTERVAL_MS must be at least 200").max(60_000))
+    .default(5000),
   AGENT_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   AGENT_SLOT_POOL: z
     .string()
@@ -299,6 +302,8 @@ export interface AgentConfig {
   egressServices: EgressServicesConfig;
   stoppedRetentionMs: number;
   reapIntervalMs: number;
+  /** How often each running sandbox's CPU, memory and disk are sampled (and envd's process events read). */
+  metricsIntervalMs: number;
   logLevel: LogLevel;
   /** Network slots kept ready ahead of creates (0: make each on demand). */
   slotPool: number;
@@ -438,6 +443,7 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       },
       stoppedRetentionMs: e.AGENT_STOPPED_RETENTION_SEC * 1000,
       reapIntervalMs: e.AGENT_REAP_INTERVAL_MS,
+      metricsIntervalMs: e.AGENT_METRICS_INTERVAL_MS,
       logLevel: e.AGENT_LOG_LEVEL,
       slotPool: e.AGENT_SLOT_POOL,
       warmSandboxes: e.AGENT_WARM_SANDBOXES,

@@ -22,6 +22,8 @@ import type { Runtime } from "./runtimes/types.js";
 import { systemClock } from "./sandboxes/clock.js";
 import { SandboxManager } from "./sandboxes/manager.js";
 import { startServer } from "./server.js";
+import { TelemetrySampler } from "./telemetry/sampler.js";
+import { TelemetryStore } from "./telemetry/store.js";
 
 /**
  * `wrenn-agent`: the composition root. Wires config, logger, exec, slots, the runtime, the manager and
@@ -163,7 +165,46 @@ async function main(): Promise<void> {
       return false;
     }
   });
-  const server = await startServer({ config, logger, manager, inventory, metrics, token, connections: connectionLog });
+  // CPU, memory and disk of each running sandbox, and envd's process starts and ends, kept here until
+  // the edge pulls them into Postgres (PullTelemetry): 30 minutes of samples per sandbox at most.
+  const telemetryStore = new TelemetryStore({
+    samplesPerSandbox: Math.min(3600, Math.max(60, Math.ceil(1_800_000 / config.metricsIntervalMs))),
+    logsPerSandbox: 2000,
+    keepAfterEndMs: 600_000,
+  });
+  const isLive = (sandboxId: string) => {
+    try {
+      return manager.get(sandboxId).status !== "stopped";
+    } catch {
+      return false;
+    }
+  };
+  const sampler = new TelemetrySampler({
+    store: telemetryStore,
+    logger: logger.child({ component: "telemetry" }),
+    intervalMs: config.metricsIntervalMs,
+    running: () =>
+      manager.list().sandboxes.flatMap((r) => {
+        if (r.status !== "running") return [];
+        try {
+          return [{ id: r.id, address: manager.proxyAddress(r.id), accessToken: r.accessToken }];
+        } catch {
+          return [];
+        }
+      }),
+    isLive,
+  });
+  const server = await startServer({
+    config,
+    logger,
+    manager,
+    inventory,
+    metrics,
+    token,
+    connections: connectionLog,
+    telemetry: { store: telemetryStore, sampler },
+  });
+  sampler.start(shutdown.signal);
   manager.startReaper(shutdown.signal);
 
   const stop = (signal: string) => {

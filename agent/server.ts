@@ -9,7 +9,7 @@ import { createDualListener, createDualTlsListener } from "../lib/dual-listener.
 import { HostAgentService } from "../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { AgentConfig } from "./config.js";
 import { errorInterceptor } from "./error-map.js";
-import { hostAgentHandlers } from "./handlers/host-agent.js";
+import { type HostAgentHandlerDeps, hostAgentHandlers } from "./handlers/host-agent.js";
 import type { ConnectionLogReader } from "./handlers/network.js";
 import type { HostInventory } from "./host-inventory.js";
 import { type Logger, requestLogFields, withLogContext } from "./logger.js";
@@ -32,6 +32,8 @@ export interface ServerDeps {
   token: string;
   /** The connection log the connection RPCs read (agent/egress/). */
   connections?: ConnectionLogReader;
+  /** Samples and sandbox logs for PullTelemetry (agent/telemetry/). */
+  telemetry?: HostAgentHandlerDeps["telemetry"];
 }
 
 /** Constant-time bearer check: both sides hashed first so lengths never leak through timing. */

@@ -114,6 +114,12 @@ function createHandler(
       case "GET /metrics":
         await getMetrics(res, cpu);
         return;
+      case "GET /wrenn/events": {
+        // Wrenn's own route (E2B's envd has none): process starts and ends for the host agent.
+        const after = Number(url.searchParams.get("after") ?? "0");
+        jsonReply(res, processes.journal.since(Number.isSafeInteger(after) ? after : 0));
+        return;
+      }
       case "GET /files":
       case "HEAD /files":
         await getFile(req, res, url, filesDeps).catch((err) => sendFilesError(res, err, logger));

@@ -12,6 +12,8 @@ import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { HostInventory } from "../host-inventory.js";
 import { ISOLATION_OF } from "../runtimes/types.js";
 import type { SandboxManager } from "../sandboxes/manager.js";
+import type { TelemetrySampler } from "../telemetry/sampler.js";
+import type { TelemetryStore } from "../telemetry/store.js";
 import { entryToProto, ISOLATION, RUNTIME, sandboxToProto, timeoutActionFromProto } from "./convert.js";
 import {
   type ConnectionLogReader,
@@ -37,6 +39,8 @@ export interface HostAgentHandlerDeps {
   };
   /** The agent's connection log (agent/egress/); without it the connection RPCs answer FAILED_PRECONDITION. */
   connections?: ConnectionLogReader;
+  /** Samples and sandbox logs the edge pulls (agent/telemetry/); without it PullTelemetry answers nothing. */
+  telemetry?: { store: TelemetryStore; sampler: TelemetrySampler };
 }
 
 /** Validates a policy from the wire (the edge validated it too; the agent never trusts that). */
@@ -61,6 +65,22 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
     if (!deps.connections) throw failedPrecondition("NO_CONNECTION_LOG", "this agent keeps no connection log");
     return deps.connections;
   };
+  /** Reads a running sandbox's last process events before it stops or pauses (bounded: never holds the call up long). */
+  const flushTelemetry = async (sandboxId: string): Promise<void> => {
+    if (!deps.telemetry) return;
+    let target: { id: string; address: string; accessToken: string };
+    try {
+      const record = manager.get(sandboxId);
+      if (record.status !== "running") return;
+      target = { id: sandboxId, address: manager.proxyAddress(sandboxId), accessToken: record.accessToken };
+    } catch {
+      return;
+    }
+    await Promise.race([
+      deps.telemetry.sampler.flush(target).catch(() => {}),
+      new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
+    ]);
+  };
   return {
     async createSandbox(req, ctx) {
       requireField(req.template, "template");
@@ -72,6 +92,7 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
           memoryMb: req.memoryMb || config.defaults.memoryMb,
           timeoutSec: req.timeoutSec,
           timeoutAction: timeoutActionFromProto(req.timeoutAction),
+          ...(req.timeoutKeepMemory !== undefined ? { timeoutKeepMemory: req.timeoutKeepMemory } : {}),
           envVars: req.envVars,
           metadata: req.metadata,
           accessToken: req.envdAccessToken,
@@ -85,12 +106,14 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
     },
 
     async destroySandbox(req) {
+      await flushTelemetry(req.sandboxId);
       await manager.destroy(req.sandboxId);
       return {};
     },
 
     async pauseSandbox(req) {
-      return { sandbox: sandboxToProto(await manager.pause(req.sandboxId)) };
+      await flushTelemetry(req.sandboxId);
+      return { sandbox: sandboxToProto(await manager.pause(req.sandboxId, { keepMemory: req.keepMemory ?? true })) };
     },
 
     async resumeSandbox(req, ctx) {
@@ -99,7 +122,9 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
 
     async setTimeout(req) {
       const action = req.timeoutAction === undefined ? undefined : timeoutActionFromProto(req.timeoutAction);
-      return { sandbox: sandboxToProto(await manager.setTimeout(req.sandboxId, req.timeoutSec, action)) };
+      return {
+        sandbox: sandboxToProto(await manager.setTimeout(req.sandboxId, req.timeoutSec, action, req.timeoutKeepMemory)),
+      };
     },
 
     async getSandbox(req) {
@@ -194,6 +219,41 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
         if (protocol !== undefined && entry.protocol !== protocol) continue;
         yield { entry: connectionToProto(entry) };
       }
+    },
+
+    async pullTelemetry(req) {
+      if (!deps.telemetry) return { epoch: "", samples: [], logs: [], nextAfter: 0n, more: false };
+      const pulled = deps.telemetry.store.pull({
+        epoch: req.epoch,
+        afterSeq: Number(req.afterSeq),
+        limit: req.limit,
+        sandboxIds: req.sandboxIds,
+      });
+      return {
+        epoch: pulled.epoch,
+        samples: pulled.samples.map((s) => ({
+          seq: BigInt(s.seq),
+          sandboxId: s.sandboxId,
+          time: timestampFromMs(s.timeMs),
+          cpuCount: s.cpuCount,
+          cpuUsedPct: s.cpuUsedPct,
+          memUsed: BigInt(Math.round(s.memUsed)),
+          memTotal: BigInt(Math.round(s.memTotal)),
+          memCache: BigInt(Math.round(s.memCache)),
+          diskUsed: BigInt(Math.round(s.diskUsed)),
+          diskTotal: BigInt(Math.round(s.diskTotal)),
+        })),
+        logs: pulled.logs.map((l) => ({
+          seq: BigInt(l.seq),
+          sandboxId: l.sandboxId,
+          time: timestampFromMs(l.timeMs),
+          level: l.level,
+          message: l.message,
+          fields: l.fields,
+        })),
+        nextAfter: BigInt(pulled.nextAfter),
+        more: pulled.more,
+      };
     },
 
     async getHostInfo() {

@@ -7,6 +7,7 @@ import type * as Pty from "@lydell/node-pty";
 import { PtySignalRelay } from "../gvisor.js";
 import type { Logger } from "../log.js";
 import { type LinuxUser, STANDARD_PATH } from "../users.js";
+import { ProcessJournal } from "./journal.js";
 import { type OutputEvent, OutputFanout, type OutputSubscription } from "./output.js";
 
 let ptyModule: Promise<typeof Pty> | undefined;
@@ -114,6 +115,8 @@ export class ManagedProcess {
   readonly output: OutputFanout;
   private ended = false;
   private readonly endWaiters: (() => void)[] = [];
+  /** The end event once published (the journal records its exit code). */
+  endEvent: Extract<OutputEvent, { kind: "end" }> | undefined;
 
   constructor(
     readonly pid: number,
@@ -178,6 +181,7 @@ export class ManagedProcess {
   finish(event: OutputEvent): void {
     if (this.ended) return;
     this.ended = true;
+    if (event.kind === "end") this.endEvent = event;
     this.output.publish(event);
     for (const w of this.endWaiters.splice(0)) w();
   }
@@ -195,6 +199,8 @@ interface ProcessIo {
 /** Starts processes as the requested user and tracks the live ones by pid and tag. */
 export class ProcessManager {
   private readonly byPid = new Map<number, ManagedProcess>();
+  /** Starts and ends for the sandbox's log, read by the host agent (`GET /wrenn/events`). */
+  readonly journal = new ProcessJournal();
   private readonly runningAsRoot = process.getuid?.() === 0;
 
   constructor(
@@ -260,7 +266,12 @@ export class ProcessManager {
     const launch = this.launch(spec, executable);
     const proc = spec.pty ? await this.startPty(spec, env, launch) : await this.startPiped(spec, env, launch);
     this.byPid.set(proc.pid, proc);
-    void proc.whenEnded().then(() => this.byPid.delete(proc.pid));
+    const journalled = { pid: proc.pid, cmd: spec.cmd, args: spec.args, user: spec.user.name, tag: spec.tag };
+    this.journal.started(journalled);
+    void proc.whenEnded().then(() => {
+      this.byPid.delete(proc.pid);
+      this.journal.ended(journalled, proc.endEvent ?? { exitCode: -1, status: "unknown" });
+    });
     if (this.childOomScoreAdj !== undefined) {
       // envd itself is shielded from the OOM killer; the user's processes must not inherit that.
       await writeFile(`/proc/${proc.pid}/oom_score_adj`, String(this.childOomScoreAdj)).catch(() => {});

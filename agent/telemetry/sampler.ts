@@ -1,0 +1,246 @@
+import { ENVD_PORT } from "../envd-client.js";
+import type { Logger } from "../logger.js";
+import type { TelemetryLevel, TelemetryStore } from "./store.js";
+
+/** A running sandbox's envd, as the sampler reaches it. */
+export interface SampledSandbox {
+  id: string;
+  /** The slot address envd listens on. */
+  address: string;
+  accessToken: string;
+}
+
+export interface TelemetrySamplerDeps {
+  store: TelemetryStore;
+  logger: Logger;
+  intervalMs: number;
+  /** The sandboxes running now. */
+  running: () => SampledSandbox[];
+  /** Whether a sandbox is still held by the manager (its rings are kept while it is). */
+  isLive: (sandboxId: string) => boolean;
+  /** envd's port (tests run envd on a free one). */
+  envdPort?: number;
+  now?: () => number;
+}
+
+/** Each envd answer the sampler reads is small; a guest that sends more is cut off. */
+const ANSWER_MAX_BYTES = 1024 * 1024;
+/** Sandboxes sampled at once. */
+const CONCURRENCY = 16;
+
+/** One entry of envd's process journal (agent/envd/process/journal.ts). */
+interface JournalEvent {
+  seq: number;
+  ts: number;
+  kind: "start" | "end";
+  pid: number;
+  cmd: string;
+  args: string;
+  user: string;
+  tag?: string;
+  exitCode?: number;
+  status?: string;
+}
+
+/**
+ * Samples every running sandbox each `intervalMs`: CPU, memory and disk from envd's `/metrics`, and
+ * the processes envd started and saw end since the last read (`GET /wrenn/events`), into the
+ * {@link TelemetryStore} the edge pulls from. One timer for the host, never one per sandbox.
+ */
+export class TelemetrySampler {
+  readonly #deps: TelemetrySamplerDeps;
+  /** envd journal cursors by sandbox: a new epoch (envd restarted, e.g. a resume that rebooted) reads from 0. */
+  readonly #cursors = new Map<string, { epoch: string; after: number }>();
+  /** One read of a sandbox at a time (the timer and a flush before destroy may meet). */
+  readonly #inFlight = new Map<string, Promise<void>>();
+  readonly #now: () => number;
+
+  constructor(deps: TelemetrySamplerDeps) {
+    this.#deps = deps;
+    this.#now = deps.now ?? Date.now;
+  }
+
+  /** Samples until `signal` aborts. */
+  start(signal: AbortSignal): void {
+    const tick = async () => {
+      if (signal.aborted) return;
+      await this.sampleAll().catch((err: unknown) => this.#deps.logger.warn("telemetry sampling failed", { err }));
+      if (signal.aborted) return;
+      setTimeout(tick, this.#deps.intervalMs).unref();
+    };
+    setTimeout(tick, this.#deps.intervalMs).unref();
+  }
+
+  /** One pass over the running sandboxes, then drops what the edge can no longer need. */
+  async sampleAll(): Promise<void> {
+    const running = this.#deps.running();
+    for (let i = 0; i < running.length; i += CONCURRENCY) {
+      await Promise.all(running.slice(i, i + CONCURRENCY).map((s) => this.#sampleOne(s, true)));
+    }
+    this.#deps.store.prune(this.#deps.isLive);
+    for (const id of this.#cursors.keys()) if (!this.#deps.isLive(id)) this.#cursors.delete(id);
+  }
+
+  /**
+   * Reads a sandbox's process events now (not its metrics): called before a destroy or a pause, so
+   * the commands that ran since the last pass are in its log.
+   */
+  async flush(sandbox: SampledSandbox): Promise<void> {
+    await this.#sampleOne(sandbox, false);
+  }
+
+  /** Records an event of the sandbox's life that the agent saw (e.g. killed, paused). */
+  event(sandboxId: string, level: TelemetryLevel, message: string, fields: Record<string, string>): void {
+    this.#deps.store.addLog({ sandboxId, timeMs: this.#now(), level, message, fields });
+  }
+
+  async #sampleOne(sandbox: SampledSandbox, withMetrics: boolean): Promise<void> {
+    const previous = this.#inFlight.get(sandbox.id);
+    if (previous) await previous;
+    const run = this.#read(sandbox, withMetrics).finally(() => this.#inFlight.delete(sandbox.id));
+    this.#inFlight.set(sandbox.id, run);
+    await run;
+  }
+
+  async #read(sandbox: SampledSandbox, withMetrics: boolean): Promise<void> {
+    const base = `http://${sandbox.address}:${this.#deps.envdPort ?? ENVD_PORT}`;
+    const headers: Record<string, string> = sandbox.accessToken === "" ? {} : { "x-access-token": sandbox.accessToken };
+    const timeout = Math.min(2_000, Math.max(500, this.#deps.intervalMs));
+    const [metrics, events] = await Promise.allSettled([
+      withMetrics ? readJson(`${base}/metrics`, headers, timeout) : Promise.resolve(undefined),
+      this.#readEvents(sandbox, base, headers, timeout),
+    ]);
+    if (metrics.status === "fulfilled" && metrics.value) this.#recordSample(sandbox.id, metrics.value);
+    if (metrics.status === "rejected" || events.status === "rejected") {
+      // A guest that does not answer for a moment (busy, pausing) is sampled again next pass.
+      this.#deps.logger.debug("telemetry read failed", {
+        sandboxId: sandbox.id,
+        err: metrics.status === "rejected" ? metrics.reason : events.status === "rejected" ? events.reason : undefined,
+      });
+    }
+  }
+
+  #recordSample(sandboxId: string, body: Record<string, unknown>): void {
+    this.#deps.store.addSample({
+      sandboxId,
+      timeMs: this.#now(),
+      cpuCount: num(body.cpu_count),
+      cpuUsedPct: num(body.cpu_used_pct),
+      memUsed: num(body.mem_used),
+      memTotal: num(body.mem_total),
+      memCache: num(body.mem_cache),
+      diskUsed: num(body.disk_used),
+      diskTotal: num(body.disk_total),
+    });
+  }
+
+  async #readEvents(
+    sandbox: SampledSandbox,
+    base: string,
+    headers: Record<string, string>,
+    timeout: number,
+  ): Promise<void> {
+    // A few pages at most per pass; a flood of short processes is read over the next passes.
+    for (let page = 0; page < 4; page++) {
+      const cursor = this.#cursors.get(sandbox.id) ?? { epoch: "", after: 0 };
+      const body = await readJson(`${base}/wrenn/events?after=${cursor.after}`, headers, timeout);
+      // An envd without the route (an image built before it) has no process log to offer.
+      if (!body) return;
+      const epoch = typeof body.epoch === "string" ? body.epoch : "";
+      if (cursor.epoch !== "" && epoch !== cursor.epoch) {
+        // envd restarted: its journal starts again at 1, so read it from the start.
+        this.#cursors.set(sandbox.id, { epoch, after: 0 });
+        continue;
+      }
+      const events = Array.isArray(body.events) ? (body.events as JournalEvent[]) : [];
+      for (const e of events) if (e.seq > cursor.after) this.#recordEvent(sandbox.id, e);
+      const next = typeof body.next === "number" ? body.next : cursor.after;
+      this.#cursors.set(sandbox.id, { epoch, after: Math.max(next, cursor.after) });
+      if (events.length === 0 || next <= cursor.after) return;
+    }
+  }
+
+  #recordEvent(sandboxId: string, e: JournalEvent): void {
+    const cmd = cut(e.cmd, 256);
+    const args = cut(e.args, 600);
+    const command = args === "" ? cmd : `${cmd} ${args}`;
+    const fields: Record<string, string> = { pid: cut(e.pid, 12), cmd, args, user: cut(e.user, 64) };
+    if (e.tag) fields.tag = cut(e.tag, 256);
+    // The guest's clock is synced at boot and resume; a time far off is the guest's word only, so the agent's wins.
+    const now = this.#now();
+    const timeMs = typeof e.ts === "number" && Math.abs(e.ts - now) < 3_600_000 ? e.ts : now;
+    if (e.kind === "start") {
+      this.#deps.store.addLog({
+        sandboxId,
+        timeMs,
+        level: "info",
+        message: `process ${fields.pid} started: ${command}`,
+        fields: { event: "process_start", ...fields },
+      });
+      return;
+    }
+    const exitCode = typeof e.exitCode === "number" ? e.exitCode : -1;
+    const status = typeof e.status === "string" ? cut(e.status, 64) : `exit status ${exitCode}`;
+    this.#deps.store.addLog({
+      sandboxId,
+      timeMs,
+      level: exitCode === 0 ? "info" : "warn",
+      message: `process ${fields.pid} ended (${status}): ${command}`,
+      fields: { event: "process_end", ...fields, exit_code: String(exitCode), status },
+    });
+  }
+}
+
+function num(v: unknown): number {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0;
+}
+
+/** GETs a small JSON object from envd; undefined for a 404 (no such route), throws on other failures. */
+async function readJson(
+  url: string,
+  headers: Record<string, string>,
+  timeoutMs: number,
+): Promise<Record<string, unknown> | undefined> {
+  const res = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs) });
+  if (res.status === 404) {
+    await res.body?.cancel().catch(() => {});
+    return undefined;
+  }
+  if (!res.ok) {
+    await res.body?.cancel().catch(() => {});
+    throw new Error(`envd answered ${res.status} for ${new URL(url).pathname}`);
+  }
+  const declared = Number(res.headers.get("content-length") ?? "0");
+  if (declared > ANSWER_MAX_BYTES) {
+    await res.body?.cancel().catch(() => {});
+    throw new Error(`envd's answer is larger than ${ANSWER_MAX_BYTES} bytes`);
+  }
+  const body: unknown = JSON.parse(await readBounded(res, ANSWER_MAX_BYTES));
+  return body && typeof body === "object" && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
+}
+
+/** The body as text, or an error once it passes `maxBytes` (the rest is not read). */
+async function readBounded(res: Response, maxBytes: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > maxBytes) throw new Error(`envd's answer is larger than ${maxBytes} bytes`);
+      parts.push(value);
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return Buffer.concat(parts).toString("utf8");
+}
+
+/** Text from a guest, cut to `max` characters (a guest may replace envd and say anything). */
+function cut(v: unknown, max: number): string {
+  const s = String(v ?? "");
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
