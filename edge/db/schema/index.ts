@@ -6,3 +6,4 @@ export * from "./rate-limit-buckets.js";
 export * from "./sandbox-events.js";
 export * from "./sandboxes.js";
 export * from "./teams.js";
+export * from "./telemetry.js";
