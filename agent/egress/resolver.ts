@@ -33,12 +33,21 @@ export interface EgressResolverOptions {
   resolvedNames?: ResolvedNames;
   /** Questions of one sandbox in flight at once; more are answered REFUSED (default 128). */
   maxInFlightPerSandbox?: number;
+  /** TCP connections of one sandbox open at once; more are closed as they arrive (default 32). */
+  maxTcpConnectionsPerSandbox?: number;
+  /**
+   * A TCP connection must complete a whole message within this long of opening or of its last
+   * answer, else it is closed (default 10 s): a trickle of one byte a second does not keep it.
+   */
+  tcpIdleMs?: number;
 }
 
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, REFUSED: 5 } as const;
 const QR = 0x8000;
 const MAX_TCP_MESSAGE = 65_535;
 const TCP_IDLE_MS = 10_000;
+/** Pipelined messages of one TCP connection waiting for their answers before it is read no further. */
+const TCP_BACKLOG = 8;
 /** Bounds on a TTL the firewall keeps (as the kernel side clamps). */
 const MIN_TTL = 5;
 const MAX_TTL = 3600;
@@ -52,6 +61,7 @@ export class EgressResolver {
   #tcp: Server | undefined;
   readonly #tcpSockets = new Set<Socket>();
   readonly #inFlight = new Map<string, number>();
+  readonly #tcpOpen = new Map<string, number>();
   /** When each (sandbox, name, verdict, answer) was last logged: repeats within a moment are not. */
   readonly #recent = new Map<string, number>();
 
@@ -133,28 +143,60 @@ export class EgressResolver {
 
   #onTcp(socket: Socket): void {
     const source = socket.remoteAddress ?? "";
+    const owner = this.#o.targets.bySlotIp(source);
     // Not a sandbox: say nothing (no open resolver on the host's addresses).
-    if (this.#o.targets.bySlotIp(source) === undefined) {
+    if (owner === undefined) {
       socket.destroy();
       return;
     }
+    // A guest opening connections without end must not take every descriptor of the agent.
+    const open = this.#tcpOpen.get(owner.sandboxId) ?? 0;
+    if (open >= (this.#o.maxTcpConnectionsPerSandbox ?? 32)) {
+      socket.destroy();
+      return;
+    }
+    this.#tcpOpen.set(owner.sandboxId, open + 1);
     this.#tcpSockets.add(socket);
-    socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
-    socket.on("close", () => this.#tcpSockets.delete(socket));
+    socket.on("close", () => {
+      this.#tcpSockets.delete(socket);
+      clearTimeout(idle);
+      const left = (this.#tcpOpen.get(owner.sandboxId) ?? 1) - 1;
+      if (left <= 0) this.#tcpOpen.delete(owner.sandboxId);
+      else this.#tcpOpen.set(owner.sandboxId, left);
+    });
     socket.on("error", () => {});
+    // Not the socket's own idle timeout, which any byte resets: only a whole message or an answer does.
+    const idleMs = this.#o.tcpIdleMs ?? TCP_IDLE_MS;
+    let idle = setTimeout(() => socket.destroy(), idleMs);
+    const stillAlive = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => socket.destroy(), idleMs);
+    };
     let buffered = Buffer.alloc(0);
     let chain = Promise.resolve();
+    let waiting = 0;
+    const readOn = () => {
+      if (waiting < TCP_BACKLOG && !socket.destroyed) socket.resume();
+    };
     socket.on("data", (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       while (buffered.length >= 2) {
         const length = buffered.readUInt16BE(0);
         if (buffered.length < 2 + length) break;
-        const msg = buffered.subarray(2, 2 + length);
+        const msg = Buffer.from(buffered.subarray(2, 2 + length));
         buffered = buffered.subarray(2 + length);
+        stillAlive();
+        // A client pipelining without reading its answers is read no further until they are out.
+        if (++waiting >= TCP_BACKLOG || socket.writableLength > MAX_TCP_MESSAGE * 4) socket.pause();
         // Answers go back in order (RFC 7766 allows any order; in order is simplest for clients).
         chain = chain.then(async () => {
           const reply = await this.#answer(msg, source, "tcp").catch(() => undefined);
           if (reply && !socket.destroyed) socket.write(withLength(reply));
+          stillAlive();
+          waiting--;
+          // Nor while its unread answers pile up in the agent: read on when they have drained.
+          if (socket.writableLength > MAX_TCP_MESSAGE * 4) socket.once("drain", readOn);
+          else readOn();
         });
       }
     });
