@@ -74,6 +74,8 @@ export function sandboxToProto(r: SandboxRecord): Sandbox {
     remainingTimeoutSec: r.remainingMs === undefined ? 0 : Math.ceil(r.remainingMs / 1000),
     stoppedAt: r.stoppedAt === undefined ? undefined : timestampFromMs(r.stoppedAt),
     network: policyToProto(r.network),
+    timeoutKeepMemory: r.timeoutKeepMemory,
+    pausedWithoutMemory: r.pausedWithoutMemory,
   });
 }
 

@@ -90,6 +90,12 @@ export interface Runtime {
   thaw(spec: GuestSpec, handle: GuestHandle): Promise<void>;
   /** Writes a full snapshot to snapshotDir and stops the guest process. Only when pauseToDisk. */
   snapshot?(spec: GuestSpec, handle: GuestHandle, snapshotDir: string): Promise<SnapshotInfo>;
+  /**
+   * Ends the guest's processes but keeps its writable files (a filesystem-only pause); a later
+   * start() with the same sandbox directory boots it afresh on them. Optional: without it a sandbox
+   * cannot pause without memory.
+   */
+  halt?(spec: GuestSpec, handle: GuestHandle): Promise<void>;
   /** Starts the guest from a snapshot on the (possibly different) network slot in spec. Only when pauseToDisk. */
   restore?(spec: GuestSpec, snapshotDir: string, signal?: AbortSignal): Promise<GuestHandle>;
   /**

@@ -13,6 +13,7 @@ import { createLogger, type Logger, noopLogger } from "../logger.js";
 import { SlotManager } from "../network/slots.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities, SnapshotInfo } from "../runtimes/types.js";
 import type { Clock } from "./clock.js";
+import type { TimerScheduler } from "./deadlines.js";
 import type { EnvdClientFactory, GuestEnvd } from "./guest-envd.js";
 import { type CreateInput, SandboxManager } from "./manager.js";
 import { STATE_FILE } from "./record.js";
@@ -33,9 +34,16 @@ class FakeRuntime implements Runtime {
   #nextPid = 1000;
   readonly #pauseToDisk: boolean;
   retarget?: Runtime["retarget"];
+  halt?: Runtime["halt"];
 
-  constructor(opts: { pauseToDisk: boolean; warm?: boolean }) {
+  constructor(opts: { pauseToDisk: boolean; warm?: boolean; halt?: boolean }) {
     this.#pauseToDisk = opts.pauseToDisk;
+    if (opts.halt) {
+      this.halt = async (spec, handle) => {
+        this.calls.push(`halt ${spec.sandboxId}`);
+        this.alive.delete(handle.pid);
+      };
+    }
     if (opts.warm) {
       this.retarget = async (from, to, handle) => {
         this.calls.push(`retarget ${from.sandboxId} ${to.sandboxId}`);
@@ -214,7 +222,9 @@ interface Harness {
   messages: string[];
 }
 
-function harness(opts: { runtime?: FakeRuntime; clock?: FakeClock; envd?: FakeEnvd } = {}): Harness {
+function harness(
+  opts: { runtime?: FakeRuntime; clock?: FakeClock; envd?: FakeEnvd; timers?: TimerScheduler } = {},
+): Harness {
   const runtime = opts.runtime ?? new FakeRuntime({ pauseToDisk: true });
   const envd = opts.envd ?? new FakeEnvd();
   const clock = opts.clock ?? new FakeClock();
@@ -230,6 +240,7 @@ function harness(opts: { runtime?: FakeRuntime; clock?: FakeClock; envd?: FakeEn
     envdClient: envd.factory,
     clock,
     envdTimeoutMs: 1_000,
+    ...(opts.timers ? { timers: opts.timers } : {}),
   });
   return { manager, runtime, envd, clock, commands, messages };
 }
@@ -668,5 +679,246 @@ describe("SandboxManager egress policy (issue 20)", () => {
     expect(after.manager.egressTargets.bySlotIp(after.manager.proxyAddress(req.sandboxId))?.sandboxId).toBe(
       req.sandboxId,
     );
+  });
+});
+
+/**
+ * Timers driven by the fake clock: `advance` moves the clock and fires, in order, every timer that
+ * came due (the manager's end-time timers), as Node's would at that moment.
+ */
+class ClockTimers implements TimerScheduler {
+  readonly #pending = new Map<number, { at: number; fire: () => void }>();
+  #next = 1;
+  constructor(readonly clock: FakeClock) {}
+
+  set(fire: () => void, delayMs: number): unknown {
+    const id = this.#next++;
+    this.#pending.set(id, { at: this.clock.now() + delayMs, fire });
+    return id;
+  }
+
+  clear(timer: unknown): void {
+    this.#pending.delete(timer as number);
+  }
+
+  get size(): number {
+    return this.#pending.size;
+  }
+
+  /** Moves the clock by `ms` and fires what came due, then lets the actions they started finish. */
+  async advance(ms: number): Promise<void> {
+    this.clock.advance(ms);
+    for (;;) {
+      const due = [...this.#pending].filter(([, t]) => t.at <= this.clock.now()).sort((a, b) => a[1].at - b[1].at);
+      const first = due[0];
+      if (!first) break;
+      this.#pending.delete(first[0]);
+      first[1].fire();
+    }
+    await settle();
+  }
+}
+
+/** Lets queued work (lock chains, file writes) run. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 30));
+
+describe("SandboxManager end-time timers (issue 17)", () => {
+  function timed(runtime = new FakeRuntime({ pauseToDisk: false, halt: true })) {
+    const clock = new FakeClock();
+    const timers = new ClockTimers(clock);
+    return { ...harness({ runtime, clock, timers }), timers };
+  }
+
+  it("pauses at the end time itself, without a reaper pass, and reports the reap", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 3, timeoutAction: "pause" });
+    await h.manager.create(req);
+    expect(h.manager.deadlineOf(req.sandboxId)).toBe(h.clock.ms + 3_000);
+
+    await h.timers.advance(2_999);
+    expect(h.manager.get(req.sandboxId).status).toBe("running");
+    await h.timers.advance(1);
+    expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "paused", remainingMs: 0 });
+    expect(h.runtime.calls).toContain(`freeze ${req.sandboxId}`);
+    expect(h.manager.list().reaps.map((r) => [r.record.id, r.record.status])).toEqual([[req.sandboxId, "paused"]]);
+    expect(h.manager.deadlineOf(req.sandboxId)).toBeUndefined();
+
+    // The reaper's pass afterwards (the safety net) finds nothing to do: one reap, no second pause.
+    await h.manager.reapOnce();
+    expect(h.manager.list().reaps).toHaveLength(1);
+    await expect(h.manager.pause(req.sandboxId)).rejects.toMatchObject({ reason: "SANDBOX_PAUSED" });
+  });
+
+  it("kills at the end time when the action is kill", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 5 });
+    await h.manager.create(req);
+    await h.timers.advance(5_000);
+    expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "stopped", stopReason: "timeout" });
+    expect(h.manager.load().slotsInUse).toBe(0);
+    expect(h.manager.list().reaps.map((r) => r.record.stopReason)).toEqual(["timeout"]);
+    expect(h.timers.size).toBe(0);
+  });
+
+  it("a SetTimeout before the end time moves the timer", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 3, timeoutAction: "pause" });
+    await h.manager.create(req);
+    await h.timers.advance(2_000);
+    await h.manager.setTimeout(req.sandboxId, 10, undefined);
+    await h.timers.advance(1_000);
+    expect(h.manager.get(req.sandboxId).status).toBe("running");
+    expect(h.manager.deadlineOf(req.sandboxId)).toBe(h.clock.ms + 9_000);
+    expect(h.timers.size).toBe(1);
+    await h.timers.advance(9_000);
+    expect(h.manager.get(req.sandboxId).status).toBe("paused");
+  });
+
+  it("a SetTimeout that holds the lock when the timer fires wins: the sandbox keeps running", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 3, timeoutAction: "kill" });
+    await h.manager.create(req);
+    // Issued first, so it takes the sandbox's lock before the timer's action queues behind it.
+    const extended = h.manager.setTimeout(req.sandboxId, 60, undefined);
+    await h.timers.advance(3_000);
+    await extended;
+    // The SetTimeout's body ran first on the lock (at the moved clock); the timer's action then found it not due.
+    expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "running", endAt: h.clock.ms + 60_000 });
+    expect(h.manager.list().reaps).toEqual([]);
+    expect(h.manager.deadlineOf(req.sandboxId)).toBe(h.clock.ms + 60_000);
+  });
+
+  it("a SetTimeout that arrives after the timer paused it applies from the resume", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 3, timeoutAction: "pause" });
+    await h.manager.create(req);
+    await h.timers.advance(3_000);
+    const record = await h.manager.setTimeout(req.sandboxId, 20, undefined);
+    expect(record).toMatchObject({ status: "paused", remainingMs: 20_000, endAt: undefined });
+    expect(h.timers.size).toBe(0);
+    await h.timers.advance(60_000);
+    const resumed = await h.manager.resume(req.sandboxId, undefined);
+    expect(resumed.endAt).toBe(h.clock.ms + 20_000);
+    expect(h.manager.deadlineOf(req.sandboxId)).toBe(h.clock.ms + 20_000);
+  });
+
+  it("a resume that arrives while the timer pauses waits, then resumes with the whole timeout and re-arms", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 4, timeoutAction: "pause" });
+    await h.manager.create(req);
+    h.clock.advance(4_000);
+    // The timer fires and its pause queues on the lock; the resume queues behind it.
+    const firing = h.timers.advance(0);
+    const resumed = h.manager.resume(req.sandboxId, undefined);
+    await firing;
+    expect(await resumed).toMatchObject({ status: "running", endAt: h.clock.ms + 4_000 });
+    expect(h.runtime.calls.filter((c) => c.startsWith("freeze") || c.startsWith("thaw"))).toEqual([
+      `freeze ${req.sandboxId}`,
+      `thaw ${req.sandboxId}`,
+    ]);
+    expect(h.manager.deadlineOf(req.sandboxId)).toBe(h.clock.ms + 4_000);
+    // Paused time did not count: the next pause comes 4 s after the resume.
+    await h.timers.advance(3_999);
+    expect(h.manager.get(req.sandboxId).status).toBe("running");
+    await h.timers.advance(1);
+    expect(h.manager.get(req.sandboxId).status).toBe("paused");
+  });
+
+  it("an explicit destroy or pause clears the timer", async () => {
+    const h = timed();
+    const a = input({ timeoutSec: 5, timeoutAction: "pause" });
+    const b = input({ timeoutSec: 5 });
+    await h.manager.create(a);
+    await h.manager.create(b);
+    await h.manager.pause(a.sandboxId);
+    await h.manager.destroy(b.sandboxId);
+    expect(h.timers.size).toBe(0);
+    await h.timers.advance(10_000);
+    expect(h.manager.get(a.sandboxId)).toMatchObject({ status: "paused", remainingMs: 5_000 });
+    expect(h.manager.list().reaps).toEqual([]);
+  });
+
+  it("the reaper's pass still runs a timeout whose timer never fired (the safety net)", async () => {
+    const runtime = new FakeRuntime({ pauseToDisk: false, halt: true });
+    const silent: TimerScheduler = { set: () => 0, clear: () => {} };
+    const h = harness({ runtime, timers: silent });
+    const req = input({ timeoutSec: 3, timeoutAction: "pause" });
+    await h.manager.create(req);
+    h.clock.advance(3_000);
+    await h.manager.reapOnce();
+    expect(h.manager.get(req.sandboxId).status).toBe("paused");
+  });
+
+  it("a restarted agent re-arms the timers from the records: due ones run at once, the rest at their time", async () => {
+    const runtime = new FakeRuntime({ pauseToDisk: false, halt: true });
+    const clock = new FakeClock();
+    const before = harness({ runtime, clock, timers: new ClockTimers(clock) });
+    const soon = input({ timeoutSec: 5, timeoutAction: "pause" });
+    const later = input({ timeoutSec: 60 });
+    await before.manager.create(soon);
+    await before.manager.create(later);
+    // The agent is down across soon's end time.
+    clock.advance(10_000);
+    const timers = new ClockTimers(clock);
+    const after = harness({ runtime, clock, timers });
+    await after.manager.recover();
+    await timers.advance(0);
+    expect(after.manager.get(soon.sandboxId).status).toBe("paused");
+    expect(after.manager.list().reaps.map((r) => r.record.id)).toEqual([soon.sandboxId]);
+    expect(after.manager.deadlineOf(later.sandboxId)).toBe(clock.ms + 50_000);
+    await timers.advance(50_000);
+    expect(after.manager.get(later.sandboxId)).toMatchObject({ status: "stopped", stopReason: "timeout" });
+  });
+
+  it("a filesystem-only pause ends the guest, frees its slot, and resume boots it afresh", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 300 });
+    await h.manager.create(req);
+    const paused = await h.manager.pause(req.sandboxId, { keepMemory: false });
+    expect(paused).toMatchObject({ status: "paused", pausedWithoutMemory: true, handle: undefined, slot: undefined });
+    expect(h.runtime.calls).toContain(`halt ${req.sandboxId}`);
+    expect(h.runtime.alive.size).toBe(0);
+    expect(h.manager.load()).toMatchObject({ sandboxes: 0, slotsInUse: 0 });
+    expect(await stateOnDisk(req.sandboxId)).toMatchObject({ pausedWithoutMemory: true });
+
+    h.runtime.calls.length = 0;
+    const inits = h.envd.inits.length;
+    const resumed = await h.manager.resume(req.sandboxId, undefined);
+    expect(resumed).toMatchObject({ status: "running", pausedWithoutMemory: false });
+    expect(h.runtime.calls.filter((c) => c.startsWith("start"))).toHaveLength(1);
+    // A fresh boot: envd is told its env and token again.
+    expect(h.envd.inits.length).toBe(inits + 1);
+    expect(h.envd.inits.at(-1)?.body.envVars).toEqual({ GREETING: "hi" });
+  });
+
+  it("a timeout with keepMemory false pauses without memory; the policy is recorded and can change", async () => {
+    const h = timed();
+    const req = input({ timeoutSec: 3, timeoutAction: "pause", timeoutKeepMemory: false });
+    await h.manager.create(req);
+    expect(h.manager.get(req.sandboxId).timeoutKeepMemory).toBe(false);
+    await h.timers.advance(3_000);
+    expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "paused", pausedWithoutMemory: true });
+    await h.manager.resume(req.sandboxId, undefined);
+    await h.manager.setTimeout(req.sandboxId, 3, undefined, true);
+    await h.timers.advance(3_000);
+    expect(h.manager.get(req.sandboxId)).toMatchObject({ status: "paused", pausedWithoutMemory: false });
+    expect(h.runtime.calls).toContain(`freeze ${req.sandboxId}`);
+  });
+
+  it("refuses a pause without memory on a runtime that cannot halt a guest", async () => {
+    const h = timed(new FakeRuntime({ pauseToDisk: true }));
+    const req = input({ timeoutSec: 30 });
+    await expect(h.manager.create(input({ timeoutAction: "pause", timeoutKeepMemory: false }))).rejects.toMatchObject({
+      code: "FAILED_PRECONDITION",
+      reason: "PAUSE_WITHOUT_MEMORY_UNSUPPORTED",
+    });
+    await h.manager.create(req);
+    await expect(h.manager.pause(req.sandboxId, { keepMemory: false })).rejects.toMatchObject({
+      reason: "PAUSE_WITHOUT_MEMORY_UNSUPPORTED",
+    });
+    await expect(h.manager.setTimeout(req.sandboxId, 30, "pause", false)).rejects.toMatchObject({
+      reason: "PAUSE_WITHOUT_MEMORY_UNSUPPORTED",
+    });
+    expect(h.manager.get(req.sandboxId).status).toBe("running");
   });
 });

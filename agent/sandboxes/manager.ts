@@ -10,6 +10,7 @@ import type { SlotKind } from "../network/rules.js";
 import { type Slot, type SlotManager, SlotsExhaustedError, slotKindOf } from "../network/slots.js";
 import type { GuestSpec, Runtime } from "../runtimes/types.js";
 import type { Clock } from "./clock.js";
+import { DeadlineTimers, systemTimers, type TimerScheduler } from "./deadlines.js";
 import { parsePolicyArgument, SandboxEgress } from "./egress.js";
 import type { EnvdClientFactory, GuestEnvd } from "./guest-envd.js";
 import { GuestIo } from "./guest-io.js";
@@ -72,6 +73,8 @@ export interface SandboxManagerDeps {
   envdTimeoutMs?: number;
   /** Bounds on unacknowledged reaps (tests shorten them); see DEFAULT_REAP_RETENTION. */
   reapRetention?: Partial<ReapRetention>;
+  /** The one-shot timers behind each sandbox's end time (tests fire them with a fake clock). */
+  timers?: TimerScheduler;
 }
 
 export class SandboxManager {
@@ -85,6 +88,8 @@ export class SandboxManager {
   readonly #reaper: Reaper;
   readonly #recovery: Recovery;
   readonly #egress: SandboxEgress;
+  /** A timer per running sandbox at its end time: the timeout action runs then, not at the next reaper pass. */
+  readonly #deadlines: DeadlineTimers;
   /** Processes and files in running guests. */
   readonly guest: GuestIo;
 
@@ -113,10 +118,17 @@ export class SandboxManager {
       table: this.#table,
       clock,
       actions: {
-        pauseReaped: (id) => this.pause(id, { reaped: true }),
+        expire: (id) => this.expire(id),
         destroy: (id, reason) => this.destroy(id, reason),
       },
       reapRetention: deps.reapRetention,
+    });
+    this.#deadlines = new DeadlineTimers({
+      clock,
+      timers: deps.timers ?? systemTimers,
+      onDue: (id) => {
+        void this.expire(id).catch((err) => logger.error("timeout action failed", { sandboxId: id, err }));
+      },
     });
     this.#recovery = new Recovery({
       config,
@@ -130,6 +142,7 @@ export class SandboxManager {
       reaper: this.#reaper,
       egress: this.#egress,
       teardown: (record, slot) => this.#teardown(record, slot),
+      armDeadline: (id, endAt) => this.#deadlines.arm(id, endAt),
     });
     this.guest = new GuestIo({ envdOf: (id) => this.envd(id) });
   }
@@ -212,6 +225,7 @@ export class SandboxManager {
     assertSandboxId(input.sandboxId);
     assertTemplateName(input.template);
     parsePolicyArgument(input.network);
+    if (input.timeoutKeepMemory === false) this.#requireHalt();
     const { config } = this.#deps;
     const started = performance.now();
     return this.#lock.run(input.sandboxId, async () => {
@@ -342,6 +356,7 @@ export class SandboxManager {
       await this.#handshake(live, phases);
       record.status = "running";
       await this.#persist(record);
+      this.#deadlines.arm(record.id, record.endAt);
       const totalMs = performance.now() - started;
       this.#deps.observer?.createSeconds(totalMs / 1000);
       // The phases let the benchmark split a create into the runtime's boot and the agent's own share.
@@ -379,21 +394,25 @@ export class SandboxManager {
 
   async destroy(id: string, reason: StopReasonName = "killed"): Promise<SandboxRecord> {
     assertSandboxId(id);
-    return this.#lock.run(id, async () => {
-      const live = this.#table.liveOrThrow(id);
-      const { record } = live;
-      record.status = "stopping";
-      await this.#persist(record).catch(() => {});
-      try {
-        await this.#teardown(record, live.slot);
-      } finally {
-        this.#table.live.delete(id);
-        this.#table.markStopped(record, reason, undefined);
-        this.#deps.observer?.sandboxEnded?.(id);
-      }
-      this.#deps.logger.info("sandbox destroyed", { sandboxId: id, reason });
-      return record;
-    });
+    return this.#lock.run(id, () => this.#destroyLocked(id, reason));
+  }
+
+  /** destroy(), for a caller that holds the sandbox's lock. */
+  async #destroyLocked(id: string, reason: StopReasonName): Promise<SandboxRecord> {
+    const live = this.#table.liveOrThrow(id);
+    const { record } = live;
+    this.#deadlines.disarm(id);
+    record.status = "stopping";
+    await this.#persist(record).catch(() => {});
+    try {
+      await this.#teardown(record, live.slot);
+    } finally {
+      this.#table.live.delete(id);
+      this.#table.markStopped(record, reason, undefined);
+      this.#deps.observer?.sandboxEnded?.(id);
+    }
+    this.#deps.logger.info("sandbox destroyed", { sandboxId: id, reason });
+    return record;
   }
 
   /** Stops the guest, frees its slot and removes its directories. Every step runs even if one fails. */
@@ -405,48 +424,110 @@ export class SandboxManager {
 
   // ---------------------------------------------------------------- pause / resume / timeout
 
-  async pause(id: string, options: { reaped?: boolean } = {}): Promise<SandboxRecord> {
+  /** A filesystem-only pause needs a runtime that can stop a guest and boot it again on its files. */
+  #requireHalt(): void {
+    const { runtime } = this.#deps;
+    if (!runtime.halt) {
+      throw failedPrecondition(
+        "PAUSE_WITHOUT_MEMORY_UNSUPPORTED",
+        `the ${runtime.name} runtime cannot pause without memory (stop the guest and keep only its files)`,
+      );
+    }
+  }
+
+  /**
+   * Pauses a running sandbox. With `keepMemory` (the default) its processes are frozen (or written
+   * to disk) and go on after resume; without, they end and only its files are kept: resume boots it
+   * afresh on them. Paused time does not count against its timeout.
+   */
+  async pause(id: string, options: { keepMemory?: boolean } = {}): Promise<SandboxRecord> {
     assertSandboxId(id);
-    return this.#lock.run(id, async () => {
-      const live = this.#table.liveOrThrow(id);
+    const keepMemory = options.keepMemory ?? true;
+    if (!keepMemory) this.#requireHalt();
+    return this.#lock.run(id, () => this.#pauseLocked(id, keepMemory));
+  }
+
+  /** pause(), for a caller that holds the sandbox's lock. */
+  async #pauseLocked(id: string, keepMemory: boolean): Promise<SandboxRecord> {
+    const live = this.#table.liveOrThrow(id);
+    const { record } = live;
+    if (record.status === "paused") throw failedPrecondition("SANDBOX_PAUSED", `sandbox ${id} is already paused`);
+    if (record.status !== "running") {
+      throw failedPrecondition("SANDBOX_NOT_RUNNING", `sandbox ${id} is ${record.status}, not running`);
+    }
+    const handle = record.handle;
+    if (handle === undefined) throw new AgentError("INTERNAL", "NO_HANDLE", `sandbox ${id} has no guest handle`);
+    const { runtime, slots, config, clock } = this.#deps;
+    this.#deadlines.disarm(id);
+    record.status = "pausing";
+    const remaining = record.endAt === undefined ? undefined : Math.max(0, record.endAt - clock.now());
+    const releaseSlot = async () => {
+      record.handle = undefined;
+      this.#egress.detach(id);
+      if (live.slot) await slots.release(live.slot);
+      live.slot = undefined;
+      live.envd = undefined;
+      record.slot = undefined;
+    };
+    try {
+      if (!keepMemory && runtime.halt) {
+        await runtime.halt(this.#spec(record, live.slot), handle);
+        record.pausedWithoutMemory = true;
+        await releaseSlot();
+      } else if (runtime.capabilities().pauseToDisk && runtime.snapshot) {
+        record.snapshot = await runtime.snapshot(this.#spec(record, live.slot), handle, config.layout.snapshotDir(id));
+        await releaseSlot();
+      } else {
+        await runtime.freeze(this.#spec(record, live.slot), handle);
+      }
+    } catch (err) {
+      record.status = "error";
+      record.error = `pause failed: ${(err as Error).message}`;
+      await this.#persist(record).catch(() => {});
+      throw new AgentError("INTERNAL", "PAUSE_FAILED", record.error, { cause: err });
+    }
+    record.status = "paused";
+    record.remainingMs = remaining;
+    record.endAt = undefined;
+    await this.#persist(record);
+    return record;
+  }
+
+  /**
+   * Runs a sandbox's timeout action if it is due: called by its end-time timer and by the reaper's
+   * pass, under the sandbox's lock, so a SetTimeout, pause, resume or destroy that got the lock first
+   * wins (a moved end time re-arms the timer; a sandbox no longer running is left alone). A pause
+   * that fails destroys the sandbox. What it did goes to the reap log for the edge.
+   */
+  async expire(id: string): Promise<void> {
+    assertSandboxId(id);
+    await this.#lock.run(id, async () => {
+      const live = this.#table.live.get(id);
+      if (!live) return;
       const { record } = live;
-      if (record.status === "paused") throw failedPrecondition("SANDBOX_PAUSED", `sandbox ${id} is already paused`);
-      if (record.status !== "running") {
-        throw failedPrecondition("SANDBOX_NOT_RUNNING", `sandbox ${id} is ${record.status}, not running`);
+      if (record.status !== "running" || record.endAt === undefined) return;
+      if (record.endAt > this.#deps.clock.now()) {
+        this.#deadlines.arm(id, record.endAt);
+        return;
       }
-      const handle = record.handle;
-      if (handle === undefined) throw new AgentError("INTERNAL", "NO_HANDLE", `sandbox ${id} has no guest handle`);
-      const { runtime, slots, config, clock } = this.#deps;
-      record.status = "pausing";
-      const remaining = record.endAt === undefined ? undefined : Math.max(0, record.endAt - clock.now());
-      try {
-        if (runtime.capabilities().pauseToDisk && runtime.snapshot) {
-          record.snapshot = await runtime.snapshot(
-            this.#spec(record, live.slot),
-            handle,
-            config.layout.snapshotDir(id),
-          );
-          record.handle = undefined;
-          this.#egress.detach(id);
-          if (live.slot) await slots.release(live.slot);
-          live.slot = undefined;
-          live.envd = undefined;
-          record.slot = undefined;
-        } else {
-          await runtime.freeze(this.#spec(record, live.slot), handle);
+      const log = this.#deps.logger.child({ sandboxId: id });
+      if (record.timeoutAction === "pause") {
+        const keepMemory = record.timeoutKeepMemory || !this.#deps.runtime.halt;
+        log.info("timeout: pausing", { keepMemory });
+        try {
+          await this.#reaper.record(await this.#pauseLocked(id, keepMemory));
+          return;
+        } catch (err) {
+          log.error("auto-pause failed; destroying", { err });
         }
-      } catch (err) {
-        record.status = "error";
-        record.error = `pause failed: ${(err as Error).message}`;
-        await this.#persist(record).catch(() => {});
-        throw new AgentError("INTERNAL", "PAUSE_FAILED", record.error, { cause: err });
+      } else {
+        log.info("timeout: destroying");
       }
-      record.status = "paused";
-      record.remainingMs = remaining;
-      record.endAt = undefined;
-      await this.#persist(record);
-      if (options.reaped) await this.#reaper.record(record);
-      return record;
+      try {
+        await this.#reaper.record(await this.#destroyLocked(id, "timeout"));
+      } catch (err) {
+        log.error("could not destroy a sandbox at its timeout", { err });
+      }
     });
   }
 
@@ -462,15 +543,21 @@ export class SandboxManager {
       record.status = "resuming";
       try {
         if (record.handle === undefined) {
-          if (!runtime.restore) throw new Error(`runtime ${runtime.name} cannot restore snapshots`);
+          const booting = record.pausedWithoutMemory;
+          if (!booting && !runtime.restore) throw new Error(`runtime ${runtime.name} cannot restore snapshots`);
           const slot = await slots.acquire(this.#slotKind, record.internetAccess, signal);
           live.slot = slot;
           await this.#egress.attach(record, slot);
           record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
           await this.#persist(record);
-          record.handle = await runtime.restore(this.#spec(record, slot), config.layout.snapshotDir(id), signal);
+          const spec = this.#spec(record, slot);
+          // Paused without memory: a fresh boot on the files it kept.
+          record.handle = booting
+            ? await runtime.start(spec, signal)
+            : await runtime.restore?.(spec, config.layout.snapshotDir(id), signal);
           live.envd = this.#deps.envdClient(slot.slotIp, record.accessToken);
           await this.#handshake(live);
+          record.pausedWithoutMemory = false;
           // The snapshot files stay (and are overwritten by the next pause) until the sandbox is destroyed.
           record.snapshot = undefined;
         } else {
@@ -492,20 +579,34 @@ export class SandboxManager {
       record.endAt = ms > 0 ? clock.now() + ms : undefined;
       record.remainingMs = undefined;
       await this.#persist(record);
+      this.#deadlines.arm(id, record.endAt);
       return record;
     });
   }
 
-  async setTimeout(id: string, timeoutSec: number, action: TimeoutActionName | undefined): Promise<SandboxRecord> {
+  /**
+   * Sets a sandbox's timeout to `timeoutSec` from now (0: none) and, when given, its timeout action
+   * and whether a pause at the timeout keeps memory. On a paused sandbox the time counts from its resume.
+   */
+  async setTimeout(
+    id: string,
+    timeoutSec: number,
+    action: TimeoutActionName | undefined,
+    keepMemory?: boolean,
+  ): Promise<SandboxRecord> {
     assertSandboxId(id);
+    if (keepMemory === false) this.#requireHalt();
     return this.#lock.run(id, async () => {
       const { record } = this.#table.liveOrThrow(id);
       if (action !== undefined) record.timeoutAction = action;
+      if (keepMemory !== undefined) record.timeoutKeepMemory = keepMemory;
       const ms = timeoutSec > 0 ? timeoutSec * 1000 : undefined;
       record.timeoutMs = ms ?? 0;
       if (record.status === "paused") record.remainingMs = ms;
       else record.endAt = ms === undefined ? undefined : this.#deps.clock.now() + ms;
       await this.#persist(record);
+      // A sandbox still starting is armed when it is running; a paused one when it resumes.
+      if (record.status === "running") this.#deadlines.arm(id, record.endAt);
       return record;
     });
   }
@@ -544,9 +645,15 @@ export class SandboxManager {
     return this.#warm.drain();
   }
 
-  /** Runs the TTL reaper every reapIntervalMs until the signal aborts. */
+  /** Runs the TTL reaper every reapIntervalMs until the signal aborts (the end-time timers stop then too). */
   startReaper(signal: AbortSignal): void {
     this.#reaper.start(signal);
+    signal.addEventListener("abort", () => this.#deadlines.clear(), { once: true });
+  }
+
+  /** The end time a sandbox's timer is set for, if any. */
+  deadlineOf(id: string): number | undefined {
+    return this.#deadlines.armedFor(id);
   }
 
   /** One reaper pass: timeouts, lost guests, and expiry of stopped records. */

@@ -31,6 +31,8 @@ function record(id: string, fields: Partial<SandboxRecord> = {}): SandboxRecord 
     timeoutMs: 1000,
     remainingMs: undefined,
     timeoutAction: "kill",
+    timeoutKeepMemory: true,
+    pausedWithoutMemory: false,
     metadata: { owner: "test" },
     envVars: { SECRET: "env-secret" },
     accessToken: "token-secret",

@@ -8,8 +8,11 @@ import type { SandboxTable } from "./table.js";
 
 /** What the reaper asks of the manager; both run under the manager's per-sandbox lock. */
 export interface ReaperActions {
-  /** Pauses a sandbox whose timeout action is "pause" (recording the reap itself). */
-  pauseReaped(id: string): Promise<unknown>;
+  /**
+   * Runs a sandbox's timeout action (pause or destroy) if it is still due once the lock is held,
+   * recording the reap itself: the same path as the sandbox's end-time timer.
+   */
+  expire(id: string): Promise<void>;
   destroy(id: string, reason: StopReasonName): Promise<SandboxRecord>;
 }
 
@@ -25,9 +28,10 @@ export interface ReaperDeps {
 }
 
 /**
- * The TTL reaper: on an interval, pauses or destroys sandboxes whose timeout ran out, destroys those
- * whose guest process went away, and forgets old stopped records. What it did is kept in the reap
- * log until the edge acknowledges it.
+ * The TTL reaper: on an interval, destroys sandboxes whose guest process went away and forgets old
+ * stopped records. Timeouts are run by each sandbox's end-time timer (deadlines.ts); the pass runs
+ * any that a timer missed, as the safety net. What it did is kept in the reap log until the edge
+ * acknowledges it.
  */
 export class Reaper {
   readonly #deps: ReaperDeps;
@@ -89,17 +93,7 @@ export class Reaper {
     for (const [id, live] of [...table.live]) {
       const { record } = live;
       if (record.status === "running" && record.endAt !== undefined && record.endAt <= now) {
-        const log = logger.child({ sandboxId: id });
-        if (record.timeoutAction === "pause") {
-          log.info("timeout: pausing");
-          await actions.pauseReaped(id).catch(async (err) => {
-            log.error("auto-pause failed; destroying", { err });
-            await this.#destroy(id, "timeout");
-          });
-        } else {
-          log.info("timeout: destroying");
-          await this.#destroy(id, "timeout");
-        }
+        await actions.expire(id).catch((err) => logger.error("timeout action failed", { sandboxId: id, err }));
         continue;
       }
       if ((record.status === "running" || record.status === "paused") && record.handle !== undefined) {

@@ -35,6 +35,10 @@ export interface SandboxRecord {
   /** While paused: milliseconds of timeout left (restored on resume). */
   remainingMs: number | undefined;
   timeoutAction: TimeoutActionName;
+  /** Whether a pause at the timeout keeps the guest's memory (false: its files only). */
+  timeoutKeepMemory: boolean;
+  /** While paused: only its files were kept (its processes ended); resume boots it afresh on them. */
+  pausedWithoutMemory: boolean;
   metadata: Record<string, string>;
   envVars: Record<string, string>;
   accessToken: string;
@@ -80,6 +84,8 @@ export interface CreateInput {
   memoryMb: number;
   timeoutSec: number;
   timeoutAction: TimeoutActionName;
+  /** Whether a pause at the timeout keeps memory; unset: yes. */
+  timeoutKeepMemory?: boolean;
   envVars: Record<string, string>;
   metadata: Record<string, string>;
   accessToken: string;
@@ -102,6 +108,8 @@ export function newRecord(input: CreateInput, runtime: RuntimeName, now: number)
     remainingMs: undefined,
     timeoutMs: input.timeoutSec * 1000,
     timeoutAction: input.timeoutAction,
+    timeoutKeepMemory: input.timeoutKeepMemory ?? true,
+    pausedWithoutMemory: false,
     metadata: input.metadata,
     envVars: input.envVars,
     accessToken: input.accessToken,
@@ -163,6 +171,8 @@ export async function readRecords(sandboxesDir: string): Promise<{ records: Sand
         remainingMs: undefined,
         timeoutMs: 0,
         timeoutAction: "kill",
+        timeoutKeepMemory: true,
+        pausedWithoutMemory: false,
         metadata: {},
         envVars: {},
         accessToken: "",

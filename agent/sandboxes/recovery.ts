@@ -27,6 +27,8 @@ export interface RecoveryDeps {
   egress: Pick<SandboxEgress, "attach">;
   /** Stops a sandbox's guest and removes its slot and files (the manager's teardown). */
   teardown(record: SandboxRecord, slot: Slot | undefined): Promise<void>;
+  /** Sets a running sandbox's end-time timer (one already past its end time fires at once). */
+  armDeadline(sandboxId: string, endAt: number | undefined): void;
 }
 
 /**
@@ -62,7 +64,11 @@ export class Recovery {
         continue;
       }
       const alive = record.handle !== undefined && (await runtime.isAlive(record.handle));
-      const pausedToDisk = record.status === "paused" && record.snapshot !== undefined && record.handle === undefined;
+      // Paused to disk, or paused without memory: no guest process, only files, and that is right.
+      const pausedToDisk =
+        record.status === "paused" &&
+        (record.snapshot !== undefined || record.pausedWithoutMemory) &&
+        record.handle === undefined;
       // A sandbox in error keeps its disk (and snapshot) until it is destroyed.
       const inError = record.status === "error";
       if (((record.status === "running" || record.status === "paused") && (alive || pausedToDisk)) || inError) {
@@ -97,6 +103,10 @@ export class Recovery {
         table.markStopped(record, "lost", "its process went away while the agent was down");
         await this.#deps.reaper.record(record);
       }
+    }
+    // End times that passed while the agent was down run now; the rest at their time.
+    for (const { record } of table.live.values()) {
+      if (record.status === "running") this.#deps.armDeadline(record.id, record.endAt);
     }
     // Warm guests of a previous agent were never handed out (or their sandbox is gone): stop them.
     const referenced = new Set<string>();

@@ -1,4 +1,4 @@
-import { mkdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Exec } from "../../exec.js";
 import { readPidStartTime } from "../../process-identity.js";
@@ -53,6 +53,12 @@ interface GvisorHandleData {
 
 /** How long `runsc run` may take before the start counts as failed (it is ~0.5 s here). */
 const START_TIMEOUT_MS = 30_000;
+
+const isPresent = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 /** Whether something is mounted at `path` (from /proc/self/mountinfo; octal escapes as the kernel writes them). */
 async function isMountPoint(path: string): Promise<boolean> {
@@ -166,8 +172,11 @@ export class GvisorRuntime extends CgroupGuestRuntime implements Runtime {
       // ENOSPC while the host keeps its space. Loop-mounted in the host's mount namespace, so it
       // outlives the agent with the guest; autoclear detaches the loop device at unmount.
       await mkdir(paths.diskMount, { recursive: true, mode: 0o700 });
-      await this.diskPool(spec).take(paths.disk, quotaMb, signal);
-      await exec("mount", ["-o", "loop,nodev,nosuid", paths.disk, paths.diskMount], { signal });
+      // A halted guest's image (a filesystem-only pause) is kept as it is.
+      if (!(await isPresent(paths.disk))) await this.diskPool(spec).take(paths.disk, quotaMb, signal);
+      if (!(await isMountPoint(paths.diskMount))) {
+        await exec("mount", ["-o", "loop,nodev,nosuid", paths.disk, paths.diskMount], { signal });
+      }
     }
     await Promise.all(
       [paths.upper, paths.work, paths.merged, paths.bundle, paths.state].map((d) => mkdir(d, { recursive: true })),
@@ -233,6 +242,20 @@ export class GvisorRuntime extends CgroupGuestRuntime implements Runtime {
       ...(quotaMb > 0 ? { diskMount: paths.diskMount } : {}),
     };
     return { runtime: "gvisor", pid, pidStartTime, data: { ...data } };
+  }
+
+  /**
+   * A filesystem-only pause: every process of the guest ends and runsc's state, the bundle and the
+   * overlay go, but the writable layer (upper and work, or the disk image, left mounted so that it
+   * is never mounted twice) stays for the next start().
+   */
+  async halt(_spec: GuestSpec, handle: GuestHandle): Promise<void> {
+    const data = dataOf(handle);
+    const paths = this.#paths(dirname(data.merged), data.diskMount !== undefined);
+    await killAndRemoveCgroups(data.cgroups);
+    await this.killGuestProcess(handle);
+    await this.#deps.exec("umount", ["-l", data.merged], { allowFailure: true });
+    await Promise.all([paths.bundle, paths.state].map((d) => rm(d, { recursive: true, force: true }).catch(() => {})));
   }
 
   /**

@@ -1,4 +1,4 @@
-import { access, chmod, mkdir, readFile, realpath, rm } from "node:fs/promises";
+import { access, chmod, mkdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { spawnDetached } from "../../exec.js";
 import { readPidStartTime } from "../../process-identity.js";
@@ -46,6 +46,23 @@ interface NamespaceHandleData {
   idRange?: number;
   /** The writable layer's image, if the sandbox has a disk quota. */
   disk?: string;
+}
+
+/**
+ * Names the uid range of a halted guest (a filesystem-only pause) in its sandbox directory: its kept
+ * files belong to that range's ids, so the next start() claims no other.
+ */
+const HALTED_RANGE_FILE = "halted-id-range";
+
+/** The uid range a halted guest kept, if the sandbox directory names one. */
+async function haltedRange(sandboxDir: string): Promise<IdRange | undefined> {
+  const text = await readFile(join(sandboxDir, HALTED_RANGE_FILE), "utf8").catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    return idRange(Number(text.trim()));
+  } catch {
+    return undefined;
+  }
 }
 
 const exists = (path: string) =>
@@ -142,11 +159,18 @@ export class NamespaceRuntime extends CgroupGuestRuntime implements Runtime {
       }),
       timed("idRangeMs", async () => {
         await directory;
+        // A guest halted by a filesystem-only pause boots again with the ids that own its files.
+        const kept = await haltedRange(spec.sandboxDir);
+        if (kept) {
+          await rm(join(spec.sandboxDir, HALTED_RANGE_FILE), { force: true });
+          return kept;
+        }
         return claimIdRange(spec.sandboxDir, claimsDir);
       }),
       timed("diskMs", async () => {
         await directory;
-        if (quotaMb > 0) await this.diskPool(spec).take(paths.disk, quotaMb, signal);
+        // A halted guest's writable layer (its image, or upper and work directories) is kept as it is.
+        if (quotaMb > 0 && !(await exists(paths.disk))) await this.diskPool(spec).take(paths.disk, quotaMb, signal);
         else await Promise.all([paths.upper, paths.work].map((d) => mkdir(d, { recursive: true })));
       }),
       timed("cgroupsMs", () =>
@@ -212,8 +236,26 @@ export class NamespaceRuntime extends CgroupGuestRuntime implements Runtime {
     }
   }
 
+  /**
+   * A filesystem-only pause: every process of the guest ends (its mount namespace, and with it the
+   * overlay and the disk image's mount, goes with the last one) and its cgroups are removed; the
+   * writable layer stays, and so does the uid range that owns its files (named in the sandbox
+   * directory for the next start()).
+   */
+  async halt(spec: GuestSpec, handle: GuestHandle): Promise<void> {
+    const data = dataOf(handle);
+    if (data.idRange !== undefined) {
+      await writeFile(join(spec.sandboxDir, HALTED_RANGE_FILE), String(data.idRange), { mode: 0o600 });
+    }
+    await this.killGuestProcess(handle);
+    await killAndRemoveCgroups(data.cgroups);
+  }
+
   async stop(spec: GuestSpec, handle: GuestHandle | undefined): Promise<void> {
     const data = handle ? dataOf(handle) : undefined;
+    // A halted guest (no handle) still holds its uid range.
+    const halted = handle ? undefined : await haltedRange(spec.sandboxDir);
+    if (halted) await releaseIdRange(halted, this.#deps.idClaimsDir ?? DEFAULT_CLAIMS_DIR);
     const cgroups = data?.cgroups ?? (await this.sandboxCgroups(spec));
     // The handle knows where the files really are (a warm guest's directory may differ from spec's).
     const mounts = data?.merged ?? this.#paths(spec).mounts;
