@@ -37,6 +37,10 @@ export const sandboxes = pgTable(
     onTimeout: text("on_timeout", { enum: timeoutActions }).notNull().default("kill"),
     /** Whether traffic through the sandbox proxy resumes the sandbox while it is paused (E2B's `autoResume`). */
     autoResume: boolean("auto_resume").notNull().default(false),
+    /** Whether a pause at the timeout keeps memory (E2B's `keepMemory`); false pauses with files only. */
+    keepMemory: boolean("keep_memory").notNull().default(true),
+    /** While paused: only its files were kept (its processes ended), so resume boots it afresh. */
+    pausedWithoutMemory: boolean("paused_without_memory").notNull().default(false),
     /** When the timeout action runs; null while paused or without a timeout. */
     endAt: timestamp("end_at", { withTimezone: true, mode: "date" }),
     /** Egress policy (allowOut/denyOut, lib/egress-policy.ts); null when the sandbox has none. */
