@@ -10,7 +10,8 @@ import { registerE2bGetSandbox } from "./get.js";
 import { registerE2bKillSandbox } from "./kill.js";
 import { registerE2bLifecycle } from "./lifecycle.js";
 import { registerE2bListSandboxes } from "./list.js";
-import { registerE2bSandboxMetrics } from "./metrics.js";
+import { registerE2bSandboxLogs } from "./logs.js";
+import { registerE2bSandboxesMetrics, registerE2bSandboxMetrics } from "./metrics.js";
 import { registerE2bUpdateSandboxNetwork } from "./network.js";
 
 /** Path patterns of the E2B surface; mounted at "/", so middleware is scoped to these, never to "*". */
@@ -32,8 +33,6 @@ const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: stri
   { method: "delete", path: "/templates/:templateID", what: "deleting templates and snapshots" },
   { method: "post", path: "/sandboxes/:sandboxID/refreshes", what: "refreshes (use /timeout)" },
   { method: "post", path: "/sandboxes/:sandboxID/resume", what: "the deprecated resume (use /connect)" },
-  { method: "get", path: "/sandboxes/:sandboxID/logs", what: "sandbox logs" },
-  { method: "get", path: "/v2/sandboxes/:sandboxID/logs", what: "sandbox logs" },
   { method: "post", path: "/v3/templates", what: "template builds (build images with `wrenn image build`)" },
   { method: "get", path: "/templates/aliases/:alias", what: "template aliases" },
 ];
@@ -59,11 +58,13 @@ export function e2bRouter(): App {
   }
   registerE2bCreateSandbox(app);
   registerE2bListSandboxes(app);
+  registerE2bSandboxesMetrics(app);
   registerE2bGetSandbox(app);
   registerE2bKillSandbox(app);
   registerE2bLifecycle(app);
   registerE2bConnectSandbox(app);
   registerE2bSandboxMetrics(app);
+  registerE2bSandboxLogs(app);
   registerE2bUpdateSandboxNetwork(app);
   for (const { method, path, what } of unsupported) {
     app.on(method.toUpperCase(), path, (c) => e2bErrorResponse(c, 501, `${what} is not supported by Wrenn`));

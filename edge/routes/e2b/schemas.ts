@@ -170,8 +170,74 @@ export const E2bSandboxMetric = z
   })
   .openapi("E2bSandboxMetric");
 
-/** Query of GET /sandboxes/{sandboxID}/metrics (accepted; Wrenn answers the current sample). */
+const unixSeconds = (what: string) =>
+  z.coerce
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .openapi({ description: `${what}, in unix seconds (included)`, example: 1767225600 });
+
+/** Query of GET /sandboxes/{sandboxID}/metrics: the range, by default from the sandbox's creation to now. */
 export const MetricsQuery = z.object({
-  start: z.coerce.number().int().optional(),
-  end: z.coerce.number().int().optional(),
+  start: unixSeconds("Start of the range"),
+  end: unixSeconds("End of the range"),
 });
+
+/** Query of GET /sandboxes/metrics: `sandbox_ids` comma-separated (or repeated), and an optional range. */
+export const MultiMetricsQuery = z.object({
+  sandbox_ids: z
+    .union([z.string(), z.array(z.string())])
+    .transform((v) => (Array.isArray(v) ? v : [v]).flatMap((s) => s.split(",")))
+    .openapi({ description: "Comma-separated sandbox ids (at most 100)", example: "a1b2c3d4e5f6g7h8i9j0" }),
+  start: unixSeconds("Start of the range"),
+  end: unixSeconds("End of the range"),
+});
+
+/** E2B's `SandboxesWithMetrics`: the newest sample of each sandbox that has one. */
+export const E2bSandboxesWithMetrics = z
+  .object({ sandboxes: z.record(z.string(), E2bSandboxMetric) })
+  .openapi("E2bSandboxesWithMetrics");
+
+const logLevel = z.enum(["debug", "info", "warn", "error"]);
+
+/** E2B's `SandboxLogEntry`. */
+export const E2bSandboxLogEntry = z
+  .object({
+    timestamp: z.string(),
+    level: logLevel,
+    message: z.string(),
+    fields: z.record(z.string(), z.string()),
+  })
+  .openapi("E2bSandboxLogEntry");
+
+/** Query of GET /v2/sandboxes/{sandboxID}/logs. */
+export const LogsV2Query = z.object({
+  cursor: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .openapi({ description: "A time in milliseconds since the epoch: forward reads from it, backward up to it" }),
+  limit: z.coerce.number().int().min(1).max(1000).optional().openapi({ description: "At most this many (1–1000)" }),
+  direction: z.enum(["forward", "backward"]).optional(),
+  level: logLevel.optional().openapi({ description: "The lowest level returned" }),
+  search: z.string().max(256).optional().openapi({ description: "Case-sensitive substring of the message" }),
+});
+
+/** Query of the deprecated GET /sandboxes/{sandboxID}/logs. */
+export const LogsV1Query = z.object({
+  start: z.coerce.number().int().min(0).optional().openapi({ description: "Milliseconds since the epoch" }),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+});
+
+/** E2B's `SandboxLogsV2Response`. */
+export const E2bSandboxLogsV2 = z.object({ logs: z.array(E2bSandboxLogEntry) }).openapi("E2bSandboxLogsV2Response");
+
+/** E2B's `SandboxLogs` (v1): plain lines and the structured entries. */
+export const E2bSandboxLogsV1 = z
+  .object({
+    logs: z.array(z.object({ timestamp: z.string(), line: z.string() })),
+    logEntries: z.array(E2bSandboxLogEntry),
+  })
+  .openapi("E2bSandboxLogs");

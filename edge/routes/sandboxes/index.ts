@@ -11,6 +11,7 @@ import { registerListSandboxes } from "./list.js";
 import { registerUpdateSandboxNetwork } from "./network.js";
 import { registerPauseSandbox } from "./pause.js";
 import { registerResumeSandbox } from "./resume.js";
+import { registerSandboxTelemetry } from "./telemetry.js";
 import { registerSetSandboxTimeout } from "./timeout.js";
 
 /** The /v1/sandboxes router (files included). */
@@ -27,6 +28,7 @@ export function sandboxesRouter(): App {
   registerSetSandboxTimeout(app);
   registerUpdateSandboxNetwork(app);
   registerConnections(app);
+  registerSandboxTelemetry(app);
   registerFileRoutes(app);
   return app;
 }

@@ -6,6 +6,7 @@ import { activeSandboxStates, type HostRow, hosts, sandboxes } from "../../db/sc
 import type { ServiceContext } from "../context.js";
 import { hostInfoColumns } from "../hosts/refresh.js";
 import { hostTarget } from "../hosts/target.js";
+import { collectDuringSweep } from "../telemetry/collect.js";
 import { applyTransitions } from "./apply.js";
 import { mapWithLimit } from "./limit.js";
 import type { ReconcileOptions } from "./options.js";
@@ -206,6 +207,7 @@ export async function reconcileHost(
     }
   });
   await applyTransitions(ctx.db, settle, ctx.now());
+  await collectDuringSweep(ctx, agent, host.id, { timeoutMs: options.hostTimeoutMs, deadline });
 
   const now = ctx.now();
   await ctx.db

@@ -2,6 +2,7 @@ import { asc } from "drizzle-orm";
 import { hosts } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
 import { randomString } from "../ids.js";
+import { retentionDuringSweep } from "../telemetry/retention.js";
 import { emptyCounts, emptyOutcome, type HostOutcome, reconcileHost } from "./host.js";
 import { acquireLease, reconcileLeaseName, releaseLease } from "./lease.js";
 import { mapWithLimit } from "./limit.js";
@@ -94,6 +95,7 @@ export async function runReconcileSweep(
       summary.destroyedOnHost += o.destroyedOnHost;
       summary.actionFailures += o.actionFailures;
     }
+    await retentionDuringSweep(sweepCtx);
   } finally {
     await releaseLease(ctx.db, reconcileLeaseName, holder).catch((err: unknown) =>
       log.warn("releasing the reconcile lease failed; it expires on its own", { err }),
