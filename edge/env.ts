@@ -60,6 +60,15 @@ export const zEnv = z.object({
   WRENN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).default(100),
   /** Log level. */
   WRENN_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  /**
+   * Node only: a PEM certificate (chain) and its key; with both, the edge also serves HTTPS on
+   * WRENN_TLS_PORT (API, proxy and host-routed sandbox URLs alike). The certificate should name
+   * `*.<WRENN_SANDBOX_DOMAIN>` so that `<port>-<id>.<domain>` URLs verify.
+   */
+  WRENN_TLS_CERT_FILE: z.string().min(1).optional(),
+  WRENN_TLS_KEY_FILE: z.string().min(1).optional(),
+  /** Port of the HTTPS listener (with WRENN_TLS_CERT_FILE and WRENN_TLS_KEY_FILE). */
+  WRENN_TLS_PORT: z.coerce.number().int().min(0).max(65_535).default(3443),
 });
 
 /** The parsed environment. */
@@ -80,8 +89,14 @@ export function parseEnv(
   source: Record<string, unknown>,
 ): { ok: true; env: Env } | { ok: false; errors: Record<string, string> } {
   const parsed = zEnv.safeParse(source);
-  if (parsed.success) return { ok: true, env: parsed.data };
   const errors: Record<string, string> = {};
+  if (parsed.success) {
+    const { WRENN_TLS_CERT_FILE: cert, WRENN_TLS_KEY_FILE: key } = parsed.data;
+    if ((cert === undefined) === (key === undefined)) return { ok: true, env: parsed.data };
+    const missing = cert === undefined ? "WRENN_TLS_CERT_FILE" : "WRENN_TLS_KEY_FILE";
+    errors[missing] = "HTTPS needs both WRENN_TLS_CERT_FILE and WRENN_TLS_KEY_FILE";
+    return { ok: false, errors };
+  }
   for (const issue of parsed.error.issues) errors[issue.path.join(".") || "(root)"] = issue.message;
   return { ok: false, errors };
 }

@@ -1,4 +1,5 @@
 import { realpathSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
@@ -17,6 +18,7 @@ import { resolveEncryptionKey } from "./node/encryption-key.js";
 import { guardRelayedBodies } from "./node/relay-failures.js";
 import { streamLargeBodies } from "./node/request-body.js";
 import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
+import { readEdgeTlsFiles } from "./node/tls-files.js";
 import { packageVersion } from "./node/version.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createServiceDeps, type ServiceContext, serviceContext } from "./services/context.js";
@@ -32,6 +34,9 @@ export interface NodeEdge {
   /** The URL it listens on, e.g. `http://127.0.0.1:3000`. */
   url: string;
   port: number;
+  /** The HTTPS URL when WRENN_TLS_CERT_FILE/KEY_FILE are set, e.g. `https://127.0.0.1:3443`. */
+  tlsUrl?: string;
+  tlsPort?: number;
   /** The admin key generated on first run (shown once), if one was. */
   generatedAdminKey?: string;
   /**
@@ -136,23 +141,60 @@ export async function startNodeEdge(
     if (request.method === "GET" && new URL(request.url).pathname === "/health") return startingHealth();
     return openedOrFailed.then((opened) => (opened ? app.fetch(request) : databaseFailed()));
   };
+  const handler = streamLargeBodies(guardRelayedBodies(fetch, logger));
+  const tlsFiles =
+    env.WRENN_TLS_CERT_FILE && env.WRENN_TLS_KEY_FILE
+      ? readEdgeTlsFiles(env.WRENN_TLS_CERT_FILE, env.WRENN_TLS_KEY_FILE)
+      : undefined;
   const server = serve({
-    fetch: streamLargeBodies(guardRelayedBodies(fetch, logger)),
+    fetch: handler,
     port: env.WRENN_PORT,
     hostname: env.WRENN_HOST,
     serverOptions: nodeEdgeServerLimits,
   });
-  // Beyond this many open connections, new ones are closed as they arrive.
-  server.maxConnections = NODE_EDGE_MAX_CONNECTIONS;
-  await new Promise<void>((resolve, reject) => {
-    server.once("listening", () => resolve());
-    server.once("error", reject);
-  });
-  const closeServer = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  // The same handler over HTTPS: what host-routed sandbox URLs (`<port>-<id>.<domain>`) need, since
+  // the SDKs and browsers open them with https.
+  const tlsServer = tlsFiles
+    ? serve({
+        fetch: handler,
+        port: env.WRENN_TLS_PORT,
+        hostname: env.WRENN_HOST,
+        createServer: createHttpsServer,
+        serverOptions: { ...nodeEdgeServerLimits, cert: tlsFiles.cert, key: tlsFiles.key },
+      })
+    : undefined;
+  const servers = tlsServer ? [server, tlsServer] : [server];
+  const closeServer = () =>
+    Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => {});
+  try {
+    for (const s of servers) {
+      // Beyond this many open connections, new ones are closed as they arrive.
+      s.maxConnections = NODE_EDGE_MAX_CONNECTIONS;
+      await new Promise<void>((resolve, reject) => {
+        if (s.listening) resolve();
+        s.once("listening", () => resolve());
+        s.once("error", (err: NodeJS.ErrnoException) => {
+          const variable = s === server ? "WRENN_PORT" : "WRENN_TLS_PORT";
+          if (err.code === "EADDRINUSE") Object.assign(err, { message: `${err.message} (${variable})` });
+          reject(err);
+        });
+      });
+    }
+  } catch (err) {
+    await closeServer();
+    throw err;
+  }
   const port = (server.address() as AddressInfo).port;
   const host = env.WRENN_HOST === "0.0.0.0" || env.WRENN_HOST === "::" ? "127.0.0.1" : env.WRENN_HOST;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  logger.info("edge listening", { url, database: env.DATABASE_URL ? "postgres" : `pglite:${env.WRENN_DATA_DIR}` });
+  const hostInUrl = host.includes(":") ? `[${host}]` : host;
+  const url = `http://${hostInUrl}:${port}`;
+  const tlsPort = tlsServer ? (tlsServer.address() as AddressInfo).port : undefined;
+  const tlsUrl = tlsPort !== undefined ? `https://${hostInUrl}:${tlsPort}` : undefined;
+  logger.info("edge listening", {
+    url,
+    ...(tlsUrl ? { tlsUrl, tlsNames: tlsFiles?.names } : {}),
+    database: env.DATABASE_URL ? "postgres" : `pglite:${env.WRENN_DATA_DIR}`,
+  });
   options.onListening?.(url);
 
   let opened: DatabaseHandle;
@@ -179,7 +221,7 @@ export async function startNodeEdge(
   database = opened;
   settleOpened(true);
   // WebSockets to sandbox ports: Node's upgrade event, since Hono's fetch cannot take over a socket.
-  attachSandboxUpgrades(server, deps);
+  for (const s of servers) attachSandboxUpgrades(s, deps);
   // Reconcile sweep (DESIGN.md §5): every WRENN_RECONCILE_INTERVAL_SEC seconds; 0 turns it off.
   let reconcile: ReconcileLoop | undefined;
   if (env.WRENN_RECONCILE_INTERVAL_SEC > 0) {
@@ -196,6 +238,7 @@ export async function startNodeEdge(
     database: opened,
     url,
     port,
+    ...(tlsUrl !== undefined && tlsPort !== undefined ? { tlsUrl, tlsPort } : {}),
     services: (requestId) => serviceContext(deps, { db: opened.db, requestId }),
     close: async () => {
       await closeServer();

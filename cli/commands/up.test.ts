@@ -10,7 +10,7 @@ import { startNodeEdge } from "../../edge/node.js";
 import { ensureAdminKey } from "../../edge/services/auth/bootstrap.js";
 import type { Output } from "../output.js";
 import { markAdminKeyPending, markAdminKeyShown, readAdminKeyMarker, settleAdminKey } from "./admin-key.js";
-import { initialiseDatabase, listenLine } from "./up.js";
+import { initialiseDatabase, listenLine, parseTlsOptions } from "./up.js";
 
 // `wrenn up`'s start-up: /health answers while the database is still being prepared, requests that
 // come meanwhile wait for it, and a new data directory is a copy of a cached initdb template.
@@ -199,5 +199,24 @@ describe("wrenn up's admin key", () => {
   it("says where the API listens and what that exposes", () => {
     expect(listenLine("127.0.0.1", 3000)).toMatch(/^API listening on 127\.0\.0\.1:3000 only \(this machine\)/);
     expect(listenLine("0.0.0.0", 3000)).toMatch(/0\.0\.0\.0:3000 \(WRENN_HOST\), plain HTTP: put TLS in front/);
+  });
+});
+
+describe("wrenn up --domain", () => {
+  it("takes a domain with a local CA by default, or a certificate and key as a pair", () => {
+    expect(parseTlsOptions({})).toBeUndefined();
+    expect(parseTlsOptions({ domain: "Wrenn.Localhost" })).toEqual({ domain: "wrenn.localhost", port: 3443 });
+    expect(
+      parseTlsOptions({ domain: "sb.example.test", "tls-port": "443", "tls-cert": "c.pem", "tls-key": "k.pem" }),
+    ).toMatchObject({
+      domain: "sb.example.test",
+      port: 443,
+      certFile: expect.stringMatching(/\/c\.pem$/),
+      keyFile: expect.stringMatching(/\/k\.pem$/),
+    });
+    expect(() => parseTlsOptions({ domain: "x.test", "tls-cert": "c.pem" })).toThrow(/go together/);
+    expect(() => parseTlsOptions({ "tls-port": "8443" })).toThrow(/go with --domain/);
+    expect(() => parseTlsOptions({ domain: "bad domain" })).toThrow(/--domain takes a domain name/);
+    expect(() => parseTlsOptions({ domain: "x.test", "tls-port": "70000" })).toThrow(/--tls-port takes a port number/);
   });
 });

@@ -170,7 +170,7 @@ export async function initialiseDatabase(dataDir: string, cacheDir: string, outp
 }
 
 export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--runtime auto|firecracker|qemu|gvisor|namespace]
-                [--reset-admin-key]
+                [--reset-admin-key] [--domain D [--tls-cert FILE --tls-key FILE] [--tls-port N]]
 
   Runs Wrenn on this machine (as root): checks the host (\`wrenn doctor\`'s fast checks), installs
   missing host packages, builds the guest image if missing, starts the API with an embedded database,
@@ -179,6 +179,10 @@ export const upUsage = `usage: wrenn up [--keep] [--port N] [--data-dir DIR] [--
   and prints a new one. --reset-admin-key revokes the keys \`up\` made and prints a new one (for a
   lost key; needs root on the data directory). Ctrl-C stops everything; sandboxes are destroyed, or
   paused with --keep.
+  --domain D serves the API and host-routed sandbox URLs (<port>-<id>.D, what E2B SDKs' getHost()
+  gives) over https on --tls-port (3443), with the certificate you give (it must name *.D) or one
+  signed by a local CA that \`up\` makes in DATA-DIR/tls (it prints how to trust it). D should
+  resolve to this machine: browsers resolve *.localhost to it by themselves (e.g. --domain wrenn.localhost).
 
 Environment: WRENN_PORT (3000), WRENN_HOST (127.0.0.1), WRENN_DATA_DIR (./.wrenn), WRENN_RUNTIME (auto),
 WRENN_ADMIN_API_KEY,
@@ -292,6 +296,8 @@ interface UpOptions {
   /** Loopback unless told otherwise: the API speaks plain HTTP. */
   apiHost: string;
   resetAdminKey: boolean;
+  /** HTTPS for `--domain`: the sandbox domain, the port, and the certificate given (else a local CA's). */
+  tls?: { domain: string; port: number; certFile?: string; keyFile?: string };
 }
 
 function parseUpOptions(ctx: CommandContext, args: string[]): UpOptions | "help" {
@@ -303,6 +309,10 @@ function parseUpOptions(ctx: CommandContext, args: string[]): UpOptions | "help"
       "data-dir": { type: "string" },
       runtime: { type: "string" },
       "reset-admin-key": { type: "boolean", default: false },
+      domain: { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "tls-port": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     upUsage,
@@ -326,13 +336,85 @@ function parseUpOptions(ctx: CommandContext, args: string[]): UpOptions | "help"
   if (resetAdminKey && env.raw.WRENN_ADMIN_API_KEY) {
     usageError("--reset-admin-key makes a new key, but WRENN_ADMIN_API_KEY names one: unset it or rotate it", upUsage);
   }
-  return {
+  const options: UpOptions = {
     keep: values.keep,
     port,
     dataDir: resolve(values["data-dir"] ?? env.dataDir),
     runtime,
     apiHost: env.raw.WRENN_HOST || "127.0.0.1",
     resetAdminKey,
+  };
+  const tls = parseTlsOptions(values);
+  if (tls) options.tls = tls;
+  return options;
+}
+
+/** `--domain` and its certificate options; the certificate files come as a pair or not at all. */
+export function parseTlsOptions(values: {
+  domain?: string | undefined;
+  "tls-cert"?: string | undefined;
+  "tls-key"?: string | undefined;
+  "tls-port"?: string | undefined;
+}): UpOptions["tls"] {
+  const { domain } = values;
+  const certFile = values["tls-cert"];
+  const keyFile = values["tls-key"];
+  if (domain === undefined) {
+    if (certFile !== undefined || keyFile !== undefined || values["tls-port"] !== undefined) {
+      usageError("--tls-cert, --tls-key and --tls-port go with --domain", upUsage);
+    }
+    return undefined;
+  }
+  if (!/^(?=.{1,200}$)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(domain)) {
+    usageError(`--domain takes a domain name such as wrenn.localhost, got "${domain}"`, upUsage);
+  }
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    usageError("--tls-cert and --tls-key go together (a certificate and its key)", upUsage);
+  }
+  const port = values["tls-port"] === undefined ? 3443 : Number(values["tls-port"]);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) usageError("--tls-port takes a port number", upUsage);
+  return {
+    domain: domain.toLowerCase(),
+    port,
+    ...(certFile !== undefined && keyFile !== undefined
+      ? { certFile: resolve(certFile), keyFile: resolve(keyFile) }
+      : {}),
+  };
+}
+
+/**
+ * The edge's HTTPS settings for `--domain`: the certificate given, or one from the local CA in the data
+ * directory (made on first use; how to trust it is printed then and on every start). Sandbox hosts
+ * are `<port>-<id>.<domain>[:<tls port>]`, the form E2B SDKs' getHost() gives.
+ */
+async function tlsEnv(
+  output: Output,
+  tls: NonNullable<UpOptions["tls"]>,
+  dataDir: string,
+): Promise<Record<string, string>> {
+  let certFile = tls.certFile;
+  let keyFile = tls.keyFile;
+  if (certFile === undefined || keyFile === undefined) {
+    const { ensureLocalTls } = await import("../local-ca.js");
+    const local = await ensureLocalTls(join(dataDir, "tls"), tls.domain).catch((err: Error) => {
+      throw new CliError(`could not make the local CA for --domain ${tls.domain}: ${err.message}`, {
+        hint: "is openssl installed? or give a certificate with --tls-cert and --tls-key",
+      });
+    });
+    certFile = local.certFile;
+    keyFile = local.keyFile;
+    output.err(
+      `${local.newCa ? "made a local CA" : "local CA"}: ${local.caFile} (signs the certificate for *.${tls.domain})`,
+    );
+    output.err(
+      `  trust it: NODE_EXTRA_CA_CERTS=${local.caFile} for Node (E2B and Wrenn SDKs); for curl and the system: cp ${local.caFile} /usr/local/share/ca-certificates/wrenn-local-ca.crt && update-ca-certificates`,
+    );
+  }
+  return {
+    WRENN_TLS_CERT_FILE: certFile,
+    WRENN_TLS_KEY_FILE: keyFile,
+    WRENN_TLS_PORT: String(tls.port),
+    WRENN_SANDBOX_DOMAIN: tls.port === 443 ? tls.domain : `${tls.domain}:${tls.port}`,
   };
 }
 
@@ -360,6 +442,7 @@ async function startEdge(
     WRENN_HOST: options.apiHost,
     WRENN_DATA_DIR: options.dataDir,
     WRENN_LOG_LEVEL: ctx.env.logLevel ?? "warn",
+    ...(options.tls ? await tlsEnv(ctx.output, options.tls, options.dataDir) : {}),
   });
   if (!parsed.ok) {
     throw new CliError(
@@ -374,6 +457,12 @@ async function startEdge(
     const edge = await m.node.startNodeEdge(parsed.env, logger, databasePrepared ? { databasePrepared } : {});
     return { edgeEnv: parsed.env, edge };
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EADDRINUSE" && options.tls && /WRENN_TLS_PORT/.test(String(err))) {
+      throw new CliError(`port ${options.tls.port} (--tls-port) is already in use`, {
+        exitCode: exitCodes.usage,
+        hint: "stop what uses it or pick another port with --tls-port",
+      });
+    }
     if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
       throw new CliError(`port ${options.port} is already in use`, {
         exitCode: exitCodes.usage,
@@ -551,6 +640,12 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   const shownHost = apiHost === "0.0.0.0" || apiHost === "::" ? "127.0.0.1" : apiHost;
   const apiUrl = `http://${shownHost.includes(":") ? `[${shownHost}]` : shownHost}:${edge.port}`;
   output.err(listenLine(apiHost, edge.port));
+  if (options.tls && edge.tlsPort !== undefined) {
+    const domain = edge.tlsPort === 443 ? options.tls.domain : `${options.tls.domain}:${edge.tlsPort}`;
+    output.err(
+      `HTTPS on port ${edge.tlsPort}: the API and sandbox hosts <port>-<id>.${domain} (point *.${options.tls.domain} at this machine)`,
+    );
+  }
   if (isolation === "namespace") output.err("warning: namespace runtime: sandboxes share this host's kernel");
   output.out("");
   await printAdminKey(output, m, started, dataDir, apiUrl);
