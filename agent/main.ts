@@ -156,7 +156,14 @@ async function main(): Promise<void> {
   // The resolver and proxy serve policy sandboxes; with AGENT_EGRESS off no sandbox reaches out at all.
   let egress: EgressServices | undefined;
   if (config.egress) {
-    egress = await startEgressServices({ config, exec, logger, targets: manager.egressTargets, log: connectionLog });
+    egress = await startEgressServices({
+      config,
+      exec,
+      logger,
+      targets: manager.egressTargets,
+      log: connectionLog,
+      relayDir: join(config.layout.stateRoot, "egress"),
+    });
   }
   connectionLog.startSweeper(shutdown.signal, (sandboxId) => {
     try {

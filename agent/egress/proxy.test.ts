@@ -1,16 +1,18 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { connect, type Socket } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer as createTlsServer, type Server as TlsServer, connect as tlsConnect } from "node:tls";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type EgressPolicy, parseEgressPolicy } from "../../lib/egress-policy.js";
 import { selfSignedCert } from "../../test/helpers/tls.js";
+import { createExec } from "../exec.js";
 import { noopLogger } from "../logger.js";
 import { type ConnectionEntry, ConnectionLog } from "./connection-log.js";
 import { type Destination, EgressProxy } from "./proxy.js";
 import { ResolvedNames } from "./resolved-names.js";
+import { SpliceRelay } from "./splice-relay.js";
 
 const SB = "p1p2p3p4p5p6p7p8p9p0";
 
@@ -43,16 +45,23 @@ beforeAll(async () => {
   await new Promise<void>((r) => httpUpstream.listen(0, "127.0.0.1", () => r()));
   await new Promise<void>((r) => tlsUpstream.listen(0, "127.0.0.1", () => r()));
   upstreamPorts = { http: listenPort(httpUpstream), tls: listenPort(tlsUpstream) };
-});
+  splice = new SpliceRelay({ exec: createExec(noopLogger), logger: noopLogger, dir: join(dir, "relay") });
+  expect(await splice.start()).toBe(true);
+}, 120_000);
 
 afterAll(async () => {
   await proxy?.close();
+  await splice?.close();
   httpUpstream.close();
   tlsUpstream.close();
   await rm(dir, { recursive: true, force: true });
 });
 
-beforeEach(async () => {
+/** The kernel relay, or none (the Node relay): every case runs with each. */
+let relay: SpliceRelay | undefined;
+let splice: SpliceRelay;
+
+async function startProxy(): Promise<void> {
   await proxy?.close();
   await log?.flush();
   await rm(join(dir, `${SB}.jsonl`), { force: true });
@@ -76,9 +85,10 @@ beforeEach(async () => {
       return connect({ host: "127.0.0.1", port: d.port === 80 ? upstreamPorts.http : upstreamPorts.tls });
     },
     peekTimeoutMs: 300,
+    relay,
   });
   await proxy.start();
-});
+}
 
 /** Sends raw bytes to a proxy listener and returns everything it answers until it closes. */
 function exchange(port: number, data: string | Buffer, localAddress = "127.0.0.1"): Promise<string> {
@@ -118,7 +128,12 @@ function tlsHandshake(servername: string): Promise<{ ok: boolean; echo?: string 
   });
 }
 
-describe("EgressProxy", () => {
+describe.each(["node", "splice"] as const)("EgressProxy (%s relay)", (mode) => {
+  beforeEach(async () => {
+    relay = mode === "splice" ? splice : undefined;
+    await startProxy();
+  });
+
   it("relays an allowed HTTP request to the original destination and logs it with bytes", async () => {
     destination = { address: "192.88.99.10", port: 80 };
     const answer = await exchange(
@@ -142,6 +157,62 @@ describe("EgressProxy", () => {
     expect(entry?.bytesOut).toBeGreaterThan(60);
     expect(entry?.bytesIn).toBe(Buffer.byteLength(answer));
   });
+
+  it("relays a large upload and download byte-exact and logs the exact counts", async () => {
+    // A raw upstream: counts what it receives until the FIN, then answers 24 MiB and ends.
+    let received = 0;
+    const raw = createServer({ allowHalfOpen: true }, (s) => {
+      s.on("data", (c: Buffer) => {
+        received += c.length;
+      });
+      s.on("end", () => {
+        const block = Buffer.alloc(2 ** 20, 7);
+        let n = 0;
+        const more = () => {
+          while (n < 24) {
+            n++;
+            if (!s.write(block)) return void s.once("drain", more);
+          }
+          s.end();
+        };
+        more();
+      });
+    });
+    await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
+    await proxy.close();
+    proxy = new EgressProxy({
+      targets: { bySlotIp: () => ({ sandboxId: SB, policy: parseEgressPolicy(policy), internetAccess: true }) },
+      log,
+      logger: noopLogger,
+      httpPort: 0,
+      tlsPort: 0,
+      host: "127.0.0.1",
+      originalDestination: () => ({ address: "192.88.99.10", port: 80 }),
+      dial: () => connect({ host: "127.0.0.1", port: listenPort(raw), allowHalfOpen: true }),
+      relay,
+    });
+    await proxy.start();
+    const takenBefore = splice.taken;
+    const head = "PUT / HTTP/1.1\r\nHost: a.example.test\r\n\r\n";
+    const upload = Buffer.alloc(8 * 2 ** 20, 3);
+    const got = await new Promise<number>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port: proxy.ports.http, allowHalfOpen: true });
+      let n = 0;
+      s.on("data", (c: Buffer) => {
+        n += c.length;
+      });
+      s.on("end", () => resolve(n));
+      s.on("error", reject);
+      s.write(head);
+      s.end(upload);
+    });
+    raw.close();
+    expect(got).toBe(24 * 2 ** 20);
+    expect(received).toBe(head.length + upload.length);
+    const [entry] = await settledEntries();
+    expect(entry).toMatchObject({ verdict: "allowed", bytesOut: head.length + upload.length, bytesIn: 24 * 2 ** 20 });
+    expect(splice.taken - takenBefore).toBe(mode === "splice" ? 1 : 0);
+  }, 30_000);
 
   it("answers a denied HTTP request 403 naming the rule, without connecting", async () => {
     destination = { address: "192.88.99.10", port: 80 };
@@ -233,6 +304,7 @@ describe("EgressProxy", () => {
       originalDestination: () => destination,
       maxConnectionsPerSandbox: 2,
       peekTimeoutMs: 5000,
+      relay,
     });
     await proxy.start();
     const idle = [0, 1].map(() => connect({ host: "127.0.0.1", port: proxy.ports.tls }));
@@ -259,6 +331,7 @@ describe("EgressProxy", () => {
       dial: () => connect({ host: "127.0.0.1", port: upstreamPorts.tls }),
       resolvedNames,
       peekTimeoutMs: 300,
+      relay,
     });
     await proxy.start();
     destination = { address: "192.88.99.10", port: 443 };

@@ -4,6 +4,7 @@ import type { Logger } from "../logger.js";
 import type { ConnectionLog, NameSource } from "./connection-log.js";
 import type { ResolvedNames } from "./resolved-names.js";
 import { type FirstBytes, parseFirstBytes } from "./sni.js";
+import { type ByteRelay, detach, type RelayedConnection, stopReading } from "./splice-relay.js";
 import { type EgressLookup, platformBlock } from "./targets.js";
 
 /**
@@ -58,6 +59,11 @@ export interface EgressProxyOptions {
   resolvedNames?: Pick<ResolvedNames, "nameOf">;
   /** Open proxied connections of one sandbox at once; more are closed as they arrive (default 1024). */
   maxConnectionsPerSandbox?: number;
+  /**
+   * Moves an allowed connection's bytes in the kernel (splice-relay.ts); without one, or when it does
+   * not take a connection, the proxy relays in Node.
+   */
+  relay?: ByteRelay;
 }
 
 const defaultOriginalDestination = (socket: Socket, kind: ListenerKind): Destination => ({
@@ -69,6 +75,7 @@ export class EgressProxy {
   readonly #o: EgressProxyOptions;
   readonly #servers: Server[] = [];
   readonly #sockets = new Set<Socket>();
+  readonly #relayed = new Set<RelayedConnection>();
   readonly #ports: Record<ListenerKind, number>;
   readonly #open = new Map<string, number>();
 
@@ -118,6 +125,7 @@ export class EgressProxy {
 
   async close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
+    for (const r of this.#relayed) r.cut();
     await Promise.all(this.#servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   }
 
@@ -141,10 +149,18 @@ export class EgressProxy {
       return;
     }
     this.#open.set(owner.sandboxId, open + 1);
-    client.once("close", () => {
+    // Counted until the connection ends: the client socket's close, or the relay's end when it holds it.
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
       const left = (this.#open.get(owner.sandboxId) ?? 1) - 1;
       if (left <= 0) this.#open.delete(owner.sandboxId);
       else this.#open.set(owner.sandboxId, left);
+    };
+    const handedOver = { value: false };
+    client.once("close", () => {
+      if (!handedOver.value) release();
     });
     this.#track(client);
     const destination = (this.#o.originalDestination ?? defaultOriginalDestination)(client, kind);
@@ -184,17 +200,33 @@ export class EgressProxy {
         this.#deny(client, first, verdict, name ?? destination.address);
         return;
       }
-      const entry = await this.#o.log.append(target.sandboxId, decision).catch((err: unknown) => {
+      // The upstream dial goes first; the log's entry is made meanwhile (it is not on the set-up path).
+      const logged = this.#o.log.append(target.sandboxId, decision).catch((err: unknown) => {
         this.#o.logger.warn("could not log a connection", { err });
         return undefined;
       });
-      this.#relay(client, destination, { head: bytes, ended, http: first.kind === "http" }, (bytesOut, bytesIn) => {
-        if (entry) {
-          void this.#o.log
-            .complete(target.sandboxId, entry.seq, { bytesOut, bytesIn })
-            .catch((err: unknown) => this.#o.logger.warn("could not complete a connection's log entry", { err }));
-        }
-      });
+      this.#connect(
+        client,
+        destination,
+        { head: bytes, ended, http: first.kind === "http" },
+        {
+          handedOver: () => {
+            handedOver.value = true;
+          },
+          done: (bytesOut, bytesIn) => {
+            release();
+            void logged.then((entry) =>
+              entry
+                ? this.#o.log
+                    .complete(target.sandboxId, entry.seq, { bytesOut, bytesIn })
+                    .catch((err: unknown) =>
+                      this.#o.logger.warn("could not complete a connection's log entry", { err }),
+                    )
+                : undefined,
+            );
+          },
+        },
+      );
     });
   }
 
@@ -212,6 +244,8 @@ export class EgressProxy {
         client.off("data", onData);
         client.off("end", onEnd);
         client.pause();
+        // Nothing more is read until the connection's bytes are relayed (in Node or handed over).
+        stopReading(client);
         resolve({ bytes, first, ended });
       };
       const onData = (chunk: Buffer) => {
@@ -244,67 +278,154 @@ export class EgressProxy {
     setTimeout(() => client.destroy(), 5000).unref();
   }
 
-  #relay(
+  /** Dials upstream for an allowed connection, then relays it: in the kernel when the relay takes it, else in Node. */
+  #connect(
     client: Socket,
     destination: Destination,
     { head, ended, http }: { head: Buffer; ended: boolean; http: boolean },
-    done: (bytesOut: number, bytesIn: number) => void,
+    on: { handedOver: () => void; done: (bytesOut: number, bytesIn: number) => void },
   ): void {
     const dial = this.#o.dial ?? ((d: Destination) => connect({ host: d.address, port: d.port, allowHalfOpen: true }));
     const upstream = dial(destination);
     this.#track(upstream);
-    let bytesOut = head.length;
+    // Errors are handled by what listens below; one after those are gone must not throw.
+    upstream.on("error", () => {});
+    let connected = false;
+    const connectTimer = setTimeout(
+      () => upstream.destroy(new Error("connect timed out")),
+      this.#o.connectTimeoutMs ?? 10_000,
+    );
+    const onError = () => {
+      clearTimeout(connectTimer);
+      if (connected) return;
+      client.off("close", onClientGone);
+      // An HTTP client whose destination never answered gets a 502 rather than a bare reset.
+      if (http && !client.destroyed) {
+        const body = "wrenn: the destination did not accept the connection\n";
+        client.end(
+          `HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+        );
+        setTimeout(() => client.destroy(), 5000).unref();
+      } else {
+        client.destroy();
+      }
+      on.done(0, 0);
+    };
+    upstream.once("error", onError);
+    // The guest gave up while the upstream was being dialled.
+    const onClientGone = () => {
+      clearTimeout(connectTimer);
+      upstream.off("error", onError);
+      upstream.destroy();
+      on.done(0, 0);
+    };
+    client.once("close", onClientGone);
+    upstream.once("connect", () => {
+      connected = true;
+      clearTimeout(connectTimer);
+      upstream.off("error", onError);
+      client.off("close", onClientGone);
+      // Paused here, before Node's first read of it: nothing of upstream's is read by Node yet.
+      upstream.pause();
+      upstream.setNoDelay(true);
+      client.setNoDelay(true);
+      // The head goes out now, not after the hand-over: the server starts on it meanwhile (the
+      // hand-over waits until the kernel has it all, so nothing the relay sends can overtake it).
+      const headOut = head.length > 0 && this.#o.relay !== undefined;
+      const handOver = () =>
+        void this.#handOver(client, upstream, { ended, sent: headOut ? head.length : 0 }, on).then((taken) => {
+          if (!taken)
+            this.#pipe(
+              client,
+              upstream,
+              { head: headOut ? Buffer.alloc(0) : head, ended, sent: headOut ? head.length : 0 },
+              on.done,
+            );
+        });
+      if (headOut) upstream.write(head, handOver);
+      else handOver();
+    });
+  }
+
+  /** Gives a connected pair to the kernel relay; false when there is none or it did not take it. */
+  async #handOver(
+    client: Socket,
+    upstream: Socket,
+    { ended, sent }: { ended: boolean; sent: number },
+    on: { handedOver: () => void; done: (bytesOut: number, bytesIn: number) => void },
+  ): Promise<boolean> {
+    const relay = this.#o.relay;
+    if (!relay || client.destroyed || upstream.destroyed) return false;
+    const fromClient = detach(client);
+    const fromUpstream = detach(upstream);
+    const connection = await relay.take(client, upstream, {
+      toUpstream: fromClient,
+      toClient: fromUpstream,
+      clientEnded: ended || client.readableEnded,
+      upstreamEnded: upstream.readableEnded,
+    });
+    if (!connection) {
+      // Still ours: what detach took goes first, as it would have.
+      if (fromClient.length > 0) client.unshift(fromClient);
+      if (fromUpstream.length > 0) upstream.unshift(fromUpstream);
+      return false;
+    }
+    // The relay has its own descriptors: the agent's copies are closed (no FIN: the sockets live on there).
+    on.handedOver();
+    this.#relayed.add(connection);
+    client.destroy();
+    upstream.destroy();
+    void connection.done.then(({ bytesOut, bytesIn }) => {
+      this.#relayed.delete(connection);
+      on.done(sent + bytesOut, bytesIn);
+    });
+    return true;
+  }
+
+  /** The Node relay: a stream pipe each way, counting bytes. */
+  #pipe(
+    client: Socket,
+    upstream: Socket,
+    { head, ended, sent }: { head: Buffer; ended: boolean; sent: number },
+    done: (bytesOut: number, bytesIn: number) => void,
+  ): void {
+    let bytesOut = sent + head.length;
     let bytesIn = 0;
     let closed = 0;
     const onClose = () => {
       closed++;
       if (closed === 2) done(bytesOut, bytesIn);
     };
+    if (client.destroyed || upstream.destroyed) {
+      client.destroy();
+      upstream.destroy();
+      done(0, 0);
+      return;
+    }
     client.once("close", onClose);
     upstream.once("close", onClose);
-    const connectTimer = setTimeout(
-      () => upstream.destroy(new Error("connect timed out")),
-      this.#o.connectTimeoutMs ?? 10_000,
-    );
-    upstream.on("error", () => {
-      clearTimeout(connectTimer);
-      // An HTTP client whose destination never answered gets a 502 rather than a bare reset.
-      if (http && bytesIn === 0 && !client.destroyed) {
-        const body = "wrenn: the destination did not accept the connection\n";
-        client.end(
-          `HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
-        );
-        setTimeout(() => client.destroy(), 5000).unref();
-        return;
-      }
-      client.destroy();
-    });
+    upstream.on("error", () => client.destroy());
     client.on("error", () => upstream.destroy());
     // One side gone entirely: the other gets what is buffered and a FIN, and is cut if it lingers.
     const wind = (other: Socket) => () => {
       if (other.destroyed) return;
-      if (other.connecting) other.destroy();
-      else other.end();
+      other.end();
       setTimeout(() => other.destroy(), 5000).unref();
     };
     client.once("close", wind(upstream));
     upstream.once("close", wind(client));
-    upstream.once("connect", () => {
-      clearTimeout(connectTimer);
-      upstream.setNoDelay(true);
-      client.setNoDelay(true);
-      if (head.length > 0) upstream.write(head);
-      // The client already sent its FIN while we read its first bytes: pass it on.
-      if (ended) upstream.end();
-      client.on("data", (chunk: Buffer) => {
-        bytesOut += chunk.length;
-      });
-      upstream.on("data", (chunk: Buffer) => {
-        bytesIn += chunk.length;
-      });
-      client.pipe(upstream);
-      upstream.pipe(client);
-      client.resume();
+    if (head.length > 0) upstream.write(head);
+    // The client already sent its FIN while we read its first bytes: pass it on.
+    if (ended) upstream.end();
+    client.on("data", (chunk: Buffer) => {
+      bytesOut += chunk.length;
     });
+    upstream.on("data", (chunk: Buffer) => {
+      bytesIn += chunk.length;
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+    upstream.resume();
   }
 }

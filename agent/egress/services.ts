@@ -6,6 +6,7 @@ import type { ConnectionLog } from "./connection-log.js";
 import { EgressProxy } from "./proxy.js";
 import { ResolvedNames } from "./resolved-names.js";
 import { EgressResolver } from "./resolver.js";
+import { SpliceRelay } from "./splice-relay.js";
 import { type EgressLookup, hostAddresses } from "./targets.js";
 
 /** The agent's running egress services: the resolver and the proxy. */
@@ -22,6 +23,8 @@ export interface EgressServicesDeps {
   /** The sandbox manager's registry (manager.egressTargets). */
   targets: EgressLookup;
   log: ConnectionLog;
+  /** Where the proxy's kernel relay (relay.c) is built; without it, or without cc, the proxy relays in Node. */
+  relayDir?: string;
 }
 
 /**
@@ -45,6 +48,11 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
     localAddresses,
     resolvedNames,
   });
+  const relay =
+    deps.relayDir === undefined
+      ? undefined
+      : new SpliceRelay({ exec, logger: logger.child({ component: "egress-relay" }), dir: deps.relayDir });
+  const relayStarted = (await relay?.start()) ?? false;
   const proxy = new EgressProxy({
     targets,
     log,
@@ -53,6 +61,7 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
     tlsPort: c.tlsPort,
     localAddresses,
     resolvedNames,
+    ...(relayStarted ? { relay } : {}),
     prepareListener: async (server) => {
       try {
         await makeTransparent(server, exec);
@@ -75,6 +84,7 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
   } catch (err) {
     clearInterval(prune);
     await resolver.close();
+    await relay?.close();
     throw err;
   }
   return {
@@ -83,6 +93,7 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
     close: async () => {
       clearInterval(prune);
       await Promise.all([resolver.close(), proxy.close()]);
+      await relay?.close();
       await log.flush();
     },
   };

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import { access, mkdir, readFile, rename, symlink, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { compileC as compile } from "../../compile-c.js";
 import { GVISOR_HELPER_PATH, GVISOR_SUDO_CALLER_PATH } from "../../envd/gvisor.js";
 import type { Exec } from "../../exec.js";
 
@@ -28,16 +29,6 @@ const exists = (path: string) =>
     () => true,
     () => false,
   );
-
-async function compile(exec: Exec, args: string[], source: string, out: string): Promise<string | undefined> {
-  const tmp = `${out}.${process.pid}.tmp`;
-  const result = await exec("cc", ["-O2", ...args, "-o", tmp, source], { timeoutMs: 60_000, allowFailure: true }).catch(
-    (err: unknown) => ({ exitCode: -1, stdout: "", stderr: (err as Error).message }),
-  );
-  if (result.exitCode !== 0) return `cc ${source} failed: ${result.stderr.trim().split("\n").slice(-2).join(" ")}`;
-  await rename(tmp, out);
-  return undefined;
-}
 
 /** Compiles the tools into `dir` unless this version is there already; the reason when it cannot. */
 export async function buildGuestTools(
