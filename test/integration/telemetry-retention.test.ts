@@ -1,8 +1,8 @@
 import { and, asc, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Database } from "../../edge/db/client.js";
+import type { Database, DatabaseHandle } from "../../edge/db/client.js";
 import { sandboxLogs, sandboxMetrics } from "../../edge/db/schema/index.js";
-import { type DatabaseHandle, openNodeDatabase } from "../../edge/node/database.js";
+import { openNodeDatabase } from "../../edge/node/database.js";
 import {
   applyTelemetryRetention,
   defaultTelemetryRetention,

@@ -120,7 +120,14 @@ export const E2bSandboxDetail = E2bListedSandbox.extend({
   domain: z.string().nullable(),
   allowInternetAccess: z.boolean().nullable(),
   network: E2bSandboxNetwork.optional(),
-  lifecycle: z.object({ autoResume: z.boolean(), onTimeout: z.enum(["kill", "pause"]) }),
+  lifecycle: z.object({
+    autoResume: z.boolean(),
+    onTimeout: z.enum(["kill", "pause"]),
+    keepMemory: z.boolean().openapi({
+      description:
+        "Wrenn's addition: whether a pause at the timeout keeps memory (false: files only, `autoPauseMemory`)",
+    }),
+  }),
 }).openapi("E2bSandboxDetail");
 export type E2bSandboxDetail = z.infer<typeof E2bSandboxDetail>;
 
@@ -147,9 +154,10 @@ export const ListSandboxesV1Query = z.object({
 export const TimeoutBody = z.object({ timeout: z.number().int() }).openapi("E2bTimeoutRequest");
 
 /** Body of POST /sandboxes/{sandboxID}/pause. */
-export const PauseBody = z
-  .object({ memory: z.boolean().optional() })
-  .openapi("E2bPauseRequest", { description: "`memory: false` is accepted; Wrenn always keeps memory" });
+export const PauseBody = z.object({ memory: z.boolean().optional() }).openapi("E2bPauseRequest", {
+  description:
+    "`memory: false` pauses with files only: the sandbox's processes end and resume boots it afresh on its files",
+});
 
 /** Body of POST /sandboxes/{sandboxID}/connect (v1: timeout required) and /v2/… (optional). */
 export const ConnectV1Body = z.object({ timeout: z.number().int(), memory: z.boolean().optional() });

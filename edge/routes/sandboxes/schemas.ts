@@ -48,6 +48,15 @@ export const Sandbox = z
     timeoutSec: z.number().int(),
     onTimeout: z.enum(timeoutActions),
     endAt: z
+    keepMemory: z.boolean().openapi({
+      description: "Whether a pause at the timeout keeps memory; false keeps only files (resume reboots it)",
+    }),
+    autoResume: z
+      .boolean()
+      .openapi({ description: "Whether traffic through the sandbox proxy resumes it while paused" }),
+    pausedWithoutMemory: z.boolean().openapi({
+      description: "While paused: only its files were kept (its processes ended); resume boots it afresh",
+    }),
       .string()
       .nullable()
       .openapi({ description: "When the timeout action runs (RFC 3339); null while paused or without timeout" }),
@@ -92,6 +101,16 @@ export const CreateSandboxBody = z
       }),
     onTimeout: z.enum(timeoutActions).default("kill"),
     envVars: stringMap.default({}),
+    keepMemory: z.boolean().optional().openapi({
+      description:
+        "With onTimeout=pause: whether the pause keeps memory (default true). False ends its processes and keeps its files; resume reboots it. Not with autoResume",
+    }),
+    autoResume: z
+      .boolean()
+      .optional()
+      .openapi({
+        description: "Resume the paused sandbox when traffic reaches it through the sandbox proxy (default false)",
+      }),
     metadata: stringMap.default({}),
     internetAccess: z
       .boolean()
@@ -184,9 +203,19 @@ export const TimeoutBody = z
       .max(30 * 86_400),
     onTimeout: z.enum(timeoutActions).optional(),
   })
+    keepMemory: z.boolean().optional().openapi({ description: "Whether a pause at the timeout keeps memory" }),
   .openapi("TimeoutRequest");
 
 /** Body of PUT /v1/sandboxes/{id}/network: replaces the rules whole (an omitted list is cleared). */
+/** Body of POST /v1/sandboxes/{id}/pause. */
+export const PauseBody = z
+  .object({
+    keepMemory: z.boolean().optional().openapi({
+      description: "Default true. False ends the sandbox's processes and keeps its files; resume boots it afresh",
+    }),
+  })
+  .openapi("PauseRequest");
+
 export const UpdateNetworkBody = NetworkPolicy.extend({
   internetAccess: z.boolean().optional().openapi({ description: "The new internet switch; omitted keeps it" }),
 }).openapi("UpdateNetworkRequest");

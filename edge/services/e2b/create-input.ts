@@ -145,6 +145,7 @@ export function createInputFromE2b(request: E2bCreateRequest, defaultTimeoutSec:
     template: wrennTemplate(request.templateID),
     ...e2bSandboxResources,
     timeoutSec,
+    keepMemory: request.autoPauseMemory ?? true,
     onTimeout: request.autoPause ? "pause" : "kill",
     envVars: request.envVars ?? {},
     metadata: request.metadata ?? {},
