@@ -32,7 +32,8 @@ const pauseRoute = createRoute({
   tags: ["e2b"],
   operationId: "e2bPauseSandbox",
   summary: "Pause a running sandbox (E2B)",
-  description: "409 when it is already paused (the SDK's `pause` then returns false). Memory is always kept.",
+  description:
+    "409 when it is already paused (the SDK's `pause` then returns false). `memory: false` keeps only the files: the processes end and resume boots the sandbox afresh.",
   ...scoped("sandboxes:write"),
   request: {
     params: SandboxIdParam,
@@ -67,7 +68,8 @@ export const registerE2bLifecycle = (app: App) => {
     const { sandboxID } = c.req.valid("param");
     const sandbox = await liveSandbox(team, sandboxID);
     if (e2bState(sandbox.state) === "paused") throw new ConflictError(`Sandbox ${sandboxID} is already paused`);
-    await pauseSandbox(team, sandboxID);
+    const body = c.req.valid("json") as { memory?: boolean } | undefined;
+    await pauseSandbox(team, sandboxID, { keepMemory: body?.memory ?? true });
     return c.body(null, 204);
   });
 };

@@ -76,6 +76,10 @@ export function toE2bDetail(
     envdAccessToken: described.envdAccessToken,
     domain,
     allowInternetAccess: described.sandbox.internetAccess,
-    lifecycle: { autoResume: described.autoResume, onTimeout: described.sandbox.onTimeout },
+    lifecycle: {
+      autoResume: described.autoResume,
+      onTimeout: described.sandbox.onTimeout,
+      keepMemory: described.sandbox.keepMemory,
+    },
   };
 }

@@ -55,7 +55,9 @@ export async function connectSandbox(
       const sandbox = extends_
         ? await setSandboxTimeout(ctx, sandboxId, { timeoutSec: input.timeoutSec })
         : toSandboxView(row);
-      return { sandbox, ...(await tokens(ctx, sandboxId)), resumed: false };
+      // Its end time came as this call reached the host, which paused it: resume it on the next turn.
+      if (sandbox.state !== "paused") return { sandbox, ...(await tokens(ctx, sandboxId)), resumed: false };
+      continue;
     } else if (!transitionalStates.has(row.state)) {
       throw new ConflictError(`sandbox ${sandboxId} is ${row.state}`);
     }

@@ -1,13 +1,12 @@
 import { eq } from "drizzle-orm";
-import { SandboxState } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { agentTimeouts, type HostTarget } from "../../clients/agent.js";
+import type { HostTarget } from "../../clients/agent.js";
 import { type HostRow, hosts, type SandboxRow, sandboxes } from "../../db/schema/index.js";
 import type { ServiceContext, TeamContext } from "../context.js";
 import { ConflictError } from "../errors.js";
 import { hostTarget } from "../hosts/target.js";
 import { sandboxIdPattern } from "../ids.js";
+import { isPastEnd, repairExpired } from "../sandboxes/expiry.js";
 import { resumeSandbox } from "../sandboxes/resume.js";
-import { compareAndSet } from "../sandboxes/transition.js";
 import { settlePollMs, settleTimeoutMs, sleep, transitionalStates } from "./settle.js";
 import { type SignedFileRequest, signedUrlIndexOf } from "./signed-url-index.js";
 
@@ -65,25 +64,26 @@ export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: stri
     const row = await loadWithHost(ctx, sandboxId);
     if (!row) return { kind: "not-found", sandboxId };
     const { sandbox, host } = row;
+    // Past its end time the host may have paused or killed it already: the row follows the host first.
+    if (isPastEnd(sandbox, ctx.now()) && (await repairExpired(ctx, sandbox)).version !== sandbox.version) continue;
     if (sandbox.state === "running" && host) {
       const target = await hostTarget(ctx, host);
-      if (!(await pausedAtTimeoutByHost(ctx, sandbox, target))) {
-        const trafficToken =
-          sandbox.trafficTokenSealed === null ? null : await ctx.secrets.open(sandbox.trafficTokenSealed);
-        return {
-          kind: "ready",
-          sandboxId,
-          target,
-          trafficToken,
-          maskRequestHost: sandbox.network?.maskRequestHost ?? null,
-        };
-      }
-      continue;
+      const trafficToken =
+        sandbox.trafficTokenSealed === null ? null : await ctx.secrets.open(sandbox.trafficTokenSealed);
+      return {
+        kind: "ready",
+        sandboxId,
+        target,
+        trafficToken,
+        maskRequestHost: sandbox.network?.maskRequestHost ?? null,
+      };
     }
     if (sandbox.state === "missing") {
       return { kind: "unavailable", sandboxId, message: "the sandbox's host is not answering" };
     }
-    if (sandbox.state === "paused" && sandbox.autoResume) {
+    // A sandbox paused without memory is never woken by traffic (as on E2B): resuming reboots it, so
+    // only an explicit connect or resume may.
+    if (sandbox.state === "paused" && sandbox.autoResume && !sandbox.pausedWithoutMemory) {
       try {
         await resumeSandbox(ownerContext(ctx, sandbox), sandboxId, {});
         ctx.logger.info("sandbox resumed by traffic", { sandboxId });
@@ -97,35 +97,6 @@ export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: stri
     if (!waiting || Date.now() > deadline) return { kind: "not-found", sandboxId };
     await sleep(settlePollMs);
   }
-}
-
-/**
- * The host's TTL reaper pauses a sandbox at its timeout on its own; the database learns of it at the
- * next reconcile sweep. For an auto-resume sandbox past its end time that gap would turn traffic away,
- * so the host is asked, and a pause it reports is recorded now (compare-and-set, as the sweep does).
- * Returns true when the row changed.
- */
-async function pausedAtTimeoutByHost(ctx: ServiceContext, row: SandboxRow, target: HostTarget): Promise<boolean> {
-  if (!row.autoResume || row.onTimeout !== "pause" || row.endAt === null || row.endAt > ctx.now()) return false;
-  let reported: SandboxState | undefined;
-  try {
-    const res = await ctx.agents
-      .client(target, ctx.requestId)
-      .getSandbox({ sandboxId: row.id }, { timeoutMs: agentTimeouts.default });
-    reported = res.sandbox?.state;
-  } catch (err) {
-    ctx.logger.warn("sandbox proxy: could not ask the host about an expired sandbox", { sandboxId: row.id, err });
-    return false;
-  }
-  if (reported !== SandboxState.PAUSED) return false;
-  const updated = await compareAndSet(
-    ctx.db,
-    row,
-    { state: "paused", endAt: null },
-    { type: "paused", actor: "reconcile", detail: { cause: "host reports it paused at its timeout" } },
-    ctx.now(),
-  );
-  return updated !== null;
 }
 
 /**

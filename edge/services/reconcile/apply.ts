@@ -42,6 +42,7 @@ export async function applyTransitions(
       keep_end_at: t.keepEndAt,
       error: t.error,
       snapshot_bytes: t.snapshotBytes ?? null,
+      paused_without_memory: t.pausedWithoutMemory ?? null,
       detail: { rule: t.rule, cause: t.cause },
     })),
   );
@@ -50,7 +51,8 @@ export async function applyTransitions(
     with v as (
       select * from jsonb_to_recordset(${payload}::jsonb) as x(
         id text, version integer, from_state text, to_state text, stop_reason text,
-        end_at timestamptz, keep_end_at boolean, error text, snapshot_bytes bigint, detail jsonb)
+        end_at timestamptz, keep_end_at boolean, error text, snapshot_bytes bigint,
+        paused_without_memory boolean, detail jsonb)
     ),
     changed as (
       update sandboxes s set
@@ -59,6 +61,7 @@ export async function applyTransitions(
         end_at = case when v.keep_end_at then s.end_at else v.end_at end,
         error = coalesce(v.error, s.error),
         snapshot_bytes = coalesce(v.snapshot_bytes, s.snapshot_bytes),
+        paused_without_memory = coalesce(v.paused_without_memory, s.paused_without_memory),
         stopped_at = case when v.to_state in ('stopped', 'error') then ${at}::timestamptz else s.stopped_at end,
         updated_at = ${at}::timestamptz,
         version = s.version + 1

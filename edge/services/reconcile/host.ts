@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { and, eq, inArray, sql } from "drizzle-orm";
-import type { GetHostInfoResponse } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { type GetHostInfoResponse, SandboxState } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { AgentClient } from "../../clients/agent.js";
 import { activeSandboxStates, type HostRow, hosts, sandboxes } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
@@ -64,6 +64,7 @@ const observedColumns = {
   state: sandboxes.state,
   version: sandboxes.version,
   onTimeout: sandboxes.onTimeout,
+  keepMemory: sandboxes.keepMemory,
   endAt: sandboxes.endAt,
   updatedAt: sandboxes.updatedAt,
   stoppedAt: sandboxes.stoppedAt,
@@ -190,7 +191,10 @@ export async function reconcileHost(
     const t = action.transition;
     const version = appliedVersion.get(t.id) ?? t.version;
     try {
-      const paused = await agent.pauseSandbox({ sandboxId: t.id }, { timeoutMs: options.actionTimeoutMs });
+      const paused = await agent.pauseSandbox(
+        { sandboxId: t.id, keepMemory: t.keepMemory },
+        { timeoutMs: options.actionTimeoutMs },
+      );
       settle.push({
         ...t,
         version,
@@ -199,8 +203,28 @@ export async function reconcileHost(
         endAt: null,
         keepEndAt: false,
         snapshotBytes: snapshotBytesOf(paused.sandbox),
+        pausedWithoutMemory: paused.sandbox?.pausedWithoutMemory ?? false,
       });
     } catch (err) {
+      // The host's own timer paused it between the sweep's read and this call: that is the outcome wanted.
+      const onHost = await agent
+        .getSandbox({ sandboxId: t.id }, { timeoutMs: options.hostTimeoutMs })
+        .then((res) => res.sandbox)
+        .catch(() => undefined);
+      if (onHost?.state === SandboxState.PAUSED) {
+        settle.push({
+          ...t,
+          version,
+          fromState: "pausing",
+          toState: "paused",
+          endAt: null,
+          keepEndAt: false,
+          snapshotBytes: snapshotBytesOf(onHost),
+          pausedWithoutMemory: onHost.pausedWithoutMemory,
+          cause: "paused by the host at its end time",
+        });
+        return;
+      }
       outcome.actionFailures++;
       log.warn("pause on timeout failed", { sandboxId: t.id, error: describe(err) });
       settle.push({ ...t, version, fromState: "pausing", toState: "running", keepEndAt: true, cause: "pause failed" });

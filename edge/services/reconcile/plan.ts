@@ -21,7 +21,8 @@ export type ReconcileRule = (typeof reconcileRules)[number];
 export type ObservedRow = Pick<
   SandboxRow,
   "id" | "hostId" | "state" | "version" | "onTimeout" | "endAt" | "updatedAt" | "stoppedAt"
->;
+> &
+  Partial<Pick<SandboxRow, "keepMemory">>;
 
 /** One compare-and-set the sweep wants: applied only if the row still has `version`. */
 export interface Transition {
@@ -42,6 +43,10 @@ export interface Transition {
    * quota sums them); left out, the row keeps what it had.
    */
   snapshotBytes?: number;
+  /** For a row turning `paused`: whether only its files were kept; left out, the row keeps what it had. */
+  pausedWithoutMemory?: boolean;
+  /** For `hostAction: "pause"` at the timeout: whether the pause keeps memory (the row's policy). */
+  keepMemory?: boolean;
   /** Why, for the sandbox event. */
   cause: string;
 }
@@ -90,12 +95,26 @@ function transition(
   row: ObservedRow,
   rule: ReconcileRule,
   toState: SandboxStateName,
-  fields: Partial<Pick<Transition, "stopReason" | "endAt" | "keepEndAt" | "error" | "hostAction" | "snapshotBytes">> & {
+  fields: Partial<
+    Pick<
+      Transition,
+      | "stopReason"
+      | "endAt"
+      | "keepEndAt"
+      | "error"
+      | "hostAction"
+      | "snapshotBytes"
+      | "pausedWithoutMemory"
+      | "keepMemory"
+    >
+  > & {
     cause: string;
   },
 ): Transition {
   return {
     ...(fields.snapshotBytes !== undefined ? { snapshotBytes: fields.snapshotBytes } : {}),
+    ...(fields.pausedWithoutMemory !== undefined ? { pausedWithoutMemory: fields.pausedWithoutMemory } : {}),
+    ...(fields.keepMemory !== undefined ? { keepMemory: fields.keepMemory } : {}),
     id: row.id,
     version: row.version,
     rule,
@@ -125,11 +144,16 @@ function followHost(
   if (hostState === row.state) return undefined;
   switch (hostState) {
     case "running":
-      return transition(row, rule, "running", { endAt: reportedEndAt(live), cause: "host reports it running" });
+      return transition(row, rule, "running", {
+        endAt: reportedEndAt(live),
+        pausedWithoutMemory: false,
+        cause: "host reports it running",
+      });
     case "paused":
       return transition(row, rule, "paused", {
         endAt: null,
         snapshotBytes: snapshotBytesOf(live),
+        pausedWithoutMemory: live.pausedWithoutMemory,
         cause: "host reports it paused",
       });
     case "error":
@@ -192,6 +216,7 @@ export function planHost(
               ? transition(row, "expired", "pausing", {
                   keepEndAt: true,
                   hostAction: "pause",
+                  keepMemory: row.keepMemory ?? true,
                   cause: "timeout (pause)",
                 })
               : transition(row, "expired", "stopped", {

@@ -9,6 +9,7 @@ import {
 } from "../../db/schema/index.js";
 import { dateOrNull, stateFromAgent, timeoutActionToAgent } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
+import { BadRequestError } from "../errors.js";
 import { agentFor } from "../hosts/target.js";
 import { newEnvdAccessToken, newSandboxId } from "../ids.js";
 import { strongerIsolation } from "../scheduler/isolation.js";
@@ -40,6 +41,12 @@ export interface CreateSandboxInput {
   /** Whether proxy traffic resumes the sandbox while paused (default false). */
   autoResume?: boolean;
   /**
+   * Whether a pause at the timeout keeps memory (default true). False (files only) needs
+   * `onTimeout: "pause"` and cannot be combined with `autoResume` (resuming reboots the sandbox, so
+   * traffic must not do it), as on E2B.
+   */
+  keepMemory?: boolean;
+  /**
    * The weakest isolation class the sandbox may run on. The team's minimum applies as well, and the
    * stronger of the two wins: asking for less than the team's minimum gets the team's minimum.
    */
@@ -54,6 +61,22 @@ export interface CreatedSandbox {
   trafficAccessToken?: string;
 }
 
+/** The lifecycle policy's rules (E2B's): a pause without memory only at a pause timeout, and never woken by traffic. */
+function checkLifecycle(input: CreateSandboxInput): void {
+  if (input.keepMemory !== false) return;
+  if (input.onTimeout !== "pause") {
+    throw new BadRequestError("keepMemory=false applies to a pause at the timeout; it needs onTimeout=pause", {
+      keepMemory: "needs onTimeout=pause",
+    });
+  }
+  if (input.autoResume) {
+    throw new BadRequestError(
+      "keepMemory=false cannot be combined with autoResume: a sandbox paused without memory reboots on resume, so only connect or resume may wake it",
+      { keepMemory: "conflicts with autoResume" },
+    );
+  }
+}
+
 /**
  * Creates a sandbox: check the team's timeout limits, pick a host that offers the required isolation
  * (the stronger of the request's and the team's minimum), then — in one transaction that locks the
@@ -65,6 +88,7 @@ export interface CreatedSandbox {
 export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput): Promise<CreatedSandbox> {
   const teamId = ctx.principal.teamId;
   const network = input.network ? checkNetworkPolicy(input.network) : undefined;
+  checkLifecycle(input);
   const policy = await loadTeamPolicy(ctx.db, teamId);
   checkTimeoutQuota(policy.quotas, input.timeoutSec);
   // A cheap unlocked look first: a team already at its limit is refused without queueing on the
@@ -104,6 +128,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         timeoutSec: input.timeoutSec,
         onTimeout: input.onTimeout,
         autoResume: input.autoResume ?? false,
+        keepMemory: input.keepMemory ?? true,
         metadata: input.metadata,
         network: network ?? null,
         internetAccess: input.internetAccess ?? null,
@@ -136,6 +161,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         memoryMb: input.memoryMb,
         timeoutSec: input.timeoutSec,
         timeoutAction: timeoutActionToAgent(input.onTimeout),
+        timeoutKeepMemory: input.keepMemory ?? true,
         envVars: input.envVars,
         metadata: input.metadata,
         envdAccessToken,

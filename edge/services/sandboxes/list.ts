@@ -3,6 +3,7 @@ import { activeSandboxStates, type SandboxStateName, sandboxes } from "../../db/
 import type { TeamContext } from "../context.js";
 import { fromBase64Url, toBase64Url } from "../crypto.js";
 import { BadRequestError } from "../errors.js";
+import { repairExpiredOfTeam } from "./expiry.js";
 import { type SandboxView, toSandboxView } from "./view.js";
 
 /** Filters and page of `listSandboxes`. */
@@ -61,6 +62,8 @@ function decodeCursor(token: string): Cursor {
  */
 export async function listSandboxes(ctx: TeamContext, input: ListSandboxesInput): Promise<SandboxPage> {
   const order = input.order ?? "desc";
+  // Rows past their end time first follow their hosts, so the state filter sees what the timeout did.
+  await repairExpiredOfTeam(ctx, ctx.principal.teamId);
   const states = input.states.length > 0 ? input.states : [...activeSandboxStates];
   const conditions: SQL[] = [eq(sandboxes.teamId, ctx.principal.teamId), inArray(sandboxes.state, states)];
   if (Object.keys(input.metadata).length > 0) {

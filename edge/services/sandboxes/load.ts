@@ -7,10 +7,12 @@ import type { TeamContext } from "../context.js";
 import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
 import { hostTarget } from "../hosts/target.js";
 import { sandboxIdPattern } from "../ids.js";
+import { isPastEnd, repairExpired } from "./expiry.js";
 
 /**
  * Loads a sandbox of the caller's team. Another team's sandbox answers NOT_FOUND exactly as a
- * missing one does, so ids of other teams cannot be probed.
+ * missing one does, so ids of other teams cannot be probed. A row still `running` past its end time
+ * is first brought in line with its host (see expiry.ts), so callers see what the timeout did.
  */
 export async function loadSandbox(ctx: TeamContext, sandboxId: string): Promise<SandboxRow> {
   if (!sandboxIdPattern.test(sandboxId)) throw new NotFoundError("sandbox", sandboxId);
@@ -19,7 +21,7 @@ export async function loadSandbox(ctx: TeamContext, sandboxId: string): Promise<
     teamId: ctx.principal.teamId,
   });
   if (!row) throw new NotFoundError("sandbox", sandboxId);
-  return row;
+  return repairExpired(ctx, row);
 }
 
 const selectSandbox = (db: Database) =>
@@ -55,6 +57,7 @@ export async function loadPlacedSandbox(ctx: TeamContext, sandboxId: string): Pr
     teamId: ctx.principal.teamId,
   });
   if (!row) throw new NotFoundError("sandbox", sandboxId);
+  if (isPastEnd(row.sandbox, ctx.now())) row.sandbox = await repairExpired(ctx, row.sandbox);
   if (!row.host) throw new ConflictError(`sandbox ${sandboxId} is ${row.sandbox.state} and not placed on any host`);
   const target = await hostTarget(ctx, row.host);
   return { sandbox: row.sandbox, host: row.host, target, agent: ctx.agents.client(target, ctx.requestId) };

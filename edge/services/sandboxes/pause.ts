@@ -6,11 +6,17 @@ import { runLifecycleStep } from "./lifecycle.js";
 import type { SandboxView } from "./view.js";
 
 /**
- * Pauses a running sandbox; paused time does not count against its timeout. A paused one answers
+ * Pauses a running sandbox; paused time does not count against its timeout. With `keepMemory: false`
+ * its processes end and only its files are kept (resume boots it afresh); a host whose runtime
+ * cannot do that refuses. A paused one answers
  * CONFLICT; a team at its paused-sandbox or paused-disk quota answers QUOTA_EXCEEDED. The snapshot
  * size the agent reports is recorded, for the paused-disk quota.
  */
-export async function pauseSandbox(ctx: TeamContext, sandboxId: string): Promise<SandboxView> {
+export async function pauseSandbox(
+  ctx: TeamContext,
+  sandboxId: string,
+  input: { keepMemory?: boolean } = {},
+): Promise<SandboxView> {
   return runLifecycleStep(ctx, sandboxId, {
     verb: "pause",
     from: "running",
@@ -20,9 +26,17 @@ export async function pauseSandbox(ctx: TeamContext, sandboxId: string): Promise
       admitPaused(effectiveQuotas(team.quotas), await sandboxUsage(tx, sandbox.teamId));
     },
     call: async ({ agent }) => {
-      const res = await agent.pauseSandbox({ sandboxId }, { timeoutMs: agentTimeouts.lifecycle });
+      const res = await agent.pauseSandbox(
+        { sandboxId, keepMemory: input.keepMemory },
+        { timeoutMs: agentTimeouts.lifecycle },
+      );
       const snapshotBytes = (res.sandbox?.snapshotFiles ?? []).reduce((sum, f) => sum + Number(f.sizeBytes), 0);
-      return { state: res.sandbox ? stateFromAgent(res.sandbox.state) : "paused", endAt: null, snapshotBytes };
+      return {
+        state: res.sandbox ? stateFromAgent(res.sandbox.state) : "paused",
+        endAt: null,
+        snapshotBytes,
+        pausedWithoutMemory: res.sandbox?.pausedWithoutMemory ?? input.keepMemory === false,
+      };
     },
   });
 }

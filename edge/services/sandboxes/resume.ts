@@ -34,6 +34,7 @@ export async function resumeSandbox(
         state: res.sandbox ? stateFromAgent(res.sandbox.state) : "running",
         endAt: dateOrNull(res.sandbox?.endAt),
         snapshotBytes: 0,
+        pausedWithoutMemory: false,
         ...(input.timeoutSec !== undefined ? { timeoutSec: input.timeoutSec } : {}),
       };
     },

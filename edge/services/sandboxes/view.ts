@@ -12,6 +12,12 @@ export interface SandboxView {
   memoryMb: number;
   timeoutSec: number;
   onTimeout: SandboxRow["onTimeout"];
+  /** Whether a pause at the timeout keeps memory (false: its files only; resume reboots it). */
+  keepMemory: boolean;
+  /** Whether traffic through the sandbox proxy resumes it while paused. */
+  autoResume: boolean;
+  /** While paused: only its files were kept (its processes ended); resume boots it afresh. */
+  pausedWithoutMemory: boolean;
   endAt: string | null;
   metadata: Record<string, string>;
   /** Egress policy (allowOut/denyOut); null when the sandbox has none. */
@@ -43,6 +49,9 @@ export function toSandboxView(row: SandboxRow): SandboxView {
     memoryMb: row.memoryMb,
     timeoutSec: row.timeoutSec,
     onTimeout: row.onTimeout,
+    keepMemory: row.keepMemory,
+    autoResume: row.autoResume,
+    pausedWithoutMemory: row.state === "paused" && row.pausedWithoutMemory,
     endAt: row.endAt?.toISOString() ?? null,
     metadata: row.metadata,
     network: row.network ?? null,
