@@ -1,5 +1,6 @@
 import { Agent, type ClientRequest, request as httpRequest, type IncomingMessage } from "node:http";
-import { connect, type NetConnectOpts, type Socket } from "node:net";
+import { request as httpsRequest } from "node:https";
+import { connect, isIP, type NetConnectOpts, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 
 /**
@@ -161,6 +162,11 @@ export interface GuestRequest {
   port: number;
   /** The Host header the guest gets; default `<host>:<port>`. */
   hostHeader?: string | undefined;
+  /**
+   * Speak TLS to the guest's port (E2B's `httpsPorts`). The guest's certificate is not verified: the
+   * guest is already the party being reached, and its servers use self-signed certificates.
+   */
+  tls?: boolean;
   method: string;
   path: string;
   /** Headers to send, without hop-by-hop ones; Host and the body framing are set here. */
@@ -229,7 +235,7 @@ export function sendToGuest(
   let aborted = false;
 
   const attempt = (retried: boolean): ClientRequest => {
-    const req = httpRequest({
+    const options = {
       host: request.host,
       port: request.port,
       method: request.method,
@@ -239,7 +245,17 @@ export function sendToGuest(
       maxHeaderSize: MAX_GUEST_HEAD_BYTES,
       // The Host header above is the one the guest gets; keep Node from adding its own.
       setHost: false,
-    });
+    };
+    const serverName = (request.hostHeader ?? "").replace(/:\d+$/, "");
+    const req = request.tls
+      ? httpsRequest({
+          ...options,
+          agent: false,
+          rejectUnauthorized: false,
+          // SNI carries a name, never an address (RFC 6066).
+          ...(serverName && isIP(serverName.replace(/^\[|\]$/g, "")) === 0 ? { servername: serverName } : {}),
+        })
+      : httpRequest(options);
     current = req;
     let settled = false;
     req.on("error", (err: NodeJS.ErrnoException) => {

@@ -28,9 +28,16 @@ export const GUEST_AUTHORIZATION_HEADER = "wrenn-guest-authorization";
  * sees `<its address>:<port>`. Only the edge reaches this proxy (it holds the agent's token).
  */
 export const GUEST_HOST_HEADER = "wrenn-guest-host";
+/** "1" when the guest's port speaks TLS (E2B's `httpsPorts`): the proxy connects with TLS, unverified. */
+export const GUEST_TLS_HEADER = "wrenn-guest-tls";
 
 /** A Host value: a name or address with an optional port, nothing that could split a header. */
 const HOST_VALUE = /^[A-Za-z0-9._~\-[\]:]{1,300}$/;
+
+/** Whether the edge asked for TLS to the guest's port. */
+function guestTls(headers: IncomingHttpHeaders): boolean {
+  return headers[GUEST_TLS_HEADER] === "1";
+}
 
 /** The Host header for the guest: the edge's mask when it sent a well-formed one. */
 function guestHostHeader(headers: IncomingHttpHeaders): string | undefined {
@@ -56,6 +63,7 @@ const HOP_BY_HOP = new Set([
   "authorization",
   GUEST_AUTHORIZATION_HEADER,
   GUEST_HOST_HEADER,
+  GUEST_TLS_HEADER,
   "http2-settings",
 ]);
 
@@ -220,10 +228,12 @@ export class SandboxProxy {
     let exchange: GuestExchange | undefined;
     exchange = sendToGuest(
       {
-        agent: this.connections.agentFor(target.sandboxId, resolved.address),
+        // A TLS port gets its own connection each time: the pool holds plain HTTP connections only.
+        agent: guestTls(req.headers) ? false : this.connections.agentFor(target.sandboxId, resolved.address),
         host: resolved.address,
         port: target.port,
         hostHeader: guestHostHeader(req.headers),
+        tls: guestTls(req.headers),
         method: req.method ?? "GET",
         path: target.path,
         headers: upstreamHeaders(req.headers),
@@ -279,7 +289,7 @@ export class SandboxProxy {
       const name = req.rawHeaders[i] ?? "";
       const lower = name.toLowerCase();
       if (lower === "host" || lower === "authorization" || lower === GUEST_AUTHORIZATION_HEADER) continue;
-      if (lower === GUEST_HOST_HEADER) continue;
+      if (lower === GUEST_HOST_HEADER || lower === GUEST_TLS_HEADER) continue;
       const value = req.rawHeaders[i + 1] ?? "";
       const existing = headers[lower];
       headers[lower] = existing === undefined ? value : [...(Array.isArray(existing) ? existing : [existing]), value];
@@ -293,6 +303,7 @@ export class SandboxProxy {
         host: resolved.address,
         port: target.port,
         hostHeader: guestHostHeader(req.headers),
+        tls: guestTls(req.headers),
         method: req.method ?? "GET",
         path: target.path,
         headers,

@@ -14,6 +14,11 @@ export interface SandboxNetwork {
   allowPublicTraffic?: boolean;
   /** E2B's `maskRequestHost`: the Host header of proxied requests to its ports, `${PORT}` replaced by the port. */
   maskRequestHost?: string;
+  /**
+   * E2B's `httpsPorts`: ports whose servers speak TLS; the proxy connects to them with TLS (not
+   * verifying the guest's certificate) while clients keep the edge's scheme.
+   */
+  httpsPorts?: number[];
 }
 
 /** How a logged connection attempt was made: a TCP connection, a UDP flow, or a DNS question. */

@@ -101,7 +101,7 @@ async function handleUpgrade(
     "connection: Upgrade",
     `upgrade: ${req.headers.upgrade ?? "websocket"}`,
   ];
-  for (const [name, value] of Object.entries(guestRequestHeaders(requestHeaders(req), destination.guestHost))) {
+  for (const [name, value] of Object.entries(guestRequestHeaders(requestHeaders(req), destination))) {
     if (name === "accept-encoding") continue;
     lines.push(`${name}: ${value.replace(/[\r\n]/g, " ")}`);
   }

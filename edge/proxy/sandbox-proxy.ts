@@ -33,6 +33,8 @@ import {
 export const guestAuthorizationHeader = "wrenn-guest-authorization";
 /** The Host a guest's server should see (E2B's `maskRequestHost`); the agent's proxy sets it. */
 export const guestHostHeader = "wrenn-guest-host";
+/** Set to "1" when the guest's port speaks TLS (E2B's `httpsPorts`); the agent's proxy then uses it. */
+export const guestTlsHeader = "wrenn-guest-tls";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and ones the edge sets itself; never forwarded either way. */
 const hopByHop = new Set([
@@ -59,6 +61,7 @@ const routingOnly = new Set([
   "x-api-key",
   guestAuthorizationHeader,
   guestHostHeader,
+  guestTlsHeader,
   trafficTokenHeader,
 ]);
 
@@ -100,6 +103,8 @@ export interface ProxyDestination {
   downloadName?: string;
   /** The Host header the guest's server gets (E2B's `maskRequestHost`); default: its address and port. */
   guestHost?: string;
+  /** The guest's port speaks TLS (E2B's `httpsPorts`). */
+  guestTls?: boolean;
 }
 
 /** A request resolved to a destination, or refused with its answer. */
@@ -167,6 +172,7 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
     const guestHost = maskedHost(destination.maskRequestHost, port);
     if (guestHost !== undefined) forward.guestHost = guestHost;
   }
+  if (port !== envdPort && destination.httpsPorts.includes(port)) forward.guestTls = true;
   if (responsePolicy === "download") {
     const name = (new URLSearchParams(search).get("path") ?? "").split("/").pop();
     if (name) forward.downloadName = name;
@@ -180,7 +186,10 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
  * `Accept-Encoding: identity` because `fetch` would decode a compressed answer while keeping its
  * `Content-Encoding`, and the client would decode it twice.
  */
-export function guestRequestHeaders(headers: Headers, guestHost?: string): Record<string, string> {
+export function guestRequestHeaders(
+  headers: Headers,
+  guest: Pick<ProxyDestination, "guestHost" | "guestTls"> = {},
+): Record<string, string> {
   const out: Record<string, string> = {};
   const connectionListed = new Set(
     (headers.get("connection") ?? "")
@@ -194,7 +203,8 @@ export function guestRequestHeaders(headers: Headers, guestHost?: string): Recor
     else if (name !== "accept-encoding") out[name] = value;
   });
   out["accept-encoding"] = "identity";
-  if (guestHost !== undefined) out[guestHostHeader] = guestHost;
+  if (guest.guestHost !== undefined) out[guestHostHeader] = guest.guestHost;
+  if (guest.guestTls) out[guestTlsHeader] = "1";
   return out;
 }
 
@@ -321,7 +331,7 @@ export async function forwardToSandbox(
       destination.pathAndQuery,
       {
         method: request.method,
-        headers: guestRequestHeaders(request.headers, destination.guestHost),
+        headers: guestRequestHeaders(request.headers, destination),
         body: hasBody ? request.body : null,
         signal: request.signal,
         requestId: ctx.requestId,

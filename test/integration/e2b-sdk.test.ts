@@ -1,5 +1,8 @@
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
 import { request as httpRequest } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { CommandExitError, FilesystemEventType, Sandbox, SandboxNotFoundError } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -8,6 +11,7 @@ import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
+import { selfSignedCert } from "../helpers/tls.js";
 
 /**
  * Acceptance for issue 10: the official `e2b` SDK (2.51.0), pointed at Wrenn with E2B_API_URL and
@@ -356,6 +360,45 @@ describe("port forwarding through the proxy", () => {
       expect(plain).toMatch(/^[0-9.]+:8001$/);
     } finally {
       await masked.kill().catch(() => {});
+    }
+  });
+
+  it("speaks TLS to the ports in network.httpsPorts (not verifying the guest's certificate), plain HTTP to the others", async () => {
+    const tlsDir = mkdtempSync(join(tmpdir(), "wrenn-https-ports-"));
+    const tlsSandbox = await Sandbox.create({ timeoutMs: 120_000, network: { httpsPorts: [8443] } });
+    try {
+      expect((await tlsSandbox.getInfo()).network?.httpsPorts).toEqual([8443]);
+      const { cert, key } = selfSignedCert(tlsDir, "guest", "DNS:guest.internal");
+      await tlsSandbox.files.write("/home/user/tls/cert.pem", cert);
+      await tlsSandbox.files.write("/home/user/tls/key.pem", key);
+      await tlsSandbox.files.write("/home/user/tls/www/index.html", "served by a TLS server in the guest");
+      const server = [
+        "import functools, http.server, ssl",
+        "handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory='/home/user/tls/www')",
+        "context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)",
+        "context.load_cert_chain('/home/user/tls/cert.pem', '/home/user/tls/key.pem')",
+        "for port in (8443, 8444):",
+        "    import threading",
+        "    httpd = http.server.ThreadingHTTPServer(('0.0.0.0', port), handler)",
+        "    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)",
+        "    threading.Thread(target=httpd.serve_forever).start()",
+      ].join("\n");
+      await tlsSandbox.files.write("/home/user/tls/serve.py", server);
+      await tlsSandbox.commands.run("python3 /home/user/tls/serve.py", { background: true });
+      const page = await eventually("the guest's TLS server through the proxy", async () => {
+        const res = await viaProxy(tlsSandbox.sandboxId, 8443, "/index.html");
+        return res.status === 200 ? res.text() : undefined;
+      });
+      expect(page).toBe("served by a TLS server in the guest");
+      const byHost = await rawRequest("/index.html", { host: tlsSandbox.getHost(8443) });
+      expect(byHost).toEqual({ status: 200, body: "served by a TLS server in the guest" });
+      // 8444 is not listed: the proxy speaks plain HTTP to it, which a TLS server does not answer.
+      const plain = await viaProxy(tlsSandbox.sandboxId, 8444, "/index.html");
+      expect(plain.status).toBe(502);
+      await plain.body?.cancel();
+    } finally {
+      await tlsSandbox.kill().catch(() => {});
+      rmSync(tlsDir, { recursive: true, force: true });
     }
   });
 

@@ -13,8 +13,8 @@ const stringMap = z.record(z.string().max(256), z.string().max(8192));
 
 /**
  * E2B's egress settings: allowOut/denyOut are Wrenn's egress policy (docs/egress.md); request
- * transforms (`rules`), `egressProxy` and `httpsPorts` are refused; `allowPublicTraffic` and
- * `maskRequestHost` (the Host header the sandbox's servers see, `${PORT}` replaced) are kept.
+ * transforms (`rules`) and `egressProxy` are refused; `allowPublicTraffic`, `maskRequestHost` (the
+ * Host header the sandbox's servers see, `${PORT}` replaced) and `httpsPorts` (TLS to the guest) are kept.
  */
 export const E2bNetworkConfig = z
   .object({
@@ -36,6 +36,7 @@ export const E2bSandboxNetwork = z
     denyOut: z.array(z.string()),
     allowPublicTraffic: z.boolean().optional(),
     maskRequestHost: z.string().optional(),
+    httpsPorts: z.array(z.number().int()).optional(),
   })
   .openapi("E2bSandboxNetworkConfig");
 

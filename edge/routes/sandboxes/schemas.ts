@@ -32,6 +32,7 @@ export const SandboxNetwork = z
     denyOut: z.array(z.string()),
     allowPublicTraffic: z.boolean().optional(),
     maskRequestHost: z.string().optional(),
+    httpsPorts: z.array(z.number().int()).optional(),
   })
   .openapi("SandboxNetwork");
 
@@ -47,7 +48,6 @@ export const Sandbox = z
     memoryMb: z.number().int(),
     timeoutSec: z.number().int(),
     onTimeout: z.enum(timeoutActions),
-    endAt: z
     keepMemory: z.boolean().openapi({
       description: "Whether a pause at the timeout keeps memory; false keeps only files (resume reboots it)",
     }),
@@ -57,6 +57,7 @@ export const Sandbox = z
     pausedWithoutMemory: z.boolean().openapi({
       description: "While paused: only its files were kept (its processes ended); resume boots it afresh",
     }),
+    endAt: z
       .string()
       .nullable()
       .openapi({ description: "When the timeout action runs (RFC 3339); null while paused or without timeout" }),
@@ -100,7 +101,6 @@ export const CreateSandboxBody = z
           "Seconds until the timeout action runs; 0 means never (only for teams allowed it). At most the team's maxTimeoutSec",
       }),
     onTimeout: z.enum(timeoutActions).default("kill"),
-    envVars: stringMap.default({}),
     keepMemory: z.boolean().optional().openapi({
       description:
         "With onTimeout=pause: whether the pause keeps memory (default true). False ends its processes and keeps its files; resume reboots it. Not with autoResume",
@@ -111,6 +111,7 @@ export const CreateSandboxBody = z
       .openapi({
         description: "Resume the paused sandbox when traffic reaches it through the sandbox proxy (default false)",
       }),
+    envVars: stringMap.default({}),
     metadata: stringMap.default({}),
     internetAccess: z
       .boolean()
@@ -202,11 +203,10 @@ export const TimeoutBody = z
       .min(0)
       .max(30 * 86_400),
     onTimeout: z.enum(timeoutActions).optional(),
-  })
     keepMemory: z.boolean().optional().openapi({ description: "Whether a pause at the timeout keeps memory" }),
+  })
   .openapi("TimeoutRequest");
 
-/** Body of PUT /v1/sandboxes/{id}/network: replaces the rules whole (an omitted list is cleared). */
 /** Body of POST /v1/sandboxes/{id}/pause. */
 export const PauseBody = z
   .object({
@@ -216,6 +216,7 @@ export const PauseBody = z
   })
   .openapi("PauseRequest");
 
+/** Body of PUT /v1/sandboxes/{id}/network: replaces the rules whole (an omitted list is cleared). */
 export const UpdateNetworkBody = NetworkPolicy.extend({
   internetAccess: z.boolean().optional().openapi({ description: "The new internet switch; omitted keeps it" }),
 }).openapi("UpdateNetworkRequest");

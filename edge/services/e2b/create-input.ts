@@ -70,22 +70,20 @@ export interface E2bNetworkFields {
  * The egress policy of E2B's create: `allowOut`/`denyOut` as given (checked by createSandbox, which
  * answers INVALID_NETWORK_POLICY naming a bad entry), `allowPublicTraffic` stored (false: the
  * sandbox's ports then need its traffic access token), `maskRequestHost` checked and stored (the Host
- * header the sandbox's servers see on proxied requests, `${PORT}` replaced), `httpsPorts` refused.
+ * header the sandbox's servers see on proxied requests, `${PORT}` replaced), `httpsPorts` checked and stored (the proxy speaks TLS to those ports).
  */
 function networkFrom(network: NonNullable<E2bCreateRequest["network"]>): SandboxNetwork | undefined {
   refuseUnsupportedNetwork(network);
   // Checked with the rules by createSandbox (checkNetworkPolicy).
   const maskRequestHost = network.maskRequestHost || undefined;
-  if (network.httpsPorts && network.httpsPorts.length > 0) {
-    throw new BadRequestError("network.httpsPorts is not supported by Wrenn", { "network.httpsPorts": "unsupported" });
-  }
   const allowOut = network.allowOut ?? [];
   const denyOut = network.denyOut ?? [];
   if (
     allowOut.length === 0 &&
     denyOut.length === 0 &&
     network.allowPublicTraffic === undefined &&
-    maskRequestHost === undefined
+    maskRequestHost === undefined &&
+    (network.httpsPorts ?? []).length === 0
   ) {
     return undefined;
   }
@@ -94,6 +92,7 @@ function networkFrom(network: NonNullable<E2bCreateRequest["network"]>): Sandbox
     denyOut,
     ...(network.allowPublicTraffic !== undefined ? { allowPublicTraffic: network.allowPublicTraffic } : {}),
     ...(maskRequestHost !== undefined ? { maskRequestHost } : {}),
+    ...(network.httpsPorts && network.httpsPorts.length > 0 ? { httpsPorts: network.httpsPorts } : {}),
   };
 }
 
@@ -145,8 +144,8 @@ export function createInputFromE2b(request: E2bCreateRequest, defaultTimeoutSec:
     template: wrennTemplate(request.templateID),
     ...e2bSandboxResources,
     timeoutSec,
-    keepMemory: request.autoPauseMemory ?? true,
     onTimeout: request.autoPause ? "pause" : "kill",
+    keepMemory: request.autoPauseMemory ?? true,
     envVars: request.envVars ?? {},
     metadata: request.metadata ?? {},
     autoResume,

@@ -75,7 +75,6 @@ describe("E2B mapping", () => {
       { templateID: "base", autoPause: true, autoPauseMemory: false, autoResume: { enabled: true } },
       { templateID: "base", network: { egressProxy: { address: "proxy:1080" } } },
       { templateID: "base", network: { rules: {} } },
-      { templateID: "base", network: { httpsPorts: [8443] } },
       { templateID: "base", volumeMounts: [{ name: "v", path: "/data" }] },
       { templateID: "base", iam: { tokens: {} } },
     ]) {

@@ -25,6 +25,8 @@ export type TrafficDestination =
       trafficToken: string | null;
       /** E2B's `maskRequestHost`: the Host its servers see (`${PORT}` not yet replaced), or null. */
       maskRequestHost: string | null;
+      /** E2B's `httpsPorts`: ports the agent's proxy reaches with TLS. */
+      httpsPorts: readonly number[];
     }
   | { kind: "not-found"; sandboxId: string }
   | { kind: "unavailable"; sandboxId: string; message: string };
@@ -76,6 +78,7 @@ export async function resolveSandboxTraffic(ctx: ServiceContext, sandboxId: stri
         target,
         trafficToken,
         maskRequestHost: sandbox.network?.maskRequestHost ?? null,
+        httpsPorts: sandbox.network?.httpsPorts ?? [],
       };
     }
     if (sandbox.state === "missing") {

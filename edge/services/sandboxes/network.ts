@@ -53,8 +53,23 @@ export function checkNetworkPolicy(network: SandboxNetwork, field = "network"): 
     }
     checked.maskRequestHost = network.maskRequestHost;
   }
+  if (network.httpsPorts !== undefined) {
+    const key = field ? `${field}.httpsPorts` : "httpsPorts";
+    const bad = network.httpsPorts.find((p) => !Number.isInteger(p) || p < 1 || p > 65_535 || p === ENVD_PORT);
+    if (bad !== undefined || network.httpsPorts.length > 64) {
+      const message =
+        bad !== undefined
+          ? `${bad} is not a port the proxy can speak TLS to (1–65535, not envd's ${ENVD_PORT})`
+          : "at most 64 ports";
+      throw new ServiceError("INVALID_NETWORK_POLICY", `${key}: ${message}`, { details: { [key]: message } });
+    }
+    checked.httpsPorts = [...new Set(network.httpsPorts)].sort((a, b) => a - b);
+  }
   return checked;
 }
+
+/** envd's port: always plain HTTP between the proxy and the guest. */
+const ENVD_PORT = 49983;
 
 /** E2B's placeholder in `maskRequestHost` for the port a request was sent to. */
 const PORT_PLACEHOLDER = ["$", "{PORT}"].join("");
