@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type AgentConfig, loadAgentConfig } from "./config.js";
+import { type AgentConfig, formatIpv4, loadAgentConfig } from "./config.js";
 import { ConnectionLog } from "./egress/connection-log.js";
 import { type EgressServices, startEgressServices } from "./egress/services.js";
 import { EnvdClient } from "./envd-client.js";
@@ -163,6 +163,10 @@ async function main(): Promise<void> {
       targets: manager.egressTargets,
       log: connectionLog,
       relayDir: join(config.layout.stateRoot, "egress"),
+      flows: {
+        targets: manager.egressTargets,
+        slotCidr: `${formatIpv4(config.network.cidr.base)}/${config.network.cidr.prefixLength}`,
+      },
     });
   }
   connectionLog.startSweeper(shutdown.signal, (sandboxId) => {

@@ -46,6 +46,7 @@ const ALWAYS_PRESENT: Record<string, string> = {
   unshare: "util-linux: Essential",
   nsenter: "util-linux: Essential",
   runuser: "util-linux: Essential",
+  setpriv: "util-linux: Essential",
   chroot: "coreutils: Essential",
   gzip: "gzip: Essential",
   rm: "coreutils: Essential",

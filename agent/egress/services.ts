@@ -3,6 +3,7 @@ import type { Exec } from "../exec.js";
 import type { Logger } from "../logger.js";
 import { makeTransparent } from "../network/transparent.js";
 import type { ConnectionLog } from "./connection-log.js";
+import { FlowLog, type FlowTargets } from "./flows.js";
 import { EgressProxy } from "./proxy.js";
 import { ResolvedNames } from "./resolved-names.js";
 import { EgressResolver } from "./resolver.js";
@@ -13,6 +14,8 @@ import { type EgressLookup, hostAddresses } from "./targets.js";
 export interface EgressServices {
   resolver: EgressResolver;
   proxy: EgressProxy;
+  /** The log of flows the kernel decides (when `flows` was given). */
+  flows: FlowLog | undefined;
   close(): Promise<void>;
 }
 
@@ -25,6 +28,11 @@ export interface EgressServicesDeps {
   log: ConnectionLog;
   /** Where the proxy's kernel relay (relay.c) is built; without it, or without cc, the proxy relays in Node. */
   relayDir?: string;
+  /**
+   * Log the flows the kernel decides too (conntrack events and the slots' denied sets): every sandbox
+   * holding a slot, and the agent's slot range (AGENT_NET_CIDR).
+   */
+  flows?: { targets: FlowTargets; slotCidr: string };
 }
 
 /**
@@ -78,9 +86,22 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
       "the egress resolver has no upstream: set AGENT_DNS_UPSTREAM (the host's resolv.conf has no nameserver)",
     );
   }
+  const flows = deps.flows
+    ? new FlowLog({
+        targets: deps.flows.targets,
+        slotCidr: deps.flows.slotCidr,
+        log,
+        logger: logger.child({ component: "egress-flows" }),
+        exec,
+        servicePorts: [c.httpPort, c.tlsPort, c.dnsPort],
+        resolvedNames,
+        localAddresses,
+      })
+    : undefined;
   try {
     await resolver.start();
     await proxy.start();
+    await flows?.start();
   } catch (err) {
     clearInterval(prune);
     await resolver.close();
@@ -90,9 +111,10 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
   return {
     resolver,
     proxy,
+    flows,
     close: async () => {
       clearInterval(prune);
-      await Promise.all([resolver.close(), proxy.close()]);
+      await Promise.all([resolver.close(), proxy.close(), flows?.close()]);
       await relay?.close();
       await log.flush();
     },

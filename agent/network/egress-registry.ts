@@ -21,6 +21,8 @@ export interface EgressTarget {
 export interface EgressTargets {
   /** The sandbox whose slot has this slot address (a connection's remoteAddress), if any. */
   bySlotIp(ip: string): EgressTarget | undefined;
+  /** Every sandbox holding a slot (the connection log's poll of the kernel's denied attempts). */
+  all(): Iterable<EgressTarget>;
   /**
    * Lets the sandbox open connections (any port) to these IPv4 addresses for `ttlSec` seconds (clamped
    * to 5 s .. 1 h): call it before answering a DNS question for a name an `allowOut` rule allows, with
@@ -59,6 +61,10 @@ export class EgressRegistry implements EgressTargets {
     if (!old) return;
     this.#bySandbox.delete(sandboxId);
     if (this.#bySlotIp.get(old.slot.slotIp) === old) this.#bySlotIp.delete(old.slot.slotIp);
+  }
+
+  all(): Iterable<EgressTarget> {
+    return [...this.#bySandbox.values()];
   }
 
   bySandboxId(sandboxId: string): EgressTarget | undefined {

@@ -200,8 +200,10 @@ describe("egress policy rules (issue 20)", () => {
       "add rule inet wrenn policy_nat tcp dport 80 ip daddr != @allow_net ip daddr != @blocked dnat ip to ip daddr:15080",
       "add rule inet wrenn policy_nat tcp dport 443 ip daddr != @allow_net ip daddr != @blocked dnat ip to ip daddr:15443",
       "add rule inet wrenn egress ct status dnat tcp dport { 15080, 15443 } accept",
+      "add set inet wrenn denied_flows { type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; size 1024; timeout 60s; }",
       "add rule inet wrenn egress ip daddr @allow_net accept",
       "add rule inet wrenn egress ip daddr @dns_ok accept",
+      "add rule inet wrenn egress ip daddr @deny_net meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }",
       "add rule inet wrenn egress ip daddr @deny_net counter name policy_dropped drop",
       "add rule inet wrenn egress accept",
     ]);
@@ -224,6 +226,10 @@ describe("egress policy rules (issue 20)", () => {
     expect(text).not.toContain("dnat");
     expect(lines(text).at(-1)).toBe("add rule inet wrenn egress counter name policy_dropped drop");
     expect(lines(text)).not.toContain("add rule inet wrenn egress accept");
+    // Every dropped TCP/UDP attempt is remembered for the connection log before the drop.
+    expect(lines(text).at(-2)).toBe(
+      "add rule inet wrenn egress meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }",
+    );
   });
 
   it("an empty policy flushes back to the slot as made: the internet switch alone", () => {

@@ -67,6 +67,10 @@ export function allowResolvedCommands(addresses: readonly string[], ttlSec: numb
   ].join("\n");
 }
 
+/** Bounds of a policy slot's set of denied attempts (destination . protocol . port) read by the flow log. */
+export const DENIED_FLOWS_SIZE = 1024;
+export const DENIED_FLOWS_TIMEOUT_SEC = 60;
+
 /** Whether the guest is a VM behind a TAP, or processes living in the netns itself. */
 export type SlotKind = "vm" | "namespace";
 
@@ -306,10 +310,17 @@ export function policyCommands(slot: SlotAddresses, policy: ParsedEgressPolicy, 
       `add rule inet wrenn egress ct status dnat tcp dport { ${ports.httpPort}, ${ports.tlsPort} } accept`,
     );
   }
+  // Each dropped new TCP/UDP attempt is remembered (destination, protocol, port) for the agent's
+  // connection log (agent/egress/flows.ts): a minute per destination, at most DENIED_FLOWS_SIZE at once,
+  // so a port scan fills the set and is then dropped unremembered. A full set does not stop the drop.
+  const remember = `meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }`;
   lines.push(
+    `add set inet wrenn denied_flows { type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; size ${DENIED_FLOWS_SIZE}; timeout ${DENIED_FLOWS_TIMEOUT_SEC}s; }`,
     "add rule inet wrenn egress ip daddr @allow_net accept",
     "add rule inet wrenn egress ip daddr @dns_ok accept",
+    `add rule inet wrenn egress ip daddr @deny_net ${remember}`,
     "add rule inet wrenn egress ip daddr @deny_net counter name policy_dropped drop",
+    opts.internetAccess ? "" : `add rule inet wrenn egress ${remember}`,
     opts.internetAccess
       ? "add rule inet wrenn egress accept"
       : "add rule inet wrenn egress counter name policy_dropped drop",
