@@ -281,7 +281,6 @@ describe("lifecycle", () => {
     const sbx = await create();
     await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/fork`, { count: 1 }), 501, /fork/);
     await expectE2bError(await e2b("GET", "/snapshots"), 501);
-    await expectE2bError(await e2b("GET", `/v2/sandboxes/${sbx.sandboxID}/logs`), 501, /logs/);
     await expectE2bError(await e2b("POST", "/v3/templates", { name: "x" }), 501, /wrenn image build/);
     await expectE2bError(await h.request("POST", "/v3/templates", { json: {} }), 401);
   });
