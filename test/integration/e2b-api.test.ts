@@ -277,6 +277,40 @@ describe("lifecycle", () => {
     await expectE2bError(await e2b("GET", "/sandboxes/notanid"), 404);
   });
 
+  it("refreshes only extend a running sandbox's end time (15–3600 s); the old resume answers 201, then 409", async () => {
+    const sbx = await create({ timeout: 600 });
+    const endAt = async () =>
+      Date.parse(((await (await e2b("GET", `/sandboxes/${sbx.sandboxID}`)).json()) as { endAt: string }).endAt);
+    const first = await endAt();
+    // Shorter than what is left: nothing changes.
+    expect((await e2b("POST", `/sandboxes/${sbx.sandboxID}/refreshes`, { duration: 60 })).status).toBe(204);
+    expect(await endAt()).toBe(first);
+    const before = Date.now();
+    expect((await e2b("POST", `/sandboxes/${sbx.sandboxID}/refreshes`, { duration: 3600 })).status).toBe(204);
+    const extended = await endAt();
+    expect(extended).toBeGreaterThan(first);
+    expect(extended - before).toBeGreaterThanOrEqual(3599_000);
+    // No body: E2B's default keep-alive (15 s) is shorter than what is left.
+    expect((await e2b("POST", `/sandboxes/${sbx.sandboxID}/refreshes`)).status).toBe(204);
+    expect(await endAt()).toBe(extended);
+    await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/refreshes`, { duration: 3601 }), 400);
+    await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/refreshes`, { duration: -5 }), 400);
+
+    await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/resume`, {}), 409, /already running/);
+    expect((await e2b("POST", `/sandboxes/${sbx.sandboxID}/pause`, {})).status).toBe(204);
+    // A paused sandbox is not kept alive (E2B keeps running ones only).
+    await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/refreshes`, { duration: 60 }), 404);
+    const resumed = await e2b("POST", `/sandboxes/${sbx.sandboxID}/resume`, { timeout: 120 });
+    expect(resumed.status).toBe(201);
+    const body = (await resumed.json()) as E2bSandbox;
+    expect(body.sandboxID).toBe(sbx.sandboxID);
+    expect(body.envdAccessToken).toBe(sbx.envdAccessToken);
+    const left = (await endAt()) - Date.now();
+    expect(left).toBeGreaterThan(100_000);
+    expect(left).toBeLessThanOrEqual(121_000);
+    await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/resume`, {}), 409);
+  });
+
   it("answers unsupported E2B operations with 501 in E2B's shape", async () => {
     const sbx = await create();
     await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/fork`, { count: 1 }), 501, /fork/);

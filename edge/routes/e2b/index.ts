@@ -8,6 +8,7 @@ import { registerE2bCreateSandbox } from "./create.js";
 import { e2bErrorResponse, handleE2bError, handleE2bZodError } from "./errors.js";
 import { registerE2bGetSandbox } from "./get.js";
 import { registerE2bKillSandbox } from "./kill.js";
+import { registerE2bLegacyLifecycle } from "./legacy.js";
 import { registerE2bLifecycle } from "./lifecycle.js";
 import { registerE2bListSandboxes } from "./list.js";
 import { registerE2bSandboxLogs } from "./logs.js";
@@ -31,8 +32,6 @@ const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: stri
   { method: "post", path: "/sandboxes/:sandboxID/snapshots", what: "snapshots" },
   { method: "get", path: "/snapshots", what: "snapshots" },
   { method: "delete", path: "/templates/:templateID", what: "deleting templates and snapshots" },
-  { method: "post", path: "/sandboxes/:sandboxID/refreshes", what: "refreshes (use /timeout)" },
-  { method: "post", path: "/sandboxes/:sandboxID/resume", what: "the deprecated resume (use /connect)" },
   { method: "post", path: "/v3/templates", what: "template builds (build images with `wrenn image build`)" },
   { method: "get", path: "/templates/aliases/:alias", what: "template aliases" },
 ];
@@ -62,6 +61,7 @@ export function e2bRouter(): App {
   registerE2bGetSandbox(app);
   registerE2bKillSandbox(app);
   registerE2bLifecycle(app);
+  registerE2bLegacyLifecycle(app);
   registerE2bConnectSandbox(app);
   registerE2bSandboxMetrics(app);
   registerE2bSandboxLogs(app);
