@@ -9,14 +9,20 @@ import {
   ConnectionVerdict,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { IMAGES_ROOT, newSandboxId, requireImage, requireRoot, TEMPLATE, text } from "../helpers/agent-fixtures.js";
-import { type AgentProcess, freePort, freeSlotRange, startAgentProcess } from "../helpers/agent-process.js";
+import {
+  type AgentProcess,
+  freePort,
+  freeSlotRange,
+  startAgentProcess,
+  suiteRuntime,
+} from "../helpers/agent-process.js";
 import { startTestInternet, type TestInternet } from "../helpers/test-internet.js";
 
 /**
  * The connection log's entries for flows the kernel decides (issue 20): TCP and UDP on ports the agent's
  * proxy and resolver do not see. Allowed flows come from conntrack events in the root netns (completed
  * with the kernel's IP byte counts), denied attempts from the slot's `denied_flows` set. A real agent
- * with the namespace runtime, against the fake internet of test/helpers/test-internet.ts; a counter on
+ * (the suite's runtime: namespace, or gVisor in the integration-gvisor project), against the fake internet of test/helpers/test-internet.ts; a counter on
  * the host's default route proves nothing left the machine.
  */
 
@@ -57,7 +63,7 @@ for address in sys.argv[1:]:
 threading.Event().wait()
 `;
 
-describe("connection log: flows the kernel decides (namespace runtime)", () => {
+describe(`connection log: flows the kernel decides (${suiteRuntime()})`, () => {
   let agent: AgentProcess;
   let net: TestInternet;
   let servers: ChildProcess | undefined;
