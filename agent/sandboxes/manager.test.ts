@@ -115,6 +115,8 @@ class FakeEnvd {
   readonly unresponsive = new Set<string>();
   /** Access tokens of sandboxes whose /init fails because the host's disk is full. */
   readonly diskFull = new Set<string>();
+  /** Runs while a guest boots (before /health answers): a test moves its clock here. */
+  booting: (() => void) | undefined;
 
   readonly factory: EnvdClientFactory = (address, accessToken) => {
     const transport = createRouterTransport(({ service }) => {
@@ -135,6 +137,7 @@ class FakeEnvd {
       process: createClient(Process, transport),
       filesystem: createClient(Filesystem, transport),
       waitHealthy: async (timeoutMs: number) => {
+        this.booting?.();
         if (this.unresponsive.has(accessToken)) {
           throw new AgentError("UNAVAILABLE", "ENVD_NOT_READY", `envd did not answer within ${timeoutMs} ms`);
         }
@@ -747,6 +750,18 @@ describe("SandboxManager end-time timers (issue 17)", () => {
     await h.manager.reapOnce();
     expect(h.manager.list().reaps).toHaveLength(1);
     await expect(h.manager.pause(req.sandboxId)).rejects.toMatchObject({ reason: "SANDBOX_PAUSED" });
+  });
+
+  it("counts the timeout from when the sandbox is ready, not from the request (a slow boot eats none of it)", async () => {
+    const h = timed();
+    h.envd.booting = () => h.clock.advance(5_000);
+    const req = input({ timeoutSec: 3, timeoutAction: "pause" });
+    const record = await h.manager.create(req);
+    expect(record.endAt).toBe(h.clock.ms + 3_000);
+    await h.timers.advance(2_999);
+    expect(h.manager.get(req.sandboxId).status).toBe("running");
+    await h.timers.advance(1);
+    expect(h.manager.get(req.sandboxId).status).toBe("paused");
   });
 
   it("kills at the end time when the action is kill", async () => {

@@ -355,6 +355,9 @@ export class SandboxManager {
     try {
       await this.#handshake(live, phases);
       record.status = "running";
+      // The timeout counts from when the sandbox is ready, not from the request: a slow boot (gVisor
+      // under load takes seconds) must not eat a short timeout before the caller ever gets the sandbox.
+      if (record.timeoutMs > 0) record.endAt = this.#deps.clock.now() + record.timeoutMs;
       await this.#persist(record);
       this.#deadlines.arm(record.id, record.endAt);
       const totalMs = performance.now() - started;
