@@ -31,5 +31,9 @@ export {
   Sandbox,
   type SandboxCreateOptions,
   type SandboxListOptions,
+  type SandboxLogEntryInfo,
+  type SandboxLogsOptions,
+  type SandboxMetricInfo,
+  type SandboxMetricsOptions,
 } from "./sandbox.js";
 export type * from "./types.js";

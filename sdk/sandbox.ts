@@ -19,6 +19,48 @@ import type {
 /** Options of `Sandbox.create`: connection settings plus the sandbox's own. */
 export interface SandboxCreateOptions extends ConnectionOptions, CreateSandboxRequest {}
 
+/** Options of `Sandbox.metrics`: the range (a Date, or unix seconds), both ends included. */
+export interface SandboxMetricsOptions {
+  start?: Date | number;
+  end?: Date | number;
+}
+
+/** One resource sample (`Sandbox.metrics`). */
+export interface SandboxMetricInfo {
+  /** RFC 3339. */
+  timestamp: string;
+  timestampUnix: number;
+  cpuCount: number;
+  cpuUsedPct: number;
+  memUsed: number;
+  memTotal: number;
+  memCache: number;
+  diskUsed: number;
+  diskTotal: number;
+}
+
+/** Options of `Sandbox.logs`. */
+export interface SandboxLogsOptions {
+  /** A Date or milliseconds since the epoch: forward reads from it, backward up to it. */
+  cursor?: Date | number;
+  /** 1–1000 (default 1000). */
+  limit?: number;
+  direction?: "forward" | "backward";
+  /** The lowest level returned. */
+  level?: "debug" | "info" | "warn" | "error";
+  /** Case-sensitive substring of the message. */
+  search?: string;
+}
+
+/** One entry of a sandbox's log (`Sandbox.logs`). */
+export interface SandboxLogEntryInfo {
+  timestamp: string;
+  level: "debug" | "info" | "warn" | "error";
+  message: string;
+  /** e.g. event (process_start, process_end, sandbox_created…), pid, cmd, exit_code. */
+  fields: Record<string, string>;
+}
+
 /** Options of `Sandbox.list`. */
 export interface SandboxListOptions extends ConnectionOptions {
   /** States to include; default every state but stopped and error. */
@@ -277,6 +319,44 @@ export class Sandbox {
    */
   runCode(code: string, options?: RunCodeOptions): Promise<Execution> {
     return this.code.runCode(code, options);
+  }
+
+  /**
+   * The sandbox's CPU, memory and disk samples in [start, end] (default: from its creation to now),
+   * oldest first: one every few seconds for the last 24 hours, 1-minute averages for 7 days before.
+   * Readable after the sandbox stopped. See docs/metrics-and-logs.md.
+   */
+  async metrics(options: SandboxMetricsOptions = {}): Promise<SandboxMetricInfo[]> {
+    const seconds = (t: Date | number | undefined) =>
+      t === undefined ? undefined : String(t instanceof Date ? Math.floor(t.getTime() / 1000) : t);
+    const answer = await this.api.json<{ metrics: SandboxMetricInfo[] }>(
+      "GET",
+      `/v1/sandboxes/${segment(this.id)}/metrics`,
+      { query: { start: seconds(options.start), end: seconds(options.end) } },
+    );
+    return answer.metrics;
+  }
+
+  /**
+   * The sandbox's log: each process started in it and its end with the exit code, and its lifecycle
+   * (created, paused, resumed, timeout, killed), by time. Readable for 7 days, also after it stopped.
+   */
+  async logs(options: SandboxLogsOptions = {}): Promise<SandboxLogEntryInfo[]> {
+    const cursor = options.cursor instanceof Date ? options.cursor.getTime() : options.cursor;
+    const answer = await this.api.json<{ logs: SandboxLogEntryInfo[] }>(
+      "GET",
+      `/v1/sandboxes/${segment(this.id)}/logs`,
+      {
+        query: {
+          cursor: cursor === undefined ? undefined : String(cursor),
+          limit: options.limit === undefined ? undefined : String(options.limit),
+          direction: options.direction,
+          level: options.level,
+          search: options.search,
+        },
+      },
+    );
+    return answer.logs;
   }
 
   /** Destroys the sandbox and everything in it. Killing a stopped sandbox does nothing. */

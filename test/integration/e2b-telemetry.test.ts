@@ -6,6 +6,7 @@ import { sandboxMetrics } from "../../edge/db/schema/index.js";
 import type { NodeEdge } from "../../edge/node.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { applyTelemetryRetention, ROLLUP_SECONDS } from "../../edge/services/telemetry/retention.js";
+import { Sandbox as WrennSandbox } from "../../sdk/index.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
@@ -275,6 +276,12 @@ describe("sandbox logs", () => {
     const metrics = await fetch(`${edge.url}/v1/sandboxes/${sandboxId}/metrics`, { headers: { "X-API-Key": apiKey } });
     expect(metrics.status).toBe(200);
     expect(((await metrics.json()) as { metrics: unknown[] }).metrics.length).toBeGreaterThan(0);
+    // Wrenn's SDK reads the same.
+    const wrenn = await WrennSandbox.connect(sandboxId, { apiKey, apiUrl: edge.url });
+    expect(await wrenn.logs({ level: "warn" })).toEqual(await logsOf(sandboxId, "?level=warn"));
+    const samples = await wrenn.metrics({ start: 0, end: new Date() });
+    expect(samples.length).toBeGreaterThan(0);
+    expect(samples[0]?.memTotal).toBeGreaterThan(0);
     const bad = await fetch(`${edge.url}/v1/sandboxes/${sandboxId}/metrics?start=20&end=10`, {
       headers: { "X-API-Key": apiKey },
     });
