@@ -6,7 +6,8 @@ import { systemClock } from "../sandboxes/clock.js";
 import { assertSandboxId, SANDBOX_ID_PATTERN } from "../sandboxes/ids.js";
 
 /**
- * Per-sandbox log of the egress decisions the agent sees (DNS questions, inspected 80/443 connections):
+ * Per-sandbox log of egress decisions (DNS questions, inspected 80/443 connections, and the TCP/UDP flows
+ * the kernel decides, from agent/egress/flows.ts):
  * a ring of the latest entries in memory and a JSONL file under the agent's state dir, so the log
  * survives an agent restart and can be read for 24 h after the sandbox ended.
  *

@@ -7,7 +7,7 @@ import { parseEgressPolicy } from "../../lib/egress-policy.js";
 import type { Exec, ExecResult } from "../exec.js";
 import { noopLogger } from "../logger.js";
 import { ConnectionLog } from "./connection-log.js";
-import { FlowLog, type FlowTarget, parseConntrackFlow, parseDeniedSet } from "./flows.js";
+import { type ConntrackFlow, FlowLog, type FlowTarget, parseConntrackFlow, parseDeniedSet } from "./flows.js";
 import { ResolvedNames } from "./resolved-names.js";
 
 /**

@@ -144,12 +144,18 @@ const CONNTRACK_EVENTS = ["-E", "-e", "NEW,UPDATE,DESTROY", "-o", "xml,id", "-b"
 
 /** TCP states after which no more payload flows. */
 const ENDED_TCP_STATES = new Set(["TIME_WAIT", "CLOSE"]);
+/** How often open flows are checked against the kernel's table (lost destroy events). */
+const RECONCILE_MS = 5000;
 /** Flows awaiting their end, at most (the oldest are forgotten beyond it). */
 const MAX_OPEN_FLOWS = 65_536;
 
 interface OpenFlow {
   sandboxId: string;
   seq: number;
+  openedAt: number;
+  /** Counters as last listed (a lost destroy event completes with these). */
+  bytesOut: number;
+  bytesIn: number;
   protocol: "tcp" | "udp";
   src: string;
   dst: string;
@@ -168,6 +174,9 @@ export class FlowLog {
   #events: ChildProcess | undefined;
   #timer: NodeJS.Timeout | undefined;
   #ticking = false;
+  #reconciledAt = 0;
+  /** Events are taken one at a time, in order: a flow's end never overtakes its beginning. */
+  #eventChain: Promise<void> = Promise.resolve();
   #closed = false;
   #restarts = 0;
 
@@ -211,7 +220,7 @@ export class FlowLog {
     if (child.stdout) {
       createInterface({ input: child.stdout }).on("line", (line) => {
         const flow = parseConntrackFlow(line);
-        if (flow) void this.onFlow(flow);
+        if (flow) this.#eventChain = this.#eventChain.then(() => this.onFlow(flow)).catch(() => {});
       });
     }
     child.stderr?.on("data", () => {});
@@ -256,6 +265,9 @@ export class FlowLog {
       this.#open.set(flow.id, {
         sandboxId: target.sandboxId,
         seq: entry.seq,
+        openedAt: Date.now(),
+        bytesOut: 0,
+        bytesIn: 0,
         protocol: flow.protocol,
         src: flow.src,
         dst: flow.dst,
@@ -335,14 +347,24 @@ export class FlowLog {
     }
   }
 
+  /**
+   * Completes the TCP flows that reached TIME_WAIT/CLOSE with their counters, from one listing of the
+   * slot range's flows. Every RECONCILE_MS the listing is taken for every open flow too: one the
+   * kernel no longer has (its destroy event was lost, say while conntrack restarted) is completed with
+   * the counters last seen, so no entry stays open for ever.
+   */
   async #completeClosed(): Promise<void> {
-    if (this.#closing.size === 0) return;
-    const ids = [...this.#closing];
+    const now = Date.now();
+    const full = this.#open.size > 0 && now - this.#reconciledAt >= RECONCILE_MS;
+    if (this.#closing.size === 0 && !full) return;
+    const ids = full ? [...this.#open.keys()] : [...this.#closing];
     this.#closing.clear();
-    const listed = await this.#o.exec("conntrack", ["-L", "-p", "tcp", "-s", this.#o.slotCidr, "-o", "xml,id"], {
+    if (full) this.#reconciledAt = now;
+    const listed = await this.#o.exec("conntrack", ["-L", "-s", this.#o.slotCidr, "-o", "xml,id"], {
       allowFailure: true,
       timeoutMs: 10_000,
     });
+    if (listed.exitCode !== 0) return;
     const byId = new Map<string, ConntrackFlow>();
     for (const line of listed.stdout.split("\n")) {
       const flow = parseConntrackFlow(line);
@@ -352,9 +374,16 @@ export class FlowLog {
       const open = this.#open.get(id);
       if (!open) continue;
       const flow = byId.get(id);
-      // Gone from the table meanwhile: its destroy event completes it (or already did).
-      if (!flow) continue;
-      await this.#complete(id, open, flow.bytesOut ?? 0, flow.bytesIn ?? 0);
+      if (!flow) {
+        // Gone from the table: completed by its destroy event, or (lost) here with what was last seen.
+        if (full && now - open.openedAt >= RECONCILE_MS) await this.#complete(id, open, open.bytesOut, open.bytesIn);
+        continue;
+      }
+      open.bytesOut = flow.bytesOut ?? open.bytesOut;
+      open.bytesIn = flow.bytesIn ?? open.bytesIn;
+      if (flow.protocol === "tcp" && flow.state !== undefined && ENDED_TCP_STATES.has(flow.state)) {
+        await this.#complete(id, open, open.bytesOut, open.bytesIn);
+      }
     }
   }
 
