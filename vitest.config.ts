@@ -15,6 +15,7 @@ const RUNTIME_SUITE = [
   "agent-recovery",
   "agent-network",
   "e2b-sdk",
+  "e2b-lifecycle",
   "sdk-sandbox",
   "cli-shell",
   "egress",
