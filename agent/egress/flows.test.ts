@@ -238,6 +238,7 @@ describe("FlowLog", () => {
 
   it("bounds a scan: at most the per-second budget (and its burst) of entries", async () => {
     const flows = flowLog([], { maxEntriesPerSecond: 10 });
+    const started = Date.now();
     denied = deniedJson(
       Array.from({ length: 1024 }, (_, i) => ["1.2.3.4", "tcp", i + 1, 60] as [string, "tcp", number, number]),
     );
@@ -246,7 +247,9 @@ describe("FlowLog", () => {
       await flows.onFlow(flow(flowLine({ type: "new", id: `s${i}`, dst: "192.88.99.5", dport: 1000 + i })));
     }
     const entries = await log.list(SB, { limit: 1000 });
+    // The burst (20), and what the budget refilled meanwhile (10 a second) on a loaded machine.
+    const refilled = Math.ceil(((Date.now() - started) / 1000) * 10);
     expect(entries.length).toBeGreaterThanOrEqual(20);
-    expect(entries.length).toBeLessThanOrEqual(22);
+    expect(entries.length).toBeLessThanOrEqual(20 + refilled + 1);
   });
 });
