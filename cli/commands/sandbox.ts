@@ -33,6 +33,9 @@ export const sandboxUsage = `usage: wrenn sandbox <command> [options]
            egress rules (addresses, CIDRs, domains, *.domain; allow beats deny); no options: show them
   connections <id> [--follow] [--verdict allowed|denied] [--protocol tcp|udp|dns] [--limit N]
            what the sandbox connected to (also after it stopped)
+  metrics  <id> [--since 10m]   CPU, memory and disk over time (also after it stopped)
+  logs     <id> [--level info|warn|error] [--search S] [--limit N]
+           processes started and their exit codes, and the sandbox's lifecycle
 
 Every command takes --json, --api-url URL and --api-key KEY.`;
 
@@ -110,6 +113,10 @@ export async function sandboxCommand(ctx: CommandContext, args: string[]): Promi
       return (await import("./network.js")).network(ctx, rest);
     case "connections":
       return (await import("./network.js")).connections(ctx, rest);
+    case "metrics":
+      return (await import("./telemetry.js")).metrics(ctx, rest);
+    case "logs":
+      return (await import("./telemetry.js")).logs(ctx, rest);
     case "help":
       ctx.output.out(sandboxUsage);
       return exitCodes.ok;

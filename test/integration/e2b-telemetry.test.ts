@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { and, eq } from "drizzle-orm";
 import { CommandExitError, Sandbox } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sandboxCommand } from "../../cli/commands/sandbox.js";
 import { sandboxMetrics } from "../../edge/db/schema/index.js";
 import type { NodeEdge } from "../../edge/node.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
@@ -9,6 +10,7 @@ import { applyTelemetryRetention, ROLLUP_SECONDS } from "../../edge/services/tel
 import { Sandbox as WrennSandbox } from "../../sdk/index.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { runCli } from "../helpers/cli-run.js";
 import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
@@ -282,6 +284,16 @@ describe("sandbox logs", () => {
     const samples = await wrenn.metrics({ start: 0, end: new Date() });
     expect(samples.length).toBeGreaterThan(0);
     expect(samples[0]?.memTotal).toBeGreaterThan(0);
+    // And the CLI.
+    const connection = ["--api-url", edge.url, "--api-key", apiKey];
+    const cliLogs = await runCli(sandboxCommand, ["logs", sandboxId, "--level", "warn", ...connection]);
+    expect(cliLogs.err).toBe("");
+    expect(cliLogs.out).toContain("exit status 7");
+    expect(cliLogs.out).not.toContain("telemetry-hello");
+    const cliMetrics = await runCli(sandboxCommand, ["metrics", sandboxId, "--json", ...connection]);
+    expect(cliMetrics.code).toBe(0);
+    expect((JSON.parse(cliMetrics.out) as unknown[]).length).toBe(samples.length);
+    expect((await runCli(sandboxCommand, ["logs", sandboxId, "--level", "loud", ...connection])).code).not.toBe(0);
     const bad = await fetch(`${edge.url}/v1/sandboxes/${sandboxId}/metrics?start=20&end=10`, {
       headers: { "X-API-Key": apiKey },
     });
