@@ -259,6 +259,7 @@ export class FakeAgent {
         if (sb.sandbox.state === SandboxState.PAUSED) throw new ConnectError("already paused", Code.FailedPrecondition);
         sb.sandbox.state = SandboxState.PAUSED;
         sb.sandbox.endAt = undefined;
+        sb.sandbox.pausedWithoutMemory = req.keepMemory === false;
         sb.sandbox.snapshotFiles =
           this.snapshotBytes > 0
             ? [create(SnapshotFileSchema, { name: "memory", sizeBytes: BigInt(this.snapshotBytes) })]

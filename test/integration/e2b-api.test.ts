@@ -77,14 +77,14 @@ describe("create", () => {
       endAt: string;
       state: string;
       metadata: Record<string, string>;
-      lifecycle: { onTimeout: string; autoResume: boolean };
+      lifecycle: { onTimeout: string; autoResume: boolean; keepMemory: boolean };
       cpuCount: number;
       memoryMB: number;
       envdAccessToken: string;
     };
     expect(info.state).toBe("running");
     expect(info.metadata).toEqual({ app: "v2" });
-    expect(info.lifecycle).toEqual({ onTimeout: "kill", autoResume: false });
+    expect(info.lifecycle).toEqual({ onTimeout: "kill", autoResume: false, keepMemory: true });
     expect(info.envdAccessToken).toBe(sbx.envdAccessToken);
     expect({ cpu: info.cpuCount, mem: info.memoryMB }).toEqual({ cpu: 2, mem: 512 });
     const endsIn = (Date.parse(info.endAt) - before) / 1000;
@@ -99,9 +99,9 @@ describe("create", () => {
     expect((Date.parse(v1Info.endAt) - before) / 1000).toBeLessThan(25);
     const paused = await create({ autoPause: true, autoResume: { enabled: true }, timeout: 60 });
     const info = (await (await e2b("GET", `/sandboxes/${paused.sandboxID}`)).json()) as {
-      lifecycle: { onTimeout: string; autoResume: boolean };
+      lifecycle: { onTimeout: string; autoResume: boolean; keepMemory: boolean };
     };
-    expect(info.lifecycle).toEqual({ onTimeout: "pause", autoResume: true });
+    expect(info.lifecycle).toEqual({ onTimeout: "pause", autoResume: true, keepMemory: true });
   });
 
   it("refuses bad input with E2B 400s and creates nothing", async () => {

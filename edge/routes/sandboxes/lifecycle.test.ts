@@ -1,0 +1,162 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { describe, expect, it } from "vitest";
+import { SandboxState, SnapshotFileSchema, StopReason } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
+import {
+  expectError,
+  newSandbox,
+  routeStack,
+  sandboxEventRows,
+  sandboxRow,
+  updateSandboxRow,
+} from "../../../test/helpers/edge-routes.js";
+
+// Issue 17, the edge's side of the lifecycle: the policy in /v1 (create, info, timeout, pause), and
+// the read repair — a row still `running` past its end time follows what its host did at that time
+// (the host's timer paused or killed it) on the next read, without a reconcile sweep. The host is the
+// fake agent of the route tests (a double at the Connect boundary).
+
+const stack = routeStack();
+
+interface SandboxJson {
+  id: string;
+  state: string;
+  onTimeout: string;
+  keepMemory: boolean;
+  autoResume: boolean;
+  pausedWithoutMemory: boolean;
+  endAt: string | null;
+  stopReason: string | null;
+}
+
+async function getSandbox(key: string, id: string): Promise<SandboxJson> {
+  const res = await stack.h.request("GET", `/v1/sandboxes/${id}`, { key });
+  expect(res.status).toBe(200);
+  return (await res.json()) as SandboxJson;
+}
+
+/** Moves the row's end time into the past, as if the timeout ran out a moment ago. */
+const expire = (id: string) => updateSandboxRow(stack.h, id, { endAt: new Date(Date.now() - 100) });
+
+/** The fake host's own record of the sandbox (what its timer changed). */
+const onHost = (id: string) => {
+  const sb = stack.agent.sandboxes.get(id);
+  if (!sb) throw new Error(`${id} is not on the fake host`);
+  return sb.sandbox;
+};
+
+describe("the lifecycle policy in /v1", () => {
+  it("creates with onTimeout, keepMemory and autoResume and shows them in info", async () => {
+    const team = await stack.h.newTeam();
+    const plain = await newSandbox(stack.h, team.key);
+    expect(await getSandbox(team.key, plain.id)).toMatchObject({
+      onTimeout: "kill",
+      keepMemory: true,
+      autoResume: false,
+      pausedWithoutMemory: false,
+    });
+    const filesOnly = await newSandbox(stack.h, team.key, { onTimeout: "pause", keepMemory: false });
+    expect(filesOnly).toMatchObject({ onTimeout: "pause", keepMemory: false, autoResume: false });
+    const waking = await newSandbox(stack.h, team.key, { onTimeout: "pause", autoResume: true });
+    expect(await getSandbox(team.key, waking.id)).toMatchObject({ keepMemory: true, autoResume: true });
+  });
+
+  it("refuses keepMemory: false without onTimeout pause, or with autoResume (E2B's rules)", async () => {
+    const team = await stack.h.newTeam();
+    const killing = await stack.h.request("POST", "/v1/sandboxes", {
+      key: team.key,
+      json: { onTimeout: "kill", keepMemory: false },
+    });
+    expect((await expectError(killing, 400, "BAD_REQUEST")).error.message).toMatch(/onTimeout=pause/);
+    const waking = await stack.h.request("POST", "/v1/sandboxes", {
+      key: team.key,
+      json: { onTimeout: "pause", keepMemory: false, autoResume: true },
+    });
+    expect((await expectError(waking, 400, "BAD_REQUEST")).error.message).toMatch(/autoResume/);
+  });
+
+  it("changes keepMemory with the timeout, and pauses without memory on request", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key, { onTimeout: "pause" });
+    const set = await stack.h.request("POST", `/v1/sandboxes/${sb.id}/timeout`, {
+      key: team.key,
+      json: { timeoutSec: 60, keepMemory: false },
+    });
+    expect(set.status).toBe(200);
+    expect(await set.json()).toMatchObject({ keepMemory: false, timeoutSec: 60 });
+    const paused = await stack.h.request("POST", `/v1/sandboxes/${sb.id}/pause`, {
+      key: team.key,
+      json: { keepMemory: false },
+    });
+    expect(paused.status).toBe(200);
+    expect(await paused.json()).toMatchObject({ state: "paused", pausedWithoutMemory: true });
+    const resumed = await stack.h.request("POST", `/v1/sandboxes/${sb.id}/resume`, { key: team.key, json: {} });
+    expect(await resumed.json()).toMatchObject({ state: "running", pausedWithoutMemory: false });
+  });
+});
+
+describe("read repair at the end time", () => {
+  it("a row past its end time that the host paused reads paused (get, list), recorded once", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key, { onTimeout: "pause" });
+    await expire(sb.id);
+    const host = onHost(sb.id);
+    host.state = SandboxState.PAUSED;
+    host.endAt = undefined;
+    host.pausedWithoutMemory = true;
+    host.snapshotFiles = [create(SnapshotFileSchema, { name: "disk", sizeBytes: 4096n })];
+
+    const running = await stack.h.request("GET", "/v1/sandboxes?state=running", { key: team.key });
+    expect(((await running.json()) as { sandboxes: SandboxJson[] }).sandboxes.map((s) => s.id)).not.toContain(sb.id);
+    expect(await getSandbox(team.key, sb.id)).toMatchObject({
+      state: "paused",
+      endAt: null,
+      pausedWithoutMemory: true,
+    });
+    expect((await sandboxRow(stack.h, sb.id))?.snapshotBytes).toBe(4096);
+    const events = await sandboxEventRows(stack.h, sb.id);
+    const repairs = events.filter((e) => e.actor === "reconcile");
+    expect(repairs.map((e) => [e.fromState, e.toState])).toEqual([["running", "paused"]]);
+    expect(repairs[0]?.detail).toMatchObject({ cause: expect.stringMatching(/read repair/) });
+  });
+
+  it("a row past its end time that the host killed reads stopped with the host's reason", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    await expire(sb.id);
+    onHost(sb.id).state = SandboxState.STOPPED;
+    onHost(sb.id).stopReason = StopReason.TIMEOUT;
+    expect(await getSandbox(team.key, sb.id)).toMatchObject({ state: "stopped", stopReason: "timeout" });
+    // A pause now is refused as for any stopped sandbox: the repair ran before the lifecycle step.
+    const pause = await stack.h.request("POST", `/v1/sandboxes/${sb.id}/pause`, { key: team.key });
+    await expectError(pause, 409, "CONFLICT");
+  });
+
+  it("a row past its end time whose host no longer has it reads stopped", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    await expire(sb.id);
+    stack.agent.sandboxes.delete(sb.id);
+    expect(await getSandbox(team.key, sb.id)).toMatchObject({ state: "stopped", stopReason: "timeout" });
+  });
+
+  it("a row past its end time that the host still runs with a later end time follows it", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    await expire(sb.id);
+    const later = new Date(Date.now() + 120_000);
+    onHost(sb.id).endAt = timestampFromDate(later);
+    expect(await getSandbox(team.key, sb.id)).toMatchObject({ state: "running", endAt: later.toISOString() });
+  });
+
+  it("a host that has not acted yet leaves the row as it is once the wait runs out (the sweep decides)", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key, { onTimeout: "pause" });
+    await expire(sb.id);
+    // The fake host keeps it running past its end time (its timer never fires).
+    onHost(sb.id).endAt = timestampFromDate(new Date(Date.now() - 100));
+    const started = Date.now();
+    expect(await getSandbox(team.key, sb.id)).toMatchObject({ state: "running" });
+    expect(Date.now() - started).toBeLessThan(8_000);
+  }, 20_000);
+});
