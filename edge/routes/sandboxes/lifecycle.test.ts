@@ -157,6 +157,7 @@ describe("read repair at the end time", () => {
     onHost(sb.id).endAt = timestampFromDate(new Date(Date.now() - 100));
     const started = Date.now();
     expect(await getSandbox(team.key, sb.id)).toMatchObject({ state: "running" });
-    expect(Date.now() - started).toBeLessThan(8_000);
+    // Not past the grace it gives a host whose timer should have fired (1 s), plus the calls.
+    expect(Date.now() - started).toBeLessThan(3_000);
   }, 20_000);
 });

@@ -23,6 +23,12 @@ import { compareAndSet, reloadSandbox, type SandboxPatch } from "./transition.js
 
 /** How long a read waits for a host that is in the middle of the action (pausing, stopping). */
 export const expirySettleMs = 5_000;
+/**
+ * How long a read waits for a host that still runs the sandbox past its end time: its timer fires at
+ * that time, so only clock skew between edge and host (or an agent without the timer) makes this
+ * wait, and it must not hold every read of such a row for long.
+ */
+export const expiryGraceMs = 1_000;
 const pollMs = 50;
 /** Deadline of one GetSandbox. */
 const askTimeoutMs = 2_000;
@@ -74,7 +80,7 @@ export async function repairExpired(ctx: ServiceContext, row: SandboxRow): Promi
   const [host] = await ctx.db.select().from(hosts).where(eq(hosts.id, row.hostId)).limit(1);
   if (!host) return row;
   const agent = await agentFor(ctx, host);
-  const deadline = Date.now() + expirySettleMs;
+  const started = Date.now();
   let patch: SandboxPatch | undefined;
   for (;;) {
     let reported: Sandbox | null;
@@ -89,7 +95,8 @@ export async function repairExpired(ctx: ServiceContext, row: SandboxRow): Promi
     }
     patch = patchFromHost(row, reported, ctx.now());
     if (patch !== undefined) break;
-    if (Date.now() > deadline) return row;
+    const acting = reported?.state === SandboxState.PAUSING || reported?.state === SandboxState.STOPPING;
+    if (Date.now() - started > (acting ? expirySettleMs : expiryGraceMs)) return row;
     await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
   const event = {
