@@ -67,6 +67,10 @@ export function allowResolvedCommands(addresses: readonly string[], ttlSec: numb
   ].join("\n");
 }
 
+/** DNS questions (UDP) per second a slot may send the agent's resolver, and the burst above it. */
+export const RESOLVER_RATE_PER_SEC = 200;
+export const RESOLVER_BURST = 400;
+
 /** Bounds of a policy slot's set of denied attempts (destination . protocol . port) read by the flow log. */
 export const DENIED_FLOWS_SIZE = 1024;
 export const DENIED_FLOWS_TIMEOUT_SEC = 60;
@@ -182,6 +186,10 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
   // The agent's resolver, reached only through the policy's DNAT of port 53 (a guest cannot forge
   // `ct status dnat`); accepted before the private-range drop, as the host end is in the slot range.
   const resolver = `ct status dnat ip daddr ${slot.hostIp} meta l4proto { tcp, udp } th dport ${ports.dnsPort} accept`;
+  // One guest must not flood the resolver that every sandbox shares: the agent reads one UDP socket, and
+  // the kernel drops what overflows it whoever sent it. Beyond this rate a slot's questions are dropped
+  // here (counted in dns_dropped), so the others' still get through.
+  const resolverLimit = `ct status dnat ip daddr ${slot.hostIp} udp dport ${ports.dnsPort} limit rate over ${RESOLVER_RATE_PER_SEC}/second burst ${RESOLVER_BURST} packets counter name dns_dropped drop`;
   const lines = [
     "table inet wrenn {",
     `  set blocked { type ipv4_addr; flags interval; elements = ${blocked} }`,
@@ -193,6 +201,7 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
     "  counter private_dropped {}",
     "  counter spoofed_dropped {}",
     "  counter policy_dropped {}",
+    "  counter dns_dropped {}",
     ...antiSpoofChains(slot, vm),
     "  chain prerouting {",
     "    type nat hook prerouting priority dstnat; policy accept;",
@@ -220,6 +229,8 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
     "  }",
     "  chain forward {",
     "    type filter hook forward priority filter; policy drop;",
+    // Before the established accept: a flood reuses one flow (one socket), every packet must count.
+    vm ? `    iifname "${TAP_NAME}" oifname "${SLOT_IFACE}" ${resolverLimit}` : "",
     "    ct state established,related accept",
     vm ? `    iifname "${SLOT_IFACE}" oifname "${TAP_NAME}" ip daddr ${GUEST_IP} ct status dnat accept` : "",
     vm ? `    iifname "${TAP_NAME}" oifname "${SLOT_IFACE}" ${resolver}` : "",
@@ -229,6 +240,7 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
     "  chain output {",
     "    type filter hook output priority filter; policy drop;",
     '    oifname "lo" accept',
+    vm ? "" : `    oifname "${SLOT_IFACE}" ${resolverLimit}`,
     "    ct state established,related accept",
     vm ? `    oifname "${TAP_NAME}" accept` : "",
     vm ? "" : `    oifname "${SLOT_IFACE}" ${resolver}`,
