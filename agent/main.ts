@@ -198,7 +198,16 @@ async function main(): Promise<void> {
       manager.list().sandboxes.flatMap((r) => {
         if (r.status !== "running") return [];
         try {
-          return [{ id: r.id, address: manager.proxyAddress(r.id), accessToken: r.accessToken }];
+          const cgroups = (r.handle?.data as { cgroups?: { memory?: unknown } } | undefined)?.cgroups;
+          return [
+            {
+              id: r.id,
+              address: manager.proxyAddress(r.id),
+              accessToken: r.accessToken,
+              memoryCgroup: typeof cgroups?.memory === "string" ? cgroups.memory : undefined,
+              createdAt: r.createdAt,
+            },
+          ];
         } catch {
           return [];
         }

@@ -1,3 +1,5 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { ENVD_PORT } from "../envd-client.js";
 import type { Logger } from "../logger.js";
 import type { TelemetryLevel, TelemetryStore } from "./store.js";
@@ -8,6 +10,13 @@ export interface SampledSandbox {
   /** The slot address envd listens on. */
   address: string;
   accessToken: string;
+  /**
+   * The sandbox's memory cgroup directory (runtimes whose guest is a tree of host processes), where
+   * the kernel counts the processes it killed for running out of memory; absent for VMs.
+   */
+  memoryCgroup?: string | undefined;
+  /** When the sandbox was created (ms): a sandbox newer than the sampler has no OOM kills before its first read. */
+  createdAt?: number;
 }
 
 export interface TelemetrySamplerDeps {
@@ -53,11 +62,15 @@ export class TelemetrySampler {
   readonly #cursors = new Map<string, { epoch: string; after: number }>();
   /** One read of a sandbox at a time (the timer and a flush before destroy may meet). */
   readonly #inFlight = new Map<string, Promise<void>>();
+  /** OOM kills counted so far, by sandbox. */
+  readonly #oomKills = new Map<string, number>();
   readonly #now: () => number;
+  readonly #startedAt: number;
 
   constructor(deps: TelemetrySamplerDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
+    this.#startedAt = this.#now();
   }
 
   /** Samples until `signal` aborts. */
@@ -79,6 +92,7 @@ export class TelemetrySampler {
     }
     this.#deps.store.prune(this.#deps.isLive);
     for (const id of this.#cursors.keys()) if (!this.#deps.isLive(id)) this.#cursors.delete(id);
+    for (const id of this.#oomKills.keys()) if (!this.#deps.isLive(id)) this.#oomKills.delete(id);
   }
 
   /**
@@ -111,6 +125,7 @@ export class TelemetrySampler {
       this.#readEvents(sandbox, base, headers, timeout),
     ]);
     if (metrics.status === "fulfilled" && metrics.value) this.#recordSample(sandbox.id, metrics.value);
+    await this.#checkOom(sandbox);
     if (metrics.status === "rejected" || events.status === "rejected") {
       // A guest that does not answer for a moment (busy, pausing) is sampled again next pass.
       this.#deps.logger.debug("telemetry read failed", {
@@ -118,6 +133,25 @@ export class TelemetrySampler {
         err: metrics.status === "rejected" ? metrics.reason : events.status === "rejected" ? events.reason : undefined,
       });
     }
+  }
+
+  /** Logs the processes the kernel killed for memory since the last read (the cgroup's oom_kill counter). */
+  async #checkOom(sandbox: SampledSandbox): Promise<void> {
+    if (!sandbox.memoryCgroup) return;
+    const count = await readOomKills(sandbox.memoryCgroup);
+    if (count === undefined) return;
+    // A sandbox that predates this agent may have counted kills already reported by the one before.
+    const previous = this.#oomKills.get(sandbox.id) ?? ((sandbox.createdAt ?? 0) >= this.#startedAt ? 0 : count);
+    this.#oomKills.set(sandbox.id, count);
+    if (count <= previous) return;
+    const killed = count - previous;
+    this.#deps.store.addLog({
+      sandboxId: sandbox.id,
+      timeMs: this.#now(),
+      level: "error",
+      message: `out of memory: the kernel killed ${killed} process${killed === 1 ? "" : "es"} in the sandbox`,
+      fields: { event: "oom_kill", count: String(killed), total: String(count) },
+    });
   }
 
   #recordSample(sandboxId: string, body: Record<string, unknown>): void {
@@ -243,4 +277,14 @@ async function readBounded(res: Response, maxBytes: number): Promise<string> {
 function cut(v: unknown, max: number): string {
   const s = String(v ?? "");
   return s.length > max ? `${s.slice(0, max)}…` : s;
+}
+
+/** The kernel's count of OOM kills in a memory cgroup: cgroup v2 `memory.events`, else v1 `memory.oom_control`. */
+async function readOomKills(dir: string): Promise<number | undefined> {
+  for (const file of ["memory.events", "memory.oom_control"]) {
+    const text = await readFile(join(dir, file), "utf8").catch(() => undefined);
+    const match = text === undefined ? null : /^oom_kill (\d+)$/m.exec(text);
+    if (match?.[1] !== undefined) return Number(match[1]);
+  }
+  return undefined;
 }

@@ -268,6 +268,26 @@ describe("sandbox logs", () => {
     expect((await e2bGet("/v2/sandboxes/nosuchsandbox0000000/logs")).status).toBe(404);
   });
 
+  it("says when the kernel killed a process for memory", async () => {
+    const sbx = await Sandbox.create({ timeoutMs: 120_000 });
+    try {
+      // `tail` keeps a line without newlines whole: 1.5 GiB of zeros outgrow the sandbox's 512 MiB.
+      const hog = await sbx.commands.run("head -c 1536m /dev/zero | tail >/dev/null").catch((e: unknown) => e);
+      expect(hog).toBeInstanceOf(CommandExitError);
+      await expect
+        .poll(async () => (await logsOf(sbx.sandboxId, "?level=error")).map((l) => l.fields.event), {
+          timeout: 10_000,
+          interval: 300,
+        })
+        .toContain("oom_kill");
+      const oom = (await logsOf(sbx.sandboxId, "?level=error")).find((l) => l.fields.event === "oom_kill");
+      expect(oom?.message).toMatch(/^out of memory: the kernel killed \d+ process/);
+      expect(Number(oom?.fields.count)).toBeGreaterThanOrEqual(1);
+    } finally {
+      await sbx.kill().catch(() => {});
+    }
+  });
+
   it("Wrenn's /v1 answers the same log and metrics", async () => {
     if (!edge) throw new Error("edge not started");
     const res = await fetch(`${edge.url}/v1/sandboxes/${sandboxId}/logs?level=warn`, {
