@@ -182,8 +182,9 @@ export class TelemetrySampler {
       if (!body) return;
       const epoch = typeof body.epoch === "string" ? body.epoch : "";
       if (cursor.epoch !== "" && epoch !== cursor.epoch) {
-        // envd restarted: its journal starts again at 1, so read it from the start.
+        // envd restarted (a resume that rebooted the guest, or envd crashed): its journal starts again at 1.
         this.#cursors.set(sandbox.id, { epoch, after: 0 });
+        this.event(sandbox.id, "info", "envd started again; process numbering restarts", { event: "envd_restarted" });
         continue;
       }
       const events = Array.isArray(body.events) ? (body.events as JournalEvent[]) : [];
