@@ -1,4 +1,5 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { and, eq, inArray, sql } from "drizzle-orm";
 import type { PullTelemetryResponse } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { AgentClient } from "../../clients/agent.js";
@@ -145,6 +146,11 @@ export async function collectDuringSweep(
     const got = await collectHostTelemetry(ctx, agent, hostId, { timeoutMs: options.timeoutMs, maxPages: 8 });
     if (got.samples + got.logs > 0) ctx.logger.debug("telemetry collected", { hostId, ...got });
   } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.Unimplemented) {
+      // An agent from before PullTelemetry: nothing to collect until it is upgraded.
+      ctx.logger.debug("host does not offer telemetry", { hostId });
+      return;
+    }
     ctx.logger.warn("collecting telemetry failed; the next sweep pulls again", {
       hostId,
       error: err instanceof Error ? err.message : String(err),
