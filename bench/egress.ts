@@ -28,9 +28,10 @@ const runtimes = (process.env.WRENN_BENCH_EGRESS_RUNTIMES ?? "namespace")
   .map((r) => r.trim())
   .filter((r): r is "gvisor" | "namespace" => r === "gvisor" || r === "namespace");
 const MIB = Number(process.env.WRENN_BENCH_EGRESS_MIB ?? 128);
-const CONNECTS = 60;
-const DOWNLOADS = 5;
-const UPDATES = 10;
+// Smaller counts for a quick look (defaults are the reported run's).
+const CONNECTS = Number(process.env.WRENN_BENCH_EGRESS_CONNECTS ?? 60);
+const DOWNLOADS = Number(process.env.WRENN_BENCH_EGRESS_DOWNLOADS ?? 5);
+const UPDATES = Number(process.env.WRENN_BENCH_EGRESS_UPDATES ?? 10);
 
 const range = (s: Summary, unit: string, digits = 1) => `${s.min.toFixed(digits)}–${s.max.toFixed(digits)} ${unit}`;
 

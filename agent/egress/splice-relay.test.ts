@@ -191,7 +191,11 @@ describe("SpliceRelay", () => {
     const connection = await handOver(p);
     // Its side of the guest's connection is closed with it: a FIN (the guest sent nothing unread).
     const guestEnded = new Promise<void>((r) => p.guest.once("end", () => r()));
-    const originClosed = new Promise<void>((r) => p.origin.once("close", () => r()));
+    // The origin's side: a FIN, or a reset when data was still unread there.
+    const originClosed = new Promise<void>((r) => {
+      p.origin.once("end", () => r());
+      p.origin.once("close", () => r());
+    });
     // Mid-transfer: the origin streams without end while the relay is killed.
     const block = Buffer.alloc(2 ** 16);
     const streaming = setInterval(() => p.origin.writable && p.origin.write(block), 1);
@@ -258,6 +262,35 @@ describe("SpliceRelay", () => {
     expect(await fdCount(pid)).toBe(before.relay);
     expect(await fdCount("self")).toBeLessThanOrEqual(before.agent);
   }, 60_000);
+
+  it("kills a relay that does not answer a hand-over, leaving the connection to the caller, and starts it again", async () => {
+    const stuck = new SpliceRelay({
+      exec: createExec(noopLogger),
+      logger: noopLogger,
+      dir,
+      answerTimeoutMs: 300,
+      restartDelayMs: 50,
+    });
+    expect(await stuck.start()).toBe(true);
+    try {
+      const pid = stuck.pid as number;
+      process.kill(pid, "SIGSTOP");
+      const p = await pair();
+      expect(await stuck.take(p.client, p.upstream, noHandOver)).toBeUndefined();
+      // Still the caller's, and whole: it relays in Node.
+      p.client.pipe(p.upstream);
+      p.client.resume();
+      const atOrigin = receive(p.origin);
+      p.guest.end("still");
+      expect((await atOrigin).bytes).toBe(5);
+      for (let i = 0; i < 100 && !stuck.available; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(stuck.available).toBe(true);
+      expect(stuck.pid).not.toBe(pid);
+      for (const s of [p.guest, p.origin, p.client, p.upstream]) s.destroy();
+    } finally {
+      await stuck.close();
+    }
+  });
 
   it("declines beyond its connection bound, leaving the sockets to the caller", async () => {
     const small = new SpliceRelay({ exec: createExec(noopLogger), logger: noopLogger, dir, maxConnections: 1 });

@@ -64,6 +64,8 @@ export interface SpliceRelayOptions {
   dir: string;
   /** Most connections the relay holds at once (default: what its descriptor limit allows). */
   maxConnections?: number;
+  /** How long a hand-over may wait for the relay's answer before the relay counts as stuck (default 5 s). */
+  answerTimeoutMs?: number;
   /** First delay before starting again after the relay ended (default 200 ms, doubling to 5 s). */
   restartDelayMs?: number;
 }
@@ -277,8 +279,17 @@ export class SpliceRelay implements ByteRelay {
     const flags = (handOver.clientEnded ? 1 : 0) | (handOver.upstreamEnded ? 2 : 0);
     const header = `C ${id} ${clientFd} ${upstreamFd} ${flags} ${handOver.toUpstream.length} ${handOver.toClient.length}\n`;
     return new Promise<RelayedConnection | undefined>((resolve) => {
+      // A relay that does not answer is stuck: killed (and started again); the connection stays the caller's.
+      const stuck = setTimeout(() => {
+        if (!this.#pending.has(id) || this.#child !== child) return;
+        this.#o.logger.warn("the egress relay did not answer a hand-over: killing it");
+        child.kill("SIGKILL");
+      }, this.#o.answerTimeoutMs ?? 5000);
       this.#pending.set(id, {
-        resolve,
+        resolve: (connection) => {
+          clearTimeout(stuck);
+          resolve(connection);
+        },
         handedOver: { bytesOut: handOver.toUpstream.length, bytesIn: handOver.toClient.length },
       });
       child.stdin.write(Buffer.concat([Buffer.from(header), handOver.toUpstream, handOver.toClient]));
