@@ -208,9 +208,15 @@ export class Sandbox {
     return (await this.getInfo()).state === "running";
   }
 
-  /** Pauses the sandbox (its memory and files are kept); paused time does not count against the timeout. */
-  async pause(): Promise<SandboxInfo> {
-    this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/pause`);
+  /**
+   * Pauses the sandbox (its memory and files are kept); paused time does not count against the
+   * timeout. With `keepMemory: false` only its files are kept: its processes end and resume boots it
+   * afresh (namespace and gVisor hosts; others refuse).
+   */
+  async pause(options: { keepMemory?: boolean } = {}): Promise<SandboxInfo> {
+    this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/pause`, {
+      json: options,
+    });
     return this.latest;
   }
 
@@ -224,11 +230,15 @@ export class Sandbox {
 
   /**
    * Sets the timeout to `timeoutSec` seconds from now (0 removes it), optionally changing what
-   * happens then (`kill` or `pause`). Note: seconds, as everywhere in Wrenn's API.
+   * happens then (`kill` or `pause`, with or without memory). Note: seconds, as everywhere in Wrenn's API.
    */
-  async setTimeout(timeoutSec: number, options: { onTimeout?: "kill" | "pause" } = {}): Promise<SandboxInfo> {
+  async setTimeout(
+    timeoutSec: number,
+    options: { onTimeout?: "kill" | "pause"; keepMemory?: boolean } = {},
+  ): Promise<SandboxInfo> {
     const json: TimeoutRequest = { timeoutSec };
     if (options.onTimeout) json.onTimeout = options.onTimeout;
+    if (options.keepMemory !== undefined) json.keepMemory = options.keepMemory;
     this.latest = await this.api.json<SandboxInfo>("POST", `/v1/sandboxes/${segment(this.id)}/timeout`, { json });
     return this.latest;
   }

@@ -4,6 +4,7 @@ import { Sandbox, SandboxNotFoundError } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NodeEdge } from "../../edge/node.js";
 import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { Sandbox as WrennSandbox } from "../../sdk/index.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../helpers/edge-stack.js";
@@ -278,4 +279,34 @@ describe("onTimeout: kill", () => {
       await Sandbox.kill(sbx.sandboxId).catch(() => {});
     }
   }, 60_000);
+});
+
+describe("Wrenn's own API and SDK (/v1) get the same policy", () => {
+  it("creates with onTimeout pause and keepMemory false, reports them, pauses at the timeout without memory", async () => {
+    const conn = { apiUrl: edgeUrl(), apiKey };
+    const sbx = await WrennSandbox.create({ ...conn, timeoutSec: 60, onTimeout: "pause", keepMemory: false });
+    try {
+      expect(await sbx.getInfo()).toMatchObject({
+        onTimeout: "pause",
+        keepMemory: false,
+        autoResume: false,
+        pausedWithoutMemory: false,
+      });
+      await sbx.files.write("/home/user/v1.txt", "v1");
+      const set = await sbx.setTimeout(2);
+      const endAt = Date.parse(set.endAt ?? "");
+      const pausedAt = await firstSeen(
+        "the /v1 info to say paused",
+        async () => (await sbx.getInfo()).state === "paused",
+      );
+      expect(pausedAt - endAt).toBeLessThanOrEqual(1_000);
+      expect(await sbx.getInfo()).toMatchObject({ state: "paused", pausedWithoutMemory: true, endAt: null });
+      expect(await sbx.resume()).toMatchObject({ state: "running", pausedWithoutMemory: false });
+      expect(await sbx.files.read("/home/user/v1.txt")).toBe("v1");
+      // And on request, through the SDK's pause.
+      expect(await sbx.pause({ keepMemory: false })).toMatchObject({ state: "paused", pausedWithoutMemory: true });
+    } finally {
+      await sbx.kill().catch(() => {});
+    }
+  }, 120_000);
 });
