@@ -15,7 +15,7 @@ import { newTeamKey, pointE2bSdkAt, sdkTestLogger, startEdgeForAgent } from "../
 
 /**
  * Issue 17, metrics over time and sandbox logs, with the official `e2b` SDK (2.51.0) against the
- * real stack: a real agent (namespace runtime, or gVisor in the integration-gvisor project) sampling
+ * real stack: a real agent (namespace runtime) sampling
  * every 300 ms, the Node edge on PGlite. The edge's periodic sweep is off, so what is stored comes
  * from the sweep the test runs and from the pull the edge makes before each read.
  */
@@ -51,7 +51,12 @@ async function logsOf(sandboxId: string, query = ""): Promise<LogEntry[]> {
 beforeAll(async () => {
   requireRoot();
   await requireImage();
-  agent = await startAgentProcess({ rootDir: IMAGES_ROOT, env: { AGENT_METRICS_INTERVAL_MS: "300" } });
+  // The namespace runtime: its OOM accounting is per sandbox cgroup, the case the OOM test checks.
+  agent = await startAgentProcess({
+    rootDir: IMAGES_ROOT,
+    namespaceOnly: true,
+    env: { AGENT_METRICS_INTERVAL_MS: "300" },
+  });
   edge = await startEdgeForAgent(agent, {
     adminKey,
     env: { WRENN_RECONCILE_INTERVAL_SEC: "0" },
