@@ -19,6 +19,7 @@ const RUNTIME_SUITE = [
   "sdk-sandbox",
   "cli-shell",
   "egress",
+  "egress-flows",
 ].map((name) => `test/integration/${name}.test.ts`);
 
 // Projects: fast co-located unit tests, integration tests against real processes (agent, envd,

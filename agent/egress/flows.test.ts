@@ -133,7 +133,7 @@ describe("FlowLog", () => {
     execCalls = [];
   });
 
-  function flowLog(lines: string[] = [], options: { maxEntriesPerSecond?: number } = {}) {
+  function flowLog(lines: string[] = [], options: { maxEntriesPerSecond?: number; reconcileMs?: number } = {}) {
     return new FlowLog({
       targets: { bySlotIp: (ip) => (ip === SLOT_IP ? target : undefined), all: () => [target] },
       log,
@@ -195,6 +195,26 @@ describe("FlowLog", () => {
         .poll(async () => (await log.list(SB, { limit: 10 }))[0], { timeout: 3000 })
         .toMatchObject({ address: "192.88.99.9", port: 22, verdict: "allowed", bytesOut: 4000, bytesIn: 3000 });
       expect(execCalls.some((c) => c[0] === "conntrack" && c.includes("-L"))).toBe(true);
+    } finally {
+      await flows.close();
+    }
+  });
+
+  it("completes a flow whose destroy event was lost, a round after the table no longer has it", async () => {
+    listing = flowLine({ id: "9", proto: "udp", dst: "192.88.99.9", dport: 5000, bytes: [228, 128] });
+    const flows = flowLog([flowLine({ type: "new", id: "9", proto: "udp", dst: "192.88.99.9", dport: 5000 })], {
+      reconcileMs: 200,
+    });
+    await flows.start();
+    try {
+      await expect
+        .poll(() => execCalls.filter((c) => c[0] === "conntrack").length, { timeout: 3000 })
+        .toBeGreaterThan(0);
+      // Seen open with its counters so far; then gone from the table, and no destroy event comes.
+      listing = "";
+      await expect
+        .poll(async () => (await log.list(SB, { limit: 10 }))[0], { timeout: 3000 })
+        .toMatchObject({ protocol: "udp", bytesOut: 228, bytesIn: 128 });
     } finally {
       await flows.close();
     }

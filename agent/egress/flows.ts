@@ -56,6 +56,8 @@ export interface FlowLogOptions {
   localAddresses?: () => ReadonlySet<string>;
   /** Poll period of the denied sets and of closed flows' counters (default 1 s). */
   pollIntervalMs?: number;
+  /** How often open flows are checked against the kernel's table (default 5 s). */
+  reconcileMs?: number;
   /** Entries per second per sandbox from kernel flows (default 50, burst twice that). */
   maxEntriesPerSecond?: number;
   /** Starts the event source; default `conntrack -E …` (tests may give their own). */
@@ -152,10 +154,11 @@ const MAX_OPEN_FLOWS = 65_536;
 interface OpenFlow {
   sandboxId: string;
   seq: number;
-  openedAt: number;
   /** Counters as last listed (a lost destroy event completes with these). */
   bytesOut: number;
   bytesIn: number;
+  /** When a listing first lacked it (its destroy event is awaited one more round). */
+  missingSince?: number;
   protocol: "tcp" | "udp";
   src: string;
   dst: string;
@@ -265,7 +268,6 @@ export class FlowLog {
       this.#open.set(flow.id, {
         sandboxId: target.sandboxId,
         seq: entry.seq,
-        openedAt: Date.now(),
         bytesOut: 0,
         bytesIn: 0,
         protocol: flow.protocol,
@@ -355,7 +357,8 @@ export class FlowLog {
    */
   async #completeClosed(): Promise<void> {
     const now = Date.now();
-    const full = this.#open.size > 0 && now - this.#reconciledAt >= RECONCILE_MS;
+    const every = this.#o.reconcileMs ?? RECONCILE_MS;
+    const full = this.#open.size > 0 && now - this.#reconciledAt >= every;
     if (this.#closing.size === 0 && !full) return;
     const ids = full ? [...this.#open.keys()] : [...this.#closing];
     this.#closing.clear();
@@ -375,10 +378,17 @@ export class FlowLog {
       if (!open) continue;
       const flow = byId.get(id);
       if (!flow) {
-        // Gone from the table: completed by its destroy event, or (lost) here with what was last seen.
-        if (full && now - open.openedAt >= RECONCILE_MS) await this.#complete(id, open, open.bytesOut, open.bytesIn);
+        // Gone from the table: its destroy event completes it (with the final counters, and it may be on
+        // its way right now); one still missing a whole round later was lost, and ends with what was seen.
+        if (!full) continue;
+        if (open.missingSince !== undefined && now - open.missingSince >= every) {
+          await this.#complete(id, open, open.bytesOut, open.bytesIn);
+        } else {
+          open.missingSince ??= now;
+        }
         continue;
       }
+      open.missingSince = undefined;
       open.bytesOut = flow.bytesOut ?? open.bytesOut;
       open.bytesIn = flow.bytesIn ?? open.bytesIn;
       if (flow.protocol === "tcp" && flow.state !== undefined && ENDED_TCP_STATES.has(flow.state)) {

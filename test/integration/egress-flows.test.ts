@@ -90,7 +90,6 @@ describe(`connection log: flows the kernel decides (${suiteRuntime()})`, () => {
     await net.watchSlots(netCidr);
     agent = await startAgentProcess({
       runtime: "namespace",
-      namespaceOnly: true,
       rootDir: IMAGES_ROOT,
       netPrefix,
       netCidr,
@@ -136,9 +135,20 @@ describe(`connection log: flows the kernel decides (${suiteRuntime()})`, () => {
   }
   const big = (_: string, v: unknown) => (typeof v === "bigint" ? Number(v) : v);
 
-  /** Sends UP bytes to the sink, reads its DOWN-byte answer: prints how many bytes came back. */
-  const tcpExchange = (ip: string) =>
-    `exec 3<>/dev/tcp/${ip}/${SINK_PORT} && head -c ${UP} /dev/zero >&3 && head -c ${DOWN} <&3 | wc -c; exec 3>&- 3<&-`;
+  /** Sends UP bytes to the sink (an address or a name), reads its DOWN-byte answer: prints how many came back. */
+  const tcpExchange = (host: string) =>
+    `python3 -c '${[
+      "import socket",
+      `s = socket.create_connection(("${host}", ${SINK_PORT}), timeout=10)`,
+      `s.sendall(b"u" * ${UP})`,
+      "got = 0",
+      "while True:",
+      "    d = s.recv(65536)",
+      "    if not d: break",
+      "    got += len(d)",
+      "s.close()",
+      "print(got)",
+    ].join("\n")}'`;
   /** One datagram to the UDP echo, prints what came back (as a byte count). */
   const udpExchange = (ip: string) =>
     `exec 4<>/dev/udp/${ip}/${UDP_PORT} && head -c ${DATAGRAM} /dev/zero | tr '\\0' u >&4 && timeout 3 head -c ${DATAGRAM} <&4 | wc -c`;
@@ -214,10 +224,7 @@ describe(`connection log: flows the kernel decides (${suiteRuntime()})`, () => {
     });
 
     // A name the policy allows: the resolver opens its address (dns_ok) and the kernel flow carries the name.
-    const out = await run(
-      id,
-      `exec 3<>/dev/tcp/a.example.test/${SINK_PORT} && head -c ${UP} /dev/zero >&3 && head -c ${DOWN} <&3 | wc -c`,
-    );
+    const out = await run(id, tcpExchange("a.example.test"));
     expect(out.trim()).toBe(String(DOWN));
     await eventually(id, (entries) => {
       expect(
