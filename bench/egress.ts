@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { ALL_TRAFFIC, Sandbox } from "e2b";
 import { freePort, freeSlotRange } from "../test/helpers/agent-process.js";
@@ -45,6 +45,18 @@ async function cpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The agent's egress relay (agent/egress/relay.c, a child of the agent), if it runs. */
+async function relayPid(agentPid: number): Promise<number | undefined> {
+  for (const entry of await readdir("/proc")) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid === agentPid && comm.startsWith("egress-relay")) return Number(entry);
+  }
+  return undefined;
 }
 
 async function run(): Promise<BenchReport> {
@@ -180,6 +192,8 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
     const proxied: number[] = [];
     const direct: number[] = [];
     const agentCpu: number[] = [];
+    const relayCpu: number[] = [];
+    const relay = await relayPid(stack.agent.pid);
     await sh(`${download(`http://a.example.test/bytes/${bytes}`)}; ${download(`http://${b}/bytes/${bytes}`)}`);
     for (let i = 0; i < DOWNLOADS; i++) {
       for (const [url, into] of [
@@ -187,8 +201,12 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
         [`http://${b}/bytes/${bytes}`, direct],
       ] as const) {
         const cpu0 = await cpuSeconds(stack.agent.pid);
+        const relay0 = relay === undefined ? 0 : await cpuSeconds(relay).catch(() => 0);
         const [speed, size] = (await sh(download(url))).split(/\s+/).map(Number);
-        if (into === proxied) agentCpu.push((await cpuSeconds(stack.agent.pid)) - cpu0);
+        if (into === proxied) {
+          agentCpu.push((await cpuSeconds(stack.agent.pid)) - cpu0);
+          if (relay !== undefined) relayCpu.push((await cpuSeconds(relay).catch(() => relay0)) - relay0);
+        }
         if (size !== bytes) throw new Error(`download of ${url} got ${size} of ${bytes} bytes`);
         into.push((speed ?? 0) / 2 ** 20);
       }
@@ -216,6 +234,17 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
       value: cpu.median,
       n: cpu.n,
     });
+    if (relayCpu.length > 0) {
+      const r = summarize(relayCpu);
+      rows.push({
+        name: `[${runtime}]   egress relay CPU (user + sys, relay.c) per proxied ${MIB} MiB download (${range(r, "s", 2)})`,
+        unit: "s",
+        value: r.median,
+        n: r.n,
+      });
+    } else {
+      notes.push(`[${runtime}] the agent ran no splice relay (no cc?): the proxy relayed in Node.`);
+    }
     notes.push(
       `[${runtime}] throughput: ${(p.median / d.median).toFixed(2)}× direct (goal ≥ 0.8×); 1 unmeasured round, then ${DOWNLOADS} rounds of (proxy, direct); curl writes to /dev/null in the guest, the server is node in the test netns on this same machine, so both share the two CPUs with the agent's proxy.`,
     );
