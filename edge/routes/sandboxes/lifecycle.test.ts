@@ -149,6 +149,26 @@ describe("read repair at the end time", () => {
     expect(await getSandbox(team.key, sb.id)).toMatchObject({ state: "running", endAt: later.toISOString() });
   });
 
+  it("a timeout change that reaches the host just after its timer paused the sandbox records the pause", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key, { onTimeout: "pause" });
+    // The row still runs (its end time not yet passed by the edge's clock); the host already paused it.
+    onHost(sb.id).state = SandboxState.PAUSED;
+    const set = await stack.h.request("POST", `/v1/sandboxes/${sb.id}/timeout`, {
+      key: team.key,
+      json: { timeoutSec: 600 },
+    });
+    expect(set.status).toBe(200);
+    expect(await set.json()).toMatchObject({ state: "paused", endAt: null, timeoutSec: 600 });
+    // E2B's connect then resumes it rather than answering for a sandbox it thinks runs.
+    const connected = await stack.h.request("POST", `/sandboxes/${sb.id}/connect`, {
+      key: team.key,
+      json: { timeout: 60 },
+    });
+    expect(connected.status).toBe(201);
+    expect(onHost(sb.id).state).toBe(SandboxState.RUNNING);
+  });
+
   it("a host that has not acted yet leaves the row as it is once the wait runs out (the sweep decides)", async () => {
     const team = await stack.h.newTeam();
     const sb = await newSandbox(stack.h, team.key, { onTimeout: "pause" });
