@@ -132,6 +132,16 @@ describe("read repair at the end time", () => {
     await expectError(pause, 409, "CONFLICT");
   });
 
+  it("a row past its end time that the host is tearing down reads stopped at once", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    await expire(sb.id);
+    onHost(sb.id).state = SandboxState.STOPPING;
+    const started = Date.now();
+    expect(await getSandbox(team.key, sb.id)).toMatchObject({ state: "stopped", stopReason: "timeout" });
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
   it("a row past its end time whose host no longer has it reads stopped", async () => {
     const team = await stack.h.newTeam();
     const sb = await newSandbox(stack.h, team.key);

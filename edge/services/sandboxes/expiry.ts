@@ -57,6 +57,10 @@ function patchFromHost(row: SandboxRow, reported: Sandbox | null, now: Date): Sa
       };
     case SandboxState.STOPPED:
       return { state: "stopped", stopReason: stopReasonFromAgent(reported.stopReason), endAt: null, stoppedAt: now };
+    case SandboxState.STOPPING:
+      // Past its end time a sandbox being torn down is its timeout's kill (the host marks it stopped
+      // even if the teardown fails): it is gone for the caller now, not when its files are removed.
+      return { state: "stopped", stopReason: "timeout", endAt: null, stoppedAt: now };
     case SandboxState.ERROR:
       return { state: "error", error: reported.error || "the host reports an error", endAt: null, stoppedAt: now };
     case SandboxState.RUNNING: {
@@ -95,7 +99,7 @@ export async function repairExpired(ctx: ServiceContext, row: SandboxRow): Promi
     }
     patch = patchFromHost(row, reported, ctx.now());
     if (patch !== undefined) break;
-    const acting = reported?.state === SandboxState.PAUSING || reported?.state === SandboxState.STOPPING;
+    const acting = reported?.state === SandboxState.PAUSING;
     if (Date.now() - started > (acting ? expirySettleMs : expiryGraceMs)) return row;
     await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
