@@ -278,7 +278,14 @@ export class EgressProxy {
     setTimeout(() => client.destroy(), 5000).unref();
   }
 
-  /** Dials upstream for an allowed connection, then relays it: in the kernel when the relay takes it, else in Node. */
+  /**
+   * Dials upstream for an allowed connection and relays it. With the kernel relay the pair is handed
+   * over while the connect is still under way, with the head: the relay sends it the moment the
+   * upstream accepts, and the agent's own wake-up for the connect is off the set-up path (it only
+   * closes its copies then). The agent keeps both sockets until it sees the connect, so a connect that
+   * fails is still answered here (HTTP 502). Without the relay, or when it does not take the pair, the
+   * head goes out at the connect and the pair is handed over then, or relayed in Node.
+   */
   #connect(
     client: Socket,
     destination: Destination,
@@ -291,6 +298,15 @@ export class EgressProxy {
     // Errors are handled by what listens below; one after those are gone must not throw.
     upstream.on("error", () => {});
     let connected = false;
+    let finished = false;
+    const finish = (bytesOut: number, bytesIn: number) => {
+      if (finished) return;
+      finished = true;
+      on.done(bytesOut, bytesIn);
+    };
+    /** The early hand-over: none, waiting for the relay's answer, or taken. */
+    let early: "none" | "pending" | "taken" = "none";
+    let relayed: RelayedConnection | undefined;
     const connectTimer = setTimeout(
       () => upstream.destroy(new Error("connect timed out")),
       this.#o.connectTimeoutMs ?? 10_000,
@@ -299,9 +315,12 @@ export class EgressProxy {
       clearTimeout(connectTimer);
       if (connected) return;
       client.off("close", onClientGone);
+      // The relay lets its copies go quietly; the client is answered from here.
+      relayed?.cut();
       // An HTTP client whose destination never answered gets a 502 rather than a bare reset.
       if (http && !client.destroyed) {
         const body = "wrenn: the destination did not accept the connection\n";
+        client.resume();
         client.end(
           `HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
         );
@@ -309,41 +328,97 @@ export class EgressProxy {
       } else {
         client.destroy();
       }
-      on.done(0, 0);
+      finish(0, 0);
     };
     upstream.once("error", onError);
     // The guest gave up while the upstream was being dialled.
     const onClientGone = () => {
       clearTimeout(connectTimer);
       upstream.off("error", onError);
+      relayed?.cut();
       upstream.destroy();
-      on.done(0, 0);
+      finish(0, 0);
     };
     client.once("close", onClientGone);
-    upstream.once("connect", () => {
-      connected = true;
-      clearTimeout(connectTimer);
-      upstream.off("error", onError);
-      client.off("close", onClientGone);
-      // Paused here, before Node's first read of it: nothing of upstream's is read by Node yet.
-      upstream.pause();
+    /** The agent's copies go once the relay holds the pair and the upstream has connected. */
+    const letGo = () => {
+      on.handedOver();
+      client.destroy();
+      upstream.destroy();
+    };
+    /** The path without an early hand-over: the head now, then the relay (or Node). */
+    const relayConnected = () => {
       upstream.setNoDelay(true);
       client.setNoDelay(true);
       // The head goes out now, not after the hand-over: the server starts on it meanwhile (the
       // hand-over waits until the kernel has it all, so nothing the relay sends can overtake it).
       const headOut = head.length > 0 && this.#o.relay !== undefined;
       const handOver = () =>
-        void this.#handOver(client, upstream, { ended, sent: headOut ? head.length : 0 }, on).then((taken) => {
+        void this.#handOver(
+          client,
+          upstream,
+          { ended, sent: headOut ? head.length : 0 },
+          {
+            handedOver: on.handedOver,
+            done: finish,
+          },
+        ).then((taken) => {
           if (!taken)
             this.#pipe(
               client,
               upstream,
               { head: headOut ? Buffer.alloc(0) : head, ended, sent: headOut ? head.length : 0 },
-              on.done,
+              finish,
             );
         });
       if (headOut) upstream.write(head, handOver);
       else handOver();
+    };
+    upstream.once("connect", () => {
+      connected = true;
+      clearTimeout(connectTimer);
+      upstream.off("error", onError);
+      client.off("close", onClientGone);
+      // Paused here, before Node's first read of it: nothing of upstream's is read by Node.
+      upstream.pause();
+      if (early === "taken") letGo();
+      else if (early === "none") relayConnected();
+      // "pending": decided when the relay answers.
+    });
+    const relay = this.#o.relay;
+    if (!relay) return;
+    // Node must never read the upstream the relay is about to hold.
+    upstream.pause();
+    early = "pending";
+    // After Node's own connect call (queued by dial on the same tick queue), so the socket exists.
+    process.nextTick(() => {
+      const fromClient = client.destroyed ? Buffer.alloc(0) : detach(client);
+      void relay
+        .take(client, upstream, {
+          toUpstream: fromClient.length > 0 ? Buffer.concat([head, fromClient]) : head,
+          toClient: Buffer.alloc(0),
+          clientEnded: ended,
+          upstreamEnded: false,
+          connecting: true,
+        })
+        .then((connection) => {
+          if (!connection) {
+            if (fromClient.length > 0) client.unshift(fromClient);
+            early = "none";
+            if (connected) relayConnected();
+            return;
+          }
+          early = "taken";
+          relayed = connection;
+          this.#relayed.add(connection);
+          void connection.done.then(({ bytesOut, bytesIn, refused }) => {
+            this.#relayed.delete(connection);
+            // A refused connect is answered by onError (the agent saw it too).
+            if (!refused) finish(bytesOut, bytesIn);
+          });
+          if (finished) connection.cut();
+          else if (connected) letGo();
+        });
     });
   }
 

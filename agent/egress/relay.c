@@ -13,11 +13,13 @@
  * pidfd_getfd(2), so the agent must keep its sockets open until it reads the answer. The bytes are what
  * the agent read and has not passed on yet (the peeked head for upstream; anything buffered for the
  * client); they go out before anything spliced. Flags: 1 = the client's FIN was already read, 2 = the
- * upstream's. `K <id>\n` cuts a connection.
+ * upstream's, 4 = the upstream is still connecting (its bytes wait for the connect; a connect that fails
+ * is answered `X`). `K <id>\n` cuts a connection.
  *
  * Answers on stdout, one line each: `T <id>` (taken: the agent closes its copies), `F <id> <errno>`
  * (not taken: the agent still owns the connection), `D <id> <bytes to upstream> <bytes to client>`
- * (both sides ended; counts include the handed-over bytes).
+ * (both sides ended; counts include the handed-over bytes), `X <id>` (the upstream did not connect; the
+ * relay let its copies go quietly and the agent, which keeps its own until it sees the connect, answers).
  *
  * A FIN is passed on once its direction is drained, and the other direction keeps flowing; an error
  * or reset on either side resets both. EOF on stdin (the agent gone) ends the relay and every
@@ -26,8 +28,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -67,6 +69,7 @@ struct conn {
   unsigned long long id;
   uint32_t gen;
   int used;
+  int connecting; /* the upstream's connect is still under way (flag 4) */
   int fd[2]; /* 0 = client (the sandbox), 1 = upstream */
   struct direction d[2]; /* 0 = client -> upstream, 1 = upstream -> client */
 };
@@ -101,7 +104,24 @@ static uint64_t key(uint32_t idx, int side) {
   return ((uint64_t)conns[idx].gen << 32) | ((uint64_t)idx << 1) | (uint64_t)side;
 }
 
+static void release_conn(uint32_t idx, int reset);
+
 static void close_conn(uint32_t idx, int reset) {
+  answer("D %llu %llu %llu\n", conns[idx].id, conns[idx].d[0].bytes, conns[idx].d[1].bytes);
+  release_conn(idx, reset);
+}
+
+/*
+ * The upstream never connected (refused, unreachable, or cut by the agent meanwhile): the agent, which
+ * still holds both sockets until it sees the connect, answers the client. The relay's copies are closed
+ * quietly (no reset: the agent's copies keep the sockets alive).
+ */
+static void connect_failed(uint32_t idx) {
+  answer("X %llu\n", conns[idx].id);
+  release_conn(idx, 0);
+}
+
+static void release_conn(uint32_t idx, int reset) {
   struct conn *c = &conns[idx];
   for (int s = 0; s < 2; s++) {
     if (c->fd[s] < 0) continue;
@@ -121,7 +141,6 @@ static void close_conn(uint32_t idx, int reset) {
     d->pr = d->pw = -1;
     d->pre = NULL;
   }
-  answer("D %llu %llu %llu\n", c->id, c->d[0].bytes, c->d[1].bytes);
   c->used = 0;
   c->gen++;
   nconns--;
@@ -180,6 +199,17 @@ static int pump(struct conn *c, int k) {
 
 static void service(uint32_t idx) {
   struct conn *c = &conns[idx];
+  if (c->connecting) {
+    /* The state, not SO_ERROR: reading that would take the error from the agent's own copy. */
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    if (getsockopt(c->fd[1], IPPROTO_TCP, TCP_INFO, &info, &len) < 0 || info.tcpi_state == TCP_CLOSE) {
+      connect_failed(idx);
+      return;
+    }
+    if (info.tcpi_state == TCP_SYN_SENT) return; /* its EPOLLOUT edge comes when it is done */
+    c->connecting = 0;
+  }
   if (pump(c, 0) < 0 || pump(c, 1) < 0) {
     close_conn(idx, 1);
     return;
@@ -247,6 +277,7 @@ static void take(unsigned long long id, int afd, int bfd, int flags, char *up, s
     c->d[k] = (struct direction){.pr = pipes[k][0], .pw = pipes[k][1], .pre = pre[k], .prelen = npre[k]};
     c->d[k].eof = (flags >> k) & 1;
   }
+  c->connecting = (flags & 4) != 0;
   nconns++;
   int one = 1;
   for (int s = 0; s < 2; s++) {
@@ -263,7 +294,10 @@ static void take(unsigned long long id, int afd, int bfd, int flags, char *up, s
 static void cut(unsigned long long id) {
   for (uint32_t i = 0; i < capconns; i++) {
     if (conns[i].used && conns[i].id == id) {
-      close_conn(i, 1);
+      if (conns[i].connecting)
+        connect_failed(i);
+      else
+        close_conn(i, 1);
       return;
     }
   }
@@ -344,6 +378,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  /*
+   * The relay stands in for the kernel's forwarding of a direct connection, which runs in softirq ahead
+   * of every process; at the default priority each busy process on the host (other sandboxes' guests
+   * among them) would delay every proxied byte. Its work per byte is a few splice calls, so what it
+   * takes from others at -10 is small. Not fatal where the agent may not raise priority.
+   */
+  setpriority(PRIO_PROCESS, 0, -10);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   pidfd = (int)syscall(SYS_pidfd_open, (pid_t)atoi(argv[1]), 0);
   if (pidfd < 0) die("pidfd_open");

@@ -147,6 +147,58 @@ describe("SpliceRelay", () => {
     expect(await connection.done).toEqual({ bytesOut: 5, bytesIn: 12, cut: false });
   });
 
+  it("takes a pair whose upstream still connects: the head goes out at the connect; a refused one is left to the caller", async () => {
+    // Connecting: the relay sends the head once the origin accepts.
+    const accepted = new Promise<Socket>((r) => front.once("connection", r));
+    const guest = connect({ host: "127.0.0.1", port: portOf(front), allowHalfOpen: true });
+    const client = await accepted;
+    const originAccepted = new Promise<Socket>((r) => back.once("connection", r));
+    const upstream = connect({ host: "127.0.0.1", port: portOf(back), allowHalfOpen: true });
+    upstream.pause();
+    for (const s of [guest, client, upstream]) s.on("error", () => {});
+    await new Promise((r) => process.nextTick(r));
+    detach(client);
+    const connection = await relay.take(client, upstream, {
+      ...noHandOver,
+      toUpstream: Buffer.from("hello"),
+      connecting: true,
+    });
+    expect(connection).toBeDefined();
+    const origin = await originAccepted;
+    const atOrigin = receive(origin);
+    guest.end();
+    expect((await atOrigin).bytes).toBe(5);
+    await new Promise<void>((r) => (upstream.connecting ? upstream.once("connect", () => r()) : r()));
+    client.destroy();
+    upstream.destroy();
+    origin.end();
+    expect(await connection?.done).toEqual({ bytesOut: 5, bytesIn: 0, cut: false });
+
+    // Refused: the relay answers X, and the caller's client socket still works.
+    const closed = createServer();
+    await listen(closed);
+    const refusedPort = portOf(closed);
+    await new Promise((r) => closed.close(r));
+    const accepted2 = new Promise<Socket>((r) => front.once("connection", r));
+    const guest2 = connect({ host: "127.0.0.1", port: portOf(front), allowHalfOpen: true });
+    const client2 = await accepted2;
+    const upstream2 = connect({ host: "127.0.0.1", port: refusedPort });
+    upstream2.pause();
+    for (const s of [guest2, client2, upstream2]) s.on("error", () => {});
+    await new Promise((r) => process.nextTick(r));
+    detach(client2);
+    const refused = await relay.take(client2, upstream2, {
+      ...noHandOver,
+      toUpstream: Buffer.from("x"),
+      connecting: true,
+    });
+    expect(await refused?.done).toEqual({ bytesOut: 0, bytesIn: 0, cut: false, refused: true });
+    const atGuest = receive(guest2);
+    client2.end("502");
+    expect((await atGuest).bytes).toBe(3);
+    for (const s of [guest, guest2, client2, upstream2, origin]) s.destroy();
+  });
+
   it("passes a guest's FIN on while the answer keeps flowing (half-close)", async () => {
     const p = await pair();
     const connection = await handOver(p);

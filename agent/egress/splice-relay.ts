@@ -27,6 +27,8 @@ export interface HandOver {
   /** The client's FIN was already read: passed on once toUpstream is out. */
   clientEnded: boolean;
   upstreamEnded: boolean;
+  /** The upstream's connect is still under way: the relay sends toUpstream once it is done. */
+  connecting?: boolean;
 }
 
 export interface RelayResult {
@@ -38,6 +40,8 @@ export interface RelayResult {
    * handed over (what it moved since is unknown).
    */
   cut: boolean;
+  /** The upstream never connected (handed over while connecting): nothing was relayed. */
+  refused?: boolean;
 }
 
 /** A connection the relay holds. */
@@ -239,6 +243,10 @@ export class SpliceRelay implements ByteRelay {
       const held = this.#held.get(id);
       this.#held.delete(id);
       held?.resolve({ bytesOut: Number(a), bytesIn: Number(b), cut: false });
+    } else if (kind === "X") {
+      const held = this.#held.get(id);
+      this.#held.delete(id);
+      held?.resolve({ bytesOut: 0, bytesIn: 0, cut: false, refused: true });
     }
   }
 
@@ -276,7 +284,7 @@ export class SpliceRelay implements ByteRelay {
     const upstreamFd = fdOf(upstream);
     if (!this.available || !child || clientFd === undefined || upstreamFd === undefined) return undefined;
     const id = this.#nextId++;
-    const flags = (handOver.clientEnded ? 1 : 0) | (handOver.upstreamEnded ? 2 : 0);
+    const flags = (handOver.clientEnded ? 1 : 0) | (handOver.upstreamEnded ? 2 : 0) | (handOver.connecting ? 4 : 0);
     const header = `C ${id} ${clientFd} ${upstreamFd} ${flags} ${handOver.toUpstream.length} ${handOver.toClient.length}\n`;
     return new Promise<RelayedConnection | undefined>((resolve) => {
       // A relay that does not answer is stuck: killed (and started again); the connection stays the caller's.
