@@ -3,7 +3,7 @@ import { request as httpRequest } from "node:http";
 import { Sandbox, SandboxNotFoundError } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NodeEdge } from "../../edge/node.js";
-import { SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { SandboxState, StopReason } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { Sandbox as WrennSandbox } from "../../sdk/index.js";
 import { IMAGES_ROOT, requireImage, requireRoot } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
@@ -274,7 +274,15 @@ describe("onTimeout: kill", () => {
       expect(await sbx.isRunning()).toBe(false);
       const all = await Sandbox.list().nextItems();
       expect(all.map((s) => s.sandboxId)).not.toContain(sbx.sandboxId);
-      expect((await agent?.client.getSandbox({ sandboxId: sbx.sandboxId }))?.sandbox?.state).toBe(SandboxState.STOPPED);
+      // The host killed it (its teardown may still be finishing when the edge already says gone).
+      await firstSeen(
+        "the host to finish the kill",
+        async () =>
+          (await agent?.client.getSandbox({ sandboxId: sbx.sandboxId }))?.sandbox?.state === SandboxState.STOPPED,
+      );
+      expect((await agent?.client.getSandbox({ sandboxId: sbx.sandboxId }))?.sandbox?.stopReason).toBe(
+        StopReason.TIMEOUT,
+      );
     } finally {
       await Sandbox.kill(sbx.sandboxId).catch(() => {});
     }
