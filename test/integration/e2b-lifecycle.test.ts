@@ -211,7 +211,11 @@ describe("pause without memory", () => {
       });
       await sbx.files.write("/home/user/kept.txt", "written before the pause");
       await sbx.commands.run("sleep 900", { background: true });
-      expect((await sbx.commands.run("pgrep -x sleep")).exitCode).toBe(0);
+      // (The shell the SDK starts execs sleep a moment after the start is reported.)
+      await firstSeen(
+        "the sleeper to run",
+        async () => (await sbx.commands.run("pgrep -x sleep || true")).stdout.trim() !== "",
+      );
       await sbx.setTimeout(3_000);
       const endAt = (await sbx.getInfo()).endAt.getTime();
       const pausedAt = await firstSeen(
@@ -236,6 +240,10 @@ describe("pause without memory", () => {
     try {
       await sbx.files.write("/home/user/kept.txt", "kept");
       await sbx.commands.run("sleep 900", { background: true });
+      await firstSeen(
+        "the sleeper to run",
+        async () => (await sbx.commands.run("pgrep -x sleep || true")).stdout.trim() !== "",
+      );
       expect(await sbx.pause({ keepMemory: false })).toBe(true);
       expect(await stateOf(sbx.sandboxId)).toBe("paused");
       const resumed = await Sandbox.connect(sbx.sandboxId);
