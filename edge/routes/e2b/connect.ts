@@ -54,8 +54,9 @@ export type E2bConnectSandboxResponse = z.infer<typeof E2bSandbox>;
 export const registerE2bConnectSandbox = (app: App) => {
   app.openapi(v1, async (c) => {
     const { sandboxID } = c.req.valid("param");
-    const timeoutSec = checkTimeout(c.req.valid("json").timeout);
-    const connected = await connectSandbox(c.get("team"), sandboxID, { timeoutSec });
+    const request = c.req.valid("json");
+    const timeoutSec = checkTimeout(request.timeout);
+    const connected = await connectSandbox(c.get("team"), sandboxID, { timeoutSec, memory: request.memory });
     const body = toE2bSandbox(
       connected.sandbox,
       connected.envdAccessToken,
@@ -66,8 +67,9 @@ export const registerE2bConnectSandbox = (app: App) => {
   });
   app.openapi(v2, async (c) => {
     const { sandboxID } = c.req.valid("param");
-    const timeoutSec = checkTimeout(c.req.valid("json").timeout ?? 300);
-    const connected = await connectSandbox(c.get("team"), sandboxID, { timeoutSec });
+    const request = c.req.valid("json");
+    const timeoutSec = checkTimeout(request.timeout ?? 300);
+    const connected = await connectSandbox(c.get("team"), sandboxID, { timeoutSec, memory: request.memory });
     const body = toE2bSandbox(
       connected.sandbox,
       connected.envdAccessToken,

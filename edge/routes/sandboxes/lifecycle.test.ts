@@ -95,6 +95,32 @@ describe("the lifecycle policy in /v1", () => {
   });
 });
 
+describe("E2B's connect with memory: false (onResume: 'reboot')", () => {
+  it("refuses it for a sandbox paused with memory, and resumes one paused without", async () => {
+    const team = await stack.h.newTeam();
+    const withMemory = await newSandbox(stack.h, team.key);
+    await stack.h.request("POST", `/v1/sandboxes/${withMemory.id}/pause`, { key: team.key });
+    const refused = await stack.h.request("POST", `/v2/sandboxes/${withMemory.id}/connect`, {
+      key: team.key,
+      json: { timeout: 60, memory: false },
+    });
+    expect(refused.status).toBe(400);
+    expect(await refused.text()).toMatch(/paused with its memory/);
+    expect(onHost(withMemory.id).state).toBe(SandboxState.PAUSED);
+
+    const filesOnly = await newSandbox(stack.h, team.key);
+    await stack.h.request("POST", `/v1/sandboxes/${filesOnly.id}/pause`, {
+      key: team.key,
+      json: { keepMemory: false },
+    });
+    const resumed = await stack.h.request("POST", `/v2/sandboxes/${filesOnly.id}/connect`, {
+      key: team.key,
+      json: { timeout: 60, memory: false },
+    });
+    expect(resumed.status).toBe(201);
+  });
+});
+
 describe("read repair at the end time", () => {
   it("a row past its end time that the host paused reads paused (get, list), recorded once", async () => {
     const team = await stack.h.newTeam();

@@ -1,5 +1,5 @@
 import type { TeamContext } from "../context.js";
-import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
+import { BadRequestError, ConflictError, NotFoundError, ServiceError } from "../errors.js";
 import { getEnvdAccessToken, getTrafficAccessToken } from "../sandboxes/get.js";
 import { loadSandbox } from "../sandboxes/load.js";
 import { resumeSandbox } from "../sandboxes/resume.js";
@@ -32,7 +32,16 @@ async function tokens(ctx: TeamContext, sandboxId: string) {
 export async function connectSandbox(
   ctx: TeamContext,
   sandboxId: string,
-  input: { timeoutSec: number },
+  input: {
+    timeoutSec: number;
+    /**
+     * E2B's `memory` (the SDK's `onResume`): false asks for a fresh boot from the files alone. Wrenn
+     * does that only for a sandbox paused without memory (where it is what resume does anyway); for
+     * one paused with memory it refuses rather than silently restoring the memory, as E2B does where
+     * the capability is off.
+     */
+    memory?: boolean | undefined;
+  },
 ): Promise<ConnectedSandbox> {
   const deadline = Date.now() + settleTimeoutMs;
   for (;;) {
@@ -42,6 +51,12 @@ export async function connectSandbox(
       throw new ServiceError("AGENT_UNAVAILABLE", `sandbox ${sandboxId} is missing: its host is not answering`);
     }
     if (row.state === "paused") {
+      if (input.memory === false && !row.pausedWithoutMemory) {
+        throw new BadRequestError(
+          "memory=false (onResume: 'reboot') is not supported for a sandbox paused with its memory; connect without it to restore the memory",
+          { memory: "unsupported for a sandbox paused with memory" },
+        );
+      }
       try {
         const sandbox = await resumeSandbox(ctx, sandboxId, { timeoutSec: input.timeoutSec });
         return { sandbox, ...(await tokens(ctx, sandboxId)), resumed: true };
