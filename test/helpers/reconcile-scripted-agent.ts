@@ -51,6 +51,10 @@ export class ScriptedAgent {
   actionDelayMs = 0;
   /** Methods that answer this code instead of working. */
   readonly failing = new Map<string, Code>();
+  /** Runs as a PauseSandbox arrives, before it acts (a test plays the host's own timer pausing first). */
+  beforePause: ((sandboxId: string) => void) | undefined;
+  /** `keep_memory` of the last PauseSandbox (unset: keep memory). */
+  lastPauseKeepMemory: boolean | undefined;
   private server: Server | undefined;
   private portNumber = 0;
 
@@ -157,9 +161,12 @@ export class ScriptedAgent {
       },
       pauseSandbox: async (req, ctx) => {
         this.check("pauseSandbox", req.sandboxId, auth(ctx));
+        this.beforePause?.(req.sandboxId);
+        this.lastPauseKeepMemory = req.keepMemory;
         const sandbox = get(req.sandboxId);
         if (sandbox.state === SandboxState.PAUSED) throw new ConnectError("already paused", Code.FailedPrecondition);
         sandbox.state = SandboxState.PAUSED;
+        sandbox.pausedWithoutMemory = req.keepMemory === false;
         sandbox.endAt = undefined;
         await this.actionDelay();
         return { sandbox };
