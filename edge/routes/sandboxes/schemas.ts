@@ -105,12 +105,9 @@ export const CreateSandboxBody = z
       description:
         "With onTimeout=pause: whether the pause keeps memory (default true). False ends its processes and keeps its files; resume reboots it. Not with autoResume",
     }),
-    autoResume: z
-      .boolean()
-      .optional()
-      .openapi({
-        description: "Resume the paused sandbox when traffic reaches it through the sandbox proxy (default false)",
-      }),
+    autoResume: z.boolean().optional().openapi({
+      description: "Resume the paused sandbox when traffic reaches it through the sandbox proxy (default false)",
+    }),
     envVars: stringMap.default({}),
     metadata: stringMap.default({}),
     internetAccess: z
