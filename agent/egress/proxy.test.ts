@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -212,6 +212,32 @@ describe.each(["node", "splice"] as const)("EgressProxy (%s relay)", (mode) => {
     const [entry] = await settledEntries();
     expect(entry).toMatchObject({ verdict: "allowed", bytesOut: head.length + upload.length, bytesIn: 24 * 2 ** 20 });
     expect(splice.taken - takenBefore).toBe(mode === "splice" ? 1 : 0);
+  }, 30_000);
+
+  it("leaves no descriptor behind after 200 relayed connections", async () => {
+    destination = { address: "192.88.99.10", port: 80 };
+    const fds = async () => (await readdir("/proc/self/fd")).length;
+    const relayFds = async () => (splice.pid === undefined ? 0 : (await readdir(`/proc/${splice.pid}/fd`)).length);
+    const request = "GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n";
+    await exchange(proxy.ports.http, request);
+    await settledEntries();
+    const before = { agent: await fds(), relay: await relayFds(), taken: splice.taken };
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all(Array.from({ length: 20 }, () => exchange(proxy.ports.http, request)));
+      for (const answer of answers) expect(answer).toContain("hello a.example.test");
+    }
+    let entries: ConnectionEntry[] = [];
+    for (let i = 0; i < 100; i++) {
+      entries = await log.list(SB, { limit: 1000 });
+      if (entries.length === 201 && entries.every((e) => e.endedAt !== undefined)) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(entries).toHaveLength(201);
+    expect(splice.taken - before.taken).toBe(mode === "splice" ? 200 : 0);
+    expect(entries.every((e) => e.verdict === "allowed" && (e.bytesIn ?? 0) > 0)).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await fds()).toBeLessThanOrEqual(before.agent);
+    expect(await relayFds()).toBe(before.relay);
   }, 30_000);
 
   it("answers a denied HTTP request 403 naming the rule, without connecting", async () => {
