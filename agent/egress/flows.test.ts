@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { parseEgressPolicy } from "../../lib/egress-policy.js";
 import type { Exec, ExecResult } from "../exec.js";
 import { noopLogger } from "../logger.js";
@@ -119,14 +119,15 @@ describe("FlowLog", () => {
   };
   const names = new ResolvedNames();
 
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "wrenn-flows-"));
-  });
+  const dirs: string[] = [];
   afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
   });
   beforeEach(async () => {
-    await rm(join(dir, `${SB}.jsonl`), { force: true });
+    // A directory per test: an earlier test's log may still be flushing its file when the next starts
+    // (seen in CI: a scan test counted another test's entries).
+    dir = await mkdtemp(join(tmpdir(), "wrenn-flows-"));
+    dirs.push(dir);
     log = new ConnectionLog({ dir, logger: noopLogger });
     denied = deniedJson([]);
     listing = "";

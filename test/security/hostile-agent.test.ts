@@ -380,15 +380,14 @@ describe("the Node edge in front of an agent that relays anything", () => {
     endless.sent = 0;
     endless.stopped = false;
     const rssBefore = process.memoryUsage().rss;
+    // Metrics come from the database (the agent's sampler reads envd, with its own bound: see
+    // agent/telemetry/sampler.test.ts): the edge never reads a guest's /metrics itself any more.
     const metrics = await call("GET", `/sandboxes/${sandboxId}/metrics`);
     const text = await metrics.text();
-    expect(metrics.status, text).toBe(502);
-    expect(text).toMatch(/larger than 65536 bytes/);
-    await vi.waitFor(() => expect(endless.stopped).toBe(true), { timeout: 10_000 });
-    expect(endless.sent).toBeLessThan(64 * 1024 * 1024);
+    expect(metrics.status, text).toBe(200);
+    expect(Array.isArray(JSON.parse(text))).toBe(true);
+    expect(endless.sent).toBe(0);
     // A failed read whose error body never ends: only its start becomes the message.
-    endless.sent = 0;
-    endless.stopped = false;
     const read = await call("POST", `/v1/sandboxes/${sandboxId}/files/read`, { json: { path: "/huge" } });
     const readText = await read.text();
     expect(read.status, readText).toBeGreaterThanOrEqual(500);
