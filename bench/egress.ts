@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { ALL_TRAFFIC, Sandbox } from "e2b";
-import { freePort, freeSlotRange } from "../test/helpers/agent-process.js";
+import { freeSlotRange } from "../test/helpers/agent-process.js";
 import { GUEST_CA, measureUpdateEffect } from "../test/helpers/egress-guest.js";
 import { startTestInternet } from "../test/helpers/test-internet.js";
 import { startBenchStack } from "./stack.js";
@@ -93,11 +93,7 @@ async function benchRuntime(runtime: "gvisor" | "namespace", rows: BenchRow[], n
         netPrefix,
         netCidr,
         env: {
-          AGENT_EGRESS: "on",
-          AGENT_DNS_UPSTREAM: net.dnsUpstream,
-          AGENT_EGRESS_HTTP_PORT: String(await freePort()),
-          AGENT_EGRESS_TLS_PORT: String(await freePort()),
-          AGENT_DNS_PORT: String(await freePort()),
+          ...net.agentEnv,
         },
       },
     });

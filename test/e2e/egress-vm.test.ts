@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConnectionVerdict } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { type AgentProcess, freePort, freeSlotRange, startAgentProcess } from "../helpers/agent-process.js";
+import { type AgentProcess, freeSlotRange, startAgentProcess } from "../helpers/agent-process.js";
 import {
   GUEST_CA,
   type GuestAttempt,
@@ -43,11 +43,7 @@ describe.skipIf(skip !== undefined)(`egress policy on a qemu VM${skip ? ` (skipp
       netCidr,
       env: {
         ...QEMU_AGENT_ENV,
-        AGENT_EGRESS: "on",
-        AGENT_DNS_UPSTREAM: net.dnsUpstream,
-        AGENT_EGRESS_HTTP_PORT: String(await freePort()),
-        AGENT_EGRESS_TLS_PORT: String(await freePort()),
-        AGENT_DNS_PORT: String(await freePort()),
+        ...net.agentEnv,
       },
     });
   });

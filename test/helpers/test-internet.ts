@@ -64,6 +64,11 @@ export interface TestInternet {
   privateIp: string;
   /** `<ip>:53` of the DNS server, reachable from the root netns: the agent's AGENT_DNS_UPSTREAM. */
   dnsUpstream: string;
+  /**
+   * The agent settings that send sandboxes' egress here: egress on, the resolver's upstream this
+   * internet's DNS server (startAgentProcess picks free ports for the proxy and the resolver).
+   */
+  agentEnv: Record<string, string>;
   /** The address of a named test host. */
   ipOf(name: string): string;
   /** Test hosts without a name. */
@@ -308,6 +313,7 @@ export async function startTestInternet(opts: TestInternetOptions = {}): Promise
     gatewayIp,
     privateIp,
     dnsUpstream: `${privateIp}:53`,
+    agentEnv: { AGENT_EGRESS: "on", AGENT_DNS_UPSTREAM: `${privateIp}:53` },
     ipOf(name: string) {
       const address = byName.get(name.toLowerCase());
       if (address === undefined) throw new Error(`no test host named ${name}`);

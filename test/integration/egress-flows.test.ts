@@ -9,13 +9,7 @@ import {
   ConnectionVerdict,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { IMAGES_ROOT, newSandboxId, requireImage, requireRoot, TEMPLATE, text } from "../helpers/agent-fixtures.js";
-import {
-  type AgentProcess,
-  freePort,
-  freeSlotRange,
-  startAgentProcess,
-  suiteRuntime,
-} from "../helpers/agent-process.js";
+import { type AgentProcess, freeSlotRange, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 import { startTestInternet, type TestInternet } from "../helpers/test-internet.js";
 
 /**
@@ -94,11 +88,7 @@ describe(`connection log: flows the kernel decides (${suiteRuntime()})`, () => {
       netPrefix,
       netCidr,
       env: {
-        AGENT_EGRESS: "on",
-        AGENT_DNS_UPSTREAM: net.dnsUpstream,
-        AGENT_EGRESS_HTTP_PORT: String(await freePort()),
-        AGENT_EGRESS_TLS_PORT: String(await freePort()),
-        AGENT_DNS_PORT: String(await freePort()),
+        ...net.agentEnv,
       },
     });
     cleanups.push(() => agent.stop());

@@ -11,7 +11,7 @@ import {
   TEMPLATE,
   text,
 } from "../helpers/agent-fixtures.js";
-import { type AgentProcess, freePort, freeSlotRange, startAgentProcess } from "../helpers/agent-process.js";
+import { type AgentProcess, freeSlotRange, startAgentProcess } from "../helpers/agent-process.js";
 import { GUEST_CA, guestScript, parseGuestResults, succeeded } from "../helpers/egress-guest.js";
 import { startTestInternet, type TestInternet } from "../helpers/test-internet.js";
 
@@ -93,11 +93,7 @@ describe("a guest flooding the agent's resolver and proxy (namespace runtime)", 
       netPrefix,
       netCidr,
       env: {
-        AGENT_EGRESS: "on",
-        AGENT_DNS_UPSTREAM: net.dnsUpstream,
-        AGENT_EGRESS_HTTP_PORT: String(await freePort()),
-        AGENT_EGRESS_TLS_PORT: String(await freePort()),
-        AGENT_DNS_PORT: String(await freePort()),
+        ...net.agentEnv,
       },
     });
     cleanups.push(() => agent.stop());
