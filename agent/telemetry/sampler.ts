@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { ProcessJournalEntry } from "../envd/process/journal.js";
 import { ENVD_PORT } from "../envd-client.js";
 import type { Logger } from "../logger.js";
 import type { TelemetryLevel, TelemetryStore } from "./store.js";
@@ -36,20 +37,6 @@ export interface TelemetrySamplerDeps {
 const ANSWER_MAX_BYTES = 1024 * 1024;
 /** Sandboxes sampled at once. */
 const CONCURRENCY = 16;
-
-/** One entry of envd's process journal (agent/envd/process/journal.ts). */
-interface JournalEvent {
-  seq: number;
-  ts: number;
-  kind: "start" | "end";
-  pid: number;
-  cmd: string;
-  args: string;
-  user: string;
-  tag?: string;
-  exitCode?: number;
-  status?: string;
-}
 
 /**
  * Samples every running sandbox each `intervalMs`: CPU, memory and disk from envd's `/metrics`, and
@@ -187,7 +174,7 @@ export class TelemetrySampler {
         this.event(sandbox.id, "info", "envd started again; process numbering restarts", { event: "envd_restarted" });
         continue;
       }
-      const events = Array.isArray(body.events) ? (body.events as JournalEvent[]) : [];
+      const events = Array.isArray(body.events) ? (body.events as ProcessJournalEntry[]) : [];
       for (const e of events) if (e.seq > cursor.after) this.#recordEvent(sandbox.id, e);
       const next = typeof body.next === "number" ? body.next : cursor.after;
       this.#cursors.set(sandbox.id, { epoch, after: Math.max(next, cursor.after) });
@@ -195,7 +182,7 @@ export class TelemetrySampler {
     }
   }
 
-  #recordEvent(sandboxId: string, e: JournalEvent): void {
+  #recordEvent(sandboxId: string, e: ProcessJournalEntry): void {
     const cmd = cut(e.cmd, 256);
     const args = cut(e.args, 600);
     const command = args === "" ? cmd : `${cmd} ${args}`;
