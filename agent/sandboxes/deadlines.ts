@@ -1,8 +1,12 @@
 import type { Clock } from "./clock.js";
 
-/** One-shot timers (setTimeout/clearTimeout); injected so that tests fire them by moving a fake clock. */
+/**
+ * One-shot timers (setTimeout/clearTimeout); injected so that tests fire them by moving a fake clock.
+ * `fire` returns what its action returns (a promise), so a test's scheduler can wait for the action;
+ * Node's timers ignore it.
+ */
 export interface TimerScheduler {
-  set(fire: () => void, delayMs: number): unknown;
+  set(fire: () => unknown, delayMs: number): unknown;
   clear(timer: unknown): void;
 }
 
@@ -22,7 +26,7 @@ export interface DeadlineTimersDeps {
    * Called when a sandbox's end time comes. It must re-check under the sandbox's lock (the timer may
    * race a SetTimeout, a pause or a destroy) and act only on a sandbox that is running and due.
    */
-  onDue(sandboxId: string): void;
+  onDue(sandboxId: string): unknown;
 }
 
 /**
@@ -44,11 +48,11 @@ export class DeadlineTimers {
     if (endAt === undefined) return;
     const delay = Math.min(MAX_DELAY_MS, Math.max(0, endAt - this.#deps.clock.now()));
     const timer = this.#deps.timers.set(() => {
-      if (this.#armed.get(sandboxId)?.timer !== timer) return;
+      if (this.#armed.get(sandboxId)?.timer !== timer) return undefined;
       this.#armed.delete(sandboxId);
       // A chained wait that has not reached the end time yet: wait again.
-      if (endAt > this.#deps.clock.now()) this.arm(sandboxId, endAt);
-      else this.#deps.onDue(sandboxId);
+      if (endAt > this.#deps.clock.now()) return this.arm(sandboxId, endAt);
+      return this.#deps.onDue(sandboxId);
     }, delay);
     this.#armed.set(sandboxId, { endAt, timer });
   }

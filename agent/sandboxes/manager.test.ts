@@ -690,11 +690,11 @@ describe("SandboxManager egress policy (issue 20)", () => {
  * came due (the manager's end-time timers), as Node's would at that moment.
  */
 class ClockTimers implements TimerScheduler {
-  readonly #pending = new Map<number, { at: number; fire: () => void }>();
+  readonly #pending = new Map<number, { at: number; fire: () => unknown }>();
   #next = 1;
   constructor(readonly clock: FakeClock) {}
 
-  set(fire: () => void, delayMs: number): unknown {
+  set(fire: () => unknown, delayMs: number): unknown {
     const id = this.#next++;
     this.#pending.set(id, { at: this.clock.now() + delayMs, fire });
     return id;
@@ -708,16 +708,21 @@ class ClockTimers implements TimerScheduler {
     return this.#pending.size;
   }
 
-  /** Moves the clock by `ms` and fires what came due, then lets the actions they started finish. */
+  /**
+   * Moves the clock by `ms` and fires what came due, then waits for the actions they started (each
+   * timer's action, not a guess at how long it takes: CI's loaded machine made a 30 ms wait too short).
+   */
   async advance(ms: number): Promise<void> {
     this.clock.advance(ms);
+    const actions: unknown[] = [];
     for (;;) {
       const due = [...this.#pending].filter(([, t]) => t.at <= this.clock.now()).sort((a, b) => a[1].at - b[1].at);
       const first = due[0];
       if (!first) break;
       this.#pending.delete(first[0]);
-      first[1].fire();
+      actions.push(first[1].fire());
     }
+    await Promise.all(actions);
     await settle();
   }
 }

@@ -126,9 +126,7 @@ export class SandboxManager {
     this.#deadlines = new DeadlineTimers({
       clock,
       timers: deps.timers ?? systemTimers,
-      onDue: (id) => {
-        void this.expire(id).catch((err) => logger.error("timeout action failed", { sandboxId: id, err }));
-      },
+      onDue: (id) => this.expire(id).catch((err) => logger.error("timeout action failed", { sandboxId: id, err })),
     });
     this.#recovery = new Recovery({
       config,
