@@ -221,6 +221,17 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
       }
     },
 
+    // Snapshots land in a following change; until then these answer UNIMPLEMENTED (the edge answers 501).
+    async createSnapshot() {
+      throw new ConnectError("snapshots are not implemented by this agent", Code.Unimplemented);
+    },
+    async deleteSnapshot() {
+      throw new ConnectError("snapshots are not implemented by this agent", Code.Unimplemented);
+    },
+    async listSnapshots() {
+      return { snapshots: [] };
+    },
+
     async pullTelemetry(req) {
       if (!deps.telemetry) return { epoch: "", samples: [], logs: [], nextAfter: 0n, more: false };
       const pulled = deps.telemetry.store.pull({
