@@ -5,5 +5,6 @@ export * from "./leases.js";
 export * from "./rate-limit-buckets.js";
 export * from "./sandbox-events.js";
 export * from "./sandboxes.js";
+export * from "./snapshots.js";
 export * from "./teams.js";
 export * from "./telemetry.js";
