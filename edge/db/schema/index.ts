@@ -1,5 +1,6 @@
 /** The edge's database schema (DESIGN.md §5). drizzle-kit generates migrations from this module. */
 export * from "./api-keys.js";
+export * from "./events.js";
 export * from "./hosts.js";
 export * from "./leases.js";
 export * from "./rate-limit-buckets.js";
@@ -8,3 +9,4 @@ export * from "./sandboxes.js";
 export * from "./snapshots.js";
 export * from "./teams.js";
 export * from "./telemetry.js";
+export * from "./webhooks.js";
