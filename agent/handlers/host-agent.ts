@@ -1,9 +1,11 @@
+import { randomBytes } from "node:crypto";
 import { arch, hostname, loadavg, release } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type EgressPolicy, EgressPolicyError, parseEgressPolicy } from "../../lib/egress-policy.js";
 import {
+  type CommandRecordSchema,
   type ExecStreamResponseSchema,
   type HostAgentService,
   Runtime as RuntimeEnum,
@@ -13,7 +15,7 @@ import type { HostInventory } from "../host-inventory.js";
 import { ISOLATION_OF } from "../runtimes/types.js";
 import type { SandboxManager } from "../sandboxes/manager.js";
 import type { TelemetrySampler } from "../telemetry/sampler.js";
-import type { TelemetryStore } from "../telemetry/store.js";
+import type { TelemetryCommand, TelemetryStore } from "../telemetry/store.js";
 import { entryToProto, ISOLATION, RUNTIME, sandboxToProto, timeoutActionFromProto } from "./convert.js";
 import {
   type ConnectionLogReader,
@@ -53,6 +55,39 @@ function checkedPolicy(policy: EgressPolicy | undefined): EgressPolicy | undefin
     throw err;
   }
   return policy;
+}
+
+/** The edge's command id, or a new one when it sent none (proto: ExecRequest.command_id). */
+function checkedCommandId(id: string): string {
+  if (id === "") return `cmd_${randomBytes(12).toString("hex")}`;
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+    throw invalidArgument("INVALID_COMMAND_ID", "command_id must be 1 to 64 characters of [A-Za-z0-9_-]");
+  }
+  return id;
+}
+
+/** A command record on the wire. */
+function commandToProto(c: TelemetryCommand): MessageInitShape<typeof CommandRecordSchema> {
+  return {
+    seq: BigInt(c.seq),
+    sandboxId: c.sandboxId,
+    commandId: c.commandId,
+    cmd: c.cmd,
+    args: c.args,
+    user: c.user,
+    cwd: c.cwd,
+    pid: c.pid,
+    startedAt: timestampFromMs(c.startedAtMs),
+    endedAt: timestampFromMs(c.endedAtMs),
+    exitCode: c.exitCode,
+    error: c.error,
+    stdoutHead: c.stdoutHead,
+    stdoutTail: c.stdoutTail,
+    stdoutBytes: BigInt(c.stdoutBytes),
+    stderrHead: c.stderrHead,
+    stderrTail: c.stderrTail,
+    stderrBytes: BigInt(c.stderrBytes),
+  };
 }
 
 function requireField(value: string, name: string): void {
@@ -148,11 +183,21 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
     },
 
     async exec(req, ctx) {
-      return manager.guest.exec(req, req.stdin.length > 0 ? req.stdin : undefined, ctx.signal);
+      const commandId = checkedCommandId(req.commandId);
+      const stdin = req.stdin.length > 0 ? req.stdin : undefined;
+      if (req.background) {
+        // Answers once the command runs; it runs on after this call (its end reaches the edge as a CommandRecord).
+        const started = await manager.guest.startBackground({ ...req, commandId }, stdin, ctx.signal);
+        return { pid: started.pid, commandId };
+      }
+      return { ...(await manager.guest.exec({ ...req, commandId }, stdin, ctx.signal)), commandId };
     },
 
     async *execStream(req, ctx): AsyncGenerator<MessageInitShape<typeof ExecStreamResponseSchema>> {
-      for await (const e of manager.guest.execStream(req, ctx.signal)) {
+      for await (const e of manager.guest.execStream(
+        { ...req, commandId: checkedCommandId(req.commandId) },
+        ctx.signal,
+      )) {
         if (e.kind === "started") yield { event: { case: "started", value: { pid: e.pid } } };
         else if (e.kind === "exited")
           yield { event: { case: "exited", value: { exitCode: e.exitCode, error: e.error } } };
@@ -233,7 +278,7 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
     },
 
     async pullTelemetry(req) {
-      if (!deps.telemetry) return { epoch: "", samples: [], logs: [], nextAfter: 0n, more: false };
+      if (!deps.telemetry) return { epoch: "", samples: [], logs: [], commands: [], nextAfter: 0n, more: false };
       const pulled = deps.telemetry.store.pull({
         epoch: req.epoch,
         afterSeq: Number(req.afterSeq),
@@ -262,6 +307,7 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
           message: l.message,
           fields: l.fields,
         })),
+        commands: pulled.commands.map(commandToProto),
         nextAfter: BigInt(pulled.nextAfter),
         more: pulled.more,
       };

@@ -23,6 +23,8 @@ export interface ProcessRequest {
   user: string;
   /** 0: no limit (ExecStream) or the default (Exec). */
   timeoutSec: number;
+  /** The command history's id for it, passed to envd as the process's tag (issue 22). */
+  commandId?: string;
 }
 
 /** A path in a guest, read or changed as `user`. */
@@ -125,6 +127,32 @@ export class GuestIo {
       truncated,
       durationMs: Math.round(performance.now() - started),
     };
+  }
+
+  /**
+   * Starts a command and returns its pid as soon as it runs; the command runs on after this call and
+   * after the stream to envd is closed (envd never ends a process for a closed stream). Its end and
+   * output reach the edge through the command history (envd's journal, the telemetry sampler).
+   */
+  async startBackground(
+    req: ProcessRequest,
+    stdin: Uint8Array | undefined,
+    callerSignal: AbortSignal,
+  ): Promise<{ pid: number }> {
+    const envd = this.#deps.envdOf(req.sandboxId);
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(callerSignal.reason);
+    callerSignal.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const event of runProcess(envd, req, controller.signal, stdin, { killOnAbort: false })) {
+        if (event.event.case === "start") return { pid: event.event.value.pid };
+      }
+      throw new AgentError("UNAVAILABLE", "ENVD_STREAM_ENDED", "envd ended the process stream before it started");
+    } finally {
+      callerSignal.removeEventListener("abort", onAbort);
+      // Closing the stream leaves the process running.
+      controller.abort();
+    }
   }
 
   /** Runs a command, reporting its output as it comes. */
@@ -239,6 +267,7 @@ async function* runProcess(
   req: ProcessRequest,
   signal: AbortSignal,
   stdin: Uint8Array | undefined,
+  options: { killOnAbort: boolean } = { killOnAbort: true },
 ): AsyncGenerator<ProcessEvent> {
   requireField(req.cmd, "cmd");
   const controller = new AbortController();
@@ -250,6 +279,7 @@ async function* runProcess(
       {
         process: { cmd: req.cmd, args: req.args, envs: req.envs, cwd: req.cwd === "" ? undefined : req.cwd },
         stdin: stdin !== undefined,
+        ...(req.commandId ? { tag: req.commandId } : {}),
       },
       { ...EnvdClient.asUser(req.user), signal: controller.signal },
     );
@@ -275,7 +305,7 @@ async function* runProcess(
     throw new AgentError("UNAVAILABLE", "ENVD_STREAM_ENDED", "envd ended the process stream without an end event");
   } finally {
     signal.removeEventListener("abort", onAbort);
-    if (pid !== undefined && signal.aborted) {
+    if (pid !== undefined && signal.aborted && options.killOnAbort) {
       // The caller gave up or the timeout ran out: do not leave the command running in the guest.
       await envd.process
         .sendSignal(

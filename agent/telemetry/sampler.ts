@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { ProcessJournalEntry } from "../envd/process/journal.js";
+import { JOURNAL_EDGE_BYTES, type ProcessJournalEntry } from "../envd/process/journal.js";
 import { ENVD_PORT } from "../envd-client.js";
 import type { Logger } from "../logger.js";
 import type { TelemetryLevel, TelemetryStore } from "./store.js";
@@ -34,7 +34,15 @@ export interface TelemetrySamplerDeps {
 }
 
 /** Each envd answer the sampler reads is small; a guest that sends more is cut off. */
-const ANSWER_MAX_BYTES = 1024 * 1024;
+const ANSWER_MAX_BYTES = 2 * 1024 * 1024;
+/** Journal entries read from one answer at most (envd pages at 500). */
+const EVENTS_PER_PAGE = 1000;
+/** The edge's command ids (proto: ExecRequest.command_id); a tag of another shape is no command id of ours. */
+const COMMAND_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/** Characters of a command's arguments kept in all. */
+const ARGV_MAX_CHARS = 16 * 1024;
+/** Bytes of one output edge (head or tail) kept, as envd captures them. */
+const EDGE_MAX_BYTES = JOURNAL_EDGE_BYTES;
 /** Sandboxes sampled at once. */
 const CONCURRENCY = 16;
 
@@ -175,11 +183,64 @@ export class TelemetrySampler {
         continue;
       }
       const events = Array.isArray(body.events) ? (body.events as ProcessJournalEntry[]) : [];
-      for (const e of events) if (e.seq > cursor.after) this.#recordEvent(sandbox.id, e);
+      for (const e of events.slice(0, EVENTS_PER_PAGE)) {
+        if (!e || typeof e !== "object" || typeof e.seq !== "number" || e.seq <= cursor.after) continue;
+        this.#recordEvent(sandbox.id, e);
+        if (e.kind === "end" && e.command && typeof e.command === "object") this.#recordCommand(sandbox.id, epoch, e);
+      }
       const next = typeof body.next === "number" ? body.next : cursor.after;
       this.#cursors.set(sandbox.id, { epoch, after: Math.max(next, cursor.after) });
       if (events.length === 0 || next <= cursor.after) return;
     }
+  }
+
+  /**
+   * Stores a finished process for the command history, every field checked and cut: the guest may
+   * have replaced envd and can say anything (sizes, counts and lengths are bounded here, whatever it sends).
+   */
+  #recordCommand(sandboxId: string, envdEpoch: string, e: ProcessJournalEntry): void {
+    const c = e.command as unknown as Record<string, unknown>;
+    const now = this.#now();
+    const tag = typeof e.tag === "string" && COMMAND_ID.test(e.tag) ? e.tag : undefined;
+    // A process without the edge's id (one the SDK started straight through envd) gets one that is
+    // the same on every read of the same journal entry, so a re-read after an agent restart is no duplicate.
+    const commandId = tag ?? `envd-${envdEpoch.replace(/[^0-9a-zA-Z]/g, "").slice(0, 16)}-${cut(e.seq, 16)}`;
+    const endedAtMs = saneTime(c.endedAt, now, now);
+    const argv = Array.isArray(c.argv) ? c.argv.slice(0, 1024).map((a) => cut(a, ARGV_MAX_CHARS)) : [];
+    const args: string[] = [];
+    let room = ARGV_MAX_CHARS;
+    for (const a of argv) {
+      if (room <= 0) break;
+      args.push(a.slice(0, room));
+      room -= a.length;
+    }
+    const stdoutHead = edgeBytes(c.stdoutHead);
+    const stdoutTail = edgeBytes(c.stdoutTail);
+    const stderrHead = edgeBytes(c.stderrHead);
+    const stderrTail = edgeBytes(c.stderrTail);
+    this.#deps.store.addCommand({
+      sandboxId,
+      commandId,
+      cmd: cut(e.cmd, 4096),
+      args,
+      user: cut(e.user, 64),
+      cwd: cut(c.cwd, 4096),
+      pid: typeof e.pid === "number" && Number.isSafeInteger(e.pid) && e.pid >= 0 && e.pid < 2 ** 32 ? e.pid : 0,
+      // A command may have run for days before it ended; a start after its end is the guest's error.
+      startedAtMs: Math.min(saneTime(c.startedAt, endedAtMs, now, 30 * 86_400_000), endedAtMs),
+      endedAtMs,
+      exitCode:
+        typeof e.exitCode === "number" && Number.isSafeInteger(e.exitCode) && Math.abs(e.exitCode) < 2 ** 31
+          ? e.exitCode
+          : -1,
+      error: cut(c.error, 1024),
+      stdoutHead,
+      stdoutTail,
+      stdoutBytes: size(c.stdoutBytes, stdoutHead.length + stdoutTail.length),
+      stderrHead,
+      stderrTail,
+      stderrBytes: size(c.stderrBytes, stderrHead.length + stderrTail.length),
+    });
   }
 
   #recordEvent(sandboxId: string, e: ProcessJournalEntry): void {
@@ -259,6 +320,27 @@ async function readBounded(res: Response, maxBytes: number): Promise<string> {
     reader.cancel().catch(() => {});
   }
   return Buffer.concat(parts).toString("utf8");
+}
+
+/** A base64 output edge from the guest, decoded and cut to {@link EDGE_MAX_BYTES} (a longer string is not decoded whole). */
+function edgeBytes(v: unknown): Uint8Array {
+  if (typeof v !== "string" || v === "") return new Uint8Array();
+  const encoded = v.slice(0, Math.ceil(EDGE_MAX_BYTES / 3) * 4);
+  const bytes = Buffer.from(encoded, "base64");
+  return bytes.length > EDGE_MAX_BYTES ? bytes.subarray(0, EDGE_MAX_BYTES) : bytes;
+}
+
+/** A byte count from the guest: a safe non-negative integer, at least what was kept of it. */
+function size(v: unknown, kept: number): number {
+  const n = typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : 0;
+  return Math.max(n, kept);
+}
+
+/** A guest time in ms, if within `pastMs` before (and an hour after) `now`; else `fallback`. */
+function saneTime(v: unknown, fallback: number, now: number, pastMs = 3_600_000): number {
+  return typeof v === "number" && Number.isFinite(v) && v > now - pastMs && v < now + 3_600_000
+    ? Math.round(v)
+    : fallback;
 }
 
 /** Text from a guest, cut to `max` characters (a guest may replace envd and say anything). */

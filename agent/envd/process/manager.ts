@@ -7,6 +7,7 @@ import type * as Pty from "@lydell/node-pty";
 import { PtySignalRelay } from "../gvisor.js";
 import type { Logger } from "../log.js";
 import { type LinuxUser, STANDARD_PATH } from "../users.js";
+import { OutputCapture } from "./capture.js";
 import { ProcessJournal } from "./journal.js";
 import { type OutputEvent, OutputFanout, type OutputSubscription } from "./output.js";
 
@@ -113,6 +114,10 @@ const SETPRIV = "/usr/bin/setpriv";
 /** A process envd started, alive until its end event is published. */
 export class ManagedProcess {
   readonly output: OutputFanout;
+  /** The head and tail of its output for the command history, whoever reads the stream (or nobody). */
+  readonly capture = new OutputCapture();
+  /** When it started (ms since the epoch, guest clock). */
+  readonly startedAt = Date.now();
   private ended = false;
   private readonly endWaiters: (() => void)[] = [];
   /** The end event once published (the journal records its exit code). */
@@ -129,6 +134,12 @@ export class ManagedProcess {
   /** Whether this process runs on a PTY. */
   get isPty(): boolean {
     return this.spec.pty !== undefined;
+  }
+
+  /** @internal A chunk of output: kept for the command history and handed to the readers. */
+  emit(stream: "stdout" | "stderr" | "pty", data: Buffer): void {
+    this.capture.push(stream, data);
+    this.output.publish({ kind: "data", stream, data });
   }
 
   /** Attaches a reader to the output. */
@@ -270,7 +281,15 @@ export class ProcessManager {
     this.journal.started(journalled);
     void proc.whenEnded().then(() => {
       this.byPid.delete(proc.pid);
-      this.journal.ended(journalled, proc.endEvent ?? { exitCode: -1, status: "unknown" });
+      const end = proc.endEvent ?? { exitCode: -1, status: "unknown", error: "unknown" };
+      this.journal.ended(journalled, {
+        exitCode: end.exitCode,
+        status: end.status,
+        error: end.error,
+        cwd: spec.cwd,
+        startedAt: proc.startedAt,
+        output: proc.capture,
+      });
     });
     if (this.childOomScoreAdj !== undefined) {
       // envd itself is shielded from the OOM killer; the user's processes must not inherit that.
@@ -350,8 +369,8 @@ export class ProcessManager {
           resize: () => {},
         };
         const proc = new ManagedProcess(pid, spec, io);
-        stdout.on("data", (data: Buffer) => proc.output.publish({ kind: "data", stream: "stdout", data }));
-        stderr.on("data", (data: Buffer) => proc.output.publish({ kind: "data", stream: "stderr", data }));
+        stdout.on("data", (data: Buffer) => proc.emit("stdout", data));
+        stderr.on("data", (data: Buffer) => proc.emit("stderr", data));
         // "close" comes after the exit and after both pipes drained, so the end event follows all output.
         child.once("close", (code, signal) => proc.finish(endEventFor(code, signal)));
         resolve(proc);
@@ -405,7 +424,7 @@ export class ProcessManager {
     const proc = new ManagedProcess(term.pid, spec, io);
     term.onData((data: string | Buffer) => {
       const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
-      proc.output.publish({ kind: "data", stream: "pty", data: bytes });
+      proc.emit("pty", bytes);
     });
     term.onExit(({ exitCode, signal }) => {
       relay?.close();
