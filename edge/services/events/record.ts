@@ -33,9 +33,9 @@ export function webhookWantsSql(team: ReturnType<typeof sql>, type: ReturnType<t
   return sql`w.enabled
     and (w.team_id = ${team} or (${team} is null and w.operator))
     and (jsonb_array_length(w.event_types) = 0 or exists (
-      select 1 from jsonb_array_elements_text(w.event_types) p(pattern)
-      where p.pattern = ${type}
-         or (right(p.pattern, 2) = '.*' and left(${type}, length(p.pattern) - 1) = left(p.pattern, length(p.pattern) - 1))
+      select 1 from jsonb_array_elements_text(w.event_types) wanted(pattern)
+      where wanted.pattern = ${type}
+         or (right(wanted.pattern, 2) = '.*' and left(${type}, length(wanted.pattern) - 1) = left(wanted.pattern, length(wanted.pattern) - 1))
     ))`;
 }
 

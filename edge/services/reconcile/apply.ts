@@ -1,5 +1,7 @@
 import { sql } from "drizzle-orm";
 import type { Database } from "../../db/client.js";
+import { webhookWantsSql } from "../events/record.js";
+import { sandboxEventType } from "../events/types.js";
 import type { Transition } from "./plan.js";
 
 /** A row a batched compare-and-set changed, with its new version. */
@@ -20,7 +22,9 @@ export function rowsOf<T>(result: unknown): T[] {
 /**
  * Applies many compare-and-sets in ONE statement: each transition changes its row only if the row
  * still has the version the sweep read (so a newer API change always wins), bumps the version, and
- * appends a `sandbox_events` row (actor `reconcile`) for every row it changed. The transitions travel
+ * appends a `sandbox_events` row (actor `reconcile`) for every row it changed, and — for the changes
+ * users react to — a public `events` row and its webhook deliveries (edge/services/events), all in
+ * the same statement, so an event exists exactly when its change does. The transitions travel
  * as one JSON parameter, so the statement's size does not depend on how many there are.
  * Returns the rows that changed.
  */
@@ -44,6 +48,7 @@ export async function applyTransitions(
       snapshot_bytes: t.snapshotBytes ?? null,
       paused_without_memory: t.pausedWithoutMemory ?? null,
       detail: { rule: t.rule, cause: t.cause },
+      event_type: sandboxEventType(t.fromState, t.toState, t.stopReason),
     })),
   );
   const at = now.toISOString();
@@ -52,7 +57,7 @@ export async function applyTransitions(
       select * from jsonb_to_recordset(${payload}::jsonb) as x(
         id text, version integer, from_state text, to_state text, stop_reason text,
         end_at timestamptz, keep_end_at boolean, error text, snapshot_bytes bigint,
-        paused_without_memory boolean, detail jsonb)
+        paused_without_memory boolean, detail jsonb, event_type text)
     ),
     changed as (
       update sandboxes s set
@@ -67,11 +72,26 @@ export async function applyTransitions(
         version = s.version + 1
       from v
       where s.id = v.id and s.version = v.version
-      returning s.id, s.team_id, s.version, s.state, v.from_state, v.detail
+      returning s.id, s.team_id, s.host_id, s.version, s.state, s.stop_reason, v.from_state, v.detail, v.event_type
     ),
     logged as (
       insert into sandbox_events (sandbox_id, team_id, type, from_state, to_state, actor, detail, created_at)
       select id, team_id, state, from_state, state, 'reconcile', detail, ${at}::timestamptz from changed
+    ),
+    published as (
+      insert into events (team_id, type, sandbox_id, host_id, actor, data, created_at)
+      select team_id, event_type, id, host_id, 'reconcile',
+        jsonb_build_object('fromState', from_state, 'toState', state)
+          || case when stop_reason is null then '{}'::jsonb else jsonb_build_object('stopReason', stop_reason) end
+          || detail,
+        ${at}::timestamptz
+      from changed where event_type is not null
+      returning id, team_id, type
+    ),
+    queued as (
+      insert into webhook_deliveries (webhook_id, team_id, event_id, event_type, next_attempt_at)
+      select w.id, w.team_id, ev.id, ev.type, now()
+      from published ev join webhooks w on ${webhookWantsSql(sql`ev.team_id`, sql`ev.type`)}
     )
     select id, version from changed`);
   return rowsOf<{ id: string; version: number | string }>(result).map((r) => ({

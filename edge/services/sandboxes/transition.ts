@@ -1,6 +1,7 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { Database } from "../../db/client.js";
 import { type SandboxRow, sandboxEvents, sandboxes } from "../../db/schema/index.js";
+import { recordSandboxChange } from "../events/record.js";
 
 /** Columns a state change may set (never id, team or version, which the helper manages). */
 export type SandboxPatch = Partial<
@@ -45,6 +46,18 @@ export async function compareAndSet(
       actor: event.actor ?? "api",
       detail: event.detail ?? {},
       createdAt: now,
+    });
+    // The public event (and its webhook deliveries) commits with the change, or not at all.
+    await recordSandboxChange(tx, {
+      teamId: row.teamId,
+      sandboxId: row.id,
+      hostId: row.hostId,
+      fromState: current.state,
+      toState: row.state,
+      stopReason: row.stopReason,
+      actor: event.actor ?? "api",
+      detail: event.detail ?? {},
+      at: now,
     });
     return row;
   });
