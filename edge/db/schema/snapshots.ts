@@ -1,17 +1,12 @@
 import { sql } from "drizzle-orm";
 import { bigint, boolean, index, integer, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { snapshotStates } from "../../contracts/snapshots.js";
 import { hosts } from "./hosts.js";
 import { teams } from "./teams.js";
 import { lifecycleDates, rowVersion } from "./util.js";
 
-/**
- * Where a snapshot is in its life. `creating`: the row is written and the agent is being asked (a crash
- * here leaves a row the reconcile sweep settles against the host's ListSnapshots); `ready`: sandboxes
- * may start from it; `error`: the agent refused or failed (never listed); `deleted`: deleted by the
- * team; `lost`: its host no longer reports it.
- */
-export const snapshotStates = ["creating", "ready", "error", "deleted", "lost"] as const;
-export type SnapshotStateName = (typeof snapshotStates)[number];
+// The states are the API's vocabulary (edge/contracts); the schema re-exports them for its own users.
+export { type SnapshotStateName, snapshotStates } from "../../contracts/snapshots.js";
 
 /**
  * Snapshots of a team's sandboxes (E2B's `createSnapshot`/`fork`): a sandbox's files (and, where the

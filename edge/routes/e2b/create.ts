@@ -3,6 +3,7 @@ import type { App } from "../../context.js";
 import { scoped } from "../../middleware/auth.js";
 import { createInputFromE2b } from "../../services/e2b/create-input.js";
 import { createSandbox } from "../../services/sandboxes/create.js";
+import { withE2bSnapshot } from "../../services/snapshots/e2b.js";
 import { e2bErrorResponses } from "./errors.js";
 import { E2bSandbox, NewSandbox } from "./schemas.js";
 import { sandboxDomain, toE2bSandbox } from "./shape.js";
@@ -32,12 +33,22 @@ export type E2bCreateSandboxResponse = z.infer<typeof E2bSandbox>;
 /** POST /sandboxes and POST /v2/sandboxes */
 export const registerE2bCreateSandbox = (app: App) => {
   app.openapi(v1, async (c) => {
-    const created = await createSandbox(c.get("team"), createInputFromE2b(c.req.valid("json"), 15));
+    const team = c.get("team");
+    const body = c.req.valid("json");
+    const created = await createSandbox(
+      team,
+      await withE2bSnapshot(team, body.templateID, createInputFromE2b(body, 15)),
+    );
     const traffic = created.trafficAccessToken ?? null;
     return c.json(toE2bSandbox(created.sandbox, created.envdAccessToken, sandboxDomain(c), traffic), 201);
   });
   app.openapi(v2, async (c) => {
-    const created = await createSandbox(c.get("team"), createInputFromE2b(c.req.valid("json"), 300));
+    const team = c.get("team");
+    const body = c.req.valid("json");
+    const created = await createSandbox(
+      team,
+      await withE2bSnapshot(team, body.templateID, createInputFromE2b(body, 300)),
+    );
     const traffic = created.trafficAccessToken ?? null;
     return c.json(toE2bSandbox(created.sandbox, created.envdAccessToken, sandboxDomain(c), traffic), 201);
   });

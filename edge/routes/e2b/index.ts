@@ -14,6 +14,7 @@ import { registerE2bListSandboxes } from "./list.js";
 import { registerE2bSandboxLogs } from "./logs.js";
 import { registerE2bSandboxesMetrics, registerE2bSandboxMetrics } from "./metrics.js";
 import { registerE2bUpdateSandboxNetwork } from "./network.js";
+import { registerE2bSnapshots } from "./snapshots.js";
 
 /** Path patterns of the E2B surface; mounted at "/", so middleware is scoped to these, never to "*". */
 const e2bPaths = [
@@ -28,10 +29,6 @@ const e2bPaths = [
 
 /** E2B operations the SDK can call that Wrenn does not offer: a clear 501 in E2B's shape, not a 404. */
 const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: string; what: string }> = [
-  { method: "post", path: "/sandboxes/:sandboxID/fork", what: "forking sandboxes" },
-  { method: "post", path: "/sandboxes/:sandboxID/snapshots", what: "snapshots" },
-  { method: "get", path: "/snapshots", what: "snapshots" },
-  { method: "delete", path: "/templates/:templateID", what: "deleting templates and snapshots" },
   { method: "post", path: "/v3/templates", what: "template builds (build images with `wrenn image build`)" },
   { method: "get", path: "/templates/aliases/:alias", what: "template aliases" },
 ];
@@ -66,6 +63,7 @@ export function e2bRouter(): App {
   registerE2bSandboxMetrics(app);
   registerE2bSandboxLogs(app);
   registerE2bUpdateSandboxNetwork(app);
+  registerE2bSnapshots(app);
   for (const { method, path, what } of unsupported) {
     app.on(method.toUpperCase(), path, (c) => e2bErrorResponse(c, 501, `${what} is not supported by Wrenn`));
   }

@@ -1,6 +1,7 @@
 import type { App } from "../../context.js";
 import { registerFileRoutes } from "../files/index.js";
 import { newRouter } from "../router.js";
+import { registerSandboxSnapshotRoutes } from "../snapshots/index.js";
 import { registerConnections } from "./connections.js";
 import { registerCreateSandbox } from "./create.js";
 import { registerDeleteSandbox } from "./delete.js";
@@ -29,6 +30,7 @@ export function sandboxesRouter(): App {
   registerUpdateSandboxNetwork(app);
   registerConnections(app);
   registerSandboxTelemetry(app);
+  registerSandboxSnapshotRoutes(app);
   registerFileRoutes(app);
   return app;
 }

@@ -117,6 +117,10 @@ export const CreateSandboxBody = z
     network: NetworkPolicy.optional().openapi({
       description: "Egress rules (allowOut beats denyOut; then internetAccess decides); see docs/egress.md",
     }),
+    snapshotId: z.string().optional().openapi({
+      description:
+        "Start from this snapshot of the team (POST /v1/sandboxes/{id}/snapshots): on the host that holds it, with its template, vCPUs and memory (template, vcpus and memoryMb are then ignored). A full or inactive host answers 503 NO_CAPACITY; no other host is picked",
+    }),
     isolation: z.enum(isolationClasses).optional().openapi({
       description:
         "The weakest isolation class the sandbox may run on (vm > gvisor > namespace). The team's minimum applies too; the stronger wins. No host that qualifies → 503 NO_CAPACITY",

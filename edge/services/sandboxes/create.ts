@@ -14,6 +14,7 @@ import { agentFor } from "../hosts/target.js";
 import { newEnvdAccessToken, newSandboxId } from "../ids.js";
 import { strongerIsolation } from "../scheduler/isolation.js";
 import { pickHost } from "../scheduler/pick-host.js";
+import { loadReadySnapshot } from "../snapshots/load.js";
 import {
   admitRunning,
   checkTimeoutQuota,
@@ -51,6 +52,12 @@ export interface CreateSandboxInput {
    * stronger of the two wins: asking for less than the team's minimum gets the team's minimum.
    */
   isolation?: IsolationClassName;
+  /**
+   * Start from this snapshot of the team (edge/services/snapshots) instead of the bare template: the
+   * sandbox goes to the host that holds it (never another), with the snapshot's template, vCPUs and
+   * memory. A snapshot that is not the team's, or not ready, is NOT_FOUND.
+   */
+  snapshotId?: string;
 }
 
 /** A created sandbox and the token envd expects in `X-Access-Token` (for SDKs that talk to envd). */
@@ -89,6 +96,10 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
   const teamId = ctx.principal.teamId;
   const network = input.network ? checkNetworkPolicy(input.network) : undefined;
   checkLifecycle(input);
+  const snapshot = input.snapshotId === undefined ? undefined : await loadReadySnapshot(ctx, input.snapshotId);
+  if (snapshot) {
+    input = { ...input, template: snapshot.template, vcpus: snapshot.vcpus, memoryMb: snapshot.memoryMb };
+  }
   const policy = await loadTeamPolicy(ctx.db, teamId);
   checkTimeoutQuota(policy.quotas, input.timeoutSec);
   // A cheap unlocked look first: a team already at its limit is refused without queueing on the
@@ -101,6 +112,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
     vcpus: input.vcpus,
     memoryMb: input.memoryMb,
     minIsolation,
+    ...(snapshot ? { onlyHost: { id: snapshot.hostId, why: `snapshot ${snapshot.id}` } } : {}),
   });
   const agent = await agentFor(ctx, host);
   const id = newSandboxId();
@@ -144,7 +156,13 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
       teamId: row.teamId,
       type: "created",
       toState: "pending",
-      detail: { hostId: host.id, template: input.template, isolation: host.isolation, minIsolation },
+      detail: {
+        hostId: host.id,
+        template: input.template,
+        isolation: host.isolation,
+        minIsolation,
+        ...(snapshot ? { snapshotId: snapshot.id } : {}),
+      },
       createdAt: now,
     });
     return row;
@@ -167,6 +185,7 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         envdAccessToken,
         internetAccess: input.internetAccess,
         network: policyToAgent(network),
+        ...(snapshot ? { snapshotId: snapshot.id } : {}),
       },
       { timeoutMs: agentTimeouts.lifecycle },
     );

@@ -18,6 +18,11 @@ export interface PlacementRequest {
   memoryMb: number;
   /** The weakest isolation class the sandbox may run on; unset: any. */
   minIsolation?: IsolationClassName | null;
+  /**
+   * Place only on this host (a sandbox from a snapshot goes where the snapshot is): when it is not
+   * active, or full, the answer says so, and no other host is picked. `why` names what pins it.
+   */
+  onlyHost?: { id: string | null; why: string };
 }
 
 /**
@@ -72,8 +77,7 @@ export function loadAfter(host: HostRow, usage: HostUsage, extra: PlacementReque
  * that pause in place. A weaker host is never chosen, however idle. None → NO_CAPACITY.
  */
 export async function pickHost(ctx: ServiceContext, request: PlacementRequest): Promise<HostRow> {
-  const candidates = await ctx.db.select().from(hosts).where(eq(hosts.status, "active"));
-  if (candidates.length === 0) throw new CapacityError("no active host is registered");
+  const candidates = await activeCandidates(ctx, request);
   const isolated = hostsMeetingIsolation(candidates, request.minIsolation);
   const withTemplate = isolated.filter((h) => h.templates.length === 0 || h.templates.includes(request.template));
   if (withTemplate.length === 0) {
@@ -116,6 +120,29 @@ export async function pickHost(ctx: ServiceContext, request: PlacementRequest): 
       bestLoad = load;
     }
   }
-  if (!best) throw new CapacityError();
+  if (!best) {
+    throw new CapacityError(
+      request.onlyHost
+        ? `host ${request.onlyHost.id}, which holds ${request.onlyHost.why}, has no capacity for this sandbox now; it can start only there`
+        : undefined,
+    );
+  }
   return best;
+}
+
+/** The active hosts a placement may choose from: every one, or only the one `onlyHost` pins. */
+async function activeCandidates(ctx: ServiceContext, request: PlacementRequest): Promise<HostRow[]> {
+  const pinned = request.onlyHost;
+  if (!pinned) {
+    const candidates = await ctx.db.select().from(hosts).where(eq(hosts.status, "active"));
+    if (candidates.length === 0) throw new CapacityError("no active host is registered");
+    return candidates;
+  }
+  if (pinned.id === null) throw new CapacityError(`the host that held ${pinned.why} was deleted`);
+  const [host] = await ctx.db.select().from(hosts).where(eq(hosts.id, pinned.id)).limit(1);
+  if (!host) throw new CapacityError(`the host that held ${pinned.why} was deleted`);
+  if (host.status !== "active") {
+    throw new CapacityError(`host ${host.id}, which holds ${pinned.why}, is ${host.status}; it can start only there`);
+  }
+  return [host];
 }
