@@ -1,5 +1,6 @@
 /** The edge's database schema (DESIGN.md §5). drizzle-kit generates migrations from this module. */
 export * from "./api-keys.js";
+export * from "./commands.js";
 export * from "./events.js";
 export * from "./hosts.js";
 export * from "./leases.js";
