@@ -205,10 +205,13 @@ const envSchema = z.object({
     .default(5780),
   AGENT_STOPPED_RETENTION_SEC: positiveInt("AGENT_STOPPED_RETENTION_SEC").default(600),
   AGENT_REAP_INTERVAL_MS: positiveInt("AGENT_REAP_INTERVAL_MS").default(2000),
+  AGENT_EGRESS_IDLE_LOG_POLL_MS: positiveInt("AGENT_EGRESS_IDLE_LOG_POLL_MS").default(20_000),
   AGENT_METRICS_INTERVAL_MS: positiveInt("AGENT_METRICS_INTERVAL_MS")
     .pipe(z.number().min(200, "AGENT_METRICS_INTERVAL_MS must be at least 200").max(60_000))
     .default(5000),
   AGENT_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  /** OTLP/HTTP collector base URL; the agent exports its RPC spans and the envd spans to `<url>/v1/traces`. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
   AGENT_SLOT_POOL: z
     .string()
     .regex(/^[0-9]+$/, "AGENT_SLOT_POOL must be a whole number")
@@ -268,6 +271,8 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 /** The agent's validated configuration. */
 export interface AgentConfig {
   layout: FilesLayout;
+  /** OTLP/HTTP collector base URL for spans (OTEL_EXPORTER_OTLP_ENDPOINT); unset: no spans leave the agent. */
+  otlpEndpoint: string | undefined;
   listen: { host: string; port: number };
   runtime: "auto" | RuntimeName;
   capacity: { maxSandboxes: number; vcpus: number; memoryMb: number };
@@ -364,6 +369,11 @@ export interface EgressServicesConfig {
   mark: number;
   /** Routing table holding `local 0.0.0.0/0 dev lo` for marked packets. */
   routeTable: number;
+  /**
+   * How often the denied attempts of a sandbox without a policy are read from its slot (its set keeps
+   * them a minute; lower only for tests).
+   */
+  idleLogPollMs?: number;
 }
 
 /** Whether the agent listening on `host` is reachable only from this machine. */
@@ -440,11 +450,13 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
         inspect: e.AGENT_EGRESS_INSPECT,
         mark: e.AGENT_EGRESS_MARK,
         routeTable: e.AGENT_EGRESS_ROUTE_TABLE,
+        idleLogPollMs: Math.min(e.AGENT_EGRESS_IDLE_LOG_POLL_MS, 50_000),
       },
       stoppedRetentionMs: e.AGENT_STOPPED_RETENTION_SEC * 1000,
       reapIntervalMs: e.AGENT_REAP_INTERVAL_MS,
       metricsIntervalMs: e.AGENT_METRICS_INTERVAL_MS,
       logLevel: e.AGENT_LOG_LEVEL,
+      otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT,
       slotPool: e.AGENT_SLOT_POOL,
       warmSandboxes: e.AGENT_WARM_SANDBOXES,
       warmTemplate: e.AGENT_WARM_TEMPLATE,

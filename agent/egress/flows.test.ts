@@ -103,6 +103,7 @@ describe("FlowLog", () => {
   let dir: string;
   let log: ConnectionLog;
   let denied: string;
+  let deniedBy: Record<string, string>;
   let listing: string;
   let execCalls: string[][];
   const policy = parseEgressPolicy({ allowOut: ["192.88.99.0/24", "*.example.test"], denyOut: ["0.0.0.0/0"] });
@@ -114,7 +115,14 @@ describe("FlowLog", () => {
   };
   const exec: Exec = async (file, args) => {
     execCalls.push([file, ...args]);
-    const stdout = file === "conntrack" ? listing : denied;
+    // The denied sets come from one `sh` loop over the due slots, each after its `@@ <netns>` line.
+    const stdout =
+      file === "conntrack"
+        ? listing
+        : args
+            .slice(3)
+            .map((ns) => `@@ ${ns}\n${deniedBy[ns] ?? denied}\n`)
+            .join("");
     return { exitCode: 0, stdout, stderr: "" } satisfies ExecResult;
   };
   const names = new ResolvedNames();
@@ -131,12 +139,17 @@ describe("FlowLog", () => {
     log = new ConnectionLog({ dir, logger: noopLogger });
     denied = deniedJson([]);
     listing = "";
+    deniedBy = {};
     execCalls = [];
   });
 
-  function flowLog(lines: string[] = [], options: { maxEntriesPerSecond?: number; reconcileMs?: number } = {}) {
+  function flowLog(
+    lines: string[] = [],
+    options: { maxEntriesPerSecond?: number; reconcileMs?: number; targets?: FlowTarget[] } = {},
+  ) {
+    const { targets = [target], ...tuning } = options;
     return new FlowLog({
-      targets: { bySlotIp: (ip) => (ip === SLOT_IP ? target : undefined), all: () => [target] },
+      targets: { bySlotIp: (ip) => targets.find((t) => t.slot.slotIp === ip), all: () => targets },
       log,
       logger: noopLogger,
       exec,
@@ -144,7 +157,7 @@ describe("FlowLog", () => {
       servicePorts: [15080, 15443, 15353],
       resolvedNames: names,
       pollIntervalMs: 50,
-      ...options,
+      ...tuning,
       // A real process printing recorded events, as `conntrack -E` would.
       spawnEvents: () => spawn("printf", ["%s\\n", ...lines], { stdio: ["ignore", "pipe", "pipe"] }),
     });
@@ -235,19 +248,9 @@ describe("FlowLog", () => {
       ["1.2.3.4", "tcp", 23, 60],
     ]);
     await flows.pollDenied();
-    expect(execCalls[0]).toEqual([
-      "ip",
-      "netns",
-      "exec",
-      "wtest-0",
-      "nft",
-      "-j",
-      "list",
-      "set",
-      "inet",
-      "wrenn",
-      "denied_flows",
-    ]);
+    expect(execCalls[0]?.slice(0, 2)).toEqual(["sh", "-c"]);
+    expect(execCalls[0]?.[2]).toContain("nft -j list set inet wrenn denied_flows");
+    expect(execCalls[0]?.slice(3)).toEqual(["sh", "wtest-0"]);
     const entries = await log.list(SB, { limit: 10 });
     expect(entries.map((e) => [e.protocol, e.address, e.port, e.verdict, e.rule, e.list])).toEqual([
       ["udp", "8.8.8.8", 123, "denied", "0.0.0.0/0", "denyOut"],
@@ -255,6 +258,46 @@ describe("FlowLog", () => {
       ["tcp", "1.2.3.4", 23, "denied", "0.0.0.0/0", "denyOut"],
     ]);
     expect(entries.every((e) => e.bytesOut === 0 && e.bytesIn === 0 && e.endedAt !== undefined)).toBe(true);
+  });
+
+  it("logs the attempts of sandboxes without a policy (egress off, or into blocked ranges), reading their sets seldom", async () => {
+    const off: FlowTarget = {
+      sandboxId: "sbxoff000000000000aa",
+      policy: parseEgressPolicy({ allowOut: [], denyOut: [] }),
+      internetAccess: false,
+      slot: { netns: "wtest-1", slotIp: "10.11.0.9" },
+    };
+    const on: FlowTarget = {
+      sandboxId: "sbxon0000000000000aa",
+      policy: parseEgressPolicy({ allowOut: [], denyOut: [] }),
+      internetAccess: true,
+      slot: { netns: "wtest-2", slotIp: "10.11.0.13" },
+    };
+    const flows = flowLog([], { targets: [target, off, on] });
+    deniedBy = {
+      "wtest-1": deniedJson([["192.88.99.7", "tcp", 443, 50]]),
+      "wtest-2": deniedJson([["169.254.169.254", "tcp", 80, 60]]),
+    };
+    const before = Date.now();
+    await flows.pollDenied();
+    // One child for every due slot; a second poll right after reads only the policy slot's set.
+    expect(execCalls[0]?.slice(4)).toEqual(["wtest-0", "wtest-1", "wtest-2"]);
+    await flows.pollDenied();
+    expect(execCalls[1]?.slice(4)).toEqual(["wtest-0"]);
+    const [offEntry] = await log.list(off.sandboxId, { limit: 10 });
+    expect(offEntry).toMatchObject({
+      address: "192.88.99.7",
+      port: 443,
+      verdict: "denied",
+      rule: "allowInternetAccess=false",
+      list: "internet-off",
+    });
+    // Dated by what is left of the set's minute: the first attempt was about 10 s before the read.
+    expect(offEntry?.time).toBeGreaterThanOrEqual(before - 11_000);
+    expect(offEntry?.time).toBeLessThanOrEqual(Date.now() - 9_000);
+    const [onEntry] = await log.list(on.sandboxId, { limit: 10 });
+    expect(onEntry).toMatchObject({ address: "169.254.169.254", port: 80, verdict: "denied", list: "platform" });
+    await flows.close();
   });
 
   it("bounds a scan: at most the per-second budget (and its burst) of entries", async () => {

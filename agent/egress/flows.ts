@@ -4,6 +4,7 @@ import { createInterface } from "node:readline";
 import { type EgressVerdict, judgeEgress, type ParsedEgressPolicy } from "../../lib/egress-policy.js";
 import type { Exec } from "../exec.js";
 import type { Logger } from "../logger.js";
+import { DENIED_FLOWS_TIMEOUT_SEC } from "../network/rules.js";
 import type { ConnectionLog } from "./connection-log.js";
 import type { ResolvedNames } from "./resolved-names.js";
 import { platformBlock } from "./targets.js";
@@ -19,11 +20,15 @@ import { platformBlock } from "./targets.js";
  *   needs net.netfilter.nf_conntrack_acct=1, which `start` sets) when it ends: a TCP flow when it reaches
  *   TIME_WAIT or CLOSE (counters read then with one `conntrack -L` per second for every flow that closed),
  *   a UDP flow when the kernel forgets it (30 s after its last packet, 120 s for a stream).
- * - Denied attempts: the slot's firewall adds each dropped new TCP/UDP attempt of a policy sandbox to its
- *   `denied_flows` set (address . protocol . port, 60 s timeout, at most 1,024 elements; agent/network/
- *   rules.ts) before dropping it; this polls each policy slot's set once a second and logs every element
- *   it has not seen: repeats of one destination within a minute are one entry, and a scan of 65,535 ports
- *   fills the set, after which further attempts are dropped unlogged until elements expire.
+ * - Denied attempts: the slot's firewall adds each dropped new TCP/UDP attempt to its `denied_flows` set
+ *   (address . protocol . port, 60 s timeout, at most 1,024 elements; agent/network/rules.ts) before
+ *   dropping it: a policy's denials, every attempt of a sandbox with egress off, and attempts into the
+ *   platform's blocked ranges (private ranges, other slots, the metadata address). This reads a policy
+ *   slot's set once a second and the others' every 20 s (one child for all of them) and logs every element
+ *   it has not seen, dated by what is left of its timeout: repeats of one destination within a minute are
+ *   one entry, and a scan of 65,535 ports fills the set, after which further attempts are dropped unlogged
+ *   until elements expire. Connections to the host's own public addresses are dropped by the root netns'
+ *   table, outside the slot, and are not logged.
  * - Rules are named by judging the flow's address (and the name the resolver answered it for) with the
  *   sandbox's policy, as the proxy names them. Per sandbox at most `maxEntriesPerSecond` entries (burst
  *   twice that) are written from these sources; the rest are counted and reported in the agent's log.
@@ -56,6 +61,8 @@ export interface FlowLogOptions {
   localAddresses?: () => ReadonlySet<string>;
   /** Poll period of the denied sets and of closed flows' counters (default 1 s). */
   pollIntervalMs?: number;
+  /** How often a slot without a policy has its denied set read (default 20 s; under the set's minute). */
+  idlePollMs?: number;
   /** How often open flows are checked against the kernel's table (default 5 s). */
   reconcileMs?: number;
   /** Entries per second per sandbox from kernel flows (default 50, burst twice that). */
@@ -146,6 +153,8 @@ const CONNTRACK_EVENTS = ["-E", "-e", "NEW,UPDATE,DESTROY", "-o", "xml,id", "-b"
 
 /** TCP states after which no more payload flows. */
 const ENDED_TCP_STATES = new Set(["TIME_WAIT", "CLOSE"]);
+/** How often a slot without a policy has its denied set read (its elements live DENIED_FLOWS_TIMEOUT_SEC). */
+const NON_POLICY_POLL_MS = 20_000;
 /** How often open flows are checked against the kernel's table (lost destroy events). */
 const RECONCILE_MS = 5000;
 /** Flows awaiting their end, at most (the oldest are forgotten beyond it). */
@@ -173,6 +182,8 @@ export class FlowLog {
   readonly #closing = new Set<string>();
   /** Per sandbox: denied-set keys seen, with when the kernel forgets them. */
   readonly #seenDenied = new Map<string, Map<string, number>>();
+  /** When each sandbox's denied set was last read. */
+  readonly #deniedReadAt = new Map<string, number>();
   readonly #budget = new Map<string, { tokens: number; at: number; dropped: number }>();
   #events: ChildProcess | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -328,7 +339,7 @@ export class FlowLog {
     return true;
   }
 
-  /** One poll: counters of flows that closed, then each policy slot's denied set. */
+  /** One poll: counters of flows that closed, then the denied sets that are due. */
   async #tick(): Promise<void> {
     if (this.#ticking || this.#closed) return;
     this.#ticking = true;
@@ -397,34 +408,68 @@ export class FlowLog {
     }
   }
 
-  /** Reads each policy slot's denied set and logs what is new (public: tests call it to skip the wait). */
-  async pollDenied(): Promise<void> {
+  /**
+   * Reads the slots' denied sets and logs what is new (public: tests call it to skip the wait). A policy
+   * slot's set is read at every poll; the others' (attempts into the platform's blocked ranges, and every
+   * attempt of a sandbox with egress off) every `idlePollMs` (20 s), well inside the set's minute, so no
+   * attempt is missed while an idle host does not read hundreds of sets a second. All in one child.
+   */
+  async pollDenied(options: { all?: boolean } = {}): Promise<void> {
     const live = new Set<string>();
+    const due: FlowTarget[] = [];
+    const now = Date.now();
     for (const target of this.#o.targets.all()) {
       live.add(target.sandboxId);
-      if (!target.slot.policed) continue;
-      const listed = await this.#o.exec(
-        "ip",
-        ["netns", "exec", target.slot.netns, "nft", "-j", "list", "set", "inet", "wrenn", "denied_flows"],
-        { allowFailure: true, timeoutMs: 5000 },
-      );
-      if (listed.exitCode !== 0) continue;
+      const readAt = this.#deniedReadAt.get(target.sandboxId) ?? 0;
+      if (options.all || target.slot.policed || now - readAt >= (this.#o.idlePollMs ?? NON_POLICY_POLL_MS))
+        due.push(target);
+    }
+    for (const id of this.#seenDenied.keys()) if (!live.has(id)) this.#seenDenied.delete(id);
+    for (const id of this.#deniedReadAt.keys()) if (!live.has(id)) this.#deniedReadAt.delete(id);
+    if (due.length === 0) return;
+    const listed = await this.#o.exec(
+      "sh",
+      [
+        "-c",
+        'for ns; do echo "@@ $ns"; ip netns exec "$ns" nft -j list set inet wrenn denied_flows 2>/dev/null; done',
+        "sh",
+        ...due.map((t) => t.slot.netns),
+      ],
+      { allowFailure: true, timeoutMs: 10_000 },
+    );
+    const sets = new Map<string, string>();
+    let current: string | undefined;
+    for (const line of listed.stdout.split("\n")) {
+      if (line.startsWith("@@ ")) {
+        current = line.slice(3);
+        sets.set(current, "");
+      } else if (current !== undefined && line.trim() !== "") {
+        sets.set(current, (sets.get(current) ?? "") + line);
+      }
+    }
+    for (const target of due) {
+      const json = sets.get(target.slot.netns);
+      if (json === undefined) continue;
+      const readAt = Date.now();
+      this.#deniedReadAt.set(target.sandboxId, readAt);
       let seen = this.#seenDenied.get(target.sandboxId);
       if (!seen) {
         seen = new Map();
         this.#seenDenied.set(target.sandboxId, seen);
       }
-      const now = Date.now();
-      for (const e of parseDeniedSet(listed.stdout)) {
+      for (const e of parseDeniedSet(json)) {
         const key = `${e.address} ${e.protocol} ${e.port}`;
         const forgetsAt = seen.get(key);
-        seen.set(key, now + e.expires * 1000);
-        // Seen at an earlier poll and not yet expired then: the same attempt (or its repeats).
-        if (forgetsAt !== undefined && forgetsAt > now - 1000) continue;
+        seen.set(key, readAt + e.expires * 1000);
+        // Seen at an earlier read and not yet expired then: the same attempt (or its repeats).
+        if (forgetsAt !== undefined && forgetsAt > readAt - 1000) continue;
         if (!this.#take(target.sandboxId)) continue;
         const judged = this.#judge(target, e.address);
+        // The set's timeout runs from the first attempt (`add` does not refresh it): that dates it.
+        const firstAt = readAt - Math.max(0, DENIED_FLOWS_TIMEOUT_SEC - e.expires) * 1000;
         await this.#o.log
           .append(target.sandboxId, {
+            time: firstAt,
             protocol: e.protocol,
             address: e.address,
             port: e.port,
@@ -435,12 +480,11 @@ export class FlowLog {
             list: judged.verdict.allowed ? "kernel" : judged.verdict.list,
             bytesOut: 0,
             bytesIn: 0,
-            endedAt: Date.now(),
+            endedAt: firstAt,
           })
           .catch((err: unknown) => this.#o.logger.warn("could not log a denied flow", { err }));
       }
-      for (const [key, at] of seen) if (at < now - 1000) seen.delete(key);
+      for (const [key, at] of seen) if (at < readAt - 1000) seen.delete(key);
     }
-    for (const id of this.#seenDenied.keys()) if (!live.has(id)) this.#seenDenied.delete(id);
   }
 }

@@ -94,6 +94,7 @@ export async function startEgressServices(deps: EgressServicesDeps): Promise<Egr
         logger: logger.child({ component: "egress-flows" }),
         exec,
         servicePorts: [c.httpPort, c.tlsPort, c.dnsPort],
+        ...(c.idleLogPollMs !== undefined ? { idlePollMs: c.idleLogPollMs } : {}),
         resolvedNames,
         localAddresses,
       })

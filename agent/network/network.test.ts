@@ -95,10 +95,11 @@ describe("generated network commands", () => {
     expect(rules).toMatch(/chain forward \{\n\s+type filter hook forward priority filter; policy drop;/);
   });
 
-  it("has no egress accept at all when egress is off", () => {
-    const egressChain = (rules: string) => /chain egress \{\n([^}]*)\}/.exec(rules)?.[1]?.trim();
-    expect(egressChain(slotRules(slot, { kind: "vm", egress: false }))).toBe("");
-    expect(egressChain(slotRules(slot, { kind: "namespace", egress: false }))).toBe("");
+  it("has no egress accept at all when egress is off: it only remembers the attempt for the connection log", () => {
+    const egressChain = (rules: string) => /chain egress \{\n([\s\S]*?)\n {2}\}/.exec(rules)?.[1]?.trim();
+    const remember = "meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }";
+    expect(egressChain(slotRules(slot, { kind: "vm", egress: false }))).toBe(remember);
+    expect(egressChain(slotRules(slot, { kind: "namespace", egress: false }))).toBe(remember);
     expect(egressChain(slotRules(slot, { kind: "namespace", egress: true }))).toBe("accept");
     expect(slotRules(slot, { kind: "namespace", egress: true })).toContain(
       'oifname "eth0" meta nfproto ipv4 jump egress',
@@ -237,7 +238,9 @@ describe("egress policy rules (issue 20)", () => {
     const on = lines(policyCommands(slot, empty, { internetAccess: true, inspect: true, ports }));
     expect(on.filter((l) => !l.startsWith("flush "))).toEqual(["add rule inet wrenn egress accept"]);
     const off = lines(policyCommands(slot, empty, { internetAccess: false, inspect: true, ports }));
-    expect(off.every((l) => l.startsWith("flush "))).toBe(true);
+    expect(off.filter((l) => !l.startsWith("flush "))).toEqual([
+      "add rule inet wrenn egress meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }",
+    ]);
   });
 
   it("adds resolved addresses with a clamped TTL and never a blocked one", () => {

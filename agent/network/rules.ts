@@ -174,6 +174,15 @@ function antiSpoofChains(slot: SlotAddresses, vm: boolean): string[] {
 }
 
 /**
+ * Each dropped new TCP/UDP attempt of a guest is remembered (destination, protocol, port) for the agent's
+ * connection log (agent/egress/flows.ts): a minute per destination (`add` does not refresh the timeout,
+ * so what is left of it dates the first attempt), at most DENIED_FLOWS_SIZE at once, so a port scan fills
+ * the set and is then dropped unremembered. A full set does not stop the drop.
+ */
+const DENIED_FLOWS_SET = `type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; size ${DENIED_FLOWS_SIZE}; timeout ${DENIED_FLOWS_TIMEOUT_SEC}s;`;
+const REMEMBER_DENIED = "meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }";
+
+/**
  * The firewall inside a slot's netns. The host reaches the guest at the slot address (DNAT to the guest);
  * the guest may answer, and may open connections only to public addresses and only when egress is on,
  * and only from its own address (anti-spoofing, above). Drops of private-range traffic are counted in
@@ -198,6 +207,7 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
     "  set allow_net { type ipv4_addr; flags interval; }",
     "  set deny_net { type ipv4_addr; flags interval; }",
     "  set dns_ok { type ipv4_addr; flags timeout; }",
+    `  set denied_flows { ${DENIED_FLOWS_SET} }`,
     "  counter private_dropped {}",
     "  counter spoofed_dropped {}",
     "  counter policy_dropped {}",
@@ -234,6 +244,7 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
     "    ct state established,related accept",
     vm ? `    iifname "${SLOT_IFACE}" oifname "${TAP_NAME}" ip daddr ${GUEST_IP} ct status dnat accept` : "",
     vm ? `    iifname "${TAP_NAME}" oifname "${SLOT_IFACE}" ${resolver}` : "",
+    vm ? `    iifname "${TAP_NAME}" ip daddr @blocked ${REMEMBER_DENIED}` : "",
     vm ? `    iifname "${TAP_NAME}" ip daddr @blocked counter name private_dropped drop` : "",
     vm ? `    iifname "${TAP_NAME}" oifname "${SLOT_IFACE}" meta nfproto ipv4 jump egress` : "",
     "  }",
@@ -244,12 +255,14 @@ export function slotRules(slot: SlotAddresses, opts: SlotRuleOptions): string {
     "    ct state established,related accept",
     vm ? `    oifname "${TAP_NAME}" accept` : "",
     vm ? "" : `    oifname "${SLOT_IFACE}" ${resolver}`,
+    `    oifname "${SLOT_IFACE}" ip daddr @blocked ${REMEMBER_DENIED}`,
     `    oifname "${SLOT_IFACE}" ip daddr @blocked counter name private_dropped drop`,
     vm ? "" : `    oifname "${SLOT_IFACE}" meta nfproto ipv4 jump egress`,
     "  }",
     // New connections of the guest to non-blocked addresses: without a policy, the internet switch alone.
+    // Without egress the output/forward chain's policy drops what returns from here, remembered first.
     "  chain egress {",
-    opts.egress ? "    accept" : "",
+    `    ${opts.egress ? "accept" : REMEMBER_DENIED}`,
     "  }",
     "}",
   ];
@@ -308,7 +321,7 @@ export function policyCommands(slot: SlotAddresses, policy: ParsedEgressPolicy, 
     deny.length > 0 ? `add element inet wrenn deny_net { ${deny.join(", ")} }` : "",
   ];
   if (empty) {
-    if (opts.internetAccess) lines.push("add rule inet wrenn egress accept");
+    lines.push(`add rule inet wrenn egress ${opts.internetAccess ? "accept" : REMEMBER_DENIED}`);
     return `${lines.filter((l) => l !== "").join("\n")}\n`;
   }
   if (opts.inspect) {
@@ -322,12 +335,9 @@ export function policyCommands(slot: SlotAddresses, policy: ParsedEgressPolicy, 
       `add rule inet wrenn egress ct status dnat tcp dport { ${ports.httpPort}, ${ports.tlsPort} } accept`,
     );
   }
-  // Each dropped new TCP/UDP attempt is remembered (destination, protocol, port) for the agent's
-  // connection log (agent/egress/flows.ts): a minute per destination, at most DENIED_FLOWS_SIZE at once,
-  // so a port scan fills the set and is then dropped unremembered. A full set does not stop the drop.
-  const remember = `meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }`;
+  const remember = REMEMBER_DENIED;
   lines.push(
-    `add set inet wrenn denied_flows { type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; size ${DENIED_FLOWS_SIZE}; timeout ${DENIED_FLOWS_TIMEOUT_SEC}s; }`,
+    `add set inet wrenn denied_flows { ${DENIED_FLOWS_SET} }`,
     "add rule inet wrenn egress ip daddr @allow_net accept",
     "add rule inet wrenn egress ip daddr @dns_ok accept",
     `add rule inet wrenn egress ip daddr @deny_net ${remember}`,

@@ -89,6 +89,8 @@ describe(`connection log: flows the kernel decides (${suiteRuntime()})`, () => {
       netCidr,
       env: {
         ...net.agentEnv,
+        // Sandboxes without a policy have their denied attempts read every 20 s by default.
+        AGENT_EGRESS_IDLE_LOG_POLL_MS: "1000",
       },
     });
     cleanups.push(() => agent.stop());
@@ -223,5 +225,33 @@ describe(`connection log: flows the kernel decides (${suiteRuntime()})`, () => {
     });
     expect(await net.leakedPackets()).toBe(0);
     await agent.client.destroySandbox({ sandboxId: id });
+  });
+
+  it("logs the attempts of sandboxes without rules: egress off, and into the platform's blocked ranges", async () => {
+    const off = newSandboxId();
+    const on = newSandboxId();
+    await agent.client.createSandbox({ sandboxId: off, template: TEMPLATE, internetAccess: false });
+    await agent.client.createSandbox({ sandboxId: on, template: TEMPLATE, internetAccess: true });
+    try {
+      expect((await run(off, tcpAttempt(allowedIp, SINK_PORT))).trim()).toBe("closed");
+      // The test internet's private-range end: a blocked range whatever the switch says.
+      expect((await run(on, tcpAttempt(net.privateIp, SINK_PORT))).trim()).toBe("closed");
+      await eventually(off, (entries) => {
+        expect(
+          entries.find((e) => e.protocol === ConnectionProtocol.TCP && e.address === allowedIp && e.port === SINK_PORT),
+        ).toMatchObject({ verdict: ConnectionVerdict.DENIED, list: "internet-off" });
+      });
+      await eventually(on, (entries) => {
+        expect(
+          entries.find(
+            (e) => e.protocol === ConnectionProtocol.TCP && e.address === net.privateIp && e.port === SINK_PORT,
+          ),
+        ).toMatchObject({ verdict: ConnectionVerdict.DENIED, list: "platform" });
+      });
+      expect(await net.leakedPackets()).toBe(0);
+    } finally {
+      await agent.client.destroySandbox({ sandboxId: off }).catch(() => {});
+      await agent.client.destroySandbox({ sandboxId: on }).catch(() => {});
+    }
   });
 });
