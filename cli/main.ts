@@ -12,7 +12,8 @@ usage: wrenn <command> [options]
   doctor                  check that this host can run Wrenn (one line per check, with fixes)
   agent                   run a host agent (--register API_URL --token-file FILE to join an API)
   image build|list        build or list guest images
-  sandbox <command>       create, list, get, exec, shell, cp, pause, resume, kill, timeout
+  sandbox <command>       create, list, get, exec, shell, cp, pause, resume, kill, timeout, fork
+  snapshot <command>      create, list, get, delete snapshots of sandboxes
   hosts [command]         list, register, drain, activate, delete host agents (admin)
   keys [command]          list, create, revoke API keys
   teams [command]         show a team's quotas and usage; set limits and isolation (admin)
@@ -44,6 +45,9 @@ export async function runCli(argv: string[], output: Output, signal: AbortSignal
       case "image":
       case "images":
         return await (await import("./commands/image.js")).imageCommand(ctx, rest);
+      case "snapshot":
+      case "snapshots":
+        return await (await import("./commands/snapshot.js")).snapshotCommand(ctx, rest);
       case "sandbox":
       case "sandboxes":
       case "sbx":

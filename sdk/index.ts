@@ -35,5 +35,6 @@ export {
   type SandboxLogsOptions,
   type SandboxMetricInfo,
   type SandboxMetricsOptions,
+  type SnapshotListOptions,
 } from "./sandbox.js";
 export type * from "./types.js";

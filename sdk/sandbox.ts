@@ -9,9 +9,13 @@ import type {
   ConnectionPageInfo,
   CreatedSandboxInfo,
   CreateSandboxRequest,
+  ForkAnswerInfo,
+  ForkRequest,
   SandboxInfo,
   SandboxPageInfo,
   SandboxState,
+  SnapshotInfo,
+  SnapshotPageInfo,
   TimeoutRequest,
   UpdateNetworkRequest,
 } from "./types.js";
@@ -67,6 +71,18 @@ export interface SandboxListOptions extends ConnectionOptions {
   states?: SandboxState[];
   /** Every pair must match. */
   metadata?: Record<string, string>;
+  /** Page size (default 100). */
+  limit?: number;
+}
+
+/** Options of `Sandbox.listSnapshots`. */
+export interface SnapshotListOptions extends ConnectionOptions {
+  /** Only snapshots of this sandbox. */
+  sandboxId?: string;
+  /** Only the snapshot with this name (or id). */
+  name?: string;
+  /** States to include; default `ready`. */
+  states?: SnapshotInfo["state"][];
   /** Page size (default 100). */
   limit?: number;
 }
@@ -367,6 +383,68 @@ export class Sandbox {
       },
     );
     return answer.logs;
+  }
+
+  /**
+   * Takes a snapshot of the sandbox (it runs on; a paused one stays paused). `Sandbox.create({
+   * snapshotId })` starts new sandboxes from it, on the host that holds it. `keepsMemory` in the
+   * answer says whether they resume its processes or start fresh on its files (namespace runtime).
+   */
+  async createSnapshot(options: { name?: string } = {}): Promise<SnapshotInfo> {
+    return this.api.json<SnapshotInfo>("POST", `/v1/sandboxes/${segment(this.id)}/snapshots`, { json: options });
+  }
+
+  /** Lists the key's team's snapshots, newest first, following pages. */
+  static async listSnapshots(options: SnapshotListOptions = {}): Promise<SnapshotInfo[]> {
+    const { sandboxId, name, states, limit, ...connection } = options;
+    const api = new ApiClient(connection);
+    const all: SnapshotInfo[] = [];
+    let nextToken: string | undefined;
+    do {
+      const page: SnapshotPageInfo = await api.json<SnapshotPageInfo>("GET", "/v1/snapshots", {
+        query: {
+          sandboxId,
+          name,
+          state: states?.join(","),
+          limit: limit === undefined ? undefined : String(limit),
+          nextToken,
+        },
+      });
+      all.push(...page.snapshots);
+      nextToken = page.nextToken ?? undefined;
+    } while (nextToken && (limit === undefined || all.length < limit));
+    return all;
+  }
+
+  /** One snapshot of the key's team (any state, `deleted` included). */
+  static async getSnapshot(snapshotId: string, options: ConnectionOptions = {}): Promise<SnapshotInfo> {
+    return new ApiClient(options).json<SnapshotInfo>("GET", `/v1/snapshots/${segment(snapshotId)}`);
+  }
+
+  /** Deletes a snapshot; sandboxes started from it keep running. Deleting it again is NOT_FOUND. */
+  static async deleteSnapshot(snapshotId: string, options: ConnectionOptions = {}): Promise<void> {
+    await new ApiClient(options).empty("DELETE", `/v1/snapshots/${segment(snapshotId)}`);
+  }
+
+  /**
+   * Forks the sandbox: one snapshot, then `count` (1–10, default 1) new sandboxes from it, each with
+   * `timeoutSec` (default 300). Each fork succeeds or fails on its own: the answer holds a Sandbox or
+   * a WrennError per fork, in order.
+   */
+  async fork(options: ForkRequest = {}): Promise<Array<Sandbox | WrennError>> {
+    const answer = await this.api.json<ForkAnswerInfo>("POST", `/v1/sandboxes/${segment(this.id)}/fork`, {
+      json: options,
+    });
+    return answer.forks.map((result) => {
+      if (result.sandbox) {
+        const { envdAccessToken, ...info } = result.sandbox;
+        return new Sandbox(this.api, info, envdAccessToken);
+      }
+      const error = result.error;
+      return new WrennError(error?.code ?? "AGENT_ERROR", error?.message ?? "the fork failed", {
+        ...(error?.requestId ? { requestId: error.requestId } : {}),
+      });
+    });
   }
 
   /** Destroys the sandbox and everything in it. Killing a stopped sandbox does nothing. */

@@ -27,6 +27,7 @@ import type {
   TimeoutBody,
   UpdateNetworkBody,
 } from "../edge/routes/sandboxes/schemas.js";
+import type { ForkAnswer, ForkBody, Snapshot, SnapshotPage } from "../edge/routes/snapshots/schemas.js";
 import type { Team, UpdateTeamBody } from "../edge/routes/teams/schemas.js";
 
 /** A sandbox's egress rules as given (`network` at create; `updateNetwork`). */
@@ -77,3 +78,11 @@ export type UpdateApiKeyRequest = z.input<typeof UpdateApiKeyBody>;
 export type ApiKeyScope = z.infer<typeof ApiKeyScopeSchema>;
 /** The states a sandbox can be in. */
 export type SandboxState = SandboxInfo["state"];
+/** A snapshot of a sandbox (`POST /v1/sandboxes/{id}/snapshots`); `keepsMemory` says whether sandboxes from it resume its processes. */
+export type SnapshotInfo = z.infer<typeof Snapshot>;
+/** A page of `GET /v1/snapshots`. */
+export type SnapshotPageInfo = z.infer<typeof SnapshotPage>;
+/** Body of `POST /v1/sandboxes/{id}/fork`. */
+export type ForkRequest = z.input<typeof ForkBody>;
+/** The answer of `POST /v1/sandboxes/{id}/fork`: one entry per fork, `sandbox` or `error`. */
+export type ForkAnswerInfo = z.infer<typeof ForkAnswer>;

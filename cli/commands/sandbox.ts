@@ -17,7 +17,7 @@ import { printJson, relativeTime, renderFields, renderTable } from "../output.js
 
 export const sandboxUsage = `usage: wrenn sandbox <command> [options]
 
-  create   [--template T] [--vcpus N] [--memory MiB] [--timeout 5m] [--on-timeout kill|pause]
+  create   [--template T | --snapshot ID] [--vcpus N] [--memory MiB] [--timeout 5m] [--on-timeout kill|pause]
            [--env K=V]… [--metadata K=V]… [--no-internet] [--allow X]… [--deny Y]… [-q]
   list     [--state running,paused|all] [--metadata K=V]…
   get      <id>
@@ -36,6 +36,9 @@ export const sandboxUsage = `usage: wrenn sandbox <command> [options]
   metrics  <id> [--since 10m]   CPU, memory and disk over time (also after it stopped)
   logs     <id> [--level info|warn|error] [--search S] [--limit N]
            processes started and their exit codes, and the sandbox's lifecycle
+  snapshot <id> [--name N]      snapshot it (see wrenn snapshot); create --snapshot ID starts from one
+  fork     <id> [--count N] [--timeout 5m]
+           N sandboxes from one snapshot of it, on its host
 
 Every command takes --json, --api-url URL and --api-key KEY.`;
 
@@ -117,6 +120,10 @@ export async function sandboxCommand(ctx: CommandContext, args: string[]): Promi
       return (await import("./telemetry.js")).metrics(ctx, rest);
     case "logs":
       return (await import("./telemetry.js")).logs(ctx, rest);
+    case "fork":
+      return (await import("./snapshot.js")).fork(ctx, rest);
+    case "snapshot":
+      return (await import("./snapshot.js")).snapshotCommand(ctx, ["create", ...rest]);
     case "help":
       ctx.output.out(sandboxUsage);
       return exitCodes.ok;
@@ -134,6 +141,7 @@ async function create(ctx: CommandContext, args: string[]): Promise<number> {
     {
       ...commonOptions,
       template: { type: "string", short: "t" },
+      snapshot: { type: "string" },
       vcpus: { type: "string" },
       memory: { type: "string" },
       timeout: { type: "string" },
@@ -151,6 +159,7 @@ async function create(ctx: CommandContext, args: string[]): Promise<number> {
   if (positionals.length > 0) usageError(`sandbox create takes no positional arguments`, sandboxUsage);
   const request: Parameters<typeof Sandbox.create>[0] = { ...(await connection(ctx, values)) };
   if (values.template) request.template = values.template;
+  if (values.snapshot) request.snapshotId = values.snapshot;
   const vcpus = wholeNumber(values.vcpus, "--vcpus");
   if (vcpus !== undefined) request.vcpus = vcpus;
   const memory = wholeNumber(values.memory, "--memory");
@@ -164,7 +173,11 @@ async function create(ctx: CommandContext, args: string[]): Promise<number> {
   if (values["no-internet"]) request.internetAccess = false;
   if (values.allow || values.deny) request.network = { allowOut: values.allow ?? [], denyOut: values.deny ?? [] };
   if (!values.quiet && !values.json)
-    ctx.output.err(`creating a sandbox from template ${request.template ?? "minimal"}…`);
+    ctx.output.err(
+      request.snapshotId
+        ? `creating a sandbox from snapshot ${request.snapshotId}…`
+        : `creating a sandbox from template ${request.template ?? "minimal"}…`,
+    );
   const started = performance.now();
   const sandbox = await Sandbox.create(request);
   if (values.json) printJson(ctx.output, { ...sandbox.info, envdAccessToken: sandbox.envdAccessToken });
