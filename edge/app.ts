@@ -12,6 +12,7 @@ import { e2bRouter } from "./routes/e2b/index.js";
 import { healthRouter } from "./routes/health/index.js";
 import { hostsRouter } from "./routes/hosts/index.js";
 import { sandboxesRouter } from "./routes/sandboxes/index.js";
+import { snapshotsRouter } from "./routes/snapshots/index.js";
 import { teamsRouter } from "./routes/teams/index.js";
 
 /** Paths whose bodies are streamed and limited by their service, not by the JSON body limit. */
@@ -56,6 +57,7 @@ export function createApp(deps: AppDeps): App {
   app.route("/v1/hosts", hostsRouter());
   app.route("/v1/api-keys", apiKeysRouter());
   app.route("/v1/teams", teamsRouter());
+  app.route("/v1/snapshots", snapshotsRouter());
   app.route("/", e2bRouter());
   app.route("/", docsRouter(app, deps.docsAssets));
   return app;
