@@ -20,6 +20,7 @@ const RUNTIME_SUITE = [
   "cli-shell",
   "egress",
   "egress-flows",
+  "snapshots-agent",
 ].map((name) => `test/integration/${name}.test.ts`);
 
 // Projects: fast co-located unit tests, integration tests against real processes (agent, envd,

@@ -29,8 +29,18 @@ export interface FilesLayout {
   /** JSON manifest written last by the image builder; an image without one is incomplete. */
   imageManifest(template: string): string;
   sandboxDir(sandboxId: string): string;
+  /** Where a paused-to-disk sandbox's own snapshot lives (snapshots/<sandbox id>/). */
   snapshotDir(sandboxId: string): string;
+  /**
+   * A saved snapshot (CreateSnapshot) that new sandboxes start from: snapshots/saved-<snapshot id>/.
+   * The prefix keeps it apart from pause snapshots (a sandbox id has no '-'), and one level under
+   * snapshots/ is where the image builder looks for template versions still in use.
+   */
+  savedSnapshotDir(snapshotId: string): string;
 }
+
+/** Prefix of saved snapshots' directory names under snapshots/. */
+export const SAVED_SNAPSHOT_PREFIX = "saved-";
 
 export function filesLayout(root: string, stateRoot: string = root): FilesLayout {
   const kernelsDir = join(root, "kernels");
@@ -54,5 +64,6 @@ export function filesLayout(root: string, stateRoot: string = root): FilesLayout
     imageManifest: (template) => join(imagesDir, template, "manifest.json"),
     sandboxDir: (sandboxId) => join(sandboxesDir, sandboxId),
     snapshotDir: (sandboxId) => join(snapshotsDir, sandboxId),
+    savedSnapshotDir: (snapshotId) => join(snapshotsDir, `${SAVED_SNAPSHOT_PREFIX}${snapshotId}`),
   };
 }

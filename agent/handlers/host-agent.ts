@@ -14,6 +14,7 @@ import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { HostInventory } from "../host-inventory.js";
 import { ISOLATION_OF } from "../runtimes/types.js";
 import type { SandboxManager } from "../sandboxes/manager.js";
+import { snapshotToProto } from "../snapshots/wire.js";
 import type { TelemetrySampler } from "../telemetry/sampler.js";
 import type { TelemetryCommand, TelemetryStore } from "../telemetry/store.js";
 import { entryToProto, ISOLATION, RUNTIME, sandboxToProto, timeoutActionFromProto } from "./convert.js";
@@ -123,8 +124,9 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
         {
           sandboxId: req.sandboxId,
           template: req.template,
-          vcpus: req.vcpus || config.defaults.vcpus,
-          memoryMb: req.memoryMb || config.defaults.memoryMb,
+          // From a snapshot, 0 takes the snapshot's size (the manager fills it in).
+          vcpus: req.vcpus || (req.snapshotId ? 0 : config.defaults.vcpus),
+          memoryMb: req.memoryMb || (req.snapshotId ? 0 : config.defaults.memoryMb),
           timeoutSec: req.timeoutSec,
           timeoutAction: timeoutActionFromProto(req.timeoutAction),
           ...(req.timeoutKeepMemory !== undefined ? { timeoutKeepMemory: req.timeoutKeepMemory } : {}),
@@ -134,6 +136,7 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
           internetAccess: req.internetAccess ?? true,
           noWait: req.noWait,
           network: checkedPolicy(policyFromProto(req.network)),
+          ...(req.snapshotId ? { snapshotId: req.snapshotId } : {}),
         },
         ctx.signal,
       );
@@ -266,15 +269,17 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
       }
     },
 
-    // Snapshots land in a following change; until then these answer UNIMPLEMENTED (the edge answers 501).
-    async createSnapshot() {
-      throw new ConnectError("snapshots are not implemented by this agent", Code.Unimplemented);
+    async createSnapshot(req) {
+      requireField(req.snapshotId, "snapshot_id");
+      const { snapshot, sandbox } = await manager.createSnapshot(req.sandboxId, req.snapshotId);
+      return { snapshot: snapshotToProto(snapshot), sandbox: sandboxToProto(sandbox) };
     },
-    async deleteSnapshot() {
-      throw new ConnectError("snapshots are not implemented by this agent", Code.Unimplemented);
+    async deleteSnapshot(req) {
+      await manager.deleteSnapshot(req.snapshotId);
+      return {};
     },
     async listSnapshots() {
-      return { snapshots: [] };
+      return { snapshots: manager.listSnapshots().map(snapshotToProto) };
     },
 
     async pullTelemetry(req) {

@@ -55,6 +55,11 @@ export interface GuestSpec {
   initrdPath: string;
   imageRootfsTree: string;
   imageRootfsExt4: string;
+  /**
+   * Files of a saved snapshot (a copy of the source guest's writable layer, owned by guest ids) that
+   * this guest starts with, over the template tree. Runtimes with saveFiles() honour it in start().
+   */
+  snapshotLayer?: string;
 }
 
 /**
@@ -96,6 +101,24 @@ export interface Runtime {
    * cannot pause without memory.
    */
   halt?(spec: GuestSpec, handle: GuestHandle): Promise<void>;
+  /**
+   * Copies the guest's writable layer (its files, not its memory) into `dir` for a saved snapshot,
+   * with owners as guest ids. A running guest is frozen meanwhile and runs on afterwards; a paused
+   * one (frozen, or halted: no handle) stays as it is. New guests start on the copy through
+   * GuestSpec.snapshotLayer. Runtimes whose snapshots keep memory use snapshot()/restore() instead.
+   */
+  saveFiles?(
+    spec: GuestSpec,
+    handle: GuestHandle | undefined,
+    dir: string,
+    options: { running: boolean },
+  ): Promise<void>;
+  /**
+   * Copies a pause snapshot (snapshot()'s directory) to `toDir` as a saved snapshot that stands on its
+   * own: it outlives the source sandbox and its pause directory, and restore() starts any number of
+   * new guests from it. Only when pauseToDisk.
+   */
+  cloneSnapshot?(fromDir: string, toDir: string): Promise<void>;
   /** Starts the guest from a snapshot on the (possibly different) network slot in spec. Only when pauseToDisk. */
   restore?(spec: GuestSpec, snapshotDir: string, signal?: AbortSignal): Promise<GuestHandle>;
   /**

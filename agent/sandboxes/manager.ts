@@ -1,14 +1,15 @@
-import { access, symlink } from "node:fs/promises";
+import { access, realpath, symlink } from "node:fs/promises";
 import { basename } from "node:path";
 import type { EgressPolicy } from "../../lib/egress-policy.js";
 import type { AgentConfig } from "../config.js";
 import { DEFAULT_USER, DEFAULT_WORKDIR } from "../envd-client.js";
-import { AgentError, failedPrecondition, isHostDiskFull } from "../errors.js";
+import { AgentError, failedPrecondition, invalidArgument, isHostDiskFull } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { EgressTargets } from "../network/egress-registry.js";
 import type { SlotKind } from "../network/rules.js";
 import { type Slot, type SlotManager, SlotsExhaustedError, slotKindOf } from "../network/slots.js";
 import type { GuestSpec, Runtime } from "../runtimes/types.js";
+import { assertSnapshotId, type SnapshotMeta, SnapshotStore, snapshotNotFound } from "../snapshots/store.js";
 import type { Clock } from "./clock.js";
 import { DeadlineTimers, systemTimers, type TimerScheduler } from "./deadlines.js";
 import { parsePolicyArgument, SandboxEgress } from "./egress.js";
@@ -39,6 +40,9 @@ import { WarmPool } from "./warm-pool.js";
  */
 
 export type { CreateInput } from "./record.js";
+
+/** A saved snapshot with the number of live sandboxes started from it. */
+export type SnapshotView = SnapshotMeta & { users: number };
 
 /** Where the time of one create went (milliseconds), logged with "sandbox running". */
 export interface CreatePhases {
@@ -92,6 +96,8 @@ export class SandboxManager {
   readonly #deadlines: DeadlineTimers;
   /** Processes and files in running guests. */
   readonly guest: GuestIo;
+  /** Saved snapshots (CreateSnapshot) that new sandboxes start from. */
+  readonly #snapshots: SnapshotStore;
 
   constructor(deps: SandboxManagerDeps) {
     this.#deps = deps;
@@ -143,6 +149,7 @@ export class SandboxManager {
       armDeadline: (id, endAt) => this.#deadlines.arm(id, endAt),
     });
     this.guest = new GuestIo({ envdOf: (id) => this.envd(id) });
+    this.#snapshots = new SnapshotStore({ layout: config.layout, logger });
   }
 
   /** Sandboxes by slot address with their egress policies, for the agent's resolver and proxy. */
@@ -160,8 +167,11 @@ export class SandboxManager {
   }
 
   /** Re-adopts the sandboxes a previous agent left (see Recovery). Call once, before serving. */
-  recover(): Promise<void> {
-    return this.#recovery.run();
+  async recover(): Promise<void> {
+    // Snapshots first: the sandboxes recovery re-adopts are the users that keep deleted ones' files.
+    await this.#snapshots.load();
+    await this.#recovery.run();
+    await this.#collectSnapshots();
   }
 
   // ---------------------------------------------------------------- queries
@@ -219,16 +229,18 @@ export class SandboxManager {
     await writeRecord(this.#deps.config.layout.sandboxDir(record.id), record);
   }
 
-  async create(input: CreateInput, signal?: AbortSignal): Promise<SandboxRecord> {
-    assertSandboxId(input.sandboxId);
-    assertTemplateName(input.template);
-    parsePolicyArgument(input.network);
-    if (input.timeoutKeepMemory === false) this.#requireHalt();
+  async create(request: CreateInput, signal?: AbortSignal): Promise<SandboxRecord> {
+    assertSandboxId(request.sandboxId);
+    assertTemplateName(request.template);
+    parsePolicyArgument(request.network);
+    if (request.timeoutKeepMemory === false) this.#requireHalt();
+    if (request.snapshotId) assertSnapshotId(request.snapshotId);
     const { config } = this.#deps;
     const started = performance.now();
-    return this.#lock.run(input.sandboxId, async () => {
-      const existing = this.#table.live.get(input.sandboxId);
+    return this.#lock.run(request.sandboxId, async () => {
+      const existing = this.#table.live.get(request.sandboxId);
       if (existing) return existing.record;
+      const { input, fromSnapshot } = await this.#resolveSnapshot(request);
       const manifest = config.layout.imageManifest(input.template);
       if (
         !(await access(manifest).then(
@@ -241,12 +253,18 @@ export class SandboxManager {
       this.#checkCapacity(input);
       this.#table.stopped.delete(input.sandboxId);
       const record = newRecord(input, this.#deps.runtime.name, this.#deps.clock.now());
+      if (fromSnapshot) {
+        // Checked again here, with no await since: a DeleteSnapshot from now on counts this sandbox.
+        if (!this.#snapshots.get(fromSnapshot.id)) throw snapshotNotFound(fromSnapshot.id);
+        record.fromSnapshot = fromSnapshot.record;
+      }
       const live: LiveSandbox = { record, slot: undefined, envd: undefined };
       // Inserted before the first await, so concurrent creates see it in the capacity check.
       this.#table.live.set(record.id, live);
       const log = this.#deps.logger.child({ sandboxId: record.id });
       const phases: CreatePhases = { queueMs: 0, slotMs: 0, runtimeStartMs: 0, guestReadyMs: 0, initMs: 0 };
-      const warm = this.#warm.take(input.template, input.internetAccess);
+      // A sandbox from a snapshot boots on (or resumes) the snapshot's state, never a warm template guest.
+      const warm = fromSnapshot ? undefined : this.#warm.take(input.template, input.internetAccess);
       try {
         if (warm) {
           // A guest booted ahead of demand: point sandboxes/<id> at its directory and give it this identity.
@@ -288,7 +306,12 @@ export class SandboxManager {
             phases.slotMs = performance.now() - t;
             record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
             t = performance.now();
-            record.handle = await this.#deps.runtime.start(this.#spec(record, live.slot), signal);
+            const spec = this.#spec(record, live.slot);
+            const { runtime } = this.#deps;
+            record.handle =
+              fromSnapshot?.restoreFrom !== undefined && runtime.restore
+                ? await runtime.restore(spec, fromSnapshot.restoreFrom, signal)
+                : await runtime.start(spec, signal);
             phases.runtimeStartMs = performance.now() - t;
             await this.#persist(record);
           });
@@ -299,6 +322,7 @@ export class SandboxManager {
         log.error("create failed", { err });
         await this.#teardown(record, live.slot).catch((e) => log.error("cleanup after failed create", { err: e }));
         this.#table.live.delete(record.id);
+        await this.#collectSnapshots();
         throw toCreateError(err);
       }
       if (input.noWait) {
@@ -369,6 +393,7 @@ export class SandboxManager {
       this.#table.live.delete(record.id);
       this.#table.markStopped(record, "error", (err as Error).message);
       this.#deps.observer?.sandboxEnded?.(record.id);
+      await this.#collectSnapshots();
       return err;
     }
     return undefined;
@@ -411,6 +436,7 @@ export class SandboxManager {
       this.#table.live.delete(id);
       this.#table.markStopped(record, reason, undefined);
       this.#deps.observer?.sandboxEnded?.(id);
+      await this.#collectSnapshots();
     }
     this.#deps.logger.info("sandbox destroyed", { sandboxId: id, reason });
     return record;
@@ -534,55 +560,58 @@ export class SandboxManager {
 
   async resume(id: string, timeoutSec: number | undefined, signal?: AbortSignal): Promise<SandboxRecord> {
     assertSandboxId(id);
-    return this.#lock.run(id, async () => {
-      const live = this.#table.liveOrThrow(id);
-      const { record } = live;
-      if (record.status !== "paused") {
-        throw failedPrecondition("SANDBOX_NOT_PAUSED", `sandbox ${id} is ${record.status}, not paused`);
+    return this.#lock.run(id, () => this.#resumeLocked(id, timeoutSec, signal));
+  }
+
+  /** resume(), for a caller that holds the sandbox's lock. */
+  async #resumeLocked(id: string, timeoutSec: number | undefined, signal?: AbortSignal): Promise<SandboxRecord> {
+    const live = this.#table.liveOrThrow(id);
+    const { record } = live;
+    if (record.status !== "paused") {
+      throw failedPrecondition("SANDBOX_NOT_PAUSED", `sandbox ${id} is ${record.status}, not paused`);
+    }
+    const { runtime, slots, config, clock } = this.#deps;
+    record.status = "resuming";
+    try {
+      if (record.handle === undefined) {
+        const booting = record.pausedWithoutMemory;
+        if (!booting && !runtime.restore) throw new Error(`runtime ${runtime.name} cannot restore snapshots`);
+        const slot = await slots.acquire(this.#slotKind, record.internetAccess, signal);
+        live.slot = slot;
+        await this.#egress.attach(record, slot);
+        record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
+        await this.#persist(record);
+        const spec = this.#spec(record, slot);
+        // Paused without memory: a fresh boot on the files it kept.
+        record.handle = booting
+          ? await runtime.start(spec, signal)
+          : await runtime.restore?.(spec, config.layout.snapshotDir(id), signal);
+        live.envd = this.#deps.envdClient(slot.slotIp, record.accessToken);
+        await this.#handshake(live);
+        record.pausedWithoutMemory = false;
+        // The snapshot files stay (and are overwritten by the next pause) until the sandbox is destroyed.
+        record.snapshot = undefined;
+      } else {
+        await runtime.thaw(this.#spec(record, live.slot), record.handle);
       }
-      const { runtime, slots, config, clock } = this.#deps;
-      record.status = "resuming";
-      try {
-        if (record.handle === undefined) {
-          const booting = record.pausedWithoutMemory;
-          if (!booting && !runtime.restore) throw new Error(`runtime ${runtime.name} cannot restore snapshots`);
-          const slot = await slots.acquire(this.#slotKind, record.internetAccess, signal);
-          live.slot = slot;
-          await this.#egress.attach(record, slot);
-          record.slot = { index: slot.index, kind: slot.kind, egress: slot.egress };
-          await this.#persist(record);
-          const spec = this.#spec(record, slot);
-          // Paused without memory: a fresh boot on the files it kept.
-          record.handle = booting
-            ? await runtime.start(spec, signal)
-            : await runtime.restore?.(spec, config.layout.snapshotDir(id), signal);
-          live.envd = this.#deps.envdClient(slot.slotIp, record.accessToken);
-          await this.#handshake(live);
-          record.pausedWithoutMemory = false;
-          // The snapshot files stay (and are overwritten by the next pause) until the sandbox is destroyed.
-          record.snapshot = undefined;
-        } else {
-          await runtime.thaw(this.#spec(record, live.slot), record.handle);
-        }
-      } catch (err) {
-        record.status = "error";
-        record.error = `resume failed: ${(err as Error).message}`;
-        await this.#persist(record).catch(() => {});
-        // A runtime's own verdict (e.g. FAILED_PRECONDITION SNAPSHOT_CORRUPT) tells the caller more than INTERNAL.
-        if (err instanceof AgentError) throw new AgentError(err.code, err.reason, record.error, { cause: err });
-        throw new AgentError("INTERNAL", "RESUME_FAILED", record.error, { cause: err });
-      }
-      record.status = "running";
-      // Unset: the time that was left; none left (auto-paused at expiry): the whole timeout again.
-      let ms = timeoutSec !== undefined ? timeoutSec * 1000 : (record.remainingMs ?? 0);
-      if (timeoutSec === undefined && ms <= 0) ms = record.timeoutMs;
-      else if (timeoutSec !== undefined) record.timeoutMs = ms;
-      record.endAt = ms > 0 ? clock.now() + ms : undefined;
-      record.remainingMs = undefined;
-      await this.#persist(record);
-      this.#deadlines.arm(id, record.endAt);
-      return record;
-    });
+    } catch (err) {
+      record.status = "error";
+      record.error = `resume failed: ${(err as Error).message}`;
+      await this.#persist(record).catch(() => {});
+      // A runtime's own verdict (e.g. FAILED_PRECONDITION SNAPSHOT_CORRUPT) tells the caller more than INTERNAL.
+      if (err instanceof AgentError) throw new AgentError(err.code, err.reason, record.error, { cause: err });
+      throw new AgentError("INTERNAL", "RESUME_FAILED", record.error, { cause: err });
+    }
+    record.status = "running";
+    // Unset: the time that was left; none left (auto-paused at expiry): the whole timeout again.
+    let ms = timeoutSec !== undefined ? timeoutSec * 1000 : (record.remainingMs ?? 0);
+    if (timeoutSec === undefined && ms <= 0) ms = record.timeoutMs;
+    else if (timeoutSec !== undefined) record.timeoutMs = ms;
+    record.endAt = ms > 0 ? clock.now() + ms : undefined;
+    record.remainingMs = undefined;
+    await this.#persist(record);
+    this.#deadlines.arm(id, record.endAt);
+    return record;
   }
 
   /**
@@ -632,6 +661,205 @@ export class SandboxManager {
       await this.#persist(record);
       return record;
     });
+  }
+
+  // ---------------------------------------------------------------- saved snapshots
+
+  /** Sandboxes (starting, running, paused) started from snapshot `id`: while any lives, its files stay. */
+  #snapshotUsers(id: string): number {
+    let users = 0;
+    for (const { record } of this.#table.live.values()) if (record.fromSnapshot?.id === id) users++;
+    return users;
+  }
+
+  /** Removes the files of deleted snapshots that no sandbox reads any more (after a sandbox ended). */
+  async #collectSnapshots(): Promise<void> {
+    await this.#snapshots.collect((id) => this.#snapshotUsers(id));
+  }
+
+  /** A create's input with a snapshot's size filled in, and what the record keeps of the snapshot. */
+  async #resolveSnapshot(request: CreateInput): Promise<{
+    input: CreateInput;
+    fromSnapshot?: { id: string; record: NonNullable<SandboxRecord["fromSnapshot"]>; restoreFrom?: string };
+  }> {
+    const id = request.snapshotId;
+    if (!id) return { input: request };
+    const snapshot = this.#snapshots.get(id);
+    if (!snapshot) throw snapshotNotFound(id);
+    const { runtime } = this.#deps;
+    if (snapshot.template !== request.template) {
+      throw invalidArgument(
+        "SNAPSHOT_TEMPLATE_MISMATCH",
+        `snapshot ${id} was taken of template ${snapshot.template}, not ${request.template}`,
+      );
+    }
+    if (snapshot.runtime !== runtime.name) {
+      throw failedPrecondition(
+        "SNAPSHOT_RUNTIME_MISMATCH",
+        `snapshot ${id} was taken by the ${snapshot.runtime} runtime; this host runs ${runtime.name}`,
+      );
+    }
+    // A snapshot with memory resumes a machine of the source's size; one of files boots any size.
+    for (const [name, asked, has] of [
+      ["vcpus", request.vcpus, snapshot.vcpus],
+      ["memory_mb", request.memoryMb, snapshot.memoryMb],
+    ] as const) {
+      if (snapshot.keepsMemory && asked !== 0 && asked !== has) {
+        throw invalidArgument(
+          "SNAPSHOT_SIZE_MISMATCH",
+          `snapshot ${id} resumes a machine with ${name} ${has}, not ${asked}`,
+        );
+      }
+    }
+    const input: CreateInput = {
+      ...request,
+      vcpus: request.vcpus || snapshot.vcpus,
+      memoryMb: request.memoryMb || snapshot.memoryMb,
+    };
+    const files = this.#snapshots.filesDir(id);
+    if (snapshot.keepsMemory) return { input, fromSnapshot: { id, record: { id }, restoreFrom: files } };
+    return {
+      input,
+      fromSnapshot: {
+        id,
+        record: { id, layer: files, ...(snapshot.templateTree ? { templateTree: snapshot.templateTree } : {}) },
+      },
+    };
+  }
+
+  /** A snapshot as the wire reports it, with how many sandboxes started from it still live. */
+  #snapshotView(meta: SnapshotMeta): SnapshotView {
+    return { ...meta, users: this.#snapshotUsers(meta.snapshotId) };
+  }
+
+  /** Every snapshot this host holds (not deleted). */
+  listSnapshots(): SnapshotView[] {
+    return this.#snapshots.list().map((m) => this.#snapshotView(m));
+  }
+
+  /**
+   * Saves a running or paused sandbox's state as snapshot `snapshotId`, which new sandboxes start from
+   * (CreateInput.snapshotId). Runtimes with saveFiles() keep files only (a running guest is frozen for
+   * the copy); runtimes that pause to disk keep memory too (a running guest is paused to disk, its
+   * snapshot copied, and resumed). The sandbox ends in the state it had. Repeating it returns the snapshot.
+   */
+  async createSnapshot(
+    sandboxId: string,
+    snapshotId: string,
+  ): Promise<{ snapshot: SnapshotView; sandbox: SandboxRecord }> {
+    assertSandboxId(sandboxId);
+    assertSnapshotId(snapshotId);
+    return this.#lock.run(`snapshot:${snapshotId}`, () =>
+      this.#lock.run(sandboxId, async () => {
+        const held = this.#snapshots.any(snapshotId);
+        if (held && !held.deleted) return { snapshot: this.#snapshotView(held), sandbox: this.get(sandboxId) };
+        if (held) {
+          throw new AgentError(
+            "ALREADY_EXISTS",
+            "SNAPSHOT_ID_IN_USE",
+            `snapshot id ${snapshotId} was deleted but sandboxes started from it still run`,
+          );
+        }
+        const live = this.#table.liveOrThrow(sandboxId);
+        const { record } = live;
+        if (record.status !== "running" && record.status !== "paused") {
+          throw failedPrecondition("SANDBOX_NOT_RUNNING", `sandbox ${sandboxId} is ${record.status}`);
+        }
+        const { runtime } = this.#deps;
+        const t = performance.now();
+        const target = await this.#snapshots.begin(snapshotId);
+        try {
+          let keepsMemory: boolean;
+          let templateTree = "";
+          if (runtime.saveFiles) {
+            const handle = record.handle;
+            await runtime.saveFiles(this.#spec(record, live.slot), handle, target.filesDir, {
+              running: record.status === "running",
+            });
+            keepsMemory = false;
+            const lower = handle?.data.lower;
+            templateTree =
+              typeof lower === "string"
+                ? lower
+                : (record.fromSnapshot?.templateTree ??
+                  (await realpath(this.#spec(record, undefined).imageRootfsTree)));
+          } else if (
+            runtime.capabilities().pauseToDisk &&
+            runtime.snapshot &&
+            runtime.restore &&
+            runtime.cloneSnapshot
+          ) {
+            await this.#saveWithMemory(sandboxId, target.filesDir);
+            keepsMemory = true;
+          } else {
+            throw failedPrecondition("SNAPSHOT_UNSUPPORTED", `the ${runtime.name} runtime cannot take snapshots`);
+          }
+          const meta = await this.#snapshots.commit({
+            snapshotId,
+            sourceSandboxId: sandboxId,
+            template: record.template,
+            templateTree,
+            runtime: runtime.name,
+            keepsMemory,
+            vcpus: record.vcpus,
+            memoryMb: record.memoryMb,
+            createdAt: this.#deps.clock.now(),
+          });
+          this.#deps.logger.info("snapshot saved", {
+            sandboxId,
+            snapshotId,
+            keepsMemory,
+            sizeBytes: meta.sizeBytes,
+            ms: Math.round(performance.now() - t),
+          });
+          return { snapshot: this.#snapshotView(meta), sandbox: record };
+        } catch (err) {
+          await this.#snapshots.abort(snapshotId);
+          if (err instanceof AgentError) throw err;
+          throw new AgentError(
+            "INTERNAL",
+            "SNAPSHOT_FAILED",
+            `snapshot of ${sandboxId} failed: ${(err as Error).message}`,
+            {
+              cause: err,
+            },
+          );
+        }
+      }),
+    );
+  }
+
+  /**
+   * A snapshot with memory (runtimes that pause to disk): a running sandbox is paused to disk, its
+   * pause snapshot copied, and resumed (on a slot of its own again); a paused one is copied as it is.
+   */
+  async #saveWithMemory(sandboxId: string, filesDir: string): Promise<void> {
+    const { record } = this.#table.liveOrThrow(sandboxId);
+    if (record.pausedWithoutMemory) {
+      throw failedPrecondition(
+        "SANDBOX_PAUSED_WITHOUT_MEMORY",
+        `sandbox ${sandboxId} was paused without memory; resume it to snapshot it`,
+      );
+    }
+    const { runtime, config } = this.#deps;
+    const clone = runtime.cloneSnapshot;
+    if (!clone)
+      throw failedPrecondition("SNAPSHOT_UNSUPPORTED", `the ${runtime.name} runtime cannot copy its snapshots`);
+    const running = record.status === "running";
+    if (running) await this.#pauseLocked(sandboxId, true);
+    try {
+      await clone.call(runtime, config.layout.snapshotDir(sandboxId), filesDir);
+    } finally {
+      if (running) await this.#resumeLocked(sandboxId, undefined);
+    }
+  }
+
+  /** Forgets a snapshot; its files go now, or when the last sandbox started from it ends. */
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    assertSnapshotId(snapshotId);
+    await this.#lock.run(`snapshot:${snapshotId}`, () =>
+      this.#snapshots.delete(snapshotId, this.#snapshotUsers(snapshotId)),
+    );
   }
 
   // ---------------------------------------------------------------- warm guests and reaper

@@ -53,6 +53,17 @@ export interface SandboxRecord {
   slot: { index: number; kind: SlotKind; egress: boolean } | undefined;
   handle: GuestHandle | undefined;
   snapshot: SnapshotInfo | undefined;
+  /**
+   * The saved snapshot this sandbox started from (CreateSandboxRequest.snapshot_id): while the record
+   * lives, the snapshot's files are kept (even after DeleteSnapshot).
+   */
+  fromSnapshot?: {
+    id: string;
+    /** Files of a snapshot without memory: the guest's writable layer starts as a copy of them. */
+    layer?: string;
+    /** The template version directory the snapshot's files lie over. */
+    templateTree?: string;
+  };
 }
 
 export const STATE_FILE = "state.json";
@@ -93,6 +104,8 @@ export interface CreateInput {
   /** Egress policy; absent or empty lists: none (the internet switch alone). Validated by the manager. */
   network?: EgressPolicy;
   noWait: boolean;
+  /** Start from this saved snapshot (validated and resolved by the manager). */
+  snapshotId?: string;
 }
 
 /** The record of a sandbox about to start on `runtime`, created at `now` (epoch ms). */

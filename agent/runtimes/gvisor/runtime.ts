@@ -2,6 +2,7 @@ import { access, mkdir, readFile, realpath, rm, writeFile } from "node:fs/promis
 import { dirname, join } from "node:path";
 import type { Exec } from "../../exec.js";
 import { readPidStartTime } from "../../process-identity.js";
+import { copyLayer } from "../../snapshots/layers.js";
 import { type CgroupGuestDeps, CgroupGuestRuntime } from "../namespace/cgroup-guest-runtime.js";
 import {
   cgroupDirs,
@@ -49,7 +50,12 @@ interface GvisorHandleData {
   cgroups: SandboxCgroups;
   /** Where the writable layer's ext4 image is mounted (loop), when the sandbox has a disk quota. */
   diskMount?: string;
+  /** The template version directory under the overlay (absent in handles of older agents). */
+  lower?: string;
 }
+
+/** Marks that a guest's writable layer got its saved snapshot's files. */
+const SNAPSHOT_SEEDED_FILE = "snapshot-seeded";
 
 /** How long `runsc run` may take before the start counts as failed (it is ~0.5 s here). */
 const START_TIMEOUT_MS = 30_000;
@@ -184,6 +190,15 @@ export class GvisorRuntime extends CgroupGuestRuntime implements Runtime {
     // images/<t> is a symlink the image builder switches on rebuild; naming the version directory in the
     // mount lets the builder see that this version is still in use and keep it.
     const lower = await realpath(spec.imageRootfsTree);
+    // A saved snapshot's files start the writable layer (copied once: a later start after a
+    // filesystem-only pause keeps what the guest wrote since). A copy rather than a shared lower layer,
+    // so that a snapshot of this guest holds all of its files, and a snapshot's files can go while
+    // guests started from it run on.
+    const seeded = join(spec.sandboxDir, SNAPSHOT_SEEDED_FILE);
+    if (spec.snapshotLayer !== undefined && !(await isPresent(seeded))) {
+      await copyLayer(exec, spec.snapshotLayer, paths.upper, signal);
+      await writeFile(seeded, "", { mode: 0o600 });
+    }
     const [shim, tools] = await Promise.all([this.#statxShim(), this.#guestTools()]);
     if (shim !== undefined) await installStatxShim(shim, lower, paths.upper);
     if (tools !== undefined) await installGuestTools(tools, paths.upper);
@@ -239,9 +254,35 @@ export class GvisorRuntime extends CgroupGuestRuntime implements Runtime {
       netns: spec.network.netns,
       merged: paths.merged,
       cgroups,
+      lower,
       ...(quotaMb > 0 ? { diskMount: paths.diskMount } : {}),
     };
     return { runtime: "gvisor", pid, pidStartTime, data: { ...data } };
+  }
+
+  /**
+   * A saved snapshot's files: a copy of the overlay's upper directory (on the host; guest ids are host
+   * ids under gVisor). gVisor's kernel keeps written data in its own page cache, so a running guest
+   * first syncs (runsc exec sync) and is then frozen for the copy; a frozen or halted guest is copied as
+   * it is (what a frozen guest had not synced yet is not in the copy).
+   */
+  async saveFiles(
+    spec: GuestSpec,
+    handle: GuestHandle | undefined,
+    dir: string,
+    options: { running: boolean },
+  ): Promise<void> {
+    const data = handle ? dataOf(handle) : undefined;
+    const quota = data ? data.diskMount !== undefined : await isMountPoint(this.#paths(spec.sandboxDir).diskMount);
+    const paths = this.#paths(data ? dirname(data.merged) : spec.sandboxDir, quota);
+    const running = options.running && handle !== undefined && data !== undefined;
+    if (running) await this.#inGuest(data, [], ["sync"]);
+    if (running) await this.freeze(spec, handle);
+    try {
+      await copyLayer(this.#deps.exec, paths.upper, dir);
+    } finally {
+      if (running) await this.thaw(spec, handle);
+    }
   }
 
   /**

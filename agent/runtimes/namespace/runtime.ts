@@ -2,6 +2,7 @@ import { access, chmod, mkdir, readFile, realpath, rm, writeFile } from "node:fs
 import { dirname, join } from "node:path";
 import { spawnDetached } from "../../exec.js";
 import { readPidStartTime } from "../../process-identity.js";
+import { copyLayer, shiftOwners, withImageMounted } from "../../snapshots/layers.js";
 import type { GuestHandle, GuestSpec, Runtime, RuntimeCapabilities } from "../types.js";
 import { type CgroupGuestDeps, CgroupGuestRuntime } from "./cgroup-guest-runtime.js";
 import {
@@ -13,7 +14,7 @@ import {
   setCgroupLimits,
 } from "./cgroups.js";
 import { claimIdRange, DEFAULT_CLAIMS_DIR, type IdRange, idRange, releaseIdRange } from "./id-ranges.js";
-import { GUEST_PATH, namespaceGuestCommand, WRENN_INIT } from "./launch.js";
+import { GUEST_ID_COUNT, GUEST_PATH, namespaceGuestCommand, WRENN_INIT } from "./launch.js";
 
 /**
  * The namespace runtime: no VM. launcher.pl (see launch.ts) starts the guest's first process as root
@@ -53,6 +54,17 @@ interface NamespaceHandleData {
  * files belong to that range's ids, so the next start() claims no other.
  */
 const HALTED_RANGE_FILE = "halted-id-range";
+
+/** Marks that a guest's writable layer got its saved snapshot's files (they are copied once, at the first start). */
+const SNAPSHOT_SEEDED_FILE = "snapshot-seeded";
+
+/** The guest's first process (the launcher's child, inside the guest's namespaces). */
+async function guestInit(handle: GuestHandle): Promise<number> {
+  const children = await readFile(`/proc/${handle.pid}/task/${handle.pid}/children`, "utf8").catch(() => "");
+  const inner = Number(children.trim().split(/\s+/)[0]);
+  if (!Number.isInteger(inner) || inner <= 0) throw new Error(`sandbox process ${handle.pid} has no guest process`);
+  return inner;
+}
 
 /** The uid range a halted guest kept, if the sandbox directory names one. */
 async function haltedRange(sandboxDir: string): Promise<IdRange | undefined> {
@@ -194,6 +206,9 @@ export class NamespaceRuntime extends CgroupGuestRuntime implements Runtime {
     const { lower, init } = (lowerAndInit as PromiseFulfilledResult<{ lower: string; init: readonly string[] }>).value;
     const { base, index } = (range as PromiseFulfilledResult<IdRange>).value;
     try {
+      if (spec.snapshotLayer !== undefined && !(await exists(join(spec.sandboxDir, SNAPSHOT_SEEDED_FILE)))) {
+        await timed("snapshotMs", () => this.#seed(spec, spec.snapshotLayer as string, base, signal));
+      }
       const t = performance.now();
       const [command, ...args] = namespaceGuestCommand({
         netns: spec.network.netns,
@@ -233,6 +248,74 @@ export class NamespaceRuntime extends CgroupGuestRuntime implements Runtime {
     } catch (err) {
       await undo();
       throw err;
+    }
+  }
+
+  /**
+   * Copies a saved snapshot's files into this guest's fresh writable layer, moved into its uid range.
+   * (A copy, not a shared lower layer: every guest's files belong to its own host uid range.) Marked
+   * done in the sandbox directory, so the start after a filesystem-only pause keeps what the guest wrote.
+   */
+  async #seed(spec: GuestSpec, layer: string, base: number, signal?: AbortSignal): Promise<void> {
+    const { exec } = this.#deps;
+    const paths = this.#paths(spec);
+    const fill = async (upper: string) => {
+      await copyLayer(exec, layer, upper, signal);
+      await shiftOwners(upper, 0, base, GUEST_ID_COUNT);
+    };
+    if (this.diskQuotaMb > 0) {
+      await withImageMounted(exec, paths.disk, spec.sandboxDir, (mnt) => fill(join(mnt, "upper")));
+    } else {
+      await fill(paths.upper);
+    }
+    await writeFile(join(spec.sandboxDir, SNAPSHOT_SEEDED_FILE), "", { mode: 0o600 });
+  }
+
+  /**
+   * A saved snapshot's files: the guest's writable layer copied out with owners as guest ids. The
+   * layer is on the guest's disk image, mounted only inside its own mount namespace (whose old root,
+   * with the mount's path, is gone after pivot_root), so: freeze, syncfs through the guest's root (an
+   * overlay syncs its upper file system), copy the image, thaw, then read the upper directory from a
+   * mount of the copy. Without a disk quota the layer is a directory on the host.
+   */
+  async saveFiles(
+    spec: GuestSpec,
+    handle: GuestHandle | undefined,
+    dir: string,
+    options: { running: boolean },
+  ): Promise<void> {
+    const { exec } = this.#deps;
+    const paths = this.#paths(spec);
+    const data = handle ? dataOf(handle) : undefined;
+    const range = data?.idRange !== undefined ? idRange(data.idRange) : await haltedRange(spec.sandboxDir);
+    if (range === undefined) throw new Error(`sandbox ${spec.sandboxId} has no uid range to read its files with`);
+    const withDisk = handle ? data?.disk !== undefined : await exists(paths.disk);
+    const scratch = `${dir}.scratch`;
+    const frozen = options.running && handle !== undefined;
+    if (frozen) await this.freeze(spec, handle);
+    try {
+      if (withDisk) {
+        if (handle) {
+          const inner = await guestInit(handle);
+          await exec("sync", ["-f", `/proc/${inner}/root/`]);
+        }
+        await mkdir(scratch, { recursive: true, mode: 0o700 });
+        await exec("cp", ["--sparse=always", paths.disk, join(scratch, "disk.ext4")], { timeoutMs: 10 * 60_000 });
+      } else {
+        await copyLayer(exec, paths.upper, dir);
+      }
+    } finally {
+      if (frozen) await this.thaw(spec, handle);
+    }
+    try {
+      if (withDisk) {
+        await withImageMounted(exec, join(scratch, "disk.ext4"), scratch, (mnt) =>
+          copyLayer(exec, join(mnt, "upper"), dir),
+        );
+      }
+      await shiftOwners(dir, range.base, 0, GUEST_ID_COUNT);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
     }
   }
 
