@@ -60,8 +60,12 @@ export const commands = pgTable(
     background: boolean("background").notNull().default(false),
     /** Where the result goes when it ends (checked against the webhook URL policy when it was given). */
     callbackUrl: text("callback_url"),
-    /** `pending` until the record arrives, then `queued` (handed to the webhook delivery loop); null without a callback. */
-    callbackState: text("callback_state", { enum: ["pending", "queued"] }),
+    /**
+     * A background command's end: `pending` until its record arrives, then `queued` (its callback handed
+     * to the webhook delivery loop) or `done` (no callback URL; its `command.finished` event recorded).
+     * Null for other commands.
+     */
+    callbackState: text("callback_state", { enum: ["pending", "queued", "done"] }),
     createdAt: timestamp("created_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
     /** Full-text document over the command line and the output edges (`simple`: no stemming, any language). */
     search: tsvector("search").generatedAlwaysAs(

@@ -4,6 +4,7 @@ import { and, eq, inArray, sql } from "drizzle-orm";
 import type { PullTelemetryResponse } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { AgentClient } from "../../clients/agent.js";
 import { sandboxes, sandboxLogs, sandboxMetrics, telemetryCursors } from "../../db/schema/index.js";
+import { storeCommandRecords } from "../commands/record.js";
 import type { ServiceContext } from "../context.js";
 
 /** Options of one collection from one host. */
@@ -20,6 +21,8 @@ export interface CollectOptions {
 export interface CollectOutcome {
   samples: number;
   logs: number;
+  /** Command records (issue 22's command history). */
+  commands: number;
   pages: number;
 }
 
@@ -40,7 +43,7 @@ export async function collectHostTelemetry(
   hostId: string,
   options: CollectOptions,
 ): Promise<CollectOutcome> {
-  const outcome: CollectOutcome = { samples: 0, logs: 0, pages: 0 };
+  const outcome: CollectOutcome = { samples: 0, logs: 0, commands: 0, pages: 0 };
   const [cursor] = await ctx.db.select().from(telemetryCursors).where(eq(telemetryCursors.hostId, hostId)).limit(1);
   if (cursor && options.freshMs !== undefined && ctx.now().getTime() - cursor.updatedAt.getTime() < options.freshMs) {
     return outcome;
@@ -53,6 +56,7 @@ export async function collectHostTelemetry(
     const stored = await storePulled(ctx, hostId, pulled);
     outcome.samples += stored.samples;
     outcome.logs += stored.logs;
+    outcome.commands += stored.commands;
     const sameEpoch = pulled.epoch === epoch;
     epoch = pulled.epoch;
     after = pulled.nextAfter;
@@ -79,17 +83,24 @@ async function storePulled(
   ctx: ServiceContext,
   hostId: string,
   pulled: PullTelemetryResponse,
-): Promise<{ samples: number; logs: number }> {
-  const ids = [...new Set([...pulled.samples.map((s) => s.sandboxId), ...pulled.logs.map((l) => l.sandboxId)])];
-  if (ids.length === 0) return { samples: 0, logs: 0 };
-  const placed = new Set(
+): Promise<{ samples: number; logs: number; commands: number }> {
+  const ids = [
+    ...new Set([
+      ...pulled.samples.map((s) => s.sandboxId),
+      ...pulled.logs.map((l) => l.sandboxId),
+      ...pulled.commands.map((c) => c.sandboxId),
+    ]),
+  ];
+  if (ids.length === 0) return { samples: 0, logs: 0, commands: 0 };
+  const teamOf = new Map(
     (
       await ctx.db
-        .select({ id: sandboxes.id })
+        .select({ id: sandboxes.id, teamId: sandboxes.teamId })
         .from(sandboxes)
         .where(and(eq(sandboxes.hostId, hostId), inArray(sandboxes.id, ids)))
-    ).map((r) => r.id),
+    ).map((r) => [r.id, r.teamId]),
   );
+  const placed = new Set(teamOf.keys());
   const samples = pulled.samples
     .filter((s) => placed.has(s.sandboxId) && s.time !== undefined)
     .map((s) => ({
@@ -128,7 +139,8 @@ async function storePulled(
       .values(logs.slice(i, i + INSERT_CHUNK))
       .onConflictDoNothing();
   }
-  return { samples: samples.length, logs: logs.length };
+  const commands = await storeCommandRecords(ctx.db, pulled.commands, teamOf);
+  return { samples: samples.length, logs: logs.length, commands };
 }
 
 /**
@@ -144,7 +156,7 @@ export async function collectDuringSweep(
   if (performance.now() > options.deadline) return;
   try {
     const got = await collectHostTelemetry(ctx, agent, hostId, { timeoutMs: options.timeoutMs, maxPages: 8 });
-    if (got.samples + got.logs > 0) ctx.logger.debug("telemetry collected", { hostId, ...got });
+    if (got.samples + got.logs + got.commands > 0) ctx.logger.debug("telemetry collected", { hostId, ...got });
   } catch (err) {
     if (err instanceof ConnectError && err.code === Code.Unimplemented) {
       // An agent from before PullTelemetry: nothing to collect until it is upgraded.

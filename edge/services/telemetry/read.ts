@@ -81,7 +81,7 @@ function toMetric(row: typeof sandboxMetrics.$inferSelect): SandboxMetric {
  * to now rather than up to the last sweep. Best effort: a host that does not answer leaves the
  * stored rows to answer alone.
  */
-async function pullFresh(ctx: ServiceContext, sandbox: SandboxRow): Promise<void> {
+export async function pullFresh(ctx: ServiceContext, sandbox: SandboxRow): Promise<void> {
   if (!sandbox.hostId) return;
   const stoppedLongAgo =
     (sandbox.state === "stopped" || sandbox.state === "error") &&
