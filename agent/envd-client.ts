@@ -1,9 +1,11 @@
 import { type Client, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Tracer } from "@opentelemetry/api";
 import { currentRequestId, REQUEST_ID_HEADER } from "../lib/request-context.js";
 import { Filesystem } from "../proto/gen/envd/filesystem/filesystem_pb.js";
 import { Process } from "../proto/gen/envd/process/process_pb.js";
 import { AgentError } from "./errors.js";
+import { activeTraceHeaders, envdTracingInterceptor, noopTracer } from "./tracing.js";
 
 /** envd's port inside every guest. */
 export const ENVD_PORT = 49983;
@@ -61,8 +63,12 @@ export class EnvdClient {
   readonly process: Client<typeof Process>;
   readonly filesystem: Client<typeof Filesystem>;
 
-  /** `port` is envd's fixed port but for tests, which stand a fake envd up on a free one. */
-  constructor(address: string, accessToken: string, port = ENVD_PORT) {
+  /**
+   * `port` is envd's fixed port but for tests, which stand a fake envd up on a free one. `tracer`
+   * records a `wrenn-envd` span per Connect call (agent/tracing.ts); the no-op one still passes the
+   * active `traceparent` on.
+   */
+  constructor(address: string, accessToken: string, port = ENVD_PORT, tracer: Tracer = noopTracer) {
     this.baseUrl = `http://${address}:${port}`;
     this.#accessToken = accessToken;
     const headers: Interceptor = (next) => async (req) => {
@@ -78,7 +84,7 @@ export class EnvdClient {
       httpVersion: "1.1",
       useBinaryFormat: true,
       readMaxBytes: ENVD_READ_MAX_BYTES,
-      interceptors: [headers],
+      interceptors: [envdTracingInterceptor(tracer), headers],
     });
     this.process = createClient(Process, transport);
     this.filesystem = createClient(Filesystem, transport);
@@ -91,7 +97,8 @@ export class EnvdClient {
 
   #headers(extra: Record<string, string> = {}): Record<string, string> {
     const requestId = currentRequestId();
-    const withId = requestId === undefined ? extra : { ...extra, [REQUEST_ID_HEADER]: requestId };
+    const traced = { ...extra, ...activeTraceHeaders() };
+    const withId = requestId === undefined ? traced : { ...traced, [REQUEST_ID_HEADER]: requestId };
     return this.#accessToken === "" ? withId : { ...withId, "x-access-token": this.#accessToken };
   }
 

@@ -24,6 +24,7 @@ import { SandboxManager } from "./sandboxes/manager.js";
 import { startServer } from "./server.js";
 import { TelemetrySampler } from "./telemetry/sampler.js";
 import { TelemetryStore } from "./telemetry/store.js";
+import { startAgentTracing } from "./tracing.js";
 
 /**
  * `wrenn-agent`: the composition root. Wires config, logger, exec, slots, the runtime, the manager and
@@ -102,6 +103,8 @@ async function createRuntime(config: AgentConfig, exec: Exec, logger: Logger): P
 async function main(): Promise<void> {
   const config = loadAgentConfig();
   const logger = createLogger(config.logLevel).child({ component: "agent" });
+  // RPC and envd spans to OTEL_EXPORTER_OTLP_ENDPOINT when set; otherwise traceparent only passes through.
+  const tracing = startAgentTracing({ endpoint: config.otlpEndpoint });
   const exec = createExec(logger.child({ component: "exec" }));
   await Promise.all(
     [config.layout.sandboxesDir, config.layout.snapshotsDir].map((d) => mkdir(d, { recursive: true, mode: 0o700 })),
@@ -136,7 +139,7 @@ async function main(): Promise<void> {
     logger,
     slots,
     runtime,
-    envdClient: (address, accessToken) => new EnvdClient(address, accessToken),
+    envdClient: (address, accessToken) => new EnvdClient(address, accessToken, undefined, tracing.envd),
     clock: systemClock,
     observer: {
       createSeconds: (seconds) => metrics.createSeconds(seconds),
@@ -221,6 +224,7 @@ async function main(): Promise<void> {
     inventory,
     metrics,
     token,
+    tracing,
     connections: connectionLog,
     telemetry: { store: telemetryStore, sampler },
   });
@@ -237,6 +241,7 @@ async function main(): Promise<void> {
       server.close(),
       egress?.close() ?? connectionLog.flush(),
       manager.drainWarm().then(() => slots.drainPool()),
+      tracing.shutdown(),
     ]).then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));

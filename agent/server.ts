@@ -5,6 +5,7 @@ import { createServer as createHttp2Server, type Http2ServerRequest, type Http2S
 import type { Socket } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { context } from "@opentelemetry/api";
 import { createDualListener, createDualTlsListener } from "../lib/dual-listener.js";
 import { HostAgentService } from "../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { AgentConfig } from "./config.js";
@@ -16,6 +17,7 @@ import { type Logger, requestLogFields, withLogContext } from "./logger.js";
 import type { AgentMetrics } from "./metrics.js";
 import { PROXY_PREFIX, parseProxyUrl, SandboxProxy, sendJsonError } from "./proxy.js";
 import type { SandboxManager } from "./sandboxes/manager.js";
+import { type AgentTracing, contextFromRequest, noopTracer, rpcTracingInterceptor } from "./tracing.js";
 
 /**
  * One listener for everything: Connect (HostAgentService), /proxy, /health and /metrics, over HTTP/1.1
@@ -34,6 +36,8 @@ export interface ServerDeps {
   connections?: ConnectionLogReader;
   /** Samples and sandbox logs for PullTelemetry (agent/telemetry/). */
   telemetry?: HostAgentHandlerDeps["telemetry"];
+  /** RPC spans (agent/tracing.ts); absent: no spans, but the RPC log line and traceparent pass-through remain. */
+  tracing?: AgentTracing;
 }
 
 /** Constant-time bearer check: both sides hashed first so lengths never leak through timing. */
@@ -56,7 +60,8 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
   const proxy = new SandboxProxy({ manager, logger });
   const connect = connectNodeAdapter({
     routes: (router: ConnectRouter) => router.service(HostAgentService, hostAgentHandlers(deps)),
-    interceptors: [errorInterceptor(logger)],
+    // Tracing first (outermost), so its span and log line see the code errorInterceptor maps to.
+    interceptors: [rpcTracingInterceptor(deps.tracing?.agent ?? noopTracer, logger), errorInterceptor(logger)],
     // Exec output and files are bounded at 16 MiB; leave room for the envelope.
     readMaxBytes: 17 * 2 ** 20,
     writeMaxBytes: 40 * 2 ** 20,
@@ -96,9 +101,12 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
     );
   };
 
-  // Every line logged while serving a request carries the edge's request id (agent/logger.ts).
+  // Every line logged while serving a request carries the edge's request id and trace id
+  // (agent/logger.ts), and the edge's span (traceparent) is the active context, the RPC span's parent.
   const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) =>
-    withLogContext(requestLogFields(req.headers), () => route(req, res));
+    withLogContext(requestLogFields(req.headers), () =>
+      context.with(contextFromRequest(req.headers), () => route(req, res)),
+    );
 
   const http1 = createHttpServer(
     {

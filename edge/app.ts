@@ -5,12 +5,14 @@ import { ApiError } from "./errors/api-error.js";
 import { errorResponse, handleError, handleZodError } from "./errors/handle.js";
 import { requireApiKey } from "./middleware/auth.js";
 import { init } from "./middleware/init.js";
+import { apiTraffic, defaultObservability, type EdgeObservability, observe } from "./middleware/observe.js";
 import { sandboxProxy } from "./proxy/sandbox-proxy.js";
 import { apiKeysRouter } from "./routes/api-keys/index.js";
 import { docsRouter } from "./routes/docs/index.js";
 import { e2bRouter } from "./routes/e2b/index.js";
 import { healthRouter } from "./routes/health/index.js";
 import { hostsRouter } from "./routes/hosts/index.js";
+import { metricsRouter } from "./routes/metrics/index.js";
 import { sandboxesRouter } from "./routes/sandboxes/index.js";
 import { snapshotsRouter } from "./routes/snapshots/index.js";
 import { teamsRouter } from "./routes/teams/index.js";
@@ -20,9 +22,10 @@ const streamedUploads = /\/files\/write$/;
 
 /**
  * Builds the edge's Hono app from its dependencies. Node (`edge/node.ts`), Workers (`edge/worker.ts`)
- * and tests all call this; nothing here reads the environment or holds state between requests.
+ * and tests all call this; nothing here reads the environment or holds state between requests
+ * (but the metrics in `observability`, which the entry point makes once).
  */
-export function createApp(deps: AppDeps): App {
+export function createApp(deps: AppDeps, observability: EdgeObservability = defaultObservability()): App {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: handleZodError });
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKeyAuth", {
     type: "apiKey",
@@ -32,9 +35,12 @@ export function createApp(deps: AppDeps): App {
   app.openAPIRegistry.registerComponent("securitySchemes", "BearerAuth", { type: "http", scheme: "bearer" });
 
   app.use("*", init(deps));
+  // Metrics and the request span; it tells sandbox-proxy answers apart by `apiTraffic` (see observe.ts).
+  app.use("*", observe(observability));
   // Sandbox traffic (E2B routing headers, `<port>-<id>.<domain>` hosts, signed /files URLs) shares
   // this server with the API and is told apart before any API middleware runs.
   app.use("*", sandboxProxy());
+  app.use("*", apiTraffic);
   app.onError(handleError);
   app.notFound((c) => errorResponse(c, "NOT_FOUND", `no route for ${c.req.method} ${c.req.path}`));
 
@@ -53,6 +59,7 @@ export function createApp(deps: AppDeps): App {
   );
 
   app.route("/", healthRouter(deps.version ?? "dev"));
+  app.route("/", metricsRouter(observability));
   app.route("/v1/sandboxes", sandboxesRouter());
   app.route("/v1/hosts", hostsRouter());
   app.route("/v1/api-keys", apiKeysRouter());

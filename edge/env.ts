@@ -69,6 +69,17 @@ export const zEnv = z.object({
   WRENN_TLS_KEY_FILE: z.string().min(1).optional(),
   /** Port of the HTTPS listener (with WRENN_TLS_CERT_FILE and WRENN_TLS_KEY_FILE). */
   WRENN_TLS_PORT: z.coerce.number().int().min(0).max(65_535).default(3443),
+  /**
+   * Bearer token GET /metrics asks for (docs/observability.md); unset: /metrics answers 404. A token
+   * of its own, not an admin API key, since it sits in a scraper's configuration.
+   */
+  WRENN_METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  /**
+   * OTLP/HTTP collector base URL (e.g. `http://127.0.0.1:4318`); the Node edge exports its request
+   * spans to `<url>/v1/traces`. Unset: no spans are exported (a `traceparent` is still passed on).
+   * Workers only pass the trace context on (docs/observability.md).
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
 });
 
 /** The parsed environment. */

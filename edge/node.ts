@@ -10,6 +10,8 @@ import type { DatabaseHandle } from "./db/client.js";
 import { type Env, edgeConfigFrom, parseEnv } from "./env.js";
 import { codeToStatus, type ErrorCode } from "./errors/codes.js";
 import { createConsoleLogger, type Logger } from "./logger.js";
+import { EdgeMetrics } from "./middleware/metrics.js";
+import type { EdgeObservability } from "./middleware/observe.js";
 import { createAgentProxyFetch } from "./node/agent-proxy-fetch.js";
 import { createPinnedAgentFetch } from "./node/agent-tls.js";
 import { openNodeDatabase } from "./node/database.js";
@@ -19,6 +21,7 @@ import { guardRelayedBodies } from "./node/relay-failures.js";
 import { streamLargeBodies } from "./node/request-body.js";
 import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
 import { readEdgeTlsFiles } from "./node/tls-files.js";
+import { startNodeTracing } from "./node/tracing.js";
 import { packageVersion } from "./node/version.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createServiceDeps, type ServiceContext, serviceContext } from "./services/context.js";
@@ -122,7 +125,15 @@ export async function startNodeEdge(
     docsAssets: nodeDocsAssets(),
     version: packageVersion(),
   };
-  const app = createApp(deps);
+  // Request spans go to OTEL_EXPORTER_OTLP_ENDPOINT when set (lib/tracing-node.ts); metrics to GET /metrics.
+  const tracing = startNodeTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const metrics = new EdgeMetrics();
+  const observability: EdgeObservability = {
+    metrics,
+    tracer: tracing.tracerFor("wrenn-edge"),
+    ...(env.WRENN_METRICS_TOKEN !== undefined ? { metricsToken: env.WRENN_METRICS_TOKEN } : {}),
+  };
+  const app = createApp(deps, observability);
   // Settles true once `database` is set, false if opening it failed; requests that came early wait on it.
   let settleOpened: (opened: boolean) => void = () => {};
   const openedOrFailed = new Promise<boolean>((resolve) => {
@@ -216,8 +227,10 @@ export async function startNodeEdge(
   } catch (err) {
     settleOpened(false);
     await closeServer();
+    await tracing.shutdown();
     throw err;
   }
+  metrics.watchDatabase(env.DATABASE_URL ? "node-postgres" : "pglite", opened.poolStats);
   database = opened;
   settleOpened(true);
   // WebSockets to sandbox ports: Node's upgrade event, since Hono's fetch cannot take over a socket.
@@ -229,7 +242,10 @@ export async function startNodeEdge(
     reconcile = startReconcileLoop({
       intervalMs: env.WRENN_RECONCILE_INTERVAL_SEC * 1000,
       logger,
-      sweep: () => runReconcileSweep(serviceContext(deps, { db: opened.db, requestId: "reconcile" }), sweepOptions),
+      sweep: () =>
+        metrics.observeSweep(() =>
+          runReconcileSweep(serviceContext(deps, { db: opened.db, requestId: "reconcile" }), sweepOptions),
+        ),
     });
   }
   // End of the reconcile wiring.
@@ -244,6 +260,7 @@ export async function startNodeEdge(
       await closeServer();
       await reconcile?.stop();
       await opened.close();
+      await tracing.shutdown();
     },
   };
   if (bootstrap.secret) edge.generatedAdminKey = bootstrap.secret;

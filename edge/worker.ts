@@ -5,10 +5,12 @@ import type { DatabaseFactory } from "./db/client.js";
 import { neonDatabase } from "./db/neon.js";
 import { type Env, edgeConfigFrom, parseEnv } from "./env.js";
 import { createConsoleLogger } from "./logger.js";
+import { EdgeMetrics } from "./middleware/metrics.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createServiceDeps, type ServiceDeps, serviceContext } from "./services/context.js";
 import { reconcileOptionsFromEnv } from "./services/reconcile/options.js";
 import { runReconcileSweep } from "./services/reconcile/sweep.js";
+import { noopTracer } from "./tracing.js";
 
 /** What the Worker builds once per isolate and set of bindings. It holds no request state: the DB Pool is per request. */
 interface WorkerDeps extends ServiceDeps {
@@ -17,6 +19,8 @@ interface WorkerDeps extends ServiceDeps {
   database: DatabaseFactory;
   /** Whether WRENN_ADMIN_API_KEY is known to be installed in the database (checked once per isolate). */
   adminKeyInstalled: boolean;
+  /** This isolate's metrics (GET /metrics shows one isolate's share). */
+  metrics: EdgeMetrics;
 }
 
 /** The cron event wrangler passes to `scheduled` (only the fields we use). */
@@ -42,8 +46,18 @@ function depsFor(bindings: Record<string, unknown>): Promise<WorkerDeps> | { err
       config: edgeConfigFrom(env),
       logger: createConsoleLogger(env.WRENN_LOG_LEVEL),
     });
-    const app = createApp({ ...services, database });
-    return { ...services, env, app, database, adminKeyInstalled: !env.WRENN_ADMIN_API_KEY };
+    // Workers pass the trace context on (traceparent to the agents) but export no spans of their own.
+    const metrics = new EdgeMetrics();
+    metrics.watchDatabase("neon-serverless");
+    const app = createApp(
+      { ...services, database },
+      {
+        metrics,
+        tracer: noopTracer,
+        ...(env.WRENN_METRICS_TOKEN !== undefined ? { metricsToken: env.WRENN_METRICS_TOKEN } : {}),
+      },
+    );
+    return { ...services, env, app, database, adminKeyInstalled: !env.WRENN_ADMIN_API_KEY, metrics };
   })();
   // A failed start-up is not cached, so fixed bindings (or a transient failure) recover on the next event.
   deps.catch(() => {
@@ -84,15 +98,17 @@ function badEnvironment(message: string, details?: Record<string, string>): Resp
 async function sweep(event: CronEvent, deps: WorkerDeps, ctx: ExecutionContext): Promise<void> {
   const handle = deps.database();
   try {
-    await runReconcileSweep(
-      serviceContext(deps, {
-        db: handle.db,
-        requestId: "reconcile",
-        logger: deps.logger.child({ requestId: "reconcile", cron: event.cron }),
-      }),
-      // Workers allow six simultaneous outgoing connections per event (more wait in a queue, eating
-      // into per-host deadlines): one is the database's WebSocket, five are for agents.
-      { ...reconcileOptionsFromEnv(deps.env), hostConcurrency: 5, actionConcurrency: 1 },
+    await deps.metrics.observeSweep(() =>
+      runReconcileSweep(
+        serviceContext(deps, {
+          db: handle.db,
+          requestId: "reconcile",
+          logger: deps.logger.child({ requestId: "reconcile", cron: event.cron }),
+        }),
+        // Workers allow six simultaneous outgoing connections per event (more wait in a queue, eating
+        // into per-host deadlines): one is the database's WebSocket, five are for agents.
+        { ...reconcileOptionsFromEnv(deps.env), hostConcurrency: 5, actionConcurrency: 1 },
+      ),
     );
   } finally {
     ctx.waitUntil(handle.close());

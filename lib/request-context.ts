@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { LogFields } from "./log.js";
+import { parseTraceparent, TRACEPARENT_HEADER } from "./tracing-headers.js";
 
 /**
  * The request a process is serving, for its log lines: the agent and envd run each request inside
@@ -32,8 +33,15 @@ export function currentRequestId(): string | undefined {
   return typeof id === "string" ? id : undefined;
 }
 
-/** What a request contributes to every log line written on its behalf: its request id, if it is one. */
+/**
+ * What a request contributes to every log line written on its behalf: its request id, if it is one,
+ * and the trace id of a well-formed W3C `traceparent` (lib/tracing-headers.ts), so that a line is
+ * found from a trace as well as from a request id.
+ */
 export function requestLogFields(headers: Record<string, string | string[] | undefined>): LogFields {
   const id = headers[REQUEST_ID_HEADER];
-  return typeof id === "string" && ACCEPTABLE_REQUEST_ID.test(id) ? { requestId: id } : {};
+  const fields: LogFields = typeof id === "string" && ACCEPTABLE_REQUEST_ID.test(id) ? { requestId: id } : {};
+  const trace = parseTraceparent(headers[TRACEPARENT_HEADER]);
+  if (trace !== undefined) fields.traceId = trace.traceId;
+  return fields;
 }

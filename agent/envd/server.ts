@@ -22,6 +22,7 @@ import { type Logger, requestLogFields, withLogContext } from "./log.js";
 import { ProcessManager } from "./process/manager.js";
 import { createProcessService } from "./process/service.js";
 import { EnvdState } from "./state.js";
+import { serverTimingInterceptor } from "./timing.js";
 import { ENVD_VERSION } from "./version.js";
 import { createMetadataStore } from "./xattr.js";
 
@@ -137,6 +138,8 @@ function createHandler(
     shutdownSignal: shutdown,
     // Newer SDKs may send fields this envd does not know yet; ignore them rather than fail.
     jsonOptions: { ignoreUnknownFields: true },
+    // The time envd spent, for the span the agent records of this call (agent/tracing.ts).
+    interceptors: [serverTimingInterceptor],
     fallback: (req, nodeRes) => {
       // The adapter narrows the type of `write`; the object is the server's own response.
       const res = nodeRes as EnvdResponse;

@@ -48,7 +48,8 @@ export interface ProxyRequestInit {
  * streamed sandbox traffic (large file transfers). Tests swap in an in-memory implementation.
  */
 export interface AgentConnector {
-  client(host: HostTarget, requestId: string): AgentClient;
+  /** `headers` ride on every call of the client (the edge's `traceparent`, edge/middleware/observe.ts). */
+  client(host: HostTarget, requestId: string, headers?: Record<string, string>): AgentClient;
   proxy(
     host: HostTarget,
     sandboxId: string,
@@ -76,10 +77,11 @@ export function bearerInterceptor(token: string): Interceptor {
   };
 }
 
-/** Forwards the edge's request id to the agent. */
-export function requestIdInterceptor(requestId: string): Interceptor {
+/** Forwards the edge's request id (and any other per-request headers, such as `traceparent`) to the agent. */
+export function requestIdInterceptor(requestId: string, headers?: Record<string, string>): Interceptor {
   return (next) => (req) => {
     req.header.set(requestIdHeader, requestId);
+    if (headers) for (const [name, value] of Object.entries(headers)) req.header.set(name, value);
     return next(req);
   };
 }
@@ -130,13 +132,18 @@ function agentHttpClient(fetchFn: typeof fetch): UniversalClientFn {
  * by its envelope's length, so an oversized answer fails before it is buffered. No compression is
  * offered, so nothing is inflated past the limit either.
  */
-export function createAgentTransport(host: HostTarget, requestId: string, baseFetch?: typeof fetch): Transport {
+export function createAgentTransport(
+  host: HostTarget,
+  requestId: string,
+  baseFetch?: typeof fetch,
+  headers?: Record<string, string>,
+): Transport {
   const fetchFn = baseFetch ?? ((input, init) => globalThis.fetch(input, init));
   return createTransport({
     httpClient: agentHttpClient(fetchFn),
     baseUrl: host.address,
     useBinaryFormat: true,
-    interceptors: [bearerInterceptor(host.token), requestIdInterceptor(requestId)],
+    interceptors: [bearerInterceptor(host.token), requestIdInterceptor(requestId, headers)],
     acceptCompression: [],
     sendCompression: null,
     compressMinBytes: 0,
@@ -171,8 +178,8 @@ export function createAgentConnector(
     return options.pinnedFetch(host.tls);
   };
   return {
-    client: (host, requestId) =>
-      createClient(HostAgentService, createAgentTransport(host, requestId, fetchFor(host, baseFetch))),
+    client: (host, requestId, headers) =>
+      createClient(HostAgentService, createAgentTransport(host, requestId, fetchFor(host, baseFetch), headers)),
     proxy: async (host, sandboxId, port, pathAndQuery, init) => {
       const proxyFetch = fetchFor(host, plainProxyFetch);
       const url = `${host.address.replace(/\/+$/, "")}/proxy/${sandboxId}/${port}${pathAndQuery}`;

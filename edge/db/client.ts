@@ -16,6 +16,8 @@ export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 export interface DatabaseHandle {
   db: Database;
   close(): Promise<void>;
+  /** The driver's pool sizes now, where it has a pool (node-postgres), for the edge's /metrics. */
+  poolStats?: () => { total: number; idle: number; waiting: number };
 }
 
 const processDatabases = new WeakSet<Database>();

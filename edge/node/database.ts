@@ -40,7 +40,11 @@ export async function openNodeDatabase(options: NodeDatabaseOptions): Promise<Da
       throw err;
     }
     markProcessDatabase(db);
-    return { db, close: () => pool.end() };
+    return {
+      db,
+      close: () => pool.end(),
+      poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    };
   }
   const dataDir = options.pgliteDataDir;
   if (!dataDir.startsWith("memory://")) await mkdir(dataDir, { recursive: true });
