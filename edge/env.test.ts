@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { edgeConfigFrom, parseEnv } from "./env.js";
+import { defaultWebhookSettings } from "./services/webhooks/settings.js";
 
 describe("parseEnv", () => {
   it("applies defaults", () => {
@@ -15,6 +16,7 @@ describe("parseEnv", () => {
       maxUploadBytes: 1024 ** 3,
       maxJsonBytes: 1024 ** 2,
       rateLimit: { perSec: 20, burst: 100 },
+      webhooks: defaultWebhookSettings,
     });
   });
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { defaultWebhookSettings, type WebhookSettings } from "./services/webhooks/settings.js";
 
 const intFromString = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
@@ -70,6 +71,19 @@ export const zEnv = z.object({
   /** Port of the HTTPS listener (with WRENN_TLS_CERT_FILE and WRENN_TLS_KEY_FILE). */
   WRENN_TLS_PORT: z.coerce.number().int().min(0).max(65_535).default(3443),
   /**
+   * Webhooks (docs/events-and-webhooks.md). `true` lets webhook and callback URLs reach private,
+   * loopback, link-local and metadata addresses (tests, private networks); refused by default.
+   */
+  WRENN_WEBHOOKS_ALLOW_PRIVATE: z.enum(["true", "false"]).default("false"),
+  /** Failed delivery attempts in a row after which a webhook is disabled. */
+  WRENN_WEBHOOK_DISABLE_AFTER: intFromString(20),
+  /** Milliseconds before a delivery's first retry; each later one doubles (with jitter) up to an hour. */
+  WRENN_WEBHOOK_RETRY_BASE_MS: intFromString(5_000),
+  /** Seconds a delivery is retried before it is given up on. */
+  WRENN_WEBHOOK_RETRY_FOR_SEC: intFromString(86_400),
+  /** Milliseconds between delivery runs on Node; 0 turns the Node loop off (Workers use the cron trigger). */
+  WRENN_WEBHOOK_INTERVAL_MS: z.coerce.number().int().min(0).default(500),
+  /**
    * Bearer token GET /metrics asks for (docs/observability.md); unset: /metrics answers 404. A token
    * of its own, not an admin API key, since it sits in a scraper's configuration.
    */
@@ -93,6 +107,8 @@ export interface EdgeConfig {
   sandboxDomain?: string;
   /** Default request rate per API key; unset: keys without their own rate are not limited. */
   rateLimit?: { perSec: number; burst: number };
+  /** Webhook deliveries; unset: `defaultWebhookSettings`. */
+  webhooks?: WebhookSettings;
 }
 
 /** Parses an environment record; on failure returns the field messages instead of throwing. */
@@ -116,6 +132,13 @@ export function parseEnv(
 export function edgeConfigFrom(env: Env): EdgeConfig {
   const config: EdgeConfig = { maxUploadBytes: env.WRENN_MAX_UPLOAD_BYTES, maxJsonBytes: env.WRENN_MAX_JSON_BYTES };
   if (env.WRENN_SANDBOX_DOMAIN) config.sandboxDomain = env.WRENN_SANDBOX_DOMAIN;
+  config.webhooks = {
+    ...defaultWebhookSettings,
+    allowPrivate: env.WRENN_WEBHOOKS_ALLOW_PRIVATE === "true",
+    disableAfter: env.WRENN_WEBHOOK_DISABLE_AFTER,
+    retryBaseMs: env.WRENN_WEBHOOK_RETRY_BASE_MS,
+    retryForMs: env.WRENN_WEBHOOK_RETRY_FOR_SEC * 1000,
+  };
   if (env.WRENN_RATE_LIMIT_PER_SEC > 0)
     config.rateLimit = { perSec: env.WRENN_RATE_LIMIT_PER_SEC, burst: env.WRENN_RATE_LIMIT_BURST };
   return config;
