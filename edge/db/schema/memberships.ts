@@ -1,0 +1,28 @@
+import { index, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+import { teams } from "./teams.js";
+import { users } from "./users.js";
+import { lifecycleDates } from "./util.js";
+
+/** Roles a user holds in a team (docs/accounts.md has the table of what each may do). */
+export const teamRoles = ["owner", "admin", "member"] as const;
+/** One of the team roles. */
+export type TeamRole = (typeof teamRoles)[number];
+
+/** Who belongs to which team, and as what. */
+export const memberships = pgTable(
+  "memberships",
+  {
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    teamId: text("team_id")
+      .notNull()
+      .references(() => teams.id, { onDelete: "cascade" }),
+    role: text("role", { enum: teamRoles }).notNull(),
+    ...lifecycleDates,
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.teamId] }), index("memberships_team_idx").on(t.teamId)],
+);
+
+/** A row of `memberships`. */
+export type MembershipRow = typeof memberships.$inferSelect;
