@@ -23,6 +23,7 @@ import { attachSandboxUpgrades } from "./node/sandbox-upgrades.js";
 import { readEdgeTlsFiles } from "./node/tls-files.js";
 import { startNodeTracing } from "./node/tracing.js";
 import { packageVersion } from "./node/version.js";
+import { startNodeWebhookDeliveries } from "./node/webhook-delivery.js";
 import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createServiceDeps, type ServiceContext, serviceContext } from "./services/context.js";
 import { randomString } from "./services/ids.js";
@@ -249,6 +250,15 @@ export async function startNodeEdge(
     });
   }
   // End of the reconcile wiring.
+  // Webhook deliveries (docs/events-and-webhooks.md): their own loop, every WRENN_WEBHOOK_INTERVAL_MS; 0 turns it off.
+  const webhookLoop =
+    env.WRENN_WEBHOOK_INTERVAL_MS > 0
+      ? startNodeWebhookDeliveries({
+          intervalMs: env.WRENN_WEBHOOK_INTERVAL_MS,
+          logger,
+          context: () => serviceContext(deps, { db: opened.db, requestId: "webhooks" }),
+        })
+      : undefined;
   const edge: NodeEdge = {
     app,
     database: opened,
@@ -259,6 +269,7 @@ export async function startNodeEdge(
     close: async () => {
       await closeServer();
       await reconcile?.stop();
+      await webhookLoop?.stop();
       await opened.close();
       await tracing.shutdown();
     },

@@ -10,6 +10,7 @@ import { ensureAdminKey } from "./services/auth/bootstrap.js";
 import { createServiceDeps, type ServiceDeps, serviceContext } from "./services/context.js";
 import { reconcileOptionsFromEnv } from "./services/reconcile/options.js";
 import { runReconcileSweep } from "./services/reconcile/sweep.js";
+import { runWebhookDeliveries } from "./services/webhooks/deliver.js";
 import { noopTracer } from "./tracing.js";
 
 /** What the Worker builds once per isolate and set of bindings. It holds no request state: the DB Pool is per request. */
@@ -115,6 +116,22 @@ async function sweep(event: CronEvent, deps: WorkerDeps, ctx: ExecutionContext):
   }
 }
 
+/**
+ * Sends the due webhook deliveries for a cron event (docs/events-and-webhooks.md), on a Pool of its
+ * own; at most five at once, for the same connection budget as the sweep. Deliveries wait for the
+ * next cron event, so on Workers their latency is the cron interval.
+ */
+async function deliverWebhooks(deps: WorkerDeps, ctx: ExecutionContext): Promise<void> {
+  const handle = deps.database();
+  try {
+    await runWebhookDeliveries(serviceContext(deps, { db: handle.db, requestId: "webhooks" }), { concurrency: 5 });
+  } catch (err) {
+    deps.logger.error("webhook delivery run failed", { err });
+  } finally {
+    ctx.waitUntil(handle.close());
+  }
+}
+
 // wrangler requires the handlers as the default export (biome.json allows it for this file).
 export default {
   async fetch(request: Request, bindings: Record<string, unknown>, ctx: ExecutionContext): Promise<Response> {
@@ -137,6 +154,12 @@ export default {
       console.error(JSON.stringify({ level: "error", msg: "invalid Worker environment", errors: deps.errors }));
       return;
     }
-    await sweep(event, await deps, ctx);
+    const ready = await deps;
+    try {
+      await sweep(event, ready, ctx);
+    } finally {
+      // A failed sweep does not hold deliveries back.
+      await deliverWebhooks(ready, ctx);
+    }
   },
 };
