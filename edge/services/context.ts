@@ -21,9 +21,14 @@ export interface ServiceContext {
   now(): Date;
   /** Verified API keys of this instance; absent means every request looks the key up. */
   keyCache?: ApiKeyCache;
+  /** The caller's address as the edge sees it (edge/middleware/auth.ts), for the audit log. */
+  clientIp?: string;
 }
 
-/** Who is calling: the team its API key belongs to, whether the key is an admin key, and what it may do. */
+/**
+ * Who is calling: the team its API key belongs to (or, for a signed-in user, the team the request acts
+ * in), whether the key is an admin key (or the user the instance admin), and what it may do.
+ */
 export interface Principal {
   teamId: string;
   keyId: string;
@@ -34,6 +39,11 @@ export interface Principal {
   expiresAt?: Date | null;
   /** The key's own request rate (set by an admin); absent or null: the edge's default. */
   rateLimit?: { perSec: number; burst: number } | null;
+  /**
+   * Set when a signed-in user calls with a session cookie (docs/accounts.md): the user, the role in
+   * `teamId` that gave `scopes`, and the session (whose id then stands in `keyId`).
+   */
+  user?: { id: string; role: "owner" | "admin" | "member"; sessionId: string };
 }
 
 /** A ServiceContext on behalf of an authenticated caller; every team-owned query filters by `principal.teamId`. */
