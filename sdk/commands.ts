@@ -1,3 +1,9 @@
+import {
+  type BackgroundCommandInfo,
+  type CommandPageInfo,
+  type CommandPageOptions,
+  listCommandHistory,
+} from "./command-history.js";
 import { WrennError } from "./errors.js";
 import { type ApiClient, segment } from "./http.js";
 import { readServerSentEvents } from "./sse.js";
@@ -152,5 +158,25 @@ export class Commands {
       }
     }
     throw new WrennError("STREAM_ENDED", "exec stream: the connection closed before the command exited");
+  }
+
+  /**
+   * Starts a command that runs on without this client (`POST /v1/sandboxes/{id}/exec` with
+   * `background: true`) and answers at once with its command id. With `callbackUrl` the edge POSTs
+   * the result there when it ended (exit code, output head and tail, duration), signed with the
+   * team's callback secret; `history()` shows it too.
+   */
+  async start(
+    cmd: string,
+    options: Omit<CommandOptions, "signal" | "timeoutSec"> & { callbackUrl?: string } = {},
+  ): Promise<BackgroundCommandInfo> {
+    return this.api.json<BackgroundCommandInfo>("POST", `/v1/sandboxes/${segment(this.sandboxId)}/exec`, {
+      json: { cmd, ...options, background: true },
+    });
+  }
+
+  /** A page of the sandbox's command history, newest first (kept after the sandbox ended). */
+  async history(options: CommandPageOptions = {}): Promise<CommandPageInfo> {
+    return listCommandHistory(this.api, this.sandboxId, options);
   }
 }

@@ -13,6 +13,14 @@ export {
   type Execution,
   type RunCodeOptions,
 } from "./code.js";
+export {
+  type BackgroundCommandInfo,
+  type CommandInfo,
+  type CommandOutputInfo,
+  type CommandPageInfo,
+  type CommandPageOptions,
+  searchCommands,
+} from "./command-history.js";
 export { type CommandEvent, type CommandOptions, type CommandResult, Commands, type RunOptions } from "./commands.js";
 export {
   type ConnectionOptions,

@@ -36,6 +36,8 @@ export const sandboxUsage = `usage: wrenn sandbox <command> [options]
   metrics  <id> [--since 10m]   CPU, memory and disk over time (also after it stopped)
   logs     <id> [--level info|warn|error] [--search S] [--limit N]
            processes started and their exit codes, and the sandbox's lifecycle
+  history  <id> [--search Q] [--limit N] [--output]
+           the commands it ran with exit codes and output head/tail (also after it stopped)
   snapshot <id> [--name N]      snapshot it (see wrenn snapshot); create --snapshot ID starts from one
   fork     <id> [--count N] [--timeout 5m]
            N sandboxes from one snapshot of it, on its host
@@ -120,6 +122,8 @@ export async function sandboxCommand(ctx: CommandContext, args: string[]): Promi
       return (await import("./telemetry.js")).metrics(ctx, rest);
     case "logs":
       return (await import("./telemetry.js")).logs(ctx, rest);
+    case "history":
+      return (await import("./history.js")).history(ctx, rest);
     case "fork":
       return (await import("./snapshot.js")).fork(ctx, rest);
     case "snapshot":
