@@ -16,6 +16,7 @@ const RUNTIME_SUITE = [
   "agent-network",
   "e2b-sdk",
   "e2b-lifecycle",
+  "e2b-snapshots",
   "sdk-sandbox",
   "cli-shell",
   "egress",
