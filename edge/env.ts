@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { type AccountSettings, defaultAccountSettings } from "./services/accounts/settings.js";
 import { defaultWebhookSettings, type WebhookSettings } from "./services/webhooks/settings.js";
 
 const intFromString = (fallback: number) => z.coerce.number().int().positive().default(fallback);
@@ -59,6 +60,19 @@ export const zEnv = z.object({
   WRENN_RATE_LIMIT_PER_SEC: z.coerce.number().min(0).max(1_000_000).default(20),
   /** Default bucket size per API key: how many requests may come at once after a quiet spell. */
   WRENN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).default(100),
+  /**
+   * Who may sign up with an email and a password (docs/accounts.md): `invite` (default) only people
+   * holding an invitation link, `open` anyone, each with a team of their own. The first user of an
+   * install may always sign up, and becomes the instance admin.
+   */
+  WRENN_SIGNUP: z.enum(["invite", "open"]).default("invite"),
+  /** PBKDF2-SHA256 iterations of new password hashes; older hashes are upgraded at sign-in. */
+  WRENN_PASSWORD_ITERATIONS: z.coerce.number().int().min(100_000).max(10_000_000).default(600_000),
+  /**
+   * `true` only behind a reverse proxy that sets X-Forwarded-For and X-Forwarded-Proto: the client
+   * address (sign-in limits, audit log) and whether session cookies are `Secure` are then read from them.
+   */
+  WRENN_TRUST_PROXY: z.enum(["true", "false"]).default("false"),
   /** Log level. */
   WRENN_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
   /**
@@ -109,6 +123,8 @@ export interface EdgeConfig {
   rateLimit?: { perSec: number; burst: number };
   /** Webhook deliveries; unset: `defaultWebhookSettings`. */
   webhooks?: WebhookSettings;
+  /** Users, sessions and sign-in limits; unset: `defaultAccountSettings`. */
+  accounts?: AccountSettings;
 }
 
 /** Parses an environment record; on failure returns the field messages instead of throwing. */
@@ -138,6 +154,12 @@ export function edgeConfigFrom(env: Env): EdgeConfig {
     disableAfter: env.WRENN_WEBHOOK_DISABLE_AFTER,
     retryBaseMs: env.WRENN_WEBHOOK_RETRY_BASE_MS,
     retryForMs: env.WRENN_WEBHOOK_RETRY_FOR_SEC * 1000,
+  };
+  config.accounts = {
+    ...defaultAccountSettings,
+    signup: env.WRENN_SIGNUP,
+    passwordIterations: env.WRENN_PASSWORD_ITERATIONS,
+    trustProxy: env.WRENN_TRUST_PROXY === "true",
   };
   if (env.WRENN_RATE_LIMIT_PER_SEC > 0)
     config.rateLimit = { perSec: env.WRENN_RATE_LIMIT_PER_SEC, burst: env.WRENN_RATE_LIMIT_BURST };
