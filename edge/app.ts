@@ -8,6 +8,7 @@ import { init } from "./middleware/init.js";
 import { apiTraffic, defaultObservability, type EdgeObservability, observe } from "./middleware/observe.js";
 import { sandboxProxy } from "./proxy/sandbox-proxy.js";
 import { apiKeysRouter } from "./routes/api-keys/index.js";
+import { commandsRouter } from "./routes/commands/index.js";
 import { docsRouter } from "./routes/docs/index.js";
 import { e2bRouter } from "./routes/e2b/index.js";
 import { healthRouter } from "./routes/health/index.js";
@@ -65,6 +66,7 @@ export function createApp(deps: AppDeps, observability: EdgeObservability = defa
   app.route("/v1/api-keys", apiKeysRouter());
   app.route("/v1/teams", teamsRouter());
   app.route("/v1/snapshots", snapshotsRouter());
+  app.route("/", commandsRouter());
   app.route("/", e2bRouter());
   app.route("/", docsRouter(app, deps.docsAssets));
   return app;
