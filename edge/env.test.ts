@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { edgeConfigFrom, parseEnv } from "./env.js";
+import { defaultAccountSettings } from "./services/accounts/settings.js";
 import { defaultWebhookSettings } from "./services/webhooks/settings.js";
 
 describe("parseEnv", () => {
@@ -17,6 +18,7 @@ describe("parseEnv", () => {
       maxJsonBytes: 1024 ** 2,
       rateLimit: { perSec: 20, burst: 100 },
       webhooks: defaultWebhookSettings,
+      accounts: defaultAccountSettings,
     });
   });
 
