@@ -2,6 +2,7 @@ import { and, eq, inArray } from "drizzle-orm";
 import { activeSandboxStates, hosts, sandboxEvents, sandboxes } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
 import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
+import { recordSandboxChange } from "../events/record.js";
 
 /**
  * Removes a host. With sandboxes still placed on it the call is refused (CONFLICT, naming them),
@@ -42,6 +43,18 @@ export async function deleteHost(ctx: ServiceContext, hostId: string, options: {
           detail: { reason: "lost", cause: "host deleted" },
         })),
       );
+      for (const s of placed) {
+        await recordSandboxChange(tx, {
+          teamId: s.teamId,
+          sandboxId: s.id,
+          hostId,
+          fromState: s.state,
+          toState: "stopped",
+          stopReason: "lost",
+          detail: { cause: "host deleted" },
+          at: now,
+        });
+      }
     }
     await tx.delete(hosts).where(eq(hosts.id, hostId));
   });

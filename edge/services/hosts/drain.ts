@@ -2,6 +2,7 @@ import { eq, sql } from "drizzle-orm";
 import { type HostStatus, hosts } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
 import { NotFoundError } from "../errors.js";
+import { recordEvent } from "../events/record.js";
 import { type HostView, toHostView } from "./view.js";
 
 /**
@@ -9,12 +10,25 @@ import { type HostView, toHostView } from "./view.js";
  * new sandboxes again.
  */
 export async function setHostStatus(ctx: ServiceContext, hostId: string, status: HostStatus): Promise<HostView> {
-  const [row] = await ctx.db
-    .update(hosts)
-    .set({ status, updatedAt: ctx.now(), version: sql`${hosts.version} + 1` })
-    .where(eq(hosts.id, hostId))
-    .returning();
-  if (!row) throw new NotFoundError("host", hostId);
+  const row = await ctx.db.transaction(async (tx) => {
+    const [before] = await tx.select({ status: hosts.status }).from(hosts).where(eq(hosts.id, hostId)).for("update");
+    if (!before) throw new NotFoundError("host", hostId);
+    const [updated] = await tx
+      .update(hosts)
+      .set({ status, updatedAt: ctx.now(), version: sql`${hosts.version} + 1` })
+      .where(eq(hosts.id, hostId))
+      .returning();
+    if (!updated) throw new NotFoundError("host", hostId);
+    if (before.status !== status && (status === "draining" || status === "active")) {
+      await recordEvent(tx, {
+        teamId: null,
+        type: status === "draining" ? "host.drained" : "host.up",
+        hostId,
+        data: { fromStatus: before.status, toStatus: status },
+      });
+    }
+    return updated;
+  });
   ctx.logger.info("host status set", { hostId, status });
   return toHostView(row);
 }

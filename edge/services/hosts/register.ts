@@ -3,6 +3,7 @@ import type { AgentTlsPolicy } from "../../clients/agent.js";
 import { hosts } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
 import { BadRequestError } from "../errors.js";
+import { recordEvent } from "../events/record.js";
 import { newId } from "../ids.js";
 import { fetchHostInfo, hostInfoColumns } from "./refresh.js";
 import { type HostView, toHostView } from "./view.js";
@@ -53,11 +54,21 @@ export async function registerHost(
       .returning();
     return { host: toHostView(row ?? existing), created: false };
   }
-  const [row] = await ctx.db
-    .insert(hosts)
-    .values({ id: newId("host"), address, tokenSealed, ...tlsColumns, ...facts, lastSeenAt: now })
-    .returning();
-  if (!row) throw new Error("insert into hosts returned no row");
+  const row = await ctx.db.transaction(async (tx) => {
+    const [inserted] = await tx
+      .insert(hosts)
+      .values({ id: newId("host"), address, tokenSealed, ...tlsColumns, ...facts, lastSeenAt: now })
+      .returning();
+    if (!inserted) throw new Error("insert into hosts returned no row");
+    await recordEvent(tx, {
+      teamId: null,
+      type: "host.up",
+      hostId: inserted.id,
+      data: { registered: true, address, runtime: inserted.runtime, isolation: inserted.isolation },
+      at: now,
+    });
+    return inserted;
+  });
   ctx.logger.info("host registered", { hostId: row.id, address, runtime: row.runtime, isolation: row.isolation });
   return { host: toHostView(row), created: true };
 }

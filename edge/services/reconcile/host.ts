@@ -4,6 +4,7 @@ import { type GetHostInfoResponse, SandboxState } from "../../../proto/gen/hosta
 import type { AgentClient } from "../../clients/agent.js";
 import { activeSandboxStates, type HostRow, hosts, sandboxes } from "../../db/schema/index.js";
 import type { ServiceContext } from "../context.js";
+import { recordEvent } from "../events/record.js";
 import { hostInfoColumns } from "../hosts/refresh.js";
 import { hostTarget } from "../hosts/target.js";
 import { collectDuringSweep } from "../telemetry/collect.js";
@@ -234,17 +235,30 @@ export async function reconcileHost(
   await collectDuringSweep(ctx, agent, host.id, { timeoutMs: options.hostTimeoutMs, deadline });
 
   const now = ctx.now();
-  await ctx.db
-    .update(hosts)
-    .set({
-      ...(info ? hostInfoColumns(info) : {}),
-      consecutiveFailures: 0,
-      lastSeenAt: now,
-      lastError: null,
-      status: sql`case when ${hosts.status} = 'unhealthy' then 'active' else ${hosts.status} end`,
-      updatedAt: now,
-    })
-    .where(eq(hosts.id, host.id));
+  await ctx.db.transaction(async (tx) => {
+    const [before] = await tx.select({ status: hosts.status }).from(hosts).where(eq(hosts.id, host.id)).for("update");
+    await tx
+      .update(hosts)
+      .set({
+        ...(info ? hostInfoColumns(info) : {}),
+        consecutiveFailures: 0,
+        lastSeenAt: now,
+        lastError: null,
+        status: sql`case when ${hosts.status} = 'unhealthy' then 'active' else ${hosts.status} end`,
+        updatedAt: now,
+      })
+      .where(eq(hosts.id, host.id));
+    if (before?.status === "unhealthy") {
+      await recordEvent(tx, {
+        teamId: null,
+        type: "host.up",
+        hostId: host.id,
+        actor: "reconcile",
+        data: { fromStatus: "unhealthy", toStatus: "active" },
+        at: now,
+      });
+    }
+  });
   if (host.status === "unhealthy") {
     outcome.recovered = true;
     log.info("host answers again", { restored: outcome.changed.restored });
@@ -285,16 +299,29 @@ async function recordFailure(
   outcome: HostOutcome,
 ): Promise<void> {
   const threshold = options.unhealthyAfterFailures;
-  const [updated] = await ctx.db
-    .update(hosts)
-    .set({
-      consecutiveFailures: sql`${hosts.consecutiveFailures} + 1`,
-      lastError: outcome.error ?? "unreachable",
-      status: sql`case when ${hosts.consecutiveFailures} + 1 >= ${threshold} and ${hosts.status} = 'active' then 'unhealthy' else ${hosts.status} end`,
-      updatedAt: ctx.now(),
-    })
-    .where(eq(hosts.id, host.id))
-    .returning({ failures: hosts.consecutiveFailures, status: hosts.status });
+  const updated = await ctx.db.transaction(async (tx) => {
+    const [before] = await tx.select({ status: hosts.status }).from(hosts).where(eq(hosts.id, host.id)).for("update");
+    const [after] = await tx
+      .update(hosts)
+      .set({
+        consecutiveFailures: sql`${hosts.consecutiveFailures} + 1`,
+        lastError: outcome.error ?? "unreachable",
+        status: sql`case when ${hosts.consecutiveFailures} + 1 >= ${threshold} and ${hosts.status} = 'active' then 'unhealthy' else ${hosts.status} end`,
+        updatedAt: ctx.now(),
+      })
+      .where(eq(hosts.id, host.id))
+      .returning({ failures: hosts.consecutiveFailures, status: hosts.status });
+    if (before && before.status !== "unhealthy" && after?.status === "unhealthy") {
+      await recordEvent(tx, {
+        teamId: null,
+        type: "host.down",
+        hostId: host.id,
+        actor: "reconcile",
+        data: { consecutiveFailures: after.failures, error: outcome.error ?? "unreachable" },
+      });
+    }
+    return after;
+  });
   if (!updated || updated.failures < threshold) return;
   outcome.becameUnhealthy = host.status !== "unhealthy" && updated.status === "unhealthy";
   const missing: Transition[] = rows

@@ -10,6 +10,7 @@ import {
 import { dateOrNull, stateFromAgent, timeoutActionToAgent } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
 import { BadRequestError } from "../errors.js";
+import { recordSandboxChange } from "../events/record.js";
 import { agentFor } from "../hosts/target.js";
 import { newEnvdAccessToken, newSandboxId } from "../ids.js";
 import { strongerIsolation } from "../scheduler/isolation.js";
@@ -164,6 +165,15 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
         ...(snapshot ? { snapshotId: snapshot.id } : {}),
       },
       createdAt: now,
+    });
+    await recordSandboxChange(tx, {
+      teamId: row.teamId,
+      sandboxId: id,
+      hostId: host.id,
+      fromState: null,
+      toState: "pending",
+      detail: { template: input.template, isolation: host.isolation, ...(snapshot ? { snapshotId: snapshot.id } : {}) },
+      at: now,
     });
     return row;
   });
