@@ -17,6 +17,7 @@ describe("parseEnv", () => {
       maxUploadBytes: 1024 ** 3,
       maxJsonBytes: 1024 ** 2,
       rateLimit: { perSec: 20, burst: 100 },
+      commandHistoryDays: 7,
       webhooks: defaultWebhookSettings,
       accounts: defaultAccountSettings,
     });

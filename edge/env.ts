@@ -84,6 +84,8 @@ export const zEnv = z.object({
   WRENN_TLS_KEY_FILE: z.string().min(1).optional(),
   /** Port of the HTTPS listener (with WRENN_TLS_CERT_FILE and WRENN_TLS_KEY_FILE). */
   WRENN_TLS_PORT: z.coerce.number().int().min(0).max(65_535).default(3443),
+  /** Days the command history (docs/command-history.md) is kept, counted from each command's end. */
+  WRENN_COMMAND_HISTORY_DAYS: z.coerce.number().min(0.001).max(3650).default(7),
   /**
    * Webhooks (docs/events-and-webhooks.md). `true` lets webhook and callback URLs reach private,
    * loopback, link-local and metadata addresses (tests, private networks); refused by default.
@@ -123,6 +125,8 @@ export interface EdgeConfig {
   rateLimit?: { perSec: number; burst: number };
   /** Webhook deliveries; unset: `defaultWebhookSettings`. */
   webhooks?: WebhookSettings;
+  /** Days the command history is kept; unset: 7. */
+  commandHistoryDays?: number;
   /** Users, sessions and sign-in limits; unset: `defaultAccountSettings`. */
   accounts?: AccountSettings;
 }
@@ -148,6 +152,7 @@ export function parseEnv(
 export function edgeConfigFrom(env: Env): EdgeConfig {
   const config: EdgeConfig = { maxUploadBytes: env.WRENN_MAX_UPLOAD_BYTES, maxJsonBytes: env.WRENN_MAX_JSON_BYTES };
   if (env.WRENN_SANDBOX_DOMAIN) config.sandboxDomain = env.WRENN_SANDBOX_DOMAIN;
+  config.commandHistoryDays = env.WRENN_COMMAND_HISTORY_DAYS;
   config.webhooks = {
     ...defaultWebhookSettings,
     allowPrivate: env.WRENN_WEBHOOKS_ALLOW_PRIVATE === "true",

@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import type { Database } from "../../db/client.js";
 import type { Logger } from "../../logger.js";
+import { applyCommandRetention, DEFAULT_COMMAND_HISTORY_DAYS } from "../commands/retention.js";
 
 /** How long each kind of telemetry is kept (docs/metrics-and-logs.md states the same). */
 export interface TelemetryRetention {
@@ -125,10 +126,19 @@ export async function applyTelemetryRetention(
 }
 
 /** The sweep's retention step, once per sweep: never fails the sweep. */
-export async function retentionDuringSweep(ctx: { db: Database; now(): Date; logger: Logger }): Promise<void> {
+export async function retentionDuringSweep(ctx: {
+  db: Database;
+  now(): Date;
+  logger: Logger;
+  config?: { commandHistoryDays?: number };
+}): Promise<void> {
   try {
     const done = await applyTelemetryRetention(ctx.db, ctx.now());
     if (done.rolledUp + done.rollupsPruned + done.logsPruned > 0) ctx.logger.info("telemetry retention", { ...done });
+    // The command history (issue 22) is kept per WRENN_COMMAND_HISTORY_DAYS, also after the sandbox ended.
+    const days = ctx.config?.commandHistoryDays ?? DEFAULT_COMMAND_HISTORY_DAYS;
+    const commandsPruned = await applyCommandRetention(ctx.db, ctx.now(), days);
+    if (commandsPruned > 0) ctx.logger.info("command history retention", { commandsPruned });
   } catch (err) {
     ctx.logger.warn("telemetry retention failed; the next sweep tries again", {
       error: err instanceof Error ? err.message : String(err),
