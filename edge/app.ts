@@ -11,12 +11,14 @@ import { apiKeysRouter } from "./routes/api-keys/index.js";
 import { commandsRouter } from "./routes/commands/index.js";
 import { docsRouter } from "./routes/docs/index.js";
 import { e2bRouter } from "./routes/e2b/index.js";
+import { eventsRouter } from "./routes/events/index.js";
 import { healthRouter } from "./routes/health/index.js";
 import { hostsRouter } from "./routes/hosts/index.js";
 import { metricsRouter } from "./routes/metrics/index.js";
 import { sandboxesRouter } from "./routes/sandboxes/index.js";
 import { snapshotsRouter } from "./routes/snapshots/index.js";
 import { teamsRouter } from "./routes/teams/index.js";
+import { webhooksRouter } from "./routes/webhooks/index.js";
 
 /** Paths whose bodies are streamed and limited by their service, not by the JSON body limit. */
 const streamedUploads = /\/files\/write$/;
@@ -66,6 +68,8 @@ export function createApp(deps: AppDeps, observability: EdgeObservability = defa
   app.route("/v1/api-keys", apiKeysRouter());
   app.route("/v1/teams", teamsRouter());
   app.route("/v1/snapshots", snapshotsRouter());
+  app.route("/v1/events", eventsRouter());
+  app.route("/v1/webhooks", webhooksRouter());
   app.route("/", commandsRouter());
   app.route("/", e2bRouter());
   app.route("/", docsRouter(app, deps.docsAssets));
