@@ -9,6 +9,7 @@ import type {
   UpdateApiKeyRequest,
   UpdateTeamRequest,
 } from "./types.js";
+import { Events, Webhooks } from "./webhooks.js";
 
 /**
  * How the edge checks a host agent's TLS certificate beyond the system's CAs (https addresses only,
@@ -113,11 +114,17 @@ export class WrennClient {
   readonly hosts: Hosts;
   readonly apiKeys: ApiKeys;
   readonly teams: Teams;
+  /** The team's lifecycle events (list and live stream). */
+  readonly events: Events;
+  /** The team's webhooks and their delivery logs. */
+  readonly webhooks: Webhooks;
 
   constructor(options: ConnectionOptions = {}) {
     this.api = new ApiClient(options);
     this.hosts = new Hosts(this.api);
     this.apiKeys = new ApiKeys(this.api);
+    this.events = new Events(this.api);
+    this.webhooks = new Webhooks(this.api);
     this.teams = new Teams(this.api);
   }
 

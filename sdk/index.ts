@@ -46,3 +46,16 @@ export {
   type SnapshotListOptions,
 } from "./sandbox.js";
 export type * from "./types.js";
+export {
+  type CreatedWebhookInfo,
+  type DeliveryAttemptInfo,
+  type DeliveryInfo,
+  type EventFilterOptions,
+  type EventInfo,
+  Events,
+  verifyWebhookSignature,
+  type WebhookHeaders,
+  type WebhookInfo,
+  type WebhookRequest,
+  Webhooks,
+} from "./webhooks.js";
