@@ -342,6 +342,8 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
         kvm: facts.kvm,
         arch: arch() === "x64" ? "x86_64" : arch(),
         isolation: ISOLATION[ISOLATION_OF[runtime.name]],
+        // Runtimes that save files (namespace, gVisor) boot sandboxes from a snapshot afresh on them.
+        snapshotsKeepMemory: runtime.saveFiles === undefined && runtime.cloneSnapshot !== undefined,
       };
     },
   };

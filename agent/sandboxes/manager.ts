@@ -327,12 +327,12 @@ export class SandboxManager {
       }
       if (input.noWait) {
         void this.#lock.run(record.id, async () => {
-          await this.#handshakeOrFail(live, log, started, phases);
+          await this.#handshakeOrFail(live, log, started, phases, fromSnapshot?.presentedToken);
           if (warm) this.#warm.refillSoon();
         });
         return record;
       }
-      const failure = await this.#handshakeOrFail(live, log, started, phases);
+      const failure = await this.#handshakeOrFail(live, log, started, phases, fromSnapshot?.presentedToken);
       // Boot the next warm guest only now and after a delay, so it competes neither with this create
       // nor with the sandbox's first commands.
       if (warm) this.#warm.refillSoon();
@@ -372,10 +372,11 @@ export class SandboxManager {
     log: Logger,
     started: number,
     phases: CreatePhases,
+    presentedToken?: string,
   ): Promise<unknown | undefined> {
     const { record } = live;
     try {
-      await this.#handshake(live, phases);
+      await this.#handshake(live, phases, presentedToken);
       record.status = "running";
       // The timeout counts from when the sandbox is ready, not from the request: a slow boot (gVisor
       // under load takes seconds) must not eat a short timeout before the caller ever gets the sandbox.
@@ -399,8 +400,13 @@ export class SandboxManager {
     return undefined;
   }
 
-  async #handshake(live: LiveSandbox, phases?: CreatePhases): Promise<void> {
-    const envd = live.envd;
+  /**
+   * Waits for envd and POSTs /init. `presentedToken`: the token the guest's envd already holds, which
+   * it asks for before it takes another (a guest resumed from a snapshot of another sandbox).
+   */
+  async #handshake(live: LiveSandbox, phases?: CreatePhases, presentedToken?: string): Promise<void> {
+    const envd =
+      presentedToken !== undefined && live.slot ? this.#deps.envdClient(live.slot.slotIp, presentedToken) : live.envd;
     if (envd === undefined) throw new Error("no envd client");
     let t = performance.now();
     await envd.waitHealthy(this.#envdTimeoutMs);
@@ -680,7 +686,14 @@ export class SandboxManager {
   /** A create's input with a snapshot's size filled in, and what the record keeps of the snapshot. */
   async #resolveSnapshot(request: CreateInput): Promise<{
     input: CreateInput;
-    fromSnapshot?: { id: string; record: NonNullable<SandboxRecord["fromSnapshot"]>; restoreFrom?: string };
+    fromSnapshot?: {
+      id: string;
+      record: NonNullable<SandboxRecord["fromSnapshot"]>;
+      /** A snapshot with memory: the directory restore() resumes from. */
+      restoreFrom?: string;
+      /** A snapshot with memory: the envd token its guest holds (the source's). */
+      presentedToken?: string;
+    };
   }> {
     const id = request.snapshotId;
     if (!id) return { input: request };
@@ -717,7 +730,12 @@ export class SandboxManager {
       memoryMb: request.memoryMb || snapshot.memoryMb,
     };
     const files = this.#snapshots.filesDir(id);
-    if (snapshot.keepsMemory) return { input, fromSnapshot: { id, record: { id }, restoreFrom: files } };
+    if (snapshot.keepsMemory) {
+      return {
+        input,
+        fromSnapshot: { id, record: { id }, restoreFrom: files, presentedToken: snapshot.envdToken ?? "" },
+      };
+    }
     return {
       input,
       fromSnapshot: {
@@ -804,6 +822,7 @@ export class SandboxManager {
             vcpus: record.vcpus,
             memoryMb: record.memoryMb,
             createdAt: this.#deps.clock.now(),
+            ...(keepsMemory ? { envdToken: record.accessToken } : {}),
           });
           this.#deps.logger.info("snapshot saved", {
             sandboxId,

@@ -7,8 +7,9 @@ import type { RuntimeName } from "../runtimes/types.js";
 
 /**
  * Saved snapshots (CreateSnapshot): each lives in snapshots/saved-<id>/ with its metadata in
- * snapshot.json and the runtime's files in files/. A snapshot is written into a `.partial` directory
- * and renamed into place, so a crash leaves no half-made snapshot under its id. DeleteSnapshot only
+ * snapshot.json and the runtime's files in files/. The metadata is written last (files may name their
+ * own directory, so they are written in place): a directory without it is half-made, and the next
+ * load() removes it. DeleteSnapshot only
  * marks it deleted while sandboxes started from it still read its files (the manager counts them from
  * its sandbox records, which survive a restart); the files go when the last of them ends.
  */
@@ -41,6 +42,11 @@ export interface SnapshotMeta {
   memoryMb: number;
   sizeBytes: number;
   createdAt: number;
+  /**
+   * Memory kept: the envd access token of the source, which envd in the snapshot's memory holds and
+   * asks for before it takes a new sandbox's token (like a resume). Never reported.
+   */
+  envdToken?: string;
   /** Forgotten by DeleteSnapshot; the files stay while sandboxes started from it still read them. */
   deleted: boolean;
 }
@@ -48,7 +54,6 @@ export interface SnapshotMeta {
 export const SNAPSHOT_META_FILE = "snapshot.json";
 /** The runtime's files of a snapshot, inside its directory. */
 export const SNAPSHOT_FILES_DIR = "files";
-const PARTIAL_SUFFIX = ".partial";
 
 /** Bytes a directory tree holds on disk (allocated blocks, so sparse files count what they use). */
 export async function diskUsage(path: string): Promise<number> {
@@ -97,29 +102,34 @@ export class SnapshotStore {
     return [...this.#snapshots.values()].filter((m) => !m.deleted).sort((a, b) => a.createdAt - b.createdAt);
   }
 
-  /** A fresh directory to write a snapshot's files into (files/ inside it); commit() moves it into place. */
+  /** A fresh directory to write a snapshot's files into (files/ inside it); commit() completes it. */
   async begin(id: string): Promise<{ dir: string; filesDir: string }> {
-    const dir = `${this.dir(id)}${PARTIAL_SUFFIX}`;
+    if (this.#snapshots.has(id)) throw new Error(`snapshot ${id} exists`);
+    const dir = this.dir(id);
     await rm(dir, { recursive: true, force: true });
     await mkdir(this.#deps.layout.snapshotsDir, { recursive: true, mode: 0o700 });
     await mkdir(dir, { mode: 0o700 });
     return { dir, filesDir: join(dir, SNAPSHOT_FILES_DIR) };
   }
 
-  /** Writes the metadata into the partial directory and renames it to the snapshot's own. */
+  /** Writes the metadata (atomically, last): from here on the snapshot exists, also after a restart. */
   async commit(meta: Omit<SnapshotMeta, "sizeBytes" | "deleted">): Promise<SnapshotMeta> {
-    const partial = `${this.dir(meta.snapshotId)}${PARTIAL_SUFFIX}`;
-    const full: SnapshotMeta = { ...meta, sizeBytes: await diskUsage(partial), deleted: false };
-    await writeFile(join(partial, SNAPSHOT_META_FILE), `${JSON.stringify(full)}\n`, { mode: 0o600 });
-    await rm(this.dir(meta.snapshotId), { recursive: true, force: true });
-    await rename(partial, this.dir(meta.snapshotId));
+    const dir = this.dir(meta.snapshotId);
+    const full: SnapshotMeta = { ...meta, sizeBytes: await diskUsage(dir), deleted: false };
+    await this.#writeMeta(full);
     this.#snapshots.set(meta.snapshotId, full);
     return full;
   }
 
-  /** Removes a partial directory after a failed capture. */
+  async #writeMeta(meta: SnapshotMeta): Promise<void> {
+    const target = join(this.dir(meta.snapshotId), SNAPSHOT_META_FILE);
+    await writeFile(`${target}.tmp`, `${JSON.stringify(meta)}\n`, { mode: 0o600 });
+    await rename(`${target}.tmp`, target);
+  }
+
+  /** Removes a half-made snapshot's directory after a failed capture. */
   async abort(id: string): Promise<void> {
-    await rm(`${this.dir(id)}${PARTIAL_SUFFIX}`, { recursive: true, force: true });
+    if (!this.#snapshots.has(id)) await rm(this.dir(id), { recursive: true, force: true });
   }
 
   /** Forgets a snapshot; removes its files unless `users` sandboxes still read them. */
@@ -128,7 +138,7 @@ export class SnapshotStore {
     if (!meta || meta.deleted) throw snapshotNotFound(id);
     meta.deleted = true;
     if (users > 0) {
-      await writeFile(join(this.dir(id), SNAPSHOT_META_FILE), `${JSON.stringify(meta)}\n`, { mode: 0o600 });
+      await this.#writeMeta(meta);
       this.#deps.logger.info("snapshot deleted; its files stay while sandboxes read them", { snapshotId: id, users });
       return;
     }

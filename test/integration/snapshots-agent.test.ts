@@ -60,6 +60,8 @@ describe(`agent snapshots (${suiteRuntime()})`, () => {
       keepsMemory: false,
       users: 0,
     });
+    // The host says what its snapshots keep.
+    expect((await c.getHostInfo({})).snapshotsKeepMemory).toBe(false);
     expect(Number(created.snapshot?.sizeBytes)).toBeGreaterThan(0);
     expect(created.sandbox?.state).toBe(SandboxState.RUNNING);
     // Repeating the create returns the same snapshot.

@@ -198,6 +198,10 @@ export class QemuRuntime implements Runtime {
     return this.snapshots.restore(spec, snapshotDir, signal);
   }
 
+  cloneSnapshot(fromDir: string, toDir: string): Promise<void> {
+    return this.snapshots.clone(fromDir, toDir);
+  }
+
   private async hostTsc(): Promise<number> {
     this.tscKhz ??= await hostTscKhz();
     if (this.tscKhz === undefined) {

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../../logger.js";
 import { waitForExit } from "../../process-identity.js";
 import type { GuestHandle, GuestSpec, SnapshotInfo } from "../types.js";
-import { copyFileAtomic, linkOrReference, moveFile, writeFileAtomic } from "../vm-files.js";
+import { copyFileAtomic, linkOrCopy, linkOrReference, moveFile, writeFileAtomic } from "../vm-files.js";
 import { migrateToFileUri } from "./cmdline.js";
 import { QemuRuntimeError } from "./errors.js";
 import {
@@ -124,6 +124,28 @@ export class QemuSnapshots {
       files,
     });
     return { dir: snapshotDir, files };
+  }
+
+  /**
+   * Copies a pause snapshot to `toDir` as a saved snapshot of its own: the memory stream is hard-linked
+   * (a later pause of the source replaces its file by rename, never writes into it), the disk overlay
+   * copied, and the base image, kernel and initramfs linked from the new directory, so it outlives the
+   * source's pause directory. restore() starts any number of guests from it: each gets a copy of the disk.
+   */
+  async clone(fromDir: string, toDir: string): Promise<void> {
+    const manifest = await readSnapshot(fromDir);
+    await mkdir(toDir, { recursive: true });
+    await linkOrCopy(join(fromDir, SNAPSHOT_MEMORY_FILE), join(toDir, SNAPSHOT_MEMORY_FILE));
+    await copyFileAtomic(join(fromDir, SNAPSHOT_DISK_FILE), join(toDir, SNAPSHOT_DISK_FILE));
+    const backingFile = await linkOrReference(manifest.backingFile, join(toDir, SNAPSHOT_LINKS.base));
+    const kernelPath = await linkOrReference(manifest.kernelPath, join(toDir, SNAPSHOT_LINKS.kernel));
+    const initrdPath = manifest.initrdPath
+      ? await linkOrReference(manifest.initrdPath, join(toDir, SNAPSHOT_LINKS.initrd))
+      : undefined;
+    await writeFileAtomic(
+      join(toDir, SNAPSHOT_MANIFEST_FILE),
+      serializeManifest({ ...manifest, backingFile, kernelPath, ...(initrdPath ? { initrdPath } : {}) }),
+    );
   }
 
   async restore(spec: GuestSpec, snapshotDir: string, signal?: AbortSignal): Promise<GuestHandle> {
