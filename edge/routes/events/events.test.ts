@@ -1,0 +1,121 @@
+import { describe, expect, it } from "vitest";
+import { readServerSentEvents } from "../../../sdk/sse.js";
+import { expectError, newSandbox, routeStack } from "../../../test/helpers/edge-routes.js";
+
+const stack = routeStack();
+
+interface EventJson {
+  id: string;
+  type: string;
+  sandboxId: string | null;
+  teamId: string | null;
+  data: Record<string, unknown>;
+  createdAt: string;
+}
+
+async function listEvents(key: string, query: string) {
+  const res = await stack.h.request("GET", `/v1/events${query}`, { key });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { events: EventJson[]; nextCursor?: string };
+}
+
+describe("GET /v1/events", () => {
+  it("records each lifecycle change once, filters by type, sandbox and time, pages with a cursor, and is team-scoped", async () => {
+    const team = await stack.h.newTeam();
+    const other = await stack.h.newTeam();
+    const a = await newSandbox(stack.h, team.key);
+    const b = await newSandbox(stack.h, team.key);
+    expect((await stack.h.request("DELETE", `/v1/sandboxes/${a.id}`, { key: team.key })).status).toBe(204);
+
+    const all = await listEvents(team.key, "?order=asc");
+    expect(all.events.map((e) => [e.type, e.sandboxId])).toEqual([
+      ["sandbox.created", a.id],
+      ["sandbox.running", a.id],
+      ["sandbox.created", b.id],
+      ["sandbox.running", b.id],
+      ["sandbox.killed", a.id],
+    ]);
+    expect(all.events.every((e) => e.teamId === team.teamId && /^evt_\d+$/.test(e.id))).toBe(true);
+    expect(all.events[4]?.data).toMatchObject({ fromState: "running", toState: "stopped", stopReason: "killed" });
+
+    // Newest first by default.
+    expect((await listEvents(team.key, "")).events[0]?.type).toBe("sandbox.killed");
+    expect((await listEvents(team.key, "?type=sandbox.killed,sandbox.created")).events).toHaveLength(3);
+    expect((await listEvents(team.key, `?sandboxId=${b.id}`)).events.map((e) => e.type)).toEqual([
+      "sandbox.running",
+      "sandbox.created",
+    ]);
+    const killedAt = all.events[4]?.createdAt ?? "";
+    expect((await listEvents(team.key, `?since=${encodeURIComponent(killedAt)}`)).events.map((e) => e.type)).toEqual([
+      "sandbox.killed",
+    ]);
+    const before = new Date(Date.parse(all.events[0]?.createdAt ?? "") - 1).toISOString();
+    expect((await listEvents(team.key, `?until=${encodeURIComponent(before)}`)).events).toEqual([]);
+
+    // Walk the list two at a time: every event once, in order, and the last page has no cursor.
+    const walked: string[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 5; page++) {
+      const got = await listEvents(team.key, `?order=asc&limit=2${cursor ? `&cursor=${cursor}` : ""}`);
+      walked.push(...got.events.map((e) => e.id));
+      cursor = got.nextCursor;
+      if (!cursor) break;
+    }
+    expect(walked).toEqual(all.events.map((e) => e.id));
+
+    // Another team sees none of them; a bad cursor or time is a clear 400.
+    expect((await listEvents(other.key, "")).events).toEqual([]);
+    await expectError(await stack.h.request("GET", "/v1/events?cursor=abc", { key: team.key }), 400, "BAD_REQUEST");
+    await expectError(
+      await stack.h.request("GET", "/v1/events?since=yesterday", { key: team.key }),
+      400,
+      "BAD_REQUEST",
+    );
+  });
+
+  it("shows host events to admin keys only", async () => {
+    const team = await stack.h.newTeam();
+    expect((await stack.h.request("POST", `/v1/hosts/${stack.hostId}/drain`, { key: stack.h.adminKey })).status).toBe(
+      200,
+    );
+    expect(
+      (await stack.h.request("POST", `/v1/hosts/${stack.hostId}/activate`, { key: stack.h.adminKey })).status,
+    ).toBe(200);
+    const admin = await listEvents(stack.h.adminKey, "?type=host.drained,host.up&order=asc");
+    expect(admin.events.map((e) => e.type).slice(-2)).toEqual(["host.drained", "host.up"]);
+    expect(admin.events.every((e) => e.teamId === null)).toBe(true);
+    expect((await listEvents(team.key, "?type=host.drained")).events).toEqual([]);
+  });
+});
+
+describe("GET /v1/events/stream", () => {
+  it("streams the team's events live and resumes after Last-Event-ID", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    const abort = new AbortController();
+    const res = await stack.h.app.request("/v1/events/stream", {
+      headers: { "x-api-key": team.key },
+      signal: abort.signal,
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/text\/event-stream/);
+    const reader = readServerSentEvents(res.body as ReadableStream<Uint8Array>);
+    // The stream starts after the newest event: the sandbox's creation is not replayed.
+    expect((await stack.h.request("DELETE", `/v1/sandboxes/${sb.id}`, { key: team.key })).status).toBe(204);
+    const first = await reader.next();
+    expect(first.value?.event).toBe("sandbox.killed");
+    expect(JSON.parse(first.value?.data ?? "{}")).toMatchObject({ type: "sandbox.killed", sandboxId: sb.id });
+    abort.abort();
+    await reader.return(undefined);
+
+    const created = (await listEvents(team.key, `?sandboxId=${sb.id}&type=sandbox.created`)).events[0];
+    const resumed = await stack.h.app.request("/v1/events/stream", {
+      headers: { "x-api-key": team.key, "last-event-id": created?.id ?? "" },
+    });
+    const again = readServerSentEvents(resumed.body as ReadableStream<Uint8Array>);
+    const types: string[] = [];
+    for (let i = 0; i < 2; i++) types.push((await again.next()).value?.event ?? "");
+    expect(types).toEqual(["sandbox.running", "sandbox.killed"]);
+    await again.return(undefined);
+  });
+});
