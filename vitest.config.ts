@@ -9,6 +9,7 @@ import { defineConfig } from "vitest/config";
  * ones e2b-sdk and sdk-sandbox make). cli-shell is in: Ctrl-C typed into a PTY must interrupt the
  * foreground program on gVisor too (envd's PTY signal relay, agent/envd/gvisor.ts). egress: the egress
  * policy's kernel rules, resolver and proxy act on a gVisor guest's host sockets the same way.
+ * command-history: envd's process journal, and a background command across a pause and resume.
  */
 const RUNTIME_SUITE = [
   "agent-lifecycle",
@@ -22,6 +23,7 @@ const RUNTIME_SUITE = [
   "egress",
   "egress-flows",
   "snapshots-agent",
+  "command-history",
 ].map((name) => `test/integration/${name}.test.ts`);
 
 // Projects: fast co-located unit tests, integration tests against real processes (agent, envd,
