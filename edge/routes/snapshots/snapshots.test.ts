@@ -1,17 +1,10 @@
-import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { Sandbox as E2bSandbox, SandboxNotFoundError } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  type CreateSandboxRequest,
-  type HostAgentService,
-  type SnapshotInfo,
-  SnapshotInfoSchema,
-} from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { serveOnLoopback } from "../../../test/helpers/cli-run.js";
-import { createEdgeHarness, type EdgeHarness, FakeAgent } from "../../../test/helpers/edge-app.js";
+import { createEdgeHarness, type EdgeHarness, type FakeAgent } from "../../../test/helpers/edge-app.js";
 import { expectError, newSandbox } from "../../../test/helpers/edge-routes.js";
+import { addSnapshottingHost, type SnapshottingAgent } from "../../../test/helpers/snapshotting-agent.js";
 
 /**
  * Snapshots and fork through the E2B surface (with the official `e2b` SDK's static calls, which need
@@ -20,88 +13,10 @@ import { expectError, newSandbox } from "../../../test/helpers/edge-routes.js";
  * test/integration/e2b-snapshots.test.ts.
  */
 
-/** The fake agent plus the snapshot RPCs: a snapshot copies the sandbox's files; a create from it gets them. */
-class SnapshottingAgent extends FakeAgent {
-  readonly snapshots = new Map<string, { info: SnapshotInfo; files: Map<string, Uint8Array> }>();
-  /** When set, CreateSnapshot answers this code. */
-  failSnapshots: Code | undefined;
-  /** Every CreateSandbox request, to see which snapshot it named. */
-  readonly creates: CreateSandboxRequest[] = [];
-
-  constructor(address: string, token: string) {
-    super(address, token);
-    const base = this.routes;
-    this.routes = (router: ConnectRouter) =>
-      base(
-        new Proxy(router, {
-          get: (target, prop, receiver) => {
-            if (prop !== "service") return Reflect.get(target, prop, receiver);
-            return (service: typeof HostAgentService, impl: Record<string, unknown>, opts?: unknown) =>
-              target.service(service, { ...impl, ...this.snapshotRpcs(impl) } as never, opts as never);
-          },
-        }),
-      );
-  }
-
-  private snapshotRpcs(impl: Record<string, unknown>) {
-    const createSandbox = impl.createSandbox as (req: CreateSandboxRequest, ctx: unknown) => Promise<unknown>;
-    return {
-      createSnapshot: async (req: { sandboxId: string; snapshotId: string }) => {
-        if (this.down) throw new ConnectError("down", Code.Unavailable);
-        if (this.failSnapshots !== undefined) throw new ConnectError("snapshot failed", this.failSnapshots);
-        const source = this.sandboxes.get(req.sandboxId);
-        if (!source) throw new ConnectError(`sandbox ${req.sandboxId} not found`, Code.NotFound);
-        const info = create(SnapshotInfoSchema, {
-          snapshotId: req.snapshotId,
-          sourceSandboxId: req.sandboxId,
-          template: source.sandbox.template,
-          runtime: this.runtime,
-          keepsMemory: false,
-          vcpus: source.sandbox.vcpus,
-          memoryMb: source.sandbox.memoryMb,
-          sizeBytes: 4096n,
-          createdAt: timestampFromDate(new Date()),
-        });
-        this.snapshots.set(req.snapshotId, { info, files: new Map(source.files) });
-        return { snapshot: info, sandbox: source.sandbox };
-      },
-      deleteSnapshot: async (req: { snapshotId: string }) => {
-        if (!this.snapshots.delete(req.snapshotId)) throw new ConnectError("no such snapshot", Code.NotFound);
-        return {};
-      },
-      listSnapshots: async () => ({ snapshots: [...this.snapshots.values()].map((s) => s.info) }),
-      createSandbox: async (req: CreateSandboxRequest, ctx: unknown) => {
-        this.creates.push(req);
-        const snapshot = req.snapshotId ? this.snapshots.get(req.snapshotId) : undefined;
-        if (req.snapshotId && !snapshot) throw new ConnectError(`snapshot ${req.snapshotId} not found`, Code.NotFound);
-        const answer = await createSandbox(req, ctx);
-        const started = this.sandboxes.get(req.sandboxId);
-        if (snapshot && started) started.files = new Map(snapshot.files);
-        return answer;
-      },
-    };
-  }
-}
-
 let h: EdgeHarness;
 let agent: SnapshottingAgent;
 let hostId = "";
 let server: Awaited<ReturnType<typeof serveOnLoopback>>;
-
-async function addSnapshottingHost(): Promise<{ agent: SnapshottingAgent; hostId: string }> {
-  if (!h.fakes) throw new Error("the harness uses real agents");
-  const added = new SnapshottingAgent(
-    `http://snap-${Math.random().toString(36).slice(2, 10)}.test:9000`,
-    `host-token-${Math.random().toString(36).slice(2)}`,
-  );
-  h.fakes.add(added);
-  const res = await h.request("POST", "/v1/hosts", {
-    key: h.adminKey,
-    json: { address: added.address, token: added.token },
-  });
-  expect(res.status, await res.clone().text()).toBe(201);
-  return { agent: added, hostId: ((await res.json()) as { id: string }).id };
-}
 
 /** Writes a file into a fake sandbox, as a guest would. */
 function writeFile(sandboxId: string, path: string, text: string): void {
@@ -117,7 +32,7 @@ function readFile(a: FakeAgent, sandboxId: string, path: string): string | undef
 
 beforeAll(async () => {
   h = await createEdgeHarness({ config: { sandboxDomain: "sbx.wrenn.test" } });
-  ({ agent, hostId } = await addSnapshottingHost());
+  ({ agent, hostId } = await addSnapshottingHost(h));
   server = await serveOnLoopback(h.app.fetch);
 }, 60_000);
 
@@ -359,7 +274,7 @@ describe("/v1 snapshots", () => {
       await h.request("POST", `/v1/sandboxes/${source.id}/snapshots`, { key: team.key })
     ).json()) as { id: string; hostId: string };
     // A second, idle host: the scheduler would prefer it for a plain create.
-    const other = await addSnapshottingHost();
+    const other = await addSnapshottingHost(h);
     const fromSnap = await newSandbox(h, team.key, { snapshotId: snap.id });
     expect(fromSnap.hostId).toBe(snap.hostId);
     expect(other.agent.creates).toEqual([]);

@@ -21,6 +21,7 @@ import {
   snapshotBytesOf,
   type Transition,
 } from "./plan.js";
+import { reconcileHostSnapshots } from "./snapshots.js";
 
 /** What happened to one host in a sweep. */
 export interface HostOutcome {
@@ -233,6 +234,7 @@ export async function reconcileHost(
   });
   await applyTransitions(ctx.db, settle, ctx.now());
   await collectDuringSweep(ctx, agent, host.id, { timeoutMs: options.hostTimeoutMs, deadline });
+  if (performance.now() <= deadline) await reconcileHostSnapshots(ctx, agent, host.id, options);
 
   const now = ctx.now();
   await ctx.db.transaction(async (tx) => {
