@@ -43,6 +43,8 @@ const propagator = new W3CTraceContextPropagator();
 /** A tracer that records nothing (a span under a remote parent passes its ids on). */
 export const noopTracer: Tracer = new ProxyTracerProvider().getTracer("wrenn");
 const SANDBOX_KEY = createContextKey("wrenn.sandbox.id");
+/** The envd spans still open under an RPC: ended with it at the latest (a stream its reader left). */
+const OPEN_SPANS_KEY = createContextKey("wrenn.open-envd-spans");
 
 /** RPCs the edge calls on a timer; their log line is debug so that polling does not fill the log. */
 const POLLED_METHODS = new Set(["PullTelemetry", "ListSandboxes", "GetHostInfo", "GetMetrics"]);
@@ -54,6 +56,8 @@ export interface AgentTracing {
   readonly agent: Tracer;
   /** The spans of envd calls, recorded by the agent (service.name `wrenn-envd`). */
   readonly envd: Tracer;
+  /** Exports what is pending. */
+  flush(): Promise<void>;
   /** Exports what is pending, then stops. */
   shutdown(): Promise<void>;
 }
@@ -79,7 +83,7 @@ export function startAgentTracing(options: AgentTracingOptions): AgentTracing {
       ? new OTLPTraceExporter({ url: `${options.endpoint.replace(/\/+$/, "")}/v1/traces`, timeoutMillis: 10_000 })
       : undefined);
   if (exporter === undefined) {
-    return { enabled: false, agent: noopTracer, envd: noopTracer, shutdown: async () => {} };
+    return { enabled: false, agent: noopTracer, envd: noopTracer, flush: async () => {}, shutdown: async () => {} };
   }
   const provider = (serviceName: string) =>
     new BasicTracerProvider({
@@ -99,6 +103,9 @@ export function startAgentTracing(options: AgentTracingOptions): AgentTracing {
     enabled: true,
     agent: agentProvider.getTracer("wrenn"),
     envd: envdProvider.getTracer("wrenn"),
+    flush: async () => {
+      await Promise.all([agentProvider.forceFlush(), envdProvider.forceFlush()].map((p) => p.catch(() => {})));
+    },
     shutdown: async () => {
       await agentProvider.forceFlush().catch(() => {});
       await envdProvider.forceFlush().catch(() => {});
@@ -152,17 +159,48 @@ async function* peekFirst<T>(source: AsyncIterable<T>, first: (message: T) => vo
   }
 }
 
-/** Passes the messages of `source` on, calling `done` once when it ends, fails or is abandoned. */
-async function* onEnd<T>(source: AsyncIterable<T>, done: (err?: unknown) => void): AsyncIterable<T> {
-  let failure: unknown;
-  try {
-    yield* source;
-  } catch (err) {
-    failure = err;
-    throw err;
-  } finally {
-    done(failure);
-  }
+/**
+ * Passes the messages of `source` on, calling `done` when it ends, fails, or its reader stops early
+ * (`return()`: a caller that leaves its for-await at the process's end event). A generator's
+ * `finally` would wait for the source's own return, which for a Connect stream may be much later.
+ */
+function onEnd<T>(
+  source: AsyncIterable<T>,
+  done: (err?: unknown) => void,
+  isLast: (message: T) => boolean = () => false,
+): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = source[Symbol.asyncIterator]();
+      return {
+        async next() {
+          try {
+            const result = await it.next();
+            if (result.done || isLast(result.value)) done();
+            return result;
+          } catch (err) {
+            done(err);
+            throw err;
+          }
+        },
+        async return(value?: unknown) {
+          done();
+          return it.return ? it.return(value) : { done: true as const, value: undefined };
+        },
+        async throw(err?: unknown) {
+          done(err);
+          if (it.throw) return it.throw(err);
+          throw err;
+        },
+      };
+    },
+  };
+}
+
+/** Whether a message is envd's process end event (process.Process/Start and Connect streams). */
+function isProcessEnd(message: unknown): boolean {
+  const event = (message as { event?: { event?: { case?: unknown } } } | undefined)?.event?.event;
+  return event?.case === "end";
 }
 
 function endSpan(span: Span, err: unknown): Code | undefined {
@@ -195,9 +233,11 @@ export function rpcTracingInterceptor(tracer: Tracer, logger: Logger): Intercept
     if (sandboxId !== undefined) span.setAttribute(SANDBOX_ID_ATTRIBUTE, sandboxId);
     const started = performance.now();
     let finished = false;
+    const openEnvdSpans = new Set<() => void>();
     const finish = (err?: unknown) => {
       if (finished) return;
       finished = true;
+      for (const end of [...openEnvdSpans]) end();
       const code = endSpan(span, err);
       span.end();
       const fields = {
@@ -209,7 +249,7 @@ export function rpcTracingInterceptor(tracer: Tracer, logger: Logger): Intercept
       if (POLLED_METHODS.has(method)) logger.debug("rpc", fields);
       else logger.info("rpc", fields);
     };
-    let ctx = trace.setSpan(parent, span);
+    let ctx = trace.setSpan(parent, span).setValue(OPEN_SPANS_KEY, openEnvdSpans);
     if (sandboxId !== undefined) ctx = ctx.setValue(SANDBOX_KEY, sandboxId);
     const request = req.stream
       ? {
@@ -268,23 +308,31 @@ export function envdTracingInterceptor(tracer: Tracer): Interceptor {
     propagator.inject(trace.setSpan(parent, span), req.header, connectHeadersSetter);
     if (!span.isRecording()) return next(req);
     let ended = false;
-    const finish = (trailer: Headers | undefined, err?: unknown) => {
+    let trailer: Headers | undefined;
+    const open = parent.getValue(OPEN_SPANS_KEY) as Set<() => void> | undefined;
+    const finish = (err?: unknown) => {
       if (ended) return;
       ended = true;
+      open?.delete(endWithRpc);
       endSpan(span, err);
       const reported = envdReportedMs(trailer?.get("server-timing") ?? null);
       if (reported !== undefined) span.setAttribute("wrenn.envd.reported_ms", reported);
       span.end();
     };
+    const endWithRpc = () => finish();
+    open?.add(endWithRpc);
     try {
       const res = await next(req);
+      trailer = res.trailer;
       if (!res.stream) {
-        finish(res.trailer);
+        finish();
         return res;
       }
-      return { ...res, message: onEnd(res.message, (err) => finish(res.trailer, err)) };
+      // A process stream ends for the agent at envd's end event: its reader stops there, and the
+      // generated client leaves the rest unread (the trailer, with envd's time, then never arrives).
+      return { ...res, message: onEnd(res.message, finish, isProcessEnd) };
     } catch (err) {
-      finish(undefined, err);
+      finish(err);
       throw err;
     }
   };
