@@ -337,6 +337,50 @@ describe("FirecrackerRuntime under the jailer", { timeout: 60_000 }, () => {
     expect(processesMentioning(jailRoot)).toEqual([]);
   });
 
+  it("clones a pause snapshot into a saved one that starts several guests, each on its own copy of the disk", async () => {
+    const jailer = writeFakeJailer(join(root, "jailer-bin-saved"));
+    const uid = 64_000;
+    const { runtime, spec, snapshotDir } = setup({}, { jailer: { jailerBin: jailer.bin, uid, gid: uid } });
+    const s = spec(netnsA);
+    const source = await runtime.start(s);
+    await runtime.snapshot(s, source, snapshotDir);
+    const saved = join(root, "snapshots", `saved-${s.sandboxId}`, "files");
+    await runtime.cloneSnapshot(snapshotDir, saved);
+    // The memory is shared (hard link), the disk the source resumes on is not.
+    expect(statSync(join(saved, "memory")).ino).toBe(statSync(join(snapshotDir, "memory")).ino);
+    expect(statSync(join(saved, "rootfs.ext4")).ino).not.toBe(statSync(join(snapshotDir, "rootfs.ext4")).ino);
+
+    const guests = [netnsA, netnsB].map((ns, i) => {
+      const sandboxId = `${s.sandboxId.slice(0, 18)}c${i}`;
+      return { ...spec(ns), sandboxId, sandboxDir: join(root, "sandboxes", sandboxId) };
+    });
+    const handles: GuestHandle[] = [];
+    for (const g of guests) handles.push(await runtime.restore(g, saved));
+    for (const [i, g] of guests.entries()) {
+      const disk = join(String(handles[i]?.data.jailRoot), "rootfs.ext4");
+      expect(readFileSync(disk).subarray(0, 20).toString()).toBe("template-disk-marker");
+      expect(statSync(disk).ino).not.toBe(statSync(join(saved, "rootfs.ext4")).ino);
+      expect(g.sandboxId).not.toBe(s.sandboxId);
+    }
+    // The saved snapshot keeps its disk; the source's pause snapshot still resumes the source.
+    expect(existsSync(join(saved, "rootfs.ext4"))).toBe(true);
+    const resumed = await runtime.restore(s, snapshotDir);
+    expect(existsSync(join(snapshotDir, "rootfs.ext4"))).toBe(false);
+    for (const [i, g] of guests.entries()) await runtime.stop(g, handles[i]);
+    await runtime.stop(s, resumed);
+  });
+
+  it("refuses saved snapshots without the jailer (the snapshot would name the source's own disk)", async () => {
+    const { runtime, spec, snapshotDir } = setup();
+    const s = spec(netnsA);
+    await runtime.snapshot(s, await runtime.start(s), snapshotDir);
+    await expect(runtime.cloneSnapshot(snapshotDir, join(root, "snapshots", "unjailed"))).rejects.toMatchObject({
+      reason: "SNAPSHOT_FAILED",
+    });
+    const resumed = await runtime.restore(s, snapshotDir);
+    await runtime.stop(s, resumed);
+  });
+
   it("passes the seccomp setting to Firecracker, with a filter file copied into the jail for the jailed user", async () => {
     const jailer = writeFakeJailer(join(root, "jailer-bin-seccomp"));
     const filter = join(root, "filter.bpf");

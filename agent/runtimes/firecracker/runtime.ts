@@ -50,6 +50,8 @@ interface FirecrackerHandleData {
 
 const vmstateNext = `${snapshotFiles.vmstate}.next`;
 const memoryNext = `${snapshotFiles.memory}.next`;
+/** Marks a saved snapshot (cloneSnapshot): restore() copies its disk out instead of moving it. */
+const SAVED_SNAPSHOT_MARKER = "saved-snapshot";
 
 /**
  * The Firecracker runtime: one Firecracker process per sandbox, started in the sandbox's network
@@ -214,6 +216,32 @@ export class FirecrackerRuntime implements Runtime {
   }
 
   /**
+   * Copies a pause snapshot to `toDir` as a saved snapshot of its own (CreateSnapshot): memory hard-
+   * linked (a later pause of the source writes new files and renames them in), vmstate and disk
+   * copied, and a marker that makes restore() copy the disk out instead of moving it, so any number of
+   * guests start from it. Only under the jailer: the vmstate records the disk's path as Firecracker saw
+   * it, which is the same `/rootfs.ext4` in every jail but the source's own path without one.
+   */
+  async cloneSnapshot(fromDir: string, toDir: string): Promise<void> {
+    if (this.#opts.jailer === undefined) {
+      throw new FirecrackerRuntimeError(
+        "SNAPSHOT_FAILED",
+        "saved snapshots need Firecracker under its jailer (unjailed, the snapshot names the source's own disk path)",
+      );
+    }
+    await mkdir(toDir, { recursive: true });
+    await linkOrCopy(join(fromDir, snapshotFiles.memory), join(toDir, snapshotFiles.memory));
+    await copyFile(join(fromDir, snapshotFiles.vmstate), join(toDir, snapshotFiles.vmstate));
+    await copyFile(join(fromDir, snapshotFiles.meta), join(toDir, snapshotFiles.meta));
+    await this.#opts.exec(
+      "cp",
+      ["--reflink=auto", "--sparse=always", join(fromDir, snapshotFiles.disk), join(toDir, snapshotFiles.disk)],
+      { timeoutMs: 10 * 60_000 },
+    );
+    await writeFile(join(toDir, SAVED_SNAPSHOT_MARKER), "");
+  }
+
+  /**
    * Starts a fresh Firecracker in the slot's netns and loads the snapshot with `resume_vm`. The disk
    * goes back to the path recorded in the snapshot; if the load fails it returns to the snapshot
    * directory, so a failed resume loses nothing.
@@ -221,6 +249,7 @@ export class FirecrackerRuntime implements Runtime {
   async restore(spec: GuestSpec, snapshotDir: string, signal?: AbortSignal): Promise<GuestHandle> {
     const paths = this.#paths(spec, snapshotDir);
     const snapshotDisk = join(snapshotDir, snapshotFiles.disk);
+    const saved = await exists(join(snapshotDir, SAVED_SNAPSHOT_MARKER));
     const missing: string[] = [];
     for (const name of [snapshotFiles.vmstate, snapshotFiles.memory]) {
       if (!(await exists(join(snapshotDir, name)))) missing.push(name);
@@ -238,7 +267,13 @@ export class FirecrackerRuntime implements Runtime {
     let identity: ProcessIdentity | undefined;
     try {
       await this.#prepareJail(paths, signal);
-      if (await exists(snapshotDisk)) await moveFile(snapshotDisk, paths.disk.host);
+      if (saved) {
+        // A saved snapshot starts many guests: each gets its own copy of the disk.
+        await this.#opts.exec("cp", ["--reflink=auto", "--sparse=always", snapshotDisk, paths.disk.host], {
+          signal,
+          timeoutMs: 10 * 60_000,
+        });
+      } else if (await exists(snapshotDisk)) await moveFile(snapshotDisk, paths.disk.host);
       await this.#ownForJail(paths, paths.disk.host);
       let vmstateVm = join(snapshotDir, snapshotFiles.vmstate);
       let memoryVm = join(snapshotDir, snapshotFiles.memory);
@@ -263,7 +298,8 @@ export class FirecrackerRuntime implements Runtime {
       return this.#handle(identity, paths);
     } catch (err) {
       await this.#abandon(identity, paths);
-      if (await exists(paths.disk.host)) await moveFile(paths.disk.host, snapshotDisk);
+      if (saved) await rm(paths.disk.host, { force: true });
+      else if (await exists(paths.disk.host)) await moveFile(paths.disk.host, snapshotDisk);
       await this.#removeJail(paths);
       // Firecracker answering 400 to the load means it read the files and rejected them.
       const rejected = err instanceof FirecrackerApiError && err.path === "/snapshot/load" && err.status === 400;
