@@ -87,6 +87,11 @@ export const zEnv = z.object({
   /** Days the command history (docs/command-history.md) is kept, counted from each command's end. */
   WRENN_COMMAND_HISTORY_DAYS: z.coerce.number().min(0.001).max(3650).default(7),
   /**
+   * Node only: milliseconds between pulls of the hosts running background commands that are owed a
+   * callback (so it need not wait for the sweep); 0 leaves them to the sweep.
+   */
+  WRENN_COMMAND_CALLBACK_POLL_MS: z.coerce.number().int().min(0).default(2000),
+  /**
    * Webhooks (docs/events-and-webhooks.md). `true` lets webhook and callback URLs reach private,
    * loopback, link-local and metadata addresses (tests, private networks); refused by default.
    */

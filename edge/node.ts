@@ -14,6 +14,7 @@ import { EdgeMetrics } from "./middleware/metrics.js";
 import type { EdgeObservability } from "./middleware/observe.js";
 import { createAgentProxyFetch } from "./node/agent-proxy-fetch.js";
 import { createPinnedAgentFetch } from "./node/agent-tls.js";
+import { startCommandCallbackPoll } from "./node/command-callbacks.js";
 import { openNodeDatabase } from "./node/database.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
@@ -259,6 +260,15 @@ export async function startNodeEdge(
           context: () => serviceContext(deps, { db: opened.db, requestId: "webhooks" }),
         })
       : undefined;
+  // Background commands owed a callback (docs/command-history.md): their hosts pulled every WRENN_COMMAND_CALLBACK_POLL_MS.
+  const callbackPoll =
+    env.WRENN_COMMAND_CALLBACK_POLL_MS > 0
+      ? startCommandCallbackPoll({
+          intervalMs: env.WRENN_COMMAND_CALLBACK_POLL_MS,
+          logger,
+          context: () => serviceContext(deps, { db: opened.db, requestId: "command-callbacks" }),
+        })
+      : undefined;
   const edge: NodeEdge = {
     app,
     database: opened,
@@ -270,6 +280,7 @@ export async function startNodeEdge(
       await closeServer();
       await reconcile?.stop();
       await webhookLoop?.stop();
+      await callbackPoll?.stop();
       await opened.close();
       await tracing.shutdown();
     },

@@ -10,8 +10,8 @@ import { newTeamKey, startEdgeForAgent } from "../helpers/edge-stack.js";
 /**
  * Issue 22's command history and command-finished callbacks against the real stack: a real agent
  * (the suite's runtime: namespace, or gVisor in the integration-gvisor project) whose envd records
- * every process it runs, the Node edge on PGlite pulling the records in its sweep (every second here)
- * and before reads, and a loopback receiver for callbacks (the edge allows private callback URLs
+ * every process it runs (sampled every 300 ms), the Node edge on PGlite pulling the records before
+ * reads and, for background commands owed a callback, every 2 s (its sweep is off), and a loopback receiver for callbacks (the edge allows private callback URLs
  * only because the test says WRENN_WEBHOOKS_ALLOW_PRIVATE=true).
  */
 
@@ -96,7 +96,8 @@ beforeAll(async () => {
   agent = await startAgentProcess({ rootDir: IMAGES_ROOT, env: { AGENT_METRICS_INTERVAL_MS: "300" } });
   edge = await startEdgeForAgent(agent, {
     adminKey,
-    env: { WRENN_RECONCILE_INTERVAL_SEC: "1", WRENN_WEBHOOKS_ALLOW_PRIVATE: "true", WRENN_WEBHOOK_INTERVAL_MS: "200" },
+    // No sweep: the history comes from the pulls before reads, callbacks from the pending-callback poll (default 2 s).
+    env: { WRENN_RECONCILE_INTERVAL_SEC: "0", WRENN_WEBHOOKS_ALLOW_PRIVATE: "true" },
   });
   key = await newTeamKey(edge, adminKey, "history", `history-${randomBytes(3).toString("hex")}`);
 }, 180_000);
@@ -195,7 +196,10 @@ describe("command history", () => {
       if (!hit) await sleep(200);
     }
     if (!hit) throw new Error("no callback arrived within 30 s of the resume");
+    const arrivedAt = Date.now();
     const body = JSON.parse(hit.body) as { type: string; data: Record<string, unknown> };
+    // From the command's end (guest clock, synced at resume) to the receiver: sampling + poll + delivery loop.
+    console.log(`callback latency: ${arrivedAt - Date.parse(String(body.data.endedAt))} ms after the command ended`);
     expect(body.type).toBe("command.finished");
     expect(body.data).toMatchObject({
       commandId,
