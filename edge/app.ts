@@ -8,6 +8,8 @@ import { init } from "./middleware/init.js";
 import { apiTraffic, defaultObservability, type EdgeObservability, observe } from "./middleware/observe.js";
 import { sandboxProxy } from "./proxy/sandbox-proxy.js";
 import { apiKeysRouter } from "./routes/api-keys/index.js";
+import { auditRouter } from "./routes/audit/index.js";
+import { authRouter } from "./routes/auth/index.js";
 import { commandsRouter } from "./routes/commands/index.js";
 import { docsRouter } from "./routes/docs/index.js";
 import { e2bRouter } from "./routes/e2b/index.js";
@@ -53,7 +55,8 @@ export function createApp(deps: AppDeps, observability: EdgeObservability = defa
       throw new ApiError("PAYLOAD_TOO_LARGE", `the request body is larger than ${deps.config.maxJsonBytes} bytes`);
     },
   });
-  app.use("/v1/*", requireApiKey());
+  // /v1/auth/* (sign-up, sign-in…) checks sessions itself; every other /v1 route needs a key or a session.
+  app.use("/v1/*", requireApiKey("/v1/auth/"));
   // GET and HEAD requests cannot carry a body (Fetch spec), so they skip the limit: asking a Node
   // request for its body builds a full Request with an AbortController, which cost as much as the
   // rest of a GET /v1/sandboxes/{id}.
@@ -68,6 +71,8 @@ export function createApp(deps: AppDeps, observability: EdgeObservability = defa
   app.route("/v1/api-keys", apiKeysRouter());
   app.route("/v1/teams", teamsRouter());
   app.route("/v1/snapshots", snapshotsRouter());
+  app.route("/v1/auth", authRouter());
+  app.route("/v1/audit", auditRouter());
   app.route("/v1/events", eventsRouter());
   app.route("/v1/webhooks", webhooksRouter());
   app.route("/", commandsRouter());

@@ -1,7 +1,9 @@
 import type { Context, MiddlewareHandler } from "hono";
+import { getCookie } from "hono/cookie";
 import type { AppEnv } from "../context.js";
 import { ApiError } from "../errors/api-error.js";
-import { authenticate } from "../services/auth/authenticate.js";
+import { accountSettings } from "../services/accounts/sessions.js";
+import { authenticate, authenticateSession } from "../services/auth/authenticate.js";
 import { type ApiKeyScope, hasScope, scopeDescriptions } from "../services/auth/scopes.js";
 import { teamContext } from "../services/context.js";
 import { ServiceError } from "../services/errors.js";
@@ -16,15 +18,74 @@ export function apiKeyFrom(headers: { header(name: string): string | undefined }
   return match?.[1];
 }
 
+/** The session cookie (HttpOnly): an opaque token, stored hashed (docs/accounts.md). */
+export const sessionCookie = "wrenn_session";
+/** The CSRF cookie (readable by the page's script), whose value the CSRF header repeats. */
+export const csrfCookie = "wrenn_csrf";
+/** The header every state-changing request made with the session cookie must carry. */
+export const csrfHeader = "X-CSRF-Token";
+/** The header that picks which of the user's teams a session request acts in. */
+export const teamHeader = "X-Wrenn-Team";
+
+/** Methods that change nothing, so a session request needs no CSRF token for them. */
+const safeMethods = new Set(["GET", "HEAD", "OPTIONS"]);
+
 /**
- * Authenticates the request's key, takes a token from its rate-limit bucket and sets the team
- * context. A rate-limited request gets `Retry-After` here, whichever router's error handler
- * (Wrenn's or E2B's) shapes the body.
+ * The caller's address: the connection's peer on Node, Cloudflare's `CF-Connecting-IP` on Workers,
+ * or — only with WRENN_TRUST_PROXY — the last address a proxy appended to `X-Forwarded-For` (the
+ * one hop we trust; earlier entries are whatever the client wrote).
+ */
+export function clientIpOf(c: Context<AppEnv>, trustProxy: boolean): string | undefined {
+  if (trustProxy) {
+    const forwarded = c.req.header("x-forwarded-for")?.split(",").at(-1)?.trim();
+    if (forwarded) return forwarded.slice(0, 64);
+  }
+  // @hono/node-server passes the Node request as `c.env.incoming`; read duck-typed, so the edge
+  // imports nothing from node:*.
+  const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
+  const peer = env?.incoming?.socket?.remoteAddress;
+  if (peer) return peer;
+  if (!env?.incoming) return c.req.header("cf-connecting-ip")?.slice(0, 64);
+  return undefined;
+}
+
+/** Whether the request reached us over TLS (the edge's own HTTPS listener, Workers, or a trusted proxy). */
+export function requestIsTls(c: Context<AppEnv>, trustProxy: boolean): boolean {
+  const forwarded = trustProxy ? c.req.header("x-forwarded-proto")?.split(",")[0]?.trim() : undefined;
+  if (forwarded) return forwarded === "https";
+  return new URL(c.req.url).protocol === "https:";
+}
+
+/** Puts the client's address on the request's service context (audit log, sign-in limits). */
+export function withClientIp(c: Context<AppEnv>): void {
+  const services = c.get("services");
+  if (services.clientIp !== undefined) return;
+  const ip = clientIpOf(c, accountSettings(services).trustProxy);
+  if (ip) c.set("services", { ...services, clientIp: ip });
+}
+
+/**
+ * Authenticates the request — by its API key when it sends one, else by its session cookie — and
+ * sets the team context. A key takes a token from its rate-limit bucket; a rate-limited request
+ * gets `Retry-After` here, whichever router's error handler (Wrenn's or E2B's) shapes the body. A
+ * session request that may change something must repeat the CSRF token in `X-CSRF-Token`
+ * (a cross-site page can make the browser send the cookie, but cannot read it to send the header);
+ * API-key requests are not subject to it, as no browser attaches a key on its own.
  */
 export async function authenticateRequest(c: Context<AppEnv>, missing: () => Error): Promise<void> {
-  const secret = apiKeyFrom(c.req);
-  if (!secret) throw missing();
+  withClientIp(c);
   const services = c.get("services");
+  const secret = apiKeyFrom(c.req);
+  if (!secret) {
+    const token = getCookie(c, sessionCookie);
+    if (!token) throw missing();
+    const { principal } = await authenticateSession(services, token, {
+      csrfToken: safeMethods.has(c.req.method) ? null : (c.req.header(csrfHeader) ?? ""),
+      team: c.req.header(teamHeader),
+    });
+    c.set("team", teamContext(services, principal));
+    return;
+  }
   try {
     const principal = await authenticate(services, secret);
     c.set("team", teamContext(services, principal));
@@ -34,12 +95,24 @@ export async function authenticateRequest(c: Context<AppEnv>, missing: () => Err
   }
 }
 
-/** Requires a valid API key and sets the team context every /v1 service call runs in. */
-export function requireApiKey(): MiddlewareHandler<AppEnv> {
+/**
+ * Requires a valid API key or session and sets the team context every /v1 service call runs in.
+ * Paths under `publicPrefix` (sign-up, sign-in…) pass through and authenticate on their own.
+ */
+export function requireApiKey(publicPrefix?: string): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    if (publicPrefix && c.req.path.startsWith(publicPrefix)) {
+      withClientIp(c);
+      await next();
+      return;
+    }
     await authenticateRequest(
       c,
-      () => new ApiError("UNAUTHORIZED", "send an API key in X-API-Key or Authorization: Bearer"),
+      () =>
+        new ApiError(
+          "UNAUTHORIZED",
+          "send an API key in X-API-Key or Authorization: Bearer, or sign in (session cookie)",
+        ),
     );
     await next();
   };
@@ -61,6 +134,11 @@ export function requireScope(scope: ApiKeyScope): MiddlewareHandler<AppEnv> {
     if (!principal) throw new ServiceError("UNAUTHORIZED", "send an API key in X-API-Key or Authorization: Bearer");
     if (scope === "admin" && !principal.isAdmin) {
       throw new ServiceError("FORBIDDEN", "this route needs an admin API key", { details: { requiredScope: scope } });
+    }
+    if (principal.user && !hasScope(principal, scope)) {
+      throw new ServiceError("FORBIDDEN", `your role in this team (${principal.user.role}) does not allow this`, {
+        details: { requiredScope: scope, role: principal.user.role },
+      });
     }
     if (!hasScope(principal, scope)) {
       throw new ServiceError("INSUFFICIENT_SCOPE", `this route needs an API key with the "${scope}" scope`, {

@@ -1,9 +1,7 @@
 import { bigserial, index, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { auditActorTypes } from "../../contracts/accounts.js";
 
-/** Who acted: a signed-in user, an API key, nobody known (a failed sign-in), or the edge itself. */
-export const auditActorTypes = ["user", "api_key", "anonymous", "system"] as const;
-/** One of the audit actor types. */
-export type AuditActorType = (typeof auditActorTypes)[number];
+export { type AuditActorType, auditActorTypes } from "../../contracts/accounts.js";
 
 /**
  * Who did what to which object, when and from where (edge/services/audit/). Rows are only ever

@@ -1,12 +1,10 @@
 import { index, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+import { teamRoles } from "../../contracts/accounts.js";
 import { teams } from "./teams.js";
 import { users } from "./users.js";
 import { lifecycleDates } from "./util.js";
 
-/** Roles a user holds in a team (docs/accounts.md has the table of what each may do). */
-export const teamRoles = ["owner", "admin", "member"] as const;
-/** One of the team roles. */
-export type TeamRole = (typeof teamRoles)[number];
+export { type TeamRole, teamRoles } from "../../contracts/accounts.js";
 
 /** Who belongs to which team, and as what. */
 export const memberships = pgTable(

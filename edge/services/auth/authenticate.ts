@@ -1,5 +1,9 @@
+import type { TeamRole } from "../../db/schema/index.js";
+import { constantTimeEqualText } from "../accounts/password.js";
+import { roleScopes } from "../accounts/roles.js";
+import { type ActiveSession, findSession, teamsOf } from "../accounts/sessions.js";
 import type { Principal, ServiceContext } from "../context.js";
-import { ServiceError } from "../errors.js";
+import { NotFoundError, ServiceError } from "../errors.js";
 import { RateLimitedError } from "../rate-limit/errors.js";
 import { type CurrentKeyState, takeToken } from "../rate-limit/take-token.js";
 import { assertNotExpired, verifyApiKey } from "./verify-api-key.js";
@@ -40,4 +44,50 @@ function changed(cached: Principal, now: CurrentKeyState): boolean {
     cached.rateLimit?.perSec !== now.rateLimit?.perSec ||
     cached.rateLimit?.burst !== now.rateLimit?.burst
   );
+}
+
+/** A signed-in request: its session, the user's teams, and the principal it acts as. */
+export interface SessionAuthentication {
+  session: ActiveSession;
+  teams: Array<{ teamId: string; name: string; role: TeamRole }>;
+  principal: Principal;
+}
+
+/**
+ * Authenticates a session cookie's token. `csrfToken` is what the request's X-CSRF-Token header
+ * said, or null for a request that changes nothing; when given it must equal the session's CSRF
+ * token, else FORBIDDEN before anything runs. The request acts in `team` (X-Wrenn-Team) when the
+ * user belongs to it — another team does not exist for them (NOT_FOUND) — or else in the user's
+ * first team, with the scopes of the user's role there (edge/services/accounts/roles.ts). The
+ * instance admin also holds the admin API's powers, as an admin key does.
+ */
+export async function authenticateSession(
+  ctx: ServiceContext,
+  token: string,
+  request: { csrfToken: string | null; team?: string | undefined },
+): Promise<SessionAuthentication> {
+  const session = await findSession(ctx, token);
+  if (!session) throw new ServiceError("UNAUTHORIZED", "the session has ended or is not valid; sign in again");
+  if (request.csrfToken !== null && !constantTimeEqualText(request.csrfToken, session.csrfToken)) {
+    throw new ServiceError(
+      "FORBIDDEN",
+      "a request made with the session cookie must repeat the wrenn_csrf cookie's value in the X-CSRF-Token header",
+      { details: { csrf: "missing or wrong X-CSRF-Token header" } },
+    );
+  }
+  const teams = await teamsOf(ctx.db, session.user.id);
+  const wanted = request.team?.trim();
+  const membership = wanted ? teams.find((t) => t.teamId === wanted) : teams[0];
+  if (!membership) {
+    if (wanted) throw new NotFoundError("team", wanted);
+    throw new ServiceError("FORBIDDEN", "you belong to no team; ask an owner for an invitation");
+  }
+  const principal: Principal = {
+    teamId: membership.teamId,
+    keyId: session.id,
+    isAdmin: session.user.isInstanceAdmin,
+    scopes: roleScopes[membership.role],
+    user: { id: session.user.id, role: membership.role, sessionId: session.id },
+  };
+  return { session, teams, principal };
 }
