@@ -37,8 +37,12 @@ export interface TelemetrySamplerDeps {
 const ANSWER_MAX_BYTES = 2 * 1024 * 1024;
 /** Journal entries read from one answer at most (envd pages at 500). */
 const EVENTS_PER_PAGE = 1000;
-/** The edge's command ids (proto: ExecRequest.command_id); a tag of another shape is no command id of ours. */
-const COMMAND_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/**
+ * The command ids the edge and the agent give (`cmd_…`, proto: ExecRequest.command_id). A tag of
+ * another shape is a client's own (E2B's tag, which may be reused once its process ended), so its
+ * process gets an id of its own rather than one that a later process would share.
+ */
+const COMMAND_ID = /^cmd_[A-Za-z0-9_-]{1,60}$/;
 /** Characters of a command's arguments kept in all. */
 const ARGV_MAX_CHARS = 16 * 1024;
 /** Bytes of one output edge (head or tail) kept, as envd captures them. */
