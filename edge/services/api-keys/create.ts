@@ -1,6 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { Database } from "../../db/client.js";
 import { apiKeys, teams } from "../../db/schema/index.js";
+import { recordAudit } from "../audit/record.js";
 import type { ApiKeyScope } from "../auth/scopes.js";
 import type { TeamContext } from "../context.js";
 import { sha256Hex } from "../crypto.js";
@@ -111,6 +112,17 @@ export async function createApiKey(ctx: TeamContext, input: CreateApiKeyInput): 
       expiresAt,
       rateLimit: input.rateLimit ?? null,
     });
+    await recordAudit(
+      ctx,
+      {
+        teamId,
+        action: "api_key.create",
+        objectType: "api_key",
+        objectId: created.id,
+        details: { name: created.name, isAdmin: created.isAdmin, scopes: created.scopes },
+      },
+      tx,
+    );
     ctx.logger.info("api key created", {
       keyId: created.id,
       teamId,

@@ -1,5 +1,6 @@
 import { and, eq, isNull } from "drizzle-orm";
 import { apiKeys } from "../../db/schema/index.js";
+import { recordAudit } from "../audit/record.js";
 import type { TeamContext } from "../context.js";
 import { NotFoundError, ServiceError } from "../errors.js";
 import { type ApiKeyView, toApiKeyView } from "./view.js";
@@ -14,11 +15,16 @@ export async function revokeApiKey(ctx: TeamContext, keyId: string): Promise<Api
     ? eq(apiKeys.id, keyId)
     : and(eq(apiKeys.id, keyId), eq(apiKeys.teamId, ctx.principal.teamId));
   const revocable = ctx.principal.isAdmin ? reachable : and(reachable, eq(apiKeys.isAdmin, false));
-  const [revoked] = await ctx.db
-    .update(apiKeys)
-    .set({ revokedAt: ctx.now(), updatedAt: ctx.now() })
-    .where(and(revocable, isNull(apiKeys.revokedAt)))
-    .returning();
+  const [revoked] = await ctx.db.transaction(async (tx) => {
+    const rows = await tx
+      .update(apiKeys)
+      .set({ revokedAt: ctx.now(), updatedAt: ctx.now() })
+      .where(and(revocable, isNull(apiKeys.revokedAt)))
+      .returning();
+    for (const r of rows)
+      await recordAudit(ctx, { teamId: r.teamId, action: "api_key.revoke", objectType: "api_key", objectId: r.id }, tx);
+    return rows;
+  });
   if (revoked) {
     ctx.keyCache?.forgetKey(keyId);
     ctx.logger.info("api key revoked", { keyId });

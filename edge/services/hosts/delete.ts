@@ -1,5 +1,6 @@
 import { and, eq, inArray } from "drizzle-orm";
 import { activeSandboxStates, hosts, sandboxEvents, sandboxes } from "../../db/schema/index.js";
+import { recordAudit } from "../audit/record.js";
 import type { ServiceContext } from "../context.js";
 import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
 import { recordSandboxChange } from "../events/record.js";
@@ -56,6 +57,16 @@ export async function deleteHost(ctx: ServiceContext, hostId: string, options: {
         });
       }
     }
+    await recordAudit(
+      ctx,
+      {
+        action: "host.delete",
+        objectType: "host",
+        objectId: hostId,
+        details: { force: options.force, sandboxesLost: placed.length },
+      },
+      tx,
+    );
     await tx.delete(hosts).where(eq(hosts.id, hostId));
   });
   ctx.logger.info("host deleted", { hostId, force: options.force });

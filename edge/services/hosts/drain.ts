@@ -1,5 +1,6 @@
 import { eq, sql } from "drizzle-orm";
 import { type HostStatus, hosts } from "../../db/schema/index.js";
+import { recordAudit } from "../audit/record.js";
 import type { ServiceContext } from "../context.js";
 import { NotFoundError } from "../errors.js";
 import { recordEvent } from "../events/record.js";
@@ -19,6 +20,16 @@ export async function setHostStatus(ctx: ServiceContext, hostId: string, status:
       .where(eq(hosts.id, hostId))
       .returning();
     if (!updated) throw new NotFoundError("host", hostId);
+    await recordAudit(
+      ctx,
+      {
+        action: `host.${status === "draining" ? "drain" : "activate"}`,
+        objectType: "host",
+        objectId: hostId,
+        details: { from: before.status, to: status },
+      },
+      tx,
+    );
     if (before.status !== status && (status === "draining" || status === "active")) {
       await recordEvent(tx, {
         teamId: null,

@@ -1,6 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { AgentTlsPolicy } from "../../clients/agent.js";
 import { hosts } from "../../db/schema/index.js";
+import { recordAudit } from "../audit/record.js";
 import type { ServiceContext } from "../context.js";
 import { BadRequestError } from "../errors.js";
 import { recordEvent } from "../events/record.js";
@@ -60,6 +61,11 @@ export async function registerHost(
       .values({ id: newId("host"), address, tokenSealed, ...tlsColumns, ...facts, lastSeenAt: now })
       .returning();
     if (!inserted) throw new Error("insert into hosts returned no row");
+    await recordAudit(
+      ctx,
+      { action: "host.register", objectType: "host", objectId: inserted.id, details: { address } },
+      tx,
+    );
     await recordEvent(tx, {
       teamId: null,
       type: "host.up",

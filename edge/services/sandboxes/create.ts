@@ -8,6 +8,7 @@ import {
   type TimeoutActionName,
 } from "../../db/schema/index.js";
 import { dateOrNull, stateFromAgent, timeoutActionToAgent } from "../agent-mapping.js";
+import { recordAudit } from "../audit/record.js";
 import type { TeamContext } from "../context.js";
 import { BadRequestError } from "../errors.js";
 import { recordSandboxChange } from "../events/record.js";
@@ -175,6 +176,16 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
       detail: { template: input.template, isolation: host.isolation, ...(snapshot ? { snapshotId: snapshot.id } : {}) },
       at: now,
     });
+    await recordAudit(
+      ctx,
+      {
+        action: "sandbox.create",
+        objectType: "sandbox",
+        objectId: id,
+        details: { template: input.template, hostId: host.id },
+      },
+      tx,
+    );
     return row;
   });
   const log = ctx.logger.child({ sandboxId: id, hostId: host.id });

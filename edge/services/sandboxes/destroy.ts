@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { eq } from "drizzle-orm";
 import { agentErrorToServiceError, agentTimeouts, isAgentAnswer } from "../../clients/agent.js";
 import { hosts, type SandboxRow } from "../../db/schema/index.js";
+import { recordAudit } from "../audit/record.js";
 import type { TeamContext } from "../context.js";
 import { agentFor } from "../hosts/target.js";
 import { loadSandbox } from "./load.js";
@@ -47,5 +48,6 @@ export async function destroySandbox(ctx: TeamContext, sandboxId: string): Promi
     if (done) break;
     row = await reloadSandbox(ctx.db, sandboxId);
   }
+  await recordAudit(ctx, { action: "sandbox.kill", objectType: "sandbox", objectId: sandboxId });
   ctx.logger.info("sandbox destroyed", { sandboxId });
 }

@@ -1,5 +1,6 @@
 import { agentTimeouts } from "../../clients/agent.js";
 import { stateFromAgent } from "../agent-mapping.js";
+import { recordAudit } from "../audit/record.js";
 import type { TeamContext } from "../context.js";
 import { admitPaused, effectiveQuotas, lockTeam, sandboxUsage } from "../teams/quotas.js";
 import { runLifecycleStep } from "./lifecycle.js";
@@ -24,6 +25,7 @@ export async function pauseSandbox(
     admit: async (tx, sandbox) => {
       const team = await lockTeam(tx, sandbox.teamId);
       admitPaused(effectiveQuotas(team.quotas), await sandboxUsage(tx, sandbox.teamId));
+      await recordAudit(ctx, { action: "sandbox.pause", objectType: "sandbox", objectId: sandboxId }, tx);
     },
     call: async ({ agent }) => {
       const res = await agent.pauseSandbox(
