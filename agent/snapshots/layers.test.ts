@@ -94,7 +94,12 @@ describe("snapshot layers on overlayfs", () => {
     await execa("chown", ["-R", `${BASE}:${BASE + 1000}`, tree]);
     await execa("chown", ["-h", "123:123", join(tree, "outsider")]);
     await execa("chown", ["-h", `${BASE + 1000}:${BASE + 1000}`, join(tree, "home", "f")]);
+    await writeFile(join(tree, "setuid"), "x");
+    await execa("chown", ["-h", `${BASE}:${BASE}`, join(tree, "setuid")]);
+    await execa("chmod", ["4755", join(tree, "setuid")]);
     await shiftOwners(tree, BASE, 0, 65536);
+    // A guest's set-user-id program stays one (chown alone would clear the bit).
+    expect((await lstat(join(tree, "setuid"))).mode & 0o7777).toBe(0o4755);
     expect(await lstat(tree)).toMatchObject({ uid: 0, gid: 1000 });
     expect(await lstat(join(tree, "home", "f"))).toMatchObject({ uid: 1000, gid: 1000 });
     expect(await lstat(join(tree, "outsider"))).toMatchObject({ uid: 123, gid: 123 });

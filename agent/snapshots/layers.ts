@@ -1,4 +1,4 @@
-import { lchown, lstat, mkdir, mkdtemp, readdir, rmdir } from "node:fs/promises";
+import { chmod, lchown, lstat, mkdir, mkdtemp, readdir, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Exec } from "../exec.js";
 
@@ -29,7 +29,8 @@ export async function copyLayer(exec: Exec, from: string, to: string, signal?: A
  * Moves every owner and group in `root` (the tree itself included) that lies in [from, from + count)
  * by `to - from`: a namespace guest's files belong to its own host uid range, and a snapshot keeps
  * them as guest ids (0-based) so that any later sandbox can take them into its range.
- * (chown clears set-user-id bits and file capabilities, as it does for any owner change.)
+ * Set-user-id and set-group-id bits are put back after the chown; file capabilities (an xattr that
+ * chown clears) are not.
  */
 export async function shiftOwners(root: string, from: number, to: number, count: number): Promise<void> {
   if (from === to) return;
@@ -38,7 +39,11 @@ export async function shiftOwners(root: string, from: number, to: number, count:
     const st = await lstat(path);
     const uid = move(st.uid);
     const gid = move(st.gid);
-    if (uid !== st.uid || gid !== st.gid) await lchown(path, uid, gid);
+    if (uid !== st.uid || gid !== st.gid) {
+      await lchown(path, uid, gid);
+      // chown clears set-user-id and set-group-id bits; the guest's own (sudo installed by apt) stay.
+      if (!st.isSymbolicLink() && (st.mode & 0o6000) !== 0) await chmod(path, st.mode & 0o7777);
+    }
     if (st.isDirectory()) {
       for (const name of await readdir(path)) await visit(join(path, name));
     }

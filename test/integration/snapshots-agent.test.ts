@@ -191,3 +191,36 @@ describe(`agent snapshots (${suiteRuntime()})`, () => {
     expect(await leftovers(agent)).toEqual([]);
   });
 });
+
+describe(`agent snapshots without a disk quota (${suiteRuntime()})`, () => {
+  let agent: AgentProcess;
+
+  beforeAll(async () => {
+    // The writable layer is then a directory on the host rather than an ext4 image: the other copy path.
+    agent = await startSuiteAgent({ runtime: "namespace", env: { AGENT_DISK_QUOTA_MB: "0" } });
+  });
+  cleanUpSuiteAgent(() => agent);
+
+  it("keeps written files and deleted template files deleted", async () => {
+    const c = agent.client;
+    const source = newSandboxId();
+    await c.createSandbox({ sandboxId: source, template: TEMPLATE });
+    const run = async (sandboxId: string, script: string, user = "") =>
+      text((await c.exec({ sandboxId, cmd: SHELL, args: ["-c", script], user })).stdout).trim();
+    await run(source, `echo noquota > ~/f.txt; rm ${TEMPLATE_FILE}`, "root");
+    await run(source, "echo mine > ~/user.txt");
+    await c.createSnapshot({ sandboxId: source, snapshotId: "no-quota" });
+    const copy = newSandboxId();
+    await c.createSandbox({ sandboxId: copy, template: TEMPLATE, snapshotId: "no-quota" });
+    expect(
+      await run(
+        copy,
+        `cat /root/f.txt /home/user/user.txt; stat -c %U /home/user/user.txt; test -e ${TEMPLATE_FILE} || echo gone`,
+        "root",
+      ),
+    ).toBe("noquota\nmine\nuser\ngone");
+    await Promise.all([source, copy].map((sandboxId) => c.destroySandbox({ sandboxId })));
+    await c.deleteSnapshot({ snapshotId: "no-quota" });
+    expect(await leftovers(agent)).toEqual([]);
+  });
+});
