@@ -7,6 +7,7 @@ import { BuildError } from "./errors.js";
 import { requireRoot } from "./host.js";
 import { readImageManifest } from "./image.js";
 import { ensureKernel, type KernelManifest } from "./kernel.js";
+import { importImage, parseCredentials } from "./oci.js";
 import { Progress } from "./progress.js";
 import { listTemplates } from "./templates.js";
 
@@ -18,8 +19,11 @@ const usage = `usage: npm run image -- <command>
         build (or reuse) only the guest kernel and initramfs (kernels/current)
   list  [--root DIR]
         show the templates and what is built under the root
+  import <registry/name:tag> --as <template> [--creds user:pass] [--tls-verify=false] [--max-bytes N] [--root DIR]
+        pull a container image (skopeo) and make it a template (docs/images.md)
 
-Environment: AGENT_FILES_ROOTDIR (default /var/lib/wrenn), WRENN_DEBIAN_MIRROR, WRENN_ENVD_DIST.`;
+Environment: AGENT_FILES_ROOTDIR (default /var/lib/wrenn), WRENN_DEBIAN_MIRROR, WRENN_ENVD_DIST,
+WRENN_REGISTRY_CREDS (user:pass for import, instead of --creds), WRENN_IMAGE_MAX_BYTES (default 10 GiB).`;
 
 interface Args {
   command: string | undefined;
@@ -27,14 +31,45 @@ interface Args {
   force: boolean;
   buildEnvd: boolean;
   root: string | undefined;
+  as: string | undefined;
+  creds: string | undefined;
+  tlsVerify: boolean;
+  maxBytes: number | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: undefined, positional: [], force: false, buildEnvd: true, root: undefined };
+  const args: Args = {
+    command: undefined,
+    positional: [],
+    force: false,
+    buildEnvd: true,
+    root: undefined,
+    as: undefined,
+    creds: undefined,
+    tlsVerify: true,
+    maxBytes: undefined,
+  };
+  const value = (i: number, flag: string) => {
+    const v = argv[i];
+    if (!v) throw new BuildError(`${flag} needs a value`, usage);
+    return v;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a === "--") continue;
-    if (a === "--force") args.force = true;
+    if (a === "--as") args.as = value(++i, a);
+    else if (a.startsWith("--as=")) args.as = a.slice("--as=".length);
+    else if (a === "--creds") args.creds = value(++i, a);
+    else if (a.startsWith("--creds=")) args.creds = a.slice("--creds=".length);
+    else if (a === "--tls-verify=false") args.tlsVerify = false;
+    else if (a === "--tls-verify" || a === "--tls-verify=true") args.tlsVerify = true;
+    else if (a === "--max-bytes" || a.startsWith("--max-bytes=")) {
+      const v = a === "--max-bytes" ? value(++i, a) : a.slice("--max-bytes=".length);
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n <= 0)
+        throw new BuildError(`--max-bytes needs a positive number of bytes, not "${v}"`);
+      args.maxBytes = n;
+    } else if (a === "--force") args.force = true;
     else if (a === "--no-envd-build") args.buildEnvd = false;
     else if (a === "--root") {
       const v = argv[++i];
@@ -119,6 +154,31 @@ async function main(): Promise<number> {
     case "list":
       await list(rootDir);
       return 0;
+    case "import": {
+      const reference = args.positional[0];
+      if (reference === undefined || args.as === undefined)
+        throw new BuildError("import needs an image reference and --as <template>", usage);
+      const controller = new AbortController();
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (controller.signal.aborted) return;
+        process.stderr.write(`\n${sig}: stopping; nothing half-imported is kept\n`);
+        controller.abort();
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      const creds = args.creds ?? config.registryCreds;
+      await importImage({
+        rootDir,
+        reference,
+        template: args.as,
+        envdDist: config.envdDist,
+        credentials: creds === undefined ? undefined : parseCredentials(creds),
+        tlsVerify: args.tlsVerify,
+        maxBytes: args.maxBytes ?? config.maxImageBytes,
+        signal: controller.signal,
+      });
+      return 0;
+    }
     case "help":
     case undefined:
       console.log(usage);

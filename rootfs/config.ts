@@ -14,12 +14,18 @@ export interface ImageBuilderConfig {
   envdDist: string;
   /** Repository root, for `npm run build:envd`. */
   repoDir: string;
+  /** WRENN_IMAGE_MAX_BYTES: bound on a pulled container image and on its unpacked tree (`image import`). */
+  maxImageBytes: number | undefined;
+  /** WRENN_REGISTRY_CREDS: user:password for `image import` (kept off the command line, where ps shows it). */
+  registryCreds: string | undefined;
 }
 
 const envSchema = z.object({
   AGENT_FILES_ROOTDIR: z.string().min(1).default("/var/lib/wrenn"),
   WRENN_DEBIAN_MIRROR: z.url({ protocol: /^https?$/ }).optional(),
   WRENN_ENVD_DIST: z.string().min(1).optional(),
+  WRENN_IMAGE_MAX_BYTES: z.coerce.number().int().positive().optional(),
+  WRENN_REGISTRY_CREDS: z.string().min(3).optional(),
 });
 
 /** Parses the builder's environment; throws a readable error naming the bad variable. */
@@ -35,5 +41,7 @@ export function loadImageBuilderConfig(env: NodeJS.ProcessEnv = process.env): Im
     mirror: parsed.data.WRENN_DEBIAN_MIRROR?.replace(/\/+$/, ""),
     envdDist: resolve(parsed.data.WRENN_ENVD_DIST ?? resolve(repoDir, "dist", "envd")),
     repoDir,
+    maxImageBytes: parsed.data.WRENN_IMAGE_MAX_BYTES,
+    registryCreds: parsed.data.WRENN_REGISTRY_CREDS,
   };
 }

@@ -39,7 +39,10 @@ export interface ImageManifest {
   rootfsExt4: string;
   ext4SizeBytes: number;
   treeBytes: number;
-  debian: { suite: string; mirror: string };
+  /** The Debian release and mirror of a recipe template; null for an imported container image. */
+  debian: { suite: string; mirror: string } | null;
+  /** Where an imported template came from and what of its image config it keeps (rootfs/oci.ts). */
+  source?: ImageSource;
   user: { name: string; uid: number; gid: number; home: string };
   env: Record<string, string>;
   startCommand: string | null;
@@ -49,6 +52,24 @@ export interface ImageManifest {
   init: string;
   builtAt: string;
   buildSeconds: number;
+}
+
+/** An imported container image: its reference, the digest pulled, and the image config Wrenn keeps. */
+export interface ImageSource {
+  kind: "oci";
+  reference: string;
+  /** Digest of the image manifest that was pulled (sha256:…). */
+  digest: string;
+  /** The image's WorkingDir: the default working directory its sandboxes should start in (null: the home). */
+  workdir: string | null;
+  /** The image's User, noted only: Wrenn runs commands as `user` (or root when asked). */
+  user: string | null;
+  /** The image's Entrypoint + Cmd, noted only: a template's start command is set explicitly. */
+  command: string[] | null;
+  /** Exposed ports, noted only. */
+  exposedPorts: string[];
+  /** Whether the image has sudo (so `user` may run commands as root through it). */
+  sudo: boolean;
 }
 
 /** Where image versions live; images/<template> is a symlink to one of them. */
@@ -228,7 +249,7 @@ export async function assembleImage(opts: {
 }
 
 /** Points images/<template> at a version; a real directory there (from an older layout) is moved aside. */
-async function switchImage(layout: FilesLayout, name: string, versionDir: string): Promise<void> {
+export async function switchImage(layout: FilesLayout, name: string, versionDir: string): Promise<void> {
   const link = layout.imageDir(name);
   const st = await stat(link).catch(() => undefined);
   if (st?.isDirectory() && (await realpath(link)) === link) {
@@ -272,7 +293,7 @@ async function versionsInUse(layout: FilesLayout, candidates: string[]): Promise
  * Keeps the current and the previous version of a template (running sandboxes may still use the
  * previous one through a pinned path) and removes older ones that nothing refers to any more.
  */
-async function pruneVersions(layout: FilesLayout, name: string, keep: string): Promise<void> {
+export async function pruneVersions(layout: FilesLayout, name: string, keep: string): Promise<void> {
   const dir = versionsDir(layout);
   const mine = [];
   for (const entry of await readdir(dir)) {

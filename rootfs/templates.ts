@@ -6,7 +6,7 @@ import { BuildError } from "./errors.js";
 /** Directory holding the shipped templates (rootfs/templates/<name>/template.json). */
 export const TEMPLATES_DIR = join(import.meta.dirname, "templates");
 
-const templateName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lower-case letters, digits and dashes");
+export const templateName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lower-case letters, digits and dashes");
 const debianPackage = z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, "a Debian package name");
 
 /** One file a template adds to the image: inline content, or a file next to template.json. */

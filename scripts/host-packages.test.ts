@@ -35,6 +35,7 @@ const ALWAYS_PRESENT: Record<string, string> = {
   sh: "dash: Essential",
   cp: "coreutils: Essential",
   chmod: "coreutils: Essential",
+  chown: "coreutils: Essential",
   du: "coreutils: Essential",
   mknod: "coreutils: Essential",
   date: "coreutils: Essential",
