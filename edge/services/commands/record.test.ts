@@ -26,7 +26,11 @@ afterAll(async () => {
   await h?.close();
 });
 
-function record(sandboxId: string, commandId: string, fields: Partial<CommandRecord> = {}): CommandRecord {
+function record(
+  sandboxId: string,
+  commandId: string,
+  fields: Partial<Omit<CommandRecord, "$typeName" | "$unknown">> = {},
+): CommandRecord {
   const now = Date.now();
   return create(CommandRecordSchema, {
     seq: 1n,
