@@ -258,6 +258,7 @@ export async function startNodeEdge(
           intervalMs: env.WRENN_WEBHOOK_INTERVAL_MS,
           logger,
           context: () => serviceContext(deps, { db: opened.db, requestId: "webhooks" }),
+          onAttempt: (outcome, seconds) => metrics.webhookDelivery(outcome, seconds),
         })
       : undefined;
   // Background commands owed a callback (docs/command-history.md): their hosts pulled every WRENN_COMMAND_CALLBACK_POLL_MS.

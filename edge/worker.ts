@@ -124,7 +124,10 @@ async function sweep(event: CronEvent, deps: WorkerDeps, ctx: ExecutionContext):
 async function deliverWebhooks(deps: WorkerDeps, ctx: ExecutionContext): Promise<void> {
   const handle = deps.database();
   try {
-    await runWebhookDeliveries(serviceContext(deps, { db: handle.db, requestId: "webhooks" }), { concurrency: 5 });
+    await runWebhookDeliveries(serviceContext(deps, { db: handle.db, requestId: "webhooks" }), {
+      concurrency: 5,
+      onAttempt: (outcome, seconds) => deps.metrics.webhookDelivery(outcome, seconds),
+    });
   } catch (err) {
     deps.logger.error("webhook delivery run failed", { err });
   } finally {

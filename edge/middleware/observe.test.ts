@@ -144,7 +144,7 @@ describe("edge metrics and request spans", () => {
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("NOT_FOUND");
   });
 
-  it("records reconcile sweeps by outcome, and failed ones too", async () => {
+  it("records reconcile sweeps by outcome (failed ones too) and webhook attempts", async () => {
     const metrics = new EdgeMetrics();
     const summary = {
       ran: true,
@@ -169,5 +169,11 @@ describe("edge metrics and request spans", () => {
     expect(text).toContain('wrenn_edge_reconcile_changes_total{rule="expired"} 2');
     expect(text).toContain("wrenn_edge_reconcile_host_failures_total 1");
     expect(text).toContain('wrenn_edge_reconcile_sweep_duration_seconds_count{outcome="failed"} 1');
+    metrics.webhookDelivery("delivered", 0.02);
+    metrics.webhookDelivery("failed", 3);
+    const after = metrics.registry.render();
+    expect(after).toContain('wrenn_edge_webhook_deliveries_total{outcome="delivered"} 1');
+    expect(after).toContain('wrenn_edge_webhook_delivery_duration_seconds_bucket{outcome="failed",le="2.5"} 0');
+    expect(after).toContain('wrenn_edge_webhook_delivery_duration_seconds_bucket{outcome="failed",le="5"} 1');
   });
 });

@@ -1,7 +1,7 @@
 import { lookup } from "node:dns/promises";
 import type { Logger } from "../logger.js";
 import type { ServiceContext } from "../services/context.js";
-import { runWebhookDeliveries } from "../services/webhooks/deliver.js";
+import { type DeliveryRunOptions, runWebhookDeliveries } from "../services/webhooks/deliver.js";
 import { type DeliveryLoop, startDeliveryLoop } from "../services/webhooks/loop.js";
 
 /** Every address a host name resolves to, so the SSRF guard sees a name that points inside. */
@@ -19,10 +19,16 @@ export function startNodeWebhookDeliveries(options: {
   intervalMs: number;
   logger: Logger;
   context: () => ServiceContext;
+  /** Told of every attempt (the edge's /metrics). */
+  onAttempt?: DeliveryRunOptions["onAttempt"];
 }): DeliveryLoop {
   return startDeliveryLoop({
     intervalMs: options.intervalMs,
     logger: options.logger,
-    run: () => runWebhookDeliveries(options.context(), { resolve: resolveAllAddresses }),
+    run: () =>
+      runWebhookDeliveries(options.context(), {
+        resolve: resolveAllAddresses,
+        ...(options.onAttempt ? { onAttempt: options.onAttempt } : {}),
+      }),
   });
 }

@@ -54,6 +54,8 @@ export interface DeliveryRunOptions {
   resolve?: (hostname: string) => Promise<string[]>;
   /** Randomness of the back-off jitter; tests pin it. */
   random?: () => number;
+  /** Told of every attempt with its outcome and duration (the edge's /metrics, edge/middleware/metrics.ts). */
+  onAttempt?: (outcome: "delivered" | "failed", seconds: number) => void;
 }
 
 /**
@@ -305,6 +307,7 @@ export async function runWebhookDeliveries(
         now: startedAt,
       });
       const result = await send(prepared.url, headers, prepared.body, settings, options);
+      options.onAttempt?.(result.ok ? "delivered" : "failed", result.durationMs / 1000);
       const settled = await settle(ctx, delivery, attempt, result, startedAt, prepared.webhook, options);
       if (result.ok) outcome.succeeded++;
       else outcome.failed++;
