@@ -90,6 +90,16 @@ describe(`agent snapshots (${suiteRuntime()})`, () => {
     expect(await sh(source, "test -e ~/a.txt && echo seen || echo absent")).toMatchObject({ out: "absent" });
     expect((await c.listSnapshots({})).snapshots.find((s) => s.snapshotId === snapshotId)?.users).toBe(2);
 
+    // A snapshot of a sandbox that started from a snapshot holds all of its files.
+    const chain = `chain-${source.slice(0, 8)}`;
+    await c.createSnapshot({ sandboxId: a, snapshotId: chain });
+    const fromChain = await fromSnapshot(chain);
+    expect(
+      await sh(fromChain, `cat ~/first.txt ~/a.txt; test -e ${TEMPLATE_FILE} && echo template-file-back; hostname`),
+    ).toMatchObject({ out: `first\nmine\n${fromChain}` });
+    await c.destroySandbox({ sandboxId: fromChain });
+    await c.deleteSnapshot({ snapshotId: chain });
+
     // The snapshot outlives its source.
     await c.destroySandbox({ sandboxId: source });
     const third = await fromSnapshot(snapshotId);
@@ -125,6 +135,15 @@ describe(`agent snapshots (${suiteRuntime()})`, () => {
     await c.destroySandbox({ sandboxId: copy });
     await c.deleteSnapshot({ snapshotId });
     expect(existsSync(savedDir(snapshotId))).toBe(false);
+
+    // Paused without memory (its processes ended, its files kept): the snapshot reads the kept files.
+    await c.pauseSandbox({ sandboxId: source, keepMemory: false });
+    await c.createSnapshot({ sandboxId: source, snapshotId: `${snapshotId}-halted` });
+    expect((await c.getSandbox({ sandboxId: source })).sandbox?.state).toBe(SandboxState.PAUSED);
+    const fromHalted = await fromSnapshot(`${snapshotId}-halted`);
+    expect(await sh(fromHalted, "cat ~/kept.txt")).toMatchObject({ out: "kept" });
+    await c.resumeSandbox({ sandboxId: source });
+    expect(await sh(source, "cat ~/kept.txt")).toMatchObject({ out: "kept" });
   });
 
   it("answers bad and unknown snapshot ids clearly and changes nothing", async () => {
