@@ -2,6 +2,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import type { App, AppEnv } from "../../context.js";
+import { registerE2bEvents } from "../events/e2b.js";
 import { requireE2bApiKey } from "./auth.js";
 import { registerE2bConnectSandbox } from "./connect.js";
 import { registerE2bCreateSandbox } from "./create.js";
@@ -25,6 +26,7 @@ const e2bPaths = [
   "/snapshots",
   "/templates/*",
   "/v3/templates",
+  "/events/*",
 ];
 
 /** E2B operations the SDK can call that Wrenn does not offer: a clear 501 in E2B's shape, not a 404. */
@@ -64,6 +66,7 @@ export function e2bRouter(): App {
   registerE2bSandboxLogs(app);
   registerE2bUpdateSandboxNetwork(app);
   registerE2bSnapshots(app);
+  registerE2bEvents(app);
   for (const { method, path, what } of unsupported) {
     app.on(method.toUpperCase(), path, (c) => e2bErrorResponse(c, 501, `${what} is not supported by Wrenn`));
   }

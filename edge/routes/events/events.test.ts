@@ -119,3 +119,33 @@ describe("GET /v1/events/stream", () => {
     await again.return(undefined);
   });
 });
+
+describe("E2B lifecycle events API", () => {
+  it("lists the team's and one sandbox's events in E2B's shape, with offset, order and types", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    expect((await stack.h.request("DELETE", `/v1/sandboxes/${sb.id}`, { key: team.key })).status).toBe(204);
+    const res = await stack.h.request("GET", "/events/sandboxes?orderAsc=true", { key: team.key });
+    expect(res.status).toBe(200);
+    const listed = (await res.json()) as Array<Record<string, unknown>>;
+    expect(listed.map((e) => e.type)).toEqual(["sandbox.lifecycle.created", "sandbox.lifecycle.killed"]);
+    expect(listed[0]).toMatchObject({
+      version: "v1",
+      sandboxId: sb.id,
+      sandboxTeamId: team.teamId,
+      sandboxTemplateId: "minimal",
+    });
+    const newest = await stack.h.request("GET", `/events/sandboxes/${sb.id}?limit=1`, { key: team.key });
+    expect(((await newest.json()) as Array<{ type: string }>).map((e) => e.type)).toEqual(["sandbox.lifecycle.killed"]);
+    const skipped = await stack.h.request("GET", `/events/sandboxes/${sb.id}?offset=1&orderAsc=true`, {
+      key: team.key,
+    });
+    expect(((await skipped.json()) as Array<{ type: string }>).map((e) => e.type)).toEqual([
+      "sandbox.lifecycle.killed",
+    ]);
+    const typed = await stack.h.request("GET", "/events/sandboxes?types=sandbox.lifecycle.created", { key: team.key });
+    expect(((await typed.json()) as Array<{ type: string }>).map((e) => e.type)).toEqual(["sandbox.lifecycle.created"]);
+    const other = await stack.h.newTeam();
+    expect(await (await stack.h.request("GET", "/events/sandboxes", { key: other.key })).json()).toEqual([]);
+  });
+});
