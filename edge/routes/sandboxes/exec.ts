@@ -27,7 +27,7 @@ const ExecOrBackgroundBody = ExecBody.extend({
         "With `background`: where the edge POSTs the result (exit code, output head and tail, duration) once " +
         "the command ended, signed like a webhook with the team's callback secret.",
     }),
-}).openapi("ExecRequest");
+}).openapi("ExecCommandRequest");
 
 const BackgroundStarted = z
   .object({
