@@ -5,7 +5,7 @@ import { filesLayout } from "../agent/layout.js";
 import { neededLibraries } from "./elf.js";
 import { BuildError } from "./errors.js";
 import { exists, hashFile, hashParts, writeFileAtomic } from "./fsutil.js";
-import { requireRoot } from "./host.js";
+import { requireRoot, which } from "./host.js";
 import {
   envdDistHash,
   type ImageManifest,
@@ -387,6 +387,13 @@ export async function importImage(opts: ImportImageOptions): Promise<ImportImage
   const progress = new Progress(6, log);
   await mkdir(layout.imagesDir, { recursive: true });
   const envdHash = await envdDistHash(opts.envdDist);
+  const missingTools = [];
+  for (const tool of ["skopeo", "umoci"]) if ((await which(tool)) === undefined) missingTools.push(tool);
+  if (missingTools.length > 0)
+    throw new BuildError(
+      `${missingTools.join(" and ")} ${missingTools.length > 1 ? "are" : "is"} not installed`,
+      `apt-get install ${missingTools.join(" ")} (scripts/host-packages.json, role image)`,
+    );
   if (!(await exists(hostTiniStatic)))
     throw new BuildError(
       `${hostTiniStatic} is missing`,

@@ -9,7 +9,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ImageManifest } from "../../rootfs/image.js";
 import { IMAGES_ROOT, newSandboxId, text } from "../helpers/agent-fixtures.js";
-import { type AgentProcess, freePort } from "../helpers/agent-process.js";
+import { type AgentProcess, freePort, startAgentProcess } from "../helpers/agent-process.js";
 import { cleanUpSuiteAgent, startSuiteAgent } from "../helpers/agent-suite.js";
 
 /**
@@ -231,15 +231,19 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
+  // Each step runs even when one before it fails.
   const running = () => registry?.exitCode === null && registry.signalCode === null;
-  if (registry?.pid !== undefined && running()) {
-    const exited = new Promise((r) => registry?.once("exit", r));
-    process.kill(registry.pid, "SIGTERM");
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
-    if (running()) process.kill(registry.pid, "SIGKILL");
+  try {
+    if (registry?.pid !== undefined && running()) {
+      const exited = new Promise((r) => registry?.once("exit", r));
+      process.kill(registry.pid, "SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
+      if (running()) process.kill(registry.pid, "SIGKILL");
+    }
+  } finally {
+    await rm(join("/etc", ESCAPE_NAME), { force: true });
+    if (work) await rm(work, { recursive: true, force: true });
   }
-  await rm(join("/etc", ESCAPE_NAME), { force: true });
-  if (work) await rm(work, { recursive: true, force: true });
 });
 
 describe("image import: a template from a container image", () => {
@@ -315,6 +319,21 @@ describe("image import: a template from a container image", () => {
     });
     expect(written.entry?.owner).toBe("user");
     await c.destroySandbox({ sandboxId: id });
+  });
+
+  it("starts on gVisor too", async () => {
+    const gvisor = await startAgentProcess({ runtime: "gvisor", rootDir: root });
+    try {
+      const c = gvisor.client;
+      const id = newSandboxId();
+      const created = await c.createSandbox({ sandboxId: id, template: TEMPLATE, timeoutSec: 120 });
+      expect(created.sandbox?.envdVersion).not.toBe("");
+      const out = await c.exec({ sandboxId: id, cmd: "/bin/bash", args: ["-c", "cat /srv/marker.txt; whoami"] });
+      expect(text(out.stdout).split("\n")).toEqual([MARKER, "user", ""]);
+      await c.destroySandbox({ sandboxId: id });
+    } finally {
+      await gvisor.stop();
+    }
   });
 
   it("keeps the previous version when an import fails: missing tag, size bound, bad names", async () => {
