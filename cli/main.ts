@@ -16,6 +16,7 @@ usage: wrenn <command> [options]
   snapshot <command>      create, list, get, delete snapshots of sandboxes
   hosts [command]         list, register, drain, activate, delete host agents (admin)
   keys [command]          list, create, revoke API keys
+  webhooks [command]      list, create, update, delete webhooks; deliveries, redeliver
   teams [command]         show a team's quotas and usage; set limits and isolation (admin)
 
 Every API command takes --json, --api-url URL (WRENN_API_URL) and --api-key KEY (WRENN_API_KEY);
@@ -59,6 +60,9 @@ export async function runCli(argv: string[], output: Output, signal: AbortSignal
       case "key":
       case "api-keys":
         return await (await import("./commands/keys.js")).keysCommand(ctx, rest);
+      case "webhooks":
+      case "webhook":
+        return await (await import("./commands/webhooks.js")).webhooksCommand(ctx, rest);
       case "teams":
       case "team":
         return await (await import("./commands/teams.js")).teamsCommand(ctx, rest);
