@@ -1,20 +1,26 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { CAPTURE_EDGE_BYTES, OutputCapture, StreamCapture } from "./capture.js";
+import { CAPTURE_EDGE_BYTES, CAPTURE_EDGE_BYTES_CROWDED, OutputCapture, StreamCapture } from "./capture.js";
 import { JOURNAL_OUTPUT_MAX_BYTES, JOURNAL_PAGE_OUTPUT_CHARS, ProcessJournal } from "./journal.js";
 
 const EDGE = CAPTURE_EDGE_BYTES;
 
 describe("StreamCapture", () => {
-  it("keeps the first and last 64 KiB and the total, whatever the chunking", () => {
+  it("keeps the first and last 64 KiB (4 KiB when crowded) and the total, whatever the chunking", () => {
     const data = randomBytes(3 * EDGE + 12_345);
-    for (const chunk of [1, 1000, 4096, EDGE - 1, EDGE + 7, 2 * EDGE + 3, data.length]) {
-      const capture = new StreamCapture();
-      for (let at = 0; at < data.length; at += chunk) capture.push(data.subarray(at, at + chunk));
-      expect(capture.total).toBe(data.length);
-      expect(capture.head().equals(data.subarray(0, EDGE))).toBe(true);
-      expect(capture.tail().equals(data.subarray(data.length - EDGE))).toBe(true);
+    for (const edge of [EDGE, CAPTURE_EDGE_BYTES_CROWDED]) {
+      for (const chunk of [1000, 4096, EDGE - 1, EDGE + 7, 2 * EDGE + 3, data.length]) {
+        const capture = new StreamCapture(edge);
+        for (let at = 0; at < data.length; at += chunk) capture.push(data.subarray(at, at + chunk));
+        expect(capture.total).toBe(data.length);
+        expect(capture.head().equals(data.subarray(0, edge))).toBe(true);
+        expect(capture.tail().equals(data.subarray(data.length - edge))).toBe(true);
+      }
     }
+    // Byte by byte, once.
+    const bytewise = new StreamCapture();
+    for (const b of data) bytewise.push(Uint8Array.of(b));
+    expect(bytewise.tail().equals(data.subarray(data.length - EDGE))).toBe(true);
   });
 
   it("has no tail when everything fits in the head, and a short tail just past it", () => {

@@ -1,5 +1,12 @@
 /** Bytes kept from the start of each output stream, and again from its end (issue 22's command history). */
 export const CAPTURE_EDGE_BYTES = 64 * 1024;
+/**
+ * Processes that get the full {@link CAPTURE_EDGE_BYTES} at once; beyond them a new process keeps
+ * {@link CAPTURE_EDGE_BYTES_CROWDED} per edge, so captures of live processes stay near 32 MiB at most
+ * (plus 16 KiB for each further one, which the sandbox's pids quota bounds).
+ */
+export const CAPTURE_FULL_PROCESSES = 128;
+export const CAPTURE_EDGE_BYTES_CROWDED = 4 * 1024;
 
 /**
  * The first and last {@link CAPTURE_EDGE_BYTES} of one output stream and its total size, in bounded
@@ -7,6 +14,8 @@ export const CAPTURE_EDGE_BYTES = 64 * 1024;
  * a ring holds the newest bytes after it.
  */
 export class StreamCapture {
+  constructor(private readonly edge: number = CAPTURE_EDGE_BYTES) {}
+
   /** Allocated on the first byte: a process that writes nothing costs nothing. */
   #head: Buffer | undefined;
   #headUsed = 0;
@@ -20,22 +29,22 @@ export class StreamCapture {
   push(data: Uint8Array): void {
     this.#total += data.byteLength;
     let rest = data;
-    if (this.#headUsed < CAPTURE_EDGE_BYTES) {
-      this.#head ??= Buffer.alloc(CAPTURE_EDGE_BYTES);
-      const take = Math.min(CAPTURE_EDGE_BYTES - this.#headUsed, rest.byteLength);
+    if (this.#headUsed < this.edge) {
+      this.#head ??= Buffer.alloc(this.edge);
+      const take = Math.min(this.edge - this.#headUsed, rest.byteLength);
       this.#head.set(rest.subarray(0, take), this.#headUsed);
       this.#headUsed += take;
       rest = rest.subarray(take);
     }
     if (rest.byteLength === 0) return;
-    this.#ring ??= Buffer.alloc(CAPTURE_EDGE_BYTES);
+    this.#ring ??= Buffer.alloc(this.edge);
     // Only the last ring-size bytes of a large chunk can survive; skip the rest.
-    if (rest.byteLength > CAPTURE_EDGE_BYTES) {
-      this.#afterHead += rest.byteLength - CAPTURE_EDGE_BYTES;
-      rest = rest.subarray(rest.byteLength - CAPTURE_EDGE_BYTES);
+    if (rest.byteLength > this.edge) {
+      this.#afterHead += rest.byteLength - this.edge;
+      rest = rest.subarray(rest.byteLength - this.edge);
     }
-    const at = this.#afterHead % CAPTURE_EDGE_BYTES;
-    const first = Math.min(CAPTURE_EDGE_BYTES - at, rest.byteLength);
+    const at = this.#afterHead % this.edge;
+    const first = Math.min(this.edge - at, rest.byteLength);
     this.#ring.set(rest.subarray(0, first), at);
     if (first < rest.byteLength) this.#ring.set(rest.subarray(first), 0);
     this.#afterHead += rest.byteLength;
@@ -55,16 +64,21 @@ export class StreamCapture {
   tail(): Buffer {
     const ring = this.#ring;
     if (!ring || this.#afterHead === 0) return Buffer.alloc(0);
-    if (this.#afterHead <= CAPTURE_EDGE_BYTES) return Buffer.from(ring.subarray(0, this.#afterHead));
-    const at = this.#afterHead % CAPTURE_EDGE_BYTES;
+    if (this.#afterHead <= this.edge) return Buffer.from(ring.subarray(0, this.#afterHead));
+    const at = this.#afterHead % this.edge;
     return Buffer.concat([ring.subarray(at), ring.subarray(0, at)]);
   }
 }
 
 /** What the journal keeps of a process's output: stdout and stderr (a PTY's output counts as stdout). */
 export class OutputCapture {
-  readonly stdout = new StreamCapture();
-  readonly stderr = new StreamCapture();
+  readonly stdout: StreamCapture;
+  readonly stderr: StreamCapture;
+
+  constructor(edgeBytes: number = CAPTURE_EDGE_BYTES) {
+    this.stdout = new StreamCapture(edgeBytes);
+    this.stderr = new StreamCapture(edgeBytes);
+  }
 
   push(stream: "stdout" | "stderr" | "pty", data: Uint8Array): void {
     (stream === "stderr" ? this.stderr : this.stdout).push(data);

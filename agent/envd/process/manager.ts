@@ -7,7 +7,7 @@ import type * as Pty from "@lydell/node-pty";
 import { PtySignalRelay } from "../gvisor.js";
 import type { Logger } from "../log.js";
 import { type LinuxUser, STANDARD_PATH } from "../users.js";
-import { OutputCapture } from "./capture.js";
+import { CAPTURE_EDGE_BYTES, CAPTURE_EDGE_BYTES_CROWDED, CAPTURE_FULL_PROCESSES, OutputCapture } from "./capture.js";
 import { ProcessJournal } from "./journal.js";
 import { type OutputEvent, OutputFanout, type OutputSubscription } from "./output.js";
 
@@ -115,7 +115,7 @@ const SETPRIV = "/usr/bin/setpriv";
 export class ManagedProcess {
   readonly output: OutputFanout;
   /** The head and tail of its output for the command history, whoever reads the stream (or nobody). */
-  readonly capture = new OutputCapture();
+  readonly capture: OutputCapture;
   /** When it started (ms since the epoch, guest clock). */
   readonly startedAt = Date.now();
   private ended = false;
@@ -127,8 +127,10 @@ export class ManagedProcess {
     readonly pid: number,
     readonly spec: ProcessSpec,
     private readonly io: ProcessIo,
+    captureEdgeBytes: number = CAPTURE_EDGE_BYTES,
   ) {
     this.output = new OutputFanout(io);
+    this.capture = new OutputCapture(captureEdgeBytes);
   }
 
   /** Whether this process runs on a PTY. */
@@ -368,7 +370,7 @@ export class ProcessManager {
           closeStdin: () => stdin.end(),
           resize: () => {},
         };
-        const proc = new ManagedProcess(pid, spec, io);
+        const proc = new ManagedProcess(pid, spec, io, this.captureEdgeBytes());
         stdout.on("data", (data: Buffer) => proc.emit("stdout", data));
         stderr.on("data", (data: Buffer) => proc.emit("stderr", data));
         // "close" comes after the exit and after both pipes drained, so the end event follows all output.
@@ -421,7 +423,7 @@ export class ProcessManager {
       },
       resize: (cols, rows) => term.resize(cols, rows),
     };
-    const proc = new ManagedProcess(term.pid, spec, io);
+    const proc = new ManagedProcess(term.pid, spec, io, this.captureEdgeBytes());
     term.onData((data: string | Buffer) => {
       const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
       proc.emit("pty", bytes);
@@ -431,6 +433,11 @@ export class ProcessManager {
       proc.finish(endEventFor(exitCode, signal ?? null));
     });
     return proc;
+  }
+
+  /** How much of each output edge a new process keeps: less once many processes run (bounds envd's memory). */
+  private captureEdgeBytes(): number {
+    return this.byPid.size < CAPTURE_FULL_PROCESSES ? CAPTURE_EDGE_BYTES : CAPTURE_EDGE_BYTES_CROWDED;
   }
 
   /** Sends SIGKILL to every live process; used on shutdown of a debug envd. */
