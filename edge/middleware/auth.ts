@@ -83,6 +83,7 @@ export async function authenticateRequest(c: Context<AppEnv>, missing: () => Err
       csrfToken: safeMethods.has(c.req.method) ? null : (c.req.header(csrfHeader) ?? ""),
       team: c.req.header(teamHeader),
     });
+    if (!principal) throw new ServiceError("FORBIDDEN", "you belong to no team; ask an owner for an invitation");
     c.set("team", teamContext(services, principal));
     return;
   }

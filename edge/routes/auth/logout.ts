@@ -20,7 +20,11 @@ const route = createRoute({
 export const registerLogOut = (app: App) =>
   app.openapi(route, async (c) => {
     const { session, principal } = await requireSession(c);
-    await logOut(c.get("services"), { sessionId: session.id, userId: session.user.id, teamId: principal.teamId });
+    await logOut(c.get("services"), {
+      sessionId: session.id,
+      userId: session.user.id,
+      teamId: principal?.teamId ?? null,
+    });
     clearSessionCookies(c);
     return c.body(null, 204);
   });

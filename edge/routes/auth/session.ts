@@ -44,7 +44,7 @@ export const registerGetSession = (app: App) =>
       {
         user: session.user,
         teams: teams.map((t) => ({ id: t.teamId, name: t.name, role: t.role })),
-        currentTeamId: principal.teamId,
+        currentTeamId: principal?.teamId ?? null,
         csrfToken: session.csrfToken,
         expiresAt: session.expiresAt.toISOString(),
       },

@@ -64,8 +64,10 @@ const deleteRoute = createRoute({
   tags: ["teams"],
   operationId: "removeTeamMember",
   summary: "Remove a member from a team",
-  description: "Owners remove anyone, admins anyone but owners. The last owner cannot be removed (409).",
-  ...scoped("keys:write"),
+  description:
+    "Owners remove anyone, admins anyone but owners, and a signed-in member may leave (remove themselves). The last owner cannot be removed (409).",
+  // Any member may leave; who may remove others is the service's check (owner/admin role or keys:write).
+  ...scoped("sandboxes:read"),
   request: { params: MemberParams },
   responses: { 204: { description: "Removed" }, ...openApiErrorResponses },
 });

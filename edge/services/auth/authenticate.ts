@@ -46,11 +46,11 @@ function changed(cached: Principal, now: CurrentKeyState): boolean {
   );
 }
 
-/** A signed-in request: its session, the user's teams, and the principal it acts as. */
+/** A signed-in request: its session, the user's teams, and the principal it acts as (null: the user is in no team). */
 export interface SessionAuthentication {
   session: ActiveSession;
   teams: Array<{ teamId: string; name: string; role: TeamRole }>;
-  principal: Principal;
+  principal: Principal | null;
 }
 
 /**
@@ -80,7 +80,7 @@ export async function authenticateSession(
   const membership = wanted ? teams.find((t) => t.teamId === wanted) : teams[0];
   if (!membership) {
     if (wanted) throw new NotFoundError("team", wanted);
-    throw new ServiceError("FORBIDDEN", "you belong to no team; ask an owner for an invitation");
+    return { session, teams, principal: null };
   }
   const principal: Principal = {
     teamId: membership.teamId,
