@@ -20,6 +20,7 @@ const known = [
   "load",
   "code",
   "egress",
+  "tracing",
 ] as const;
 
 async function load(name: string): Promise<Benchmark | undefined> {
