@@ -99,6 +99,14 @@ class FakeRuntime implements Runtime {
     return this.#launch(spec);
   }
 
+  async cloneSnapshot(fromDir: string, toDir: string): Promise<void> {
+    this.calls.push("clone");
+    const spec = this.snapshots.get(fromDir);
+    if (!spec) throw new Error(`no snapshot in ${fromDir}`);
+    await mkdir(toDir, { recursive: true });
+    this.snapshots.set(toDir, spec);
+  }
+
   /** The guest's process dies behind the agent's back. */
   crash(sandboxId: string): void {
     for (const [pid, spec] of this.alive) if (spec.sandboxId === sandboxId) this.alive.delete(pid);
@@ -111,6 +119,8 @@ class FakeRuntime implements Runtime {
  */
 class FakeEnvd {
   readonly inits: { address: string; body: Parameters<GuestEnvd["init"]>[0] }[] = [];
+  /** The token each /init was sent with (the one envd held before it). */
+  readonly presented: string[] = [];
   /** Access tokens of sandboxes whose envd never answers /health. */
   readonly unresponsive = new Set<string>();
   /** Access tokens of sandboxes whose /init fails because the host's disk is full. */
@@ -147,6 +157,7 @@ class FakeEnvd {
           throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
         }
         this.inits.push({ address, body });
+        this.presented.push(accessToken);
         return "0.0.0-fake";
       },
       writeFile: async () => {
@@ -940,5 +951,75 @@ describe("SandboxManager end-time timers (issue 17)", () => {
       reason: "PAUSE_WITHOUT_MEMORY_UNSUPPORTED",
     });
     expect(h.manager.get(req.sandboxId).status).toBe("running");
+  });
+});
+
+describe("SandboxManager saved snapshots with memory (issue 17)", () => {
+  it("pauses, clones and resumes the source; a sandbox from the snapshot resumes it and takes its own token", async () => {
+    const h = harness();
+    const source = input({ accessToken: "source-token", vcpus: 2, memoryMb: 512 });
+    await h.manager.create(source);
+    const { snapshot, sandbox } = await h.manager.createSnapshot(source.sandboxId, "snap-1");
+    expect(snapshot).toMatchObject({ snapshotId: "snap-1", keepsMemory: true, vcpus: 2, memoryMb: 512, users: 0 });
+    expect(JSON.stringify(h.manager.listSnapshots())).not.toContain("source-token");
+    expect(sandbox.status).toBe("running");
+    expect(h.runtime.calls.slice(-3).map((c) => c.split(" ")[0])).toEqual(["snapshot", "clone", "restore"]);
+
+    const copy = input({ accessToken: "copy-token", vcpus: 0, memoryMb: 0, snapshotId: "snap-1" });
+    const record = await h.manager.create(copy);
+    expect(record).toMatchObject({ status: "running", vcpus: 2, memoryMb: 512, fromSnapshot: { id: "snap-1" } });
+    expect(h.runtime.calls.at(-1)).toMatch(new RegExp(`^restore ${copy.sandboxId} `));
+    // envd in the copied memory holds the source's token: the first /init presents it and sets the copy's.
+    expect(h.envd.presented.at(-1)).toBe("source-token");
+    expect(h.envd.inits.at(-1)?.body.accessToken).toBe("copy-token");
+    expect(h.manager.listSnapshots().map((s) => [s.snapshotId, s.users])).toEqual([["snap-1", 1]]);
+
+    await expect(h.manager.create(input({ snapshotId: "snap-1", memoryMb: 1024 }))).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+      reason: "SNAPSHOT_SIZE_MISMATCH",
+    });
+    await h.manager.deleteSnapshot("snap-1");
+    const dir = config.layout.savedSnapshotDir("snap-1");
+    expect(await lstat(dir).then(() => true)).toBe(true);
+    await expect(h.manager.createSnapshot(source.sandboxId, "snap-1")).rejects.toMatchObject({
+      code: "ALREADY_EXISTS",
+    });
+    await h.manager.destroy(copy.sandboxId);
+    expect(
+      await lstat(dir).then(
+        () => true,
+        () => false,
+      ),
+    ).toBe(false);
+  });
+
+  it("a delete racing a create from the snapshot leaves either the sandbox with the files or neither", async () => {
+    for (let round = 0; round < 5; round++) {
+      const h = harness();
+      const source = input();
+      await h.manager.create(source);
+      const id = `race-${round}`;
+      await h.manager.createSnapshot(source.sandboxId, id);
+      const copy = input({ snapshotId: id, vcpus: 0, memoryMb: 0 });
+      const [created] = await Promise.allSettled([h.manager.create(copy), h.manager.deleteSnapshot(id)]);
+      const present = await lstat(config.layout.savedSnapshotDir(id)).then(
+        () => true,
+        () => false,
+      );
+      if (created.status === "fulfilled") {
+        expect(present).toBe(true);
+        await h.manager.destroy(copy.sandboxId);
+        expect(
+          await lstat(config.layout.savedSnapshotDir(id)).then(
+            () => true,
+            () => false,
+          ),
+        ).toBe(false);
+      } else {
+        expect(created.reason).toMatchObject({ code: "NOT_FOUND" });
+        expect(present).toBe(false);
+      }
+      await h.manager.destroy(source.sandboxId);
+    }
   });
 });

@@ -42,7 +42,7 @@ import { WarmPool } from "./warm-pool.js";
 export type { CreateInput } from "./record.js";
 
 /** A saved snapshot with the number of live sandboxes started from it. */
-export type SnapshotView = SnapshotMeta & { users: number };
+export type SnapshotView = Omit<SnapshotMeta, "envdToken"> & { users: number };
 
 /** Where the time of one create went (milliseconds), logged with "sandbox running". */
 export interface CreatePhases {
@@ -747,7 +747,9 @@ export class SandboxManager {
 
   /** A snapshot as the wire reports it, with how many sandboxes started from it still live. */
   #snapshotView(meta: SnapshotMeta): SnapshotView {
-    return { ...meta, users: this.#snapshotUsers(meta.snapshotId) };
+    // The source's envd token stays in the agent.
+    const { envdToken: _secret, ...shown } = meta;
+    return { ...shown, users: this.#snapshotUsers(meta.snapshotId) };
   }
 
   /** Every snapshot this host holds (not deleted). */
