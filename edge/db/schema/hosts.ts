@@ -40,6 +40,8 @@ export const hosts = pgTable(
     capacityMaxSandboxes: integer("capacity_max_sandboxes").notNull().default(0),
     /** When false, a paused sandbox keeps its memory on the host (frozen in place) and counts against capacity. */
     pauseToDisk: boolean("pause_to_disk").notNull().default(false),
+    /** Whether its snapshots keep memory (sandboxes from them resume processes: VM runtimes) or files only. */
+    snapshotsKeepMemory: boolean("snapshots_keep_memory").notNull().default(false),
     templates: jsonb("templates").$type<string[]>().notNull().default([]),
     agentVersion: text("agent_version").notNull().default(""),
     envdVersion: text("envd_version").notNull().default(""),

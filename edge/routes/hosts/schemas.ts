@@ -23,6 +23,10 @@ export const Host = z
     }),
     capacity: z.object({ vcpus: z.number().int(), memoryMb: z.number().int(), maxSandboxes: z.number().int() }),
     pauseToDisk: z.boolean(),
+    snapshotsKeepMemory: z.boolean().openapi({
+      description:
+        "Whether snapshots taken on this host keep memory, so sandboxes from them resume the source's processes (QEMU, Firecracker), or files only (namespace, gVisor); see docs/snapshots.md",
+    }),
     templates: z.array(z.string()),
     agentVersion: z.string(),
     envdVersion: z.string(),

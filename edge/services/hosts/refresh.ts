@@ -16,6 +16,7 @@ export function hostInfoColumns(info: GetHostInfoResponse) {
     capacityMemoryMb: info.capacity?.memoryMb ?? 0,
     capacityMaxSandboxes: info.capacity?.maxSandboxes ?? 0,
     pauseToDisk: info.pauseToDisk,
+    snapshotsKeepMemory: info.snapshotsKeepMemory,
     templates: [...info.templates],
     agentVersion: info.agentVersion,
     envdVersion: info.envdVersion,

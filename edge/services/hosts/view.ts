@@ -9,6 +9,8 @@ export interface HostView {
   isolation: HostRow["isolation"];
   capacity: { vcpus: number; memoryMb: number; maxSandboxes: number };
   pauseToDisk: boolean;
+  /** Whether snapshots taken here keep memory (processes resume) or files only (docs/snapshots.md). */
+  snapshotsKeepMemory: boolean;
   templates: string[];
   agentVersion: string;
   envdVersion: string;
@@ -30,6 +32,7 @@ export function toHostView(row: HostRow, activeSandboxes?: number): HostView {
     isolation: row.isolation,
     capacity: { vcpus: row.capacityVcpus, memoryMb: row.capacityMemoryMb, maxSandboxes: row.capacityMaxSandboxes },
     pauseToDisk: row.pauseToDisk,
+    snapshotsKeepMemory: row.snapshotsKeepMemory,
     templates: row.templates,
     agentVersion: row.agentVersion,
     envdVersion: row.envdVersion,

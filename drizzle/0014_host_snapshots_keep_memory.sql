@@ -1,0 +1,1 @@
+ALTER TABLE "hosts" ADD COLUMN "snapshots_keep_memory" boolean DEFAULT false NOT NULL;
