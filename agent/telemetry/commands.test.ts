@@ -54,8 +54,8 @@ beforeAll(async () => {
     }
     if (token === "hostile") {
       hostilePages++;
-      // Every page is as large as the agent reads (under 2 MiB) and the cursor never stops moving.
-      const events = Array.from({ length: 2 }, (_, i) => ({
+      // Every page is as large as the agent reads (under 1 MiB) and the cursor never stops moving.
+      const events = Array.from({ length: 1 }, (_, i) => ({
         seq: after + i + 1,
         ts: "never",
         kind: "end",
@@ -79,7 +79,7 @@ beforeAll(async () => {
           stderrBytes: 1e300,
         },
       }));
-      return res.end(JSON.stringify({ epoch: "e2", events, next: after + 2 }));
+      return res.end(JSON.stringify({ epoch: "e2", events, next: after + 1 }));
     }
     res.statusCode = 404;
     res.end();

@@ -34,7 +34,7 @@ export interface TelemetrySamplerDeps {
 }
 
 /** Each envd answer the sampler reads is small; a guest that sends more is cut off. */
-const ANSWER_MAX_BYTES = 2 * 1024 * 1024;
+const ANSWER_MAX_BYTES = 1024 * 1024;
 /** Journal entries read from one answer at most (envd pages at 500). */
 const EVENTS_PER_PAGE = 1000;
 /**

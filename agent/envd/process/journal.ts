@@ -66,7 +66,7 @@ const ARGV_MAX_CHARS = 16 * 1024;
  */
 export const JOURNAL_OUTPUT_MAX_BYTES = 32 * 1024 * 1024;
 /** Captured output (base64 characters) in one answer at most, so a page stays well under the agent's 1 MiB read. */
-export const JOURNAL_PAGE_OUTPUT_CHARS = 512 * 1024;
+export const JOURNAL_PAGE_OUTPUT_CHARS = 384 * 1024;
 
 /**
  * A bounded ring of process starts and ends, so the host agent can build the sandbox's log (E2B's
