@@ -1,4 +1,4 @@
-import { mkdir, readFile, realpath } from "node:fs/promises";
+import { mkdir, readdir, readFile, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import { filesLayout } from "../agent/layout.js";
 import { buildImage } from "./build.js";
@@ -97,13 +97,18 @@ async function list(rootDir: string): Promise<void> {
   } catch {
     console.log("kernel: not built");
   }
-  for (const name of await listTemplates()) {
+  const shipped = await listTemplates();
+  // Imported templates (npm run image -- import) have no recipe; they are found by their manifest.
+  const imported = (await readdir(layout.imagesDir).catch(() => [] as string[])).filter(
+    (e) => !e.startsWith(".") && !shipped.includes(e),
+  );
+  for (const name of [...shipped, ...imported.sort()]) {
     const m = await readImageManifest(layout, name);
     if (!m) console.log(`  ${name.padEnd(12)} not built`);
     else {
       const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
       console.log(
-        `  ${name.padEnd(12)} built ${m.builtAt}  tree ${mib(m.treeBytes)}  ext4 ${mib(m.ext4SizeBytes)} (sparse)  ${m.versionDir}`,
+        `  ${name.padEnd(12)} built ${m.builtAt}  tree ${mib(m.treeBytes)}  ext4 ${mib(m.ext4SizeBytes)} (sparse)  ${m.versionDir}${m.source ? `  from ${m.source.reference} (${m.source.digest.slice(0, 19)})` : ""}`,
       );
     }
   }

@@ -1,4 +1,4 @@
-import { chmod, mkdir, open, readFile, rename, rm, truncate, writeFile } from "node:fs/promises";
+import { chmod, mkdir, open, readdir, readFile, rename, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { filesLayout } from "../agent/layout.js";
@@ -403,7 +403,9 @@ export async function importImage(opts: ImportImageOptions): Promise<ImportImage
   // The name starts with .assemble- so that a later build removes it if this process is killed.
   const work = join(buildDir(layout), `.assemble-oci-${name}-${process.pid}`);
   try {
-    await rm(work, { recursive: true, force: true });
+    // Work directories of imports that were killed (we hold the lock, so none is in use).
+    for (const entry of await readdir(buildDir(layout)).catch(() => [] as string[]))
+      if (entry.startsWith(".assemble-oci-")) await rm(join(buildDir(layout), entry), { recursive: true, force: true });
     // Root only: the tree holds the image's setuid files and, until they are dropped, its device nodes.
     await mkdir(work, { recursive: true, mode: 0o700 });
     let authFile: string | undefined;

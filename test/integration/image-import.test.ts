@@ -278,11 +278,17 @@ describe("image import: a template from a container image", () => {
     // Nothing half-built is left in the builder's directory.
     expect((await readdir(join(root, "images", ".build"))).filter((e) => e.startsWith(".assemble-"))).toEqual([]);
 
-    // Importing the same image again reuses the version.
+    // Importing the same image again reuses the version, and removes what a killed import left behind.
+    const killed = join(root, "images", ".build", ".assemble-oci-oci-app-999999999");
+    await mkdir(join(killed, "rootfs"), { recursive: true });
     const again = await importImage(ref, TEMPLATE, [], creds);
     expect(again.exitCode).toBe(0);
     expect(again.output).toMatch(/up to date/);
     expect((await readManifest(TEMPLATE)).key).toBe(manifest.key);
+    await expect(lstat(killed)).rejects.toThrow();
+
+    const list = await execa("npm", ["run", "-s", "image", "--", "list", "--root", root], { cwd: repoRoot });
+    expect(list.stdout).toMatch(new RegExp(`oci-app .* from ${ref.replaceAll(".", "\\.")} \\(sha256:`));
   });
 
   it("starts a sandbox from the imported template: marker, env, user, sudo, envd", async () => {
