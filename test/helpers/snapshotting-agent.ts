@@ -12,6 +12,8 @@ import { type EdgeHarness, FakeAgent } from "./edge-app.js";
 /** The fake agent plus the snapshot RPCs: a snapshot copies the sandbox's files; a create from it gets them. */
 export class SnapshottingAgent extends FakeAgent {
   readonly snapshots = new Map<string, { info: SnapshotInfo; files: Map<string, Uint8Array> }>();
+  /** Whether its snapshots keep memory (a VM host); GetHostInfo reports it. */
+  keepsMemory = false;
   /** When set, CreateSnapshot answers this code. */
   failSnapshots: Code | undefined;
   /** Every CreateSandbox request, to see which snapshot it named. */
@@ -33,6 +35,7 @@ export class SnapshottingAgent extends FakeAgent {
   }
 
   private snapshotRpcs(impl: Record<string, unknown>) {
+    const getHostInfo = impl.getHostInfo as (req: unknown, ctx: unknown) => Promise<{ snapshotsKeepMemory: boolean }>;
     const createSandbox = impl.createSandbox as (req: CreateSandboxRequest, ctx: unknown) => Promise<unknown>;
     return {
       createSnapshot: async (req: { sandboxId: string; snapshotId: string }) => {
@@ -45,7 +48,7 @@ export class SnapshottingAgent extends FakeAgent {
           sourceSandboxId: req.sandboxId,
           template: source.sandbox.template,
           runtime: this.runtime,
-          keepsMemory: false,
+          keepsMemory: this.keepsMemory,
           vcpus: source.sandbox.vcpus,
           memoryMb: source.sandbox.memoryMb,
           sizeBytes: 4096n,
@@ -58,6 +61,11 @@ export class SnapshottingAgent extends FakeAgent {
         if (this.down) throw new ConnectError("down", Code.Unavailable);
         if (!this.snapshots.delete(req.snapshotId)) throw new ConnectError("no such snapshot", Code.NotFound);
         return {};
+      },
+      getHostInfo: async (req: unknown, ctx: unknown) => {
+        const info = await getHostInfo(req, ctx);
+        info.snapshotsKeepMemory = this.keepsMemory;
+        return info;
       },
       listSnapshots: async () => {
         if (this.down) throw new ConnectError("down", Code.Unavailable);
@@ -77,12 +85,16 @@ export class SnapshottingAgent extends FakeAgent {
 }
 
 /** Adds a SnapshottingAgent at a unique address and registers it with the admin key. */
-export async function addSnapshottingHost(h: EdgeHarness): Promise<{ agent: SnapshottingAgent; hostId: string }> {
+export async function addSnapshottingHost(
+  h: EdgeHarness,
+  setup?: (agent: SnapshottingAgent) => void,
+): Promise<{ agent: SnapshottingAgent; hostId: string }> {
   if (!h.fakes) throw new Error("the harness uses real agents");
   const added = new SnapshottingAgent(
     `http://snap-${Math.random().toString(36).slice(2, 10)}.test:9000`,
     `host-token-${Math.random().toString(36).slice(2)}`,
   );
+  setup?.(added);
   h.fakes.add(added);
   const res = await h.request("POST", "/v1/hosts", {
     key: h.adminKey,

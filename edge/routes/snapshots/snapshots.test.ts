@@ -274,7 +274,15 @@ describe("/v1 snapshots", () => {
       await h.request("POST", `/v1/sandboxes/${source.id}/snapshots`, { key: team.key })
     ).json()) as { id: string; hostId: string };
     // A second, idle host: the scheduler would prefer it for a plain create.
-    const other = await addSnapshottingHost(h);
+    const other = await addSnapshottingHost(h, (a) => {
+      a.keepsMemory = true;
+    });
+    // GET /v1/hosts says what a snapshot on each host keeps.
+    const listed = (await (await h.request("GET", "/v1/hosts", { key: h.adminKey })).json()) as {
+      hosts: Array<{ id: string; snapshotsKeepMemory: boolean }>;
+    };
+    const keeps = new Map(listed.hosts.map((x) => [x.id, x.snapshotsKeepMemory]));
+    expect([keeps.get(snap.hostId), keeps.get(other.hostId)]).toEqual([false, true]);
     const fromSnap = await newSandbox(h, team.key, { snapshotId: snap.id });
     expect(fromSnap.hostId).toBe(snap.hostId);
     expect(other.agent.creates).toEqual([]);
