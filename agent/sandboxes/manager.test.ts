@@ -644,7 +644,12 @@ describe("SandboxManager egress policy (issue 20)", () => {
     const all = policyCommands(h, netns);
     expect(all).toHaveLength(2);
     // Flushed, nothing added (egress off on this agent: the egress chain stays empty, as made).
-    expect(all[1]).not.toContain("add ");
+    expect(all[1]).not.toContain("add element");
+    expect(all[1]).not.toContain("accept");
+    // Only the drop's memory for the connection log comes back.
+    expect(all[1]?.split("\n").filter((l) => l.startsWith("add "))).toEqual([
+      "add rule inet wrenn egress meta l4proto { tcp, udp } add @denied_flows { ip daddr . meta l4proto . th dport }",
+    ]);
     expect((await stateOnDisk(req.sandboxId)).network).toBeUndefined();
   });
 
