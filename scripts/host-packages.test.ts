@@ -36,6 +36,7 @@ const ALWAYS_PRESENT: Record<string, string> = {
   cp: "coreutils: Essential",
   chmod: "coreutils: Essential",
   chown: "coreutils: Essential",
+  sync: "coreutils: Essential",
   du: "coreutils: Essential",
   mknod: "coreutils: Essential",
   date: "coreutils: Essential",
