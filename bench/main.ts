@@ -21,6 +21,7 @@ const known = [
   "code",
   "egress",
   "tracing",
+  "events",
 ] as const;
 
 async function load(name: string): Promise<Benchmark | undefined> {

@@ -643,7 +643,7 @@ describe("SandboxManager egress policy (issue 20)", () => {
     expect(cleared.network).toBeUndefined();
     const all = policyCommands(h, netns);
     expect(all).toHaveLength(2);
-    // Flushed, nothing added (egress off on this agent: the egress chain stays empty, as made).
+    // Flushed, no accept (egress off on this agent: the egress chain is back as made).
     expect(all[1]).not.toContain("add element");
     expect(all[1]).not.toContain("accept");
     // Only the drop's memory for the connection log comes back.
