@@ -33,7 +33,7 @@ const ESCAPE_NAME = `wrenn-oci-escape-${randomBytes(4).toString("hex")}`;
 /** A ustar archive built by hand, so the test can write what no honest tool writes (`..` names). */
 interface TarEntry {
   name: string;
-  type: "file" | "dir" | "symlink" | "char";
+  type: "file" | "dir" | "symlink" | "hardlink" | "char";
   mode?: number;
   content?: string;
   linkname?: string;
@@ -52,7 +52,7 @@ function tarArchive(entries: TarEntry[]): Buffer {
     octal(0, 116, 8);
     octal(e.type === "file" ? content.length : 0, 124, 12);
     octal(1_700_000_000, 136, 12);
-    field({ file: "0", dir: "5", symlink: "2", char: "3" }[e.type], 156, 1);
+    field({ file: "0", hardlink: "1", symlink: "2", char: "3", dir: "5" }[e.type], 156, 1);
     field(e.linkname ?? "", 157, 100);
     field("ustar\u000000", 257, 8);
     octal(e.dev?.[0] ?? 0, 329, 8);
@@ -164,6 +164,7 @@ beforeAll(async () => {
       { name: `../../../../../../../../..${hostDir}/dotdot-name`, type: "file", content: "x\n" },
       { name: "srv/null-device", type: "char", dev: [1, 3], mode: 0o666 },
       { name: "srv/setuid-shell", type: "file", mode: 0o4755, content: "#!/bin/sh\nid\n" },
+      { name: "srv/hardlink", type: "hardlink", linkname: "../../../../../../../etc/passwd" },
     ],
   ] satisfies TarEntry[][];
   for (const [i, entries] of layers.entries()) {
@@ -383,6 +384,10 @@ describe("image import: a template from a container image", () => {
     // The device node is gone; the setuid file is kept (the version directory is root-only).
     await expect(lstat(join(tree, "srv", "null-device"))).rejects.toThrow();
     expect((await lstat(join(tree, "srv", "setuid-shell"))).mode & 0o4000).toBe(0o4000);
+    // A hard link to ../../etc/passwd links the image's passwd, never the host's.
+    const linked = await stat(join(tree, "srv", "hardlink"));
+    const hostPasswd = await stat("/etc/passwd");
+    expect(linked.dev === hostPasswd.dev && linked.ino === hostPasswd.ino).toBe(false);
     expect((await lstat(join(tree, "dev"))).isDirectory()).toBe(true);
     const devices = (await readdir(tree, { recursive: true, withFileTypes: true })).filter(
       (e) => e.isCharacterDevice() || e.isBlockDevice(),
