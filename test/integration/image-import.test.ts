@@ -372,7 +372,11 @@ describe("image import: a template from a container image", () => {
   });
 
   it("unpacks a hostile image without writing outside its tree", async () => {
-    const result = await importImage(`127.0.0.1:${port}/wrenn-test/app:hostile`, "oci-hostile", [], creds);
+    // Credentials on the command line this time (--creds), not in WRENN_REGISTRY_CREDS.
+    const result = await importImage(`127.0.0.1:${port}/wrenn-test/app:hostile`, "oci-hostile", [
+      "--creds",
+      `${USER}:${PASSWORD}`,
+    ]);
     expect(result.output).toContain("imported");
     expect(result.exitCode).toBe(0);
     // Host side: nothing under /etc, nothing in the directory the `..` entries aimed at.
