@@ -1,8 +1,13 @@
 import { createHmac, randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NodeEdge } from "../../edge/node.js";
+import { parseEnv } from "../../edge/env.js";
+import { noopLogger } from "../../edge/logger.js";
+import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
 import { newTeamKey, startEdgeForAgent } from "../helpers/edge-stack.js";
@@ -11,11 +16,18 @@ import { newTeamKey, startEdgeForAgent } from "../helpers/edge-stack.js";
  * Issue 22's command history and command-finished callbacks against the real stack: a real agent
  * (the suite's runtime: namespace, or gVisor in the integration-gvisor project) whose envd records
  * every process it runs (sampled every 300 ms), the Node edge on PGlite pulling the records before
- * reads and, for background commands owed a callback, every 2 s (its sweep is off), and a loopback receiver for callbacks (the edge allows private callback URLs
- * only because the test says WRENN_WEBHOOKS_ALLOW_PRIVATE=true).
+ * reads and, for background commands owed a callback, every 2 s (its sweep is off), a loopback
+ * receiver for callbacks (the edge allows private callback URLs only because the test says
+ * WRENN_WEBHOOKS_ALLOW_PRIVATE=true), and a second edge over the first one's database (PGlite on
+ * disk) for the restart case.
  */
 
 const adminKey = `wrn_cmd_admin_${randomBytes(16).toString("hex")}`;
+const encryptionKey = randomBytes(32).toString("hex");
+/** PGlite on disk, so a second edge can take over the first one's database (the restart case). */
+let dataDir = "";
+// No sweep: the history comes from the pulls before reads, callbacks from the pending-callback poll (default 2 s).
+const edgeEnv = { WRENN_RECONCILE_INTERVAL_SEC: "0", WRENN_WEBHOOKS_ALLOW_PRIVATE: "true" };
 let agent: AgentProcess | undefined;
 let edge: NodeEdge | undefined;
 let key = "";
@@ -94,11 +106,8 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => receiver?.listen(0, "127.0.0.1", resolve));
   receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
   agent = await startAgentProcess({ rootDir: IMAGES_ROOT, env: { AGENT_METRICS_INTERVAL_MS: "300" } });
-  edge = await startEdgeForAgent(agent, {
-    adminKey,
-    // No sweep: the history comes from the pulls before reads, callbacks from the pending-callback poll (default 2 s).
-    env: { WRENN_RECONCILE_INTERVAL_SEC: "0", WRENN_WEBHOOKS_ALLOW_PRIVATE: "true" },
-  });
+  dataDir = await mkdtemp(join(tmpdir(), "wrenn-cmd-history-"));
+  edge = await startEdgeForAgent(agent, { adminKey, encryptionKey, env: { ...edgeEnv, WRENN_DATA_DIR: dataDir } });
   key = await newTeamKey(edge, adminKey, "history", `history-${randomBytes(3).toString("hex")}`);
 }, 180_000);
 
@@ -107,6 +116,7 @@ afterAll(async () => {
   await agent?.stop().catch(() => {});
   receiver?.closeAllConnections();
   await new Promise<void>((resolve) => (receiver ? receiver.close(() => resolve()) : resolve()));
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
 }, 120_000);
 
 describe("command history", () => {
@@ -220,6 +230,43 @@ describe("command history", () => {
     // Exactly once: later pulls of the same record queue nothing more.
     await sleep(2_500);
     expect(received.filter((r) => r.body.includes(commandId))).toHaveLength(1);
+  }, 90_000);
+
+  it("delivers the callback of a command that ended while no edge ran, once a new edge took over", async () => {
+    const bg = await call("POST", `/v1/sandboxes/${sandboxId}/exec`, {
+      cmd: "sleep 2; echo after-restart",
+      background: true,
+      callbackUrl: receiverUrl,
+    });
+    expect(bg.status, JSON.stringify(bg.body)).toBe(202);
+    const { commandId } = bg.body as { commandId: string };
+    await edge?.close();
+    edge = undefined;
+    // The command ends while there is no edge at all.
+    await sleep(4_000);
+    const parsed = parseEnv({
+      WRENN_PORT: "0",
+      WRENN_HOST: "127.0.0.1",
+      WRENN_DATA_DIR: dataDir,
+      WRENN_ENCRYPTION_KEY: encryptionKey,
+      WRENN_ADMIN_API_KEY: adminKey,
+      ...edgeEnv,
+    });
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+    edge = await startNodeEdge(parsed.env, noopLogger);
+    const deadline = Date.now() + 30_000;
+    let hit: Received | undefined;
+    while (!hit && Date.now() < deadline) {
+      hit = received.find((r) => r.body.includes(commandId));
+      if (!hit) await sleep(200);
+    }
+    if (!hit) throw new Error("no callback arrived within 30 s of the new edge's start");
+    const body = JSON.parse(hit.body) as { data: Record<string, unknown> };
+    expect(body.data).toMatchObject({
+      commandId,
+      exitCode: 0,
+      stdout: { head: "after-restart\n", tail: "", bytes: 14 },
+    });
   }, 90_000);
 
   it("refuses a callback without background, and a callback URL that is not http(s)", async () => {
