@@ -88,6 +88,26 @@ describe("GET /v1/events", () => {
   });
 });
 
+describe("sandbox.updated", () => {
+  it("records a timeout change as sandbox.updated with what changed", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    const res = await stack.h.request("POST", `/v1/sandboxes/${sb.id}/timeout`, {
+      key: team.key,
+      json: { timeoutSec: 900 },
+    });
+    expect(res.status).toBe(200);
+    const updated = (await listEvents(team.key, `?sandboxId=${sb.id}&type=sandbox.updated`)).events;
+    expect(updated).toHaveLength(1);
+    expect(updated[0]?.data).toMatchObject({
+      change: "timeout_set",
+      timeoutSec: 900,
+      fromState: "running",
+      toState: "running",
+    });
+  });
+});
+
 describe("GET /v1/events/stream", () => {
   it("streams the team's events live and resumes after Last-Event-ID", async () => {
     const team = await stack.h.newTeam();

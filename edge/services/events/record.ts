@@ -77,14 +77,21 @@ export interface SandboxChange {
   actor?: string;
   detail?: Record<string, unknown>;
   at?: Date;
+  /** The internal name of the change (`sandbox_events.type`); `timeout_set` and `network_set` are `sandbox.updated`. */
+  change?: string;
 }
+
+/** Internal changes that keep the state but that users see as an update (E2B's `sandbox.lifecycle.updated`). */
+const updates = new Set(["timeout_set", "network_set"]);
 
 /**
  * Records the public event of a sandbox state change, if it is one (see `sandboxEventType`); returns
  * null for changes that are not. Call it in the transaction of the change.
  */
 export async function recordSandboxChange(tx: Database, change: SandboxChange): Promise<RecordedEvent | null> {
-  const type = sandboxEventType(change.fromState, change.toState, change.stopReason);
+  const type =
+    sandboxEventType(change.fromState, change.toState, change.stopReason) ??
+    (change.fromState === change.toState && change.change && updates.has(change.change) ? "sandbox.updated" : null);
   if (!type) return null;
   return recordEvent(tx, {
     teamId: change.teamId,
@@ -96,6 +103,7 @@ export async function recordSandboxChange(tx: Database, change: SandboxChange): 
       fromState: change.fromState,
       toState: change.toState,
       ...(change.stopReason ? { stopReason: change.stopReason } : {}),
+      ...(type === "sandbox.updated" && change.change ? { change: change.change } : {}),
       ...change.detail,
     },
     ...(change.at ? { at: change.at } : {}),

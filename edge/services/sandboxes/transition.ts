@@ -58,6 +58,7 @@ export async function compareAndSet(
       actor: event.actor ?? "api",
       detail: event.detail ?? {},
       at: now,
+      change: event.type,
     });
     return row;
   });
