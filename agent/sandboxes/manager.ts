@@ -31,6 +31,7 @@ import {
 import { Recovery } from "./recovery.js";
 import { type LiveSandbox, SandboxTable } from "./table.js";
 import { teardownSandbox } from "./teardown.js";
+import { readTemplateEnv } from "./template-env.js";
 import { WarmPool } from "./warm-pool.js";
 
 /**
@@ -412,8 +413,10 @@ export class SandboxManager {
     await envd.waitHealthy(this.#envdTimeoutMs);
     if (phases) phases.guestReadyMs = performance.now() - t;
     t = performance.now();
+    // The template's own defaults (e.g. an imported image's Env) under the sandbox's variables.
+    const templateEnv = await readTemplateEnv(this.#deps.config.layout.imageManifest(live.record.template));
     live.record.envdVersion = await envd.init({
-      envVars: live.record.envVars,
+      envVars: { ...templateEnv, ...live.record.envVars },
       accessToken: live.record.accessToken,
       defaultUser: DEFAULT_USER,
       defaultWorkdir: DEFAULT_WORKDIR,

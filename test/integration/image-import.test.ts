@@ -304,7 +304,9 @@ describe("image import: a template from a container image", () => {
     const who = await c.exec({ sandboxId: id, cmd: "/bin/bash", args: ["-c", "whoami; id -u; pwd"] });
     expect(text(who.stdout).split("\n")).toEqual(["user", "1000", "/home/user", ""]);
     // The image's Env is the template's environment: wrenn-init exports it to envd, login shells read it.
-    // (envd does not yet pass its own environment on to the commands it starts: see docs/images.md.)
+    // The agent passes it to envd's /init too, so every command has it, under the sandbox's own variables.
+    const plain = await c.exec({ sandboxId: id, cmd: "/bin/sh", args: ["-c", "echo $MARKER_ENV"] });
+    expect(text(plain.stdout).trim()).toBe(MARKER);
     const envFile = await c.exec({ sandboxId: id, cmd: "cat", args: ["/etc/wrenn/env"] });
     expect(text(envFile.stdout)).toContain(`MARKER_ENV='${MARKER}'`);
     expect(text(envFile.stdout)).not.toContain("HOME=");
