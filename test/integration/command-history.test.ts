@@ -5,11 +5,13 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sandboxCommand } from "../../cli/commands/sandbox.js";
 import { parseEnv } from "../../edge/env.js";
 import { noopLogger } from "../../edge/logger.js";
 import { type NodeEdge, startNodeEdge } from "../../edge/node.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { runCli } from "../helpers/cli-run.js";
 import { newTeamKey, startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
@@ -287,6 +289,24 @@ describe("command history", () => {
     const after = await historyOf(sandboxId);
     expect(after.length).toBeGreaterThanOrEqual(before.length);
     expect(after.some((c) => c.commandLine.includes("zebra quokka"))).toBe(true);
+    // The CLI reads the same history, also of the ended sandbox.
+    if (!edge) throw new Error("edge not started");
+    const connection = ["--api-url", edge.url, "--api-key", key];
+    const table = await runCli(sandboxCommand, ["history", sandboxId, ...connection]);
+    expect(table.code, table.err).toBe(0);
+    expect(table.out).toContain("zebra quokka");
+    const searched = await runCli(sandboxCommand, [
+      "history",
+      sandboxId,
+      "--search",
+      "marmalade",
+      "--output",
+      ...connection,
+    ]);
+    expect(searched.out).toContain("zebra quokka marmalade");
+    expect(searched.out).not.toContain("seq 1 40000");
+    const json = await runCli(sandboxCommand, ["history", sandboxId, "--json", "--limit", "2", ...connection]);
+    expect((JSON.parse(json.out) as unknown[]).length).toBe(2);
     sandboxId = "";
   });
 });
