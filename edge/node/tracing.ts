@@ -28,6 +28,8 @@ export interface NodeTracing {
   readonly enabled: boolean;
   /** A tracer whose spans carry `service.name` = `serviceName` (one provider per name, one exporter for all). */
   tracerFor(serviceName: string): Tracer;
+  /** Exports what is pending. */
+  flush(): Promise<void>;
   /** Exports what is pending, then stops. */
   shutdown(): Promise<void>;
 }
@@ -45,7 +47,7 @@ export function startNodeTracing(options: NodeTracingOptions): NodeTracing {
       ? new OTLPTraceExporter({ url: otlpTracesUrl(options.endpoint), timeoutMillis: 10_000 })
       : undefined);
   if (exporter === undefined) {
-    return { enabled: false, tracerFor: () => noopTracer, shutdown: async () => {} };
+    return { enabled: false, tracerFor: () => noopTracer, flush: async () => {}, shutdown: async () => {} };
   }
   const providers = new Map<string, BasicTracerProvider>();
   return {
@@ -67,6 +69,9 @@ export function startNodeTracing(options: NodeTracingOptions): NodeTracing {
         providers.set(serviceName, provider);
       }
       return provider.getTracer("wrenn");
+    },
+    async flush() {
+      await Promise.all([...providers.values()].map((p) => p.forceFlush().catch(() => {})));
     },
     async shutdown() {
       await Promise.all([...providers.values()].map((p) => p.shutdown().catch(() => {})));
