@@ -3,6 +3,7 @@ import { getCookie } from "hono/cookie";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
 import { sessionCookie } from "../../middleware/auth.js";
+import { LoginRateLimitedError } from "../../services/accounts/errors.js";
 import { acceptInvitation } from "../../services/accounts/invitations.js";
 import { ServiceError } from "../../services/errors.js";
 import { setSessionCookies } from "./cookies.js";
@@ -43,11 +44,17 @@ export const registerAcceptInvitation = (app: App) =>
     if (body.password === undefined) {
       throw new ServiceError("UNAUTHORIZED", "sign in first, or give a password to sign up with the invitation");
     }
-    const done = await acceptInvitation(services, body.token, {
-      kind: "signup",
-      password: body.password,
-      userAgent: c.req.header("user-agent"),
-    });
+    let done: Awaited<ReturnType<typeof acceptInvitation>>;
+    try {
+      done = await acceptInvitation(services, body.token, {
+        kind: "signup",
+        password: body.password,
+        userAgent: c.req.header("user-agent"),
+      });
+    } catch (err) {
+      if (err instanceof LoginRateLimitedError) c.header("Retry-After", String(err.retryAfterSec));
+      throw err;
+    }
     if (done.session) setSessionCookies(c, done.session);
     return c.json({ teamId: done.teamId, role: done.role, userId: done.userId }, 200);
   });

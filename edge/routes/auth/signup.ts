@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../../context.js";
 import { openApiErrorResponses } from "../../errors/api-error.js";
+import { LoginRateLimitedError } from "../../services/accounts/errors.js";
 import { signUp } from "../../services/accounts/signup.js";
 import { setSessionCookies } from "./cookies.js";
 import { accountErrorResponses, Credentials, SessionInfo } from "./schemas.js";
@@ -27,7 +28,13 @@ const route = createRoute({
 export const registerSignUp = (app: App) =>
   app.openapi(route, async (c) => {
     const body = c.req.valid("json");
-    const done = await signUp(c.get("services"), { ...body, userAgent: c.req.header("user-agent") });
+    let done: Awaited<ReturnType<typeof signUp>>;
+    try {
+      done = await signUp(c.get("services"), { ...body, userAgent: c.req.header("user-agent") });
+    } catch (err) {
+      if (err instanceof LoginRateLimitedError) c.header("Retry-After", String(err.retryAfterSec));
+      throw err;
+    }
     setSessionCookies(c, done.session);
     return c.json(await sessionInfoFor(c, done.user, done.session), 201);
   });

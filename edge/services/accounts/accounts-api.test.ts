@@ -108,6 +108,17 @@ describe("sign-up and sign-in", () => {
     expect(rows.map((r) => r.email)).toEqual(["Root@Example.com"]);
   });
 
+  it("sign-ups count against the client address's bucket, refused ones too (each could cost a hash)", async () => {
+    const b = new Browser("198.51.100.90");
+    const statuses: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      statuses.push(
+        (await b.send("POST", "/v1/auth/signup", { json: { email: `mass${i}@example.com`, password } })).res.status,
+      );
+    }
+    expect(statuses).toEqual([...Array(15).fill(403), 429]);
+  });
+
   it("refuses passwords outside 10..256 characters", async () => {
     const res = await h.app.request("/v1/auth/accept-invitation", {
       method: "POST",

@@ -4,6 +4,7 @@ import { auditActor, recordAudit } from "../audit/record.js";
 import type { ServiceContext, TeamContext } from "../context.js";
 import { sha256Hex } from "../crypto.js";
 import { ConflictError, NotFoundError, ServiceError } from "../errors.js";
+import { takeAddressToken } from "./login-limit.js";
 import { reachableTeam } from "./members.js";
 import { checkPasswordPolicy, hashPassword } from "./password.js";
 import { requireManager } from "./roles.js";
@@ -139,9 +140,18 @@ export interface Accepted {
  */
 export async function acceptInvitation(ctx: ServiceContext, token: string, as: AcceptAs): Promise<Accepted> {
   if (as.kind === "signup") checkPasswordPolicy(as.password);
-  const passwordHash =
-    as.kind === "signup" ? await hashPassword(as.password, accountSettings(ctx).passwordIterations) : undefined;
   const tokenHash = await sha256Hex(token);
+  let passwordHash: string | undefined;
+  if (as.kind === "signup") {
+    // The costly hash only for a token that exists, and within the address's bucket.
+    await takeAddressToken(ctx);
+    const [live] = await ctx.db
+      .select({ id: invitations.id })
+      .from(invitations)
+      .where(and(eq(invitations.tokenHash, tokenHash), isNull(invitations.acceptedAt), isNull(invitations.revokedAt)));
+    if (!live) throw new ServiceError("NOT_FOUND", "the invitation link is not valid (used, revoked or expired)");
+    passwordHash = await hashPassword(as.password, accountSettings(ctx).passwordIterations);
+  }
   return ctx.db.transaction(async (tx) => {
     if (as.kind === "signup") await lockUsers(tx);
     const now = ctx.now();

@@ -1,6 +1,9 @@
 import { sql } from "drizzle-orm";
 import type { Database } from "../../db/client.js";
+import type { ServiceContext } from "../context.js";
 import type { RateLimit } from "../rate-limit/take-token.js";
+import { LoginRateLimitedError } from "./errors.js";
+import { accountSettings } from "./sessions.js";
 
 /**
  * Takes one token from a sign-in bucket (`email:<lower-cased address>` or `ip:<address>`) in one
@@ -25,4 +28,14 @@ export async function takeLoginToken(db: Database, bucket: string, limit: RateLi
   const row = rows[0];
   if (!row || row.last_allowed) return null;
   return Math.ceil(((1 - Number(row.tokens)) / limit.perSec) * 1000);
+}
+
+/**
+ * Takes a token from the client address's bucket (when the address is known), for requests that
+ * cost a password hash without naming an account: sign-ups and sign-ups through invitations.
+ */
+export async function takeAddressToken(ctx: ServiceContext): Promise<void> {
+  if (!ctx.clientIp) return;
+  const wait = await takeLoginToken(ctx.db, `ip:${ctx.clientIp}`, accountSettings(ctx).loginLimitPerIp);
+  if (wait !== null) throw new LoginRateLimitedError(wait);
 }
