@@ -1,6 +1,7 @@
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { events, hosts, sandboxes, webhookDeliveries } from "../../edge/db/schema/index.js";
+import { events, hosts, sandboxes, webhookAttempts, webhookDeliveries } from "../../edge/db/schema/index.js";
+import { applyEventRetention } from "../../edge/services/events/retention.js";
 import type { ReconcileOptions } from "../../edge/services/reconcile/options.js";
 import { runReconcileSweep } from "../../edge/services/reconcile/sweep.js";
 import { SandboxState, StopReason } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
@@ -108,5 +109,51 @@ describe("events from the reconcile sweep", () => {
       ["host.up", "reconcile"],
     ]);
     expect(hostEvents.every((e) => e.teamId === null)).toBe(true);
+  });
+
+  it("retention drops events and settled deliveries past 30 days, and keeps recent and pending ones", async () => {
+    const db = h.database.db;
+    const old = new Date(Date.now() - 31 * 86_400_000);
+    const [oldEvent] = await db
+      .insert(events)
+      .values({ teamId: team.teamId, type: "sandbox.killed", createdAt: old })
+      .returning();
+    const [newEvent] = await db.insert(events).values({ teamId: team.teamId, type: "sandbox.killed" }).returning();
+    const [settled] = await db
+      .insert(webhookDeliveries)
+      .values({
+        webhookId,
+        teamId: team.teamId,
+        eventType: "sandbox.killed",
+        status: "succeeded",
+        createdAt: old,
+        updatedAt: old,
+      })
+      .returning();
+    const [pending] = await db
+      .insert(webhookDeliveries)
+      .values({ webhookId, teamId: team.teamId, eventType: "sandbox.killed", createdAt: old, updatedAt: old })
+      .returning();
+    await db
+      .insert(webhookAttempts)
+      .values({ deliveryId: settled?.id ?? "", attempt: 1, ok: true, durationMs: 1, startedAt: old });
+    const gone = await applyEventRetention(db, new Date());
+    expect(gone.events).toBeGreaterThanOrEqual(1);
+    const left = await db
+      .select({ id: events.id })
+      .from(events)
+      .where(inArray(events.id, [oldEvent?.id ?? 0, newEvent?.id ?? 0]));
+    expect(left.map((e) => e.id)).toEqual([newEvent?.id]);
+    const deliveriesLeft = await db
+      .select({ id: webhookDeliveries.id })
+      .from(webhookDeliveries)
+      .where(inArray(webhookDeliveries.id, [settled?.id ?? "", pending?.id ?? ""]));
+    expect(deliveriesLeft.map((d) => d.id)).toEqual([pending?.id]);
+    expect(
+      await db
+        .select()
+        .from(webhookAttempts)
+        .where(eq(webhookAttempts.deliveryId, settled?.id ?? "")),
+    ).toEqual([]);
   });
 });

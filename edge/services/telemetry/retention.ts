@@ -2,6 +2,7 @@ import { sql } from "drizzle-orm";
 import type { Database } from "../../db/client.js";
 import type { Logger } from "../../logger.js";
 import { applyCommandRetention, DEFAULT_COMMAND_HISTORY_DAYS } from "../commands/retention.js";
+import { applyEventRetention } from "../events/retention.js";
 
 /** How long each kind of telemetry is kept (docs/metrics-and-logs.md states the same). */
 export interface TelemetryRetention {
@@ -139,6 +140,9 @@ export async function retentionDuringSweep(ctx: {
     const days = ctx.config?.commandHistoryDays ?? DEFAULT_COMMAND_HISTORY_DAYS;
     const commandsPruned = await applyCommandRetention(ctx.db, ctx.now(), days);
     if (commandsPruned > 0) ctx.logger.info("command history retention", { commandsPruned });
+    // Events and settled webhook deliveries are kept EVENT_RETENTION_DAYS (docs/events-and-webhooks.md).
+    const eventsPruned = await applyEventRetention(ctx.db, ctx.now());
+    if (eventsPruned.events + eventsPruned.deliveries > 0) ctx.logger.info("event retention", { ...eventsPruned });
   } catch (err) {
     ctx.logger.warn("telemetry retention failed; the next sweep tries again", {
       error: err instanceof Error ? err.message : String(err),
