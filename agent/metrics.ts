@@ -1,3 +1,4 @@
+import { type Counter, type Histogram, LATENCY_BUCKETS_SECONDS, MetricsRegistry } from "../lib/metrics.js";
 import type { ManagerObserver } from "./sandboxes/manager.js";
 
 /** Prometheus text exposition of the agent's few metrics, without a client library. */
@@ -8,6 +9,25 @@ export class AgentMetrics implements ManagerObserver {
   readonly #createCounts = new Array<number>(CREATE_BUCKETS.length).fill(0);
   #createSum = 0;
   #createCount = 0;
+  /** The RPC metrics, on the registry the edge uses too (lib/metrics.ts). */
+  readonly #registry = new MetricsRegistry();
+  readonly #rpcs: Counter = this.#registry.counter(
+    "wrenn_agent_rpc_requests_total",
+    "HostAgentService RPCs served, by method and Connect code (ok on success).",
+    ["method", "code"],
+  );
+  readonly #rpcSeconds: Histogram = this.#registry.histogram(
+    "wrenn_agent_rpc_duration_seconds",
+    "Time from an RPC's arrival to its answer (a stream's last message), by method.",
+    ["method"],
+    LATENCY_BUCKETS_SECONDS,
+  );
+
+  /** Records one served RPC (agent/tracing.ts calls it with the span's outcome). */
+  rpc(method: string, code: string, seconds: number): void {
+    this.#rpcs.inc({ method, code });
+    this.#rpcSeconds.observe({ method }, seconds);
+  }
 
   createSeconds(seconds: number): void {
     this.#createSum += seconds;
@@ -39,6 +59,6 @@ export class AgentMetrics implements ManagerObserver {
       "# TYPE wrenn_agent_capacity_sandboxes gauge",
       `wrenn_agent_capacity_sandboxes ${state.capacity.maxSandboxes}`,
     ];
-    return `${lines.join("\n")}\n`;
+    return `${lines.join("\n")}\n${this.#registry.render()}`;
   }
 }

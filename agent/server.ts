@@ -61,7 +61,12 @@ export async function startServer(deps: ServerDeps): Promise<AgentServer> {
   const connect = connectNodeAdapter({
     routes: (router: ConnectRouter) => router.service(HostAgentService, hostAgentHandlers(deps)),
     // Tracing first (outermost), so its span and log line see the code errorInterceptor maps to.
-    interceptors: [rpcTracingInterceptor(deps.tracing?.agent ?? noopTracer, logger), errorInterceptor(logger)],
+    interceptors: [
+      rpcTracingInterceptor(deps.tracing?.agent ?? noopTracer, logger, (method, code, seconds) =>
+        metrics.rpc(method, code, seconds),
+      ),
+      errorInterceptor(logger),
+    ],
     // Exec output and files are bounded at 16 MiB; leave room for the envelope.
     readMaxBytes: 17 * 2 ** 20,
     writeMaxBytes: 40 * 2 ** 20,

@@ -217,7 +217,11 @@ function endSpan(span: Span, err: unknown): Code | undefined {
  * the envd calls below, and one log line per RPC with its method, outcome and duration (the request
  * and trace ids come from the log context). First in the list, so it sees the final error code.
  */
-export function rpcTracingInterceptor(tracer: Tracer, logger: Logger): Interceptor {
+export function rpcTracingInterceptor(
+  tracer: Tracer,
+  logger: Logger,
+  onRpc?: (method: string, code: string, seconds: number) => void,
+): Interceptor {
   return (next) => async (req) => {
     const method = req.method.name;
     const parent = context.active();
@@ -240,10 +244,13 @@ export function rpcTracingInterceptor(tracer: Tracer, logger: Logger): Intercept
       for (const end of [...openEnvdSpans]) end();
       const code = endSpan(span, err);
       span.end();
+      const outcome = code === undefined ? "ok" : (Code[code] ?? String(code));
+      const elapsedMs = performance.now() - started;
+      onRpc?.(method, outcome, elapsedMs / 1000);
       const fields = {
         method,
-        code: code === undefined ? "ok" : (Code[code] ?? String(code)),
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
+        code: outcome,
+        durationMs: Math.round(elapsedMs * 10) / 10,
         ...(sandboxId !== undefined ? { sandboxId } : {}),
       };
       if (POLLED_METHODS.has(method)) logger.debug("rpc", fields);

@@ -185,6 +185,12 @@ describe("traces across edge, agent and envd; edge metrics", () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>)
       .find((l) => l.msg === "rpc" && l.method === "Exec" && l.requestId === requestId);
     expect(line, log.slice(-4000)).toMatchObject({ traceId, sandboxId, code: "ok" });
+
+    // The agent's own /metrics counts the RPC by method and code, next to its sandbox gauges.
+    const agentMetrics = await fetch(`${agent?.url}/metrics`, { headers: { authorization: `Bearer ${agent?.token}` } });
+    const agentText = await agentMetrics.text();
+    expect(agentText).toMatch(/wrenn_agent_rpc_requests_total\{method="Exec",code="ok"\} [1-9]/);
+    expect(agentText).toMatch(/wrenn_agent_rpc_duration_seconds_count\{method="Exec"\} [1-9]/);
   }, 120_000);
 
   it("GET /metrics counts requests by route pattern and status, and refuses without the token", async () => {
