@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { readServerSentEvents } from "../../../sdk/sse.js";
 import { expectError, newSandbox, routeStack } from "../../../test/helpers/edge-routes.js";
+import { createApp } from "../../app.js";
 
 const stack = routeStack();
 
@@ -167,5 +168,29 @@ describe("E2B lifecycle events API", () => {
     expect(((await typed.json()) as Array<{ type: string }>).map((e) => e.type)).toEqual(["sandbox.lifecycle.created"]);
     const other = await stack.h.newTeam();
     expect(await (await stack.h.request("GET", "/events/sandboxes", { key: other.key })).json()).toEqual([]);
+  });
+});
+
+describe("GET /v1/events/stream where the database lives per request (Workers)", () => {
+  it("answers the events after Last-Event-ID at once, as SSE with a retry, and ends", async () => {
+    const team = await stack.h.newTeam();
+    const sb = await newSandbox(stack.h, team.key);
+    const created = (await listEvents(team.key, `?sandboxId=${sb.id}&type=sandbox.created`)).events[0];
+    // A handle that is not the process-wide database: what a Worker's per-request Neon Pool looks like.
+    const deps = stack.h.appDeps();
+    const perRequest = createApp({
+      ...deps,
+      database: () => ({ db: Object.create(stack.h.database.db), close: async () => {} }),
+    });
+    const res = await perRequest.request("/v1/events/stream", {
+      headers: { "x-api-key": team.key, "last-event-id": created?.id ?? "" },
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/text\/event-stream/);
+    const body = await res.text();
+    expect(body.startsWith("retry: 100\n")).toBe(true);
+    const messages = [];
+    for await (const m of readServerSentEvents(new Response(body).body as ReadableStream<Uint8Array>)) messages.push(m);
+    expect(messages.map((m) => m.event)).toEqual(["sandbox.running"]);
   });
 });
