@@ -2,7 +2,7 @@ import { realpathSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
-import { serve } from "@hono/node-server";
+import { type Http2Bindings, type HttpBindings, serve } from "@hono/node-server";
 import { createApp } from "./app.js";
 import { createAgentConnector } from "./clients/agent.js";
 import type { App, AppDeps } from "./context.js";
@@ -149,10 +149,12 @@ export async function startNodeEdge(
     const message = "the API could not open its database; see its log";
     return Response.json({ error: { code, message, requestId } }, { status: codeToStatus[code] });
   };
-  const fetch = (request: Request): Response | Promise<Response> => {
-    if (database) return app.fetch(request);
+  // The Node bindings (`incoming`) go to the app as `c.env`: the auth middleware reads the client's
+  // address from the socket there (sign-in limits, audit log).
+  const fetch = (request: Request, bindings?: HttpBindings | Http2Bindings): Response | Promise<Response> => {
+    if (database) return app.fetch(request, bindings);
     if (request.method === "GET" && new URL(request.url).pathname === "/health") return startingHealth();
-    return openedOrFailed.then((opened) => (opened ? app.fetch(request) : databaseFailed()));
+    return openedOrFailed.then((opened) => (opened ? app.fetch(request, bindings) : databaseFailed()));
   };
   const handler = streamLargeBodies(guardRelayedBodies(fetch, logger));
   const tlsFiles =

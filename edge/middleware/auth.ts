@@ -27,6 +27,9 @@ export const csrfHeader = "X-CSRF-Token";
 /** The header that picks which of the user's teams a session request acts in. */
 export const teamHeader = "X-Wrenn-Team";
 
+/** Workers name themselves so in `navigator.userAgent` (Node 20 has no `navigator`). */
+const onWorkers = typeof navigator !== "undefined" && navigator.userAgent === "Cloudflare-Workers";
+
 /** Methods that change nothing, so a session request needs no CSRF token for them. */
 const safeMethods = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -45,7 +48,8 @@ export function clientIpOf(c: Context<AppEnv>, trustProxy: boolean): string | un
   const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
   const peer = env?.incoming?.socket?.remoteAddress;
   if (peer) return peer;
-  if (!env?.incoming) return c.req.header("cf-connecting-ip")?.slice(0, 64);
+  // Only Cloudflare sets CF-Connecting-IP (and overwrites a client's); anywhere else a client could write it.
+  if (onWorkers) return c.req.header("cf-connecting-ip")?.slice(0, 64);
   return undefined;
 }
 
