@@ -4,6 +4,7 @@ import { type SnapshotRow, snapshots } from "../../db/schema/index.js";
 import { runtimeName } from "../agent-mapping.js";
 import type { TeamContext } from "../context.js";
 import { BadRequestError, ConflictError, NotFoundError, ServiceError } from "../errors.js";
+import { recordSnapshotCreated } from "../events/record.js";
 import { loadPlacedSandbox } from "../sandboxes/load.js";
 import { newSnapshotId, snapshotNamePattern } from "./load.js";
 import { type SnapshotView, toSnapshotView } from "./view.js";
@@ -116,10 +117,22 @@ async function settle(
   row: SnapshotRow,
   patch: Partial<typeof snapshots.$inferInsert>,
 ): Promise<SnapshotRow | null> {
-  const [updated] = await ctx.db
-    .update(snapshots)
-    .set({ ...patch, version: row.version + 1, updatedAt: ctx.now() })
-    .where(and(eq(snapshots.id, row.id), eq(snapshots.version, row.version), inArray(snapshots.state, ["creating"])))
-    .returning();
-  return updated ?? null;
+  return ctx.db.transaction(async (tx) => {
+    const [updated] = await tx
+      .update(snapshots)
+      .set({ ...patch, version: row.version + 1, updatedAt: ctx.now() })
+      .where(and(eq(snapshots.id, row.id), eq(snapshots.version, row.version), inArray(snapshots.state, ["creating"])))
+      .returning();
+    // The public event commits with the snapshot turning ready (docs/events-and-webhooks.md).
+    if (updated?.state === "ready") {
+      await recordSnapshotCreated(tx, {
+        teamId: updated.teamId,
+        snapshotId: updated.id,
+        sandboxId: updated.sourceSandboxId,
+        hostId: updated.hostId,
+        data: { name: updated.name, keepsMemory: updated.keepsMemory, sizeBytes: updated.sizeBytes },
+      });
+    }
+    return updated ?? null;
+  });
 }
