@@ -61,6 +61,7 @@ describe("edge metrics and request spans", () => {
     await request("GET", "/v1/sandboxes/sbx_doesnotexist0000", { "x-api-key": team.key });
     await request("GET", "/v1/sandboxes/sbx_doesnotexist0000");
     await request("GET", "/no/such/route");
+    await request("BREW", "/v1/sandboxes");
     await request("GET", "/", { "e2b-sandbox-id": "abcdefghij0123456789", "e2b-sandbox-port": "49983" });
     const text = await scrape();
     expect(text).toContain('wrenn_edge_http_requests_total{method="POST",route="/v1/sandboxes",status="201"} 1');
@@ -74,6 +75,9 @@ describe("edge metrics and request spans", () => {
     expect(text).not.toContain(id);
     expect(text).not.toContain("doesnotexist");
     expect(text).not.toContain("/no/such/route");
+    // A method nobody defined is counted, but not by its (client-chosen) name.
+    expect(text).toMatch(/wrenn_edge_http_requests_total\{method="OTHER",route="[^"]+",status="\d+"\} 1/);
+    expect(text).not.toContain("BREW");
   });
 
   it("continues the client's traceparent and hands its own span to the agent", async () => {

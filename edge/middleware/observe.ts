@@ -31,6 +31,9 @@ export const SANDBOX_PROXY_ROUTE = "(sandbox-proxy)";
 /** Route label of requests no route matched. */
 export const UNMATCHED_ROUTE = "(unmatched)";
 
+/** Methods counted by name; any other (a client may send any token) counts as `OTHER`, so labels stay bounded. */
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
 /** An AgentConnector whose calls all carry `headers` (the request's `traceparent`). */
 function withHeaders(agents: AgentConnector, headers: Record<string, string>): AgentConnector {
   return {
@@ -58,7 +61,7 @@ export function observe(observability: EdgeObservability): MiddlewareHandler<App
   return async (c, next) => {
     const started = performance.now();
     const ownIndex = c.req.routeIndex;
-    const method = c.req.method;
+    const method = KNOWN_METHODS.has(c.req.method) ? c.req.method : "OTHER";
     const parent = contextFromHeaders((name) => c.req.header(name));
     const span = tracer.startSpan(
       method,
