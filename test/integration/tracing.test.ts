@@ -186,6 +186,22 @@ describe("traces across edge, agent and envd; edge metrics", () => {
       .find((l) => l.msg === "rpc" && l.method === "Exec" && l.requestId === requestId);
     expect(line, log.slice(-4000)).toMatchObject({ traceId, sandboxId, code: "ok" });
 
+    // A streamed exec (server-streaming RPC) is traced too: its span ends with the stream.
+    const streamTrace = randomBytes(16).toString("hex");
+    const streamed = await call(
+      "POST",
+      `/v1/sandboxes/${sandboxId}/exec/stream`,
+      { cmd: "echo one; echo two" },
+      { traceparent: `00-${streamTrace}-${randomBytes(8).toString("hex")}-01` },
+    );
+    expect(await streamed.text()).toMatch(/event: exit\ndata: \{"exitCode":0\}/);
+    const streamDeadline = Date.now() + 15_000;
+    const streamAgentSpan = () =>
+      (receiver?.spans ?? []).find((s) => s.traceId === streamTrace && s.service === "wrenn-agent");
+    while (!streamAgentSpan() && Date.now() < streamDeadline) await new Promise((r) => setTimeout(r, 200));
+    expect(streamAgentSpan()?.name).toBe("HostAgent/ExecStream");
+    expect(streamAgentSpan()?.attributes).toMatchObject({ "wrenn.sandbox.id": sandboxId });
+
     // The agent's own /metrics counts the RPC by method and code, next to its sandbox gauges.
     const agentMetrics = await fetch(`${agent?.url}/metrics`, { headers: { authorization: `Bearer ${agent?.token}` } });
     const agentText = await agentMetrics.text();
