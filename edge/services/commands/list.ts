@@ -76,7 +76,7 @@ const encodeToken = (v: unknown[]) => toBase64Url(new TextEncoder().encode(JSON.
 
 /**
  * A sandbox's commands, newest first (by start, then id), also after the sandbox ended. Another
- * team's sandbox has no history here (the same answer as an unknown id): the team filter is in the query.
+ * team's sandbox answers 404, as an unknown id does; the team filter is in every query.
  */
 export async function listSandboxCommands(
   ctx: TeamContext,
@@ -84,14 +84,23 @@ export async function listSandboxCommands(
   input: { limit: number; nextToken?: string | undefined },
 ): Promise<CommandPage> {
   if (!sandboxIdPattern.test(sandboxId)) throw new NotFoundError("sandbox", sandboxId);
-  // The first page reads what the agent holds now (as logs do), not only what the last sweep stored.
-  if (!input.nextToken) {
-    const [sandbox] = await ctx.db
-      .select()
-      .from(sandboxes)
-      .where(and(eq(sandboxes.id, sandboxId), eq(sandboxes.teamId, ctx.principal.teamId)))
+  const [sandbox] = await ctx.db
+    .select()
+    .from(sandboxes)
+    .where(and(eq(sandboxes.id, sandboxId), eq(sandboxes.teamId, ctx.principal.teamId)))
+    .limit(1);
+  if (!sandbox) {
+    // The sandbox's row may be gone while its history is kept; with neither, the id is unknown to this
+    // team (another team's sandbox included): 404, as every sandbox route answers.
+    const [kept] = await ctx.db
+      .select({ id: commands.commandId })
+      .from(commands)
+      .where(and(eq(commands.teamId, ctx.principal.teamId), eq(commands.sandboxId, sandboxId)))
       .limit(1);
-    if (sandbox) await pullFresh(ctx, sandbox);
+    if (!kept) throw new NotFoundError("sandbox", sandboxId);
+  } else if (!input.nextToken) {
+    // The first page reads what the agent holds now (as logs do), not only what the last sweep stored.
+    await pullFresh(ctx, sandbox);
   }
   let beyond = sql`true`;
   if (input.nextToken) {
