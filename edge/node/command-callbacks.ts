@@ -1,6 +1,7 @@
 import type { Logger } from "../logger.js";
 import { pullForPendingCallbacks } from "../services/commands/poll.js";
 import type { ServiceContext } from "../services/context.js";
+import { type PeriodicTask, startPeriodic } from "../services/periodic.js";
 
 /**
  * The Node edge's poll for background commands owed a callback: every `intervalMs` it pulls the
@@ -12,31 +13,12 @@ export function startCommandCallbackPoll(options: {
   intervalMs: number;
   logger: Logger;
   context: () => ServiceContext;
-}): { stop(): Promise<void> } {
-  let stopped = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let running: Promise<void> = Promise.resolve();
-  const schedule = () => {
-    if (stopped) return;
-    timer = setTimeout(tick, options.intervalMs);
-    timer.unref();
-  };
-  const tick = () => {
-    timer = undefined;
-    if (stopped) return;
-    running = pullForPendingCallbacks(options.context())
-      .then(
-        () => {},
-        (err: unknown) => options.logger.warn("polling for pending command callbacks failed", { err }),
-      )
-      .finally(schedule);
-  };
-  schedule();
-  return {
-    async stop() {
-      stopped = true;
-      if (timer !== undefined) clearTimeout(timer);
-      await running;
-    },
-  };
+}): PeriodicTask {
+  return startPeriodic({
+    intervalMs: options.intervalMs,
+    run: () => pullForPendingCallbacks(options.context()),
+    logger: options.logger,
+    failure: "polling for pending command callbacks failed",
+    level: "warn",
+  });
 }
