@@ -200,6 +200,7 @@ describe("egress services", () => {
       inspect: "policy",
       mark: 0x57e0,
       routeTable: 5780,
+      idleLogPollMs: 20_000,
     });
   });
 
@@ -213,6 +214,7 @@ describe("egress services", () => {
         AGENT_EGRESS_INSPECT: "always",
         AGENT_EGRESS_MARK: "0x1234",
         AGENT_EGRESS_ROUTE_TABLE: "200",
+        AGENT_EGRESS_IDLE_LOG_POLL_MS: "90000",
       },
       { ...host, nameservers: ["10.0.0.1"] },
     );
@@ -229,6 +231,8 @@ describe("egress services", () => {
       inspect: "always",
       mark: 0x1234,
       routeTable: 200,
+      // At most 50 s: the slot keeps a denied attempt a minute.
+      idleLogPollMs: 50_000,
     });
   });
 
