@@ -144,6 +144,10 @@ describe(`agent snapshots (${suiteRuntime()})`, () => {
     expect(await sh(fromHalted, "cat ~/kept.txt")).toMatchObject({ out: "kept" });
     await c.resumeSandbox({ sandboxId: source });
     expect(await sh(source, "cat ~/kept.txt")).toMatchObject({ out: "kept" });
+    // The next tests share this agent and count what it holds.
+    await Promise.all([fromHalted, source].map((sandboxId) => c.destroySandbox({ sandboxId })));
+    await c.deleteSnapshot({ snapshotId: `${snapshotId}-halted` });
+    expect(existsSync(savedDir(`${snapshotId}-halted`))).toBe(false);
   });
 
   it("answers bad and unknown snapshot ids clearly and changes nothing", async () => {
