@@ -282,6 +282,17 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
       return { snapshots: manager.listSnapshots().map(snapshotToProto) };
     },
 
+    // Template builds (agent/builds/) land in the next change; until then the host says it cannot build.
+    async startTemplateBuild() {
+      throw new ConnectError("this agent does not build templates yet", Code.Unimplemented);
+    },
+    async getTemplateBuild() {
+      throw new ConnectError("this agent does not build templates yet", Code.Unimplemented);
+    },
+    async deleteTemplate() {
+      throw new ConnectError("this agent does not build templates yet", Code.Unimplemented);
+    },
+
     async pullTelemetry(req) {
       if (!deps.telemetry) return { epoch: "", samples: [], logs: [], commands: [], nextAfter: 0n, more: false };
       const pulled = deps.telemetry.store.pull({
