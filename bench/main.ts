@@ -22,6 +22,13 @@ const known = [
   "egress",
   "tracing",
   "events",
+  "envd-start",
+  "exec-output",
+  "transfers",
+  "concurrency",
+  "density",
+  "docker",
+  "template",
 ] as const;
 
 async function load(name: string): Promise<Benchmark | undefined> {
