@@ -14,5 +14,6 @@ export * from "./sessions.js";
 export * from "./snapshots.js";
 export * from "./teams.js";
 export * from "./telemetry.js";
+export * from "./templates.js";
 export * from "./users.js";
 export * from "./webhooks.js";
