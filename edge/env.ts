@@ -31,6 +31,8 @@ export const zEnv = z.object({
   WRENN_MAX_UPLOAD_BYTES: intFromString(1024 ** 3),
   /** Largest accepted JSON request body, in bytes. */
   WRENN_MAX_JSON_BYTES: intFromString(1024 ** 2),
+  /** Largest COPY archive a template build may upload, in bytes (kept in Postgres; 413 beyond). */
+  WRENN_TEMPLATE_FILE_MAX_BYTES: intFromString(64 * 1024 ** 2),
   /** Seconds between reconcile sweeps on Node; 0 turns the Node sweep off (Workers use the cron trigger). */
   WRENN_RECONCILE_INTERVAL_SEC: z.coerce.number().int().min(0).default(30),
   /** Seconds a sandbox may run on a host unknown to (or stopped in) the database before the sweep destroys it. */
@@ -134,6 +136,8 @@ export interface EdgeConfig {
   commandHistoryDays?: number;
   /** Users, sessions and sign-in limits; unset: `defaultAccountSettings`. */
   accounts?: AccountSettings;
+  /** Largest COPY archive of a template build, in bytes; unset: 64 MiB. */
+  templateFileMaxBytes?: number;
 }
 
 /** Parses an environment record; on failure returns the field messages instead of throwing. */
@@ -158,6 +162,7 @@ export function edgeConfigFrom(env: Env): EdgeConfig {
   const config: EdgeConfig = { maxUploadBytes: env.WRENN_MAX_UPLOAD_BYTES, maxJsonBytes: env.WRENN_MAX_JSON_BYTES };
   if (env.WRENN_SANDBOX_DOMAIN) config.sandboxDomain = env.WRENN_SANDBOX_DOMAIN;
   config.commandHistoryDays = env.WRENN_COMMAND_HISTORY_DAYS;
+  config.templateFileMaxBytes = env.WRENN_TEMPLATE_FILE_MAX_BYTES;
   config.webhooks = {
     ...defaultWebhookSettings,
     allowPrivate: env.WRENN_WEBHOOKS_ALLOW_PRIVATE === "true",
