@@ -222,8 +222,8 @@ const envSchema = z.object({
     .string()
     .regex(/^[0-9]+$/, "AGENT_WARM_SANDBOXES must be a whole number")
     .transform(Number)
-    .pipe(z.number().int().max(16))
-    .default(1),
+    .pipe(z.number().int().max(64))
+    .default(4),
   AGENT_DISK_QUOTA_MB: z
     .string()
     .regex(/^[0-9]+$/, "AGENT_DISK_QUOTA_MB must be a whole number of MiB (0: no quota)")
@@ -313,8 +313,10 @@ export interface AgentConfig {
   /** Network slots kept ready ahead of creates (0: make each on demand). */
   slotPool: number;
   /**
-   * Guests of `warmTemplate` booted ahead of demand (runtimes with retarget, i.e. namespace): a create
-   * that fits takes one and skips the boot. They use memory while they wait and are not counted in capacity.
+   * At most this many guests of `warmTemplate` booted ahead of demand (runtimes with retarget, i.e.
+   * namespace): a create that fits takes one and skips the boot. The pool's size follows recent creates
+   * (agent/sandboxes/warm-pool.ts), between 1 and this. They use memory while they wait and are not
+   * counted in capacity.
    */
   warmSandboxes: number;
   warmTemplate: string;
