@@ -11,6 +11,7 @@ import { apiKeysRouter } from "./routes/api-keys/index.js";
 import { auditRouter } from "./routes/audit/index.js";
 import { authRouter } from "./routes/auth/index.js";
 import { commandsRouter } from "./routes/commands/index.js";
+import { dashboardRouter } from "./routes/dashboard/index.js";
 import { docsRouter } from "./routes/docs/index.js";
 import { e2bRouter } from "./routes/e2b/index.js";
 import { eventsRouter } from "./routes/events/index.js";
@@ -77,6 +78,8 @@ export function createApp(deps: AppDeps, observability: EdgeObservability = defa
   app.route("/v1/webhooks", webhooksRouter());
   app.route("/", commandsRouter());
   app.route("/", e2bRouter());
+  // The web dashboard under /dashboard (and GET / for browsers); no API path starts with it.
+  app.route("/", dashboardRouter(deps.dashboardAssets));
   app.route("/", docsRouter(app, deps.docsAssets));
   return app;
 }

@@ -16,6 +16,8 @@ export type DocsAssets = (name: string) => Promise<Response | undefined>;
 export interface AppDeps extends ServiceDeps {
   database: DatabaseFactory;
   docsAssets?: DocsAssets;
+  /** The dashboard's bundle (app.js, app.css) on Node; Workers serve it through the assets binding. */
+  dashboardAssets?: DocsAssets;
   /** Version string reported by /health. */
   version?: string;
 }

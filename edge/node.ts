@@ -16,6 +16,7 @@ import { createAgentProxyFetch } from "./node/agent-proxy-fetch.js";
 import { createPinnedAgentFetch } from "./node/agent-tls.js";
 import { startCommandCallbackPoll } from "./node/command-callbacks.js";
 import { openNodeDatabase } from "./node/database.js";
+import { nodeDashboardAssets } from "./node/dashboard-assets.js";
 import { nodeDocsAssets } from "./node/docs-assets.js";
 import { resolveEncryptionKey } from "./node/encryption-key.js";
 import { guardRelayedBodies } from "./node/relay-failures.js";
@@ -125,6 +126,7 @@ export async function startNodeEdge(
       return { db: database.db, close: async () => {} };
     },
     docsAssets: nodeDocsAssets(),
+    dashboardAssets: nodeDashboardAssets(),
     version: packageVersion(),
   };
   // Request spans go to OTEL_EXPORTER_OTLP_ENDPOINT when set (lib/tracing-node.ts); metrics to GET /metrics.

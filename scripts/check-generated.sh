@@ -12,4 +12,10 @@ if ! git diff --exit-code --stat -- proto/gen drizzle || [ -n "$(git status --po
   git status --porcelain -- proto/gen drizzle >&2
   exit 1
 fi
-echo "check:generated: proto/gen and drizzle/ are up to date."
+# The dashboard's bundle (edge/dashboard/public) is committed too: rebuild it and compare.
+node --import tsx scripts/build-dashboard.ts >/dev/null
+if ! git diff --exit-code --stat -- edge/dashboard/public || [ -n "$(git status --porcelain --untracked-files=all -- edge/dashboard/public)" ]; then
+  echo "check:generated: the dashboard bundle is out of date; run 'npm run build:dashboard' and commit the result." >&2
+  exit 1
+fi
+echo "check:generated: proto/gen, drizzle/ and the dashboard bundle are up to date."
