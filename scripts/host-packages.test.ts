@@ -51,6 +51,7 @@ const ALWAYS_PRESENT: Record<string, string> = {
   setpriv: "util-linux: Essential",
   chroot: "coreutils: Essential",
   gzip: "gzip: Essential",
+  tar: "tar: Essential (unpacks Debian's kernel source for the microvm kernel)",
   rm: "coreutils: Essential",
   mkdir: "coreutils: Essential",
   readlink: "coreutils: Essential",
