@@ -1,4 +1,5 @@
 import { copyFile, mkdir, mkdtemp, readdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { availableParallelism, getPriority, setPriority } from "node:os";
 import { join } from "node:path";
 import type { FilesLayout } from "../agent/layout.js";
 import { readElf, XEN_ELFNOTE_PHYS32_ENTRY } from "./elf.js";
@@ -49,6 +50,8 @@ export interface KernelResult {
   dir: string;
   manifest: KernelManifest;
   cached: boolean;
+  /** The microvm kernel built from Debian's kernel source, when it could be built (else guests boot the cloud kernel). */
+  microvm?: MicrovmKernelResult | undefined;
 }
 
 const initramfsInitPath = join(import.meta.dirname, "guest", "initramfs-init");
@@ -213,7 +216,7 @@ async function buildInitramfs(
  * Debian's cloud kernel. Cached by the package version and the initramfs inputs; the new kernel
  * directory is complete before `current` is switched to it, so an interrupted build changes nothing.
  */
-export async function ensureKernel(opts: {
+async function ensureDebianKernel(opts: {
   layout: FilesLayout;
   progress: Progress;
   force?: boolean;
@@ -315,4 +318,249 @@ async function switchCurrent(currentLink: string, target: string): Promise<void>
   );
   if (st?.isDirectory() && !isLink) await rename(currentLink, `${currentLink}.replaced-${Date.now()}`);
   await replaceSymlink(currentLink, target);
+}
+
+/**
+ * Makes sure kernels/current holds Debian's cloud kernel and its initramfs (the fallback every runtime
+ * can boot), then builds or reuses the microvm kernel (kernels/microvm), which the QEMU runtime boots
+ * instead when it is there. A microvm kernel that cannot be built is reported and skipped: the build
+ * goes on and guests keep booting the cloud kernel.
+ */
+export async function ensureKernel(opts: {
+  layout: FilesLayout;
+  progress: Progress;
+  force?: boolean;
+  signal?: AbortSignal;
+}): Promise<KernelResult> {
+  const debian = await ensureDebianKernel(opts);
+  let microvm: MicrovmKernelResult | undefined;
+  try {
+    microvm = await ensureMicrovmKernel(opts);
+  } catch (err) {
+    if (opts.signal?.aborted) throw err;
+    opts.progress.note(
+      `microvm kernel: not built (${(err as Error).message.split("\n")[0]}); guests boot Debian's cloud kernel with its initramfs`,
+    );
+  }
+  return { ...debian, microvm };
+}
+
+// --- the microvm kernel --------------------------------------------------------------------------
+
+/** Bump when the microvm kernel's build changes in a way the source version and the fragment do not capture. */
+const MICROVM_BUILDER_VERSION = "1";
+
+/** Debian's kernel source package the microvm kernel is built from. */
+export const KERNEL_SOURCE_PACKAGE = "linux-source-6.1";
+
+/** The config fragment merged onto `make tinyconfig`. */
+export const microvmConfigPath = join(import.meta.dirname, "kernel", "microvm.config");
+
+/** manifest.json of a microvm kernel directory (kernels/microvm-<source version>-<key>/). */
+export interface MicrovmKernelManifest {
+  /** Hash of the builder version, the source package version and the config fragment. */
+  key: string;
+  sourcePackage: string;
+  sourceVersion: string;
+  kernelRelease: string;
+  fragmentSha256: string;
+  vmlinuxSha256: string;
+  builtAt: string;
+  buildSeconds: number;
+}
+
+/** Result of {@link ensureMicrovmKernel}. */
+export interface MicrovmKernelResult {
+  dir: string;
+  manifest: MicrovmKernelManifest;
+  cached: boolean;
+}
+
+/**
+ * Parses a kernel .config or a config fragment: `CONFIG_X=value` and `# CONFIG_X is not set` (as "n").
+ * Other comments and blank lines are skipped.
+ */
+export function parseKernelConfig(text: string): Map<string, string> {
+  const options = new Map<string, string>();
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    const unset = /^# (CONFIG_[A-Za-z0-9_]+) is not set$/.exec(line);
+    if (unset?.[1]) {
+      options.set(unset[1], "n");
+      continue;
+    }
+    const set = /^(CONFIG_[A-Za-z0-9_]+)=(.*)$/.exec(line);
+    if (set?.[1] && set[2] !== undefined) options.set(set[1], set[2]);
+  }
+  return options;
+}
+
+/**
+ * What the final .config got wrong against the fragment: an option asked =y that is not =y (Kconfig drops
+ * an option silently when a dependency is missing), or asked =n that is enabled. Returns one line each.
+ */
+export function kernelConfigMismatches(wanted: Map<string, string>, actual: Map<string, string>): string[] {
+  const wrong: string[] = [];
+  for (const [name, value] of wanted) {
+    const got = actual.get(name) ?? "n";
+    if (value === "n" ? got === "n" : got === value) continue;
+    wrong.push(`${name}: wanted ${value}, got ${actual.has(name) ? got : "unset"}`);
+  }
+  return wrong;
+}
+
+/** The installed version of a Debian package, read from dpkg's status file (undefined when not installed). */
+async function installedVersion(pkg: string): Promise<string | undefined> {
+  const status = await readFile("/var/lib/dpkg/status", "utf8").catch(() => "");
+  for (const stanza of status.split("\n\n")) {
+    if (!new RegExp(`^Package: ${pkg.replaceAll(".", "\\.")}$`, "m").test(stanza)) continue;
+    if (!/^Status: .* installed$/m.test(stanza)) return undefined;
+    return /^Version: (\S+)$/m.exec(stanza)?.[1];
+  }
+  return undefined;
+}
+
+/**
+ * Runs `fn` with this process at the lowest CPU priority, which the compiler processes it starts inherit:
+ * a kernel build takes both cores for minutes, and sandboxes on the same host must keep theirs.
+ */
+async function atLowestPriority<T>(fn: () => Promise<T>): Promise<T> {
+  const before = getPriority();
+  try {
+    setPriority(19);
+  } catch {
+    // Not allowed to change it: build at the current priority.
+  }
+  try {
+    return await fn();
+  } finally {
+    try {
+      setPriority(before);
+    } catch {
+      // Raising the priority back needs root; the image builder runs as root.
+    }
+  }
+}
+
+/**
+ * Builds (or reuses) the microvm guest kernel from Debian's kernel source: `make tinyconfig`, the fragment
+ * rootfs/kernel/microvm.config merged on top, `make olddefconfig`, a check that every option of the
+ * fragment came out as asked, then `make vmlinux` (a PVH ELF that QEMU's microvm and Firecracker boot
+ * directly). No modules and no initramfs: virtio-mmio, ext4 and the rest are built in.
+ *
+ * Cached twice: the finished kernel by (builder version, source version, fragment) in
+ * kernels/microvm-<version>-<key>/, and the object tree per source version in kernels/.cache, so a
+ * fragment change rebuilds only what it touches. `kernels/microvm` is switched to a directory only once
+ * it is complete. Returns undefined when the source package is not installed.
+ */
+export async function ensureMicrovmKernel(opts: {
+  layout: FilesLayout;
+  progress: Progress;
+  force?: boolean;
+  signal?: AbortSignal;
+}): Promise<MicrovmKernelResult | undefined> {
+  const { layout, progress, signal } = opts;
+  const link = join(layout.kernelsDir, "microvm");
+  const tarball = `/usr/src/${KERNEL_SOURCE_PACKAGE}.tar.xz`;
+  const sourceVersion = await installedVersion(KERNEL_SOURCE_PACKAGE);
+  if (!sourceVersion || !(await exists(tarball))) {
+    progress.addSteps(1);
+    progress.skip(
+      "microvm kernel",
+      `${KERNEL_SOURCE_PACKAGE} is not installed; guests boot Debian's cloud kernel with its initramfs`,
+    );
+    return undefined;
+  }
+  const fragment = await readFile(microvmConfigPath, "utf8");
+  const key = hashParts([MICROVM_BUILDER_VERSION, sourceVersion, fragment]).slice(0, 16);
+  const dirName = `microvm-${sourceVersion}-${key}`;
+  const finalDir = join(layout.kernelsDir, dirName);
+  if (!opts.force && (await exists(join(finalDir, "manifest.json"))) && (await exists(join(finalDir, "vmlinux")))) {
+    const manifest = JSON.parse(await readFile(join(finalDir, "manifest.json"), "utf8")) as MicrovmKernelManifest;
+    await replaceSymlink(link, dirName);
+    progress.addSteps(1);
+    progress.skip(`microvm kernel ${manifest.kernelRelease}`, `cached (${finalDir})`);
+    return { dir: finalDir, manifest, cached: true };
+  }
+
+  progress.addSteps(2);
+  const started = performance.now();
+  const cacheDir = join(layout.kernelsDir, ".cache");
+  await mkdir(cacheDir, { recursive: true });
+  const source = join(cacheDir, `linux-source-${sourceVersion}`);
+  const objects = join(cacheDir, `microvm-obj-${sourceVersion}`);
+  const work = await mkdtemp(join(layout.kernelsDir, ".build-"));
+  try {
+    await progress.step(`configure the microvm kernel (${KERNEL_SOURCE_PACKAGE} ${sourceVersion})`, async () => {
+      if (!(await exists(join(source, "Makefile")))) {
+        // Unpacked beside the cache and renamed into place, so a killed unpack is never mistaken for a tree.
+        const unpack = join(work, "src");
+        await mkdir(unpack);
+        await run("tar", ["-xJf", tarball, "-C", unpack], { signal });
+        await rm(source, { recursive: true, force: true });
+        await rename(join(unpack, KERNEL_SOURCE_PACKAGE), source);
+      }
+      await mkdir(objects, { recursive: true });
+      await run("make", [`O=${objects}`, "tinyconfig"], { cwd: source, signal });
+      await run(
+        "sh",
+        [
+          join(source, "scripts", "kconfig", "merge_config.sh"),
+          "-m",
+          "-O",
+          objects,
+          join(objects, ".config"),
+          microvmConfigPath,
+        ],
+        {
+          cwd: source,
+          signal,
+        },
+      );
+      await run("make", [`O=${objects}`, "olddefconfig"], { cwd: source, signal });
+      const wrong = kernelConfigMismatches(
+        parseKernelConfig(fragment),
+        parseKernelConfig(await readFile(join(objects, ".config"), "utf8")),
+      );
+      if (wrong.length > 0) {
+        throw new BuildError(
+          `the microvm kernel's .config differs from rootfs/kernel/microvm.config (a dependency is missing from the fragment):\n${wrong.join("\n")}`,
+        );
+      }
+    });
+    const jobs = Math.max(1, availableParallelism());
+    const kernelRelease = await progress.step(
+      `build the microvm kernel (make -j${jobs} vmlinux, nice 19)`,
+      async () => {
+        await atLowestPriority(() => run("make", [`O=${objects}`, `-j${jobs}`, "vmlinux"], { cwd: source, signal }));
+        return (await readFile(join(objects, "include", "config", "kernel.release"), "utf8")).trim();
+      },
+    );
+    const outDir = join(work, "out");
+    await mkdir(outDir);
+    await copyFile(join(objects, "vmlinux"), join(outDir, "vmlinux"));
+    await copyFile(join(objects, ".config"), join(outDir, "config"));
+    const elf = await readElf(join(outDir, "vmlinux"));
+    if (!elf.notes.some((n) => n.name === "Xen" && n.type === XEN_ELFNOTE_PHYS32_ENTRY)) {
+      throw new BuildError("the microvm kernel has no PVH entry note; CONFIG_PVH did not take effect");
+    }
+    const manifest: MicrovmKernelManifest = {
+      key,
+      sourcePackage: KERNEL_SOURCE_PACKAGE,
+      sourceVersion,
+      kernelRelease,
+      fragmentSha256: hashParts([fragment]),
+      vmlinuxSha256: await hashFile(join(outDir, "vmlinux")),
+      builtAt: new Date().toISOString(),
+      buildSeconds: Math.round((performance.now() - started) / 100) / 10,
+    };
+    await writeFileAtomic(join(outDir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+    await rm(finalDir, { recursive: true, force: true });
+    await rename(outDir, finalDir);
+    await replaceSymlink(link, dirName);
+    progress.note(`microvm kernel ${kernelRelease} built in ${manifest.buildSeconds}s → ${finalDir}`);
+    return { dir: finalDir, manifest, cached: false };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }

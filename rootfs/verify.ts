@@ -24,6 +24,11 @@ export interface BootGuestOptions {
   vcpus?: number;
   /** How long to wait for envd's /health (default 120 s: TCG boots on a busy 2-core host are slow). */
   readyTimeoutMs?: number;
+  /**
+   * Which guest kernel boots: "debian" (kernels/current: the cloud kernel with its initramfs, the default)
+   * or "microvm" (kernels/microvm: drivers built in, no initramfs; what the QEMU runtime boots when built).
+   */
+  kernel?: "debian" | "microvm";
   signal?: AbortSignal;
 }
 
@@ -148,8 +153,8 @@ export async function bootGuest(opts: BootGuestOptions): Promise<BootedGuest> {
     await inNs(["addr", "add", `${GUEST_NETWORK.gatewayIp}/${GUEST_NETWORK.prefixLength}`, "dev", "tap0"]);
     await inNs(["link", "set", "tap0", "up"]);
     const args = buildQemuArgs({
-      kernelPath: layout.kernelPath,
-      initrdPath: layout.initrdPath,
+      kernelPath: opts.kernel === "microvm" ? layout.microvmKernelPath : layout.kernelPath,
+      initrdPath: opts.kernel === "microvm" ? undefined : layout.initrdPath,
       diskPath: overlay,
       diskFormat: "qcow2",
       tapName: "tap0",
