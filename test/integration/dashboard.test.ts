@@ -1,0 +1,208 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NodeEdge } from "../../edge/node.js";
+import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
+import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
+import { startEdgeForAgent } from "../helpers/edge-stack.js";
+
+/**
+ * The dashboard (issue 21) in Debian's headless Chromium against the real stack: the Node edge on
+ * PGlite in memory, a real agent on the namespace runtime (metrics every 300 ms). Every request the
+ * page makes to anything but 127.0.0.1 is aborted and recorded, so the page must work offline. The
+ * test signs up the first user, makes a team key on the keys page, sees a sandbox made through the
+ * API appear as running without reload, opens it, uploads a file through the file browser, sees the
+ * CPU chart, and kills it from the page. Screenshots go to a temp dir (WRENN_DASHBOARD_SHOTS keeps them).
+ */
+
+const chromiumPath = "/usr/bin/chromium";
+const adminKey = `wrn_dash_admin_${randomBytes(16).toString("hex")}`;
+const email = "ada@example.com";
+const password = "correct horse battery";
+let agent: AgentProcess | undefined;
+let edge: NodeEdge | undefined;
+let context: BrowserContext | undefined;
+let page: Page;
+let profileDir = "";
+let shotsDir = "";
+const blocked: string[] = [];
+const pageErrors: string[] = [];
+let teamKey = "";
+const killed: string[] = [];
+
+function url(path: string): string {
+  if (!edge) throw new Error("edge not started");
+  return `${edge.url}${path}`;
+}
+
+async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  const res = await fetch(url(path), {
+    method,
+    headers: { "x-api-key": teamKey, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : undefined };
+}
+
+async function shot(name: string): Promise<void> {
+  await page.screenshot({ path: join(shotsDir, `${name}.png`), fullPage: true });
+}
+
+beforeAll(async () => {
+  requireRoot();
+  await requireImage();
+  agent = await startAgentProcess({
+    rootDir: IMAGES_ROOT,
+    namespaceOnly: true,
+    env: { AGENT_METRICS_INTERVAL_MS: "300" },
+  });
+  // 100,000 iterations (the minimum) keeps sign-up and sign-in quick on a loaded machine.
+  edge = await startEdgeForAgent(agent, { adminKey, env: { WRENN_PASSWORD_ITERATIONS: "100000" } });
+  profileDir = await mkdtemp(join(tmpdir(), "wrenn-dash-chromium-"));
+  shotsDir = process.env.WRENN_DASHBOARD_SHOTS ?? (await mkdtemp(join(tmpdir(), "wrenn-dash-shots-")));
+  context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+  await context.route("**/*", (route) => {
+    const target = new URL(route.request().url());
+    if (target.hostname === "127.0.0.1") return route.continue();
+    blocked.push(target.href);
+    return route.abort();
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (err) => pageErrors.push(err.message));
+}, 180_000);
+
+afterAll(async () => {
+  await context?.close().catch(() => {});
+  for (const id of killed) await api("DELETE", `/v1/sandboxes/${id}`).catch(() => {});
+  await edge?.close().catch(() => {});
+  await agent?.stop().catch(() => {});
+  if (profileDir) await rm(profileDir, { recursive: true, force: true });
+  if (shotsDir && !process.env.WRENN_DASHBOARD_SHOTS) await rm(shotsDir, { recursive: true, force: true });
+}, 120_000);
+
+describe("the dashboard in Chromium", () => {
+  it("sends a browser at / to the sign-in page; the first sign-up lands on the sandboxes list", async () => {
+    await page.goto(url("/"));
+    await page.waitForURL(/\/dashboard\/sign-in/, { timeout: 20_000 });
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill(password);
+    await shot("sign-in-light");
+    await page.getByRole("button", { name: "Create account" }).click();
+    await page.waitForURL(/\/dashboard$/, { timeout: 30_000 });
+    await page.getByRole("heading", { name: "Sandboxes" }).waitFor({ timeout: 20_000 });
+    await page.getByText("No sandboxes.").waitFor({ timeout: 20_000 });
+    await expect(page.getByText(email, { exact: false }).isVisible()).resolves.toBe(true);
+  }, 60_000);
+
+  it("makes a team key on the keys page and shows its secret once", async () => {
+    await page.getByRole("link", { name: "API keys" }).click();
+    await page.waitForURL(/\/dashboard\/keys$/);
+    await page.getByLabel("Name").fill("dashboard-test");
+    await page.getByRole("button", { name: "Create key" }).click();
+    teamKey = (await page.locator("#new-key").textContent({ timeout: 20_000 })) ?? "";
+    expect(teamKey).toMatch(/^e2b_[0-9a-f]{40,}$/);
+    await page.locator('tr[data-name="dashboard-test"]').waitFor();
+    const listed = await api("GET", "/v1/sandboxes");
+    expect(listed.status).toBe(200);
+  }, 60_000);
+
+  it("shows a sandbox made through the API as running without a reload", async () => {
+    await page.goto(url("/dashboard"));
+    await page.getByRole("status").filter({ hasText: "Live" }).waitFor({ timeout: 20_000 });
+    // A marker on the window: a reload would drop it.
+    await page.evaluate(() => {
+      (window as unknown as { marker: number }).marker = 42;
+    });
+    const made = await api("POST", "/v1/sandboxes", { template: TEMPLATE, timeoutSec: 600 });
+    expect(made.status).toBe(201);
+    const id = (made.json as { id: string }).id;
+    killed.push(id);
+    await page.locator(`tr[data-id="${id}"][data-state="running"]`).waitFor({ timeout: 60_000 });
+    expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
+    await shot("sandboxes-light");
+    await page.emulateMedia({ colorScheme: "dark" });
+    await shot("sandboxes-dark");
+    await page.emulateMedia({ colorScheme: "light" });
+  }, 90_000);
+
+  it("opens the sandbox: lists its files, uploads one, draws the CPU chart, kills it from the page", async () => {
+    const id = killed[0] ?? "";
+    await page.getByRole("link", { name: id }).click();
+    await page.waitForURL(new RegExp(`/dashboard/sandboxes/${id}$`));
+    await page.locator("#sandbox-state", { hasText: "running" }).waitFor({ timeout: 20_000 });
+    await page.locator("#files").waitFor({ timeout: 30_000 });
+
+    const content = `hello from the dashboard ${randomBytes(4).toString("hex")}\n`;
+    await page
+      .getByLabel("Upload files")
+      .setInputFiles({ name: "hello.txt", mimeType: "text/plain", buffer: Buffer.from(content) });
+    await page.locator('#files tr[data-name="hello.txt"]').waitFor({ timeout: 30_000 });
+    const read = await fetch(url(`/v1/sandboxes/${id}/files/read`), {
+      method: "POST",
+      headers: { "x-api-key": teamKey, "content-type": "application/json" },
+      body: JSON.stringify({ path: "/home/user/hello.txt" }),
+    });
+    expect(read.status).toBe(200);
+    expect(await read.text()).toBe(content);
+
+    // The chart draws once the agent has samples (every 300 ms here); it redraws every 5 s.
+    await page.locator("#metrics-chart canvas").waitFor({ timeout: 30_000 });
+    await expect
+      .poll(async () => (await page.locator("#metrics-chart").getAttribute("aria-label")) ?? "", { timeout: 30_000 })
+      .not.toMatch(/^CPU and memory, 0 samples$/);
+    await shot("sandbox-light");
+    await page.emulateMedia({ colorScheme: "dark" });
+    await shot("sandbox-dark");
+    await page.emulateMedia({ colorScheme: "light" });
+
+    await page.getByRole("button", { name: `Kill ${id}` }).click();
+    await expect
+      .poll(async () => ((await api("GET", `/v1/sandboxes/${id}`)).json as { state: string }).state, {
+        timeout: 30_000,
+      })
+      .toMatch(/^(stopping|stopped)$/);
+    await page.goto(url("/dashboard"));
+    await page.getByText("No sandboxes.").waitFor({ timeout: 30_000 });
+  }, 120_000);
+
+  it("refuses a state-changing call without the CSRF header, even from the page's own origin", async () => {
+    const status = await page.evaluate(async () => {
+      const res = await fetch("/v1/sandboxes", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "content-type": "application/json" },
+        body: "{}",
+      });
+      return res.status;
+    });
+    expect(status).toBe(403);
+  });
+
+  it("lists the team's audit log, then signs out", async () => {
+    await page.getByRole("link", { name: "Audit" }).click();
+    await page.locator("#audit td", { hasText: "sandbox.kill" }).first().waitFor({ timeout: 20_000 });
+    await page.locator("#audit td", { hasText: "api_key.create" }).first().waitFor();
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.waitForURL(/\/dashboard\/sign-in/);
+    const after = await page.evaluate(async () => (await fetch("/v1/auth/session")).status);
+    expect(after).toBe(401);
+    expect(blocked).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
+});
