@@ -4,6 +4,7 @@
  *   dist/envd/bin/envd          sh wrapper; resolves its real directory (works through a symlink)
  *   dist/envd/bin/node          this host's node binary, stripped
  *   dist/envd/lib/envd.mjs      envd bundled with esbuild (all JS dependencies inlined)
+ *   dist/envd/lib/envd.blob     a V8 startup snapshot of envd taken with bin/node (see buildSnapshot)
  *   dist/envd/node_modules/@lydell/node-pty   the PTY addon's JS (node-pty with prebuilt addons: no compiler)
  *   dist/envd/node_modules/@lydell/node-pty-<platform>-<arch>/pty.node   its compiled addon
  *   dist/envd/libexec/{getfattr,setfattr}   this host's attr tools (libc only), for file metadata
@@ -20,19 +21,78 @@ import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rm
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
+import { build, type Plugin } from "esbuild";
 import { ENVD_VERSION } from "./version.js";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const require = createRequire(import.meta.url);
 
-/** The wrapper script: `readlink -f` follows /usr/local/bin/envd to the real install directory. */
+/**
+ * The wrapper script: `readlink -f` follows /usr/local/bin/envd to the real install directory. It
+ * starts from the snapshot when the package has one (the build leaves it out when node rejected it)
+ * and WRENN_ENVD_SNAPSHOT is not 0; else from the plain bundle. `--` keeps envd's flags from node.
+ */
 const WRAPPER = `#!/bin/sh
 # envd launcher: runs the bundled envd with the node binary shipped beside it.
 self=$(readlink -f "$0")
 dir=$(dirname "$self")
+if [ "\${WRENN_ENVD_SNAPSHOT:-1}" != 0 ] && [ -r "$dir/../lib/envd.blob" ]; then
+  exec "$dir/node" --snapshot-blob "$dir/../lib/envd.blob" -- "$@"
+fi
 exec "$dir/node" "$dir/../lib/envd.mjs" "$@"
 `;
+
+/**
+ * Built-ins that Node 20 cannot load while it builds a snapshot (node:http's module body fails
+ * there). The snapshot's bundle gets a stand-in for each that loads the real module on first use:
+ * it lists the module's export names (read here, from the same node) without loading it.
+ */
+const DEFERRED_BUILTINS = ["http", "https", "http2"];
+
+/** esbuild plugin for the snapshot's CommonJS bundle: deferred built-ins and node-pty from beside the bundle. */
+function snapshotPlugin(): Plugin {
+  return {
+    name: "envd-snapshot",
+    setup(b) {
+      const deferred = new RegExp(`^(node:)?(${DEFERRED_BUILTINS.join("|")})$`);
+      b.onResolve({ filter: deferred }, (args) =>
+        args.namespace === "deferred-builtin"
+          ? { path: args.path, external: true }
+          : { path: args.path.replace(/^node:/, ""), namespace: "deferred-builtin" },
+      );
+      b.onLoad({ filter: /.*/, namespace: "deferred-builtin" }, (args) => {
+        const keys = Object.getOwnPropertyNames(require(args.path));
+        return {
+          loader: "js",
+          contents: `
+const keys = ${JSON.stringify(keys)};
+let real;
+const load = () => (real ??= require("node:${args.path}"));
+// esbuild's ESM interop reads the export names and __esModule when the bundle is evaluated (in
+// the snapshot builder); every other read is a use, after start, and loads the module.
+module.exports = new Proxy({}, {
+  get: (_, key) => (key === "__esModule" && real === undefined ? undefined : load()[key]),
+  has: (_, key) => key in load(),
+  ownKeys: () => keys,
+  getOwnPropertyDescriptor: (_, key) =>
+    keys.includes(key) ? { configurable: true, enumerable: true, get: () => load()[key] } : undefined,
+});
+`,
+        };
+      });
+      // The snapshot's require() only loads built-ins; the PTY addon is loaded from the package.
+      b.onResolve({ filter: /^@lydell\/node-pty$/ }, () => ({ path: "node-pty", namespace: "package-require" }));
+      b.onLoad({ filter: /.*/, namespace: "package-require" }, () => ({
+        loader: "js",
+        contents: `
+const { createRequire } = require("node:module");
+const { join } = require("node:path");
+module.exports = createRequire(join(process.execPath, "../../lib/envd.cjs"))("@lydell/node-pty");
+`,
+      }));
+    },
+  };
+}
 
 /** Builds dist/envd (or `outDir`) and returns its path. */
 export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<string> {
@@ -90,9 +150,61 @@ export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<s
   } catch {
     // strip (binutils) is optional: an unstripped node only costs disk space.
   }
+  await buildSnapshot(outDir);
   writeFileSync(join(outDir, "bin/envd"), WRAPPER, { mode: 0o755 });
   writeFileSync(join(outDir, "VERSION"), `${ENVD_VERSION}\n`);
   return outDir;
+}
+
+/**
+ * Builds lib/envd.blob: envd bundled as one CommonJS script (what Node 20's --build-snapshot takes),
+ * evaluated by the shipped bin/node, whose heap is saved. A blob belongs to the exact node binary
+ * that wrote it, so it is written by bin/node itself, after stripping. It is then started once with
+ * `-version`: if node rejects it (another node build, a damaged file: node exits non-zero or crashes)
+ * or envd does not answer with its version, the blob is removed and the wrapper falls back to the
+ * plain bundle. A failing snapshot build likewise leaves the package without a blob, with a warning.
+ */
+async function buildSnapshot(outDir: string): Promise<void> {
+  const node = join(outDir, "bin/node");
+  const script = join(outDir, "lib/envd-snapshot.cjs");
+  const blob = join(outDir, "lib/envd.blob");
+  try {
+    await build({
+      entryPoints: [join(repoRoot, "agent/envd/snapshot.ts")],
+      outfile: script,
+      bundle: true,
+      platform: "node",
+      format: "cjs",
+      target: "node20",
+      minify: true,
+      keepNames: true,
+      plugins: [snapshotPlugin()],
+      // import.meta.url (xattr.ts finds libexec/ with it) is read after start, where the bundle would be.
+      define: { "import.meta.url": "__envdModuleUrl" },
+      banner: {
+        js: `var __envdModuleUrl = { toString: () => require("node:url").pathToFileURL(require("node:path").join(process.execPath, "../../lib/envd.cjs")).href };`,
+      },
+      legalComments: "none",
+      logLevel: "warning",
+    });
+    execFileSync(node, ["--snapshot-blob", blob, "--build-snapshot", script], {
+      cwd: join(outDir, "lib"),
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const version = execFileSync(node, ["--snapshot-blob", blob, "--", "-version"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    })
+      .toString()
+      .trim();
+    if (version !== ENVD_VERSION) throw new Error(`the snapshot answered -version with "${version}"`);
+  } catch (err) {
+    rmSync(blob, { force: true });
+    const detail = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
+    console.warn(`envd: no startup snapshot, the plain bundle will be used: ${detail}`);
+  } finally {
+    // The script is only the snapshot's input; the blob holds everything it compiled.
+    rmSync(script, { force: true });
+  }
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
