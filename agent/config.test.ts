@@ -170,6 +170,23 @@ describe("parseAgentConfig", () => {
       expect(root.errors.join("\n")).toMatch(/AGENT_JAILER_UID: must not be 0[\s\S]*AGENT_FIRECRACKER_SECCOMP/);
   });
 
+  it("lets build sandboxes reach Debian's, npm's and PyPI's mirrors by default, and takes another list", () => {
+    const defaults = parseAgentConfig({}, host);
+    if (!defaults.ok) throw new Error(defaults.errors.join("; "));
+    expect(defaults.config.buildMirrors).toEqual([
+      "deb.debian.org",
+      "security.debian.org",
+      "registry.npmjs.org",
+      "pypi.org",
+      "files.pythonhosted.org",
+    ]);
+    const set = parseAgentConfig({ AGENT_BUILD_MIRRORS: " mirror.example.org, 192.0.2.0/24 ,*.example.net" }, host);
+    if (!set.ok) throw new Error(set.errors.join("; "));
+    expect(set.config.buildMirrors).toEqual(["mirror.example.org", "192.0.2.0/24", "*.example.net"]);
+    const bad = parseAgentConfig({ AGENT_BUILD_MIRRORS: "not a name!" }, host);
+    expect(bad.ok).toBe(false);
+  });
+
   it("treats empty values as unset", () => {
     const result = parseAgentConfig({ AGENT_TOKEN: "", AGENT_RUNTIME: "" }, host);
     expect(result.ok).toBe(true);

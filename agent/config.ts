@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
+import { checkedAllowList, DEFAULT_BUILD_MIRRORS } from "./builds/mirrors.js";
 import { type FilesLayout, filesLayout } from "./layout.js";
 import type { RuntimeName } from "./runtimes/types.js";
 
@@ -241,6 +242,20 @@ const envSchema = z.object({
     .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be a template name")
     .default("minimal"),
   AGENT_ENVD_TIMEOUT_MS: positiveInt("AGENT_ENVD_TIMEOUT_MS").default(30_000),
+  /** Where template build sandboxes may connect (comma-separated domains, `*.domain`, addresses, CIDRs). */
+  AGENT_BUILD_MIRRORS: z
+    .string()
+    .default(DEFAULT_BUILD_MIRRORS.join(","))
+    .transform((text) =>
+      text
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== ""),
+    )
+    .refine(
+      (list) => list.length > 0 && checkedAllowList(list),
+      "must be a comma-separated list of domains, addresses or CIDRs",
+    ),
   AGENT_FIRECRACKER_BIN: z.string().startsWith("/", "must be an absolute path").optional(),
   AGENT_FIRECRACKER_JAILER: booleanFlag.default(true),
   AGENT_JAILER_BIN: z.string().startsWith("/", "must be an absolute path").optional(),
@@ -320,6 +335,8 @@ export interface AgentConfig {
    */
   warmSandboxes: number;
   warmTemplate: string;
+  /** Where template build sandboxes may connect (agent/builds/): by default Debian's, npm's and PyPI's mirrors. */
+  buildMirrors: string[];
   /**
    * How long after a create took a warm guest the pool boots its replacement: a boot right away (a
    * gVisor Sentry, a TCG VM) competes for the CPU with the new sandbox's first commands.
@@ -462,6 +479,7 @@ export function parseAgentConfig(env: Record<string, string | undefined>, host: 
       slotPool: e.AGENT_SLOT_POOL,
       warmSandboxes: e.AGENT_WARM_SANDBOXES,
       warmTemplate: e.AGENT_WARM_TEMPLATE,
+      buildMirrors: e.AGENT_BUILD_MIRRORS,
       warmRefillDelayMs: e.AGENT_WARM_REFILL_DELAY_MS,
       diskQuotaMb: e.AGENT_DISK_QUOTA_MB,
       envdTimeoutMs: e.AGENT_ENVD_TIMEOUT_MS,

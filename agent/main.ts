@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { TemplateBuilder } from "./builds/builder.js";
 import { type AgentConfig, formatIpv4, loadAgentConfig } from "./config.js";
 import { ConnectionLog } from "./egress/connection-log.js";
 import { type EgressServices, startEgressServices } from "./egress/services.js";
@@ -155,6 +156,16 @@ async function main(): Promise<void> {
   slots.warm(slotKindOf(runtime.name), config.slotPool);
   manager.startWarm(config.warmSandboxes);
   const inventory = new HostInventory(config.layout);
+  const builds = new TemplateBuilder({
+    layout: config.layout,
+    exec,
+    logger: logger.child({ component: "builds" }),
+    manager,
+    filesOnlySnapshots: runtime.saveFiles !== undefined,
+    mirrors: config.buildMirrors,
+    defaults: config.defaults,
+  });
+  await builds.load();
   const shutdown = new AbortController();
   // The resolver and proxy serve policy sandboxes; with AGENT_EGRESS off no sandbox reaches out at all.
   let egress: EgressServices | undefined;
@@ -227,6 +238,7 @@ async function main(): Promise<void> {
     tracing,
     connections: connectionLog,
     telemetry: { store: telemetryStore, sampler },
+    builds,
   });
   sampler.start(shutdown.signal);
   manager.startReaper(shutdown.signal);

@@ -36,6 +36,8 @@ export interface ServerDeps {
   connections?: ConnectionLogReader;
   /** Samples and sandbox logs for PullTelemetry (agent/telemetry/). */
   telemetry?: HostAgentHandlerDeps["telemetry"];
+  /** Template builds (agent/builds/). */
+  builds?: HostAgentHandlerDeps["builds"];
   /** RPC spans (agent/tracing.ts); absent: no spans, but the RPC log line and traceparent pass-through remain. */
   tracing?: AgentTracing;
 }

@@ -10,6 +10,7 @@ import {
   type HostAgentService,
   Runtime as RuntimeEnum,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import type { TemplateBuilder } from "../builds/builder.js";
 import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { HostInventory } from "../host-inventory.js";
 import { ISOLATION_OF } from "../runtimes/types.js";
@@ -44,6 +45,8 @@ export interface HostAgentHandlerDeps {
   connections?: ConnectionLogReader;
   /** Samples and sandbox logs the edge pulls (agent/telemetry/); without it PullTelemetry answers nothing. */
   telemetry?: { store: TelemetryStore; sampler: TelemetrySampler };
+  /** Template builds (agent/builds/); without it the build RPCs answer UNIMPLEMENTED. */
+  builds?: TemplateBuilder;
 }
 
 /** Validates a policy from the wire (the edge validated it too; the agent never trusts that). */
@@ -100,6 +103,10 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
   const connectionLog = (): ConnectionLogReader => {
     if (!deps.connections) throw failedPrecondition("NO_CONNECTION_LOG", "this agent keeps no connection log");
     return deps.connections;
+  };
+  const templateBuilds = (): TemplateBuilder => {
+    if (!deps.builds) throw new ConnectError("this agent does not build templates", Code.Unimplemented);
+    return deps.builds;
   };
   /** Reads a running sandbox's last process events before it stops or pauses (bounded: never holds the call up long). */
   const flushTelemetry = async (sandboxId: string): Promise<void> => {
@@ -282,15 +289,41 @@ export function hostAgentHandlers(deps: HostAgentHandlerDeps): ServiceImpl<typeo
       return { snapshots: manager.listSnapshots().map(snapshotToProto) };
     },
 
-    // Template builds (agent/builds/) land in the next change; until then the host says it cannot build.
-    async startTemplateBuild() {
-      throw new ConnectError("this agent does not build templates yet", Code.Unimplemented);
+    // Template builds (agent/builds/): started in the background, polled by build id.
+    async startTemplateBuild(req) {
+      await templateBuilds().start({
+        buildId: req.buildId,
+        template: req.template,
+        fromTemplate: req.fromTemplate,
+        fromImage: req.fromImage,
+        steps: req.steps.map((s) => ({ type: s.type, args: s.args, force: s.force, filesHash: s.filesHash })),
+        startCmd: req.startCmd,
+        readyCmd: req.readyCmd,
+        force: req.force,
+        files: req.files,
+        vcpus: req.vcpus,
+        memoryMb: req.memoryMb,
+        allowOut: req.allowOut,
+      });
+      return {};
     },
-    async getTemplateBuild() {
-      throw new ConnectError("this agent does not build templates yet", Code.Unimplemented);
+    async getTemplateBuild(req) {
+      const b = templateBuilds().get(req.buildId, req.logsOffset);
+      return {
+        status: b.status,
+        logEntries: b.entries.map((e) => ({ timestamp: timestampFromMs(e.at), level: e.level, message: e.message })),
+        logCount: b.logCount,
+        errorMessage: b.errorMessage,
+        errorStep: b.errorStep,
+        version: b.version,
+        cachedSteps: b.cachedSteps,
+        startedAt: timestampFromMs(b.startedAt),
+        ...(b.finishedAt !== undefined ? { finishedAt: timestampFromMs(b.finishedAt) } : {}),
+      };
     },
-    async deleteTemplate() {
-      throw new ConnectError("this agent does not build templates yet", Code.Unimplemented);
+    async deleteTemplate(req) {
+      await templateBuilds().deleteTemplate(req.template);
+      return {};
     },
 
     async pullTelemetry(req) {
