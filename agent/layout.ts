@@ -21,6 +21,11 @@ export interface FilesLayout {
   kernelPath: string;
   /** Initramfs that loads the virtio modules the kernel lacks; absent when the kernel has them built in. */
   initrdPath: string;
+  /**
+   * The microvm kernel the image builder compiles (rootfs/kernel/microvm.config): virtio-mmio, ext4 and the
+   * rest built in, so it boots with no initramfs. The QEMU runtime prefers it when it exists.
+   */
+  microvmKernelPath: string;
   imageDir(template: string): string;
   /** The template's root tree: the read-only lower layer of the namespace runtime. */
   imageRootfsTree(template: string): string;
@@ -58,6 +63,7 @@ export function filesLayout(root: string, stateRoot: string = root): FilesLayout
     connectionsDir: join(stateRoot, "connections"),
     kernelPath: join(kernelsDir, "current", "vmlinux"),
     initrdPath: join(kernelsDir, "current", "initramfs.cpio.gz"),
+    microvmKernelPath: join(kernelsDir, "microvm", "vmlinux"),
     imageDir: (template) => join(imagesDir, template),
     imageRootfsTree: (template) => join(imagesDir, template, "rootfs"),
     imageRootfsExt4: (template) => join(imagesDir, template, "rootfs.ext4"),

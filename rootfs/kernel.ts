@@ -6,6 +6,7 @@ import { readElf, XEN_ELFNOTE_PHYS32_ENTRY } from "./elf.js";
 import { BuildError } from "./errors.js";
 import { exists, hashFile, hashParts, replaceSymlink, writeFileAtomic } from "./fsutil.js";
 import { which } from "./host.js";
+import { acquireBuildLock } from "./lock.js";
 import type { Progress } from "./progress.js";
 import { run } from "./run.js";
 
@@ -489,6 +490,9 @@ export async function ensureMicrovmKernel(opts: {
   await mkdir(cacheDir, { recursive: true });
   const source = join(cacheDir, `linux-source-${sourceVersion}`);
   const objects = join(cacheDir, `microvm-obj-${sourceVersion}`);
+  // The object tree outlives a build: a second build of it at the same time (another root's builder
+  // sharing the cache is not possible, but a hand-run make is) would corrupt it, so it has its own lock.
+  const releaseObjects = await acquireBuildLock(`${objects}.lock`);
   const work = await mkdtemp(join(layout.kernelsDir, ".build-"));
   try {
     await progress.step(`configure the microvm kernel (${KERNEL_SOURCE_PACKAGE} ${sourceVersion})`, async () => {
@@ -562,5 +566,6 @@ export async function ensureMicrovmKernel(opts: {
     return { dir: finalDir, manifest, cached: false };
   } finally {
     await rm(work, { recursive: true, force: true });
+    await releaseObjects();
   }
 }

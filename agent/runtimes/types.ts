@@ -53,6 +53,8 @@ export interface GuestSpec {
   /** Kernel, initramfs and template image paths, from the files layout. */
   kernelPath: string;
   initrdPath: string;
+  /** A kernel with its drivers built in (booted with no initramfs), preferred by runtimes that can use it. */
+  microvmKernelPath?: string;
   imageRootfsTree: string;
   imageRootfsExt4: string;
   /**

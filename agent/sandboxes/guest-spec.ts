@@ -24,6 +24,7 @@ export function guestSpec(layout: FilesLayout, record: SandboxRecord, slot: Slot
     network: slot ? guestNetworkOf(slot) : NO_NETWORK,
     kernelPath: layout.kernelPath,
     initrdPath: layout.initrdPath,
+    microvmKernelPath: layout.microvmKernelPath,
     imageRootfsTree: record.fromSnapshot?.templateTree || layout.imageRootfsTree(record.template),
     imageRootfsExt4: layout.imageRootfsExt4(record.template),
     ...(record.fromSnapshot?.layer !== undefined ? { snapshotLayer: record.fromSnapshot.layer } : {}),
