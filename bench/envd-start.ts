@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildEnvd } from "../agent/envd/build.js";
@@ -22,8 +22,8 @@ type Variant = "floor" | "bundle" | "snapshot";
 const VARIANTS: readonly Variant[] = ["floor", "bundle", "snapshot"];
 const LABEL: Record<Variant, string> = {
   floor: "bare node HTTP server (floor)",
-  bundle: "envd, plain bundle (before)",
-  snapshot: "envd, startup snapshot (after)",
+  bundle: "envd before (old launcher, plain bundle)",
+  snapshot: "envd after (launcher, startup snapshot)",
 };
 
 /** A node server answering /health, printing the same line envd prints: node's start and nothing else. */
@@ -32,14 +32,31 @@ const FLOOR_SCRIPT = `require("http").createServer((q, s) => { s.writeHead(204);
 
 const ENVD_ARGS = ["--debug", "--quiet", "--port", "0", "--host", "127.0.0.1"];
 
-/** The command (and extra environment) of a variant, from the built package in `dist`. */
-function command(dist: string, variant: Variant): { argv: string[]; env: Record<string, string> } {
-  if (variant === "floor") return { argv: [join(dist, "bin/node"), "-e", FLOOR_SCRIPT], env: {} };
-  // Both envd variants go through the wrapper a guest runs; WRENN_ENVD_SNAPSHOT=0 makes it skip the blob.
-  return {
-    argv: [join(dist, "bin/envd"), ...ENVD_ARGS],
-    env: { WRENN_ENVD_SNAPSHOT: variant === "snapshot" ? "1" : "0" },
-  };
+/**
+ * The launcher guests ran before the snapshot, word for word, called through a link as guests call
+ * /usr/local/bin/envd: it ran readlink and dirname, then node on the bundle.
+ */
+const BEFORE_WRAPPER = `#!/bin/sh
+self=$(readlink -f "$0")
+dir=$(dirname "$self")
+exec "$dir/node" "$dir/../lib/envd.mjs" "$@"
+`;
+
+/** Adds the old launcher and a link to it to the built package. */
+function addBeforeLauncher(dist: string): void {
+  writeFileSync(join(dist, "bin/envd-before"), BEFORE_WRAPPER, { mode: 0o755 });
+  symlinkSync(join(dist, "bin/envd-before"), join(dist, "envd-before-link"));
+}
+
+/**
+ * The command of a variant, from the built package in `dist`. The snapshot runs through today's
+ * bin/envd by its real path, which resolves its directory without a process, as the image's
+ * /usr/local/bin/envd link does (test -ef); the bundle through the old launcher behind a link.
+ */
+function command(dist: string, variant: Variant): string[] {
+  if (variant === "floor") return [join(dist, "bin/node"), "-e", FLOOR_SCRIPT];
+  if (variant === "bundle") return [join(dist, "envd-before-link"), ...ENVD_ARGS];
+  return [join(dist, "bin/envd"), ...ENVD_ARGS];
 }
 
 /** Resolves with the port once the child prints its listening line. */
@@ -75,12 +92,9 @@ async function stopChild(child: ChildProcess): Promise<void> {
 
 /** One start on the host: a plain process, as the namespace runtime's guest (without bubblewrap). */
 async function hostStart(dist: string, variant: Variant): Promise<number> {
-  const { argv, env } = command(dist, variant);
+  const argv = command(dist, variant);
   const t0 = performance.now();
-  const child = spawn(argv[0] as string, argv.slice(1), {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, ...env },
-  });
+  const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
   try {
     return await healthAfter(t0, await listeningPort(child));
   } finally {
@@ -98,13 +112,8 @@ async function gvisorStart(dist: string, variant: Variant, scratch: string, n: n
   const bundle = join(scratch, id);
   const state = join(bundle, "state");
   mkdirSync(state, { recursive: true });
-  const { argv, env } = command(dist, variant);
-  const config = gvisorBundleConfig({ rootfs: "/", sandboxId: id, init: argv }) as {
-    root: unknown;
-    process: { env: string[] };
-  };
+  const config = gvisorBundleConfig({ rootfs: "/", sandboxId: id, init: command(dist, variant) });
   config.root = { path: "/", readonly: true };
-  config.process.env.push(...Object.entries(env).map(([k, v]) => `${k}=${v}`));
   writeFileSync(join(bundle, "config.json"), JSON.stringify(config));
   const globals = [`--root=${state}`, "--platform=ptrace", "--network=host", "--ignore-cgroups"];
   const t0 = performance.now();
@@ -177,6 +186,7 @@ export const benchmark: Benchmark = {
     const report: BenchRow[] = [];
     try {
       const dist = await buildEnvd(join(scratch, "envd"));
+      addBeforeLauncher(dist);
       if (!existsSync(join(dist, "lib/envd.blob")))
         notes.push("the build made no snapshot: both envd rows are the bundle");
       const load0 = loadavg()[0] ?? 0;

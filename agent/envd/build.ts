@@ -5,6 +5,7 @@
  *   dist/envd/bin/node          this host's node binary, stripped
  *   dist/envd/lib/envd.mjs      envd bundled with esbuild (all JS dependencies inlined)
  *   dist/envd/lib/envd.blob     a V8 startup snapshot of envd taken with bin/node (see buildSnapshot)
+ *   dist/envd/lib/envd.blob.key what the blob was built from (sha256 of bin/node and the snapshot's script)
  *   dist/envd/node_modules/@lydell/node-pty   the PTY addon's JS (node-pty with prebuilt addons: no compiler)
  *   dist/envd/node_modules/@lydell/node-pty-<platform>-<arch>/pty.node   its compiled addon
  *   dist/envd/libexec/{getfattr,setfattr}   this host's attr tools (libc only), for file metadata
@@ -17,7 +18,18 @@
  * setpriv (util-linux, essential in Debian) and socat for the port forwarder.
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,14 +40,24 @@ const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const require = createRequire(import.meta.url);
 
 /**
- * The wrapper script: `readlink -f` follows /usr/local/bin/envd to the real install directory. It
+ * The wrapper script. It finds its real directory without starting a process where it can (every
+ * fork and exec costs tens of milliseconds under gVisor's ptrace platform): called by its real path,
+ * or through the link the image builders make (/usr/local/bin/envd → /opt/wrenn/envd/bin/envd,
+ * recognised with test -ef, a shell builtin); any other link is resolved with `readlink -f`. It
  * starts from the snapshot when the package has one (the build leaves it out when node rejected it)
  * and WRENN_ENVD_SNAPSHOT is not 0; else from the plain bundle. `--` keeps envd's flags from node.
  */
 const WRAPPER = `#!/bin/sh
 # envd launcher: runs the bundled envd with the node binary shipped beside it.
-self=$(readlink -f "$0")
-dir=$(dirname "$self")
+dir=\${0%/*}
+if [ ! -x "$dir/node" ]; then
+  if [ "$0" -ef /opt/wrenn/envd/bin/envd ]; then
+    dir=/opt/wrenn/envd/bin
+  else
+    self=$(readlink -f "$0")
+    dir=\${self%/*}
+  fi
+fi
 if [ "\${WRENN_ENVD_SNAPSHOT:-1}" != 0 ] && [ -r "$dir/../lib/envd.blob" ]; then
   exec "$dir/node" --snapshot-blob "$dir/../lib/envd.blob" -- "$@"
 fi
@@ -96,6 +118,7 @@ module.exports = createRequire(join(process.execPath, "../../lib/envd.cjs"))("@l
 
 /** Builds dist/envd (or `outDir`) and returns its path. */
 export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<string> {
+  const previous = previousSnapshot(outDir);
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(join(outDir, "bin"), { recursive: true });
   mkdirSync(join(outDir, "lib"), { recursive: true });
@@ -150,24 +173,40 @@ export async function buildEnvd(outDir = join(repoRoot, "dist/envd")): Promise<s
   } catch {
     // strip (binutils) is optional: an unstripped node only costs disk space.
   }
-  await buildSnapshot(outDir);
+  await buildSnapshot(outDir, previous);
   writeFileSync(join(outDir, "bin/envd"), WRAPPER, { mode: 0o755 });
   writeFileSync(join(outDir, "VERSION"), `${ENVD_VERSION}\n`);
   return outDir;
+}
+
+interface PreviousSnapshot {
+  key: string;
+  blob: Buffer;
+}
+
+/** The blob of the package about to be rebuilt, with the key of what it was built from. */
+function previousSnapshot(outDir: string): PreviousSnapshot | undefined {
+  try {
+    const key = readFileSync(join(outDir, "lib/envd.blob.key"), "utf8").trim();
+    return { key, blob: readFileSync(join(outDir, "lib/envd.blob")) };
+  } catch {
+    return undefined;
+  }
 }
 
 /**
  * Builds lib/envd.blob: envd bundled as one CommonJS script (what Node 20's --build-snapshot takes),
  * evaluated by the shipped bin/node, whose heap is saved. A blob belongs to the exact node binary
  * that wrote it, so it is written by bin/node itself, after stripping. It is then started once with
- * `-version`: if node rejects it (another node build, a damaged file: node exits non-zero or crashes)
- * or envd does not answer with its version, the blob is removed and the wrapper falls back to the
- * plain bundle. A failing snapshot build likewise leaves the package without a blob, with a warning.
+ * `-version`: if node rejects it (a blob from another node or other V8 flags: exit 14, "Failed to
+ * load the startup snapshot"; a damaged file: a crash) or envd does not answer with its version, the
+ * blob is removed and the wrapper falls back to the plain bundle. A failing snapshot build likewise leaves the package without a blob, with a warning.
  */
-async function buildSnapshot(outDir: string): Promise<void> {
+async function buildSnapshot(outDir: string, previous: PreviousSnapshot | undefined): Promise<void> {
   const node = join(outDir, "bin/node");
   const script = join(outDir, "lib/envd-snapshot.cjs");
   const blob = join(outDir, "lib/envd.blob");
+  const keyFile = join(outDir, "lib/envd.blob.key");
   try {
     await build({
       entryPoints: [join(repoRoot, "agent/envd/snapshot.ts")],
@@ -187,10 +226,18 @@ async function buildSnapshot(outDir: string): Promise<void> {
       legalComments: "none",
       logLevel: "warning",
     });
-    execFileSync(node, ["--snapshot-blob", blob, "--build-snapshot", script], {
-      cwd: join(outDir, "lib"),
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    // V8 writes a different blob on every run (addresses, hash seeds), and the image builder keys images
+    // by the package's bytes: the blob is reused as long as node and the script are the same.
+    const key = createHash("sha256").update(readFileSync(node)).update(readFileSync(script)).digest("hex");
+    if (previous?.key === key) {
+      writeFileSync(blob, previous.blob);
+    } else {
+      execFileSync(node, ["--snapshot-blob", blob, "--build-snapshot", script], {
+        cwd: join(outDir, "lib"),
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+    }
+    writeFileSync(keyFile, `${key}\n`);
     const version = execFileSync(node, ["--snapshot-blob", blob, "--", "-version"], {
       stdio: ["ignore", "pipe", "pipe"],
     })
@@ -199,6 +246,7 @@ async function buildSnapshot(outDir: string): Promise<void> {
     if (version !== ENVD_VERSION) throw new Error(`the snapshot answered -version with "${version}"`);
   } catch (err) {
     rmSync(blob, { force: true });
+    rmSync(keyFile, { force: true });
     const detail = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
     console.warn(`envd: no startup snapshot, the plain bundle will be used: ${detail}`);
   } finally {

@@ -55,6 +55,8 @@ describe.skipIf(!isRoot)(`built envd under tini in a PID namespace (${isRoot ? "
       "bin/envd",
       "bin/node",
       "lib/envd.mjs",
+      // The startup snapshot bin/envd starts from (its absence would mean node rejected it at build).
+      "lib/envd.blob",
       `node_modules/@lydell/node-pty-${process.platform}-${process.arch}/pty.node`,
       "libexec/getfattr",
       "libexec/setfattr",
