@@ -2,7 +2,6 @@ import { access, realpath, symlink } from "node:fs/promises";
 import { basename } from "node:path";
 import type { EgressPolicy } from "../../lib/egress-policy.js";
 import type { AgentConfig } from "../config.js";
-import { DEFAULT_USER, DEFAULT_WORKDIR } from "../envd-client.js";
 import { AgentError, failedPrecondition, invalidArgument, isHostDiskFull } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { EgressTargets } from "../network/egress-registry.js";
@@ -29,6 +28,7 @@ import {
   writeRecord,
 } from "./record.js";
 import { Recovery } from "./recovery.js";
+import { readTemplateStart, runStartCommand } from "./start-command.js";
 import { type LiveSandbox, SandboxTable } from "./table.js";
 import { teardownSandbox } from "./teardown.js";
 import { readTemplateEnv } from "./template-env.js";
@@ -405,7 +405,7 @@ export class SandboxManager {
    * Waits for envd and POSTs /init. `presentedToken`: the token the guest's envd already holds, which
    * it asks for before it takes another (a guest resumed from a snapshot of another sandbox).
    */
-  async #handshake(live: LiveSandbox, phases?: CreatePhases, presentedToken?: string): Promise<void> {
+  async #handshake(live: LiveSandbox, phases?: CreatePhases, presentedToken?: string, booted = true): Promise<void> {
     const envd =
       presentedToken !== undefined && live.slot ? this.#deps.envdClient(live.slot.slotIp, presentedToken) : live.envd;
     if (envd === undefined) throw new Error("no envd client");
@@ -414,15 +414,22 @@ export class SandboxManager {
     if (phases) phases.guestReadyMs = performance.now() - t;
     t = performance.now();
     // The template's own defaults (e.g. an imported image's Env) under the sandbox's variables.
-    const templateEnv = await readTemplateEnv(this.#deps.config.layout.imageManifest(live.record.template));
+    const manifest = this.#deps.config.layout.imageManifest(live.record.template);
+    const [templateEnv, templateStart] = await Promise.all([readTemplateEnv(manifest), readTemplateStart(manifest)]);
+    const envVars = { ...templateEnv, ...live.record.envVars };
     live.record.envdVersion = await envd.init({
-      envVars: { ...templateEnv, ...live.record.envVars },
+      envVars,
       accessToken: live.record.accessToken,
-      defaultUser: DEFAULT_USER,
-      defaultWorkdir: DEFAULT_WORKDIR,
+      defaultUser: templateStart.user,
+      defaultWorkdir: templateStart.workdir,
       timestamp: new Date(this.#deps.clock.now()).toISOString(),
     });
     if (phases) phases.initMs = performance.now() - t;
+    // A built template's start command (no memory snapshot here): the create answers once it is ready.
+    // Only on a fresh boot: a guest resumed from memory (presentedToken, or `booted` false) runs it still.
+    if (booted && presentedToken === undefined) {
+      await runStartCommand(live.record.id, envd, templateStart, envVars);
+    }
   }
 
   // ---------------------------------------------------------------- destroy
@@ -596,7 +603,7 @@ export class SandboxManager {
           ? await runtime.start(spec, signal)
           : await runtime.restore?.(spec, config.layout.snapshotDir(id), signal);
         live.envd = this.#deps.envdClient(slot.slotIp, record.accessToken);
-        await this.#handshake(live);
+        await this.#handshake(live, undefined, undefined, booting);
         record.pausedWithoutMemory = false;
         // The snapshot files stay (and are overwritten by the next pause) until the sandbox is destroyed.
         record.snapshot = undefined;
