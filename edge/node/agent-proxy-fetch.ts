@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { BadUpstreamResponse, isRelayableStatus, relayableStatusText } from "../proxy/errors.js";
-import { webStreamOf } from "./streams.js";
+import { pipeTaken, takeNodeSource, webStreamOf } from "./streams.js";
 
 /** Statuses whose responses have no body (the Response constructor refuses one). */
 const nullBodyStatuses = new Set([101, 204, 205, 304]);
@@ -122,6 +122,15 @@ export function createAgentProxyFetch(options: { httpsAgent?: HttpsAgent } = {})
  * aborted body and keep nothing of it.
  */
 async function pump(source: ReadableStream<Uint8Array>, req: ReturnType<typeof httpRequest>): Promise<void> {
+  // A body straight from the client's socket (a proxied upload) is piped socket to socket, without a
+  // web-stream read per chunk.
+  const taken = await takeNodeSource(source);
+  if (taken) {
+    await pipeTaken(taken, req).catch((err: unknown) => {
+      req.destroy(err instanceof Error ? err : new Error(String(err)));
+    });
+    return;
+  }
   const reader = source.getReader();
   const stop = () => {
     reader.cancel().catch(() => {});
