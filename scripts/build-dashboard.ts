@@ -1,6 +1,6 @@
 /**
  * `npm run build:dashboard`: bundles the dashboard's client (edge/dashboard/client/main.tsx, Hono's
- * DOM JSX, uPlot) and its styles (ours plus uPlot's) with esbuild, minified, into
+ * DOM JSX, uPlot; terminal.ts, xterm.js, loaded on demand) and its styles (ours, uPlot's, xterm.js's) with esbuild, minified, into
  * edge/dashboard/public/dashboard/assets/. The output is committed, so `npm ci` and `npm start`
  * need no build step and Workers deploy it through the assets binding (wrangler.toml `[assets]`);
  * `npm run check:generated` rebuilds it and fails when it differs from what is committed.
@@ -16,10 +16,10 @@ const out = join(here, "public/dashboard/assets");
 const require = createRequire(import.meta.url);
 
 /** Builds app.js and app.css; answers their sizes in bytes. */
-export async function buildDashboard(): Promise<{ js: number; css: number }> {
+export async function buildDashboard(): Promise<{ js: number; terminal: number; css: number }> {
   await build({
-    entryPoints: [join(here, "client/main.tsx")],
-    outfile: join(out, "app.js"),
+    entryPoints: { app: join(here, "client/main.tsx"), terminal: join(here, "client/terminal.ts") },
+    outdir: out,
     bundle: true,
     minify: true,
     format: "esm",
@@ -31,13 +31,22 @@ export async function buildDashboard(): Promise<{ js: number; css: number }> {
     logLevel: "warning",
   });
   const uplotCss = readFileSync(require.resolve("uplot/dist/uPlot.min.css"), "utf8");
+  const xtermCss = readFileSync(require.resolve("@xterm/xterm/css/xterm.css"), "utf8");
   const ours = readFileSync(join(here, "client/style.css"), "utf8");
-  const css = await transform(`${uplotCss}\n${ours}`, { loader: "css", minify: true, target: "chrome110" });
+  const css = await transform(`${uplotCss}\n${xtermCss}\n${ours}`, {
+    loader: "css",
+    minify: true,
+    target: "chrome110",
+  });
   writeFileSync(join(out, "app.css"), css.code);
-  return { js: readFileSync(join(out, "app.js")).length, css: css.code.length };
+  return {
+    js: readFileSync(join(out, "app.js")).length,
+    terminal: readFileSync(join(out, "terminal.js")).length,
+    css: css.code.length,
+  };
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const sizes = await buildDashboard();
-  console.log(`dashboard: app.js ${sizes.js} B, app.css ${sizes.css} B`);
+  console.log(`dashboard: app.js ${sizes.js} B, terminal.js ${sizes.terminal} B, app.css ${sizes.css} B`);
 }

@@ -161,6 +161,37 @@ describe("the dashboard in Chromium", () => {
     expect(read.status).toBe(200);
     expect(await read.text()).toBe(content);
 
+    // The web terminal: xterm.js over envd's PTY through the edge's sandbox proxy.
+    await page.getByRole("button", { name: "Open terminal" }).click();
+    await page.locator("#terminal-status", { hasText: "Connected" }).waitFor({ timeout: 30_000 });
+    await page.locator("#terminal .xterm").click();
+    const marker = `hi-${randomBytes(3).toString("hex")}`;
+    await page.keyboard.type(`echo ${marker.toUpperCase()} && ls /home/user\n`);
+    const screen = () =>
+      page.evaluate(() => {
+        const t = (
+          window as unknown as {
+            wrennTerminal: {
+              terminal: {
+                buffer: {
+                  active: {
+                    length: number;
+                    getLine(i: number): { translateToString(trim: boolean): string } | undefined;
+                  };
+                };
+              };
+            };
+          }
+        ).wrennTerminal.terminal;
+        const lines: string[] = [];
+        for (let i = 0; i < t.buffer.active.length; i++)
+          lines.push(t.buffer.active.getLine(i)?.translateToString(true) ?? "");
+        return lines.join("\n");
+      });
+    // The echoed command line holds the marker in upper case too; the output line is the marker alone.
+    await expect.poll(screen, { timeout: 20_000 }).toMatch(new RegExp(`^${marker.toUpperCase()}$`, "m"));
+    await expect.poll(screen, { timeout: 10_000 }).toMatch(/hello\.txt/);
+
     // The chart draws once the agent has samples (every 300 ms here); it redraws every 5 s.
     await page.locator("#metrics-chart canvas").waitFor({ timeout: 30_000 });
     await expect

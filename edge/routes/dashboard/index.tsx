@@ -3,7 +3,7 @@ import type { App, AppEnv, DocsAssets } from "../../context.js";
 import { newRouter } from "../router.js";
 
 /** Files the dashboard's pages load; anything else under /dashboard/assets is 404. */
-const assetNames = new Set(["app.js", "app.css"]);
+const assetNames = new Set(["app.js", "terminal.js", "app.css"]);
 
 // The page runs only our own script and talks only to this origin; frames of it are refused
 // (clickjacking). uPlot sizes its canvas through element.style, which style-src does not govern.

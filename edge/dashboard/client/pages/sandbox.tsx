@@ -90,10 +90,56 @@ export function SandboxDetailPage({ id }: { id: string }) {
       {sandbox.state === "running" ? (
         <>
           <MetricsChart base={base} />
+          <TerminalPanel id={id} />
           <FileBrowser base={base} />
         </>
       ) : null}
     </section>
+  );
+}
+
+type TerminalModule = typeof import("../terminal.js");
+
+/** The web terminal, loaded on demand (terminal.js carries xterm.js, ~350 KB before compression). */
+function TerminalPanel({ id }: { id: string }) {
+  const host = useRef<HTMLDivElement>(null);
+  const [status, setStatus] = useState<string | null>(null);
+  const [handle, setHandle] = useState<import("../terminal.js").TerminalHandle | null>(null);
+  useEffect(() => () => handle?.dispose(), [handle]);
+  const open = async () => {
+    setStatus("Loading…");
+    try {
+      // A URL the bundler leaves alone: the terminal is its own bundle, fetched only when wanted.
+      const url = "/dashboard/assets/terminal.js";
+      const mod = (await import(url)) as TerminalModule;
+      if (!host.current) return;
+      const made = mod.mountTerminal(host.current, id, setStatus);
+      // The page's terminal, for tests that read its buffer.
+      (window as unknown as { wrennTerminal?: unknown }).wrennTerminal = made;
+      setHandle(made);
+    } catch (err) {
+      setStatus(describe(err));
+    }
+  };
+  return (
+    <div class="card">
+      <h2>Terminal</h2>
+      <div class="toolbar">
+        {handle ? (
+          <button type="button" class="secondary" onClick={() => handle.reconnect()}>
+            Reconnect
+          </button>
+        ) : (
+          <button type="button" onClick={() => void open()}>
+            Open terminal
+          </button>
+        )}
+        <span role="status" id="terminal-status">
+          {status ?? ""}
+        </span>
+      </div>
+      <div ref={host} class={handle ? "terminal" : "terminal closed"} id="terminal" />
+    </div>
   );
 }
 
@@ -121,6 +167,9 @@ function MetricsChart({ base }: { base: string }) {
       ];
       const width = Math.max(280, host.current.clientWidth);
       if (!plot) {
+        const styles = getComputedStyle(document.documentElement);
+        const ink = styles.getPropertyValue("--muted").trim() || "#57606a";
+        const rule = styles.getPropertyValue("--border").trim() || "#d0d7de";
         plot = new uPlot(
           {
             width,
@@ -130,7 +179,12 @@ function MetricsChart({ base }: { base: string }) {
               { label: "CPU %", stroke: "#2f7de1", width: 2 },
               { label: "Memory MiB", stroke: "#d9822b", width: 2, scale: "mem" },
             ],
-            axes: [{}, { label: "CPU %" }, { side: 1, scale: "mem", label: "MiB", grid: { show: false } }],
+            // uPlot draws on a canvas, which CSS colours do not reach: the axes take the theme's colours here.
+            axes: [
+              { stroke: ink, grid: { stroke: rule } },
+              { label: "CPU %", stroke: ink, grid: { stroke: rule } },
+              { side: 1, scale: "mem", label: "MiB", stroke: ink, grid: { show: false } },
+            ],
             scales: { y: { range: [0, 100] } },
           },
           data,
