@@ -311,9 +311,8 @@ describe("lifecycle", () => {
     await expectE2bError(await e2b("POST", `/sandboxes/${sbx.sandboxID}/resume`, {}), 409);
   });
 
-  it("answers unsupported E2B operations with 501 in E2B's shape", async () => {
-    // Snapshots and fork are served (edge/routes/snapshots/snapshots.test.ts); template builds are not.
-    await expectE2bError(await e2b("POST", "/v3/templates", { name: "x" }), 501, /wrenn image build/);
+  it("answers template build requests in E2B's shape (issue 19: served, test/integration/e2b-templates-edge.test.ts)", async () => {
+    await expectE2bError(await e2b("POST", "/v3/templates", { name: "Not A Name" }), 400, /invalid template name/);
     await expectE2bError(await h.request("POST", "/v3/templates", { json: {} }), 401);
   });
 });

@@ -16,6 +16,7 @@ import { registerE2bSandboxLogs } from "./logs.js";
 import { registerE2bSandboxesMetrics, registerE2bSandboxMetrics } from "./metrics.js";
 import { registerE2bUpdateSandboxNetwork } from "./network.js";
 import { registerE2bSnapshots } from "./snapshots.js";
+import { registerE2bTemplates } from "./templates.js";
 
 /** Path patterns of the E2B surface; mounted at "/", so middleware is scoped to these, never to "*". */
 const e2bPaths = [
@@ -24,16 +25,16 @@ const e2bPaths = [
   "/v2/sandboxes",
   "/v2/sandboxes/*",
   "/snapshots",
+  "/templates",
   "/templates/*",
+  "/v2/templates",
+  "/v2/templates/*",
   "/v3/templates",
   "/events/*",
 ];
 
 /** E2B operations the SDK can call that Wrenn does not offer: a clear 501 in E2B's shape, not a 404. */
-const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: string; what: string }> = [
-  { method: "post", path: "/v3/templates", what: "template builds (build images with `wrenn image build`)" },
-  { method: "get", path: "/templates/aliases/:alias", what: "template aliases" },
-];
+const unsupported: Array<{ method: "get" | "post" | "put" | "delete"; path: string; what: string }> = [];
 
 /**
  * E2B's control-plane REST API (the part the `e2b` SDK 2.x uses), mapped onto Wrenn's sandbox
@@ -66,6 +67,7 @@ export function e2bRouter(): App {
   registerE2bSandboxLogs(app);
   registerE2bUpdateSandboxNetwork(app);
   registerE2bSnapshots(app);
+  registerE2bTemplates(app);
   registerE2bEvents(app);
   for (const { method, path, what } of unsupported) {
     app.on(method.toUpperCase(), path, (c) => e2bErrorResponse(c, 501, `${what} is not supported by Wrenn`));

@@ -10,7 +10,8 @@ import { forkSandbox, maxForkCount } from "../../services/snapshots/fork.js";
 import { listSnapshots } from "../../services/snapshots/list.js";
 import { findSnapshotForTemplateId } from "../../services/snapshots/load.js";
 import type { SnapshotView } from "../../services/snapshots/view.js";
-import { E2bError, e2bErrorResponse, e2bErrorResponses } from "./errors.js";
+import { deleteTemplate } from "../../services/templates/manage.js";
+import { E2bError, e2bErrorResponses } from "./errors.js";
 import { E2bSandbox, SandboxIdParam } from "./schemas.js";
 import { sandboxDomain, toE2bSandbox } from "./shape.js";
 
@@ -104,7 +105,7 @@ const deleteTemplateRoute = createRoute({
   operationId: "e2bDeleteTemplate",
   summary: "Delete a snapshot (E2B's template delete)",
   description:
-    "Deletes the team's snapshot with this id or name (404 when there is none, which `deleteSnapshot` reports as `false`). Templates themselves are built per host with `wrenn image build` and cannot be deleted here.",
+    "Deletes the team's snapshot with this id or name, or else the team's template with this id or alias (404 when there is neither, which `deleteSnapshot` reports as `false`). Built-in templates (`wrenn image build`) cannot be deleted here.",
   ...scoped("sandboxes:write"),
   request: { params: TemplateIdParam },
   responses: { 204: { description: "Deleted" }, ...e2bErrorResponses },
@@ -151,8 +152,9 @@ export const registerE2bSnapshots = (app: App) => {
     const { templateID } = c.req.valid("param");
     const snapshot = await findSnapshotForTemplateId(team, templateID);
     if (!snapshot) {
-      // Templates are built per host (`wrenn image build`); only snapshots are deleted here.
-      return e2bErrorResponse(c, 404, `snapshot ${templateID} was not found (templates cannot be deleted here)`);
+      // Not a snapshot: a template the team built (E2B's `Template` delete); 404 when it is neither.
+      await deleteTemplate(team, templateID);
+      return c.body(null, 204);
     }
     await deleteSnapshot(team, snapshot.id);
     return c.body(null, 204);

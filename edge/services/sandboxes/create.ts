@@ -25,6 +25,7 @@ import {
   lockTeam,
   sandboxUsage,
 } from "../teams/quotas.js";
+import { resolveTemplateForSandbox } from "../templates/load.js";
 import { checkNetworkPolicy, policyToAgent } from "./network.js";
 import { compareAndSet, reloadSandbox } from "./transition.js";
 import { type SandboxView, toSandboxView } from "./view.js";
@@ -101,6 +102,9 @@ export async function createSandbox(ctx: TeamContext, input: CreateSandboxInput)
   const snapshot = input.snapshotId === undefined ? undefined : await loadReadySnapshot(ctx, input.snapshotId);
   if (snapshot) {
     input = { ...input, template: snapshot.template, vcpus: snapshot.vcpus, memoryMb: snapshot.memoryMb };
+  } else {
+    // A template the team built (by alias or id) is held by the agents under its id.
+    input = { ...input, template: await resolveTemplateForSandbox(ctx, input.template) };
   }
   const policy = await loadTeamPolicy(ctx.db, teamId);
   checkTimeoutQuota(policy.quotas, input.timeoutSec);
