@@ -81,7 +81,11 @@ export function SandboxesPage() {
     };
     for (const type of sandboxEvents) source.addEventListener(type, onEvent);
     source.onopen = () => setLive(true);
-    source.onerror = () => setLive(false);
+    // A long poll that ends (Workers) or a dropped stream makes EventSource reconnect on its own
+    // (readyState CONNECTING); only a stream it gave up on (CLOSED) is shown as not live.
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) setLive(false);
+    };
     return () => {
       clearTimeout(timer);
       source.close();
