@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdir, readFile, realpath, rename, rm, unlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { Exec } from "../exec.js";
 import type { FilesLayout } from "../layout.js";
@@ -296,7 +296,16 @@ export class TemplateBuilder {
         await this.#sh(sandboxId, "sync", [], "root");
         log("info", "saving the build sandbox's files");
         const snapshotId = `${BUILD_SNAPSHOT_PREFIX}${sha256(input.buildId).slice(0, 24)}`;
-        await this.#deps.manager.createSnapshot(sandboxId, snapshotId);
+        const { snapshot } = await this.#deps.manager.createSnapshot(sandboxId, snapshotId);
+        // The layer lies over the tree the sandbox started on; the cache key names the version read at
+        // the start. A base rebuilt in between (npm run image -- build) would not match: the build fails.
+        const treeVersion = await readFile(join(dirname(snapshot.templateTree), "manifest.json"), "utf8")
+          .then((t) => (JSON.parse(t) as { key?: string }).key)
+          .catch(() => undefined);
+        if (treeVersion !== base.key) {
+          await this.#deps.manager.deleteSnapshot(snapshotId).catch(() => undefined);
+          throw new Error(`template ${input.fromTemplate} changed during the build; start it again`);
+        }
         const files = join(this.#deps.layout.savedSnapshotDir(snapshotId), "files");
         const staged = join(this.#deps.layout.stateRoot, "builds", "cache", `.staging-${lastKey}-${process.pid}`);
         await rm(staged, { recursive: true, force: true });
@@ -489,7 +498,8 @@ export class TemplateBuilder {
       await rm(work, { recursive: true, force: true });
       await mkdir(work, { recursive: true });
       try {
-        const baseTree = await realpath(layout.imageRootfsTree(input.fromTemplate));
+        // The base version the cache key names (its manifest gives its real tree), not what the link says now.
+        const baseTree = base.rootfsTree || (await realpath(layout.imageRootfsTree(input.fromTemplate)));
         await mergeLayer(exec, baseTree, layer, join(work, "rootfs"));
         const manifest: BuiltManifest = {
           ...base,
