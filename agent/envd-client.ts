@@ -83,6 +83,10 @@ export class EnvdClient {
       baseUrl: this.baseUrl,
       httpVersion: "1.1",
       useBinaryFormat: true,
+      // envd is on this host (a veth or vsock away): compression only costs CPU on both ends. With
+      // Connect's default (accept gzip), envd gzipped every output chunk of a Process stream and the
+      // agent inflated it again, the largest part of a 16 MiB exec's time (issue 23).
+      acceptCompression: [],
       readMaxBytes: ENVD_READ_MAX_BYTES,
       interceptors: [envdTracingInterceptor(tracer), headers],
     });
