@@ -10,6 +10,7 @@ import { defineConfig } from "vitest/config";
  * foreground program on gVisor too (envd's PTY signal relay, agent/envd/gvisor.ts). egress: the egress
  * policy's kernel rules, resolver and proxy act on a gVisor guest's host sockets the same way.
  * command-history: envd's process journal, and a background command across a pause and resume.
+ * template-builds-agent: a build commits a gVisor guest's writable layer, and a start command runs there.
  */
 const RUNTIME_SUITE = [
   "agent-lifecycle",
@@ -24,6 +25,7 @@ const RUNTIME_SUITE = [
   "egress-flows",
   "snapshots-agent",
   "command-history",
+  "template-builds-agent",
 ].map((name) => `test/integration/${name}.test.ts`);
 
 // Projects: fast co-located unit tests, integration tests against real processes (agent, envd,
