@@ -21,10 +21,11 @@ import { metricsRouter } from "./routes/metrics/index.js";
 import { sandboxesRouter } from "./routes/sandboxes/index.js";
 import { snapshotsRouter } from "./routes/snapshots/index.js";
 import { teamsRouter } from "./routes/teams/index.js";
+import { templatesRouter } from "./routes/templates/index.js";
 import { webhooksRouter } from "./routes/webhooks/index.js";
 
 /** Paths whose bodies are streamed and limited by their service, not by the JSON body limit. */
-const streamedUploads = /\/files\/write$/;
+const streamedUploads = /\/files\/write$|^\/v1\/templates\/files\//;
 
 /**
  * Builds the edge's Hono app from its dependencies. Node (`edge/node.ts`), Workers (`edge/worker.ts`)
@@ -72,6 +73,7 @@ export function createApp(deps: AppDeps, observability: EdgeObservability = defa
   app.route("/v1/api-keys", apiKeysRouter());
   app.route("/v1/teams", teamsRouter());
   app.route("/v1/snapshots", snapshotsRouter());
+  app.route("/v1/templates", templatesRouter());
   app.route("/v1/auth", authRouter());
   app.route("/v1/audit", auditRouter());
   app.route("/v1/events", eventsRouter());

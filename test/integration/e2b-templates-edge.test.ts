@@ -335,3 +335,98 @@ describe("COPY archive uploads", () => {
     expect((await start([{ type: "RUN", args: ["true"] }])).status).toBe(409);
   });
 });
+
+describe("/v1/templates", () => {
+  it("uploads by the archive's sha256 (a wrong one is 400), builds from a spec, polls logs, hides it from other teams, deletes", async () => {
+    const team = await h.newTeam();
+    const archive = new TextEncoder().encode("a tar, as far as the edge cares");
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", archive));
+    const hash = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const put = (path: string, body: Uint8Array<ArrayBuffer>) =>
+      h.app.request(path, { method: "PUT", body: new Blob([body]), headers: { "x-api-key": team.key } });
+    const wrong = await put(`/v1/templates/files/${"f".repeat(64)}`, archive);
+    expect(wrong.status).toBe(400);
+    expect(await wrong.json()).toMatchObject({
+      error: { code: "BAD_REQUEST", message: expect.stringMatching(/not f{64}/) },
+    });
+    // The archive bound (64 KiB here), not the JSON body limit, applies.
+    expect((await put(`/v1/templates/files/${hash}`, new Uint8Array(64 * 1024 + 1))).status).toBe(413);
+    const ok = await put(`/v1/templates/files/${hash}`, archive);
+    expect(ok.status).toBe(201);
+    expect(await ok.json()).toEqual({ hash, created: true });
+
+    const res = await h.request("POST", "/v1/templates/builds", {
+      key: team.key,
+      json: {
+        name: "v1-app",
+        from: { template: "minimal" },
+        steps: [
+          { run: "apt-get install -y jq" },
+          { copy: { filesHash: hash, dest: "/app" } },
+          { env: { A: "1" } },
+          { workdir: "/app" },
+        ],
+        startCmd: "python3 -m http.server 8000",
+        readyCmd: "true",
+      },
+    });
+    expect(res.status).toBe(202);
+    const { template, build } = (await res.json()) as {
+      template: { id: string };
+      build: { id: string; status: string };
+    };
+    expect(build.status).toBe("building");
+    const sent = agent.builds.get(build.id)?.request;
+    expect(sent?.steps.map((s) => [s.type, ...s.args])).toEqual([
+      ["RUN", "apt-get install -y jq"],
+      ["COPY", ".", "/app", "", ""],
+      ["ENV", "A", "1"],
+      ["WORKDIR", "/app"],
+    ]);
+    expect(new TextDecoder().decode(sent?.files[hash])).toBe("a tar, as far as the edge cares");
+
+    let status = { status: "building", logCount: 0, logs: [] as Array<{ message: string }> };
+    const seen: string[] = [];
+    for (let i = 0; i < 20 && status.status === "building"; i++) {
+      const poll = await h.request("GET", `/v1/templates/${template.id}/builds/${build.id}?logsOffset=${seen.length}`, {
+        key: team.key,
+      });
+      status = (await poll.json()) as typeof status;
+      seen.push(...status.logs.map((l) => l.message));
+    }
+    expect(status.status).toBe("ready");
+    expect(seen).toEqual(agent.builds.get(build.id)?.logs);
+
+    const got = (await (await h.request("GET", "/v1/templates/v1-app", { key: team.key })).json()) as {
+      currentBuildId: string;
+      builds: Array<{ id: string; logs: unknown[] }>;
+    };
+    expect(got.currentBuildId).toBe(build.id);
+    expect(got.builds[0]?.logs).toHaveLength(seen.length);
+
+    const other = await h.newTeam();
+    expect((await h.request("GET", `/v1/templates/${template.id}`, { key: other.key })).status).toBe(404);
+    expect((await h.request("DELETE", `/v1/templates/${template.id}`, { key: other.key })).status).toBe(404);
+    const list = (await (await h.request("GET", "/v1/templates", { key: other.key })).json()) as {
+      templates: Array<{ id: string }>;
+    };
+    expect(list.templates.map((t) => t.id)).not.toContain(template.id);
+
+    expect((await h.request("DELETE", `/v1/templates/v1-app`, { key: team.key })).status).toBe(204);
+    expect((await h.request("GET", `/v1/templates/${template.id}`, { key: team.key })).status).toBe(404);
+  });
+
+  it("refuses a spec without exactly one base, and an unknown step", async () => {
+    const team = await h.newTeam();
+    const both = await h.request("POST", "/v1/templates/builds", {
+      key: team.key,
+      json: { name: "bad", from: { template: "minimal", image: "x:1" } },
+    });
+    expect(both.status).toBe(400);
+    const unknown = await h.request("POST", "/v1/templates/builds", {
+      key: team.key,
+      json: { name: "bad", from: { template: "minimal" }, steps: [{ frob: "x" }] },
+    });
+    expect(unknown.status).toBe(400);
+  });
+});
