@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
@@ -7,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NodeEdge } from "../../edge/node.js";
 import { IMAGES_ROOT, requireImage, requireRoot, TEMPLATE } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess } from "../helpers/agent-process.js";
-import { startEdgeForAgent } from "../helpers/edge-stack.js";
+import { newTeamKey, startEdgeForAgent } from "../helpers/edge-stack.js";
 
 /**
  * The dashboard (issue 21) in Debian's headless Chromium against the real stack: the Node edge on
@@ -31,6 +33,8 @@ let shotsDir = "";
 const blocked: string[] = [];
 const pageErrors: string[] = [];
 let teamKey = "";
+let invitePath = "";
+let forger: Server | undefined;
 const killed: string[] = [];
 
 function url(path: string): string {
@@ -90,6 +94,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await context?.close().catch(() => {});
   for (const id of killed) await api("DELETE", `/v1/sandboxes/${id}`).catch(() => {});
+  forger?.close();
   await edge?.close().catch(() => {});
   await agent?.stop().catch(() => {});
   if (profileDir) await rm(profileDir, { recursive: true, force: true });
@@ -129,12 +134,26 @@ describe("the dashboard in Chromium", () => {
     await page.evaluate(() => {
       (window as unknown as { marker: number }).marker = 42;
     });
+    // Another team's sandbox, made first: it must never show in this team's list.
+    if (!edge) throw new Error("edge not started");
+    const otherKey = await newTeamKey(edge, adminKey, "other", "other team");
+    const other = await fetch(url("/v1/sandboxes"), {
+      method: "POST",
+      headers: { "x-api-key": otherKey, "content-type": "application/json" },
+      body: JSON.stringify({ template: TEMPLATE, timeoutSec: 120 }),
+    });
+    expect(other.status).toBe(201);
+    const otherId = ((await other.json()) as { id: string }).id;
+    await fetch(url(`/v1/sandboxes/${otherId}`), { method: "DELETE", headers: { "x-api-key": otherKey } }).catch(
+      () => {},
+    );
     const made = await api("POST", "/v1/sandboxes", { template: TEMPLATE, timeoutSec: 600 });
     expect(made.status).toBe(201);
     const id = (made.json as { id: string }).id;
     killed.push(id);
     await page.locator(`tr[data-id="${id}"][data-state="running"]`).waitFor({ timeout: 60_000 });
     expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
+    expect(await page.locator(`tr[data-id="${otherId}"]`).count()).toBe(0);
     await shot("sandboxes-light");
     await page.emulateMedia({ colorScheme: "dark" });
     await shot("sandboxes-dark");
@@ -202,6 +221,11 @@ describe("the dashboard in Chromium", () => {
     await shot("sandbox-dark");
     await page.emulateMedia({ colorScheme: "light" });
 
+    await page.getByRole("button", { name: `Pause ${id}` }).click();
+    await page.locator("#sandbox-state", { hasText: /^paused$/ }).waitFor({ timeout: 60_000 });
+    await page.getByRole("button", { name: `Resume ${id}` }).click();
+    await page.locator("#sandbox-state", { hasText: /^running$/ }).waitFor({ timeout: 60_000 });
+
     await page.getByRole("button", { name: `Kill ${id}` }).click();
     await expect
       .poll(async () => ((await api("GET", `/v1/sandboxes/${id}`)).json as { state: string }).state, {
@@ -225,6 +249,38 @@ describe("the dashboard in Chromium", () => {
     expect(status).toBe(403);
   });
 
+  it("refuses a form POSTed from another origin (the session cookie rides along; the CSRF header cannot)", async () => {
+    const before = (await api("GET", "/v1/sandboxes")).json as { sandboxes: unknown[] };
+    const target = url("/v1/sandboxes");
+    forger = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end(
+        `<form id="f" method="POST" action="${target}" enctype="text/plain">` +
+          `<input name='{"template":"${TEMPLATE}","x":"' value='"}'></form><script>document.getElementById("f").submit()</script>`,
+      );
+    });
+    await new Promise<void>((resolve) => forger?.listen(0, "127.0.0.1", resolve));
+    const port = (forger.address() as AddressInfo).port;
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.waitForURL(target, { timeout: 20_000 });
+    const answer = JSON.parse((await page.locator("body").textContent()) ?? "{}") as { error?: { code?: string } };
+    expect(answer.error?.code).toBe("FORBIDDEN");
+    const after = (await api("GET", "/v1/sandboxes")).json as { sandboxes: unknown[] };
+    expect(after.sandboxes.length).toBe(before.sandboxes.length);
+    await page.goto(url("/dashboard"));
+  }, 60_000);
+
+  it("invites a member from the team page", async () => {
+    await page.getByRole("link", { name: "Team" }).click();
+    await page.getByLabel("Invite by email").fill("bob@example.com");
+    await page.locator('select[name="role"]').selectOption("member");
+    await page.getByRole("button", { name: "Invite" }).click();
+    const link = (await page.locator(".notice code").textContent({ timeout: 20_000 })) ?? "";
+    expect(link).toMatch(/\/invitations\/accept#token=/);
+    invitePath = new URL(link).pathname + new URL(link).hash;
+    await shot("team-light");
+  }, 60_000);
+
   it("lists the team's audit log, then signs out", async () => {
     await page.getByRole("link", { name: "Audit" }).click();
     await page.locator("#audit td", { hasText: "sandbox.kill" }).first().waitFor({ timeout: 20_000 });
@@ -233,6 +289,18 @@ describe("the dashboard in Chromium", () => {
     await page.waitForURL(/\/dashboard\/sign-in/);
     const after = await page.evaluate(async () => (await fetch("/v1/auth/session")).status);
     expect(after).toBe(401);
+  }, 60_000);
+
+  it("lets the invited member join by the link; a member sees no keys or audit pages", async () => {
+    await page.goto(url(invitePath));
+    await page.getByLabel("Choose a password").fill("bob's long password");
+    await page.getByRole("button", { name: "Accept the invitation" }).click();
+    await page.waitForURL(/\/dashboard$/, { timeout: 30_000 });
+    await page.getByText("bob@example.com", { exact: false }).waitFor({ timeout: 20_000 });
+    await expect(page.getByRole("link", { name: "API keys" }).count()).resolves.toBe(0);
+    await expect(page.getByRole("link", { name: "Audit" }).count()).resolves.toBe(0);
+    const audit = await page.evaluate(async () => (await fetch("/v1/audit")).status);
+    expect(audit).toBe(403);
     expect(blocked).toEqual([]);
     expect(pageErrors).toEqual([]);
   }, 60_000);

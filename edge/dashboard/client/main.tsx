@@ -6,6 +6,7 @@
  */
 import { render, useCallback, useEffect, useState } from "hono/jsx/dom";
 import { json, type SessionInfo } from "./api.js";
+import { AcceptInvitationPage } from "./pages/accept.js";
 import { ApiKeysPage, AuditPage, TeamPage } from "./pages/admin.js";
 import { SandboxDetailPage } from "./pages/sandbox.js";
 import { SandboxesPage } from "./pages/sandboxes.js";
@@ -50,5 +51,6 @@ const root = document.getElementById("app");
 if (root) {
   const page = root.dataset.page ?? "sandboxes";
   const id = root.dataset.id ?? "";
-  render(page === "sign-in" ? <SignInPage /> : <App page={page} id={id} />, root);
+  const signedOut = page === "sign-in" ? <SignInPage /> : page === "accept" ? <AcceptInvitationPage /> : null;
+  render(signedOut ?? <App page={page} id={id} />, root);
 }

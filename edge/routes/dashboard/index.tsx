@@ -54,6 +54,8 @@ export function dashboardRouter(assets: DocsAssets | undefined): App {
   );
   app.get("/dashboard", (c) => page(c, "sandboxes", "Sandboxes"));
   app.get("/dashboard/sign-in", (c) => page(c, "sign-in", "Sign in"));
+  // The invitation link the accounts API hands out (acceptPath); the token is in the fragment.
+  app.get("/invitations/accept", (c) => page(c, "accept", "Join a team"));
   app.get("/dashboard/sandboxes/:id", (c) => page(c, "sandbox", "Sandbox", c.req.param("id")));
   app.get("/dashboard/keys", (c) => page(c, "keys", "API keys"));
   app.get("/dashboard/team", (c) => page(c, "team", "Team"));
