@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { freemem, loadavg } from "node:os";
 import { join } from "node:path";
@@ -47,12 +48,15 @@ const load = () =>
     .map((l) => l.toFixed(2))
     .join(", ");
 
-/** PSS of one process in bytes (0 if it is gone). */
-async function pss(pid: number): Promise<number> {
+/** A field of /proc/<pid>/smaps_rollup in bytes (0 if the process is gone). */
+async function rollup(pid: number, field: string): Promise<number> {
   const text = await readFile(`/proc/${pid}/smaps_rollup`, "utf8").catch(() => "");
-  const m = /^Pss:\s+(\d+) kB/m.exec(text);
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
   return m?.[1] ? Number(m[1]) * 1024 : 0;
 }
+
+/** PSS of one process in bytes (0 if it is gone). */
+const pss = (pid: number) => rollup(pid, "Pss");
 
 /** Every process in a cgroup directory and the cgroups under it. */
 async function cgroupPids(dir: string): Promise<number[]> {
@@ -96,18 +100,50 @@ interface SandboxCost {
   kernel: number;
   charged: number;
   processes: number;
+  /** Per process: its name (comm), PSS and private dirty bytes (what it alone holds). */
+  each: { name: string; pss: number; privateDirty: number }[];
 }
 
 async function sandboxCost(agent: AgentProcess, sandboxId: string): Promise<SandboxCost> {
   const dir = await memoryCgroup(agent, sandboxId);
   const pids = await cgroupPids(dir);
-  const each = await Promise.all(pids.map(pss));
+  const each = await Promise.all(
+    pids.map(async (pid) => ({
+      name: (await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "?")).trim(),
+      pss: await pss(pid),
+      privateDirty: await rollup(pid, "Private_Dirty"),
+    })),
+  );
   return {
-    pss: each.reduce((a, b) => a + b, 0),
+    pss: each.reduce((a, b) => a + b.pss, 0),
     kernel: await cgroupKernelBytes(dir),
     charged: await cgroupChargedBytes(dir),
     processes: pids.length,
+    each,
   };
+}
+
+/** "name PSS (private dirty)" per process name, medians over the sandboxes, largest first. */
+function breakdown(costs: SandboxCost[]): string {
+  const byName = new Map<string, { pss: number[]; dirty: number[] }>();
+  for (const c of costs) {
+    const sums = new Map<string, { pss: number; dirty: number }>();
+    for (const p of c.each) {
+      const s = sums.get(p.name) ?? { pss: 0, dirty: 0 };
+      sums.set(p.name, { pss: s.pss + p.pss, dirty: s.dirty + p.privateDirty });
+    }
+    for (const [name, s] of sums) {
+      const e = byName.get(name) ?? { pss: [], dirty: [] };
+      e.pss.push(s.pss);
+      e.dirty.push(s.dirty);
+      byName.set(name, e);
+    }
+  }
+  return [...byName]
+    .map(([name, e]) => ({ name, pss: summarize(e.pss).median, dirty: summarize(e.dirty).median }))
+    .sort((a, b) => b.pss - a.pss)
+    .map((e) => `${e.name} ${mib(e.pss).toFixed(1)} MiB (private dirty ${mib(e.dirty).toFixed(1)})`)
+    .join(", ");
 }
 
 /** IPv4 networks routed on this host (/proc/net/route), to pick a free slot range. */
@@ -201,8 +237,9 @@ async function perSandbox(runtime: string, notes: string[]): Promise<BenchRow[]>
     const availDrop = (availBefore - freemem()) / SAMPLE;
     const total = costs.map((c) => mib(c.pss + (Number.isNaN(c.kernel) ? 0 : c.kernel) + agentShare));
     const label = `${runtime}: one idle sandbox`;
+    const floor = runtime === "namespace" ? mib(await bareNodePss()) : undefined;
     notes.push(
-      `${runtime}: ${SAMPLE} idle sandboxes, ${summarize(costs.map((c) => c.processes)).median} processes each; load average ${load()}.`,
+      `${runtime}: ${SAMPLE} idle sandboxes, ${summarize(costs.map((c) => c.processes)).median} processes each; PSS by process: ${breakdown(costs)}; load average ${load()}.`,
     );
     return [
       {
@@ -211,7 +248,19 @@ async function perSandbox(runtime: string, notes: string[]): Promise<BenchRow[]>
         value: summarize(total).median,
         n: SAMPLE,
         goal: runtime === "namespace" ? "≤ 20 MiB" : undefined,
+        ...(floor !== undefined
+          ? { ratio: { value: summarize(total).median / floor, against: "an idle bare node" } }
+          : {}),
       },
+      ...(floor !== undefined
+        ? [
+            {
+              name: "floor: PSS of an idle bare node process (same run; envd is a Node program)",
+              unit: "MiB",
+              value: floor,
+            },
+          ]
+        : []),
       {
         name: `${label}: PSS of its processes ${spread(costs.map((c) => mib(c.pss)))}`,
         unit: "MiB",
@@ -239,6 +288,20 @@ async function perSandbox(runtime: string, notes: string[]): Promise<BenchRow[]>
     ];
   } finally {
     await agent.stop();
+  }
+}
+
+/**
+ * The floor of a namespace sandbox's memory: an idle bare Node process (envd is a Node program) on this
+ * host, started and measured the same way, in the same run.
+ */
+async function bareNodePss(): Promise<number> {
+  const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+  try {
+    await new Promise((r) => setTimeout(r, 2_000));
+    return await pss(child.pid ?? 0);
+  } finally {
+    child.kill("SIGKILL");
   }
 }
 
