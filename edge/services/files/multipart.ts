@@ -151,33 +151,21 @@ export async function* readMultipart(
       buf = buf.subarray(headerEnd + 4);
       let partDone = false;
       let failure: unknown;
-      // Bytes of this part known to be data but held back with the previous chunk's tail; they are
-      // joined to the next segment, so a file part comes out as one segment per network chunk rather
-      // than each chunk plus a sliver of a few dozen bytes (every sliver cost a write, a chunk frame
-      // and a packet in each process downstream).
-      let carried: Uint8Array = new Uint8Array(0);
-      const withCarried = (data: Uint8Array): Uint8Array => {
-        if (carried.length === 0) return data;
-        const out = concat(carried, data);
-        carried = new Uint8Array(0);
-        return out;
-      };
-      // Returns the next bytes of this part, or null at its end. A tail shorter than the delimiter is
-      // joined with the start of the next chunk to look for a delimiter that straddles the two.
+      // Returns the next bytes of this part, or null at its end. A network chunk is passed on whole
+      // (a view, never a copy) once the next chunk shows that no delimiter starts in its last bytes
+      // and ends in the next one; so a file part comes out as one segment per network chunk, with
+      // no sliver of a held-back tail (each sliver cost a write, a chunk frame and a packet in every
+      // process downstream) and no copy of every chunk to join such a tail to it (a copy, and
+      // garbage, of the whole file: the largest cost left in the edge's multipart upload).
+      const overlap = delimiterLength - 1;
       const readSegment = async (): Promise<Uint8Array | null> => {
         for (;;) {
           const at = indexOfPattern(buf, delimiter, 0);
           if (at !== -1) {
-            const data = withCarried(buf.subarray(0, at));
+            const data = buf.subarray(0, at);
             buf = buf.subarray(at + delimiterLength);
             partDone = true;
             return data.length > 0 ? data : null;
-          }
-          const safe = buf.length - (delimiterLength - 1);
-          if (safe > 0) {
-            const data = withCarried(buf.subarray(0, safe));
-            buf = buf.subarray(safe);
-            return data;
           }
           const next = await reader.read();
           if (next.done) {
@@ -185,21 +173,30 @@ export async function* readMultipart(
             throw new MultipartError("the multipart body ends inside a part");
           }
           const chunk = next.value;
-          if (chunk.length < delimiterLength - 1) {
+          if (chunk.length < overlap || buf.length < overlap) {
+            // A short piece on either side: pass on what cannot hold the start of a delimiter, and
+            // join the rest (at most a delimiter's length of it, plus the new piece) to search again.
+            if (buf.length > overlap) {
+              const data = buf.subarray(0, buf.length - overlap);
+              buf = concat(buf.subarray(buf.length - overlap), chunk);
+              return data;
+            }
             buf = concat(buf, chunk);
             continue;
           }
-          const bridge = concat(buf, chunk.subarray(0, delimiterLength - 1));
+          const tailStart = buf.length - overlap;
+          const bridge = concat(buf.subarray(tailStart), chunk.subarray(0, overlap));
           const inBridge = indexOfPattern(bridge, delimiter, 0);
           if (inBridge !== -1) {
-            buf = chunk.subarray(inBridge + delimiterLength - buf.length);
+            // The delimiter starts in this chunk's tail and ends in the next one.
+            const data = buf.subarray(0, tailStart + inBridge);
+            buf = chunk.subarray(inBridge + delimiterLength - overlap);
             partDone = true;
-            const data = withCarried(bridge.subarray(0, inBridge));
             return data.length > 0 ? data : null;
           }
-          // No delimiter starts in the tail, so all of it is data: carry it into the next segment.
-          if (buf.length > 0) carried = concat(carried, buf);
+          const data = buf;
           buf = chunk;
+          if (data.length > 0) return data;
         }
       };
       const partBody = new ReadableStream<Uint8Array>(
