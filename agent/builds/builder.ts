@@ -113,6 +113,11 @@ interface BuildState {
   user: string;
 }
 
+/** What the cache keeps per step key: the state after it, and the key of the layer of its files ("": the base's). */
+interface CacheEntry extends BuildState {
+  layerKey: string;
+}
+
 export class TemplateBuilder {
   readonly #deps: TemplateBuilderDeps;
   readonly records: BuildRecords;
@@ -127,10 +132,6 @@ export class TemplateBuilder {
 
   #now(): number {
     return this.#deps.now?.() ?? Date.now();
-  }
-
-  #cacheDir(key: string): string {
-    return join(this.#deps.layout.stateRoot, "builds", "cache", key);
   }
 
   /**
@@ -244,7 +245,6 @@ export class TemplateBuilder {
     const keys = stepKeys(`${input.fromTemplate}@${baseVersion}`, steps);
     const lastKey = keys.at(-1) ?? sha256(`wrenn-template-build-empty\0${input.fromTemplate}@${baseVersion}`);
     const versionKey = sha256(`${lastKey}\0${input.startCmd}\0${input.readyCmd}`).slice(0, 16);
-    const forced = input.force || steps.some((s) => s.force);
     log(
       "info",
       `building ${input.template} from ${input.fromTemplate} (version ${baseVersion}), ${steps.length} steps`,
@@ -252,23 +252,34 @@ export class TemplateBuilder {
     let sandboxId: string | undefined;
     let failedStep = -1;
     try {
-      const cacheDir = this.#cacheDir(lastKey);
-      let state: BuildState | undefined;
-      let layer: string;
-      if (!forced && (await exists(join(cacheDir, "state.json")))) {
-        state = JSON.parse(await readFile(join(cacheDir, "state.json"), "utf8")) as BuildState;
-        for (const [i, s] of steps.entries()) log("info", `CACHED step ${i}: ${describeStep(s)}`);
-        record.cachedSteps = steps.map((_, i) => i);
-        layer = join(cacheDir, "layer");
-      } else {
-        if (forced) log("info", "the cache is skipped (force)");
+      // The longest run of steps the cache holds, up to the first forced one.
+      const firstForced = input.force ? 0 : steps.findIndex((s) => s.force);
+      const usable = firstForced === -1 ? steps.length : firstForced;
+      let cached = -1;
+      let entry: CacheEntry | undefined;
+      for (let i = 0; i < usable; i++) {
+        const e = await this.#readEntry(keys[i] as string);
+        if (!e) break;
+        cached = i;
+        entry = e;
+      }
+      if (usable < steps.length) log("info", `the cache is skipped from step ${usable} on (force)`);
+      for (let i = 0; i <= cached; i++) log("info", `CACHED step ${i}: ${describeStep(steps[i] as BuildStep)}`);
+      record.cachedSteps = Array.from({ length: cached + 1 }, (_, i) => i);
+      const state: BuildState = entry
+        ? { env: { ...entry.env }, workdir: entry.workdir, user: entry.user }
+        : {
+            env: { ...base.env },
+            workdir: typeof base.workdir === "string" ? base.workdir : "/home/user",
+            user: typeof base.defaultUser === "string" ? base.defaultUser : "user",
+          };
+      let layerKey = entry?.layerKey ?? "";
+      if (cached < steps.length - 1) {
         sandboxId = randomBytes(10).toString("hex");
-        state = {
-          env: { ...base.env },
-          workdir: (base as Partial<BuiltManifest>).workdir ?? "/home/user",
-          user: (base as Partial<BuiltManifest>).defaultUser ?? "user",
-        };
-        log("info", `starting the build sandbox ${sandboxId}`);
+        log(
+          "info",
+          `starting the build sandbox ${sandboxId}${layerKey ? ` on the cached files of step ${cached}` : ""}`,
+        );
         await this.#deps.manager.create({
           sandboxId,
           template: input.fromTemplate,
@@ -286,39 +297,27 @@ export class TemplateBuilder {
             denyOut: ["0.0.0.0/0"],
           },
           noWait: false,
+          // The base version the keys name (its manifest gives its real tree), never a newer one.
+          ...(layerKey ? { layer: { dir: this.#layerDir(layerKey), templateTree: base.rootfsTree } } : {}),
         });
-        for (const [i, step] of steps.entries()) {
+        for (let i = cached + 1; i < steps.length; i++) {
+          const step = steps[i] as BuildStep;
+          const key = keys[i] as string;
           failedStep = i;
           log("info", `step ${i}: ${describeStep(step)}`);
           await this.#runStep(sandboxId, i, step, state, input, log);
+          // Steps that may change files leave a layer in the cache; ENV and USER only state.
+          if (step.type === "RUN" || step.type === "COPY" || step.type === "WORKDIR") {
+            await this.#saveLayer(sandboxId, input, base, key, i);
+            layerKey = key;
+          }
+          await this.#writeEntry(key, { ...state, layerKey });
         }
         failedStep = -1;
-        await this.#sh(sandboxId, "sync", [], "root");
-        log("info", "saving the build sandbox's files");
-        const snapshotId = `${BUILD_SNAPSHOT_PREFIX}${sha256(input.buildId).slice(0, 24)}`;
-        const { snapshot } = await this.#deps.manager.createSnapshot(sandboxId, snapshotId);
-        // The layer lies over the tree the sandbox started on; the cache key names the version read at
-        // the start. A base rebuilt in between (npm run image -- build) would not match: the build fails.
-        const treeVersion = await readFile(join(dirname(snapshot.templateTree), "manifest.json"), "utf8")
-          .then((t) => (JSON.parse(t) as { key?: string }).key)
-          .catch(() => undefined);
-        if (treeVersion !== base.key) {
-          await this.#deps.manager.deleteSnapshot(snapshotId).catch(() => undefined);
-          throw new Error(`template ${input.fromTemplate} changed during the build; start it again`);
-        }
-        const files = join(this.#deps.layout.savedSnapshotDir(snapshotId), "files");
-        const staged = join(this.#deps.layout.stateRoot, "builds", "cache", `.staging-${lastKey}-${process.pid}`);
-        await rm(staged, { recursive: true, force: true });
-        await mkdir(staged, { recursive: true, mode: 0o700 });
-        await rename(files, join(staged, "layer"));
-        await this.#deps.manager.deleteSnapshot(snapshotId);
-        await writeFile(join(staged, "state.json"), JSON.stringify(state));
-        await rm(cacheDir, { recursive: true, force: true });
-        await rename(staged, cacheDir);
-        layer = join(cacheDir, "layer");
         await this.#deps.manager.destroy(sandboxId).catch(() => undefined);
         sandboxId = undefined;
       }
+      const layer = layerKey ? this.#layerDir(layerKey) : await this.#emptyLayer();
       const version = await this.#commit(input, base, state, layer, versionKey, keys, log);
       log(
         "info",
@@ -338,6 +337,64 @@ export class TemplateBuilder {
       );
     } finally {
       if (sandboxId) await this.#deps.manager.destroy(sandboxId).catch(() => undefined);
+    }
+  }
+
+  #layerDir(key: string): string {
+    return join(this.#cacheRoot(), "layers", key);
+  }
+
+  #cacheRoot(): string {
+    return join(this.#deps.layout.stateRoot, "builds", "cache");
+  }
+
+  async #emptyLayer(): Promise<string> {
+    const dir = join(this.#cacheRoot(), "empty");
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return dir;
+  }
+
+  async #readEntry(key: string): Promise<CacheEntry | undefined> {
+    try {
+      const e = JSON.parse(await readFile(join(this.#cacheRoot(), "steps", `${key}.json`), "utf8")) as CacheEntry;
+      if (e.layerKey && !(await exists(this.#layerDir(e.layerKey)))) return undefined;
+      return e;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #writeEntry(key: string, entry: CacheEntry): Promise<void> {
+    const dir = join(this.#cacheRoot(), "steps");
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(join(dir, `${key}.json.tmp`), JSON.stringify(entry));
+    await rename(join(dir, `${key}.json.tmp`), join(dir, `${key}.json`));
+  }
+
+  /**
+   * Copies the build sandbox's writable layer (everything it changed since the base, owners as guest
+   * ids) into the cache under `key`, through a files-only snapshot that lives only for the copy.
+   */
+  async #saveLayer(sandboxId: string, input: StartBuildInput, base: ImageManifestLike, key: string, step: number) {
+    const { manager, layout } = this.#deps;
+    await this.#sh(sandboxId, "sync", [], "root");
+    const snapshotId = `${BUILD_SNAPSHOT_PREFIX}${sha256(input.buildId).slice(0, 24)}-${step + 1}`;
+    const { snapshot } = await manager.createSnapshot(sandboxId, snapshotId);
+    try {
+      // The layer lies over the tree the sandbox started on; the keys name the version read at the
+      // start. A base rebuilt in between (npm run image -- build) would not match: the build fails.
+      const treeVersion = await readFile(join(dirname(snapshot.templateTree), "manifest.json"), "utf8")
+        .then((t) => (JSON.parse(t) as { key?: string }).key)
+        .catch(() => undefined);
+      if (treeVersion !== base.key) {
+        throw new Error(`template ${input.fromTemplate} changed during the build; start it again`);
+      }
+      const target = this.#layerDir(key);
+      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+      await rm(target, { recursive: true, force: true });
+      await rename(join(layout.savedSnapshotDir(snapshotId), "files"), target);
+    } finally {
+      await manager.deleteSnapshot(snapshotId).catch(() => undefined);
     }
   }
 

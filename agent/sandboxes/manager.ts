@@ -256,7 +256,7 @@ export class SandboxManager {
       const record = newRecord(input, this.#deps.runtime.name, this.#deps.clock.now());
       if (fromSnapshot) {
         // Checked again here, with no await since: a DeleteSnapshot from now on counts this sandbox.
-        if (!this.#snapshots.get(fromSnapshot.id)) throw snapshotNotFound(fromSnapshot.id);
+        if (fromSnapshot.id && !this.#snapshots.get(fromSnapshot.id)) throw snapshotNotFound(fromSnapshot.id);
         record.fromSnapshot = fromSnapshot.record;
       }
       const live: LiveSandbox = { record, slot: undefined, envd: undefined };
@@ -706,6 +706,11 @@ export class SandboxManager {
     };
   }> {
     const id = request.snapshotId;
+    if (!id && request.layer) {
+      // A template build's cached layer: files over a tree, like a files-only snapshot that is no snapshot.
+      const { dir, templateTree } = request.layer;
+      return { input: request, fromSnapshot: { id: "", record: { id: "", layer: dir, templateTree } } };
+    }
     if (!id) return { input: request };
     const snapshot = this.#snapshots.get(id);
     if (!snapshot) throw snapshotNotFound(id);

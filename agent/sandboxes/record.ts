@@ -106,6 +106,11 @@ export interface CreateInput {
   noWait: boolean;
   /** Start from this saved snapshot (validated and resolved by the manager). */
   snapshotId?: string;
+  /**
+   * Agent-internal (never from the wire): start on these files (a layer with owners as guest ids, as a
+   * files-only snapshot keeps them) over this template tree; a template build resumes from its cache so.
+   */
+  layer?: { dir: string; templateTree: string };
 }
 
 /** The record of a sandbox about to start on `runtime`, created at `now` (epoch ms). */

@@ -173,6 +173,27 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
     expect(failed.logEntries.map((e) => e.message)).toContain("about to fail");
     const manifest = JSON.parse(await readFile(join(imagesDir, built, "manifest.json"), "utf8")) as { key: string };
     expect(manifest.key).toBe(first.version);
+    // It took the first five steps from the cache and ran only the sixth.
+    expect(failed.cachedSteps).toEqual([0, 1, 2, 3, 4]);
+
+    // A build that adds a step resumes on the cached files of the steps before it.
+    const extended = await build(`b6-${built}`, {
+      steps: [...steps(), { type: "RUN", args: ['echo "extra $MODE" > extra.txt'] }],
+      startCmd: "",
+      readyCmd: "",
+    });
+    expect(extended.status, extended.lines.join("\n")).toBe("ready");
+    expect(extended.cachedSteps).toEqual([0, 1, 2, 3, 4]);
+    expect(extended.version).not.toBe(first.version);
+    const fromExtended = newSandboxId();
+    await c.createSandbox({ sandboxId: fromExtended, template: built });
+    expect(
+      await sh(
+        fromExtended,
+        "cat built.txt extra.txt /home/user/app/hello.txt; test -e /opt/root-made && echo root-made; test -e /etc/issue.net || echo issue-net-gone",
+      ),
+    ).toMatchObject({ out: "hi there\n/home/user/work\nuser\nextra test\nhello from copy\nroot-made\nissue-net-gone" });
+    await c.destroySandbox({ sandboxId: fromExtended });
 
     // Bad requests answer INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION.
     expect(
