@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { lstat, mkdir, readFile, realpath, rename, rm, unlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, realpath, rename, rm, unlink, utimes, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { Exec } from "../exec.js";
@@ -96,6 +96,8 @@ const STEP_TIMEOUT_SEC = 3600;
 /** The build sandbox lives at most this long (a build never runs longer). */
 const BUILD_SANDBOX_TIMEOUT_SEC = 6 * 3600;
 const SHELL = "/bin/bash";
+/** A cached step no build used for this long is removed. */
+const CACHE_TTL_MS = 7 * 24 * 3600_000;
 const sha256 = (data: string | Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 class StepFailed extends Error {
@@ -141,6 +143,7 @@ export class TemplateBuilder {
    */
   async load(): Promise<void> {
     await this.records.load(this.#now());
+    await this.pruneCache().catch((err) => this.#deps.logger.warn("could not prune the build cache", { err }));
     const { manager } = this.#deps;
     for (const s of manager.list().sandboxes) {
       if (s.status !== "stopped" && s.metadata[BUILD_METADATA] !== undefined) {
@@ -207,6 +210,8 @@ export class TemplateBuilder {
     this.#running.set(input.buildId, run);
     void run.finally(() => {
       this.#running.delete(input.buildId);
+      void this.pruneCache().catch((err) => this.#deps.logger.warn("could not prune the build cache", { err }));
+      void this.records.prune(this.#now());
       if (this.#templateChains.get(input.template) === run) this.#templateChains.delete(input.template);
     });
   }
@@ -356,11 +361,46 @@ export class TemplateBuilder {
 
   async #readEntry(key: string): Promise<CacheEntry | undefined> {
     try {
-      const e = JSON.parse(await readFile(join(this.#cacheRoot(), "steps", `${key}.json`), "utf8")) as CacheEntry;
+      const path = join(this.#cacheRoot(), "steps", `${key}.json`);
+      const e = JSON.parse(await readFile(path, "utf8")) as CacheEntry;
       if (e.layerKey && !(await exists(this.#layerDir(e.layerKey)))) return undefined;
+      // Used now: the cache keeps what builds use (pruneCache goes by these times).
+      const now = new Date(this.#now());
+      await utimes(path, now, now).catch(() => undefined);
+      if (e.layerKey) await utimes(this.#layerDir(e.layerKey), now, now).catch(() => undefined);
       return e;
     } catch {
       return undefined;
+    }
+  }
+
+  /**
+   * Removes the cache's step entries no build used for CACHE_TTL_MS, and layers no entry names that are
+   * as old. Runs after each build and at start; a build that reads an entry refreshes its time first.
+   */
+  async pruneCache(): Promise<void> {
+    const now = this.#now();
+    const stepsDir = join(this.#cacheRoot(), "steps");
+    const named = new Set<string>();
+    for (const name of await readdir(stepsDir).catch(() => [] as string[])) {
+      const path = join(stepsDir, name);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st) continue;
+      if (now - st.mtimeMs > CACHE_TTL_MS || !name.endsWith(".json")) {
+        await rm(path, { force: true });
+        continue;
+      }
+      const layerKey = await readFile(path, "utf8")
+        .then((t) => (JSON.parse(t) as CacheEntry).layerKey)
+        .catch(() => "");
+      if (layerKey) named.add(layerKey);
+    }
+    const layersDir = join(this.#cacheRoot(), "layers");
+    for (const name of await readdir(layersDir).catch(() => [] as string[])) {
+      const st = await lstat(join(layersDir, name)).catch(() => undefined);
+      if (st && !named.has(name) && now - st.mtimeMs > CACHE_TTL_MS) {
+        await rm(join(layersDir, name), { recursive: true, force: true });
+      }
     }
   }
 
