@@ -17,7 +17,7 @@ import { wrennTemplate } from "../e2b/mapping.js";
 import { BadRequestError, ConflictError, ServiceError } from "../errors.js";
 import { agentFor } from "../hosts/target.js";
 import { pickHost } from "../scheduler/pick-host.js";
-import { readFiles } from "./files.js";
+import { readFiles, sha256HexOf } from "./files.js";
 import {
   findVisibleTemplate,
   loadOwnBuild,
@@ -143,7 +143,16 @@ export async function startBuild(
   const template = await loadOwnTemplate(ctx, build.templateId);
   if (build.status !== "waiting") throw new ConflictError(`build ${buildId} was started already (${build.status})`);
   const base = await resolveBase(ctx, spec, template);
-  const files = await readFiles(ctx, ctx.principal.teamId, filesHashes(spec));
+  const stored = await readFiles(ctx, ctx.principal.teamId, filesHashes(spec));
+  // The agent keys archives by the sha256 of their bytes (and checks it). E2B's files hash covers the
+  // COPY line and the files rather than the tar, so each archive is re-keyed by its own digest here.
+  const byContent = new Map<string, string>();
+  const files: Record<string, Uint8Array> = {};
+  for (const [hash, content] of Object.entries(stored)) {
+    const digest = await sha256HexOf(new Uint8Array(content));
+    byContent.set(hash, digest);
+    files[digest] = content;
+  }
   const total = Object.values(files).reduce((n, f) => n + f.length, 0);
   // The archives travel inline in one agent request, which the agent bounds.
   const room = agentMessageLimits.writeMaxBytes - 1024 ** 2;
@@ -155,7 +164,7 @@ export async function startBuild(
   }
   const host = await pickHost(ctx, { template: base.placeOn, vcpus: build.vcpus, memoryMb: build.memoryMb });
   const now = ctx.now();
-  const stored = {
+  const kept = {
     ...spec,
     ...(spec.fromImageRegistry
       ? { fromImageRegistry: { username: spec.fromImageRegistry.username, password: "" } }
@@ -166,7 +175,7 @@ export async function startBuild(
     .set({
       status: "building",
       hostId: host.id,
-      spec: stored as unknown as Record<string, unknown>,
+      spec: kept as unknown as Record<string, unknown>,
       startedAt: now,
       updatedAt: now,
     })
@@ -182,7 +191,12 @@ export async function startBuild(
       fromImage: spec.fromImage ?? "",
       fromImageUsername: spec.fromImageRegistry?.username ?? "",
       fromImagePassword: spec.fromImageRegistry?.password ?? "",
-      steps: spec.steps.map((s) => ({ type: s.type, args: s.args, force: s.force, filesHash: s.filesHash ?? "" })),
+      steps: spec.steps.map((s) => ({
+        type: s.type,
+        args: s.args,
+        force: s.force,
+        filesHash: s.filesHash ? (byContent.get(s.filesHash) ?? s.filesHash) : "",
+      })),
       startCmd: spec.startCmd ?? "",
       readyCmd: spec.readyCmd ?? "",
       force: spec.force,
