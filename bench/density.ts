@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { readdir, readFile } from "node:fs/promises";
+import { access, readdir, readFile } from "node:fs/promises";
 import { freemem, loadavg } from "node:os";
 import { join } from "node:path";
 import { IMAGES_ROOT } from "../test/helpers/agent-fixtures.js";
@@ -21,14 +21,15 @@ import { type Benchmark, type BenchRow, summarize } from "./stats.js";
  *
  * Knobs: WRENN_BENCH_DENSITY_SAMPLE (default 5: sandboxes per runtime for the per-sandbox cost),
  * WRENN_BENCH_DENSITY_MAX (default 300: the ramp's cap), WRENN_BENCH_DENSITY_STEP (default: a tenth of
- * the cap, at least 5), WRENN_BENCH_DENSITY_RUNTIMES (default "namespace,gvisor").
+ * the cap, at least 5), WRENN_BENCH_DENSITY_RUNTIMES (default "namespace,gvisor,qemu"; QEMU runs under TCG
+ * here and has no cgroup of its own: its figure is the PSS of the QEMU process and its children).
  */
 
 const TEMPLATE = process.env.WRENN_BENCH_TEMPLATE ?? "minimal";
 const SAMPLE = Number(process.env.WRENN_BENCH_DENSITY_SAMPLE ?? "5");
 const CAP = Number(process.env.WRENN_BENCH_DENSITY_MAX ?? "300");
 const STEP = Number(process.env.WRENN_BENCH_DENSITY_STEP ?? String(Math.max(5, Math.round(CAP / 10))));
-const RUNTIMES = (process.env.WRENN_BENCH_DENSITY_RUNTIMES ?? "namespace,gvisor").split(",");
+const RUNTIMES = (process.env.WRENN_BENCH_DENSITY_RUNTIMES ?? "namespace,gvisor,qemu").split(",");
 for (const [name, v] of [
   ["WRENN_BENCH_DENSITY_SAMPLE", SAMPLE],
   ["WRENN_BENCH_DENSITY_MAX", CAP],
@@ -85,14 +86,35 @@ async function cgroupChargedBytes(dir: string): Promise<number> {
   return Number((await readFile(join(dir, "memory.current"), "utf8").catch(() => "NaN")).trim());
 }
 
-/** The sandbox's memory cgroup, from its state file (the runtime's handle keeps its cgroups). */
-async function memoryCgroup(agent: AgentProcess, sandboxId: string): Promise<string> {
-  const state = JSON.parse(await readFile(join(agent.stateDir, "sandboxes", sandboxId, "state.json"), "utf8")) as {
-    handle?: { data?: { cgroups?: { memory?: string } } };
-  };
-  const dir = state.handle?.data?.cgroups?.memory;
-  if (!dir) throw new Error(`no memory cgroup in the state of ${sandboxId}`);
-  return dir;
+interface GuestState {
+  handle?: { pid?: number; data?: { cgroups?: { memory?: string } } };
+}
+
+/**
+ * Where the sandbox's processes are, from its state file: its memory cgroup (namespace, gVisor), or
+ * for a VM (QEMU, which has no cgroup of its own) its process and that process's descendants.
+ */
+async function guestProcesses(agent: AgentProcess, sandboxId: string): Promise<{ cgroup?: string; pids: number[] }> {
+  const state = JSON.parse(
+    await readFile(join(agent.stateDir, "sandboxes", sandboxId, "state.json"), "utf8"),
+  ) as GuestState;
+  const cgroup = state.handle?.data?.cgroups?.memory;
+  if (cgroup) return { cgroup, pids: await cgroupPids(cgroup) };
+  const root = state.handle?.pid;
+  if (!root) throw new Error(`no cgroup and no process in the state of ${sandboxId}`);
+  const parents = new Map<number, number>();
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
+    // The parent's PID is the second field after the command's closing parenthesis.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid) parents.set(Number(name), ppid);
+  }
+  const pids = [root];
+  for (let i = 0; i < pids.length; i++) {
+    for (const [pid, ppid] of parents) if (ppid === pids[i]) pids.push(pid);
+  }
+  return { pids };
 }
 
 interface SandboxCost {
@@ -105,8 +127,7 @@ interface SandboxCost {
 }
 
 async function sandboxCost(agent: AgentProcess, sandboxId: string): Promise<SandboxCost> {
-  const dir = await memoryCgroup(agent, sandboxId);
-  const pids = await cgroupPids(dir);
+  const { cgroup: dir, pids } = await guestProcesses(agent, sandboxId);
   const each = await Promise.all(
     pids.map(async (pid) => ({
       name: (await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "?")).trim(),
@@ -116,8 +137,8 @@ async function sandboxCost(agent: AgentProcess, sandboxId: string): Promise<Sand
   );
   return {
     pss: each.reduce((a, b) => a + b.pss, 0),
-    kernel: await cgroupKernelBytes(dir),
-    charged: await cgroupChargedBytes(dir),
+    kernel: dir ? await cgroupKernelBytes(dir) : Number.NaN,
+    charged: dir ? await cgroupChargedBytes(dir) : Number.NaN,
     processes: pids.length,
     each,
   };
@@ -186,7 +207,7 @@ function newId(tag: string, i: number): string {
 
 async function startAgent(runtime: string, sandboxes: number): Promise<AgentProcess> {
   return startAgentProcess({
-    runtime: runtime as "namespace" | "gvisor",
+    runtime: runtime as "namespace" | "gvisor" | "qemu",
     namespaceOnly: true,
     rootDir: IMAGES_ROOT,
     netCidr: await slotRange(sandboxes),
@@ -397,11 +418,31 @@ export const benchmark: Benchmark = {
         notes.push("gvisor skipped: runsc missing or its probe sandbox did not start");
         continue;
       }
-      if (runtime !== "namespace" && runtime !== "gvisor") {
-        notes.push(`${runtime}: not measured by this bench (namespace and gvisor only for now).`);
-        continue;
+      if (runtime === "qemu") {
+        const image = join(IMAGES_ROOT, "images", TEMPLATE, "rootfs.ext4");
+        const kernel = join(IMAGES_ROOT, "kernels", "current", "vmlinux");
+        const have = await Promise.all(
+          [image, kernel].map((f) =>
+            access(f).then(
+              () => true,
+              () => false,
+            ),
+          ),
+        );
+        if (!have.every(Boolean)) {
+          notes.push("qemu skipped: no rootfs.ext4 or kernel in the images root");
+          continue;
+        }
+      } else if (runtime !== "namespace" && runtime !== "gvisor") {
+        throw new Error(`unknown runtime ${runtime}`);
       }
-      rows.push(...(await perSandbox(runtime, notes)));
+      try {
+        rows.push(...(await perSandbox(runtime, notes)));
+      } catch (err) {
+        // QEMU under TCG on a loaded host may not boot within the agent's envd timeout: say so, and go on.
+        if (runtime !== "qemu") throw err;
+        notes.push(`qemu not measured: ${(err as Error).message.slice(0, 300)}`);
+      }
     }
     if (RUNTIMES.includes("namespace")) rows.push(...(await ramp(notes)));
     notes.push(`Load average at the end: ${load()}.`);
