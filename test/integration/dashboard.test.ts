@@ -105,6 +105,17 @@ describe("the dashboard in Chromium", () => {
   it("sends a browser at / to the sign-in page; the first sign-up lands on the sandboxes list", async () => {
     await page.goto(url("/"));
     await page.waitForURL(/\/dashboard\/sign-in/, { timeout: 20_000 });
+    await page.getByLabel("Email").waitFor();
+    // Time to the first rendered form and the bytes the page loaded (for docs/dashboard.md).
+    const timing = await page.evaluate(() => {
+      const nav = performance.getEntriesByType("navigation")[0] as PerformanceNavigationTiming;
+      const loaded = performance.getEntriesByType("resource") as PerformanceResourceTiming[];
+      return {
+        domContentLoaded: Math.round(nav.domContentLoadedEventEnd),
+        bytes: loaded.map((r) => [r.name, r.encodedBodySize]),
+      };
+    });
+    console.log(`dashboard sign-in page: ${JSON.stringify(timing)}`);
     await page.getByLabel("Email").fill(email);
     await page.getByLabel("Password").fill(password);
     await shot("sign-in-light");
@@ -158,6 +169,11 @@ describe("the dashboard in Chromium", () => {
     await page.emulateMedia({ colorScheme: "dark" });
     await shot("sandboxes-dark");
     await page.emulateMedia({ colorScheme: "light" });
+    // A phone's width: the page itself must not scroll sideways (wide tables scroll in their box).
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot("sandboxes-phone");
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await page.setViewportSize({ width: 1280, height: 800 });
   }, 90_000);
 
   it("opens the sandbox: lists its files, uploads one, draws the CPU chart, kills it from the page", async () => {

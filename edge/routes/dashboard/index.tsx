@@ -20,6 +20,8 @@ function Shell({ page, id, title }: { page: string; id?: string; title: string }
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="color-scheme" content="light dark" />
         <title>{`${title} · Wrenn`}</title>
+        {/* No favicon request (it would be a 404 on every page). */}
+        <link rel="icon" href="data:," />
         <link rel="stylesheet" href="/dashboard/assets/app.css" />
         <script type="module" src="/dashboard/assets/app.js" />
       </head>
