@@ -75,5 +75,9 @@ export const registerExec = (app: App) =>
     if (callbackUrl !== undefined) {
       throw new BadRequestError("callbackUrl needs background: true", { callbackUrl: "without background" });
     }
-    return c.json(await execCommand(c.get("team"), id, input), 200);
+    // The service returns the answer's JSON as bytes (an ExecResult with up to 16 MiB per stream, not
+    // built through one large string and JSON.stringify: issue 23). zod-openapi types a JSON answer
+    // as c.json()'s; this one is the same document, already serialised.
+    const json = await execCommand(c.get("team"), id, input);
+    return c.body(json, 200, { "content-type": "application/json" }) as never;
   });

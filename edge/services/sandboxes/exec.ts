@@ -1,6 +1,7 @@
 import { agentErrorToServiceError } from "../../clients/agent.js";
 import type { TeamContext } from "../context.js";
 import { ServiceError } from "../errors.js";
+import { type ExecOutput, execResultJson } from "./exec-json.js";
 import { loadRunningSandbox } from "./load.js";
 
 /** Input of `execCommand`. */
@@ -16,7 +17,10 @@ export interface ExecInput {
   stdin?: string;
 }
 
-/** A finished command. Output is text when both streams are valid UTF-8, else both are base64. */
+/**
+ * A finished command, as the answer's JSON has it (built by `execResultJson`). Output is text when
+ * both streams are valid UTF-8, else both are base64.
+ */
 export interface ExecResult {
   stdout: string;
   stderr: string;
@@ -100,28 +104,9 @@ export function toBase64Portable(bytes: Uint8Array): string {
   return asciiDecoder.decode(out);
 }
 
-/** Input bytes encoded per turn of the event loop (a multiple of 3, so the pieces join into one encoding). */
-export const base64SliceBytes = 3 * 64 * 1024;
-
-/**
- * `toBase64` in slices, yielding to the event loop between them, so encoding a large output (up to
- * 16 MiB per stream) never holds the loop for more than one slice: other requests keep being served.
- */
-export async function toBase64Yielding(bytes: Uint8Array): Promise<string> {
-  if (bytes.length <= base64SliceBytes) return toBase64(bytes);
-  // `+=` makes a rope of the slices in constant time; copying them into one flat string here would
-  // be one more pass over the whole output in a single turn (it is flattened once, when serialised).
-  let encoded = "";
-  for (let at = 0; at < bytes.length; at += base64SliceBytes) {
-    if (at > 0) await new Promise<void>((resolve) => setTimeout(resolve, 0));
-    encoded += toBase64(bytes.subarray(at, at + base64SliceBytes));
-  }
-  return encoded;
-}
-
 /**
  * Unary exec calls one edge process runs at once. Each holds a command's whole output (up to 16 MiB
- * per stream, then its base64) until it answers, so the cap bounds the memory exec can take; calls
+ * per stream, then its JSON answer) until it answers, so the cap bounds the memory exec can take; calls
  * over it are refused at once with RATE_LIMITED rather than queued. Per process (per isolate on
  * Workers): it protects the process, not the fleet; team quotas do that.
  */
@@ -135,8 +120,15 @@ export function commandLine(input: { cmd: string; args?: string[] }): { cmd: str
     : { cmd: input.cmd, args: input.args };
 }
 
-/** Runs a command in a running sandbox and returns its collected output. */
-export async function execCommand(ctx: TeamContext, sandboxId: string, input: ExecInput): Promise<ExecResult> {
+/**
+ * Runs a command in a running sandbox and returns its collected output as the JSON of an
+ * {@link ExecResult} (UTF-8 bytes, built without a string of the whole output: see exec-json.ts).
+ */
+export async function execCommand(
+  ctx: TeamContext,
+  sandboxId: string,
+  input: ExecInput,
+): Promise<Uint8Array<ArrayBuffer>> {
   if (execsRunning >= maxConcurrentExecs) {
     throw new ServiceError(
       "RATE_LIMITED",
@@ -146,13 +138,14 @@ export async function execCommand(ctx: TeamContext, sandboxId: string, input: Ex
   }
   execsRunning++;
   try {
-    return await runExec(ctx, sandboxId, input);
+    // The answer is built under the cap too: it is the largest copy of the output.
+    return await execResultJson(await runExec(ctx, sandboxId, input));
   } finally {
     execsRunning--;
   }
 }
 
-async function runExec(ctx: TeamContext, sandboxId: string, input: ExecInput): Promise<ExecResult> {
+async function runExec(ctx: TeamContext, sandboxId: string, input: ExecInput): Promise<ExecOutput> {
   const { agent } = await loadRunningSandbox(ctx, sandboxId);
   const timeoutSec = input.timeoutSec ?? defaultExecTimeoutSec;
   let res: Awaited<ReturnType<typeof agent.exec>>;
@@ -172,17 +165,12 @@ async function runExec(ctx: TeamContext, sandboxId: string, input: ExecInput): P
   } catch (err) {
     throw agentErrorToServiceError(err, "exec");
   }
-  const stdout = decodeUtf8(res.stdout);
-  const stderr = decodeUtf8(res.stderr);
-  const asText = stdout !== undefined && stderr !== undefined;
-  const result: ExecResult = {
-    stdout: asText ? stdout : await toBase64Yielding(res.stdout),
-    stderr: asText ? stderr : await toBase64Yielding(res.stderr),
+  return {
+    stdout: res.stdout,
+    stderr: res.stderr,
     exitCode: res.exitCode,
-    encoding: asText ? "utf-8" : "base64",
     truncated: res.truncated,
     durationMs: res.durationMs,
+    ...(res.error ? { error: res.error } : {}),
   };
-  if (res.error) result.error = res.error;
-  return result;
 }
