@@ -285,6 +285,7 @@ export class TemplateBuilder {
           "info",
           `starting the build sandbox ${sandboxId}${layerKey ? ` on the cached files of step ${cached}` : ""}`,
         );
+        const createStarted = performance.now();
         await this.#deps.manager.create({
           sandboxId,
           template: input.fromTemplate,
@@ -305,17 +306,24 @@ export class TemplateBuilder {
           // The base version the keys name (its manifest gives its real tree), never a newer one.
           ...(layerKey ? { layer: { dir: this.#layerDir(layerKey), templateTree: base.rootfsTree } } : {}),
         });
+        log("debug", `the build sandbox started in ${Math.round(performance.now() - createStarted)} ms`);
         for (let i = cached + 1; i < steps.length; i++) {
           const step = steps[i] as BuildStep;
           const key = keys[i] as string;
           failedStep = i;
           log("info", `step ${i}: ${describeStep(step)}`);
+          let t = performance.now();
           await this.#runStep(sandboxId, i, step, state, input, log);
+          const ranMs = performance.now() - t;
           // Steps that may change files leave a layer in the cache; ENV and USER only state.
+          let savedMs = 0;
           if (step.type === "RUN" || step.type === "COPY" || step.type === "WORKDIR") {
+            t = performance.now();
             await this.#saveLayer(sandboxId, input, base, key, i);
+            savedMs = performance.now() - t;
             layerKey = key;
           }
+          log("debug", `step ${i} took ${Math.round(ranMs)} ms, its cache entry ${Math.round(savedMs)} ms`);
           await this.#writeEntry(key, { ...state, layerKey });
         }
         failedStep = -1;

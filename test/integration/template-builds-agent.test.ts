@@ -148,6 +148,7 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
     expect(second.version).toBe(first.version);
     expect(second.cachedSteps).toEqual([0, 1, 2, 3, 4]);
     expect(second.lines.filter((l) => l.startsWith("CACHED step "))).toHaveLength(5);
+    console.info(first.lines.filter((l) => / took | started in |is now version/.test(l)).join("\n"));
     console.info(
       `${suiteRuntime()}: build ${Math.round(first.ms)} ms, cached ${Math.round(second.ms)} ms (${((100 * second.ms) / first.ms).toFixed(1)} %), create with start command ${Math.round(createMs)} ms`,
     );
