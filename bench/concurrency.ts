@@ -118,6 +118,24 @@ function errorSummary(outcomes: Outcome[]): string {
   return [...counts].map(([e, n]) => `${n}× ${e}`).join("; ");
 }
 
+/**
+ * Where the burst's creates spent their time inside the agent: medians of the phases it logs with
+ * "sandbox running" (queue for a start permit, network slot, runtime start, guest boot until envd
+ * answers, envd /init), and of the whole create as the agent saw it.
+ */
+async function phaseBreakdown(stack: BenchStack, ids: Set<string>): Promise<string> {
+  const phases = new Map<string, number[]>();
+  for (const line of (await stack.agent.log()).split("\n")) {
+    if (!line.includes('"msg":"sandbox running"')) continue;
+    const entry = JSON.parse(line) as { sandboxId?: string; ms?: number; phases?: Record<string, number> };
+    if (!entry.sandboxId || !ids.has(entry.sandboxId)) continue;
+    for (const [k, v] of Object.entries({ ...entry.phases, agentTotalMs: entry.ms ?? Number.NaN })) {
+      phases.set(k, [...(phases.get(k) ?? []), v]);
+    }
+  }
+  return [...phases].map(([k, v]) => `${k} ${summarize(v).median.toFixed(0)}`).join(", ");
+}
+
 const range = (xs: number[]) => {
   const s = summarize(xs);
   return xs.length > 1 ? ` [bursts: min–max ${s.min.toFixed(0)}–${s.max.toFixed(0)}]` : "";
@@ -186,6 +204,7 @@ async function measureRuntime(runtime: "namespace" | "gvisor", notes: string[]):
     const execAlone: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       const loadBefore = load();
+      const refusedBefore = refusals;
       const t0 = performance.now();
       const outcomes = await Promise.all(Array.from({ length: CREATES }, () => createThenExec(api)));
       wallMs.push(performance.now() - t0);
@@ -196,7 +215,12 @@ async function measureRuntime(runtime: "namespace" | "gvisor", notes: string[]):
       p95s.push(s.p95);
       spreads.push(s.p95 / s.median);
       if (ok.length < CREATES) notes.push(`${runtime} burst ${round + 1}: ${errorSummary(outcomes)}`);
-      notes.push(`${runtime} burst ${round + 1}: load average before ${loadBefore}, after ${load()}.`);
+      notes.push(
+        `${runtime} burst ${round + 1}: load average before ${loadBefore}, after ${load()}; ${refusals - refusedBefore} first execs were refused with 429 (more than 16 execs at the edge at once) and retried after retryAfterSec, which their times include.`,
+      );
+      notes.push(
+        `${runtime} burst ${round + 1}, the agent's phases (median ms): ${await phaseBreakdown(stack, new Set(ok.map((o) => o.id as string)))}; the rest of a create → first exec is the edge and the first exec.`,
+      );
 
       // Execs across 20 of the burst's sandboxes: one alone each first, then all at once.
       const ids = ok.map((o) => o.id as string).slice(0, EXEC_SANDBOXES);
