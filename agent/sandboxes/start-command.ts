@@ -9,7 +9,8 @@ import { GuestIo } from "./guest-io.js";
  * by agent/builds/). On the runtimes without a memory snapshot, each sandbox of the template runs the
  * start command at its start (in the background, as the template's user, in its working directory, with
  * its environment), and the create answers once the ready command exits 0: polled, for at most
- * READY_TIMEOUT_MS, after which the create fails with a message that says so.
+ * READY_TIMEOUT_MS, after which the create fails with a message that says so (at once when the start
+ * command has ended, as it then never becomes ready).
  */
 
 export const READY_TIMEOUT_MS = 120_000;
@@ -60,7 +61,11 @@ export async function runStartCommand(
   const io = new GuestIo({ envdOf: () => envd });
   const signal = options.signal ?? new AbortController().signal;
   const base = { sandboxId, envs, cwd: template.workdir, user: template.user };
-  await io.startBackground({ ...base, cmd: SHELL, args: ["-c", start.cmd], timeoutSec: 0 }, undefined, signal);
+  const { pid } = await io.startBackground(
+    { ...base, cmd: SHELL, args: ["-c", start.cmd], timeoutSec: 0 },
+    undefined,
+    signal,
+  );
   if (start.readyCmd === "") return;
   const timeoutMs = options.timeoutMs ?? READY_TIMEOUT_MS;
   const deadline = performance.now() + timeoutMs;
@@ -73,6 +78,19 @@ export async function runStartCommand(
     );
     if (r.exitCode === 0) return;
     last = `${r.stdout.toString()}${r.stderr.toString()}`.trim().slice(-300);
+    // A start command that ended will never be ready: say so now rather than at the timeout.
+    const alive = await io.exec(
+      { ...base, user: "root", cmd: SHELL, args: ["-c", `kill -0 ${pid}`], timeoutSec: READY_CHECK_TIMEOUT_SEC },
+      undefined,
+      signal,
+    );
+    if (alive.exitCode !== 0) {
+      throw new AgentError(
+        "FAILED_PRECONDITION",
+        "START_COMMAND_EXITED",
+        `the template's start command (${start.cmd}) ended before its ready command (${start.readyCmd}) passed`,
+      );
+    }
     if (performance.now() + READY_POLL_MS > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
   }

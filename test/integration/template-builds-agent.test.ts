@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { GetTemplateBuildResponse } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
+import { type GetTemplateBuildResponse, SandboxState } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import { IMAGES_ROOT, leftovers, newSandboxId, TEMPLATE, text } from "../helpers/agent-fixtures.js";
 import { type AgentProcess, startAgentProcess, suiteRuntime } from "../helpers/agent-process.js";
 import { cleanUpSuiteAgent, codeOf, startSuiteAgent } from "../helpers/agent-suite.js";
@@ -52,6 +52,7 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
   afterAll(async () => {
     await removeBuiltTemplate(built);
     await removeBuiltTemplate(`${built}-slow`);
+    await removeBuiltTemplate(`${built}-bad`);
     if (restartedStateDir) await rm(restartedStateDir, { recursive: true, force: true });
     if (scratch) await rm(scratch, { recursive: true, force: true });
   });
@@ -219,6 +220,40 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
     expect(await codeOf(c.deleteTemplate({ template: built }))).toBe(Code.NotFound);
     expect(await leftovers(agent)).toEqual([]);
   }, 600_000);
+
+  it("fails a create whose start command ends before it is ready, with a message that says so", async () => {
+    const template = `${built}-bad`;
+    const buildId = `b7-${built}`;
+    await agent.client.startTemplateBuild({
+      buildId,
+      template,
+      fromTemplate: TEMPLATE,
+      startCmd: "echo starting; exit 7",
+      readyCmd: "test -e /tmp/never",
+    });
+    let b = await agent.client.getTemplateBuild({ buildId });
+    while (b.status === "building") {
+      await new Promise((r) => setTimeout(r, 100));
+      b = await agent.client.getTemplateBuild({ buildId });
+    }
+    expect(b.status).toBe("ready");
+    const t = performance.now();
+    const sandboxId = newSandboxId();
+    let message = "";
+    try {
+      await agent.client.createSandbox({ sandboxId, template });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/start command \(echo starting; exit 7\) ended before its ready command/);
+    expect(performance.now() - t).toBeLessThan(60_000);
+    expect(
+      (await agent.client.listSandboxes({})).sandboxes.filter(
+        (s) => s.sandboxId === sandboxId && s.state !== SandboxState.STOPPED,
+      ),
+    ).toEqual([]);
+    await agent.client.deleteTemplate({ template });
+  }, 300_000);
 
   it("keeps build records across an agent restart", async () => {
     const buildId = `b4-${built}`;
