@@ -29,6 +29,7 @@ const known = [
   "density",
   "docker",
   "template",
+  "dashboard",
 ] as const;
 
 async function load(name: string): Promise<Benchmark | undefined> {
