@@ -14,6 +14,7 @@ usage: wrenn <command> [options]
   image build|list        build or list guest images
   sandbox <command>       create, list, get, exec, shell, cp, pause, resume, kill, timeout, fork
   snapshot <command>      create, list, get, delete snapshots of sandboxes
+  template <command>      build, list, logs, delete templates (docs/templates.md)
   hosts [command]         list, register, drain, activate, delete host agents (admin)
   keys [command]          list, create, revoke API keys
   webhooks [command]      list, create, update, delete webhooks; deliveries, redeliver
@@ -49,6 +50,9 @@ export async function runCli(argv: string[], output: Output, signal: AbortSignal
       case "snapshot":
       case "snapshots":
         return await (await import("./commands/snapshot.js")).snapshotCommand(ctx, rest);
+      case "template":
+      case "templates":
+        return await (await import("./commands/template.js")).templateCommand(ctx, rest);
       case "sandbox":
       case "sandboxes":
       case "sbx":

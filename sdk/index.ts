@@ -45,6 +45,15 @@ export {
   type SandboxMetricsOptions,
   type SnapshotListOptions,
 } from "./sandbox.js";
+export {
+  type TemplateBuildInfo,
+  type TemplateBuildLogLine,
+  type TemplateInfo,
+  type TemplateSpec,
+  type TemplateStepSpec,
+  Templates,
+  type TemplateWithBuildsInfo,
+} from "./templates.js";
 export type * from "./types.js";
 export {
   type CreatedWebhookInfo,

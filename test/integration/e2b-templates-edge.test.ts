@@ -7,6 +7,7 @@ import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { eq } from "drizzle-orm";
 import { Sandbox as E2bSandbox, type LogEntry, Template } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { templateCommand } from "../../cli/commands/template.js";
 import { templateBuilds, templates } from "../../edge/db/schema/index.js";
 import {
   type GetTemplateBuildResponse,
@@ -15,7 +16,7 @@ import {
   type StartTemplateBuildRequest,
   TemplateBuildLogEntrySchema,
 } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
-import { serveOnLoopback } from "../helpers/cli-run.js";
+import { runCli, serveOnLoopback } from "../helpers/cli-run.js";
 import { createEdgeHarness, type EdgeHarness, FakeAgent } from "../helpers/edge-app.js";
 
 /**
@@ -428,5 +429,38 @@ describe("/v1/templates", () => {
       json: { name: "bad", from: { template: "minimal" }, steps: [{ frob: "x" }] },
     });
     expect(unknown.status).toBe(400);
+  });
+});
+
+describe("wrenn template", () => {
+  it("build (packs and uploads a copy's folder, prints the log), list, logs, delete", async () => {
+    const team = await h.newTeam();
+    const flags = ["--api-url", server.url, "--api-key", team.key];
+    await writeFile(
+      join(dir, "wrenn.template.json"),
+      JSON.stringify({
+        name: "cli-app",
+        from: { template: "minimal" },
+        steps: [{ copy: { src: "hello.txt", dest: "/app/" } }, { run: "echo done" }],
+      }),
+    );
+    const built = await runCli(templateCommand, ["build", join(dir, "wrenn.template.json"), ...flags]);
+    expect(built.err).toMatch(/uploaded hello.txt/);
+    expect(built.code).toBe(0);
+    expect(built.out).toMatch(/step 0: COPY hello.txt/);
+    expect(built.err).toMatch(/status: +ready/);
+    const sent = [...agent.builds.values()].at(-1)?.request;
+    const copy = sent?.steps[0];
+    // The CLI uploads by the archive's own sha256, which is what the agent gets.
+    const archive = sent?.files[copy?.filesHash ?? ""];
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(archive ?? [])));
+    expect([...digest].map((b) => b.toString(16).padStart(2, "0")).join("")).toBe(copy?.filesHash);
+
+    const list = await runCli(templateCommand, ["list", ...flags]);
+    expect(list.out).toMatch(/cli-app +yes +1/);
+    const logs = await runCli(templateCommand, ["logs", "cli-app", ...flags]);
+    expect(logs.out).toMatch(/step 1: RUN echo done/);
+    expect((await runCli(templateCommand, ["delete", "cli-app", ...flags])).code).toBe(0);
+    expect((await runCli(templateCommand, ["logs", "cli-app", ...flags])).code).toBe(4);
   });
 });
