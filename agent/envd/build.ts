@@ -40,12 +40,25 @@ const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const require = createRequire(import.meta.url);
 
 /**
+ * Exit code of node when it cannot use a snapshot blob: missing, or "built with a different version
+ * of V8 or with different V8 configurations". The V8 tag it checks covers the CPU features V8
+ * detects: a blob built on this host is refused on another CPU model (measured: QEMU's TCG CPUs,
+ * qemu64 and max, with or without V8's --no-enable-<feature> flags), so a VM guest, or an image
+ * built on another machine, can refuse it.
+ */
+const SNAPSHOT_REFUSED_EXIT = 14;
+
+/**
  * The wrapper script. It finds its real directory without starting a process where it can (every
  * fork and exec costs tens of milliseconds under gVisor's ptrace platform): called by its real path,
  * or through the link the image builders make (/usr/local/bin/envd → /opt/wrenn/envd/bin/envd,
- * recognised with test -ef, a shell builtin); any other link is resolved with `readlink -f`. It
- * starts from the snapshot when the package has one (the build leaves it out when node rejected it)
- * and WRENN_ENVD_SNAPSHOT is not 0; else from the plain bundle. `--` keeps envd's flags from node.
+ * recognised with test -ef, a shell builtin); any other link is resolved with `readlink -f`.
+ *
+ * With a snapshot (the build leaves it out when node refused it there) and WRENN_ENVD_SNAPSHOT not 0,
+ * it starts node from the blob as its child and waits, passing on TERM, INT and HUP; when node
+ * refuses the blob (exit ${SNAPSHOT_REFUSED_EXIT}, before any envd code ran) it starts the plain bundle instead, so a
+ * guest on another CPU still gets its envd. Without a snapshot it execs node on the bundle. `--`
+ * keeps envd's flags from node.
  */
 const WRAPPER = `#!/bin/sh
 # envd launcher: runs the bundled envd with the node binary shipped beside it.
@@ -59,7 +72,19 @@ if [ ! -x "$dir/node" ]; then
   fi
 fi
 if [ "\${WRENN_ENVD_SNAPSHOT:-1}" != 0 ] && [ -r "$dir/../lib/envd.blob" ]; then
-  exec "$dir/node" --snapshot-blob "$dir/../lib/envd.blob" -- "$@"
+  "$dir/node" --snapshot-blob "$dir/../lib/envd.blob" -- "$@" <&0 &
+  pid=$!
+  trap 'kill -TERM $pid 2>/dev/null' TERM
+  trap 'kill -INT $pid 2>/dev/null' INT
+  trap 'kill -HUP $pid 2>/dev/null' HUP
+  # wait returns early when a trapped signal arrives: wait again until node has exited.
+  while :; do
+    wait $pid
+    rc=$?
+    kill -0 $pid 2>/dev/null || break
+  done
+  [ $rc -ne ${SNAPSHOT_REFUSED_EXIT} ] && exit $rc
+  trap - TERM INT HUP
 fi
 exec "$dir/node" "$dir/../lib/envd.mjs" "$@"
 `;
