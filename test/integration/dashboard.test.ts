@@ -232,6 +232,7 @@ describe("the dashboard in Chromium", () => {
     await expect
       .poll(async () => (await page.locator("#metrics-chart").getAttribute("aria-label")) ?? "", { timeout: 30_000 })
       .not.toMatch(/^CPU and memory, 0 samples$/);
+    await expect.poll(async () => (await page.locator("#logs").textContent()) ?? "", { timeout: 20_000 }).not.toBe("");
     await shot("sandbox-light");
     await page.emulateMedia({ colorScheme: "dark" });
     await shot("sandbox-dark");
@@ -297,6 +298,12 @@ describe("the dashboard in Chromium", () => {
     await shot("team-light");
   }, 60_000);
 
+  it("shows the instance admin the hosts page with the agent", async () => {
+    await page.getByRole("link", { name: "Hosts" }).click();
+    await page.locator("#hosts tbody tr").first().waitFor({ timeout: 20_000 });
+    await expect(page.locator("#hosts tbody tr").first().textContent()).resolves.toContain("namespace");
+  }, 60_000);
+
   it("lists the team's audit log, then signs out", async () => {
     await page.getByRole("link", { name: "Audit" }).click();
     await page.locator("#audit td", { hasText: "sandbox.kill" }).first().waitFor({ timeout: 20_000 });
@@ -315,6 +322,7 @@ describe("the dashboard in Chromium", () => {
     await page.getByText("bob@example.com", { exact: false }).waitFor({ timeout: 20_000 });
     await expect(page.getByRole("link", { name: "API keys" }).count()).resolves.toBe(0);
     await expect(page.getByRole("link", { name: "Audit" }).count()).resolves.toBe(0);
+    await expect(page.getByRole("link", { name: "Hosts" }).count()).resolves.toBe(0);
     const audit = await page.evaluate(async () => (await fetch("/v1/audit")).status);
     expect(audit).toBe(403);
     expect(blocked).toEqual([]);

@@ -8,6 +8,7 @@ import { render, useCallback, useEffect, useState } from "hono/jsx/dom";
 import { json, type SessionInfo } from "./api.js";
 import { AcceptInvitationPage } from "./pages/accept.js";
 import { ApiKeysPage, AuditPage, TeamPage } from "./pages/admin.js";
+import { HostsPage } from "./pages/hosts.js";
 import { SandboxDetailPage } from "./pages/sandbox.js";
 import { SandboxesPage } from "./pages/sandboxes.js";
 import { SignInPage } from "./pages/sign-in.js";
@@ -37,11 +38,18 @@ function App({ page, id }: { page: string; id: string }) {
       <TeamPage session={session} canAdmin={Boolean(canAdmin)} />
     ) : page === "audit" ? (
       <AuditPage />
+    ) : page === "hosts" ? (
+      <HostsPage />
     ) : (
       <SandboxesPage />
     );
   return (
-    <Layout session={session} page={page} canAdmin={Boolean(canAdmin)}>
+    <Layout
+      session={session}
+      page={page}
+      canAdmin={Boolean(canAdmin)}
+      instanceAdmin={session.user.isInstanceAdmin === true}
+    >
       {body}
     </Layout>
   );

@@ -7,10 +7,17 @@ const nav = [
   { page: "keys", href: "/dashboard/keys", label: "API keys", admin: true },
   { page: "team", href: "/dashboard/team", label: "Team", admin: false },
   { page: "audit", href: "/dashboard/audit", label: "Audit", admin: true },
+  { page: "hosts", href: "/dashboard/hosts", label: "Hosts", admin: true, instance: true },
 ];
 
 /** The frame of every signed-in page: navigation, who is signed in, sign-out. */
-export function Layout(props: { session: SessionInfo; page: string; canAdmin: boolean; children?: Child }) {
+export function Layout(props: {
+  session: SessionInfo;
+  page: string;
+  canAdmin: boolean;
+  instanceAdmin: boolean;
+  children?: Child;
+}) {
   const team = props.session.teams.find((t) => t.id === props.session.currentTeamId);
   const signOut = async () => {
     await json("POST", "/v1/auth/logout").catch(() => {});
@@ -25,7 +32,7 @@ export function Layout(props: { session: SessionInfo; page: string; canAdmin: bo
         <nav aria-label="Main">
           <ul>
             {nav
-              .filter((n) => !n.admin || props.canAdmin)
+              .filter((n) => (!n.admin || props.canAdmin) && (!("instance" in n) || props.instanceAdmin))
               .map((n) => (
                 <li>
                   <a

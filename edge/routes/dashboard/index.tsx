@@ -62,6 +62,7 @@ export function dashboardRouter(assets: DocsAssets | undefined): App {
   app.get("/dashboard/keys", (c) => page(c, "keys", "API keys"));
   app.get("/dashboard/team", (c) => page(c, "team", "Team"));
   app.get("/dashboard/audit", (c) => page(c, "audit", "Audit log"));
+  app.get("/dashboard/hosts", (c) => page(c, "hosts", "Hosts"));
   app.get("/dashboard/assets/:name", async (c) => {
     const name = c.req.param("name");
     if (!assetNames.has(name)) return c.notFound();

@@ -92,9 +92,48 @@ export function SandboxDetailPage({ id }: { id: string }) {
           <MetricsChart base={base} />
           <TerminalPanel id={id} />
           <FileBrowser base={base} />
+          <LogsPanel base={base} />
         </>
       ) : null}
     </section>
+  );
+}
+
+interface LogLine {
+  timestamp: string;
+  level: string;
+  message: string;
+}
+
+/** The sandbox's log (envd and its processes, GET …/logs), newest 200 lines, refreshed on demand. */
+function LogsPanel({ base }: { base: string }) {
+  const [lines, setLines] = useState<LogLine[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const load = useCallback(async () => {
+    try {
+      const res = await json<{ logs: LogLine[] }>("GET", `${base}/logs?limit=200&direction=backward`);
+      setLines(res.logs.slice().reverse());
+      setError(null);
+    } catch (err) {
+      setError(describe(err));
+    }
+  }, [base]);
+  useEffect(() => {
+    void load();
+  }, [load]);
+  return (
+    <div class="card">
+      <h2>Logs</h2>
+      <div class="toolbar">
+        <button type="button" class="secondary" onClick={() => void load()}>
+          Refresh
+        </button>
+      </div>
+      <ErrorLine error={error} />
+      <pre class="logs" id="logs" tabindex={0} role="log" aria-label="Sandbox log">
+        {(lines ?? []).map((l) => `${l.timestamp} ${l.level.padEnd(5)} ${l.message}\n`).join("") || "No log lines yet."}
+      </pre>
+    </div>
   );
 }
 
