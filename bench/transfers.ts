@@ -238,7 +238,7 @@ export const benchmark: Benchmark = {
       notes.push(
         `Each row: median of ${rounds} curl transfers (min–max in the name), after one unmeasured round; the ${paths.length} paths interleave in every round, upload then download.`,
         "The REST upload is multipart/form-data (curl -F); the other uploads are envd's raw octet-stream POST. Downloads read back the file the same path wrote.",
-        "Edge = this bench process (the edge on Node runs in it, PGlite in memory); agent = the agent process. RSS sampled every 50 ms through the measured rounds.",
+        "Edge = this bench process (the edge on Node runs in it, PGlite in memory); agent = the agent process. RSS sampled every 50 ms through the measured rounds. CPU s = CPU seconds per transfer (mean of the measured runs); the edge's includes starting curl from this process (the floor rows show that share). On a loaded machine the CPU figures say more than the rates: a rate moves with whatever else runs, the CPU a transfer costs much less.",
         `Machine load (1-min average): ${loadBefore[0]?.toFixed(2)} before the stack started; ${loads.map((l) => l.toFixed(2)).join(", ")} after each round; ${cpus().length} CPUs shared by every process in the chain (curl, edge, agent, envd) and by whatever else runs.`,
       );
       await fetch(`${edge.url}/v1/sandboxes/${sb.id}`, { method: "DELETE", headers: { "x-api-key": adminKey } });
