@@ -155,6 +155,7 @@ export async function bootGuest(opts: BootGuestOptions): Promise<BootedGuest> {
     const args = buildQemuArgs({
       kernelPath: opts.kernel === "microvm" ? layout.microvmKernelPath : layout.kernelPath,
       initrdPath: opts.kernel === "microvm" ? undefined : layout.initrdPath,
+      acpi: opts.kernel !== "microvm",
       diskPath: overlay,
       diskFormat: "qcow2",
       tapName: "tap0",

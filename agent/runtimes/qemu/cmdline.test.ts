@@ -39,6 +39,14 @@ describe("buildQemuArgs", () => {
     expect(args).not.toContain("-incoming");
   });
 
+  it("boots the microvm kernel without an initramfs and without ACPI (virtio-mmio devices on the command line)", () => {
+    const args = buildQemuArgs({ ...base, initrdPath: undefined, acpi: false });
+    expect(flagValue(args, "-M")).toBe("microvm,pit=on,pic=on,rtc=on,acpi=off");
+    expect(args).not.toContain("-initrd");
+    expect(flagValue(args, "-kernel")).toBe("/k/vmlinux");
+    expect(flagValue(buildQemuArgs({ ...base, acpi: true }), "-M")).toBe("microvm,pit=on,pic=on,rtc=on");
+  });
+
   it("uses KVM with the host CPU when asked", () => {
     const args = buildQemuArgs({ ...base, kvm: true });
     expect(flagValue(args, "-accel")).toBe("kvm");

@@ -18,6 +18,12 @@ export interface QemuArgsOptions {
   kernelPath: string;
   /** Initramfs; omitted when the kernel has its virtio drivers built in. */
   initrdPath?: string | undefined;
+  /**
+   * Give the guest ACPI tables (default true). The Debian cloud kernel finds its virtio-mmio devices
+   * through ACPI; the microvm kernel has no ACPI and reads them from the `virtio_mmio.device=` arguments
+   * QEMU appends to the command line when ACPI is off (as Firecracker passes them).
+   */
+  acpi?: boolean;
   /** The guest's writable root disk. */
   diskPath: string;
   /** Disk format; the runtime uses qcow2 overlays on the template's raw ext4 image. */
@@ -111,7 +117,7 @@ export function buildQemuArgs(opts: QemuArgsOptions): string[] {
     "-no-reboot",
     // PIT, PIC and RTC are off by default on microvm; TCG guests hang calibrating the TSC without them.
     "-M",
-    "microvm,pit=on,pic=on,rtc=on",
+    `microvm,pit=on,pic=on,rtc=on${opts.acpi === false ? ",acpi=off" : ""}`,
     "-kernel",
     opts.kernelPath,
   );

@@ -112,6 +112,10 @@ export class QemuLauncher {
       name: `wrenn-${spec.sandboxId}`,
       kernelPath: launch.kernelPath,
       initrdPath: launch.initrdPath,
+      // A guest without an initramfs boots the microvm kernel, which has no ACPI and takes its virtio-mmio
+      // devices from the command line; the initramfs belongs to Debian's cloud kernel, which needs ACPI.
+      // Derived from the launch record, so a snapshot restores on the same machine it was taken on.
+      acpi: launch.initrdPath !== undefined,
       diskPath: join(spec.sandboxDir, QEMU_FILES.disk),
       tapName: spec.network.tapName,
       mac: launch.mac,

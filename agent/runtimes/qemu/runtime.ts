@@ -123,7 +123,14 @@ export class QemuRuntime implements Runtime {
   async start(spec: GuestSpec, signal?: AbortSignal): Promise<GuestHandle> {
     const log = this.logger.child({ sandboxId: spec.sandboxId, runtime: "qemu" });
     const started = performance.now();
-    await requireFile(spec.kernelPath, "KERNEL_MISSING", "guest kernel");
+    // The microvm kernel (drivers built in, no initramfs) boots ~2x faster under TCG; Debian's cloud
+    // kernel with its initramfs is the fallback when the image builder could not build it.
+    const kernel =
+      spec.microvmKernelPath !== undefined && (await exists(spec.microvmKernelPath))
+        ? spec.microvmKernelPath
+        : spec.kernelPath;
+    const microvm = kernel !== spec.kernelPath;
+    await requireFile(kernel, "KERNEL_MISSING", "guest kernel");
     await requireFile(spec.imageRootfsExt4, "IMAGE_MISSING", `image of template "${spec.template}"`);
     // Images are published as a symlink to a versioned directory; the overlay belongs to this version.
     const imageVersion = await realpath(spec.imageRootfsExt4);
@@ -153,10 +160,11 @@ export class QemuRuntime implements Runtime {
         kvm: this.kvm,
         tscKhz: this.kvm ? undefined : await this.hostTsc(),
         // The exact version behind `current`, linked so that a snapshot keeps it even after `current` moves on.
-        kernelPath: await linkOrReference(await realpath(spec.kernelPath), join(spec.sandboxDir, QEMU_FILES.kernel)),
-        initrdPath: (await exists(spec.initrdPath))
-          ? await linkOrReference(await realpath(spec.initrdPath), join(spec.sandboxDir, QEMU_FILES.initrd))
-          : undefined,
+        kernelPath: await linkOrReference(await realpath(kernel), join(spec.sandboxDir, QEMU_FILES.kernel)),
+        initrdPath:
+          !microvm && (await exists(spec.initrdPath))
+            ? await linkOrReference(await realpath(spec.initrdPath), join(spec.sandboxDir, QEMU_FILES.initrd))
+            : undefined,
         kernelCmdline: "",
         mac: spec.network.guestMac,
         backingFile,
@@ -164,7 +172,12 @@ export class QemuRuntime implements Runtime {
       };
       launch.kernelCmdline = qemuKernelCmdline({ base: guestKernelCmdline(), kvm: this.kvm, tscKhz: launch.tscKhz });
       const handle = await this.launcher.launch(spec, launch, undefined, signal);
-      log.info("qemu started", { pid: handle.pid, ms: Math.round(performance.now() - started), kvm: this.kvm });
+      log.info("qemu started", {
+        pid: handle.pid,
+        ms: Math.round(performance.now() - started),
+        kvm: this.kvm,
+        kernel: microvm ? "microvm" : "debian-cloud+initramfs",
+      });
       return handle;
     } catch (err) {
       // A failed start leaves only the logs behind.
