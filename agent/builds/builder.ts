@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdir, readdir, readFile, realpath, rename, rm, unlink, utimes, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname, join, posix } from "node:path";
 import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { Exec } from "../exec.js";
 import type { FilesLayout } from "../layout.js";
@@ -466,15 +466,15 @@ export class TemplateBuilder {
         return;
       }
       case "WORKDIR": {
+        const path = posix.resolve(state.workdir, step.path);
         const r = await this.#sh(
           sandboxId,
           '[ -d "$1" ] || { mkdir -p -- "$1" && chown -- "$2": "$1"; }',
-          [step.path, state.user],
+          [path, state.user],
           "root",
         );
-        if (r.exitCode !== 0)
-          throw new StepFailed(index, `step ${index}: could not make ${step.path}: ${r.output.trim()}`);
-        state.workdir = step.path;
+        if (r.exitCode !== 0) throw new StepFailed(index, `step ${index}: could not make ${path}: ${r.output.trim()}`);
+        state.workdir = path;
         return;
       }
       case "RUN": {

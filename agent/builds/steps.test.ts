@@ -46,7 +46,7 @@ describe("build steps", () => {
     [step("COPY", ["a", "/b", "", "999"], { filesHash: hash })],
     [step("ENV", ["A"])],
     [step("ENV", ["1BAD", "x"])],
-    [step("WORKDIR", ["relative"])],
+    [step("WORKDIR", [""])],
     [step("USER", ["Bad User"])],
     [step("RUN", ["x", "not a user!"])],
   ])("refuses %j with INVALID_ARGUMENT", (bad) => {

@@ -107,10 +107,8 @@ export function parseSteps(steps: readonly WireStep[], files: ReadonlySet<string
         return { type: "ENV", vars, force };
       }
       case "WORKDIR": {
-        const path = checkPath(s.args[0], "WORKDIR's path", i);
-        if (!path.startsWith("/"))
-          throw invalidArgument("INVALID_BUILD_STEP", `step ${i}: WORKDIR must be an absolute path`);
-        return { type: "WORKDIR", path, force };
+        // A relative path goes on from the working directory before it, as in a Dockerfile.
+        return { type: "WORKDIR", path: checkPath(s.args[0], "WORKDIR's path", i), force };
       }
       case "USER": {
         const name = checkUser(s.args[0], i);

@@ -180,7 +180,11 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
 
     // A build that adds a step resumes on the cached files of the steps before it.
     const extended = await build(`b6-${built}`, {
-      steps: [...steps(), { type: "RUN", args: ['echo "extra $MODE" > extra.txt'] }],
+      steps: [
+        ...steps(),
+        { type: "WORKDIR", args: ["sub"] },
+        { type: "RUN", args: ['echo "extra $MODE" > extra.txt'] },
+      ],
       startCmd: "",
       readyCmd: "",
     });
@@ -192,9 +196,11 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
     expect(
       await sh(
         fromExtended,
-        "cat built.txt extra.txt /home/user/app/hello.txt; test -e /opt/root-made && echo root-made; test -e /etc/issue.net || echo issue-net-gone",
+        "pwd; cat ../built.txt extra.txt /home/user/app/hello.txt; test -e /opt/root-made && echo root-made; test -e /etc/issue.net || echo issue-net-gone",
       ),
-    ).toMatchObject({ out: "hi there\n/home/user/work\nuser\nextra test\nhello from copy\nroot-made\nissue-net-gone" });
+    ).toMatchObject({
+      out: "/home/user/work/sub\nhi there\n/home/user/work\nuser\nextra test\nhello from copy\nroot-made\nissue-net-gone",
+    });
     await c.destroySandbox({ sandboxId: fromExtended });
 
     // Bad requests answer INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION.
