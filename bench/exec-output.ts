@@ -89,13 +89,15 @@ async function sample(
 const cpuText = (c: CpuPerRun) =>
   `${c.guest === undefined ? "" : `envd+command ${fmt(c.guest)}, `}agent ${fmt(c.agent)}, edge+client ${fmt(c.edgeAndClient)}`;
 
-/** The pid of the sandbox's envd: the process in its cgroup running envd. */
+/** The pid of the sandbox's envd: the node process in its cgroup running envd. */
 async function envdPid(cgroup: string | undefined): Promise<number | undefined> {
   if (cgroup === undefined) return undefined;
   const procs = await readFile(`${cgroup}/cgroup.procs`, "utf8").catch(() => "");
   for (const pid of procs.split("\n").filter(Boolean).map(Number)) {
+    // envd is the guest's node process (its command line names envd's bundle or snapshot).
+    const comm = (await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "")).trim();
     const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-    if (/envd/.test(cmdline) && !/tini|wrenn-init|launcher/.test(cmdline)) return pid;
+    if (comm === "node" && /envd/.test(cmdline)) return pid;
   }
   return undefined;
 }
