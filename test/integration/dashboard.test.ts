@@ -226,6 +226,11 @@ describe("the dashboard in Chromium", () => {
     // The echoed command line holds the marker in upper case too; the output line is the marker alone.
     await expect.poll(screen, { timeout: 20_000 }).toMatch(new RegExp(`^${marker.toUpperCase()}$`, "m"));
     await expect.poll(screen, { timeout: 10_000 }).toMatch(/hello\.txt/);
+    // The terminal's text takes its theme (light on dark) in the light page too: the CSP lets
+    // xterm.js's <style> element through.
+    expect(
+      await page.evaluate(() => getComputedStyle(document.querySelector("#terminal .xterm-rows") as Element).color),
+    ).toBe("rgb(230, 237, 243)");
 
     // The chart draws once the agent has samples (every 300 ms here); it redraws every 5 s.
     await page.locator("#metrics-chart canvas").waitFor({ timeout: 30_000 });

@@ -6,9 +6,10 @@ import { newRouter } from "../router.js";
 const assetNames = new Set(["app.js", "terminal.js", "app.css"]);
 
 // The page runs only our own script and talks only to this origin; frames of it are refused
-// (clickjacking). uPlot sizes its canvas through element.style, which style-src does not govern.
+// (clickjacking). Styles may be inline: xterm.js's renderer puts its theme in a <style> element,
+// and no script can be injected through a style.
 const contentSecurityPolicy =
-  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; " +
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; " +
   "frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /** The HTML every dashboard page starts from; the client bundle renders `page` into #app. */

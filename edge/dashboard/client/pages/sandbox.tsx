@@ -224,7 +224,11 @@ function MetricsChart({ base }: { base: string }) {
               { label: "CPU %", stroke: ink, grid: { stroke: rule } },
               { side: 1, scale: "mem", label: "MiB", stroke: ink, grid: { show: false } },
             ],
-            scales: { y: { range: [0, 100] } },
+            // At least a minute wide, so the first few samples do not stretch the axis over years.
+            scales: {
+              x: { time: true, range: (_u, min, max) => (max - min < 60 ? [max - 60, max] : [min, max]) },
+              y: { range: [0, 100] },
+            },
           },
           data,
           host.current,
