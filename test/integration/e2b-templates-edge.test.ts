@@ -202,6 +202,23 @@ describe("E2B template builds with the official SDK", () => {
     expect((await h.request("DELETE", `/templates/${info.templateId}`, { key: team.key })).status).toBe(404);
   });
 
+  it("after buildInBackground, a create polls the running build itself", async () => {
+    const team = await h.newTeam();
+    const info = await Template.buildInBackground(
+      Template().fromBaseImage().runCmd("true"),
+      "background",
+      sdk(team.key),
+    );
+    // One poll ends this one-step build; nobody polls before the create.
+    agent.afterPolls = 1;
+    try {
+      const sbx = await E2bSandbox.create("background", sdk(team.key));
+      expect(agent.sandboxes.get(sbx.sandboxId)?.sandbox.template).toBe(info.templateId);
+    } finally {
+      agent.afterPolls = 2;
+    }
+  });
+
   it("keeps the logs and the end in the build row, so a poll after the agent forgot still answers", async () => {
     const team = await h.newTeam();
     const info = await Template.build(appTemplate(), "persisted", sdk(team.key));

@@ -25,7 +25,7 @@ import {
   lockTeam,
   sandboxUsage,
 } from "../teams/quotas.js";
-import { resolveTemplateForSandbox } from "../templates/load.js";
+import { resolveTemplateForSandbox } from "../templates/resolve.js";
 import { checkNetworkPolicy, policyToAgent } from "./network.js";
 import { compareAndSet, reloadSandbox } from "./transition.js";
 import { type SandboxView, toSandboxView } from "./view.js";

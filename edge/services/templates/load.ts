@@ -106,22 +106,3 @@ export async function listBuilds(ctx: TeamContext, templateId: string, limit = 5
     .orderBy(desc(templateBuilds.createdAt))
     .limit(limit);
 }
-
-/**
- * The agent template a sandbox create names: a template the team sees (by alias or id) becomes its
- * id, the name the agents hold it under; any other name passes through (a built-in template). A
- * template id the team may not see, and a template that has no successful build yet, are refused.
- */
-export async function resolveTemplateForSandbox(ctx: TeamContext, name: string): Promise<string> {
-  const row = await findVisibleTemplate(ctx, name);
-  if (!row) {
-    if (templateIdPattern.test(name)) throw new NotFoundError("template", name);
-    return name;
-  }
-  if (row.currentBuildId === null) {
-    throw new BadRequestError(`template ${row.alias} (${row.id}) has no successful build yet`, {
-      template: "not built",
-    });
-  }
-  return row.id;
-}
