@@ -287,6 +287,39 @@ describe("E2B template builds with the official SDK", () => {
   });
 });
 
+describe("public templates", () => {
+  it("only an admin publishes; then every team sees it and starts sandboxes from its alias", async () => {
+    const team = await h.newTeam();
+    const mine = await Template.build(appTemplate(), "team-only", sdk(team.key));
+    const refused = await h.request("PATCH", `/templates/${mine.templateId}`, {
+      key: team.key,
+      json: { public: true },
+    });
+    expect(refused.status).toBe(403);
+
+    const shared = await Template.build(
+      appTemplate(),
+      `shared-${Math.random().toString(36).slice(2, 8)}`,
+      sdk(h.adminKey),
+    );
+    const published = await h.request("PATCH", `/v2/templates/${shared.templateId}`, {
+      key: h.adminKey,
+      json: { public: true },
+    });
+    expect(published.status).toBe(200);
+    expect(await Template.exists(shared.name, sdk(team.key))).toBe(true);
+    const sbx = await E2bSandbox.create(shared.name, sdk(team.key));
+    expect(agent.sandboxes.get(sbx.sandboxId)?.sandbox.template).toBe(shared.templateId);
+    // Visible, not the team's: it cannot delete it, and sees no builds.
+    expect((await h.request("DELETE", `/templates/${shared.templateId}`, { key: team.key })).status).toBe(404);
+    const detail = (await (await h.request("GET", `/v1/templates/${shared.templateId}`, { key: team.key })).json()) as {
+      mine: boolean;
+      builds: unknown[];
+    };
+    expect(detail).toMatchObject({ mine: false, builds: [] });
+  });
+});
+
 describe("COPY archive uploads", () => {
   const link = async (key: string, templateId: string, hash: string) => {
     const res = await h.request("GET", `/templates/${templateId}/files/${hash}`, { key });
