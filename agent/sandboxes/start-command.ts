@@ -9,12 +9,14 @@ import { GuestIo } from "./guest-io.js";
  * by agent/builds/). On the runtimes without a memory snapshot, each sandbox of the template runs the
  * start command at its start (in the background, as the template's user, in its working directory, with
  * its environment), and the create answers once the ready command exits 0: polled, for at most
- * READY_TIMEOUT_MS, after which the create fails with a message that says so (at once when the start
- * command has ended, as it then never becomes ready).
+ * READY_TIMEOUT_MS, after which the create fails with a message that says so (sooner when the start
+ * command ended and the ready command still fails ENDED_GRACE_MS later).
  */
 
 export const READY_TIMEOUT_MS = 120_000;
 const READY_POLL_MS = 250;
+/** How long the ready command may still take after the start command ended (it may have left a daemon). */
+const ENDED_GRACE_MS = 5_000;
 /** One run of the ready command may take this long. */
 const READY_CHECK_TIMEOUT_SEC = 10;
 const SHELL = "/bin/bash";
@@ -70,6 +72,7 @@ export async function runStartCommand(
   const timeoutMs = options.timeoutMs ?? READY_TIMEOUT_MS;
   const deadline = performance.now() + timeoutMs;
   let last = "";
+  let endedAt: number | undefined;
   for (;;) {
     const r = await io.exec(
       { ...base, cmd: SHELL, args: ["-c", start.readyCmd], timeoutSec: READY_CHECK_TIMEOUT_SEC },
@@ -78,17 +81,21 @@ export async function runStartCommand(
     );
     if (r.exitCode === 0) return;
     last = `${r.stdout.toString()}${r.stderr.toString()}`.trim().slice(-300);
-    // A start command that ended will never be ready: say so now rather than at the timeout.
-    const alive = await io.exec(
-      { ...base, user: "root", cmd: SHELL, args: ["-c", `kill -0 ${pid}`], timeoutSec: READY_CHECK_TIMEOUT_SEC },
-      undefined,
-      signal,
-    );
-    if (alive.exitCode !== 0) {
+    // A start command that ended may have left a daemon behind (`service x start`): its ready command
+    // gets ENDED_GRACE_MS more, then the create fails saying the command ended, not at the timeout.
+    if (endedAt === undefined) {
+      const alive = await io.exec(
+        { ...base, user: "root", cmd: SHELL, args: ["-c", `kill -0 ${pid}`], timeoutSec: READY_CHECK_TIMEOUT_SEC },
+        undefined,
+        signal,
+      );
+      if (alive.exitCode !== 0) endedAt = performance.now();
+    }
+    if (endedAt !== undefined && performance.now() - endedAt > ENDED_GRACE_MS) {
       throw new AgentError(
         "FAILED_PRECONDITION",
         "START_COMMAND_EXITED",
-        `the template's start command (${start.cmd}) ended before its ready command (${start.readyCmd}) passed`,
+        `the template's start command (${start.cmd}) ended and its ready command (${start.readyCmd}) did not pass${last ? `: ${last}` : ""}`,
       );
     }
     if (performance.now() + READY_POLL_MS > deadline) break;

@@ -53,6 +53,7 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
     await removeBuiltTemplate(built);
     await removeBuiltTemplate(`${built}-slow`);
     await removeBuiltTemplate(`${built}-bad`);
+    await removeBuiltTemplate(`${built}-daemon`);
     if (restartedStateDir) await rm(restartedStateDir, { recursive: true, force: true });
     if (scratch) await rm(scratch, { recursive: true, force: true });
   });
@@ -227,7 +228,7 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
     expect(await leftovers(agent)).toEqual([]);
   }, 600_000);
 
-  it("fails a create whose start command ends before it is ready, with a message that says so", async () => {
+  it("fails a create whose start command ends and never gets ready, with a message that says so; a daemon left behind is fine", async () => {
     const template = `${built}-bad`;
     const buildId = `b7-${built}`;
     await agent.client.startTemplateBuild({
@@ -251,7 +252,9 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
     } catch (err) {
       message = (err as Error).message;
     }
-    expect(message).toMatch(/start command \(echo starting; exit 7\) ended before its ready command/);
+    expect(message).toMatch(
+      /start command \(echo starting; exit 7\) ended and its ready command \(test -e \/tmp\/never\) did not pass/,
+    );
     expect(performance.now() - t).toBeLessThan(60_000);
     expect(
       (await agent.client.listSandboxes({})).sandboxes.filter(
@@ -259,6 +262,24 @@ describe(`agent template builds (${suiteRuntime()})`, () => {
       ),
     ).toEqual([]);
     await agent.client.deleteTemplate({ template });
+
+    // A start command that leaves a daemon behind and ends is fine once the ready command passes.
+    const daemon = `${built}-daemon`;
+    await agent.client.startTemplateBuild({
+      buildId: `b8-${built}`,
+      template: daemon,
+      fromTemplate: TEMPLATE,
+      startCmd: "nohup sh -c 'sleep 1; touch /tmp/ready-flag; sleep 600' >/dev/null 2>&1 &",
+      readyCmd: "test -e /tmp/ready-flag",
+    });
+    while ((await agent.client.getTemplateBuild({ buildId: `b8-${built}` })).status === "building") {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const withDaemon = newSandboxId();
+    await agent.client.createSandbox({ sandboxId: withDaemon, template: daemon });
+    expect(await sh(withDaemon, "test -e /tmp/ready-flag && echo ready")).toMatchObject({ out: "ready" });
+    await agent.client.destroySandbox({ sandboxId: withDaemon });
+    await agent.client.deleteTemplate({ template: daemon });
   }, 300_000);
 
   it("keeps build records across an agent restart", async () => {
