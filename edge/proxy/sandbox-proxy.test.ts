@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { clientResponseHeaders, downloadResponseHeaders, refusalForAgentBody } from "./sandbox-proxy.js";
+import {
+  clientResponseHeaders,
+  downloadResponseHeaders,
+  guestRequestHeaders,
+  refusalForAgentBody,
+} from "./sandbox-proxy.js";
 
 const guestHeaders = () =>
   new Headers([
@@ -35,6 +40,22 @@ describe("guest response headers", () => {
     expect(headerRouted.get("connection")).toBeNull();
     const ownOrigin = clientResponseHeaders(guestHeaders(), { responsePolicy: "guest" });
     expect(ownOrigin.get("set-cookie")).toBe("a=1");
+  });
+});
+
+describe("guest request headers", () => {
+  const sent = () => new Headers({ cookie: "wrenn_session=secret; wrenn_csrf=t", "x-app": "1" });
+
+  it("drops Wrenn's cookies on traffic that came to the API's own origin (header-routed, signed download)", () => {
+    for (const responsePolicy of ["no-cookies", "download"] as const) {
+      const out = guestRequestHeaders(sent(), { responsePolicy });
+      expect(out.cookie).toBeUndefined();
+      expect(out["x-app"]).toBe("1");
+    }
+  });
+
+  it("keeps the guest's own cookies on the sandbox's own origin", () => {
+    expect(guestRequestHeaders(sent(), { responsePolicy: "guest" }).cookie).toBe("wrenn_session=secret; wrenn_csrf=t");
   });
 });
 

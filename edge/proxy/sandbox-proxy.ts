@@ -184,12 +184,15 @@ export async function decideSandboxRoute(ctx: ServiceContext, request: Request):
  * The headers a guest gets: the client's, minus hop-by-hop and routing headers, with `Authorization`
  * (envd's Basic user) renamed so the agent does not take it for its own bearer token, and
  * `Accept-Encoding: identity` because `fetch` would decode a compressed answer while keeping its
- * `Content-Encoding`, and the client would decode it twice.
+ * `Content-Encoding`, and the client would decode it twice. Traffic that arrives on the API's own origin
+ * (header-routed or a signed download: any policy but `guest`) carries Wrenn's cookies — the dashboard's
+ * session and CSRF cookies among them — so `Cookie` is dropped there: a guest never sees them.
  */
 export function guestRequestHeaders(
   headers: Headers,
-  guest: Pick<ProxyDestination, "guestHost" | "guestTls"> = {},
+  guest: Partial<Pick<ProxyDestination, "guestHost" | "guestTls" | "responsePolicy">> = {},
 ): Record<string, string> {
+  const dropCookies = guest.responsePolicy !== undefined && guest.responsePolicy !== "guest";
   const out: Record<string, string> = {};
   const connectionListed = new Set(
     (headers.get("connection") ?? "")
@@ -199,6 +202,7 @@ export function guestRequestHeaders(
   );
   headers.forEach((value, name) => {
     if (hopByHop.has(name) || routingOnly.has(name) || connectionListed.has(name)) return;
+    if (dropCookies && name === "cookie") return;
     if (name === "authorization") out[guestAuthorizationHeader] = value;
     else if (name !== "accept-encoding") out[name] = value;
   });
