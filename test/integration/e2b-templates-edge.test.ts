@@ -287,6 +287,40 @@ describe("E2B template builds with the official SDK", () => {
   });
 });
 
+describe("tags and logs", () => {
+  it("assignTags, getTags, removeTags, and the build-logs route", async () => {
+    const team = await h.newTeam();
+    const v1 = await Template.build(appTemplate(), "tagged:v1", sdk(team.key));
+    const v2 = await Template.build(appTemplate(), "tagged:v2", sdk(team.key));
+    const assigned = await Template.assignTags("tagged:v1", ["stable"], sdk(team.key));
+    expect(assigned).toEqual({ buildId: v1.buildId, tags: ["stable"] });
+    // A tag names one build: moving it takes it off the other.
+    await Template.assignTags("tagged", "stable", sdk(team.key));
+    const tags = await Template.getTags(v1.templateId, sdk(team.key));
+    expect(tags.map((t) => [t.tag, t.buildId]).sort()).toEqual(
+      [
+        ["stable", v2.buildId],
+        ["v1", v1.buildId],
+        ["v2", v2.buildId],
+      ].sort(),
+    );
+    await Template.removeTags("tagged", ["stable"], sdk(team.key));
+    expect((await Template.getTags(v1.templateId, sdk(team.key))).map((t) => t.tag).sort()).toEqual(["v1", "v2"]);
+
+    const res = await h.request(
+      "GET",
+      `/templates/${v1.templateId}/builds/${v1.buildId}/logs?direction=backward&limit=1`,
+      {
+        key: team.key,
+      },
+    );
+    const body = (await res.json()) as { logs: Array<{ message: string }> };
+    expect(body.logs.map((l) => l.message)).toEqual(agent.builds.get(v1.buildId)?.logs.slice(-1));
+    const other = await h.newTeam();
+    expect((await h.request("GET", `/templates/${v1.templateId}/tags`, { key: other.key })).status).toBe(404);
+  });
+});
+
 describe("public templates", () => {
   it("only an admin publishes; then every team sees it and starts sandboxes from its alias", async () => {
     const team = await h.newTeam();

@@ -17,6 +17,7 @@ import { registerE2bSandboxesMetrics, registerE2bSandboxMetrics } from "./metric
 import { registerE2bUpdateSandboxNetwork } from "./network.js";
 import { registerE2bSnapshots } from "./snapshots.js";
 import { registerE2bTemplates } from "./templates.js";
+import { registerE2bTemplateTags } from "./templates-tags.js";
 
 /** Path patterns of the E2B surface; mounted at "/", so middleware is scoped to these, never to "*". */
 const e2bPaths = [
@@ -66,6 +67,8 @@ export function e2bRouter(): App {
   registerE2bSandboxMetrics(app);
   registerE2bSandboxLogs(app);
   registerE2bUpdateSandboxNetwork(app);
+  // Before the snapshots' DELETE /templates/{templateID}, which would take "tags" for an id.
+  registerE2bTemplateTags(app);
   registerE2bSnapshots(app);
   registerE2bTemplates(app);
   registerE2bEvents(app);
