@@ -123,7 +123,10 @@ export class TelemetrySampler {
       withMetrics ? readJson(`${base}/metrics`, headers, timeout) : Promise.resolve(undefined),
       this.#readEvents(sandbox, base, headers, timeout),
     ]);
-    if (metrics.status === "fulfilled" && metrics.value) this.#recordSample(sandbox.id, metrics.value);
+    if (metrics.status === "fulfilled" && metrics.value) {
+      const memory = sandbox.memoryCgroup ? await readCgroupMemory(sandbox.memoryCgroup) : undefined;
+      this.#recordSample(sandbox.id, memory ? { ...metrics.value, ...memory } : metrics.value);
+    }
     await this.#checkOom(sandbox);
     if (metrics.status === "rejected" || events.status === "rejected") {
       // A guest that does not answer for a moment (busy, pausing) is sampled again next pass.
@@ -351,6 +354,37 @@ function saneTime(v: unknown, fallback: number, now: number, pastMs = 3_600_000)
 function cut(v: unknown, max: number): string {
   const s = String(v ?? "");
   return s.length > max ? `${s.slice(0, max)}…` : s;
+}
+
+/**
+ * A sandbox's memory as its cgroup counts it, in envd's field names. A guest whose processes run on the
+ * host kernel (namespace) reads the host's /proc/meminfo, so envd's figures would be the host's; the
+ * cgroup holds the sandbox's own. Used = usage minus inactive file pages (reclaimable, as MemAvailable
+ * counts them), total = the cgroup's limit. Undefined when the files are not there or hold no limit.
+ */
+export async function readCgroupMemory(
+  dir: string,
+): Promise<{ mem_used: number; mem_total: number; mem_cache: number } | undefined> {
+  const read = (file: string) => readFile(join(dir, file), "utf8").catch(() => undefined);
+  const [current, v1Usage, max, v1Limit, statText] = await Promise.all([
+    read("memory.current"),
+    read("memory.usage_in_bytes"),
+    read("memory.max"),
+    read("memory.limit_in_bytes"),
+    read("memory.stat"),
+  ]);
+  const usage = Number((current ?? v1Usage ?? "").trim());
+  const limit = Number((max ?? v1Limit ?? "").trim());
+  // "max" (v2) or a page-rounded 2^63 (v1) means no limit: the host's total is no better than envd's.
+  if (!Number.isFinite(usage) || !Number.isFinite(limit) || limit <= 0 || limit >= 2 ** 60) return undefined;
+  const stat = new Map<string, number>();
+  for (const line of (statText ?? "").split("\n")) {
+    const [key, value] = line.split(" ");
+    if (key && value !== undefined) stat.set(key, Number(value));
+  }
+  const inactiveFile = stat.get("total_inactive_file") ?? stat.get("inactive_file") ?? 0;
+  const cache = stat.get("total_cache") ?? stat.get("file") ?? 0;
+  return { mem_used: Math.max(0, usage - inactiveFile), mem_total: limit, mem_cache: cache };
 }
 
 /** The kernel's count of OOM kills in a memory cgroup: cgroup v2 `memory.events`, else v1 `memory.oom_control`. */

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { request as httpRequest } from "node:http";
-import { tmpdir } from "node:os";
+import { tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { CommandExitError, FilesystemEventType, Sandbox, SandboxNotFoundError } from "e2b";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -261,6 +261,11 @@ describe("the official e2b SDK against Wrenn", () => {
       .toBeGreaterThan(0);
     const metrics = await sbx.getMetrics();
     expect(metrics[0]?.memTotal).toBeGreaterThan(0);
+    // The sandbox's own memory, not the host's (a namespace guest reads the host's /proc/meminfo; the
+    // agent takes the figures from the sandbox's cgroup instead).
+    expect(metrics[0]?.memTotal).toBeLessThanOrEqual(Math.max(info.memoryMB * 2 ** 20 * 2, 2 ** 31));
+    expect(metrics[0]?.memTotal).toBeLessThan(totalmem());
+    expect(metrics[0]?.memUsed).toBeLessThanOrEqual(metrics[0]?.memTotal ?? 0);
     expect(metrics[0]?.cpuCount).toBeGreaterThan(0);
   });
 
