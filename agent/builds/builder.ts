@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdir, readdir, readFile, realpath, rename, rm, unlink, utimes, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
+import { TEMPLATE_BUILD_METADATA } from "../../lib/template-builds.js";
 import { AgentError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { Exec } from "../exec.js";
 import type { FilesLayout } from "../layout.js";
@@ -87,8 +88,8 @@ export interface TemplateBuilderDeps {
   now?: () => number;
 }
 
-/** Marks a build sandbox (its metadata key), so a restarted agent ends it. */
-export const BUILD_METADATA = "wrenn.template-build";
+/** Marks a build sandbox (its metadata key), so a restarted agent ends it and the edge leaves it alone. */
+export const BUILD_METADATA = TEMPLATE_BUILD_METADATA;
 const BUILD_SNAPSHOT_PREFIX = "build-";
 const TEMPLATE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** A build step may run this long. */

@@ -1,6 +1,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
+import { TEMPLATE_BUILD_METADATA } from "../../../lib/template-builds.js";
 import {
   type Reap,
   ReapSchema,
@@ -179,6 +180,24 @@ describe("planHost", () => {
       options,
     );
     expect(plan.orphans.map((o) => o.id)).toEqual(["stopped-old", "unknown-old"]);
+  });
+
+  it("leaves a template build's sandbox to its agent, but not a tenant's sandbox that claims the key", () => {
+    const buildKey = { metadata: { [TEMPLATE_BUILD_METADATA]: "bld_1" } };
+    const plan = planHost(
+      hostId,
+      [row("tenant", { state: "stopped", stoppedAt: ago(120_000) })],
+      {
+        sandboxes: [
+          onHost("build-old", SandboxState.RUNNING, buildKey),
+          onHost("tenant", SandboxState.RUNNING, buildKey),
+        ],
+        reaps: [],
+      },
+      now,
+      options,
+    );
+    expect(plan.orphans.map((o) => o.id)).toEqual(["tenant"]);
   });
 });
 

@@ -1,4 +1,5 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { TEMPLATE_BUILD_METADATA } from "../../../lib/template-builds.js";
 import { type Reap, type Sandbox, SandboxState } from "../../../proto/gen/hostagent/v1/hostagent_pb.js";
 import type { SandboxRow, SandboxStateName, StopReasonName } from "../../db/schema/index.js";
 import { stateFromAgent, stopReasonFromAgent } from "../agent-mapping.js";
@@ -251,6 +252,8 @@ export function planHost(
       // Being created or moved elsewhere right now; not ours to judge.
       continue;
     }
+    // A template build's sandbox has no row: the agent runs it for the build and ends it itself.
+    if (!row && sandbox.metadata[TEMPLATE_BUILD_METADATA] !== undefined) continue;
     const created = sandbox.createdAt ? timestampDate(sandbox.createdAt) : new Date(0);
     if (age(created) > options.orphanGraceMs) {
       orphans.push({ id: sandbox.sandboxId, cause: row ? "placed on another host" : "unknown to the database" });
