@@ -36,6 +36,8 @@ export interface BuildImageOptions {
   /** Rebuild every stage even when cached. */
   force?: boolean;
   signal?: AbortSignal;
+  /** Build the microvm guest kernel too (default true). */
+  microvmKernel?: boolean;
   /** Progress lines (default: stderr). */
   log?: ProgressSink;
 }
@@ -134,7 +136,13 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     await removeLeftovers(layout);
     await ensureHostTools(progress, signal);
     const mirrors = pickDebianMirrors(await hostAptSources(), DEBIAN_SUITE, opts.mirror);
-    const kernel = await ensureKernel({ layout, progress, force: opts.force ?? false, signal });
+    const kernel = await ensureKernel({
+      layout,
+      progress,
+      force: opts.force ?? false,
+      signal,
+      microvm: opts.microvmKernel ?? true,
+    });
     if ((opts.buildEnvd ?? true) && (await hasNpmScript(opts.repoDir, "build:envd"))) {
       if (await envdDistFresh(opts.repoDir, opts.envdDist)) {
         progress.skip("npm run build:envd", "dist/envd is newer than envd's sources");

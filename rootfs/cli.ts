@@ -139,6 +139,7 @@ async function main(): Promise<number> {
           repoDir: config.repoDir,
           buildEnvd: args.buildEnvd,
           mirror: config.mirror,
+          microvmKernel: config.microvmKernel === "build",
           force: args.force,
           signal: controller.signal,
         });
@@ -150,7 +151,12 @@ async function main(): Promise<number> {
       const layout = filesLayout(rootDir);
       await mkdir(layout.kernelsDir, { recursive: true });
       const progress = new Progress(3, (line) => process.stderr.write(`${line}\n`));
-      const kernel = await ensureKernel({ layout, progress, force: args.force });
+      const kernel = await ensureKernel({
+        layout,
+        progress,
+        force: args.force,
+        microvm: config.microvmKernel === "build",
+      });
       process.stderr.write(
         `kernel ${kernel.manifest.kernelRelease}: ${kernel.cached ? "up to date" : "built"} → ${kernel.dir}\n`,
       );

@@ -18,6 +18,12 @@ export interface ImageBuilderConfig {
   maxImageBytes: number | undefined;
   /** WRENN_REGISTRY_CREDS: user:password for `image import` (kept off the command line, where ps shows it). */
   registryCreds: string | undefined;
+  /**
+   * WRENN_MICROVM_KERNEL: `build` (default) builds the microvm guest kernel with the image, `skip` leaves
+   * it out (guests boot Debian's cloud kernel). `wrenn up` skips it unless its runtime is qemu: the build
+   * takes ~11 min on 2 idle cores, and gVisor, namespace and Firecracker (for now) do not boot it.
+   */
+  microvmKernel: "build" | "skip";
 }
 
 const envSchema = z.object({
@@ -26,6 +32,7 @@ const envSchema = z.object({
   WRENN_ENVD_DIST: z.string().min(1).optional(),
   WRENN_IMAGE_MAX_BYTES: z.coerce.number().int().positive().optional(),
   WRENN_REGISTRY_CREDS: z.string().min(3).optional(),
+  WRENN_MICROVM_KERNEL: z.enum(["build", "skip"]).default("build"),
 });
 
 /** Parses the builder's environment; throws a readable error naming the bad variable. */
@@ -43,5 +50,6 @@ export function loadImageBuilderConfig(env: NodeJS.ProcessEnv = process.env): Im
     repoDir,
     maxImageBytes: parsed.data.WRENN_IMAGE_MAX_BYTES,
     registryCreds: parsed.data.WRENN_REGISTRY_CREDS,
+    microvmKernel: parsed.data.WRENN_MICROVM_KERNEL,
   };
 }

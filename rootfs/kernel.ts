@@ -332,9 +332,15 @@ export async function ensureKernel(opts: {
   progress: Progress;
   force?: boolean;
   signal?: AbortSignal;
+  /** Build (or reuse) the microvm kernel too; default true. */
+  microvm?: boolean;
 }): Promise<KernelResult> {
   const debian = await ensureDebianKernel(opts);
   let microvm: MicrovmKernelResult | undefined;
+  if (opts.microvm === false) {
+    opts.progress.note("microvm kernel: skipped (WRENN_MICROVM_KERNEL=skip); QEMU guests boot Debian's cloud kernel");
+    return { ...debian, microvm };
+  }
   try {
     microvm = await ensureMicrovmKernel(opts);
   } catch (err) {

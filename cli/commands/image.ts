@@ -35,10 +35,11 @@ export async function runImageBuilder(
   args: string[],
   signal?: AbortSignal,
   logFile?: string,
+  extraEnv: Record<string, string> = {},
 ): Promise<number> {
   const child = spawn(process.execPath, ["--import", "tsx", "rootfs/cli.ts", ...args], {
     cwd: packageRoot,
-    env: { ...env.raw, AGENT_FILES_ROOTDIR: env.filesRoot },
+    env: { ...env.raw, ...extraEnv, AGENT_FILES_ROOTDIR: env.filesRoot },
     stdio: ["ignore", logFile ? "pipe" : "inherit", logFile ? "pipe" : "inherit"],
   });
   // With a log file, the output goes both to this terminal (as it comes) and to the file.
@@ -66,7 +67,12 @@ export async function runImageBuilder(
 }
 
 /** Builds a template's image unless it is already there; fails with a hint when the build fails. */
-export async function ensureImage(ctx: CommandContext, template: string, logFile?: string): Promise<void> {
+export async function ensureImage(
+  ctx: CommandContext,
+  template: string,
+  logFile?: string,
+  opts: { microvmKernel?: boolean } = {},
+): Promise<void> {
   if (await imageIsBuilt(ctx.env, template)) return;
   if (!ctx.env.isRoot) {
     throw new CliError(
@@ -79,7 +85,9 @@ export async function ensureImage(ctx: CommandContext, template: string, logFile
   }
   ctx.output.err(`building the guest image "${template}" (first start only; a few minutes)…`);
   const started = performance.now();
-  const code = await runImageBuilder(ctx.env, ["build", template], ctx.signal, logFile);
+  const code = await runImageBuilder(ctx.env, ["build", template], ctx.signal, logFile, {
+    WRENN_MICROVM_KERNEL: opts.microvmKernel === false ? "skip" : "build",
+  });
   if (ctx.signal.aborted) throw new CliError("interrupted while building the image", { exitCode: 130 });
   if (code !== 0 || !(await imageIsBuilt(ctx.env, template))) {
     throw new CliError(`building the guest image "${template}" failed (exit ${code})`, {

@@ -474,7 +474,7 @@ async function startEdge(
 }
 
 /** Installs missing host packages and builds the guest image if missing, reporting build failures with their log. */
-async function prepareHost(ctx: CommandContext, logsDir: string): Promise<void> {
+async function prepareHost(ctx: CommandContext, logsDir: string, runtime: string): Promise<void> {
   const { ensureHostTools } = await import("../../rootfs/host.js");
   const aptLog = join(logsDir, "host-packages.log");
   await ensureHostTools(await upProgress(ctx, aptLog), { signal: ctx.signal, logFile: aptLog }).catch(
@@ -487,7 +487,10 @@ async function prepareHost(ctx: CommandContext, logsDir: string): Promise<void> 
       });
     },
   );
-  await ensureImage(ctx, defaultTemplate, join(logsDir, "image-build.log"));
+  // Only QEMU boots the microvm kernel, and building it takes ~11 min on 2 idle cores: a first start on
+  // gVisor (auto without KVM), namespace or Firecracker does not wait for it.
+  const microvmKernel = runtime === "qemu" || ctx.env.raw.WRENN_MICROVM_KERNEL === "build";
+  await ensureImage(ctx, defaultTemplate, join(logsDir, "image-build.log"), { microvmKernel });
 }
 
 /**
@@ -570,7 +573,7 @@ export async function upCommand(ctx: CommandContext, args: string[]): Promise<nu
   // Handled below; this only keeps an early failure from being reported as unhandled meanwhile.
   edgeStarting.catch(() => {});
   try {
-    await prepareHost(ctx, logsDir);
+    await prepareHost(ctx, logsDir, runtime);
   } catch (err) {
     const started = await edgeStarting.catch(() => undefined);
     await started?.edge.close();
