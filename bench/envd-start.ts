@@ -3,7 +3,10 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildEnvd } from "../agent/envd/build.js";
+import { filesLayout } from "../agent/layout.js";
 import { gvisorBundleConfig } from "../agent/runtimes/gvisor/spec.js";
+import { loadImageBuilderConfig } from "../rootfs/config.js";
+import { bootGuest } from "../rootfs/verify.js";
 import { type Benchmark, type BenchRow, summarize } from "./stats.js";
 
 /**
@@ -136,6 +139,44 @@ async function gvisorStart(dist: string, variant: Variant, scratch: string, n: n
   }
 }
 
+const QEMU_RUNS = 5;
+
+/**
+ * A files root whose minimal image is today's with the old start put back: the old launcher in
+ * /opt/wrenn/envd/bin/envd and no snapshot blob, written into a sparse copy of rootfs.ext4 with
+ * debugfs. kernels/ links to the real one. The real image is never written.
+ */
+function beforeImageRoot(realRoot: string, scratch: string): string {
+  const real = filesLayout(realRoot);
+  const root = join(scratch, "qemu-before");
+  const layout = filesLayout(root);
+  mkdirSync(join(layout.imageRootfsExt4("minimal"), ".."), { recursive: true });
+  symlinkSync(join(real.kernelPath, "../.."), join(root, "kernels"));
+  execFileSync("cp", ["--sparse=always", real.imageRootfsExt4("minimal"), layout.imageRootfsExt4("minimal")]);
+  const wrapper = join(scratch, "envd-before-wrapper");
+  writeFileSync(wrapper, BEFORE_WRAPPER, { mode: 0o755 });
+  const ext4 = layout.imageRootfsExt4("minimal");
+  for (const req of [
+    "rm /opt/wrenn/envd/lib/envd.blob",
+    "rm /opt/wrenn/envd/bin/envd",
+    `write ${wrapper} /opt/wrenn/envd/bin/envd`,
+    "sif /opt/wrenn/envd/bin/envd mode 0100755",
+  ]) {
+    execFileSync("debugfs", ["-w", "-R", req, ext4], { stdio: "ignore" });
+  }
+  return root;
+}
+
+/** One QEMU boot of the minimal image under `root`: launch → envd /health (TCG here: no KVM). */
+async function qemuStart(root: string): Promise<number> {
+  const guest = await bootGuest({ rootDir: root });
+  try {
+    return guest.bootToReadyMs;
+  } finally {
+    await guest.stop();
+  }
+}
+
 /** Runs every variant `runs` times, interleaved, and returns the samples per variant. */
 async function measure(
   runs: number,
@@ -212,9 +253,47 @@ export const benchmark: Benchmark = {
           "gVisor figures include runsc's own start (sandbox, gofer, ptrace stubs): see the floor row.",
         );
       }
+      const realRoot = loadImageBuilderConfig().rootDir;
+      if (process.env.WRENN_BENCH_QEMU === "0") notes.push("QEMU: skipped (WRENN_BENCH_QEMU=0)");
+      else if (!existsSync(filesLayout(realRoot).imageRootfsExt4("minimal")))
+        notes.push("QEMU: no minimal image (npm run image -- build), not measured");
+      else {
+        const beforeRoot = beforeImageRoot(realRoot, scratch);
+        const q: Record<"before" | "after", number[]> = { before: [], after: [] };
+        for (let i = 0; i < QEMU_RUNS; i++) {
+          q.before.push(await qemuStart(beforeRoot));
+          q.after.push(await qemuStart(realRoot));
+        }
+        const b = summarize(q.before);
+        const a = summarize(q.after);
+        report.push(
+          {
+            name: "qemu: minimal image, old launcher + bundle: launch → /health",
+            unit: "ms",
+            value: b.median,
+            p95: b.p95,
+            n: b.n,
+          },
+          {
+            name: "qemu: minimal image, launcher + snapshot: launch → /health",
+            unit: "ms",
+            value: a.median,
+            p95: a.p95,
+            n: a.n,
+            ratio: { value: a.median / b.median, against: "old launcher + bundle (whole boot)" },
+          },
+          {
+            name: "qemu: time saved by the snapshot per boot",
+            unit: "ms",
+            value: b.median - a.median,
+          },
+        );
+        notes.push(
+          `qemu min–max: before ${b.min.toFixed(0)}–${b.max.toFixed(0)} ms, after ${a.min.toFixed(0)}–${a.max.toFixed(0)} ms (the same image but for envd's launcher and blob; Debian cloud kernel + initramfs, bootGuest's default).`,
+        );
+      }
       notes.push(
         `load average (1 min) ${load0.toFixed(2)} before, ${(loadavg()[0] ?? 0).toFixed(2)} after: the machine is shared, figures are provisional.`,
-        "QEMU: launch → envd /health is bench/boot.ts's figure; its envd share shrinks by the host/gvisor 'own start' difference.",
       );
       return { title: "envd start (issue 23)", rows: report, notes };
     } finally {
