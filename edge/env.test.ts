@@ -20,6 +20,8 @@ describe("parseEnv", () => {
       commandHistoryDays: 7,
       webhooks: defaultWebhookSettings,
       accounts: defaultAccountSettings,
+      // A template build's COPY archive is kept in Postgres: 64 MiB each at most by default.
+      templateFileMaxBytes: 64 * 1024 ** 2,
     });
   });
 

@@ -2,6 +2,9 @@ import { access, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import { beforeAll, describe, expect, it } from "vitest";
+import { createExec } from "../../agent/exec.js";
+import { noopLogger } from "../../agent/logger.js";
+import { probeKvm } from "../../agent/runtimes/qemu/runtime.js";
 import { IsolationClass, Runtime, SandboxState, StopReason } from "../../proto/gen/hostagent/v1/hostagent_pb.js";
 import {
   IMAGES_ROOT,
@@ -262,10 +265,8 @@ describe("agent: gVisor restart recovery", () => {
 
   it("auto picks gVisor on a host without KVM", async () => {
     requireRoot();
-    const kvm = await access("/dev/kvm").then(
-      () => true,
-      () => false,
-    );
+    // Usable KVM, not just the device: on PVM hosts /dev/kvm exists but QEMU cannot start a guest with it.
+    const kvm = await probeKvm(createExec(noopLogger));
     const agent = await startAgentProcess({ runtime: "qemu", rootDir: IMAGES_ROOT, env: { AGENT_RUNTIME: "auto" } });
     try {
       const info = await agent.client.getHostInfo({});
