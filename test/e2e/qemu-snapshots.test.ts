@@ -40,7 +40,8 @@ describe.skipIf(skipReason !== undefined)(
       await sh(
         client,
         source,
-        "echo kept > /home/user/kept.txt; setsid -f bash -c 'i=0; while :; do i=$((i+1)); echo $i > /home/user/count; sleep 0.2; done' </dev/null >/dev/null 2>&1",
+        // The counter replaces its file by rename: a read never meets it truncated and empty.
+        "echo kept > /home/user/kept.txt; setsid -f bash -c 'i=0; while :; do i=$((i+1)); echo $i > /home/user/count.new; mv /home/user/count.new /home/user/count; sleep 0.2; done' </dev/null >/dev/null 2>&1",
       );
       await new Promise((r) => setTimeout(r, 1000));
 

@@ -97,10 +97,19 @@ export interface TestInternet {
   stop(): Promise<void>;
 }
 
-/** Distinct random last octets in 2..250. */
-function pickOctets(count: number): number[] {
+/**
+ * Distinct random last octets in 2..250, none already routed by a `to <address>` rule: test files run
+ * in parallel, each with its own test internet, and two holding the same address would route it to
+ * whichever rule comes first (and one's cleanup check would see the other's rule).
+ */
+function pickOctets(count: number, rulesNow: string): number[] {
+  const taken = (o: number) => new RegExp(`to ${PUBLIC_STAND_IN_NET.replaceAll(".", "\\.")}\\.${o}\\b`).test(rulesNow);
   const picked = new Set<number>();
-  while (picked.size < count) picked.add(randomInt(2, 251));
+  for (let tries = 0; picked.size < count; tries++) {
+    const o = randomInt(2, 251);
+    if (tries < 1_000 && taken(o)) continue;
+    picked.add(o);
+  }
   return [...picked];
 }
 
@@ -175,7 +184,8 @@ export async function startTestInternet(opts: TestInternetOptions = {}): Promise
   for (let i = 0; i < 50 && routes.includes(`172.30.${octet}.`); i++) octet = randomInt(16, 250);
   const gatewayIp = `172.30.${octet}.1`;
   const privateIp = `172.30.${octet}.2`;
-  const octets = pickOctets(names.length + unnamedCount);
+  const { stdout: rulesNow } = await execa("ip", ["-4", "rule"]);
+  const octets = pickOctets(names.length + unnamedCount, rulesNow);
   const addresses = octets.map((o) => `${PUBLIC_STAND_IN_NET}.${o}`);
   const byName = new Map(names.map((n, i) => [n, addresses[i] as string]));
   const unnamed = addresses.slice(names.length);
